@@ -1,0 +1,39 @@
+"""EdgeKV client: talk to an EdgeKV node from Python.
+
+>>> from edgekv_client import Client
+>>> kv = Client("http://127.0.0.1:8787")  # doctest: +SKIP
+>>> kv.put("flags", "beta", "on")  # doctest: +SKIP
+"""
+
+from edgekv_client._core import Entry, ListPage
+from edgekv_client.bookmarks import Bookmark
+from edgekv_client.client import Client
+from edgekv_client.errors import (
+    ApiError,
+    EdgeKVError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    TooLarge,
+    TransportError,
+    Unauthorized,
+    Unavailable,
+)
+
+__all__ = [
+    "ApiError",
+    "Bookmark",
+    "Client",
+    "EdgeKVError",
+    "Entry",
+    "Forbidden",
+    "InvalidRequest",
+    "ListPage",
+    "NotFound",
+    "PreconditionFailed",
+    "TooLarge",
+    "TransportError",
+    "Unauthorized",
+    "Unavailable",
+]

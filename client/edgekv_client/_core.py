@@ -1,0 +1,170 @@
+"""The I/O-free core shared by the clients: building requests, decoding answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from edgekv_client.errors import TransportError, error_for
+
+USER_AGENT = "edgekv-client/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request, ready for a transport."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A value with its metadata, expiration (epoch seconds) and version."""
+
+    value: bytes
+    metadata: dict[str, Any] | None
+    expiration: int | None
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a key listing."""
+
+    keys: list[dict[str, Any]]
+    list_complete: bool
+    cursor: str | None
+
+
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """Return ``(scheme, host, port, base_path)`` of a node URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
+
+
+def key_path(namespace: str, key: str) -> str:
+    """Return the path of a key (percent-encoded; '/' kept readable)."""
+    return f"/v1/kv/{quote(namespace, safe='')}/{quote(key, safe='/')}"
+
+
+def build_request(
+    method: str,
+    path: str,
+    token: str | None,
+    *,
+    query: Mapping[str, str | int | None] | None = None,
+    body: bytes | None = None,
+    json_body: object = None,
+    headers: Mapping[str, str] | None = None,
+) -> Request:
+    """Return a request with auth, content type and query string in place."""
+    all_headers = {"User-Agent": USER_AGENT}
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    if json_body is not None:
+        body = json.dumps(json_body).encode("utf-8")
+        all_headers["Content-Type"] = "application/json"
+    elif body is not None:
+        all_headers["Content-Type"] = "application/octet-stream"
+    if headers:
+        all_headers.update(headers)
+    if query:
+        pairs = {k: str(v) for k, v in query.items() if v is not None}
+        if pairs:
+            path = f"{path}?{urlencode(pairs)}"
+    return Request(method, path, all_headers, body)
+
+
+def put_request(
+    namespace: str,
+    key: str,
+    value: bytes | str,
+    token: str | None,
+    *,
+    ttl: int | None = None,
+    expiration: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Request:
+    """Return the request that writes ``value`` to ``key``."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    headers = {}
+    if metadata is not None:
+        # ASCII JSON: header values must be ASCII.
+        headers["EdgeKV-Metadata"] = json.dumps(dict(metadata), separators=(",", ":"))
+    return build_request(
+        "PUT",
+        key_path(namespace, key),
+        token,
+        query={"ttl": ttl, "expiration": expiration},
+        body=raw,
+        headers=headers,
+    )
+
+
+def bulk_body(operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return the ``_bulk`` body; values given as bytes or str are base64-encoded."""
+    encoded = []
+    for op in operations:
+        item = dict(op)
+        value = item.get("value")
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if isinstance(value, bytes):
+            item["value"] = base64.b64encode(value).decode("ascii")
+        encoded.append(item)
+    return {"operations": encoded}
+
+
+def raise_for_error(status: int, body: bytes) -> None:
+    """Raise the mapped exception when ``status`` is an error."""
+    if status < 400:
+        return
+    try:
+        error = json.loads(body)["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = ("unavailable" if status >= 500 else "invalid_request"), body[:200].decode(
+            "utf-8", "replace"
+        )
+    raise error_for(code, message, status)
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode a JSON answer, or raise TransportError."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise TransportError(f"node answered invalid JSON: {exc}") from None
+
+
+def entry_from_response(body: bytes, headers: Mapping[str, str]) -> Entry:
+    """Return the entry of a GET answer."""
+    metadata = headers.get("EdgeKV-Metadata")
+    expiration = headers.get("EdgeKV-Expiration")
+    etag = headers.get("ETag")
+    return Entry(
+        body,
+        json.loads(metadata) if metadata else None,
+        int(expiration) if expiration else None,
+        etag.strip('"') if etag else None,
+    )
+
+
+def entry_from_json(item: Mapping[str, Any]) -> Entry:
+    """Return an entry of a ``_get`` answer."""
+    return Entry(
+        base64.b64decode(item["value"]),
+        item.get("metadata"),
+        item.get("expiration"),
+        item.get("version"),
+    )

@@ -1,0 +1,171 @@
+"""The blocking HTTP client (standard library only, keep-alive connection)."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+from edgekv_client import _core
+from edgekv_client._core import Entry, ListPage, Request
+from edgekv_client.errors import NotFound, TransportError
+
+
+class Client:
+    """A blocking client of one EdgeKV node.
+
+    >>> with Client("http://127.0.0.1:8787") as kv:  # doctest: +SKIP
+    ...     kv.put("flags", "beta", b"on")
+    ...     kv.get("flags", "beta")
+    b'on'
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8787",
+        token: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Talk to the node at ``url``, authenticating with ``token`` if given."""
+        self.url = url
+        self._scheme, self._host, self._port, self._base = _core.split_url(url)
+        self._token = token
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the kept-alive connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._scheme == "https":
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout
+                )
+        return self._conn
+
+    def _send(self, request: Request) -> tuple[int, bytes, http.client.HTTPMessage]:
+        conn = self._connection()
+        try:
+            conn.request(
+                request.method, self._base + request.path, body=request.body,
+                headers=request.headers,
+            )
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise TransportError(f"{request.method} {self.url}{request.path}: {exc}") from exc
+        _core.raise_for_error(response.status, body)
+        return response.status, body, response.headers
+
+    def _json(self, request: Request) -> Any:
+        return _core.decode_json(self._send(request)[1])
+
+    def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
+        """Return the entry at ``key`` with metadata and expiration, or None if absent."""
+        request = _core.build_request("GET", _core.key_path(namespace, key), self._token)
+        try:
+            _, body, headers = self._send(request)
+        except NotFound:
+            return None
+        return _core.entry_from_response(body, headers)
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        """Return the value at ``key``, or None if absent, deleted or expired."""
+        entry = self.get_with_metadata(namespace, key)
+        return entry.value if entry else None
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        value: bytes | str,
+        *,
+        ttl: int | None = None,
+        expiration: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write ``value``; return the answer with its ``bookmark`` and ``version``."""
+        request = _core.put_request(
+            namespace, key, value, self._token, ttl=ttl, expiration=expiration, metadata=metadata
+        )
+        result: dict[str, Any] = self._json(request)
+        return result
+
+    def delete(self, namespace: str, key: str) -> dict[str, Any]:
+        """Delete ``key`` (succeeds when absent); return the answer with its bookmark."""
+        request = _core.build_request("DELETE", _core.key_path(namespace, key), self._token)
+        result: dict[str, Any] = self._json(request)
+        return result
+
+    def list_page(
+        self,
+        namespace: str,
+        prefix: str = "",
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> ListPage:
+        """Return one page of keys."""
+        request = _core.build_request(
+            "GET",
+            f"/v1/kv/{namespace}",
+            self._token,
+            query={"prefix": prefix or None, "limit": limit, "cursor": cursor},
+        )
+        answer = self._json(request)
+        return ListPage(answer["keys"], answer["list_complete"], answer["cursor"])
+
+    def list(
+        self, namespace: str, prefix: str = "", page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Iterate every key (with expiration and metadata) under ``prefix``, page by page."""
+        cursor = None
+        while True:
+            page = self.list_page(namespace, prefix, page_size, cursor)
+            yield from page.keys
+            if page.list_complete or page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Entry | None]:
+        """Return the entries of up to 100 keys (None where absent)."""
+        request = _core.build_request(
+            "POST", f"/v1/kv/{namespace}/_get", self._token, json_body={"keys": list(keys)}
+        )
+        entries = self._json(request)["entries"]
+        return {
+            name: (_core.entry_from_json(item) if item else None) for name, item in entries.items()
+        }
+
+    def bulk(self, namespace: str, operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Apply puts and deletes atomically (``{"op": "put", "key", "value", ...}``)."""
+        request = _core.build_request(
+            "POST",
+            f"/v1/kv/{namespace}/_bulk",
+            self._token,
+            json_body=_core.bulk_body(operations),
+        )
+        result: dict[str, Any] = self._json(request)
+        return result

@@ -1,0 +1,66 @@
+"""The error codes of the EdgeKV HTTP API: one table for server, client and docs.
+
+Every error response has the body ``{"error": {"code": CODE, "message": TEXT}}``
+and the HTTP status listed here for ``CODE``. The server raises errors by code,
+the client maps codes to exceptions through this table, and
+``docs/errors.md`` is checked against it by a test, so the three cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One documented error: its code, HTTP status and meaning."""
+
+    code: str
+    status: int
+    description: str
+
+
+_TABLE = (
+    ErrorCode("invalid_request", 400, "The request is malformed; the message says how."),
+    ErrorCode("invalid_json", 400, "The request body is not valid JSON of the expected shape."),
+    ErrorCode("invalid_namespace", 400, "The namespace does not match [A-Za-z0-9_.-]{1,64}."),
+    ErrorCode("invalid_key", 400, "The key is empty, not UTF-8, or '.' or '..'."),
+    ErrorCode("key_too_long", 400, "The key is longer than max_key_bytes (512 bytes by default)."),
+    ErrorCode("invalid_metadata", 400, "The metadata is not a JSON object."),
+    ErrorCode(
+        "invalid_expiration",
+        400,
+        "ttl or expiration is not a positive integer, lies in the past, or both are given.",
+    ),
+    ErrorCode("invalid_parameter", 400, "A query parameter such as limit has an invalid value."),
+    ErrorCode("invalid_cursor", 400, "The list cursor was not issued by this API."),
+    ErrorCode("invalid_bookmark", 400, "The bookmark was not issued by EdgeKV."),
+    ErrorCode("unauthorized", 401, "No bearer token, or a token this node does not know."),
+    ErrorCode("forbidden", 403, "The token lacks the scope this operation needs."),
+    ErrorCode("not_found", 404, "No such key (absent, deleted or expired), or no such route."),
+    ErrorCode("method_not_allowed", 405, "The route does not support this HTTP method."),
+    ErrorCode(
+        "metadata_too_large",
+        413,
+        "The metadata is larger than max_metadata_bytes (1 KiB by default).",
+    ),
+    ErrorCode("value_too_large", 413, "The value is larger than max_value_bytes (25 MiB by default)."),
+    ErrorCode(
+        "too_many_operations",
+        413,
+        "A bulk request has more than max_bulk_operations operations, or a get-many request "
+        "more than max_get_many_keys keys.",
+    ),
+    ErrorCode("payload_too_large", 413, "The request body is larger than max_request_bytes."),
+    ErrorCode("internal_error", 500, "An unexpected server fault; nothing was written."),
+    ErrorCode("unavailable", 503, "The node is starting or shutting down; retry elsewhere or later."),
+)
+
+ERROR_CODES: dict[str, ErrorCode] = {entry.code: entry for entry in _TABLE}
+"""Every error code of the API, by code."""
+
+
+def status_of(code: str) -> int:
+    """Return the HTTP status for ``code`` (500 for an unknown code)."""
+    entry = ERROR_CODES.get(code)
+    return entry.status if entry else 500

@@ -1,0 +1,89 @@
+"""Exceptions of the EdgeKV client, mapped from the server's error codes.
+
+::
+
+    EdgeKVError
+    ├── TransportError          the node could not be reached or answered garbage
+    └── ApiError                the node answered with an error body
+        ├── InvalidRequest      400: invalid_* codes, key_too_long
+        ├── Unauthorized        401
+        ├── Forbidden           403
+        ├── NotFound            404
+        ├── TooLarge            413: value/metadata/payload too large, too many operations
+        ├── PreconditionFailed  409/412
+        └── Unavailable         503 (and other 5xx)
+
+The mapping goes through :data:`edgekv_client.codes.ERROR_CODES`, the table
+the server raises from, so client and server cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from edgekv_client.codes import ERROR_CODES
+
+
+class EdgeKVError(Exception):
+    """Base of every error the client raises."""
+
+
+class TransportError(EdgeKVError):
+    """The node could not be reached, or its answer could not be read."""
+
+
+class ApiError(EdgeKVError):
+    """The node answered with an error: ``code``, ``message`` and HTTP ``status``."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        """Create the error from the server's error body."""
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class InvalidRequest(ApiError):
+    """The request was malformed or over a limit on its shape (400)."""
+
+
+class Unauthorized(ApiError):
+    """No token, or a token the node does not know (401)."""
+
+
+class Forbidden(ApiError):
+    """The token lacks the needed scope (403)."""
+
+
+class NotFound(ApiError):
+    """No such key (404)."""
+
+
+class TooLarge(ApiError):
+    """A value, metadata or request over its size limit (413)."""
+
+
+class PreconditionFailed(ApiError):
+    """A conditional write's condition did not hold (409/412)."""
+
+
+class Unavailable(ApiError):
+    """The node cannot serve the request now (503); retry later or elsewhere."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: PreconditionFailed,
+    412: PreconditionFailed,
+    413: TooLarge,
+    503: Unavailable,
+}
+
+
+def error_for(code: str, message: str, status: int) -> ApiError:
+    """Return the exception for an error body, classified by the shared code table."""
+    entry = ERROR_CODES.get(code)
+    effective = entry.status if entry else status
+    cls = _BY_STATUS.get(effective, Unavailable if effective >= 500 else ApiError)
+    return cls(code, message, status)

@@ -1,0 +1,5 @@
+"""``python -m edgekv`` runs the CLI."""
+
+from edgekv.cli import main
+
+main()

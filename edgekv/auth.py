@@ -1,0 +1,148 @@
+"""Bearer tokens with scopes, stored as hashes in the node's configuration.
+
+A token is ``ekv_`` followed by 43 random URL-safe characters. The node keeps
+only ``sha256:<hex>`` of each token: tokens are long random secrets, so a fast
+hash suffices (as for API keys), and a leaked config file reveals no token.
+
+Scopes:
+
+``read:PATTERN``   read keys in namespaces matching the glob PATTERN
+``write:PATTERN``  write (put, delete, bulk) in namespaces matching PATTERN
+``admin``          everything, including cluster operations
+
+With no token configured the node runs in protected mode: it serves only on
+a loopback address, and every local caller is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+Action = Literal["read", "write", "admin"]
+
+TOKEN_PREFIX = "ekv_"
+_SCOPE_RE = re.compile(r"^(admin|(read|write):[A-Za-z0-9_.\-*?\[\]!]{1,64})$")
+_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpec:
+    """A configured token: its name, hash and scopes."""
+
+    name: str
+    hash: str
+    scopes: tuple[str, ...]
+
+    def allows(self, action: Action, namespace: str | None = None) -> bool:
+        """Whether this token may perform ``action`` on ``namespace``."""
+        for scope in self.scopes:
+            if scope == "admin":
+                return True
+            kind, _, pattern = scope.partition(":")
+            if kind == action and namespace is not None and fnmatchcase(namespace, pattern):
+                return True
+        return False
+
+
+OPEN_ACCESS = TokenSpec(name="protected-mode", hash="", scopes=("admin",))
+"""The principal of every request when no token is configured (loopback only)."""
+
+
+def hash_token(token: str) -> str:
+    """Return the stored form of ``token``."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """Return a new random bearer token."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def validate_scope(scope: str) -> str:
+    """Return ``scope`` if well-formed, else raise ValueError."""
+    if not _SCOPE_RE.match(scope):
+        raise ValueError(
+            f"invalid scope {scope!r}: use admin, read:PATTERN or write:PATTERN "
+            "(PATTERN a namespace glob such as flags or tenant-*)"
+        )
+    return scope
+
+
+def parse_tokens(raw: object) -> tuple[TokenSpec, ...]:
+    """Return the token specs of a TOML ``[[tokens]]`` array, or raise ValueError."""
+    if not isinstance(raw, list):
+        raise ValueError("tokens must be an array of tables ([[tokens]])")
+    specs = []
+    for index, entry in enumerate(raw):
+        specs.append(_parse_token(index, entry))
+    return tuple(specs)
+
+
+def _parse_token(index: int, entry: Any) -> TokenSpec:
+    where = f"tokens[{index}]"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a table")
+    unknown = set(entry) - {"name", "hash", "scopes"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    name, token_hash, scopes = entry.get("name"), entry.get("hash"), entry.get("scopes")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: name must be a non-empty string")
+    if not isinstance(token_hash, str) or not _HASH_RE.match(token_hash):
+        raise ValueError(f"{where}: hash must look like sha256:<64 hex digits>")
+    if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
+        raise ValueError(f"{where}: scopes must be a non-empty array of strings")
+    return TokenSpec(name, token_hash, tuple(validate_scope(s) for s in scopes))
+
+
+def token_toml(name: str, token: str, scopes: Sequence[str]) -> str:
+    """Return the TOML lines that configure ``token`` (its hash, never the token)."""
+    scope_list = ", ".join(f'"{s}"' for s in scopes)
+    return f'[[tokens]]\nname = "{name}"\nhash = "{hash_token(token)}"\nscopes = [{scope_list}]\n'
+
+
+class Authenticator:
+    """Finds the configured token that a request's ``Authorization`` header carries."""
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self, tokens: Iterable[TokenSpec]) -> None:
+        """Check presented tokens against ``tokens``."""
+        self._tokens = tuple(tokens)
+
+    @property
+    def protected_mode(self) -> bool:
+        """True when no token is configured (loopback-only, everyone trusted)."""
+        return not self._tokens
+
+    def authenticate(self, authorization: str | None) -> TokenSpec | None:
+        """Return the principal for an ``Authorization`` header, or None if unknown."""
+        if not self._tokens:
+            return OPEN_ACCESS
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        presented = hash_token(authorization[7:].strip()).encode("ascii")
+        found = None
+        # Compare against every token so the time taken does not tell which matched.
+        for spec in self._tokens:
+            if hmac.compare_digest(presented, spec.hash.encode("ascii")):
+                found = spec
+        return found
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names only loopback addresses (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

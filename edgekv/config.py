@@ -1,0 +1,194 @@
+"""Node settings: one table feeds the CLI flags, ``EDGEKV_*`` variables, TOML and docs.
+
+Precedence, highest first: a ``edgekv serve`` flag, an ``EDGEKV_<NAME>``
+environment variable, the TOML file given with ``--config``, the default.
+``docs/configuration.md`` documents every setting; a test keeps it in step
+with :data:`SETTINGS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekv.auth import TokenSpec, parse_tokens
+
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting has a value the node cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration setting: name, type, default and help text."""
+
+    name: str
+    type: type[str] | type[int] | type[float]
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        """The ``edgekv serve`` option for this setting."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable for this setting."""
+        return "EDGEKV_" + self.name.upper()
+
+    def parse(self, raw: object, source: str) -> Any:
+        """Return ``raw`` converted to this setting's type, or raise ConfigError."""
+        try:
+            if self.type is int and (isinstance(raw, bool) or isinstance(raw, float)):
+                raise ValueError("not an integer")
+            value = self.type(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{self.name} from {source}: expected {self.type.__name__}, got {raw!r}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(
+                f"{self.name} from {source}: {value!r} is not one of {', '.join(self.choices)}"
+            )
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{self.name} from {source}: must be at least {self.minimum}")
+        return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", str, "./edgekv-data", "Directory of the node's SQLite database."),
+    Setting("host", str, "127.0.0.1", "Address to listen on. Without tokens, loopback only."),
+    Setting("port", int, 8787, "TCP port of the HTTP API.", minimum=0),
+    Setting(
+        "node_name",
+        str,
+        None,
+        "Human-readable name of this PoP, shown in status (default: the host name).",
+    ),
+    Setting(
+        "synchronous",
+        str,
+        "full",
+        "SQLite durability: 'full' fsyncs every group commit (survives power loss); "
+        "'normal' survives a process crash but may lose the last commits on power loss.",
+        choices=("full", "normal"),
+    ),
+    Setting("max_key_bytes", int, 512, "Largest key, in bytes of UTF-8.", minimum=1),
+    Setting("max_value_bytes", int, 25 * MIB, "Largest value, in bytes.", minimum=0),
+    Setting("max_metadata_bytes", int, 1024, "Largest metadata, in bytes of JSON.", minimum=2),
+    Setting("max_list_limit", int, 1000, "Most keys in one list page.", minimum=1),
+    Setting("max_bulk_operations", int, 10_000, "Most operations in one bulk request.", minimum=1),
+    Setting("max_get_many_keys", int, 100, "Most keys in one get-many request.", minimum=1),
+    Setting(
+        "max_request_bytes",
+        int,
+        100 * MIB,
+        "Largest request body (a bulk request's JSON included).",
+        minimum=1024,
+    ),
+    Setting(
+        "shutdown_timeout",
+        float,
+        10.0,
+        "Seconds a stopping node waits for in-flight requests before closing.",
+        minimum=0,
+    ),
+    Setting(
+        "log_level",
+        str,
+        "info",
+        "Logging level.",
+        choices=("debug", "info", "warning", "error"),
+    ),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+# Keys a TOML file may hold besides the scalar settings.
+TOML_ONLY_KEYS = ("tokens",)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The resolved configuration of one node."""
+
+    data_dir: str = "./edgekv-data"
+    host: str = "127.0.0.1"
+    port: int = 8787
+    node_name: str | None = None
+    synchronous: str = "full"
+    max_key_bytes: int = 512
+    max_value_bytes: int = 25 * MIB
+    max_metadata_bytes: int = 1024
+    max_list_limit: int = 1000
+    max_bulk_operations: int = 10_000
+    max_get_many_keys: int = 100
+    max_request_bytes: int = 100 * MIB
+    shutdown_timeout: float = 10.0
+    log_level: str = "info"
+    tokens: tuple[TokenSpec, ...] = field(default=())
+
+    @property
+    def display_name(self) -> str:
+        """The node name, defaulting to the host name."""
+        return self.node_name or socket.gethostname()
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(
+    cli: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Resolve the configuration from CLI values, environment and a TOML file.
+
+    ``cli`` maps setting names to values given on the command line (``None``
+    meaning not given). ``env`` defaults to ``os.environ``.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    tokens: tuple[TokenSpec, ...] = ()
+    if config_file is not None:
+        document = _read_toml(Path(config_file))
+        unknown = sorted(set(document) - set(SETTINGS_BY_NAME) - set(TOML_ONLY_KEYS))
+        if unknown:
+            raise ConfigError(f"{config_file}: unknown setting(s) {', '.join(unknown)}")
+        for name, raw in document.items():
+            if name in SETTINGS_BY_NAME:
+                values[name] = SETTINGS_BY_NAME[name].parse(raw, str(config_file))
+        try:
+            tokens = parse_tokens(document.get("tokens", []))
+        except ValueError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+    for setting in SETTINGS:
+        raw_env = env.get(setting.env_var)
+        if raw_env is not None and raw_env != "":
+            values[setting.name] = setting.parse(raw_env, setting.env_var)
+    for name, raw in (cli or {}).items():
+        if raw is not None:
+            values[name] = SETTINGS_BY_NAME[name].parse(raw, SETTINGS_BY_NAME[name].flag)
+    return Config(**values, tokens=tokens)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None

@@ -1,0 +1,185 @@
+"""The key-value routes: ``/v1/kv/{ns}`` and ``/v1/kv/{ns}/{key}``."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from edgekv.auth import Action
+from edgekv.http import validation as check
+from edgekv.http.errors import ApiError
+from edgekv.http.state import NODE, PRINCIPAL
+from edgekv.node import Node
+from edgekv.store.store import Entry, Write, WriteResult
+from edgekv_client.bookmarks import Bookmark, encode_version
+
+routes = web.RouteTableDef()
+
+
+def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
+    """Return the node and the request's namespace, once the caller may do ``action``."""
+    ns = check.namespace(request.match_info["ns"])
+    if not request[PRINCIPAL].allows(action, ns):
+        raise ApiError("forbidden", f"this token may not {action} namespace {ns!r}")
+    return request.app[NODE], ns
+
+
+def _write_answer(node: Node, result: WriteResult, count: int = 1) -> web.Response:
+    node.metrics.writes.inc(count)
+    bookmark = Bookmark(node.store.node_id, result.seq, result.hlc).encode()
+    body: dict[str, Any] = {"bookmark": bookmark}
+    if result.hlc:
+        body["version"] = encode_version(result.hlc, result.node)
+    return web.json_response(body)
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    return {
+        "value": base64.b64encode(entry.value).decode("ascii"),
+        "metadata": json.loads(entry.metadata) if entry.metadata else None,
+        "expiration": entry.expiration,
+        "version": encode_version(entry.hlc, entry.node),
+    }
+
+
+@routes.get("/v1/kv/{ns}")
+async def list_keys(request: web.Request) -> web.Response:
+    """List live keys in byte order, a page at a time."""
+    node, ns = _authorized(request, "read")
+    query = request.query
+    prefix = check.key(query["prefix"], node.config) if query.get("prefix") else b""
+    limit = check.limit(query.get("limit"), node.config)
+    after = check.decode_cursor(query.get("cursor"))
+    rows = node.store.list_keys(ns, prefix, after, limit + 1)
+    complete = len(rows) <= limit
+    rows = rows[:limit]
+    keys = [
+        {
+            "name": row.key.decode("utf-8"),
+            "expiration": row.expiration,
+            "metadata": json.loads(row.metadata) if row.metadata else None,
+        }
+        for row in rows
+    ]
+    cursor = None if complete else check.encode_cursor(rows[-1].key)
+    return web.json_response({"keys": keys, "list_complete": complete, "cursor": cursor})
+
+
+@routes.post("/v1/kv/{ns}/_bulk")
+async def bulk(request: web.Request) -> web.Response:
+    """Apply up to ``max_bulk_operations`` puts and deletes atomically."""
+    node, ns = _authorized(request, "write")
+    document = check.json_object(await request.read())
+    operations = document.get("operations")
+    if not isinstance(operations, list) or not operations:
+        raise ApiError("invalid_json", "body must be {\"operations\": [...]} with at least one")
+    if len(operations) > node.config.max_bulk_operations:
+        raise ApiError(
+            "too_many_operations",
+            f"{len(operations)} operations; the limit is {node.config.max_bulk_operations}",
+        )
+    writes = [_bulk_write(index, op, node) for index, op in enumerate(operations)]
+    result = await node.store.write(ns, writes)
+    return _write_answer(node, result, len(writes))
+
+
+def _bulk_write(index: int, op: object, node: Node) -> Write:
+    where = f"operations[{index}]"
+    if not isinstance(op, Mapping):
+        raise ApiError("invalid_json", f"{where} must be an object")
+    kind = op.get("op")
+    try:
+        key = check.key(op.get("key"), node.config)
+        if kind == "delete":
+            extra = set(op) - {"op", "key"}
+            if extra:
+                raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
+            return Write(key, None)
+        if kind != "put":
+            raise ApiError("invalid_json", "op must be \"put\" or \"delete\"")
+        extra = set(op) - {"op", "key", "value", "metadata", "ttl", "expiration"}
+        if extra:
+            raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
+        value = check.base64_value(op.get("value"), "value")
+        if len(value) > node.config.max_value_bytes:
+            raise ApiError(
+                "value_too_large",
+                f"value is {len(value)} bytes; the limit is {node.config.max_value_bytes}",
+            )
+        return Write(
+            key,
+            value,
+            check.metadata(op.get("metadata"), node.config),
+            check.expiration(op.get("ttl"), op.get("expiration")),
+        )
+    except ApiError as error:
+        raise ApiError(error.code, f"{where}: {error.message}") from None
+
+
+@routes.post("/v1/kv/{ns}/_get")
+async def get_many(request: web.Request) -> web.Response:
+    """Read up to ``max_get_many_keys`` keys at once."""
+    node, ns = _authorized(request, "read")
+    document = check.json_object(await request.read())
+    names = document.get("keys")
+    if not isinstance(names, list) or not names:
+        raise ApiError("invalid_json", "body must be {\"keys\": [...]} with at least one key")
+    if len(names) > node.config.max_get_many_keys:
+        raise ApiError(
+            "too_many_operations",
+            f"{len(names)} keys; the limit is {node.config.max_get_many_keys}",
+        )
+    keys = [check.key(name, node.config) for name in names]
+    entries = node.store.get_many(ns, keys)
+    found = {
+        name: (_entry_json(entry) if entry else None)
+        for name, entry in zip(names, entries, strict=True)
+    }
+    return web.json_response({"entries": found})
+
+
+@routes.get("/v1/kv/{ns}/{key:.+}")
+async def get_value(request: web.Request) -> web.Response:
+    """Return a key's raw value; metadata and expiration in headers."""
+    node, ns = _authorized(request, "read")
+    key = check.key(request.match_info["key"], node.config)
+    entry = node.store.get(ns, key)
+    if entry is None:
+        raise ApiError("not_found", "no such key")
+    headers = {"ETag": f'"{encode_version(entry.hlc, entry.node)}"'}
+    if entry.metadata is not None:
+        headers["EdgeKV-Metadata"] = entry.metadata
+    if entry.expiration is not None:
+        headers["EdgeKV-Expiration"] = str(entry.expiration)
+    return web.Response(body=entry.value, headers=headers, content_type="application/octet-stream")
+
+
+@routes.put("/v1/kv/{ns}/{key:.+}")
+async def put_value(request: web.Request) -> web.Response:
+    """Store the request body as the key's value."""
+    node, ns = _authorized(request, "write")
+    config = node.config
+    key = check.key(request.match_info["key"], config)
+    expiration = check.expiration(request.query.get("ttl"), request.query.get("expiration"))
+    metadata = check.metadata(request.headers.get("EdgeKV-Metadata"), config)
+    too_large = ApiError("value_too_large", f"the value limit is {config.max_value_bytes} bytes")
+    if (request.content_length or 0) > config.max_value_bytes:
+        raise too_large
+    value = await request.read()
+    if len(value) > config.max_value_bytes:
+        raise too_large
+    result = await node.store.write(ns, [Write(key, value, metadata, expiration)])
+    return _write_answer(node, result)
+
+
+@routes.delete("/v1/kv/{ns}/{key:.+}")
+async def delete_value(request: web.Request) -> web.Response:
+    """Delete a key (a tombstone that replicates); deleting an absent key succeeds."""
+    node, ns = _authorized(request, "write")
+    key = check.key(request.match_info["key"], node.config)
+    result = await node.store.write(ns, [Write(key, None)])
+    return _write_answer(node, result)

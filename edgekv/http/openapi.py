@@ -1,0 +1,256 @@
+"""The OpenAPI 3.1 document of the node's HTTP API.
+
+Kept next to the routes and checked by a test against the app's router, so a
+route cannot be added without being described.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from edgekv import __version__
+from edgekv_client.codes import ERROR_CODES
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(schema_ref: str, description: str = "OK") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
+    }
+
+
+_NS = {"name": "ns", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}  # noqa: E501
+_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "description": "1-512 bytes of UTF-8, percent-encoded; may contain '/'.",
+    "schema": {"type": "string"},
+}
+_AUTH_ERRORS = {"401": _error("unauthorized"), "403": _error("forbidden")}
+_BAD = {"400": _error("invalid input (see code)")}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """Return the OpenAPI document (built once)."""
+    error_codes = sorted(ERROR_CODES)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "EdgeKV node API",
+            "version": __version__,
+            "description": "Key-value store of one EdgeKV point of presence.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string", "enum": error_codes},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+                "WriteResult": {
+                    "type": "object",
+                    "required": ["bookmark"],
+                    "properties": {
+                        "bookmark": {"type": "string", "description": "Opaque; read-your-writes."},
+                        "version": {"type": "string", "description": "The entry's version."},
+                    },
+                },
+                "KeyList": {
+                    "type": "object",
+                    "required": ["keys", "list_complete", "cursor"],
+                    "properties": {
+                        "keys": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "expiration": {"type": ["integer", "null"]},
+                                    "metadata": {"type": ["object", "null"]},
+                                },
+                            },
+                        },
+                        "list_complete": {"type": "boolean"},
+                        "cursor": {"type": ["string", "null"]},
+                    },
+                },
+                "BulkRequest": {
+                    "type": "object",
+                    "required": ["operations"],
+                    "properties": {
+                        "operations": {
+                            "type": "array",
+                            "maxItems": 10000,
+                            "items": {
+                                "type": "object",
+                                "required": ["op", "key"],
+                                "properties": {
+                                    "op": {"enum": ["put", "delete"]},
+                                    "key": {"type": "string"},
+                                    "value": {"type": "string", "contentEncoding": "base64"},
+                                    "metadata": {"type": "object"},
+                                    "ttl": {"type": "integer", "minimum": 1},
+                                    "expiration": {"type": "integer"},
+                                },
+                            },
+                        }
+                    },
+                },
+                "GetManyRequest": {
+                    "type": "object",
+                    "required": ["keys"],
+                    "properties": {"keys": {"type": "array", "items": {"type": "string"}}},
+                },
+                "GetManyResult": {
+                    "type": "object",
+                    "properties": {
+                        "entries": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": ["object", "null"],
+                                "properties": {
+                                    "value": {"type": "string", "contentEncoding": "base64"},
+                                    "metadata": {"type": ["object", "null"]},
+                                    "expiration": {"type": ["integer", "null"]},
+                                    "version": {"type": "string"},
+                                },
+                            },
+                        }
+                    },
+                },
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and node identity",
+                    "security": [],
+                    "responses": {"200": {"description": "serving"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                }
+            },
+            "/v1/kv/{ns}": {
+                "get": {
+                    "summary": "List keys in byte order, a page at a time",
+                    "parameters": [
+                        _NS,
+                        {"name": "prefix", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},  # noqa: E501
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": _json("KeyList"), **_BAD, **_AUTH_ERRORS},
+                }
+            },
+            "/v1/kv/{ns}/_bulk": {
+                "post": {
+                    "summary": "Apply puts and deletes atomically",
+                    "parameters": [_NS],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BulkRequest"}}},  # noqa: E501
+                    },
+                    "responses": {
+                        "200": _json("WriteResult"),
+                        **_BAD,
+                        **_AUTH_ERRORS,
+                        "413": _error("too many operations or too large"),
+                    },
+                }
+            },
+            "/v1/kv/{ns}/_get": {
+                "post": {
+                    "summary": "Read many keys at once",
+                    "parameters": [_NS],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GetManyRequest"}}},  # noqa: E501
+                    },
+                    "responses": {
+                        "200": _json("GetManyResult"),
+                        **_BAD,
+                        **_AUTH_ERRORS,
+                        "413": _error("too many keys"),
+                    },
+                }
+            },
+            "/v1/kv/{ns}/{key}": {
+                "get": {
+                    "summary": "Read a value",
+                    "parameters": [_NS, _KEY],
+                    "responses": {
+                        "200": {
+                            "description": "The raw value",
+                            "headers": {
+                                "EdgeKV-Metadata": {"schema": {"type": "string"}, "description": "JSON object"},  # noqa: E501
+                                "EdgeKV-Expiration": {"schema": {"type": "integer"}, "description": "epoch seconds"},  # noqa: E501
+                                "ETag": {"schema": {"type": "string"}, "description": "version"},
+                            },
+                            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},  # noqa: E501
+                        },
+                        **_BAD,
+                        **_AUTH_ERRORS,
+                        "404": _error("absent, deleted or expired"),
+                    },
+                },
+                "put": {
+                    "summary": "Write a value",
+                    "parameters": [
+                        _NS,
+                        _KEY,
+                        {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                        {"name": "expiration", "in": "query", "schema": {"type": "integer"}, "description": "epoch seconds"},  # noqa: E501
+                        {"name": "EdgeKV-Metadata", "in": "header", "schema": {"type": "string"}, "description": "JSON object, at most 1 KiB"},  # noqa: E501
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},  # noqa: E501
+                    },
+                    "responses": {
+                        "200": _json("WriteResult"),
+                        **_BAD,
+                        **_AUTH_ERRORS,
+                        "413": _error("value or metadata too large"),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a key (idempotent)",
+                    "parameters": [_NS, _KEY],
+                    "responses": {"200": _json("WriteResult"), **_BAD, **_AUTH_ERRORS},
+                },
+            },
+        },
+    }

@@ -1,0 +1,28 @@
+"""A node: one PoP's configuration, store, authentication and metrics together."""
+
+from __future__ import annotations
+
+from edgekv.auth import Authenticator
+from edgekv.config import Config
+from edgekv.http.metrics import Metrics
+from edgekv.store.store import Store
+
+
+class Node:
+    """Everything one running PoP owns. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        """Assemble a node from an open store; prefer :meth:`open`."""
+        self.config = config
+        self.store = store
+        self.auth = Authenticator(config.tokens)
+        self.metrics = Metrics(store)
+
+    @classmethod
+    def open(cls, config: Config) -> Node:
+        """Open the node's database (creating it on first start)."""
+        return cls(config, Store(config.data_dir, synchronous=config.synchronous))
+
+    def close(self) -> None:
+        """Commit queued writes and close the database."""
+        self.store.close()

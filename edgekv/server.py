@@ -1,0 +1,107 @@
+"""Running a node: bind, announce, serve until a signal, shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from edgekv import __version__
+from edgekv.auth import is_loopback_host
+from edgekv.config import Config, ConfigError
+from edgekv.http.app import create_app
+from edgekv.node import Node
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningNode:
+    """A node serving HTTP: the node, and the URL it answers on."""
+
+    node: Node
+    url: str
+
+
+def check_protected_mode(config: Config) -> None:
+    """Refuse a non-loopback address unless tokens are configured (protected mode)."""
+    if not config.tokens and not is_loopback_host(config.host):
+        raise ConfigError(
+            f"refusing to listen on {config.host} without tokens: with no [[tokens]] "
+            "configured, EdgeKV serves only on a loopback address (127.0.0.1, ::1). "
+            "Create a token with `edgekv token create` and add it to the config file."
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_node(config: Config) -> AsyncIterator[RunningNode]:
+    """Open the node, serve its API, and on exit stop serving and close it.
+
+    Leaving the block stops accepting connections, lets in-flight requests
+    finish (up to ``shutdown_timeout``), then commits queued writes.
+    """
+    check_protected_mode(config)
+    node = Node.open(config)
+    try:
+        runner = web.AppRunner(
+            create_app(node), access_log=None, shutdown_timeout=config.shutdown_timeout
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.host, config.port)
+            await site.start()
+            yield RunningNode(node, _bound_url(site, config))
+        finally:
+            await runner.cleanup()
+    finally:
+        node.close()
+
+
+def _bound_url(site: web.TCPSite, config: Config) -> str:
+    server = site._server
+    port = config.port
+    if isinstance(server, asyncio.Server) and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"http://{host}:{port}"
+
+
+def startup_line(running: RunningNode) -> str:
+    """The one line ``edgekv serve`` prints once it is ready."""
+    config, store = running.node.config, running.node.store
+    mode = "protected mode: loopback, no tokens" if not config.tokens else "tokens required"
+    return (
+        f"EdgeKV {__version__} serving {running.url} node={store.node_id:016x} "
+        f"name={config.display_name} data={store.path.parent} ({mode})"
+    )
+
+
+async def serve_forever(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_node(config) as running:
+        print(startup_line(running), flush=True)
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests")
+    log.info("stopped")
+
+
+def serve(config: Config) -> None:
+    """Run a node in this process until it is signalled to stop."""
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        socket.getaddrinfo(config.host, None)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {config.host!r}: {exc}") from None
+    asyncio.run(serve_forever(config))

@@ -1,0 +1,98 @@
+"""Versioned schema migrations of a node's SQLite database.
+
+``PRAGMA user_version`` holds the schema version. Each migration runs in its
+own transaction together with the version bump, so a crash mid-migration
+leaves the previous version intact. Schema work uses sqlite-utils; the hot
+paths in :mod:`edgekv.store.store` use raw ``sqlite3``.
+
+Tables (version 1):
+
+``node_state``  one row: this database's node id and incarnation (random,
+                made at creation), and the persisted high-water marks of the
+                hybrid logical clock and of the change sequence.
+``kv``          one row per ``(ns, key)``: the live value or a tombstone
+                (``value IS NULL``), metadata JSON, expiration (epoch
+                seconds), the last-writer-wins stamp ``(hlc, node)``, and
+                ``seq`` -- the row's place in the local change log. An
+                overwritten row moves to a newer ``seq``, so "changes after
+                cursor" is a range scan of the primary key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+from edgekv_replication import new_node_id
+
+
+class SchemaError(RuntimeError):
+    """The database was written by a newer EdgeKV, or is not an EdgeKV database."""
+
+
+def _v1_initial(db: sqlite_utils.Database) -> None:
+    db["node_state"].create(
+        {
+            "id": int,
+            "node_id": int,
+            "incarnation": int,
+            "created_ms": int,
+            "hlc": int,
+            "seq": int,
+        },
+        pk="id",
+        not_null={"node_id", "incarnation", "created_ms", "hlc", "seq"},
+    )
+    db.execute(
+        "INSERT INTO node_state (id, node_id, incarnation, created_ms, hlc, seq)"
+        " VALUES (1, ?, ?, ?, 0, 0)",
+        [new_node_id(), new_node_id(), time.time_ns() // 1_000_000],
+    )
+    db["kv"].create(
+        {
+            "seq": int,
+            "ns": str,
+            "key": bytes,
+            "value": bytes,
+            "metadata": str,
+            "expiration": int,
+            "hlc": int,
+            "node": int,
+        },
+        pk="seq",
+        not_null={"ns", "key", "hlc", "node"},
+    )
+    db["kv"].create_index(["ns", "key"], index_name="kv_ns_key", unique=True)
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1_initial,)
+"""Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database on ``conn`` (autocommit mode) to :data:`SCHEMA_VERSION`.
+
+    Returns the version found before migrating (0 for a new database).
+    """
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {found} is newer than this EdgeKV supports "
+            f"({SCHEMA_VERSION}); upgrade EdgeKV"
+        )
+    db = sqlite_utils.Database(conn)
+    for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](db)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return found

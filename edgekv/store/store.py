@@ -1,0 +1,207 @@
+"""A node's SQLite store: last-writer-wins entries, tombstones and the change log.
+
+Reads run on the caller's thread through a read-only connection; in WAL mode
+they never wait for the writer. Writes go through the single group-commit
+:class:`~edgekv.store.writer.Writer`, which also owns the hybrid logical clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from edgekv.store.schema import migrate
+from edgekv.store.writer import Txn, Writer
+from edgekv_replication import HybridLogicalClock
+
+DB_FILENAME = "edgekv.db"
+
+_GET = (
+    "SELECT value, metadata, expiration, hlc, node, seq FROM kv"
+    " WHERE ns = ? AND key = ? AND value IS NOT NULL"
+    " AND (expiration IS NULL OR expiration > ?)"
+)
+_LIST = (
+    "SELECT key, expiration, metadata FROM kv"
+    " WHERE ns = ? AND key {op} ? AND key < ? AND value IS NOT NULL"
+    " AND (expiration IS NULL OR expiration > ?)"
+    " ORDER BY key LIMIT ?"
+)
+_LIST_FROM = _LIST.format(op=">=")
+_LIST_AFTER = _LIST.format(op=">")
+# Last writer wins by (hlc, node); the row takes the next seq only when it changes.
+_UPSERT = (
+    "INSERT INTO kv (seq, ns, key, value, metadata, expiration, hlc, node)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (ns, key) DO UPDATE SET seq = excluded.seq, value = excluded.value,"
+    " metadata = excluded.metadata, expiration = excluded.expiration,"
+    " hlc = excluded.hlc, node = excluded.node"
+    " WHERE (excluded.hlc, excluded.node) > (kv.hlc, kv.node)"
+)
+# Above every key: keys are at most a few KiB, and no UTF-8 byte is 0xff.
+_KEY_CEILING = b"\xff" * 8192
+
+
+class Entry(NamedTuple):
+    """A live entry as read."""
+
+    value: bytes
+    metadata: str | None
+    expiration: int | None
+    hlc: int
+    node: int
+    seq: int
+
+
+class ListedKey(NamedTuple):
+    """One key of a list page."""
+
+    key: bytes
+    expiration: int | None
+    metadata: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One put (``value`` not None) or delete inside a write request."""
+
+    key: bytes
+    value: bytes | None
+    metadata: str | None = None
+    expiration: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Where a committed write landed: its stamp and the change-log seq."""
+
+    hlc: int
+    node: int
+    seq: int
+
+
+class NodeIdentity(NamedTuple):
+    """The identity a database is created with."""
+
+    node_id: int
+    incarnation: int
+    created_ms: int
+
+
+def prefix_upper_bound(prefix: bytes) -> bytes:
+    """Return the smallest byte string greater than every string starting with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return _KEY_CEILING
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+class Store:
+    """The key-value store of one node."""
+
+    def __init__(self, data_dir: str | Path, synchronous: str = "full") -> None:
+        """Open (creating and migrating if needed) the database in ``data_dir``."""
+        directory = Path(data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / DB_FILENAME
+        write_conn = _connect(self.path, synchronous)
+        migrate(write_conn)
+        node_id, incarnation, created_ms, hlc, seq = write_conn.execute(
+            "SELECT node_id, incarnation, created_ms, hlc, seq FROM node_state WHERE id = 1"
+        ).fetchone()
+        self.identity = NodeIdentity(node_id, incarnation, created_ms)
+        self.clock = HybridLogicalClock(hlc)
+        self.writer = Writer(write_conn, self.clock, seq)
+        self._reader = _connect(self.path, synchronous)
+        self._reader.execute("PRAGMA query_only = ON")
+
+    @property
+    def node_id(self) -> int:
+        """This node's id: the tie-breaker of its write stamps."""
+        return self.identity.node_id
+
+    @property
+    def seq(self) -> int:
+        """The seq of the newest committed change."""
+        return self.writer.seq
+
+    def close(self) -> None:
+        """Commit queued writes and close the database."""
+        self.writer.close()
+        self._reader.close()
+
+    # -- reads: on the caller's thread, never waiting for the writer ----------
+
+    def get(self, ns: str, key: bytes, now: float | None = None) -> Entry | None:
+        """Return the live entry at ``(ns, key)``, or None if absent, deleted or expired."""
+        row = self._reader.execute(_GET, (ns, key, time.time() if now is None else now)).fetchone()
+        return Entry(*row) if row else None
+
+    def get_many(
+        self, ns: str, keys: Sequence[bytes], now: float | None = None
+    ) -> list[Entry | None]:
+        """Return the live entries of ``keys`` in order (None where absent)."""
+        at = time.time() if now is None else now
+        return [self.get(ns, key, at) for key in keys]
+
+    def list_keys(
+        self,
+        ns: str,
+        prefix: bytes = b"",
+        after: bytes | None = None,
+        limit: int = 1000,
+        now: float | None = None,
+    ) -> list[ListedKey]:
+        """Return up to ``limit`` live keys of ``ns`` starting with ``prefix``, in byte order.
+
+        ``after`` resumes a listing after that key; because it names a key rather
+        than a position, it stays valid while others write.
+        """
+        if after is not None and after >= prefix:
+            sql, low = _LIST_AFTER, after
+        else:
+            sql, low = _LIST_FROM, prefix
+        at = time.time() if now is None else now
+        rows = self._reader.execute(sql, (ns, low, prefix_upper_bound(prefix), at, limit)).fetchall()
+        return [ListedKey(*row) for row in rows]
+
+    # -- writes: queued to the writer, acknowledged after commit ---------------
+
+    def write(self, ns: str, writes: Sequence[Write]) -> asyncio.Future[WriteResult]:
+        """Apply ``writes`` atomically with fresh stamps; resolves after the commit."""
+
+        def op(txn: Txn) -> WriteResult:
+            result = WriteResult(0, self.node_id, txn.seq)
+            for write in writes:
+                hlc = txn.clock.now()
+                cursor = txn.conn.execute(
+                    _UPSERT,
+                    (
+                        txn.next_seq(),
+                        ns,
+                        write.key,
+                        write.value,
+                        write.metadata,
+                        write.expiration,
+                        hlc,
+                        self.node_id,
+                    ),
+                )
+                if cursor.rowcount:
+                    result = WriteResult(hlc, self.node_id, txn.take_seq())
+            return result
+
+        return self.writer.submit(op)
