@@ -22,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def setting_options(command: F) -> F:
     """Add one option per setting of the settings table (``--data-dir`` ...)."""
     for setting in reversed(SETTINGS):
-        kind: click.ParamType
+        kind: click.ParamType[Any]
         if setting.choices:
             kind = click.Choice(setting.choices)
         elif setting.type is int:
@@ -184,7 +184,9 @@ def kv_get(url: str, token: str | None, namespace: str, key: str, show_metadata:
 @click.argument("namespace")
 @click.argument("key")
 @click.argument("value", required=False)
-@click.option("--file", "source", type=click.File("rb"), help="Read the value from a file (- for stdin).")
+@click.option(
+    "--file", "source", type=click.File("rb"), help="Read the value from a file (- for stdin)."
+)
 @click.option("--ttl", type=int, default=None, help="Expire after this many seconds.")
 @click.option("--metadata", default=None, help="Metadata as a JSON object.")
 def kv_put(

@@ -50,9 +50,9 @@ class Setting:
     def parse(self, raw: object, source: str) -> Any:
         """Return ``raw`` converted to this setting's type, or raise ConfigError."""
         try:
-            if self.type is int and (isinstance(raw, bool) or isinstance(raw, float)):
+            if self.type is int and isinstance(raw, bool | float):
                 raise ValueError("not an integer")
-            value = self.type(raw)  # type: ignore[arg-type]
+            value: Any = self.type(raw)  # type: ignore[call-overload,arg-type]
         except (TypeError, ValueError):
             raise ConfigError(
                 f"{self.name} from {source}: expected {self.type.__name__}, got {raw!r}"

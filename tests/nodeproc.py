@@ -46,20 +46,31 @@ class NodeProcess:
     url: str = ""
     node_id: str = ""
     output: list[str] = field(default_factory=list)
+    _pump_thread: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
         """Start the node and wait for its start-up line."""
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgekv", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), *self.args],
+            [
+                sys.executable,
+                "-m",
+                "edgekv",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
         )
         ready = threading.Event()
-        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(ready,), daemon=True)
+        self._pump_thread.start()
         if not ready.wait(timeout) or not self.url:
             self.kill()
             raise RuntimeError("node did not start:\n" + "".join(self.output))
@@ -68,7 +79,8 @@ class NodeProcess:
         return self
 
     def _pump(self, ready: threading.Event) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.output.append(line)
             match = _READY.search(line)
@@ -82,13 +94,23 @@ class NodeProcess:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        self._release()
+        return code
+
+    def _release(self) -> None:
+        """Wait for the output pump to drain, then close the pipe."""
+        if self._pump_thread is not None:
+            self._pump_thread.join(10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def kill(self) -> None:
         """SIGKILL the node (no chance to clean up)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._release()
 
     def request(
         self,

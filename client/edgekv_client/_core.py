@@ -133,8 +133,9 @@ def raise_for_error(status: int, body: bytes) -> None:
         error = json.loads(body)["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = ("unavailable" if status >= 500 else "invalid_request"), body[:200].decode(
-            "utf-8", "replace"
+        code, message = (
+            ("unavailable" if status >= 500 else "invalid_request"),
+            body[:200].decode("utf-8", "replace"),
         )
     raise error_for(code, message, status)
 

@@ -56,7 +56,9 @@ class Client:
         if self._conn is None:
             if self._scheme == "https":
                 self._conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout,
+                    self._host,
+                    self._port,
+                    timeout=self._timeout,
                     context=ssl.create_default_context(),
                 )
             else:
@@ -65,11 +67,13 @@ class Client:
                 )
         return self._conn
 
-    def _send(self, request: Request) -> tuple[int, bytes, http.client.HTTPMessage]:
+    def _send(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
         conn = self._connection()
         try:
             conn.request(
-                request.method, self._base + request.path, body=request.body,
+                request.method,
+                self._base + request.path,
+                body=request.body,
                 headers=request.headers,
             )
             response = conn.getresponse()
@@ -78,7 +82,7 @@ class Client:
             self.close()
             raise TransportError(f"{request.method} {self.url}{request.path}: {exc}") from exc
         _core.raise_for_error(response.status, body)
-        return response.status, body, response.headers
+        return response.status, body, dict(response.headers.items())
 
     def _json(self, request: Request) -> Any:
         return _core.decode_json(self._send(request)[1])

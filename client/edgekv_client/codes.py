@@ -44,7 +44,9 @@ _TABLE = (
         413,
         "The metadata is larger than max_metadata_bytes (1 KiB by default).",
     ),
-    ErrorCode("value_too_large", 413, "The value is larger than max_value_bytes (25 MiB by default)."),
+    ErrorCode(
+        "value_too_large", 413, "The value is larger than max_value_bytes (25 MiB by default)."
+    ),
     ErrorCode(
         "too_many_operations",
         413,
@@ -53,7 +55,9 @@ _TABLE = (
     ),
     ErrorCode("payload_too_large", 413, "The request body is larger than max_request_bytes."),
     ErrorCode("internal_error", 500, "An unexpected server fault; nothing was written."),
-    ErrorCode("unavailable", 503, "The node is starting or shutting down; retry elsewhere or later."),
+    ErrorCode(
+        "unavailable", 503, "The node is starting or shutting down; retry elsewhere or later."
+    ),
 )
 
 ERROR_CODES: dict[str, ErrorCode] = {entry.code: entry for entry in _TABLE}

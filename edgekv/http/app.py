@@ -65,9 +65,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def healthz(request: web.Request) -> web.Response:
     """Liveness and identity: 200 while the node serves."""
     store = request.app[NODE].store
-    return web.json_response(
-        {"status": "ok", "node_id": f"{store.node_id:016x}", "seq": store.seq}
-    )
+    return web.json_response({"status": "ok", "node_id": f"{store.node_id:016x}", "seq": store.seq})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -76,7 +76,7 @@ async def bulk(request: web.Request) -> web.Response:
     document = check.json_object(await request.read())
     operations = document.get("operations")
     if not isinstance(operations, list) or not operations:
-        raise ApiError("invalid_json", "body must be {\"operations\": [...]} with at least one")
+        raise ApiError("invalid_json", 'body must be {"operations": [...]} with at least one')
     if len(operations) > node.config.max_bulk_operations:
         raise ApiError(
             "too_many_operations",
@@ -100,7 +100,7 @@ def _bulk_write(index: int, op: object, node: Node) -> Write:
                 raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
             return Write(key, None)
         if kind != "put":
-            raise ApiError("invalid_json", "op must be \"put\" or \"delete\"")
+            raise ApiError("invalid_json", 'op must be "put" or "delete"')
         extra = set(op) - {"op", "key", "value", "metadata", "ttl", "expiration"}
         if extra:
             raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
@@ -127,7 +127,7 @@ async def get_many(request: web.Request) -> web.Response:
     document = check.json_object(await request.read())
     names = document.get("keys")
     if not isinstance(names, list) or not names:
-        raise ApiError("invalid_json", "body must be {\"keys\": [...]} with at least one key")
+        raise ApiError("invalid_json", 'body must be {"keys": [...]} with at least one key')
     if len(names) > node.config.max_get_many_keys:
         raise ApiError(
             "too_many_operations",

@@ -27,7 +27,12 @@ def _json(schema_ref: str, description: str = "OK") -> dict[str, Any]:
     }
 
 
-_NS = {"name": "ns", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}}  # noqa: E501
+_NS = {
+    "name": "ns",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+}
 _KEY = {
     "name": "key",
     "in": "path",
@@ -169,7 +174,11 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         _NS,
                         {"name": "prefix", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},  # noqa: E501
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     ],
                     "responses": {"200": _json("KeyList"), **_BAD, **_AUTH_ERRORS},
@@ -181,7 +190,11 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_NS],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BulkRequest"}}},  # noqa: E501
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/BulkRequest"}
+                            }
+                        },
                     },
                     "responses": {
                         "200": _json("WriteResult"),
@@ -197,7 +210,11 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_NS],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GetManyRequest"}}},  # noqa: E501
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/GetManyRequest"}
+                            }
+                        },
                     },
                     "responses": {
                         "200": _json("GetManyResult"),
@@ -215,11 +232,21 @@ def openapi_document() -> dict[str, Any]:
                         "200": {
                             "description": "The raw value",
                             "headers": {
-                                "EdgeKV-Metadata": {"schema": {"type": "string"}, "description": "JSON object"},  # noqa: E501
-                                "EdgeKV-Expiration": {"schema": {"type": "integer"}, "description": "epoch seconds"},  # noqa: E501
+                                "EdgeKV-Metadata": {
+                                    "schema": {"type": "string"},
+                                    "description": "JSON object",
+                                },
+                                "EdgeKV-Expiration": {
+                                    "schema": {"type": "integer"},
+                                    "description": "epoch seconds",
+                                },
                                 "ETag": {"schema": {"type": "string"}, "description": "version"},
                             },
-                            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},  # noqa: E501
+                            "content": {
+                                "application/octet-stream": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                }
+                            },
                         },
                         **_BAD,
                         **_AUTH_ERRORS,
@@ -232,12 +259,26 @@ def openapi_document() -> dict[str, Any]:
                         _NS,
                         _KEY,
                         {"name": "ttl", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                        {"name": "expiration", "in": "query", "schema": {"type": "integer"}, "description": "epoch seconds"},  # noqa: E501
-                        {"name": "EdgeKV-Metadata", "in": "header", "schema": {"type": "string"}, "description": "JSON object, at most 1 KiB"},  # noqa: E501
+                        {
+                            "name": "expiration",
+                            "in": "query",
+                            "schema": {"type": "integer"},
+                            "description": "epoch seconds",
+                        },
+                        {
+                            "name": "EdgeKV-Metadata",
+                            "in": "header",
+                            "schema": {"type": "string"},
+                            "description": "JSON object, at most 1 KiB",
+                        },
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},  # noqa: E501
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
                     },
                     "responses": {
                         "200": _json("WriteResult"),

@@ -24,7 +24,9 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 def namespace(text: str) -> str:
     """Return a valid namespace name or raise ``invalid_namespace``."""
     if not _NAMESPACE.fullmatch(text):
-        raise ApiError("invalid_namespace", f"namespace must match [A-Za-z0-9_.-]{{1,64}}: {text!r}")
+        raise ApiError(
+            "invalid_namespace", f"namespace must match [A-Za-z0-9_.-]{{1,64}}: {text!r}"
+        )
     return text
 
 

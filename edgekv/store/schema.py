@@ -21,12 +21,16 @@ Tables (version 1):
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
-
-import sqlite_utils
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from edgekv_replication import new_node_id
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 class SchemaError(RuntimeError):
@@ -34,7 +38,7 @@ class SchemaError(RuntimeError):
 
 
 def _v1_initial(db: sqlite_utils.Database) -> None:
-    db["node_state"].create(
+    db.table("node_state").create(
         {
             "id": int,
             "node_id": int,
@@ -51,7 +55,8 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
         " VALUES (1, ?, ?, ?, 0, 0)",
         [new_node_id(), new_node_id(), time.time_ns() // 1_000_000],
     )
-    db["kv"].create(
+    kv = db.table("kv")
+    kv.create(
         {
             "seq": int,
             "ns": str,
@@ -65,7 +70,7 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
         pk="seq",
         not_null={"ns", "key", "hlc", "node"},
     )
-    db["kv"].create_index(["ns", "key"], index_name="kv_ns_key", unique=True)
+    kv.create_index(["ns", "key"], index_name="kv_ns_key", unique=True)
 
 
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1_initial,)
@@ -85,7 +90,9 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema version {found} is newer than this EdgeKV supports "
             f"({SCHEMA_VERSION}); upgrade EdgeKV"
         )
-    db = sqlite_utils.Database(conn)
+    if found == SCHEMA_VERSION:
+        return found
+    db = _sqlite_utils().Database(conn)
     for version in range(found, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -96,3 +103,23 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         conn.execute("COMMIT")
     return found
+
+
+def _sqlite_utils() -> ModuleType:
+    """Import sqlite-utils only when a migration runs, without its optional numpy support.
+
+    sqlite-utils imports numpy and pandas when they are installed, which would
+    add ~20 MiB to every node's footprint for type mappings EdgeKV never uses.
+    """
+    hidden = {name: sys.modules.get(name) for name in ("numpy", "pandas")}
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import numpy` fail
+    try:
+        import sqlite_utils
+    finally:
+        for name, module in hidden.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+    return sqlite_utils

@@ -175,7 +175,9 @@ class Store:
         else:
             sql, low = _LIST_FROM, prefix
         at = time.time() if now is None else now
-        rows = self._reader.execute(sql, (ns, low, prefix_upper_bound(prefix), at, limit)).fetchall()
+        rows = self._reader.execute(
+            sql, (ns, low, prefix_upper_bound(prefix), at, limit)
+        ).fetchall()
         return [ListedKey(*row) for row in rows]
 
     # -- writes: queued to the writer, acknowledged after commit ---------------

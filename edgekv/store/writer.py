@@ -11,6 +11,7 @@ one commit -- and one fsync -- which is what makes durable writes fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -175,11 +176,10 @@ class Writer:
         for request in batch:
             by_loop.setdefault(request.loop, []).append(request)
         for loop, requests in by_loop.items():
-            try:
-                # One wake-up of the event loop per commit, not one per write.
+            # One wake-up of the event loop per commit, not one per write. A closed
+            # loop raises RuntimeError: its callers are gone, nobody awaits them.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, requests)
-            except RuntimeError:  # that loop is closed: its callers are gone
-                pass
 
 
 def _settle(requests: list[_Request[Any]]) -> None:
