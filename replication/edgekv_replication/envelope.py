@@ -1,0 +1,176 @@
+"""The versioned msgpack envelope of peer messages.
+
+Every peer message is one msgpack array ``[VERSION, kind, body]``. Decoding is
+strict: anything that is not exactly a known message of this version raises
+:class:`EnvelopeError`, and nothing of it is applied -- a peer payload is taken
+whole or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from edgekv_replication.changes import Change
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Larger than any legal batch (values are at most 25 MiB); bigger is refused."""
+
+_I64 = (1 << 63) - 1
+
+
+class EnvelopeError(ValueError):
+    """A peer message that does not decode; it is rejected whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Opens a pull stream: who pulls, and from where in the server's log."""
+
+    node: int
+    incarnation: int
+    name: str
+    url: str
+    cursor: int
+    server_incarnation: int
+    """The incarnation the cursor belongs to (0: none yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The server's answer to Hello: its identity and where the stream starts."""
+
+    node: int
+    incarnation: int
+    name: str
+    start: int
+    """The cursor the stream resumes from (0 when the incarnation changed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Changes after ``after`` up to and including ``upto`` in the sender's log."""
+
+    after: int
+    upto: int
+    changes: tuple[Change, ...]
+    wall_ms: int
+    """The sender's wall clock when it sent the batch (clock-offset tracking)."""
+
+
+Message = Hello | Welcome | Batch
+_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3}
+
+
+def encode(message: Message) -> bytes:
+    """Return the wire bytes of ``message``."""
+    if isinstance(message, Batch):
+        body: list[Any] = [
+            message.after,
+            message.upto,
+            message.wall_ms,
+            [list(change) for change in message.changes],
+        ]
+    elif isinstance(message, Hello):
+        body = [
+            message.node,
+            message.incarnation,
+            message.name,
+            message.url,
+            message.cursor,
+            message.server_incarnation,
+        ]
+    else:
+        body = [message.node, message.incarnation, message.name, message.start]
+    packed: bytes = msgpack.packb([VERSION, _KINDS[type(message)], body], use_bin_type=True)
+    return packed
+
+
+def decode(data: bytes) -> Message:
+    """Return the message in ``data``, or raise EnvelopeError."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise EnvelopeError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        outer = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise EnvelopeError(f"not msgpack: {exc}") from None
+    if not isinstance(outer, list) or len(outer) != 3:
+        raise EnvelopeError("envelope must be [version, kind, body]")
+    version, kind, body = outer
+    if version != VERSION:
+        raise EnvelopeError(f"unsupported envelope version {version!r}")
+    if not isinstance(body, list):
+        raise EnvelopeError("body must be an array")
+    if kind == 1:
+        return Hello(*_fields(body, (_u63, _u63, _text, _text, _u63, _u63)))
+    if kind == 2:
+        return Welcome(*_fields(body, (_u63, _u63, _text, _u63)))
+    if kind == 3:
+        after, upto, wall_ms, raw_changes = _fields(body, (_u63, _u63, _u63, _array))
+        if upto < after:
+            raise EnvelopeError("batch ends before it starts")
+        changes = tuple(_change(item) for item in raw_changes)
+        if any(not after < c.seq <= upto for c in changes):
+            raise EnvelopeError("change seq outside the batch's range")
+        return Batch(after, upto, changes, wall_ms)
+    raise EnvelopeError(f"unknown message kind {kind!r}")
+
+
+def _change(item: object) -> Change:
+    if not isinstance(item, list):
+        raise EnvelopeError("a change must be an array")
+    ns, key, value, metadata, expiration, hlc, node, seq = _fields(
+        item, (_text, _bytes, _opt_bytes, _opt_text, _opt_int, _u63, _u63, _u63)
+    )
+    if not ns or not key:
+        raise EnvelopeError("a change needs a namespace and a key")
+    return Change(ns, key, value, metadata, expiration, hlc, node, seq)
+
+
+def _fields(body: list[Any], checks: tuple[Any, ...]) -> list[Any]:
+    if len(body) != len(checks):
+        raise EnvelopeError(f"expected {len(checks)} fields, got {len(body)}")
+    return [check(value) for check, value in zip(checks, body, strict=True)]
+
+
+def _u63(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= _I64:
+        raise EnvelopeError(f"expected a non-negative 63-bit integer, got {value!r}")
+    return value
+
+
+def _opt_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not -_I64 <= value <= _I64:
+        raise EnvelopeError(f"expected an integer or nil, got {value!r}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise EnvelopeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise EnvelopeError(f"expected bytes, got {type(value).__name__}")
+    return value
+
+
+def _opt_bytes(value: object) -> bytes | None:
+    return None if value is None else _bytes(value)
+
+
+def _array(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise EnvelopeError("expected an array")
+    return value
