@@ -20,6 +20,8 @@ from edgekv.node import Node
 
 log = logging.getLogger(__name__)
 
+MAX_HEADER_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class RunningNode:
@@ -50,7 +52,13 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
     node = Node.open(config)
     try:
         runner = web.AppRunner(
-            create_app(node), access_log=None, shutdown_timeout=config.shutdown_timeout
+            create_app(node),
+            access_log=None,
+            shutdown_timeout=config.shutdown_timeout,
+            # Room for a 512-byte key fully percent-encoded and 1 KiB metadata, so
+            # over-long ones reach the API's own checks and get its error codes.
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
         )
         await runner.setup()
         try:

@@ -38,8 +38,8 @@ def list_path(ns: str, **query: str | int) -> str:
 
 def assert_error(response: Response, code: str) -> None:
     """The response is exactly the documented error shape for ``code``."""
+    assert response.status == ERROR_CODES[code].status, (code, response.status, response.body[:300])
     assert response.headers.get("Content-Type", "").startswith("application/json"), (
-        response.status,
         response.headers,
         response.body[:300],
     )
@@ -47,7 +47,6 @@ def assert_error(response: Response, code: str) -> None:
     assert body == {"error": {"code": code, "message": body["error"]["message"]}}, body
     assert isinstance(body["error"]["message"], str)
     assert body["error"]["message"]
-    assert response.status == ERROR_CODES[code].status, body
 
 
 def put(

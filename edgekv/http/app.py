@@ -50,7 +50,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         code = HTTP_STATUS_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "")
         if not code:
             raise
-        response = error_response(ApiError(code, exc.reason or code))
+        allow = exc.headers.get("Allow")
+        response = error_response(
+            ApiError(code, exc.reason or code, headers={"Allow": allow} if allow else None)
+        )
     except WriterClosed:
         response = error_response(ApiError("unavailable", "the node is shutting down"))
     except Exception:

@@ -51,7 +51,7 @@ async def list_keys(request: web.Request) -> web.Response:
     """List live keys in byte order, a page at a time."""
     node, ns = _authorized(request, "read")
     query = request.query
-    prefix = check.key(query["prefix"], node.config) if query.get("prefix") else b""
+    prefix = check.prefix(query.get("prefix"), node.config)
     limit = check.limit(query.get("limit"), node.config)
     after = check.decode_cursor(query.get("cursor"))
     rows = node.store.list_keys(ns, prefix, after, limit + 1)
@@ -110,11 +110,11 @@ def _bulk_write(index: int, op: object, node: Node) -> Write:
                 "value_too_large",
                 f"value is {len(value)} bytes; the limit is {node.config.max_value_bytes}",
             )
+        ttl, at = op.get("ttl"), op.get("expiration")
+        if isinstance(ttl, str) or isinstance(at, str):
+            raise ApiError("invalid_expiration", "ttl and expiration are integers of seconds")
         return Write(
-            key,
-            value,
-            check.metadata(op.get("metadata"), node.config),
-            check.expiration(op.get("ttl"), op.get("expiration")),
+            key, value, check.metadata(op.get("metadata"), node.config), check.expiration(ttl, at)
         )
     except ApiError as error:
         raise ApiError(error.code, f"{where}: {error.message}") from None
@@ -165,7 +165,7 @@ async def put_value(request: web.Request) -> web.Response:
     config = node.config
     key = check.key(request.match_info["key"], config)
     expiration = check.expiration(request.query.get("ttl"), request.query.get("expiration"))
-    metadata = check.metadata(request.headers.get("EdgeKV-Metadata"), config)
+    metadata = check.metadata_header(request.headers.get("EdgeKV-Metadata"), config)
     too_large = ApiError("value_too_large", f"the value limit is {config.max_value_bytes} bytes")
     if (request.content_length or 0) > config.max_value_bytes:
         raise too_large

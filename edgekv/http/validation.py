@@ -19,6 +19,7 @@ from edgekv.config import Config
 from edgekv.http.errors import ApiError
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_CURSOR = re.compile(r"[A-Za-z0-9_\-]{1,1000}")
 
 
 def namespace(text: str) -> str:
@@ -48,15 +49,35 @@ def key(text: object, config: Config) -> bytes:
     return raw
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """Parse standard JSON: no NaN or Infinity; too deep a nesting is a ValueError."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def metadata_header(text: str | None, config: Config) -> str | None:
+    """Return the ``EdgeKV-Metadata`` header's object as compact ASCII JSON, or None."""
+    if text is None:
+        return None
+    try:
+        raw = strict_json(text)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise ApiError("invalid_metadata", "metadata must be a JSON object")
+    return metadata(raw, config)
+
+
 def metadata(raw: object, config: Config) -> str | None:
-    """Return metadata as compact ASCII JSON, or None; ``raw`` is JSON text or a value."""
+    """Return a metadata object (None for none) as compact ASCII JSON."""
     if raw is None:
         return None
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise ApiError("invalid_metadata", "metadata must be a JSON object") from None
     if not isinstance(raw, dict):
         raise ApiError("invalid_metadata", "metadata must be a JSON object")
     text = json.dumps(raw, separators=(",", ":"))
@@ -69,7 +90,11 @@ def metadata(raw: object, config: Config) -> str | None:
 
 
 def expiration(ttl: object, at: object, now: float | None = None) -> int | None:
-    """Return the absolute expiration (epoch seconds) from ``ttl`` or ``expiration``."""
+    """Return the absolute expiration (epoch seconds) from ``ttl`` or ``expiration``.
+
+    Query parameters arrive as strings, JSON fields as integers; a JSON string
+    is refused, as the schema says integer.
+    """
     if ttl is None and at is None:
         return None
     if ttl is not None and at is not None:
@@ -88,7 +113,7 @@ def _positive_int(raw: object, name: str) -> int:
     if isinstance(raw, bool):
         raise ApiError("invalid_expiration", f"{name} must be a positive integer of seconds")
     if isinstance(raw, str):
-        if not raw.isdigit() or len(raw) > 12:
+        if not _is_ascii_digits(raw) or len(raw) > 12:
             raise ApiError("invalid_expiration", f"{name} must be a positive integer of seconds")
         raw = int(raw)
     if not isinstance(raw, int) or raw <= 0 or raw >= 10**12:
@@ -96,11 +121,16 @@ def _positive_int(raw: object, name: str) -> int:
     return raw
 
 
+def _is_ascii_digits(text: str) -> bool:
+    # str.isdigit() also accepts '²' and other digits that int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def limit(raw: str | None, config: Config) -> int:
     """Return the list page size: 1 to ``max_list_limit``, that maximum by default."""
     if raw is None:
         return config.max_list_limit
-    if not raw.isdigit() or not 1 <= int(raw) <= config.max_list_limit:
+    if not _is_ascii_digits(raw) or not 1 <= int(raw) <= config.max_list_limit:
         raise ApiError(
             "invalid_parameter", f"limit must be an integer from 1 to {config.max_list_limit}"
         )
@@ -116,10 +146,25 @@ def decode_cursor(cursor: str | None) -> bytes | None:
     """Return the key a cursor resumes after, or raise ``invalid_cursor``."""
     if not cursor:
         return None
+    if not _CURSOR.fullmatch(cursor):
+        raise ApiError("invalid_cursor", "cursor was not issued by this API")
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):
         raise ApiError("invalid_cursor", "cursor was not issued by this API") from None
+
+
+def prefix(text: str | None, config: Config) -> bytes:
+    """Return a list prefix as UTF-8 bytes ('' for none); any key's start is valid."""
+    if not text:
+        return b""
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError("invalid_key", "a prefix must be valid UTF-8") from None
+    if len(raw) > config.max_key_bytes:
+        raise ApiError("key_too_long", f"prefix is longer than {config.max_key_bytes} bytes")
+    return raw
 
 
 def base64_value(raw: object, where: str) -> bytes:
@@ -135,7 +180,7 @@ def base64_value(raw: object, where: str) -> bytes:
 def json_object(body: bytes) -> Mapping[str, Any]:
     """Parse a JSON object request body, or raise ``invalid_json``."""
     try:
-        document = json.loads(body)
+        document = strict_json(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError("invalid_json", "request body is not valid JSON") from None
     if not isinstance(document, dict):
