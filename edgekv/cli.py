@@ -31,11 +31,12 @@ def setting_options(command: F) -> F:
             kind = click.FLOAT
         else:
             kind = click.STRING
-        default = "" if setting.default is None else f" [default: {setting.default}]"
+        default = "" if setting.default in (None, ()) else f" [default: {setting.default}]"
         command = click.option(
             setting.flag,
             setting.name,
             type=kind,
+            multiple=setting.multiple,
             default=None,
             help=f"{setting.help}{default} (env {setting.env_var})",
         )(command)

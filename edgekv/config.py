@@ -36,6 +36,8 @@ class Setting:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    multiple: bool = False
+    """A list: a repeatable flag, comma-separated in the environment, an array in TOML."""
 
     @property
     def flag(self) -> str:
@@ -49,6 +51,15 @@ class Setting:
 
     def parse(self, raw: object, source: str) -> Any:
         """Return ``raw`` converted to this setting's type, or raise ConfigError."""
+        if self.multiple:
+            if isinstance(raw, str):
+                raw = [part.strip() for part in raw.split(",") if part.strip()]
+            if not isinstance(raw, list | tuple):
+                raise ConfigError(f"{self.name} from {source}: expected a list, got {raw!r}")
+            return tuple(self._parse_one(item, source) for item in raw)
+        return self._parse_one(raw, source)
+
+    def _parse_one(self, raw: object, source: str) -> Any:
         try:
             if self.type is int and isinstance(raw, bool | float):
                 raise ValueError("not an integer")
@@ -105,6 +116,34 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "peer",
+        str,
+        (),
+        "URL of a seed peer to replicate with (repeatable); the rest of the cluster is "
+        "learned from it.",
+        multiple=True,
+    ),
+    Setting(
+        "advertise_url",
+        str,
+        None,
+        "URL at which peers reach this node (default: the URL it listens on).",
+    ),
+    Setting(
+        "cluster_secret",
+        str,
+        None,
+        "Shared secret every peer request must carry. Required when tokens are configured.",
+    ),
+    Setting(
+        "max_clock_offset",
+        float,
+        0.5,
+        "Seconds a remote change may be stamped ahead of the local clock before it is "
+        "held back until the clock catches up.",
+        minimum=0,
+    ),
+    Setting(
         "log_level",
         str,
         "info",
@@ -136,6 +175,10 @@ class Config:
     max_get_many_keys: int = 100
     max_request_bytes: int = 100 * MIB
     shutdown_timeout: float = 10.0
+    peer: tuple[str, ...] = ()
+    advertise_url: str | None = None
+    cluster_secret: str | None = None
+    max_clock_offset: float = 0.5
     log_level: str = "info"
     tokens: tuple[TokenSpec, ...] = field(default=())
 
@@ -179,7 +222,7 @@ def load_config(
         if raw_env is not None and raw_env != "":
             values[setting.name] = setting.parse(raw_env, setting.env_var)
     for name, raw in (cli or {}).items():
-        if raw is not None:
+        if raw is not None and raw != ():
             values[name] = SETTINGS_BY_NAME[name].parse(raw, SETTINGS_BY_NAME[name].flag)
     return Config(**values, tokens=tokens)
 

@@ -27,10 +27,10 @@ def settings_table() -> str:
     ]
     for s in SETTINGS:
         kind = " \\| ".join(s.choices) if s.choices else s.type.__name__
-        default = "host name" if s.default is None else f"`{s.default}`"
-        lines.append(
-            f"| `{s.name}` | `{s.flag}` | `{s.env_var}` | {kind} | {default} | {s.help} |"
-        )
+        if s.multiple:
+            kind = f"list of {kind}"
+        default = "none" if s.default in (None, ()) else f"`{s.default}`"
+        lines.append(f"| `{s.name}` | `{s.flag}` | `{s.env_var}` | {kind} | {default} | {s.help} |")
     return "\n".join(lines)
 
 

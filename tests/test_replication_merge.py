@@ -77,7 +77,7 @@ def test_batch_round_trips(items: list[Change], wall_ms: int) -> None:
 
 def test_hello_and_welcome_round_trip() -> None:
     hello = Hello(1, 2, "fra", "http://127.0.0.1:1", 5, 7)
-    welcome = Welcome(3, 4, "ams", 0)
+    welcome = Welcome(3, 4, "ams", 9)
     assert decode(encode(hello)) == hello
     assert decode(encode(welcome)) == welcome
 

@@ -73,7 +73,42 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     kv.create_index(["ns", "key"], index_name="kv_ns_key", unique=True)
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1_initial,)
+def _v2_replication(db: sqlite_utils.Database) -> None:
+    # How far this node has applied each peer's log, per incarnation of that peer.
+    db.table("peer_cursors").create(
+        {"peer": int, "incarnation": int, "cursor": int, "updated_ms": int},
+        pk="peer",
+        not_null={"incarnation", "cursor", "updated_ms"},
+    )
+    # Changes stamped too far ahead of our clock: kept, applied once it catches up.
+    held = db.table("held_changes")
+    held.create(
+        {
+            "id": int,
+            "ns": str,
+            "key": bytes,
+            "value": bytes,
+            "metadata": str,
+            "expiration": int,
+            "hlc": int,
+            "node": int,
+        },
+        pk="id",
+        not_null={"ns", "key", "hlc", "node"},
+    )
+    held.create_index(["hlc"], index_name="held_changes_hlc")
+    # Known members of the cluster (learned from seeds and from every peer).
+    db.table("members").create(
+        {"node": int, "url": str, "name": str, "removed": int, "updated_ms": int},
+        pk="node",
+        not_null={"url", "name", "removed", "updated_ms"},
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _v1_initial,
+    _v2_replication,
+)
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,6 +18,8 @@ from typing import NamedTuple
 from edgekv.store.schema import migrate
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import HybridLogicalClock
+from edgekv_replication.changes import Change
+from edgekv_replication.session import PeerCursor, is_too_far_ahead
 
 DB_FILENAME = "edgekv.db"
 
@@ -42,6 +44,19 @@ _UPSERT = (
     " metadata = excluded.metadata, expiration = excluded.expiration,"
     " hlc = excluded.hlc, node = excluded.node"
     " WHERE (excluded.hlc, excluded.node) > (kv.hlc, kv.node)"
+)
+_CHANGES_AFTER = (
+    "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
+    " WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+_SAVE_CURSOR = (
+    "INSERT INTO peer_cursors (peer, incarnation, cursor, updated_ms) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (peer) DO UPDATE SET incarnation = excluded.incarnation,"
+    " cursor = excluded.cursor, updated_ms = excluded.updated_ms"
+)
+_HOLD = (
+    "INSERT INTO held_changes (ns, key, value, metadata, expiration, hlc, node)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 # Above every key: keys are at most a few KiB, and no UTF-8 byte is 0xff.
 _KEY_CEILING = b"\xff" * 8192
@@ -74,6 +89,15 @@ class Write:
     value: bytes | None
     metadata: str | None = None
     expiration: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What applying a batch of remote changes did."""
+
+    applied: int
+    held: int
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +231,104 @@ class Store:
             return result
 
         return self.writer.submit(op)
+
+    # -- replication -----------------------------------------------------------
+
+    def changes_after(self, cursor: int, limit: int) -> list[Change]:
+        """Return up to ``limit`` changes of the local log with seq > ``cursor``."""
+        rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit)).fetchall()
+        return [Change(*row) for row in rows]
+
+    def peer_cursor(self, peer: int) -> PeerCursor:
+        """Return how far the log of ``peer`` has been applied here."""
+        row = self._reader.execute(
+            "SELECT incarnation, cursor FROM peer_cursors WHERE peer = ?", (peer,)
+        ).fetchone()
+        return PeerCursor(*row) if row else PeerCursor()
+
+    def peer_cursors(self) -> dict[int, PeerCursor]:
+        """Return every peer's cursor."""
+        rows = self._reader.execute("SELECT peer, incarnation, cursor FROM peer_cursors")
+        return {peer: PeerCursor(inc, cur) for peer, inc, cur in rows}
+
+    def apply_changes(
+        self,
+        changes: Sequence[Change],
+        peer: int,
+        cursor: PeerCursor,
+        max_offset_ms: int,
+    ) -> asyncio.Future[ApplyResult]:
+        """Merge remote ``changes`` and move ``peer``'s cursor, in one transaction.
+
+        Each change goes through the same last-writer-wins upsert as local
+        writes; one that loses is a no-op and takes no seq. A change stamped
+        more than ``max_offset_ms`` ahead of the local clock is held back,
+        neither applied nor dropped (:meth:`release_held` applies it later).
+        """
+
+        def op(txn: Txn) -> ApplyResult:
+            wall_ms = txn.clock.wall_ms()
+            applied = held = 0
+            for change in changes:
+                if is_too_far_ahead(change, wall_ms, max_offset_ms):
+                    txn.conn.execute(_HOLD, change.state())
+                    held += 1
+                elif self._merge(txn, change):
+                    applied += 1
+            txn.conn.execute(_SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, wall_ms))
+            return ApplyResult(applied, held, txn.seq)
+
+        return self.writer.submit(op)
+
+    def release_held(self, max_offset_ms: int) -> asyncio.Future[int]:
+        """Apply held changes that are no longer too far ahead; return how many."""
+
+        def op(txn: Txn) -> int:
+            limit_hlc = (txn.clock.wall_ms() + max_offset_ms + 1) << 16
+            rows = txn.conn.execute(
+                "SELECT id, ns, key, value, metadata, expiration, hlc, node"
+                " FROM held_changes WHERE hlc < ? ORDER BY id",
+                (limit_hlc,),
+            ).fetchall()
+            for row in rows:
+                self._merge(txn, Change(*row[1:]))
+                txn.conn.execute("DELETE FROM held_changes WHERE id = ?", (row[0],))
+            return len(rows)
+
+        return self.writer.submit(op)
+
+    def read_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Run a read-only query on the read connection."""
+        return list(self._reader.execute(sql, params).fetchall())
+
+    def upsert_members(
+        self, members: Sequence[tuple[int, str, str, bool, int]]
+    ) -> asyncio.Future[None]:
+        """Insert or replace member rows (last writer by ``updated_ms`` decided by the caller)."""
+
+        def op(txn: Txn) -> None:
+            txn.conn.executemany(
+                "INSERT INTO members (node, url, name, removed, updated_ms) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (node) DO UPDATE SET url = excluded.url, name = excluded.name,"
+                " removed = excluded.removed, updated_ms = excluded.updated_ms",
+                [(n, u, nm, int(r), t) for n, u, nm, r, t in members],
+            )
+
+        return self.writer.submit(op)
+
+    def held_count(self) -> int:
+        """How many remote changes are held back for clock skew."""
+        return int(self._reader.execute("SELECT count(*) FROM held_changes").fetchone()[0])
+
+    @staticmethod
+    def _merge(txn: Txn, change: Change) -> bool:
+        cursor = txn.conn.execute(
+            _UPSERT,
+            (txn.next_seq(), *change.state()),
+        )
+        if not cursor.rowcount:
+            return False
+        txn.take_seq()
+        # Later local writes must order after everything applied here.
+        txn.clock.observe(change.hlc)
+        return True

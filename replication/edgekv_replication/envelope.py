@@ -28,7 +28,7 @@ class EnvelopeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """Opens a pull stream: who pulls, and from where in the server's log."""
+    """The puller's answer to Welcome: who pulls, and from where in the server's log."""
 
     node: int
     incarnation: int
@@ -41,13 +41,12 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """The server's answer to Hello: its identity and where the stream starts."""
+    """The server's first message on a stream: its identity and the head of its log."""
 
     node: int
     incarnation: int
     name: str
-    start: int
-    """The cursor the stream resumes from (0 when the incarnation changed)."""
+    head: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +60,15 @@ class Batch:
     """The sender's wall clock when it sent the batch (clock-offset tracking)."""
 
 
-Message = Hello | Welcome | Batch
-_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3}
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The members the sender knows: ``(node, url, name, removed, updated_ms)`` each."""
+
+    members: tuple[tuple[int, str, str, bool, int], ...]
+
+
+Message = Hello | Welcome | Batch | Members
+_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3, Members: 4}
 
 
 def encode(message: Message) -> bytes:
@@ -83,8 +89,10 @@ def encode(message: Message) -> bytes:
             message.cursor,
             message.server_incarnation,
         ]
+    elif isinstance(message, Members):
+        body = [list(member) for member in message.members]
     else:
-        body = [message.node, message.incarnation, message.name, message.start]
+        body = [message.node, message.incarnation, message.name, message.head]
     packed: bytes = msgpack.packb([VERSION, _KINDS[type(message)], body], use_bin_type=True)
     return packed
 
@@ -116,7 +124,22 @@ def decode(data: bytes) -> Message:
         if any(not after < c.seq <= upto for c in changes):
             raise EnvelopeError("change seq outside the batch's range")
         return Batch(after, upto, changes, wall_ms)
+    if kind == 4:
+        return Members(tuple(_member(item) for item in body))
     raise EnvelopeError(f"unknown message kind {kind!r}")
+
+
+def _member(item: object) -> tuple[int, str, str, bool, int]:
+    if not isinstance(item, list):
+        raise EnvelopeError("a member must be an array")
+    node, url, name, removed, updated_ms = _fields(item, (_u63, _text, _text, _bool, _u63))
+    return (node, url, name, removed, updated_ms)
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise EnvelopeError(f"expected a boolean, got {value!r}")
+    return value
 
 
 def _change(item: object) -> Change:
