@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgekv.auth import Authenticator
 from edgekv.config import Config
 from edgekv.http.metrics import Metrics
 from edgekv.store.store import Store
+
+if TYPE_CHECKING:
+    from edgekv.peers.replicator import Replicator
 
 
 class Node:
@@ -17,6 +22,8 @@ class Node:
         self.store = store
         self.auth = Authenticator(config.tokens)
         self.metrics = Metrics(store)
+        self.replicator: Replicator | None = None
+        """Set while the node serves (replication needs the running loop and URL)."""
 
     @classmethod
     def open(cls, config: Config) -> Node:

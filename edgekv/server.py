@@ -17,6 +17,7 @@ from edgekv.auth import is_loopback_host
 from edgekv.config import Config, ConfigError
 from edgekv.http.app import create_app
 from edgekv.node import Node
+from edgekv.peers.replicator import Replicator
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,13 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
         try:
             site = web.TCPSite(runner, config.host, config.port)
             await site.start()
-            yield RunningNode(node, _bound_url(site, config))
+            url = _bound_url(site, config)
+            node.replicator = Replicator(config, node.store, url, node.metrics.registry)
+            await node.replicator.start()
+            try:
+                yield RunningNode(node, url)
+            finally:
+                await node.replicator.stop()
         finally:
             await runner.cleanup()
     finally:

@@ -13,6 +13,7 @@ from edgekv.http.errors import HTTP_STATUS_CODES, ApiError, error_response
 from edgekv.http.openapi import openapi_document
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
+from edgekv.peers import cluster_routes
 from edgekv.store.writer import WriterClosed
 
 log = logging.getLogger(__name__)
@@ -93,4 +94,5 @@ def create_app(node: Node) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_routes(kv_routes.routes)
+    app.router.add_routes(cluster_routes.routes)
     return app

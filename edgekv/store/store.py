@@ -316,6 +316,16 @@ class Store:
 
         return self.writer.submit(op)
 
+    def save_peer_cursor(self, peer: int, cursor: PeerCursor) -> asyncio.Future[None]:
+        """Persist ``peer``'s cursor alone (a batch that carried no changes)."""
+
+        def op(txn: Txn) -> None:
+            txn.conn.execute(
+                _SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, txn.clock.wall_ms())
+            )
+
+        return self.writer.submit(op)
+
     def held_count(self) -> int:
         """How many remote changes are held back for clock skew."""
         return int(self._reader.execute("SELECT count(*) FROM held_changes").fetchone()[0])

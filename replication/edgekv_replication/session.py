@@ -83,6 +83,11 @@ class PullSession:
         if batch.after != self.cursor:
             raise ProtocolError(f"batch starts after {batch.after}, cursor is {self.cursor}")
 
+    def cursor_after(self, batch: Batch) -> PeerCursor:
+        """The cursor to persist together with applying ``batch``."""
+        assert self.peer is not None
+        return PeerCursor(self.peer.incarnation, batch.upto)
+
     def advanced(self, batch: Batch) -> PeerCursor:
         """Record that ``batch`` was applied (call after its commit)."""
         assert self.peer is not None

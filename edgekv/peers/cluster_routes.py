@@ -1,0 +1,90 @@
+"""Cluster routes: the peer stream, status, and removal of a member."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aiohttp import web
+
+from edgekv.http.errors import ApiError
+from edgekv.http.state import NODE, PRINCIPAL
+from edgekv.node import Node
+from edgekv.peers.replicator import Replicator
+from edgekv.peers.stream_server import peer_stream
+
+routes = web.RouteTableDef()
+routes.get("/v1/peer/stream")(peer_stream)
+
+
+def _admin(request: web.Request) -> tuple[Node, Replicator]:
+    if not request[PRINCIPAL].allows("admin"):
+        raise ApiError("forbidden", "this route needs the admin scope")
+    node = request.app[NODE]
+    if node.replicator is None:
+        raise ApiError("unavailable", "replication is not running")
+    return node, node.replicator
+
+
+def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
+    """The status document: this node, and a row per member."""
+    store = node.store
+    size = sum(
+        os.path.getsize(p)
+        for p in (store.path, store.path.with_name(store.path.name + "-wal"))
+        if p.exists()
+    )
+    keys = store.read_all("SELECT count(*) FROM kv WHERE value IS NOT NULL")[0][0]
+    me = replicator.identity
+    members = []
+    for member, url, name, removed, _ in replicator.membership.members():
+        if member == me.node:
+            continue
+        link = replicator.membership.links.get(member)
+        members.append(
+            {
+                "node_id": f"{member:016x}",
+                "name": name,
+                "url": url,
+                "state": "removed" if removed else (link.state if link else "joining"),
+                "lag_changes": link.lag_changes if link else None,
+                "lag_ms": link.lag_ms if link else None,
+                "last_contact_ms": link.last_contact_ms if link else None,
+                "clock_offset_ms": link.clock_offset_ms if link else None,
+                "last_error": link.last_error if link else None,
+            }
+        )
+    return {
+        "node": {
+            "node_id": f"{me.node:016x}",
+            "incarnation": f"{me.incarnation:016x}",
+            "name": me.name,
+            "url": me.url,
+            "seq": store.seq,
+            "keys": keys,
+            "db_bytes": size,
+            "held_changes": store.held_count(),
+        },
+        "members": members,
+    }
+
+
+@routes.get("/v1/cluster/status")
+async def status(request: web.Request) -> web.Response:
+    """This node and every member: state, lag, last contact, clock offset, last error."""
+    node, replicator = _admin(request)
+    return web.json_response(cluster_status(node, replicator))
+
+
+@routes.delete("/v1/cluster/members/{node_id}")
+async def remove_member(request: web.Request) -> web.Response:
+    """Remove a (dead) member: nobody pulls from it any more, and the removal spreads."""
+    _, replicator = _admin(request)
+    try:
+        member = int(request.match_info["node_id"], 16)
+    except ValueError:
+        raise ApiError("invalid_parameter", "node_id is the member's hex id") from None
+    if not await replicator.membership.remove(member):
+        raise ApiError("not_found", "no such member")
+    replicator.ensure_pullers()
+    return web.json_response({"removed": f"{member:016x}"})

@@ -1,0 +1,40 @@
+"""Commit notifications for the event loop: streams wake when the log grows."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class ChangeFeed:
+    """Lets coroutines wait until the store's seq passes a value.
+
+    The writer thread calls :meth:`notify_threadsafe` after each commit; one
+    wake-up of the loop then releases every waiting stream.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
+        """Start at ``seq``, the store's current head."""
+        self._loop = loop
+        self.seq = seq
+        self._changed = asyncio.Event()
+
+    def notify_threadsafe(self, seq: int) -> None:
+        """Record a commit up to ``seq`` (from any thread)."""
+        self._loop.call_soon_threadsafe(self._advance, seq)
+
+    def _advance(self, seq: int) -> None:
+        if seq > self.seq:
+            self.seq = seq
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def wait_beyond(self, seq: int, within: float) -> bool:
+        """Wait up to ``within`` seconds for the head to pass ``seq``; False if it did not."""
+        if self.seq > seq:
+            return True
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), within)
+        except TimeoutError:
+            return False
+        return self.seq > seq

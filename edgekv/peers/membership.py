@@ -1,0 +1,90 @@
+"""Who is in the cluster, and how each link is doing.
+
+Members are learned from seeds and from every peer (each stream carries the
+sender's member list), so joining through one seed reaches everyone. Each
+member's entry is last-writer-wins by ``updated_ms``; a removal is such an
+entry with ``removed`` set, so it spreads like any other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from edgekv.store.store import Store
+
+MemberTuple = tuple[int, str, str, bool, int]
+
+
+@dataclass
+class LinkStatus:
+    """Live state of the stream this node pulls from one member."""
+
+    state: str = "joining"  # up | down | joining
+    last_contact_ms: int | None = None
+    last_error: str | None = None
+    lag_changes: int = 0
+    lag_ms: int = 0
+    clock_offset_ms: int | None = None
+    cursor: int = 0
+    head: int = 0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Membership:
+    """The member table of one node, and the status of its links."""
+
+    def __init__(self, store: Store, me: int) -> None:
+        """Load the members persisted in ``store``."""
+        self._store = store
+        self._me = me
+        self.links: dict[int, LinkStatus] = {}
+
+    def members(self) -> list[MemberTuple]:
+        """Every known member (removed ones included, so removals spread)."""
+        rows = self._store.read_all(
+            "SELECT node, url, name, removed, updated_ms FROM members ORDER BY node"
+        )
+        return [(int(n), str(u), str(nm), bool(r), int(t)) for n, u, nm, r, t in rows]  # type: ignore[call-overload]
+
+    def active_urls(self) -> dict[int, str]:
+        """URLs of the members to pull from (not removed, not this node)."""
+        return {n: u for n, u, _, removed, _ in self.members() if not removed and n != self._me}
+
+    def is_removed(self, node: int) -> bool:
+        """Whether ``node`` was removed from the cluster."""
+        return any(n == node and removed for n, _, _, removed, _ in self.members())
+
+    async def learn(self, members: list[MemberTuple]) -> bool:
+        """Merge members heard from a peer; True if anything changed."""
+        known = {m[0]: m for m in self.members()}
+        fresh = [m for m in members if m[1] and (m[0] not in known or m[4] > known[m[0]][4])]
+        if not fresh:
+            return False
+        await self._store.upsert_members(fresh)
+        return True
+
+    async def introduce(self, node: int, url: str, name: str) -> None:
+        """Record a member that connected to us (or we to it) with its current URL."""
+        known = {m[0]: m for m in self.members()}
+        current = known.get(node)
+        if current and (current[3] or (current[1], current[2]) == (url, name)):
+            return  # removed members stay removed; unchanged ones stay as they are
+        await self._store.upsert_members([(node, url, name, False, _now_ms())])
+
+    async def remove(self, node: int) -> bool:
+        """Mark ``node`` removed; False if it is unknown."""
+        known = {m[0]: m for m in self.members()}
+        if node not in known:
+            return False
+        _, url, name, _, _ = known[node]
+        await self._store.upsert_members([(node, url, name, True, _now_ms())])
+        self.links.pop(node, None)
+        return True
+
+    def link(self, node: int) -> LinkStatus:
+        """The status record of the link to ``node``."""
+        return self.links.setdefault(node, LinkStatus())

@@ -1,0 +1,243 @@
+"""The replication engine of a node: pull loops to every member, held-change release.
+
+One pull loop per member URL: connect to ``/v1/peer/stream``, answer the
+Welcome with our cursor for that peer's incarnation, then apply each batch and
+advance the cursor in one transaction. Members heard from any peer get loops
+of their own, so a node that joins through one seed reaches everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from edgekv.config import Config
+from edgekv.peers.feed import ChangeFeed
+from edgekv.peers.membership import Membership
+from edgekv.store.store import Store
+from edgekv_replication.envelope import (
+    MAX_MESSAGE_BYTES,
+    Batch,
+    EnvelopeError,
+    Members,
+    Welcome,
+    decode,
+    encode,
+)
+from edgekv_replication.hlc import COUNTER_BITS
+from edgekv_replication.session import Identity, ProtocolError, PullSession
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "EdgeKV-Cluster-Secret"
+STREAM_PATH = "/v1/peer/stream"
+# A link silent for this long (heartbeats come every second) is dead.
+RECEIVE_TIMEOUT = 5.0
+RETRY_MIN, RETRY_MAX = 0.05, 2.0
+HELD_RELEASE_INTERVAL = 0.1
+
+
+class ReplicationMetrics:
+    """Per-peer replication counters, registered in the node's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Create the metrics in ``registry``."""
+        self.sent = Counter(
+            "edgekv_repl_changes_sent", "Changes sent to a peer.", ["peer"], registry=registry
+        )
+        self.received = Counter(
+            "edgekv_repl_changes_received",
+            "Changes received from a peer.",
+            ["peer"],
+            registry=registry,
+        )
+        self.applied = Counter(
+            "edgekv_repl_changes_applied",
+            "Received changes that won and were applied.",
+            ["peer"],
+            registry=registry,
+        )
+        self.reconnects = Counter(
+            "edgekv_repl_stream_reconnects", "Pull streams (re)opened.", ["peer"], registry=registry
+        )
+        self.apply_seconds = Histogram(
+            "edgekv_repl_apply_seconds", "Time to apply and commit one batch.", registry=registry
+        )
+
+
+class Replicator:
+    """Keeps this node's pull streams running."""
+
+    def __init__(self, config: Config, store: Store, url: str, registry: CollectorRegistry) -> None:
+        """Prepare replication for ``store``, advertised to peers at ``url``."""
+        self.config = config
+        self.store = store
+        self.identity = Identity(
+            store.identity.node_id,
+            store.identity.incarnation,
+            config.display_name,
+            config.advertise_url or url,
+        )
+        self.membership = Membership(store, store.node_id)
+        self.metrics = ReplicationMetrics(registry)
+        self.feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
+        store.writer.add_commit_listener(self.feed.notify_threadsafe)
+        self._max_offset_ms = int(config.max_clock_offset * 1000)
+        self._pullers: dict[str, asyncio.Task[None]] = {}
+        self._pulled_nodes: dict[int, str] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self.streams: set[web.WebSocketResponse] = set()
+        """Streams this node serves to pullers; closed on stop."""
+
+    def wall_ms(self) -> int:
+        """This node's wall clock, as its HLC reads it."""
+        return self.store.clock.wall_ms()
+
+    async def start(self) -> None:
+        """Start pulling from the seeds and every known member."""
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
+        self._background.append(asyncio.create_task(self._release_held_loop()))
+        self.ensure_pullers()
+
+    async def stop(self) -> None:
+        """Stop every loop and close connections."""
+        for ws in list(self.streams):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"node stopping")
+        tasks = [*self._pullers.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    def ensure_pullers(self) -> None:
+        """Start a pull loop for every seed and active member that has none."""
+        if self._session is None:
+            return
+        urls = set(self.config.peer) | set(self.membership.active_urls().values())
+        active_nodes = self.membership.active_urls()
+        for node, url in list(self._pulled_nodes.items()):
+            if node not in active_nodes and self.membership.is_removed(node):
+                task = self._pullers.pop(url, None)
+                if task:
+                    task.cancel()
+                del self._pulled_nodes[node]
+        for url in urls:
+            if url == self.identity.url or url in self._pullers:
+                continue
+            if url in self._pulled_nodes.values():
+                continue
+            self._pullers[url] = asyncio.create_task(self._pull_loop(url))
+
+    async def _pull_loop(self, url: str) -> None:
+        delay = RETRY_MIN
+        while True:
+            node = await self._pull_once(url)
+            if node == self.identity.node or (node and self._pulled_nodes.get(node, url) != url):
+                # It is us, or another loop already pulls this member under another URL.
+                self._pullers.pop(url, None)
+                return
+            if node and self.membership.is_removed(node):
+                self._pullers.pop(url, None)
+                return
+            # Jittered backoff, so a cluster recovering from a partition does not stampede.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(RETRY_MAX, delay * 2)
+
+    async def _pull_once(self, url: str) -> int | None:
+        """Run one stream from ``url`` until it breaks; return the peer's node id if learned."""
+        assert self._session is not None
+        session = PullSession(self.identity)
+        headers = {SECRET_HEADER: self.config.cluster_secret or ""}
+        peer: int | None = None
+        try:
+            async with self._session.ws_connect(
+                url.rstrip("/") + STREAM_PATH,
+                headers=headers,
+                max_msg_size=MAX_MESSAGE_BYTES,
+                receive_timeout=RECEIVE_TIMEOUT,
+                heartbeat=None,
+            ) as ws:
+                welcome = decode(await ws.receive_bytes())
+                if not isinstance(welcome, Welcome):
+                    raise ProtocolError("expected Welcome")
+                peer = welcome.node
+                if peer == self.identity.node or self._pulled_nodes.setdefault(peer, url) != url:
+                    return peer
+                label = f"{peer:016x}"
+                hello = session.on_welcome(welcome, self.store.peer_cursor(peer))
+                await self.membership.introduce(peer, url, welcome.name)
+                await ws.send_bytes(encode(hello))
+                self.metrics.reconnects.labels(label).inc()
+                link = self.membership.link(peer)
+                link.state, link.last_error = "up", None
+                async for message in ws:
+                    if message.type != aiohttp.WSMsgType.BINARY:
+                        break
+                    await self._handle(decode(message.data), session, peer, label)
+        except (EnvelopeError, ProtocolError) as exc:
+            log.warning("rejected payload from %s: %s", url, exc)
+            self._link_failed(peer, f"rejected payload: {exc}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._link_failed(peer, f"{type(exc).__name__}: {exc}")
+        if peer is not None and self._pulled_nodes.get(peer) == url:
+            self._link_failed(peer, None)
+        return peer
+
+    def _link_failed(self, peer: int | None, error: str | None) -> None:
+        if peer is None:
+            return
+        link = self.membership.link(peer)
+        link.state = "down"
+        if error:
+            link.last_error = error
+
+    async def _handle(self, message: object, session: PullSession, peer: int, label: str) -> None:
+        if isinstance(message, Members):
+            if await self.membership.learn(list(message.members)):
+                self.ensure_pullers()
+            return
+        if not isinstance(message, Batch):
+            raise ProtocolError(f"unexpected {type(message).__name__}")
+        session.check_batch(message)
+        link = self.membership.link(peer)
+        now_ms = self.wall_ms()
+        link.last_contact_ms = now_ms
+        link.clock_offset_ms = message.wall_ms - now_ms
+        if message.changes:
+            self.metrics.received.labels(label).inc(len(message.changes))
+            started = time.perf_counter()
+            cursor = session.cursor_after(message)
+            result = await self.store.apply_changes(
+                message.changes, peer, cursor, self._max_offset_ms
+            )
+            self.metrics.apply_seconds.observe(time.perf_counter() - started)
+            self.metrics.applied.labels(label).inc(result.applied)
+            newest_ms = message.changes[-1].hlc >> COUNTER_BITS
+            link.lag_ms = max(0, now_ms - newest_ms)
+        elif message.upto != session.cursor:
+            await self.store.save_peer_cursor(peer, session.cursor_after(message))
+        else:
+            link.lag_ms = 0
+        session.advanced(message)
+        link.cursor, link.head = session.cursor, session.head
+        link.lag_changes = session.lag
+
+    async def _release_held_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HELD_RELEASE_INTERVAL)
+            if self.store.held_count():
+                released = await self.store.release_held(self._max_offset_ms)
+                if released:
+                    log.info("applied %d held-back changes", released)

@@ -1,0 +1,128 @@
+"""The serving side of pull streams: ``GET /v1/peer/stream`` (WebSocket).
+
+The server speaks first (Welcome), reads the puller's Hello, then sends its
+member list and batches of "changes with seq > cursor" in pages; once caught
+up it waits for new commits and sends them as they land, with an empty batch
+as heartbeat when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+
+from aiohttp import WSMsgType, web
+
+from edgekv.http.errors import ApiError
+from edgekv.http.state import NODE
+from edgekv.peers.replicator import Replicator
+from edgekv_replication.envelope import (
+    MAX_MESSAGE_BYTES,
+    EnvelopeError,
+    Hello,
+    Members,
+    Welcome,
+    decode,
+    encode,
+)
+from edgekv_replication.session import make_batch, resume_point
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "EdgeKV-Cluster-Secret"
+PAGE_SIZE = 500
+HEARTBEAT_SECONDS = 1.0
+HELLO_TIMEOUT = 10.0
+
+
+def check_peer_secret(request: web.Request) -> None:
+    """Refuse a peer request without the cluster secret (401, logged)."""
+    config = request.app[NODE].config
+    presented = request.headers.get(SECRET_HEADER, "")
+    if config.cluster_secret is None:
+        if not config.tokens:
+            return  # protected mode: loopback only, every local caller trusted
+        reason = "no cluster_secret is configured on this node"
+    elif hmac.compare_digest(presented.encode(), config.cluster_secret.encode()):
+        return
+    else:
+        reason = "wrong or missing cluster secret"
+    log.warning("refused peer request from %s: %s", request.remote, reason)
+    raise ApiError("unauthorized", f"peer authentication failed: {reason}")
+
+
+async def peer_stream(request: web.Request) -> web.StreamResponse:
+    """Serve one pull stream to a peer."""
+    check_peer_secret(request)
+    node = request.app[NODE]
+    replicator = node.replicator
+    if replicator is None:
+        raise ApiError("unavailable", "replication is not running")
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    store = node.store
+    me = replicator.identity
+    await ws.send_bytes(encode(Welcome(me.node, me.incarnation, me.name, store.seq)))
+    try:
+        message = await ws.receive(timeout=HELLO_TIMEOUT)
+        if message.type != WSMsgType.BINARY:
+            raise EnvelopeError("expected a binary Hello")
+        hello = decode(message.data)
+        if not isinstance(hello, Hello):
+            raise EnvelopeError("expected Hello")
+    except (EnvelopeError, TimeoutError) as exc:
+        log.warning("refused peer stream from %s: %s", request.remote, exc)
+        await ws.close(code=1007, message=str(exc)[:100].encode())
+        return ws
+    if replicator.membership.is_removed(hello.node):
+        await ws.close(code=4403, message=b"removed from the cluster")
+        return ws
+    await replicator.membership.introduce(hello.node, hello.url, hello.name)
+    replicator.ensure_pullers()
+    closed = asyncio.ensure_future(_drain(ws))
+    replicator.streams.add(ws)
+    try:
+        await _stream(ws, replicator, resume_point(hello, me, store.seq), hello.node, closed)
+    except (ConnectionResetError, RuntimeError) as exc:  # the peer went away mid-send
+        log.info("peer stream to %x ended: %s", hello.node, exc)
+    finally:
+        replicator.streams.discard(ws)
+        closed.cancel()
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return ws
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore) what the puller sends, to notice when it closes."""
+    async for _ in ws:
+        pass
+
+
+async def _stream(
+    ws: web.WebSocketResponse,
+    replicator: Replicator,
+    cursor: int,
+    peer: int,
+    closed: asyncio.Future[None],
+) -> None:
+    store = replicator.store
+    sent_members = None
+    label = f"{peer:016x}"
+    while not closed.done() and not ws.closed:
+        members = replicator.membership.members()
+        if members != sent_members:
+            await ws.send_bytes(encode(Members(tuple(members))))
+            sent_members = members
+        head = store.seq  # read before the query: every change up to head is visible to it
+        changes = store.changes_after(cursor, PAGE_SIZE)
+        if changes or head > cursor:
+            batch = make_batch(changes, cursor, head, replicator.wall_ms())
+            await ws.send_bytes(encode(batch))
+            replicator.metrics.sent.labels(label).inc(len(changes))
+            cursor = batch.upto
+            continue
+        if not await replicator.feed.wait_beyond(cursor, HEARTBEAT_SECONDS):
+            await ws.send_bytes(encode(make_batch([], cursor, cursor, replicator.wall_ms())))
