@@ -25,6 +25,8 @@ def setting_options(command: F) -> F:
         kind: click.ParamType[Any]
         if setting.choices:
             kind = click.Choice(setting.choices)
+        elif setting.type is bool:
+            kind = click.BOOL
         elif setting.type is int:
             kind = click.INT
         elif setting.type is float:

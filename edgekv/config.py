@@ -31,7 +31,7 @@ class Setting:
     """One configuration setting: name, type, default and help text."""
 
     name: str
-    type: type[str] | type[int] | type[float]
+    type: type[str] | type[int] | type[float] | type[bool]
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
@@ -60,6 +60,8 @@ class Setting:
         return self._parse_one(raw, source)
 
     def _parse_one(self, raw: object, source: str) -> Any:
+        if self.type is bool:
+            return _parse_bool(raw, self.name, source)
         try:
             if self.type is int and isinstance(raw, bool | float):
                 raise ValueError("not an integer")
@@ -124,6 +126,13 @@ SETTINGS: tuple[Setting, ...] = (
         multiple=True,
     ),
     Setting(
+        "peer_discovery",
+        bool,
+        True,
+        "Replicate with every member learned from peers (true), or only with the --peer "
+        "seeds (false: a fixed topology such as a line or hub and spokes).",
+    ),
+    Setting(
         "advertise_url",
         str,
         None,
@@ -134,6 +143,19 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         None,
         "Shared secret every peer request must carry. Required when tokens are configured.",
+    ),
+    Setting(
+        "tls_cert",
+        str,
+        None,
+        "PEM certificate: serve HTTPS (API and peer streams) and present it to peers.",
+    ),
+    Setting("tls_key", str, None, "PEM private key of tls_cert."),
+    Setting(
+        "tls_ca",
+        str,
+        None,
+        "PEM CA bundle that peers' certificates must chain to (default: system CAs).",
     ),
     Setting(
         "max_clock_offset",
@@ -151,6 +173,18 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("debug", "info", "warning", "error"),
     ),
 )
+
+
+def _parse_bool(raw: object, name: str, source: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{name} from {source}: expected true or false, got {raw!r}")
+
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -176,8 +210,12 @@ class Config:
     max_request_bytes: int = 100 * MIB
     shutdown_timeout: float = 10.0
     peer: tuple[str, ...] = ()
+    peer_discovery: bool = True
     advertise_url: str | None = None
     cluster_secret: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
     max_clock_offset: float = 0.5
     log_level: str = "info"
     tokens: tuple[TokenSpec, ...] = field(default=())
@@ -224,7 +262,20 @@ def load_config(
     for name, raw in (cli or {}).items():
         if raw is not None and raw != ():
             values[name] = SETTINGS_BY_NAME[name].parse(raw, SETTINGS_BY_NAME[name].flag)
-    return Config(**values, tokens=tokens)
+    config = Config(**values, tokens=tokens)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    """Refuse combinations of settings that cannot work together."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("tls_cert and tls_key go together: give both or neither")
+    if config.tokens and config.peer and not config.cluster_secret:
+        raise ConfigError(
+            "a node with tokens that replicates needs cluster_secret, "
+            "so peers can authenticate to each other"
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -63,7 +64,7 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, config.host, config.port)
+            site = web.TCPSite(runner, config.host, config.port, ssl_context=server_tls(config))
             await site.start()
             url = _bound_url(site, config)
             node.replicator = Replicator(config, node.store, url, node.metrics.registry)
@@ -78,13 +79,26 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
         node.close()
 
 
+def server_tls(config: Config) -> ssl.SSLContext | None:
+    """The TLS context of the listener, when a certificate is configured."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load tls_cert/tls_key: {exc}") from None
+    return context
+
+
 def _bound_url(site: web.TCPSite, config: Config) -> str:
     server = site._server
     port = config.port
     if isinstance(server, asyncio.Server) and server.sockets:
         port = server.sockets[0].getsockname()[1]
     host = f"[{config.host}]" if ":" in config.host else config.host
-    return f"http://{host}:{port}"
+    scheme = "https" if config.tls_cert else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def startup_line(running: RunningNode) -> str:

@@ -168,6 +168,52 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "OpenAPI 3.1"}},
                 }
             },
+            "/v1/peer/stream": {
+                "get": {
+                    "summary": "Peer pull stream (WebSocket, msgpack envelope)",
+                    "description": "For EdgeKV peers only; authenticated by the "
+                    "EdgeKV-Cluster-Secret header.",
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "EdgeKV-Cluster-Secret",
+                            "in": "header",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "101": {"description": "switching to WebSocket"},
+                        "401": _error("unauthorized"),
+                    },
+                }
+            },
+            "/v1/cluster/status": {
+                "get": {
+                    "summary": "This node and every member: state, lag, clock offset (admin)",
+                    "responses": {
+                        "200": {"description": "status document"},
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/cluster/members/{node_id}": {
+                "delete": {
+                    "summary": "Remove a dead member (admin)",
+                    "parameters": [
+                        {
+                            "name": "node_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "removed"},
+                        **_AUTH_ERRORS,
+                        "404": _error("no such member"),
+                    },
+                }
+            },
             "/v1/kv/{ns}": {
                 "get": {
                     "summary": "List keys in byte order, a page at a time",

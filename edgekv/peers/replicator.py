@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 
 import aiohttp
@@ -72,6 +73,14 @@ class ReplicationMetrics:
         )
 
 
+def peer_client_tls(config: Config) -> ssl.SSLContext:
+    """How pull streams verify peers (``tls_ca``) and present this node (``tls_cert``)."""
+    context = ssl.create_default_context(cafile=config.tls_ca)
+    if config.tls_cert and config.tls_key:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
 class Replicator:
     """Keeps this node's pull streams running."""
 
@@ -103,7 +112,10 @@ class Replicator:
 
     async def start(self) -> None:
         """Start pulling from the seeds and every known member."""
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=5),
+            connector=aiohttp.TCPConnector(ssl=peer_client_tls(self.config)),
+        )
         self._background.append(asyncio.create_task(self._release_held_loop()))
         self.ensure_pullers()
 
@@ -125,8 +137,10 @@ class Replicator:
         """Start a pull loop for every seed and active member that has none."""
         if self._session is None:
             return
-        urls = set(self.config.peer) | set(self.membership.active_urls().values())
         active_nodes = self.membership.active_urls()
+        urls = set(self.config.peer)
+        if self.config.peer_discovery:
+            urls |= set(active_nodes.values())
         for node, url in list(self._pulled_nodes.items()):
             if node not in active_nodes and self.membership.is_removed(node):
                 task = self._pullers.pop(url, None)
