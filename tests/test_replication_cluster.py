@@ -1,0 +1,139 @@
+"""Replication between real node processes: convergence through faults."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, stored_state, wait_converged, wait_for
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[type[Cluster]]:
+    made: list[Cluster] = []
+
+    class Made(Cluster):
+        def __init__(self, n: int = 3, topology: str = "mesh", args: tuple[str, ...] = ()):
+            super().__init__(tmp_path / f"c{len(made)}", n, topology, args)
+            made.append(self)
+
+    yield Made
+    for cluster in made:
+        cluster.close()
+
+
+def concurrent_workload(cluster: Cluster, ns: str, rounds: int = 40) -> None:
+    """Every node writes, overwrites, deletes and sets expirations, all at once."""
+
+    def work(i: int) -> None:
+        for r in range(rounds):
+            cluster.put(i, ns, f"own-{i}-{r}", f"v{i}.{r}".encode())
+            cluster.put(i, ns, f"shared-{r % 7}", f"from-{i}-{r}".encode())
+            if r % 5 == 0:
+                cluster.delete(i, ns, f"own-{i}-{r // 2}")
+                cluster.delete(i, ns, f"shared-{(r + 3) % 7}")
+            if r % 8 == 0:
+                cluster.put(i, ns, f"ttl-{i}-{r}", b"x", "?ttl=3600")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cluster.nodes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def visible(cluster: Cluster, i: int, ns: str) -> dict[str, bytes]:
+    node = cluster.nodes[i]
+    names = [k["name"] for k in node.request("GET", f"/v1/kv/{ns}").json()["keys"]]
+    return {name: node.request("GET", f"/v1/kv/{ns}/{name}").body for name in names}
+
+
+@pytest.mark.parametrize("topology", ["mesh", "line"])
+def test_concurrent_writes_converge(cluster_factory: type[Cluster], topology: str) -> None:
+    cluster = cluster_factory(3, topology)
+    concurrent_workload(cluster, "conv")
+    rows = wait_converged(cluster.nodes)
+    assert len(rows) >= 3 * 40
+    assert any(row[2] is None for row in rows), "tombstones replicate too"
+    assert any(row[4] is not None for row in rows), "expirations replicate too"
+    views = [visible(cluster, i, "conv") for i in range(3)]
+    assert views[0] == views[1] == views[2]
+    assert all(f"own-{i}-39" in views[0] for i in range(3))
+
+
+def test_node_cut_off_keeps_serving_and_converges_after_heal(
+    cluster_factory: type[Cluster],
+) -> None:
+    cluster = cluster_factory(3)
+    cluster.put(0, "part", "before", b"1")
+    wait_converged(cluster.nodes)
+    cluster.isolate(2)
+    cluster.put(2, "part", "island", b"written while cut off")
+    cluster.put(0, "part", "mainland", b"written meanwhile")
+    cluster.delete(2, "part", "before")
+    cluster.put(1, "part", "before", b"concurrent overwrite")
+    assert cluster.nodes[2].request("GET", "/v1/kv/part/island").body == b"written while cut off"
+    assert cluster.nodes[2].request("GET", "/v1/kv/part/mainland").status == 404
+    cluster.heal()
+    wait_converged(cluster.nodes)
+    view = visible(cluster, 0, "part")
+    assert view["island"] == b"written while cut off"
+    assert view["mainland"] == b"written meanwhile"
+    # The later of the concurrent delete and overwrite won, identically everywhere.
+    assert view.get("before") in (None, b"concurrent overwrite")
+
+
+def test_sigkill_during_replication_restarts_and_converges(
+    cluster_factory: type[Cluster],
+) -> None:
+    cluster = cluster_factory(3)
+    stop = threading.Event()
+    written: list[str] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set() and i < 5000:
+            cluster.put(0, "kill", f"k{i}", b"v" * 64)
+            written.append(f"k{i}")
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    wait_for(lambda: len(stored_state(cluster.nodes[1])) > 200, what="replication under way")
+    cluster.nodes[1].kill()
+    wait_for(lambda: len(written) > 600, what="more writes while node 1 is down")
+    cluster.nodes[1].start()
+    stop.set()
+    thread.join()
+    rows = wait_converged(cluster.nodes, timeout=60)
+    assert {row[1].decode() for row in rows} == set(written)
+
+
+def test_wiped_node_resyncs_from_zero(cluster_factory: type[Cluster]) -> None:
+    cluster = cluster_factory(3)
+    for i in range(50):
+        cluster.put(i % 3, "wipe", f"k{i}", str(i).encode())
+    wait_converged(cluster.nodes)
+    old_id = cluster.nodes[1].node_id
+    cluster.nodes[1].stop()
+    shutil.rmtree(cluster.nodes[1].data_dir)
+    cluster.nodes[1].start()
+    assert cluster.nodes[1].node_id != old_id, "a wiped node is a new node"
+    cluster.put(1, "wipe", "after-wipe", b"new")
+    rows = wait_converged(cluster.nodes)
+    assert len(rows) == 51
+
+
+def test_expired_entry_reads_absent_on_every_node(cluster_factory: type[Cluster]) -> None:
+    cluster = cluster_factory(3)
+    expires = int(time.time()) + 2
+    cluster.put(0, "exp", "short", b"x", f"?expiration={expires}")
+    wait_converged(cluster.nodes)
+    assert all(n.request("GET", "/v1/kv/exp/short").status == 200 for n in cluster.nodes)
+    wait_for(lambda: time.time() >= expires, what="expiration time")
+    assert all(n.request("GET", "/v1/kv/exp/short").status == 404 for n in cluster.nodes)
