@@ -166,6 +166,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "test_clock_offset_ms",
+        int,
+        0,
+        "Test only: shift this node's wall clock by this many milliseconds, to inject "
+        "clock skew in fault-injection tests. Leave 0 in production.",
+    ),
+    Setting(
         "log_level",
         str,
         "info",
@@ -217,6 +224,7 @@ class Config:
     tls_key: str | None = None
     tls_ca: str | None = None
     max_clock_offset: float = 0.5
+    test_clock_offset_ms: int = 0
     log_level: str = "info"
     tokens: tuple[TokenSpec, ...] = field(default=())
 

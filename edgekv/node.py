@@ -28,7 +28,12 @@ class Node:
     @classmethod
     def open(cls, config: Config) -> Node:
         """Open the node's database (creating it on first start)."""
-        return cls(config, Store(config.data_dir, synchronous=config.synchronous))
+        store = Store(
+            config.data_dir,
+            synchronous=config.synchronous,
+            clock_offset_ms=config.test_clock_offset_ms,
+        )
+        return cls(config, store)
 
     def close(self) -> None:
         """Commit queued writes and close the database."""

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-_READY = re.compile(r"serving (http://\S+) node=([0-9a-f]+)")
+_READY = re.compile(r"serving (https?://\S+) node=([0-9a-f]+)")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class NodeProcess:
     node_id: str = ""
     output: list[str] = field(default_factory=list)
     _pump_thread: threading.Thread | None = None
+    ssl_context: ssl.SSLContext | None = None
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
         """Start the node and wait for its start-up line."""
@@ -120,10 +122,18 @@ class NodeProcess:
         headers: dict[str, str] | None = None,
         json_body: Any = None,
         timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Response:
         """Send one request on a new connection and return the answer."""
         parts = urlsplit(self.url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            context = ssl_context or self.ssl_context
+            conn = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=timeout, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
         all_headers = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body)

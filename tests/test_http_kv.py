@@ -170,8 +170,16 @@ def test_overwrite_replaces_value_and_version(shared_node: NodeProcess, ns: str)
         b"\xff\xfe\xfd",
         random.Random(7).randbytes(100_000),
     ],
-    ids=["empty", "all-bytes", "all-bytes-reversed", "nul", "crlf", "utf8", "invalid-utf8",
-         "random-100k"],
+    ids=[
+        "empty",
+        "all-bytes",
+        "all-bytes-reversed",
+        "nul",
+        "crlf",
+        "utf8",
+        "invalid-utf8",
+        "random-100k",
+    ],
 )
 def test_values_are_binary_safe(shared_node: NodeProcess, ns: str, value: bytes) -> None:
     answer = put(shared_node, ns, "bin", value)
@@ -241,10 +249,22 @@ def _past() -> str:
         lambda: {"expiration": "soon"},
         lambda: {"expiration": "\u00b2"},
     ],
-    ids=["both", "ttl-zero", "ttl-negative", "ttl-fraction", "ttl-text", "ttl-empty",
-         "ttl-exponent", "ttl-superscript-digit", "expiration-past",
-         "expiration-zero", "expiration-negative", "expiration-fraction", "expiration-text",
-         "expiration-superscript-digit"],
+    ids=[
+        "both",
+        "ttl-zero",
+        "ttl-negative",
+        "ttl-fraction",
+        "ttl-text",
+        "ttl-empty",
+        "ttl-exponent",
+        "ttl-superscript-digit",
+        "expiration-past",
+        "expiration-zero",
+        "expiration-negative",
+        "expiration-fraction",
+        "expiration-text",
+        "expiration-superscript-digit",
+    ],
 )
 def test_invalid_expiration_is_rejected_and_nothing_written(
     shared_node: NodeProcess, ns: str, query: Callable[[], dict[str, str]]
@@ -256,10 +276,32 @@ def test_invalid_expiration_is_rejected_and_nothing_written(
 
 @pytest.mark.parametrize(
     "header",
-    ["not json", "{", "[1, 2]", "null", "42", '"a string"', "true", "",
-     '{"a": NaN}', '{"a": Infinity}', "[" * 3000],
-    ids=["text", "truncated", "array", "null", "number", "string", "bool", "empty",
-         "nan", "infinity", "deeply-nested"],
+    [
+        "not json",
+        "{",
+        "[1, 2]",
+        "null",
+        "42",
+        '"a string"',
+        "true",
+        "",
+        '{"a": NaN}',
+        '{"a": Infinity}',
+        "[" * 3000,
+    ],
+    ids=[
+        "text",
+        "truncated",
+        "array",
+        "null",
+        "number",
+        "string",
+        "bool",
+        "empty",
+        "nan",
+        "infinity",
+        "deeply-nested",
+    ],
 )
 def test_invalid_metadata_is_rejected_and_nothing_written(
     shared_node: NodeProcess, ns: str, header: str
@@ -360,8 +402,9 @@ def test_expired_keys_read_as_absent_and_leave_the_listing(
     at = int(time.time()) + 2
     put(shared_node, ns, "by-expiration", b"a", expiration=at)
     put(shared_node, ns, "by-ttl", b"b", ttl=1)
-    response = bulk(shared_node, ns, [{"op": "put", "key": "by-bulk", "value": b64(b"c"),
-                                       "expiration": at}])
+    response = bulk(
+        shared_node, ns, [{"op": "put", "key": "by-bulk", "value": b64(b"c"), "expiration": at}]
+    )
     assert response.status == 200
     put(shared_node, ns, "kept", b"d")
     expiring = ["by-bulk", "by-expiration", "by-ttl"]
@@ -389,8 +432,27 @@ def test_expired_keys_read_as_absent_and_leave_the_listing(
 
 # Byte order of UTF-8, not code-unit (UTF-16) order or locale order:
 # "Z" < "a" < "é" < "ﬁ" (U+FB01, EF AC 81) < "𝄞" (F0 9D 84 9E); UTF-16 puts 𝄞 before ﬁ.
-ORDER_KEYS = ["a", "Z", "é", "𝄞", "ﬁ", "b", "aa", "a b", "A", "0", "~", "ÿ", "a/", "a0",
-              "\u007f", "z", "é", "e\u0301", "É"]
+ORDER_KEYS = [
+    "a",
+    "Z",
+    "é",
+    "𝄞",
+    "ﬁ",
+    "b",
+    "aa",
+    "a b",
+    "A",
+    "0",
+    "~",
+    "ÿ",
+    "a/",
+    "a0",
+    "\u007f",
+    "z",
+    "é",
+    "e\u0301",
+    "É",
+]
 
 
 def test_list_is_in_utf8_byte_order(shared_node: NodeProcess, ns: str) -> None:
@@ -462,16 +524,28 @@ def test_list_limit_bounds(shared_node: NodeProcess, ns: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "limit", ["0", "1001", "abc", "-1", "", "1.5", " 5", "1e2", "99999999999999999999", "\u00b2"],
-    ids=["zero", "1001", "text", "negative", "empty", "fraction", "space", "exponent", "huge",
-         "superscript-digit"],
+    "limit",
+    ["0", "1001", "abc", "-1", "", "1.5", " 5", "1e2", "99999999999999999999", "\u00b2"],
+    ids=[
+        "zero",
+        "1001",
+        "text",
+        "negative",
+        "empty",
+        "fraction",
+        "space",
+        "exponent",
+        "huge",
+        "superscript-digit",
+    ],
 )
 def test_list_invalid_limit(shared_node: NodeProcess, ns: str, limit: str) -> None:
     assert_error(shared_node.request("GET", list_path(ns, limit=limit)), "invalid_parameter")
 
 
 @pytest.mark.parametrize(
-    "cursor", ["a", "!!!!", "not a cursor", "***", "%%%%"],
+    "cursor",
+    ["a", "!!!!", "not a cursor", "***", "%%%%"],
     ids=["bad-length", "punctuation", "spaces", "stars", "percents"],
 )
 def test_list_invalid_cursor(shared_node: NodeProcess, ns: str, cursor: str) -> None:
@@ -613,8 +687,13 @@ def test_bulk_puts_and_deletes(shared_node: NodeProcess, ns: str) -> None:
         shared_node,
         ns,
         [
-            {"op": "put", "key": "a", "value": b64(b"\x00alpha\xff"), "metadata": {"m": [1]},
-             "ttl": 600},
+            {
+                "op": "put",
+                "key": "a",
+                "value": b64(b"\x00alpha\xff"),
+                "metadata": {"m": [1]},
+                "ttl": 600,
+            },
             {"op": "put", "key": "b", "value": b64(b"")},
             {"op": "delete", "key": "doomed"},
             {"op": "delete", "key": "never-was"},
@@ -667,20 +746,31 @@ BAD_LAST_OPS: list[tuple[str, dict[str, Any], str]] = [
     ("missing-op", {"key": "z", "value": ""}, "invalid_json"),
     ("unknown-field", {"op": "put", "key": "z", "value": "", "colour": "red"}, "invalid_json"),
     ("op-not-object", ["put", "z"], "invalid_json"),
-    ("metadata-array", {"op": "put", "key": "z", "value": "", "metadata": [1]},
-     "invalid_metadata"),
-    ("metadata-json-text", {"op": "put", "key": "z", "value": "", "metadata": "{}"},
-     "invalid_metadata"),
-    ("metadata-too-large", {"op": "put", "key": "z", "value": "", "metadata": {"a": "x" * 1100}},
-     "metadata_too_large"),
+    ("metadata-array", {"op": "put", "key": "z", "value": "", "metadata": [1]}, "invalid_metadata"),
+    (
+        "metadata-json-text",
+        {"op": "put", "key": "z", "value": "", "metadata": "{}"},
+        "invalid_metadata",
+    ),
+    (
+        "metadata-too-large",
+        {"op": "put", "key": "z", "value": "", "metadata": {"a": "x" * 1100}},
+        "metadata_too_large",
+    ),
     ("ttl-zero", {"op": "put", "key": "z", "value": "", "ttl": 0}, "invalid_expiration"),
     ("ttl-fraction", {"op": "put", "key": "z", "value": "", "ttl": 1.5}, "invalid_expiration"),
     ("ttl-text", {"op": "put", "key": "z", "value": "", "ttl": "60"}, "invalid_expiration"),
     ("ttl-bool", {"op": "put", "key": "z", "value": "", "ttl": True}, "invalid_expiration"),
-    ("expiration-past", {"op": "put", "key": "z", "value": "", "expiration": 1000},
-     "invalid_expiration"),
-    ("ttl-and-expiration", {"op": "put", "key": "z", "value": "", "ttl": 5,
-                            "expiration": 4_000_000_000}, "invalid_expiration"),
+    (
+        "expiration-past",
+        {"op": "put", "key": "z", "value": "", "expiration": 1000},
+        "invalid_expiration",
+    ),
+    (
+        "ttl-and-expiration",
+        {"op": "put", "key": "z", "value": "", "ttl": 5, "expiration": 4_000_000_000},
+        "invalid_expiration",
+    ),
 ]
 
 
@@ -711,11 +801,34 @@ def test_bulk_with_one_invalid_op_applies_nothing(
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"", b"[]", b"null", b'"ops"', b'{"operations": []}',
-     b'{"operations": {}}', b'{"ops": [{"op": "delete", "key": "a"}]}',
-     b'{"operations": [1]}', b'{"operations": ', b"\xff\xfe\x00", b"[" * 100_000],
-    ids=["text", "empty", "array", "null", "string", "no-operations", "operations-object",
-         "wrong-field", "op-number", "truncated", "binary", "deeply-nested"],
+    [
+        b"not json",
+        b"",
+        b"[]",
+        b"null",
+        b'"ops"',
+        b'{"operations": []}',
+        b'{"operations": {}}',
+        b'{"ops": [{"op": "delete", "key": "a"}]}',
+        b'{"operations": [1]}',
+        b'{"operations": ',
+        b"\xff\xfe\x00",
+        b"[" * 100_000,
+    ],
+    ids=[
+        "text",
+        "empty",
+        "array",
+        "null",
+        "string",
+        "no-operations",
+        "operations-object",
+        "wrong-field",
+        "op-number",
+        "truncated",
+        "binary",
+        "deeply-nested",
+    ],
 )
 def test_bulk_invalid_json(shared_node: NodeProcess, ns: str, body: bytes) -> None:
     response = shared_node.request(
@@ -755,8 +868,12 @@ def test_get_many(shared_node: NodeProcess, ns: str) -> None:
     assert response.status == 200
     assert response.json() == {
         "entries": {
-            "a": {"value": b64(b"\x00\xffA"), "metadata": {"x": 1}, "expiration": expiration,
-                  "version": a["version"]},
+            "a": {
+                "value": b64(b"\x00\xffA"),
+                "metadata": {"x": 1},
+                "expiration": expiration,
+                "version": a["version"],
+            },
             "b/ü": {"value": "", "metadata": None, "expiration": None, "version": b["version"]},
             "missing": None,
             "deleted": None,
@@ -793,8 +910,19 @@ def test_get_many_key_count_limit(shared_node: NodeProcess, ns: str) -> None:
         (b'{"keys": ["\\ud800"]}', "invalid_key"),
         (json.dumps({"keys": ["k" * 513]}).encode(), "key_too_long"),
     ],
-    ids=["text", "array", "no-keys", "keys-string", "wrong-field", "deeply-nested",
-         "key-number", "key-empty", "key-null", "key-lone-surrogate", "key-too-long"],
+    ids=[
+        "text",
+        "array",
+        "no-keys",
+        "keys-string",
+        "wrong-field",
+        "deeply-nested",
+        "key-number",
+        "key-empty",
+        "key-null",
+        "key-lone-surrogate",
+        "key-too-long",
+    ],
 )
 def test_get_many_invalid_body(shared_node: NodeProcess, ns: str, body: bytes, code: str) -> None:
     response = shared_node.request(
@@ -808,9 +936,18 @@ def test_get_many_invalid_body(shared_node: NodeProcess, ns: str, body: bytes, c
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/"), ("GET", "/nope"), ("GET", "/v1"), ("GET", "/v1/kv"), ("GET", "/v1/kv/"),
-     ("POST", "/v1/nothing"), ("GET", "/v2/kv/ns/k"), ("GET", "/v1/kv/ns/"),
-     ("DELETE", "/v1/openapi"), ("GET", "/healthz/extra")],
+    [
+        ("GET", "/"),
+        ("GET", "/nope"),
+        ("GET", "/v1"),
+        ("GET", "/v1/kv"),
+        ("GET", "/v1/kv/"),
+        ("POST", "/v1/nothing"),
+        ("GET", "/v2/kv/ns/k"),
+        ("GET", "/v1/kv/ns/"),
+        ("DELETE", "/v1/openapi"),
+        ("GET", "/healthz/extra"),
+    ],
 )
 def test_unknown_route_is_404(shared_node: NodeProcess, method: str, path: str) -> None:
     assert_error(shared_node.request(method, path), "not_found")
@@ -818,9 +955,17 @@ def test_unknown_route_is_404(shared_node: NodeProcess, method: str, path: str) 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/v1/kv/ns/key"), ("PATCH", "/v1/kv/ns/key"), ("PUT", "/v1/kv/ns"),
-     ("DELETE", "/v1/kv/ns"), ("POST", "/v1/kv/ns"), ("PATCH", "/v1/kv/ns/_bulk"),
-     ("POST", "/healthz"), ("PUT", "/metrics"), ("DELETE", "/v1/openapi.json")],
+    [
+        ("POST", "/v1/kv/ns/key"),
+        ("PATCH", "/v1/kv/ns/key"),
+        ("PUT", "/v1/kv/ns"),
+        ("DELETE", "/v1/kv/ns"),
+        ("POST", "/v1/kv/ns"),
+        ("PATCH", "/v1/kv/ns/_bulk"),
+        ("POST", "/healthz"),
+        ("PUT", "/metrics"),
+        ("DELETE", "/v1/openapi.json"),
+    ],
 )
 def test_wrong_method_is_405(shared_node: NodeProcess, method: str, path: str) -> None:
     assert_error(shared_node.request(method, path), "method_not_allowed")
@@ -867,8 +1012,11 @@ def test_openapi_documents_every_route(shared_node: NodeProcess) -> None:
     for path, methods in expected.items():
         assert path in paths, path
         assert methods <= set(paths[path]), (path, set(paths[path]))
-    documented = set(document["components"]["schemas"]["Error"]["properties"]["error"]
-                     ["properties"]["code"]["enum"])
+    documented = set(
+        document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"][
+            "enum"
+        ]
+    )
     assert documented == set(ERROR_CODES)
 
 
@@ -884,10 +1032,19 @@ def bad_requests(ns: str) -> list[tuple[str, str, bytes | None, dict[str, str]]]
         ("GET", f"/v1/kv/{ns}?cursor=%00%00%00%00", None, {}),
         ("GET", f"/v1/kv/{ns}?limit=%00", None, {}),
         ("PUT", f"/v1/kv/{ns}/k", b"v", {"EdgeKV-Metadata": '{"a":' * 600 + "1" + "}" * 600}),
-        ("POST", f"/v1/kv/{ns}/_bulk", b'{"operations": [{"op": "put", "key": "k", '
-         b'"value": "", "ttl": 1e400}]}', {}),
-        ("POST", f"/v1/kv/{ns}/_bulk", b'{"operations": [{"op": "put", "key": "k", '
-         b'"value": "", "expiration": 100000000000000000000000}]}', {}),
+        (
+            "POST",
+            f"/v1/kv/{ns}/_bulk",
+            b'{"operations": [{"op": "put", "key": "k", "value": "", "ttl": 1e400}]}',
+            {},
+        ),
+        (
+            "POST",
+            f"/v1/kv/{ns}/_bulk",
+            b'{"operations": [{"op": "put", "key": "k", '
+            b'"value": "", "expiration": 100000000000000000000000}]}',
+            {},
+        ),
         ("POST", f"/v1/kv/{ns}/_bulk", b'{"operations": [{"op": ["put"], "key": "k"}]}', {}),
         ("POST", f"/v1/kv/{ns}/_bulk", b'{"operations": [{"op": "put", "key": {"a": 1}}]}', {}),
         ("POST", f"/v1/kv/{ns}/_get", b'{"keys": [["a"]]}', {}),

@@ -61,8 +61,12 @@ def small_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess
     """A node with a 1000-byte value limit and an 8 KiB request limit."""
     node = NodeProcess(
         tmp_path_factory.mktemp("small"),
-        ["--max-value-bytes", str(SMALL_VALUE_LIMIT),
-         "--max-request-bytes", str(SMALL_REQUEST_LIMIT)],
+        [
+            "--max-value-bytes",
+            str(SMALL_VALUE_LIMIT),
+            "--max-request-bytes",
+            str(SMALL_REQUEST_LIMIT),
+        ],
     ).start()
     yield node
     node.kill()
@@ -73,17 +77,22 @@ def small_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess
 BAD_NAMESPACES = ["a" * 65, "a%20b", "%C3%BC", "a*b", "a:b", "a%2Fb", "name%00", "%E2%82%AC"]
 
 
-@pytest.mark.parametrize("raw_ns", BAD_NAMESPACES,
-                         ids=["65-chars", "space", "u-umlaut", "star", "colon", "slash",
-                              "nul", "euro"])
+@pytest.mark.parametrize(
+    "raw_ns",
+    BAD_NAMESPACES,
+    ids=["65-chars", "space", "u-umlaut", "star", "colon", "slash", "nul", "euro"],
+)
 def test_invalid_namespace_on_every_route(shared_node: NodeProcess, raw_ns: str) -> None:
     requests: list[tuple[str, str, Any]] = [
         ("GET", f"/v1/kv/{raw_ns}", None),
         ("GET", f"/v1/kv/{raw_ns}/k", None),
         ("PUT", f"/v1/kv/{raw_ns}/k", b"v"),
         ("DELETE", f"/v1/kv/{raw_ns}/k", None),
-        ("POST", f"/v1/kv/{raw_ns}/_bulk",
-         json.dumps({"operations": [{"op": "put", "key": "k", "value": ""}]})),
+        (
+            "POST",
+            f"/v1/kv/{raw_ns}/_bulk",
+            json.dumps({"operations": [{"op": "put", "key": "k", "value": ""}]}),
+        ),
         ("POST", f"/v1/kv/{raw_ns}/_get", json.dumps({"keys": ["k"]})),
     ]
     for method, path, body in requests:
@@ -178,7 +187,9 @@ def test_value_over_limit_writes_nothing(small_node: NodeProcess, ns: str, size:
 def test_rejected_overwrite_keeps_the_old_value(small_node: NodeProcess, ns: str) -> None:
     assert small_node.request("PUT", kv_path(ns, "k"), body=b"old").status == 200
     response = small_node.request(
-        "PUT", kv_path(ns, "k"), body=b"n" * (SMALL_VALUE_LIMIT + 1),
+        "PUT",
+        kv_path(ns, "k"),
+        body=b"n" * (SMALL_VALUE_LIMIT + 1),
         headers={"EdgeKV-Metadata": '{"new": true}'},
     )
     assert_error(response, "value_too_large")
@@ -229,15 +240,12 @@ def test_default_value_limit_is_25_mib(shared_node: NodeProcess, ns: str) -> Non
     del got
 
     too_big = value + b"!"
-    assert_error(shared_node.request("PUT", kv_path(ns, "bigger"), body=too_big),
-                 "value_too_large")
+    assert_error(shared_node.request("PUT", kv_path(ns, "bigger"), body=too_big), "value_too_large")
     assert_error(shared_node.request("GET", kv_path(ns, "bigger")), "not_found")
     # A rejected overwrite leaves the stored value alone.
     assert_error(shared_node.request("PUT", kv_path(ns, "big"), body=too_big), "value_too_large")
     assert listed(shared_node, ns) == ["big"]
-    assert shared_node.request("GET", kv_path(ns, "big")).headers["Content-Length"] == str(
-        25 * MIB
-    )
+    assert shared_node.request("GET", kv_path(ns, "big")).headers["Content-Length"] == str(25 * MIB)
 
 
 # -- metadata -------------------------------------------------------------------

@@ -54,6 +54,20 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
                 "last_error": link.last_error if link else None,
             }
         )
+    for url, link in replicator.membership.seed_links.items():
+        members.append(
+            {
+                "node_id": None,
+                "name": "",
+                "url": url,
+                "state": link.state,
+                "lag_changes": None,
+                "lag_ms": None,
+                "last_contact_ms": None,
+                "clock_offset_ms": None,
+                "last_error": link.last_error,
+            }
+        )
     return {
         "node": {
             "node_id": f"{me.node:016x}",

@@ -42,6 +42,8 @@ class Membership:
         self._store = store
         self._me = me
         self.links: dict[int, LinkStatus] = {}
+        self.seed_links: dict[str, LinkStatus] = {}
+        """Seeds not reached yet (no node id known), by URL."""
 
     def members(self) -> list[MemberTuple]:
         """Every known member (removed ones included, so removals spread)."""
@@ -84,6 +86,10 @@ class Membership:
         await self._store.upsert_members([(node, url, name, True, _now_ms())])
         self.links.pop(node, None)
         return True
+
+    def seed(self, url: str) -> LinkStatus:
+        """The status record of a seed not identified yet."""
+        return self.seed_links.setdefault(url, LinkStatus())
 
     def link(self, node: int) -> LinkStatus:
         """The status record of the link to ``node``."""

@@ -187,6 +187,7 @@ class Replicator:
                 if not isinstance(welcome, Welcome):
                     raise ProtocolError("expected Welcome")
                 peer = welcome.node
+                self.membership.seed_links.pop(url, None)
                 if peer == self.identity.node or self._pulled_nodes.setdefault(peer, url) != url:
                     return peer
                 label = f"{peer:016x}"
@@ -202,17 +203,16 @@ class Replicator:
                     await self._handle(decode(message.data), session, peer, label)
         except (EnvelopeError, ProtocolError) as exc:
             log.warning("rejected payload from %s: %s", url, exc)
-            self._link_failed(peer, f"rejected payload: {exc}")
+            self._link_failed(peer, url, f"rejected payload: {exc}")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._link_failed(peer, f"{type(exc).__name__}: {exc}")
+            self._link_failed(peer, url, f"{type(exc).__name__}: {exc}")
         if peer is not None and self._pulled_nodes.get(peer) == url:
-            self._link_failed(peer, None)
+            self._link_failed(peer, url, None)
         return peer
 
-    def _link_failed(self, peer: int | None, error: str | None) -> None:
-        if peer is None:
-            return
-        link = self.membership.link(peer)
+    def _link_failed(self, peer: int | None, url: str, error: str | None) -> None:
+        # A seed that never answered has no node id yet: its status is kept by URL.
+        link = self.membership.link(peer) if peer is not None else self.membership.seed(url)
         link.state = "down"
         if error:
             link.last_error = error

@@ -136,8 +136,14 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 class Store:
     """The key-value store of one node."""
 
-    def __init__(self, data_dir: str | Path, synchronous: str = "full") -> None:
-        """Open (creating and migrating if needed) the database in ``data_dir``."""
+    def __init__(
+        self, data_dir: str | Path, synchronous: str = "full", clock_offset_ms: int = 0
+    ) -> None:
+        """Open (creating and migrating if needed) the database in ``data_dir``.
+
+        ``clock_offset_ms`` shifts this node's wall clock: for fault-injection
+        tests of clock skew only.
+        """
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DB_FILENAME
@@ -147,7 +153,11 @@ class Store:
             "SELECT node_id, incarnation, created_ms, hlc, seq FROM node_state WHERE id = 1"
         ).fetchone()
         self.identity = NodeIdentity(node_id, incarnation, created_ms)
-        self.clock = HybridLogicalClock(hlc)
+        self.clock = (
+            HybridLogicalClock(hlc, lambda: time.time_ns() // 1_000_000 + clock_offset_ms)
+            if clock_offset_ms
+            else HybridLogicalClock(hlc)
+        )
         self.writer = Writer(write_conn, self.clock, seq)
         self._reader = _connect(self.path, synchronous)
         self._reader.execute("PRAGMA query_only = ON")
