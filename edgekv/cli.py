@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -256,6 +257,85 @@ def kv_list(url: str, token: str | None, namespace: str, prefix: str, as_json: b
             click.echo(json.dumps(item) if as_json else item["name"])
     except EdgeKVError as exc:
         _fail(exc)
+
+
+@main.group()
+def cluster() -> None:
+    """Inspect and manage the cluster a node belongs to.
+
+    Example: edgekv cluster status --url http://127.0.0.1:8787
+    """
+
+
+@cluster.command("status")
+@client_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
+def cluster_status(url: str, token: str | None, as_json: bool, watch: bool) -> None:
+    """Show each member's state, lag, last contact, clock offset and last error.
+
+    Example: edgekv cluster status --watch
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    from edgekv.status_view import status_renderable
+    from edgekv_client import EdgeKVError
+
+    client = _client(url, token)
+    try:
+        status = client.cluster_status()
+        if as_json:
+            click.echo(json.dumps(status, indent=2))
+            return
+        if not watch:
+            Console().print(status_renderable(status))
+            return
+        with Live(status_renderable(status), refresh_per_second=2) as live:
+            while True:
+                time.sleep(1)
+                live.update(status_renderable(client.cluster_status()))
+    except EdgeKVError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@cluster.command("remove")
+@client_options
+@click.argument("node_id")
+def cluster_remove(url: str, token: str | None, node_id: str) -> None:
+    """Remove a dead member (by its hex node id) from the cluster.
+
+    Example: edgekv cluster remove 5c0224d15cc98941
+    """
+    from edgekv_client import EdgeKVError
+
+    try:
+        click.echo(json.dumps(_client(url, token).remove_member(node_id)))
+    except EdgeKVError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option(
+    "--base-port",
+    type=int,
+    default=8787,
+    show_default=True,
+    help="Ports of the three PoPs: this and the next two (0: any free ports).",
+)
+def demo(base_port: int) -> None:
+    """Start three replicating PoPs on loopback with temporary data, until Ctrl-C.
+
+    Writes a key at the first PoP, shows it arriving at the other two, then
+    prints each URL and the cluster status table.
+
+    Example: edgekv demo --base-port 8787
+    """
+    from edgekv.demo import run_demo
+
+    run_demo(base_port)
 
 
 if __name__ == "__main__":  # pragma: no cover

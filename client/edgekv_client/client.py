@@ -173,3 +173,15 @@ class Client:
         )
         result: dict[str, Any] = self._json(request)
         return result
+
+    def cluster_status(self) -> dict[str, Any]:
+        """Return the node's cluster status document (admin scope)."""
+        request = _core.build_request("GET", "/v1/cluster/status", self._token)
+        result: dict[str, Any] = self._json(request)
+        return result
+
+    def remove_member(self, node_id: str) -> dict[str, Any]:
+        """Remove a dead member by its hex node id (admin scope)."""
+        request = _core.build_request("DELETE", f"/v1/cluster/members/{node_id}", self._token)
+        result: dict[str, Any] = self._json(request)
+        return result

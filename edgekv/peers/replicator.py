@@ -174,7 +174,8 @@ class Replicator:
         assert self._session is not None
         session = PullSession(self.identity)
         headers = {SECRET_HEADER: self.config.cluster_secret or ""}
-        peer: int | None = None
+        # Known from an earlier stream on this URL, if any: failures then count for it.
+        peer = next((n for n, u in self._pulled_nodes.items() if u == url), None)
         try:
             async with self._session.ws_connect(
                 url.rstrip("/") + STREAM_PATH,
@@ -197,6 +198,7 @@ class Replicator:
                 self.metrics.reconnects.labels(label).inc()
                 link = self.membership.link(peer)
                 link.state, link.last_error = "up", None
+                link.last_contact_ms = self.wall_ms()
                 async for message in ws:
                     if message.type != aiohttp.WSMsgType.BINARY:
                         break

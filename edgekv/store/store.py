@@ -242,6 +242,10 @@ class Store:
 
         return self.writer.submit(op)
 
+    def write_value(self, ns: str, key: bytes, value: bytes) -> asyncio.Future[WriteResult]:
+        """Put one value (no metadata, no expiration)."""
+        return self.write(ns, [Write(key, value)])
+
     # -- replication -----------------------------------------------------------
 
     def changes_after(self, cursor: int, limit: int) -> list[Change]:
