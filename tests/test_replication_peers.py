@@ -82,6 +82,12 @@ def test_right_secret_replicates(start_node: Callable[..., NodeProcess]) -> None
     b = start_node("b", ["--cluster-secret", SECRET, "--peer", a.url])
     a.request("PUT", "/v1/kv/sec/k", body=b"shared")
     wait_converged([a, b])
+    metrics = b.request("GET", "/metrics").body.decode()
+    peer = f'peer="{a.node_id}"'
+    assert f"edgekv_repl_changes_applied_total{{{peer}}} 1.0" in metrics
+    assert f"edgekv_repl_peer_up{{{peer}}} 1.0" in metrics
+    assert "edgekv_repl_held_changes 0.0" in metrics
+    assert "edgekv_repl_stream_reconnects_total" in metrics
 
 
 async def test_garbage_hello_is_refused_without_effect(

@@ -14,10 +14,13 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edgekv.config import Config
 from edgekv.peers.feed import ChangeFeed
@@ -45,6 +48,48 @@ RETRY_MIN, RETRY_MAX = 0.05, 2.0
 HELD_RELEASE_INTERVAL = 0.1
 
 
+class _LinkCollector(Collector):
+    """Per-peer link gauges, read from the membership at scrape time."""
+
+    def __init__(self, replicator: Replicator) -> None:
+        self._replicator = replicator
+
+    def collect(self) -> Iterator[Metric]:
+        links = self._replicator.membership.links
+        families = {
+            "lag_changes": GaugeMetricFamily(
+                "edgekv_repl_lag_changes",
+                "Changes a peer had that are not applied here.",
+                labels=["peer"],
+            ),
+            "lag_ms": GaugeMetricFamily(
+                "edgekv_repl_lag_ms",
+                "Age of the newest change from a peer when applied.",
+                labels=["peer"],
+            ),
+            "clock_offset_ms": GaugeMetricFamily(
+                "edgekv_repl_clock_offset_ms", "A peer's wall clock minus ours.", labels=["peer"]
+            ),
+        }
+        up = GaugeMetricFamily(
+            "edgekv_repl_peer_up", "1 while the stream from a peer is up.", labels=["peer"]
+        )
+        for node, link in links.items():
+            label = [f"{node:016x}"]
+            for attribute, family in families.items():
+                value = getattr(link, attribute)
+                if value is not None:
+                    family.add_metric(label, value)
+            up.add_metric(label, 1 if link.state == "up" else 0)
+        yield from families.values()
+        yield up
+        yield GaugeMetricFamily(
+            "edgekv_repl_held_changes",
+            "Remote changes held back because they are stamped too far ahead.",
+            self._replicator.store.held_count(),
+        )
+
+
 class ReplicationMetrics:
     """Per-peer replication counters, registered in the node's registry."""
 
@@ -68,6 +113,7 @@ class ReplicationMetrics:
         self.reconnects = Counter(
             "edgekv_repl_stream_reconnects", "Pull streams (re)opened.", ["peer"], registry=registry
         )
+        self.registry = registry
         self.apply_seconds = Histogram(
             "edgekv_repl_apply_seconds", "Time to apply and commit one batch.", registry=registry
         )
@@ -96,6 +142,8 @@ class Replicator:
         )
         self.membership = Membership(store, store.node_id)
         self.metrics = ReplicationMetrics(registry)
+        self._collector = _LinkCollector(self)
+        registry.register(self._collector)
         self.feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
         store.writer.add_commit_listener(self.feed.notify_threadsafe)
         self._max_offset_ms = int(config.max_clock_offset * 1000)
@@ -132,6 +180,7 @@ class Replicator:
                 await task
         if self._session is not None:
             await self._session.close()
+        self.metrics.registry.unregister(self._collector)
 
     def ensure_pullers(self) -> None:
         """Start a pull loop for every seed and active member that has none."""
