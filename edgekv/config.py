@@ -166,6 +166,22 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "tombstone_horizon",
+        float,
+        7 * 86400.0,
+        "Seconds a tombstone is kept at least. It is collected once every member has "
+        "acknowledged it and this long has passed; a member out of contact for longer "
+        "must re-sync in full (wipe its data directory).",
+        minimum=0,
+    ),
+    Setting(
+        "tombstone_gc_interval",
+        float,
+        60.0,
+        "Seconds between tombstone collection passes.",
+        minimum=0.01,
+    ),
+    Setting(
         "test_clock_offset_ms",
         int,
         0,
@@ -224,6 +240,8 @@ class Config:
     tls_key: str | None = None
     tls_ca: str | None = None
     max_clock_offset: float = 0.5
+    tombstone_horizon: float = 7 * 86400.0
+    tombstone_gc_interval: float = 60.0
     test_clock_offset_ms: int = 0
     log_level: str = "info"
     tokens: tuple[TokenSpec, ...] = field(default=())

@@ -32,6 +32,7 @@ class Node:
             config.data_dir,
             synchronous=config.synchronous,
             clock_offset_ms=config.test_clock_offset_ms,
+            max_clock_offset_ms=int(config.max_clock_offset * 1000),
         )
         return cls(config, store)
 

@@ -82,6 +82,18 @@ def dominates(have: Change | None, other: Change) -> bool:
     return have is not None and (have.state() == other.state() or wins(have, other))
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A replica's durable state at one commit."""
+
+    state: dict[Slot, Change]
+    log: dict[int, Slot]
+    seq: int
+    held: list[Change]
+    cursors: dict[int, PeerCursor]
+    hlc: int
+
+
 class Replica:
     """One node: HLC, entries keyed by ``(ns, key)``, the local log, held changes, cursors."""
 
@@ -112,6 +124,31 @@ class Replica:
         self.cursors: dict[int, PeerCursor] = {}
         """Persisted: how far each peer node's log (of one incarnation) is applied here."""
         self.members: dict[int, tuple[int, str, str, bool, int]] = {}
+
+    def snapshot(self) -> Snapshot:
+        """The durable state as of now (what a later power loss may revert to)."""
+        return Snapshot(
+            dict(self.state),
+            dict(self.log),
+            self.seq,
+            list(self.held),
+            {node: PeerCursor(c.incarnation, c.cursor) for node, c in self.cursors.items()},
+            self.clock.last,
+        )
+
+    def revert(self, snapshot: Snapshot) -> None:
+        """Go back to ``snapshot`` after an unclean stop, as a node's store reopens.
+
+        Same node id, but a new incarnation (its log may reuse lost seqs, so peers
+        must re-sync it from zero) and a clock moved past every stamp it could
+        have issued before the loss (see ``edgekv.store.store``).
+        """
+        self.state, self.log, self.seq = dict(snapshot.state), dict(snapshot.log), snapshot.seq
+        self.held = list(snapshot.held)
+        self.cursors = {n: PeerCursor(c.incarnation, c.cursor) for n, c in snapshot.cursors.items()}
+        self.incarnation = self.network._new_id()
+        jumped = (self.wall_ms() + self.max_offset_ms + 1) << COUNTER_BITS
+        self.clock = HybridLogicalClock(max(snapshot.hlc, jumped), self.wall_ms)
 
     # -- identity and clock ------------------------------------------------------
 
@@ -470,6 +507,15 @@ class Network:
         node = replica.node if keep_node_id else self._new_id()
         replica._reset(node, self._new_id())
         self.stats["wiped"] += 1
+        return replica
+
+    def lose_tail(self, name: str, snapshot: Snapshot) -> Replica:
+        """Power loss under ``synchronous=normal``: the last commits are gone, identity stays."""
+        replica = self.replicas[name]
+        for link in [link for link in self.streams if name in link]:
+            self.teardown(link, "crash")
+        replica.revert(snapshot)
+        self.stats["crashed"] += 1
         return replica
 
     # -- running ---------------------------------------------------------------

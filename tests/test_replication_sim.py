@@ -51,7 +51,7 @@ MAX_SKEW_MS = 2_000
 
 PAIRS = [(a, b) for i, a in enumerate(NAMES) for b in NAMES[i + 1 :]]
 SIM_SETTINGS = settings(
-    max_examples=150,
+    max_examples=200,
     stateful_step_count=50,
     derandomize=True,
     database=None,
@@ -192,7 +192,7 @@ class ReplicationMachine(RuleBasedStateMachine):
     def skew(self, name: str, skew: int) -> None:
         self.net.set_skew(name, skew)
 
-    @precondition(lambda self: self.wipes < 2)
+    @precondition(lambda self: self.wipes < 1)
     @rule(name=st.sampled_from(NAMES))
     def wipe(self, name: str) -> None:
         self.net.wipe(name)
@@ -302,7 +302,7 @@ def test_duplicated_and_reordered_batches_are_harmless() -> None:
     assert net.stats["torn_down:ProtocolError"] == 2
 
 
-def test_a_duplicate_of_the_newest_batch_is_a_no_op() -> None:
+def test_a_duplicate_of_the_newest_batch_applies_nothing() -> None:
     net = Network("ab", links=[("a", "b")])
     net["a"].put("ns", b"k", b"v")
     net.connect()
@@ -376,6 +376,8 @@ def test_a_wiped_replica_is_resynced_from_zero() -> None:
 
 
 def test_a_new_incarnation_under_the_same_node_id_restarts_the_cursor() -> None:
+    # Nodes get a new id with a new incarnation; keeping the id isolates the check
+    # that matters: a cursor belongs to one incarnation of a peer's log.
     net = Network("ab", links=[("b", "a")])
     for i in range(4):
         net["b"].put("ns", f"old{i}".encode(), b"x")
@@ -383,6 +385,7 @@ def test_a_new_incarnation_under_the_same_node_id_restarts_the_cursor() -> None:
     a, b = net["a"], net["b"]
     assert a.cursors[b.node].cursor == 4
     net.wipe("b", keep_node_id=True)
+    net.advance(1_000)  # past the old stamps: the new log cannot reuse them
     for i in range(6):  # the new log passes a's old cursor, so only the incarnation tells
         b.put("ns", f"new{i}".encode(), b"y")
     net.settle()
@@ -403,6 +406,31 @@ def test_corrupted_payloads_are_rejected_whole() -> None:
     assert net.stats["torn_down:EnvelopeError"] == 1
     assert net["b"].seq == 0
     net.settle()
+    assert_converged(net)
+
+
+# -- known core bug ----------------------------------------------------------------
+
+
+def test_new_writes_at_seqs_lost_in_a_power_loss_still_replicate() -> None:
+    net = Network("ab")
+    a, b = net["a"], net["b"]
+    a.put("ns", b"k1", b"1")
+    durable = a.snapshot()
+    a.put("ns", b"k2", b"2")
+    a.put("ns", b"k3", b"3")
+    net.settle()
+    assert b.cursors[a.node].cursor == 3
+    net.lose_tail("a", durable)  # k2 and k3 are gone at a (b has them); a's head is 1
+    a.put("ns", b"x", b"new")  # takes seq 2 again
+    a.put("ns", b"y", b"new")  # takes seq 3 again
+    net.settle()
+    # a's clock jumped past the offset limit on reopening, so its new writes are
+    # held at b until b's clock catches up.
+    net.advance(1000)
+    net.settle()
+    # a reopened as a new incarnation, so b re-syncs it from zero instead of
+    # resuming after seq 3 and skipping x and y for good.
     assert_converged(net)
 
 
@@ -436,7 +464,7 @@ def test_the_state_machine_finds_a_broken_merge() -> None:
         report_multiple_bugs=False,
     )
     with pytest.raises(AssertionError):
-        run_state_machine_as_test(BrokenMergeMachine, settings=quick)
+        run_state_machine_as_test(BrokenMergeMachine, settings=quick)  # type: ignore[no-untyped-call]
 
 
 def test_resume_point_resets_for_another_incarnation() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +154,50 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_database_runs_in_wal_mode(store: Store) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def crash_after_a_write(data_dir: Path, synchronous: str) -> None:
+    """Open a store in a child process, write, and die without closing it."""
+    script = (
+        "import asyncio, os, sys\n"
+        "from edgekv.store.store import Store, Write\n"
+        "async def main():\n"
+        "    store = Store(sys.argv[1], synchronous=sys.argv[2])\n"
+        "    await store.write('ns', [Write(b'k', b'v')])\n"
+        "    os._exit(0)\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(data_dir), synchronous], check=True)
+
+
+def test_unclean_stop_under_normal_sync_starts_a_new_incarnation(tmp_path: Path) -> None:
+    # A log that may have lost its last commits must not be resumed by peers.
+    first = Store(tmp_path, synchronous="normal")
+    identity = first.identity
+    first.close()
+    crash_after_a_write(tmp_path, "normal")
+    reopened = Store(tmp_path, synchronous="normal")
+    try:
+        assert reopened.identity.node_id == identity.node_id
+        assert reopened.identity.incarnation != identity.incarnation
+        assert reopened.clock.last >= (time.time_ns() // 1_000_000 + 500) << 16
+    finally:
+        reopened.close()
+    again = Store(tmp_path, synchronous="normal")
+    try:
+        assert again.identity == reopened.identity, "a clean stop keeps the incarnation"
+    finally:
+        again.close()
+
+
+def test_unclean_stop_under_full_sync_keeps_the_incarnation(tmp_path: Path) -> None:
+    first = Store(tmp_path)
+    identity = first.identity
+    first.close()
+    crash_after_a_write(tmp_path, "full")
+    reopened = Store(tmp_path)
+    try:
+        assert reopened.identity == identity, "full sync loses no commit"
+        assert reopened.get("ns", b"k") is not None
+    finally:
+        reopened.close()

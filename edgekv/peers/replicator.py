@@ -28,6 +28,7 @@ from edgekv.peers.membership import Membership
 from edgekv.store.store import Store
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
+    Ack,
     Batch,
     EnvelopeError,
     Members,
@@ -46,6 +47,8 @@ STREAM_PATH = "/v1/peer/stream"
 RECEIVE_TIMEOUT = 5.0
 RETRY_MIN, RETRY_MAX = 0.05, 2.0
 HELD_RELEASE_INTERVAL = 0.1
+ACK_INTERVAL = 0.1
+RESYNC_REQUIRED = 4410
 
 
 class _LinkCollector(Collector):
@@ -165,6 +168,7 @@ class Replicator:
             connector=aiohttp.TCPConnector(ssl=peer_client_tls(self.config)),
         )
         self._background.append(asyncio.create_task(self._release_held_loop()))
+        self._background.append(asyncio.create_task(self._collect_tombstones_loop()))
         self.ensure_pullers()
 
     async def stop(self) -> None:
@@ -241,6 +245,13 @@ class Replicator:
                 if peer == self.identity.node or self._pulled_nodes.setdefault(peer, url) != url:
                     return peer
                 label = f"{peer:016x}"
+                acked = self.store.peer_acks().get(peer, (0, 0))[0]
+                if acked < self.store.purged_seq():
+                    # Its data may still hold keys whose tombstones we collected.
+                    raise ProtocolError(
+                        "peer has not seen tombstones collected here; "
+                        "it must re-sync in full (wipe its data directory)"
+                    )
                 hello = session.on_welcome(welcome, self.store.peer_cursor(peer))
                 await self.membership.introduce(peer, url, welcome.name)
                 await ws.send_bytes(encode(hello))
@@ -248,13 +259,22 @@ class Replicator:
                 link = self.membership.link(peer)
                 link.state, link.last_error = "up", None
                 link.last_contact_ms = self.wall_ms()
+                last_ack = 0.0
                 async for message in ws:
                     if message.type != aiohttp.WSMsgType.BINARY:
                         break
                     await self._handle(decode(message.data), session, peer, label)
+                    if session.cursor and time.monotonic() - last_ack > ACK_INTERVAL:
+                        await ws.send_bytes(encode(Ack(session.cursor)))
+                        last_ack = time.monotonic()
+                if ws.close_code == RESYNC_REQUIRED:
+                    raise ProtocolError(
+                        "the peer collected tombstones this node never saw: "
+                        "re-sync in full (wipe this node's data directory)"
+                    )
         except (EnvelopeError, ProtocolError) as exc:
-            log.warning("rejected payload from %s: %s", url, exc)
-            self._link_failed(peer, url, f"rejected payload: {exc}")
+            log.warning("stream from %s refused: %s", url, exc)
+            self._link_failed(peer, url, str(exc))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._link_failed(peer, url, f"{type(exc).__name__}: {exc}")
         if peer is not None and self._pulled_nodes.get(peer) == url:
@@ -306,3 +326,34 @@ class Replicator:
                 released = await self.store.release_held(self._max_offset_ms)
                 if released:
                     log.info("applied %d held-back changes", released)
+
+    async def _collect_tombstones_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tombstone_gc_interval)
+            try:
+                collected = await self.collect_tombstones()
+            except Exception:  # never let one failed pass stop collection for good
+                log.exception("tombstone collection failed")
+                continue
+            if collected:
+                log.info("collected %d tombstones", collected)
+
+    async def collect_tombstones(self) -> int:
+        """Delete tombstones that every current member has acknowledged, past the horizon.
+
+        Members out of contact for longer than the horizon do not hold
+        collection back; they must re-sync in full when they return.
+        """
+        now_ms = self.wall_ms()
+        horizon_ms = int(self.config.tombstone_horizon * 1000)
+        acks = self.store.peer_acks()
+        acked = []
+        for node, _, _, removed, learned_ms in self.membership.members():
+            if removed or node == self.identity.node:
+                continue
+            cursor, heard_ms = acks.get(node, (0, learned_ms))
+            if heard_ms >= now_ms - horizon_ms:
+                acked.append(cursor)
+        acked_seq = min(acked, default=self.store.seq)
+        before_hlc = (now_ms - horizon_ms) << COUNTER_BITS
+        return await self.store.collect_tombstones(acked_seq, before_hlc)

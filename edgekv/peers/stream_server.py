@@ -20,6 +20,7 @@ from edgekv.http.state import NODE
 from edgekv.peers.replicator import Replicator
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
+    Ack,
     EnvelopeError,
     Hello,
     Members,
@@ -35,6 +36,8 @@ SECRET_HEADER = "EdgeKV-Cluster-Secret"
 PAGE_SIZE = 500
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0
+RESYNC_REQUIRED = 4410
+"""WebSocket close code: the puller is behind collected tombstones."""
 
 
 def check_peer_secret(request: web.Request) -> None:
@@ -79,12 +82,20 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     if replicator.membership.is_removed(hello.node):
         await ws.close(code=4403, message=b"removed from the cluster")
         return ws
+    cursor = resume_point(hello, me, store.seq)
+    if 0 < cursor < store.purged_seq():
+        # Tombstones it never saw are gone here, so resuming could resurrect their
+        # keys. A full sync (cursor 0) is fine: it brings every current row.
+        log.warning("peer %x is behind collected tombstones; it must re-sync", hello.node)
+        await ws.close(code=RESYNC_REQUIRED, message=b"resync required")
+        return ws
+    await store.record_ack(hello.node, cursor)
     await replicator.membership.introduce(hello.node, hello.url, hello.name)
     replicator.ensure_pullers()
-    closed = asyncio.ensure_future(_drain(ws))
+    closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node))
     replicator.streams.add(ws)
     try:
-        await _stream(ws, replicator, resume_point(hello, me, store.seq), hello.node, closed)
+        await _stream(ws, replicator, cursor, hello.node, closed)
     except (ConnectionResetError, RuntimeError) as exc:  # the peer went away mid-send
         log.info("peer stream to %x ended: %s", hello.node, exc)
     finally:
@@ -95,10 +106,18 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _drain(ws: web.WebSocketResponse) -> None:
-    """Read (and ignore) what the puller sends, to notice when it closes."""
-    async for _ in ws:
-        pass
+async def _read_acks(ws: web.WebSocketResponse, replicator: Replicator, peer: int) -> None:
+    """Record the puller's acknowledgements; returns when it closes the stream."""
+    async for message in ws:
+        if message.type != WSMsgType.BINARY:
+            continue
+        try:
+            ack = decode(message.data)
+        except EnvelopeError as exc:
+            log.warning("bad message from peer %x: %s", peer, exc)
+            return
+        if isinstance(ack, Ack):
+            await replicator.store.record_ack(peer, ack.cursor)
 
 
 async def _stream(

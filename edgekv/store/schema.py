@@ -16,6 +16,13 @@ Tables (version 1):
                 ``seq`` -- the row's place in the local change log. An
                 overwritten row moves to a newer ``seq``, so "changes after
                 cursor" is a range scan of the primary key.
+
+Version 2 adds ``peer_cursors`` (per peer: its incarnation and how far its log
+is applied here), ``held_changes`` (remote changes stamped too far ahead of
+the local clock, kept until it catches up) and ``members``. Version 3 adds
+``peer_acks`` (how far each peer has acknowledged this node's log) and
+``node_state.purged_seq`` (the newest collected tombstone) and
+``node_state.clean_shutdown``.
 """
 
 from __future__ import annotations
@@ -105,9 +112,23 @@ def _v2_replication(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v3_tombstone_collection(db: sqlite_utils.Database) -> None:
+    # How far each peer has acknowledged *our* log; tombstones it has seen may go.
+    db.table("peer_acks").create(
+        {"peer": int, "cursor": int, "updated_ms": int},
+        pk="peer",
+        not_null={"cursor", "updated_ms"},
+    )
+    # The highest seq of a collected tombstone: a peer behind it must re-sync in full.
+    db.table("node_state").add_column("purged_seq", int, not_null_default=0)
+    # 1 while the database is closed cleanly; 0 while a node has it open.
+    db.table("node_state").add_column("clean_shutdown", int, not_null_default=1)
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
+    _v3_tombstone_collection,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from edgekv.store.schema import migrate
 from edgekv.store.writer import Txn, Writer
-from edgekv_replication import HybridLogicalClock
+from edgekv_replication import HybridLogicalClock, new_node_id
 from edgekv_replication.changes import Change
 from edgekv_replication.session import PeerCursor, is_too_far_ahead
 
@@ -133,11 +133,34 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def _after_unclean_shutdown(
+    conn: sqlite3.Connection, hlc: int, max_clock_offset_ms: int
+) -> tuple[int, int]:
+    """Start a new incarnation and move the clock past anything possibly lost.
+
+    With ``synchronous=normal`` the last commits before a power loss may be
+    gone: their seqs will be reused and their stamps could be too. Peers would
+    then skip the reused seqs, so the log becomes a new incarnation (peers
+    re-sync it from zero) and the clock jumps past every stamp that could
+    have been issued: the clock only runs ahead of the wall clock by observing
+    remote stamps, and those are at most ``max_clock_offset_ms`` ahead.
+    """
+    incarnation = new_node_id()
+    wall_ms = time.time_ns() // 1_000_000
+    hlc = max(hlc, (wall_ms + max_clock_offset_ms + 1) << 16)
+    conn.execute("UPDATE node_state SET incarnation = ?, hlc = ? WHERE id = 1", (incarnation, hlc))
+    return incarnation, hlc
+
+
 class Store:
     """The key-value store of one node."""
 
     def __init__(
-        self, data_dir: str | Path, synchronous: str = "full", clock_offset_ms: int = 0
+        self,
+        data_dir: str | Path,
+        synchronous: str = "full",
+        clock_offset_ms: int = 0,
+        max_clock_offset_ms: int = 500,
     ) -> None:
         """Open (creating and migrating if needed) the database in ``data_dir``.
 
@@ -149,9 +172,13 @@ class Store:
         self.path = directory / DB_FILENAME
         write_conn = _connect(self.path, synchronous)
         migrate(write_conn)
-        node_id, incarnation, created_ms, hlc, seq = write_conn.execute(
-            "SELECT node_id, incarnation, created_ms, hlc, seq FROM node_state WHERE id = 1"
+        node_id, incarnation, created_ms, hlc, seq, clean = write_conn.execute(
+            "SELECT node_id, incarnation, created_ms, hlc, seq, clean_shutdown"
+            " FROM node_state WHERE id = 1"
         ).fetchone()
+        if not clean and synchronous != "full":
+            incarnation, hlc = _after_unclean_shutdown(write_conn, hlc, max_clock_offset_ms)
+        write_conn.execute("UPDATE node_state SET clean_shutdown = 0 WHERE id = 1")
         self.identity = NodeIdentity(node_id, incarnation, created_ms)
         self.clock = (
             HybridLogicalClock(hlc, lambda: time.time_ns() // 1_000_000 + clock_offset_ms)
@@ -174,7 +201,7 @@ class Store:
 
     def close(self) -> None:
         """Commit queued writes and close the database."""
-        self.writer.close()
+        self.writer.close(final_sql="UPDATE node_state SET clean_shutdown = 1 WHERE id = 1")
         self._reader.close()
 
     # -- reads: on the caller's thread, never waiting for the writer ----------
@@ -337,6 +364,51 @@ class Store:
             txn.conn.execute(
                 _SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, txn.clock.wall_ms())
             )
+
+        return self.writer.submit(op)
+
+    def purged_seq(self) -> int:
+        """The seq of the newest collected tombstone (0: none collected)."""
+        return int(self._reader.execute("SELECT purged_seq FROM node_state").fetchone()[0])
+
+    def peer_acks(self) -> dict[int, tuple[int, int]]:
+        """How far each peer has acknowledged this node's log: ``(cursor, updated_ms)``."""
+        rows = self._reader.execute("SELECT peer, cursor, updated_ms FROM peer_acks")
+        return {peer: (cursor, updated) for peer, cursor, updated in rows}
+
+    def record_ack(self, peer: int, cursor: int) -> asyncio.Future[None]:
+        """Remember that ``peer`` has applied this node's log up to ``cursor``."""
+
+        def op(txn: Txn) -> None:
+            txn.conn.execute(
+                "INSERT INTO peer_acks (peer, cursor, updated_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (peer) DO UPDATE SET cursor = excluded.cursor,"
+                " updated_ms = excluded.updated_ms",
+                (peer, cursor, txn.clock.wall_ms()),
+            )
+
+        return self.writer.submit(op)
+
+    def collect_tombstones(self, acked_seq: int, before_hlc: int) -> asyncio.Future[int]:
+        """Delete tombstones (and long-expired entries) every peer has acknowledged.
+
+        A row goes when its seq is at most ``acked_seq`` (every member has
+        applied it) and its stamp is older than ``before_hlc`` (the horizon).
+        Returns how many rows went; ``purged_seq`` remembers the newest.
+        """
+
+        def op(txn: Txn) -> int:
+            where = " FROM kv WHERE seq <= ? AND hlc < ? AND (value IS NULL OR expiration < ?)"
+            expired_before = (before_hlc >> 16) // 1000
+            params = (acked_seq, before_hlc, expired_before)
+            newest = txn.conn.execute("SELECT max(seq)" + where, params).fetchone()[0]
+            if newest is None:
+                return 0
+            deleted = txn.conn.execute("DELETE" + where, params).rowcount
+            txn.conn.execute(
+                "UPDATE node_state SET purged_seq = max(purged_seq, ?) WHERE id = 1", (newest,)
+            )
+            return int(deleted)
 
         return self.writer.submit(op)
 

@@ -99,14 +99,16 @@ class Writer:
             self._queue.put(_Request(op, loop, future))
         return future
 
-    def close(self) -> None:
-        """Commit every queued op, then stop the thread and close the connection."""
+    def close(self, final_sql: str | None = None) -> None:
+        """Commit every queued op, run ``final_sql`` if given, then close the connection."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._queue.put(_STOP)
         self._thread.join()
+        if final_sql:
+            self._conn.execute(final_sql)
         self._conn.close()
 
     def _run(self) -> None:

@@ -42,15 +42,16 @@ class Change(NamedTuple):
         return (self.ns, self.key, self.value, self.metadata, self.expiration, self.hlc, self.node)
 
 
-def _order(change: Change) -> tuple[int, int, bytes, bytes, int]:
+def _order(change: Change) -> tuple[object, ...]:
     # Stamps are unique per write, so the tail only ever decides between two
     # copies of the same write; it keeps the merge a total order regardless.
+    # Absent fields sort below every present value (None vs "" or -1 differ).
     return (
         change.hlc,
         change.node,
-        b"" if change.value is None else b"\x01" + change.value,
-        (change.metadata or "").encode("utf-8"),
-        -1 if change.expiration is None else change.expiration,
+        () if change.value is None else (change.value,),
+        () if change.metadata is None else (change.metadata,),
+        () if change.expiration is None else (change.expiration,),
     )
 
 

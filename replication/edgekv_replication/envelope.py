@@ -67,8 +67,15 @@ class Members:
     members: tuple[tuple[int, str, str, bool, int], ...]
 
 
-Message = Hello | Welcome | Batch | Members
-_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3, Members: 4}
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The puller has applied the server's log up to ``cursor`` (tombstone collection)."""
+
+    cursor: int
+
+
+Message = Hello | Welcome | Batch | Members | Ack
+_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3, Members: 4, Ack: 5}
 
 
 def encode(message: Message) -> bytes:
@@ -91,6 +98,8 @@ def encode(message: Message) -> bytes:
         ]
     elif isinstance(message, Members):
         body = [list(member) for member in message.members]
+    elif isinstance(message, Ack):
+        body = [message.cursor]
     else:
         body = [message.node, message.incarnation, message.name, message.head]
     packed: bytes = msgpack.packb([VERSION, _KINDS[type(message)], body], use_bin_type=True)
@@ -126,6 +135,8 @@ def decode(data: bytes) -> Message:
         return Batch(after, upto, changes, wall_ms)
     if kind == 4:
         return Members(tuple(_member(item) for item in body))
+    if kind == 5:
+        return Ack(*_fields(body, (_u63,)))
     raise EnvelopeError(f"unknown message kind {kind!r}")
 
 
