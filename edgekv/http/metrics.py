@@ -6,7 +6,6 @@ one process, as the tests and ``edgekv demo`` do.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -32,12 +31,9 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily(
             "edgekv_store_commits", "Group commits since start.", store.writer.commits
         )
-        size = sum(
-            os.path.getsize(path)
-            for path in (store.path, store.path.with_name(store.path.name + "-wal"))
-            if path.exists()
+        yield GaugeMetricFamily(
+            "edgekv_store_size_bytes", "Database and WAL size.", store.size_bytes()
         )
-        yield GaugeMetricFamily("edgekv_store_size_bytes", "Database and WAL size.", size)
 
 
 class Metrics:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +11,10 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.peers.replicator import Replicator
 from edgekv.peers.stream_server import peer_stream
+from edgekv.peers.wire import STREAM_PATH
 
 routes = web.RouteTableDef()
-routes.get("/v1/peer/stream")(peer_stream)
+routes.get(STREAM_PATH)(peer_stream)
 
 
 def _admin(request: web.Request) -> tuple[Node, Replicator]:
@@ -29,11 +29,6 @@ def _admin(request: web.Request) -> tuple[Node, Replicator]:
 def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
     """The status document: this node, and a row per member."""
     store = node.store
-    size = sum(
-        os.path.getsize(p)
-        for p in (store.path, store.path.with_name(store.path.name + "-wal"))
-        if p.exists()
-    )
     keys = store.read_all("SELECT count(*) FROM kv WHERE value IS NOT NULL")[0][0]
     me = replicator.identity
     members = []
@@ -76,7 +71,7 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
             "url": me.url,
             "seq": store.seq,
             "keys": keys,
-            "db_bytes": size,
+            "db_bytes": store.size_bytes(),
             "held_changes": store.held_count(),
         },
         "members": members,

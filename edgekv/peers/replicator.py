@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from edgekv.config import Config
 from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
+from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER, STREAM_PATH
 from edgekv.store.store import Store
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
@@ -41,14 +42,11 @@ from edgekv_replication.session import Identity, ProtocolError, PullSession
 
 log = logging.getLogger(__name__)
 
-SECRET_HEADER = "EdgeKV-Cluster-Secret"
-STREAM_PATH = "/v1/peer/stream"
 # A link silent for this long (heartbeats come every second) is dead.
 RECEIVE_TIMEOUT = 5.0
 RETRY_MIN, RETRY_MAX = 0.05, 2.0
 HELD_RELEASE_INTERVAL = 0.1
 ACK_INTERVAL = 0.1
-RESYNC_REQUIRED = 4410
 
 
 class _LinkCollector(Collector):

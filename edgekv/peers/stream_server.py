@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE
 from edgekv.peers.replicator import Replicator
+from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
     Ack,
@@ -32,12 +33,9 @@ from edgekv_replication.session import make_batch, resume_point
 
 log = logging.getLogger(__name__)
 
-SECRET_HEADER = "EdgeKV-Cluster-Secret"
 PAGE_SIZE = 500
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0
-RESYNC_REQUIRED = 4410
-"""WebSocket close code: the puller is behind collected tombstones."""
 
 
 def check_peer_secret(request: web.Request) -> None:

@@ -199,6 +199,11 @@ class Store:
         """The seq of the newest committed change."""
         return self.writer.seq
 
+    def size_bytes(self) -> int:
+        """Bytes on disk: the database file and its write-ahead log."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(path.stat().st_size for path in (self.path, wal) if path.exists())
+
     def close(self) -> None:
         """Commit queued writes and close the database."""
         self.writer.close(final_sql="UPDATE node_state SET clean_shutdown = 1 WHERE id = 1")

@@ -1,0 +1,10 @@
+"""Constants of the peer protocol that both ends of a stream share."""
+
+STREAM_PATH = "/v1/peer/stream"
+"""Where a node serves its pull stream (WebSocket)."""
+
+SECRET_HEADER = "EdgeKV-Cluster-Secret"
+"""The header that carries the cluster secret on every peer request."""
+
+RESYNC_REQUIRED = 4410
+"""WebSocket close code: the puller is behind tombstones collected at the server."""
