@@ -70,7 +70,12 @@ class Membership:
         return True
 
     async def introduce(self, node: int, url: str, name: str) -> None:
-        """Record a member that connected to us (or we to it) with its current URL."""
+        """Record a member that connected to us (or we to it) with its current URL.
+
+        A puller without a URL is an observer (a tool tailing the log), not a member.
+        """
+        if not url:
+            return
         known = {m[0]: m for m in self.members()}
         current = known.get(node)
         if current and (current[3] or (current[1], current[2]) == (url, name)):

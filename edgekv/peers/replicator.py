@@ -99,6 +99,12 @@ class ReplicationMetrics:
         self.sent = Counter(
             "edgekv_repl_changes_sent", "Changes sent to a peer.", ["peer"], registry=registry
         )
+        self.batches = Counter(
+            "edgekv_repl_batches_sent",
+            "Stream messages with changes sent to a peer.",
+            ["peer"],
+            registry=registry,
+        )
         self.received = Counter(
             "edgekv_repl_changes_received",
             "Changes received from a peer.",

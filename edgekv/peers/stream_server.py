@@ -139,6 +139,8 @@ async def _stream(
             batch = make_batch(changes, cursor, head, replicator.wall_ms())
             await ws.send_bytes(encode(batch))
             replicator.metrics.sent.labels(label).inc(len(changes))
+            if changes:
+                replicator.metrics.batches.labels(label).inc()
             cursor = batch.upto
             continue
         if not await replicator.feed.wait_beyond(cursor, HEARTBEAT_SECONDS):
