@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from jepsen_like.proxy import TcpProxy
 from tests.nodeproc import NodeProcess
-from tests.tcpproxy import TcpProxy
 
 State = list[tuple[Any, ...]]
 

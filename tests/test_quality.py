@@ -21,6 +21,7 @@ def test_ruff_is_clean() -> None:
             "replication",
             "tests",
             "bench",
+            "jepsen_like",
         ],
         cwd=ROOT,
         capture_output=True,
