@@ -1,8 +1,8 @@
 """The bare aiohttp baseline: the same bytes on the same route, and nothing else.
 
 It answers ``GET /v1/kv/{ns}/{key}`` with the value the node holds for that
-key, from a dict, with the node's runner settings (``access_log=None``) and
-request size limit. No middleware, no auth, no metrics, no SQLite: what is
+key, from a dict, with the node's runner settings (``access_log=None``, its
+header size limits) and request size limit. No middleware, no auth, no metrics, no SQLite: what is
 left is aiohttp's own cost per request, the ceiling the node is measured
 against. It runs in its own process, as the node does.
 
@@ -19,8 +19,10 @@ from aiohttp import web
 
 from bench.workload import dataset
 
-# The node's default max_request_bytes (edgekv.config), so both apps are set up alike.
+# The node's settings (edgekv.config max_request_bytes; edgekv.server's AppRunner header
+# limits), so both apps are set up alike.
 CLIENT_MAX_SIZE = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def create_app(values: dict[str, bytes]) -> web.Application:
@@ -43,7 +45,12 @@ async def serve(host: str, port: int, keys: int, value_size: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(create_app(dataset(keys, value_size)), access_log=None)
+    runner = web.AppRunner(
+        create_app(dataset(keys, value_size)),
+        access_log=None,
+        max_line_size=MAX_HEADER_BYTES,
+        max_field_size=MAX_HEADER_BYTES,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

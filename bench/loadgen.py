@@ -1,12 +1,13 @@
 """Driving load from a separate process: wrk by default, a Python client as fallback.
 
 The load generator must never be the bottleneck, or every ratio the benchmark
-reports would drift towards 1. wrk (C, epoll, one thread) spends about a
-fifth of a core to saturate a single-threaded aiohttp process here, leaving
-the other core to the server; the Python generator (:mod:`bench.pyload`)
-needs roughly as much CPU per request as the server, so on a 2-core machine it
-competes with it. Both report the same fields, and the CPU time the generator
-used is recorded next to every result so a reader can check the claim.
+reports would drift towards 1. wrk (C, epoll, one thread) needs a third of a
+core or less to saturate a single-threaded aiohttp process on the reference
+machine, and a second wrk thread adds nothing; the Python generator
+(:mod:`bench.pyload`) needs about twice wrk's CPU per request, so on a 2-core
+machine it competes with the server. Both report the same fields, and the CPU
+time the generator used is recorded next to every result so a reader can check
+the claim (``docs/performance.md`` has the comparison).
 """
 
 from __future__ import annotations

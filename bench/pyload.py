@@ -5,10 +5,10 @@ library, whose per-request cost would dwarf the server's), each sending its
 next request as soon as the previous answer is complete: a closed loop, like
 wrk. It prints the same ``BENCH-RESULT {json}`` line as ``bench/wrk_script.lua``.
 
-It is weaker than wrk: pure Python spends about as much CPU per request as
-the aiohttp server it measures, so on a small machine it shares the cores
-with the server and can cap the numbers. ``docs/performance.md`` compares the
-two; the benchmark uses wrk when it can.
+It is weaker than wrk: it spends about twice wrk's CPU per request (some
+two-thirds of what the bare aiohttp server itself spends), so on a small
+machine it shares the cores with the server and can cap the numbers.
+``docs/performance.md`` compares the two; the benchmark uses wrk when it can.
 
 Run: ``python -m bench.pyload --url http://127.0.0.1:PORT --mode get``.
 """

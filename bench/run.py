@@ -23,6 +23,7 @@ import platform
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +64,8 @@ TARGET_PUT_VS_GET = 0.50
 
 # A load generator above this share of a core may be what limits the rate.
 LOADGEN_CPU_WARNING = 0.8
+# Above this share of CPU time taken by the hypervisor, the run says its figures are noisy.
+STEAL_WARNING = 0.05
 
 HTTP_RUNS: dict[str, tuple[str, Mode, str]] = {
     # name: (server, mode, label)
@@ -91,6 +94,11 @@ class HttpSample:
         return self.server_cpu_s / self.load.duration_s if self.load.duration_s else 0.0
 
     @property
+    def server_us_per_request(self) -> float:
+        """Server CPU time per completed request, in microseconds."""
+        return self.server_cpu_s / self.load.requests * 1e6 if self.load.requests else 0.0
+
+    @property
     def loadgen_cpu_share(self) -> float:
         """Load-generator CPU time over wall time."""
         return self.load.loadgen_cpu_s / self.load.duration_s if self.load.duration_s else 0.0
@@ -101,6 +109,7 @@ class HttpSample:
             **self.load.as_dict(),
             "server_cpu_s": self.server_cpu_s,
             "server_cpu_share": self.server_cpu_share,
+            "server_us_per_request": self.server_us_per_request,
             "loadgen_cpu_share": self.loadgen_cpu_share,
             "steal_share": self.steal_share,
         }
@@ -118,6 +127,10 @@ class Results:
         if name in self.http:
             return [s.load.rps for s in self.http[name]]
         return [s.ops_per_s for s in self.sqlite[name]]
+
+    def costs(self, name: str) -> list[float]:
+        """Server CPU microseconds per request of each round."""
+        return [s.server_us_per_request for s in self.http[name]]
 
     def median_rate(self, name: str) -> float:
         """Median over rounds of requests (or rows) per second."""
@@ -190,6 +203,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def source_version() -> str:
+    """The commit of the code measured, with ``+dirty`` if ``edgekv/`` has local changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "edgekv", "replication", "client"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     model = ""
@@ -241,7 +272,8 @@ def describe_http(label: str, sample: HttpSample) -> str:
     return (
         f"{label:<30} {load.rps:>10,.0f} req/s  p50 {load.p50_ms:6.2f} ms  "
         f"p99 {load.p99_ms:6.2f} ms  non-2xx {load.non_2xx}  5xx {load.status_5xx}  "
-        f"CPU server {sample.server_cpu_share:.2f} loadgen {sample.loadgen_cpu_share:.2f}  "
+        f"CPU server {sample.server_cpu_share:.2f} ({sample.server_us_per_request:.0f} us/req) "
+        f"loadgen {sample.loadgen_cpu_share:.2f}  "
         f"steal {sample.steal_share:3.0%}"
     )
 
@@ -318,6 +350,12 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
     ("node PUT / sqlite3 1-commit write", "node_put", "sqlite_write", None),
     (f"node PUT / sqlite3 {BATCH_SIZE}-per-commit write", "node_put", "sqlite_batch", None),
 ]
+# The same comparisons by server CPU per request: what the ratio would be were both servers
+# kept 100% busy. It does not move with idle gaps the machine puts in a run (steal, wake-ups).
+CPU_RATIOS: list[tuple[str, str, str]] = [
+    ("node GET / bare GET, by CPU per request", "node_get", "bare_get"),
+    ("node PUT / node GET, by CPU per request", "node_put", "node_get"),
+]
 
 
 def ratios(results: Results) -> list[Ratio]:
@@ -328,6 +366,11 @@ def ratios(results: Results) -> list[Ratio]:
         per_round = [a / b for a, b in zip(top, bottom, strict=True) if b]
         value = results.median_rate(numerator) / results.median_rate(denominator)
         computed.append(Ratio(label, value, per_round, target))
+    for label, numerator, denominator in CPU_RATIOS:
+        top, bottom = results.costs(numerator), results.costs(denominator)
+        per_round = [b / a for a, b in zip(top, bottom, strict=True) if a]
+        value = statistics.median(bottom) / statistics.median(top)
+        computed.append(Ratio(label, value, per_round, None))
     return computed
 
 
@@ -335,12 +378,12 @@ def report(results: Results, rounds: int) -> list[str]:
     """The table of medians."""
     width = 44
     lines = [
-        f"Medians of {rounds} round(s). HTTP: requests/s, latency per request, server and "
-        "load-generator CPU in cores, host CPU steal.",
-        f"sqlite3: rows/s, latency per statement (per commit when batched).",
+        f"Medians of {rounds} round(s). HTTP: requests/s, latency per request, server CPU "
+        "(cores, and microseconds per request), load-generator CPU (cores), host CPU steal.",
+        "sqlite3: rows/s, latency per statement (per commit when batched).",
         "",
         f"{'measurement':<{width}} {'rate/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
-        f"{'5xx':>4} {'sockerr':>7} {'server':>6} {'loadgen':>7} {'steal':>5}",
+        f"{'5xx':>4} {'sockerr':>7} {'server':>6} {'us/req':>6} {'loadgen':>7} {'steal':>5}",
     ]
     for name, (_server, _mode, label) in HTTP_RUNS.items():
         samples = results.http[name]
@@ -350,6 +393,7 @@ def report(results: Results, rounds: int) -> list[str]:
             f"{results.total(name, 'non_2xx'):>7} {results.total(name, 'status_5xx'):>4} "
             f"{results.total(name, 'socket_errors'):>7} "
             f"{statistics.median(s.server_cpu_share for s in samples):>6.2f} "
+            f"{statistics.median(results.costs(name)):>6.0f} "
             f"{statistics.median(s.loadgen_cpu_share for s in samples):>7.2f} "
             f"{statistics.median(s.steal_share for s in samples):>5.0%}"
         )
@@ -365,11 +409,17 @@ def verdict(results: Results, computed: list[Ratio]) -> tuple[bool, bool, list[s
     """Return (no 5xx, every target met, the lines saying so)."""
     lines = [
         "",
-        f"{'ratio (of medians)':<40} {'value':>7}  {'rounds min-max':>15}  {'target':>8}  result",
+        "Ratio of the medians above; then the same ratio within each round (its runs are seconds",
+        "apart, so they see the same machine): its median and range. Targets use the first.",
+        "",
+        f"{'ratio':<40} {'value':>6}  {'per round':>9} {'min-max':>9}  {'target':>8}  result",
     ]
     for ratio in computed:
-        spread = f"{min(ratio.per_round):.0%}-{max(ratio.per_round):.0%}" if ratio.per_round else ""
-        head = f"{ratio.name:<40} {ratio.value:>7.1%}  {spread:>15}"
+        spread, paired = "", ""
+        if ratio.per_round:
+            spread = f"{min(ratio.per_round):.0%}-{max(ratio.per_round):.0%}"
+            paired = f"{statistics.median(ratio.per_round):.0%}"
+        head = f"{ratio.name:<40} {ratio.value:>6.0%}  {paired:>9} {spread:>9}"
         if ratio.target is None:
             lines.append(f"{head}  {'-':>8}  reference")
         else:
@@ -379,9 +429,16 @@ def verdict(results: Results, computed: list[Ratio]) -> tuple[bool, bool, list[s
     non_2xx = sum(results.total(name, "non_2xx") for name in HTTP_RUNS)
     socket_errors = sum(results.total(name, "socket_errors") for name in HTTP_RUNS)
     outcome = "FAIL" if five_xx else "PASS"
-    lines.append(f"{'5xx answers under load':<40} {five_xx:>7}  {'0':>8}  {outcome}")
-    lines.append(f"{'non-2xx answers (all kinds)':<40} {non_2xx:>7}")
-    lines.append(f"{'socket errors and timeouts':<40} {socket_errors:>7}")
+    lines.append("")
+    lines.append(f"{'5xx answers under load':<40} {five_xx:>6}  {'':>19}  {'0':>8}  {outcome}")
+    lines.append(f"{'non-2xx answers (all kinds)':<40} {non_2xx:>6}")
+    lines.append(f"{'socket errors and timeouts':<40} {socket_errors:>6}")
+    steal = statistics.median(s.steal_share for samples in results.http.values() for s in samples)
+    if steal > STEAL_WARNING:
+        lines.append(
+            f"NOTE: the hypervisor took {steal:.0%} of this machine's CPU time (steal, median of "
+            "the HTTP runs): absolute rates are depressed and noisy; the ratios hold up better"
+        )
     for name, (_server, _mode, label) in HTTP_RUNS.items():
         share = statistics.median(s.loadgen_cpu_share for s in results.http[name])
         if share > LOADGEN_CPU_WARNING:
@@ -425,8 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     info = machine()
+    version = source_version()
     print(
-        f"EdgeKV benchmark: {info['cpus']} CPU(s) {info['cpu_model']}, Python {info['python']}, "
+        f"EdgeKV benchmark (code {version}): {info['cpus']} CPU(s) {info['cpu_model']}, "
+        f"Python {info['python']}, "
         f"aiohttp {info['aiohttp']}, SQLite {info['sqlite']}, load generator {args.loadgen}"
         + (f" ({info['wrk']})" if args.loadgen == "wrk" else "")
     )
@@ -471,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": 1,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "elapsed_s": round(time.monotonic() - started, 1),
+        "code": version,
         "machine": info,
         "settings": {
             "rounds": args.rounds,

@@ -79,6 +79,11 @@ class SqliteBaseline:
         )
         self._conn.execute("COMMIT")
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection (autocommit mode) to the baseline database."""
+        return self._conn
+
     def close(self) -> None:
         """Close the database."""
         self._conn.close()
