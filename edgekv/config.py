@@ -111,6 +111,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1024,
     ),
     Setting(
+        "read_cache_entries",
+        int,
+        100_000,
+        "Entries of the in-memory read cache (values up to 64 KiB); 0 turns it off. "
+        "Writes invalidate it before they are acknowledged, so reads stay exact.",
+        minimum=0,
+    ),
+    Setting(
         "shutdown_timeout",
         float,
         10.0,
@@ -231,6 +239,7 @@ class Config:
     max_bulk_operations: int = 10_000
     max_get_many_keys: int = 100
     max_request_bytes: int = 100 * MIB
+    read_cache_entries: int = 100_000
     shutdown_timeout: float = 10.0
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True

@@ -33,6 +33,7 @@ class Node:
             synchronous=config.synchronous,
             clock_offset_ms=config.test_clock_offset_ms,
             max_clock_offset_ms=int(config.max_clock_offset * 1000),
+            read_cache_entries=config.read_cache_entries,
         )
         return cls(config, store)
 

@@ -201,3 +201,39 @@ def test_unclean_stop_under_full_sync_keeps_the_incarnation(tmp_path: Path) -> N
         assert reopened.get("ns", b"k") is not None
     finally:
         reopened.close()
+
+
+async def test_reads_never_see_older_than_an_acknowledged_write(store: Store) -> None:
+    """The read cache is invalidated before a write is acknowledged."""
+    keys = [f"k{i}".encode() for i in range(20)]
+    await store.write("ns", [Write(k, b"0") for k in keys])
+    for k in keys:
+        assert store.get("ns", k) is not None  # fill the cache
+
+    async def writer(k: bytes) -> None:
+        for version in range(1, 30):
+            await store.write("ns", [Write(k, str(version).encode())])
+            entry = store.get("ns", k)
+            assert entry is not None
+            assert int(entry.value) >= version
+
+    await asyncio.gather(*(writer(k) for k in keys))
+    assert all(store.get("ns", k).value == b"29" for k in keys)  # type: ignore[union-attr]
+
+
+async def test_cache_follows_deletes_and_expiry(store: Store) -> None:
+    await store.write("ns", [Write(b"a", b"1", expiration=1000)])
+    assert store.get("ns", b"a", now=999) is not None
+    assert store.get("ns", b"a", now=1000) is None, "expiry is checked on cached entries"
+    await store.write("ns", [Write(b"a", None)])
+    assert store.get("ns", b"a", now=0) is None
+    await store.write("ns", [Write(b"a", b"2")])
+    assert store.get("ns", b"a").value == b"2"  # type: ignore[union-attr]
+
+
+def test_a_fill_that_raced_a_commit_is_refused(store: Store) -> None:
+    generation = store.cache.generation
+    store.cache.invalidate([("ns", b"k")])  # a commit lands between read and fill
+    store.cache.fill(("ns", b"k"), None, generation)
+    assert store.cache.lookup(("ns", b"k")) is not None  # MISS, not the stale None
+    assert len(store.cache) == 0

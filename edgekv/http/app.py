@@ -1,13 +1,24 @@
-"""The aiohttp application of a node: middleware, system routes and assembly."""
+"""The aiohttp application of a node: one wrapper around every route, and assembly.
+
+Every handler runs inside :func:`_endpoint`, which authenticates, maps every
+failure to the one error shape and counts the request. A wrapper per route
+rather than an aiohttp middleware: the middleware machinery costs more per
+request than the work it does, and GET is the path edge functions wait on.
+Paths and methods no route takes land on a catch-all route that answers the
+same error shape (404 ``not_found`` or 405 ``method_not_allowed``).
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
+from edgekv.auth import OPEN_ACCESS
 from edgekv.http import kv_routes
 from edgekv.http.errors import HTTP_STATUS_CODES, ApiError, error_response
 from edgekv.http.openapi import openapi_document
@@ -19,51 +30,52 @@ from edgekv.store.writer import WriterClosed
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SyncHandler = Callable[[web.Request], web.StreamResponse]
+"""A handler that never waits (reads): called without a coroutine of its own."""
 
-# Routes anyone may call, even with tokens configured: probes and discovery.
-PUBLIC_ROUTES = frozenset({"/healthz", "/metrics", "/v1/openapi.json"})
+_UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="edgekv"'}
 
 
-@web.middleware
-async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate, map every failure to the one error shape, and count the request.
+def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bool) -> Handler:
+    """Wrap ``handler``: authentication, the one error shape, request metrics."""
+    auth, observe = node.auth, node.metrics.observe_request
+    is_async = inspect.iscoroutinefunction(handler)
+    # Protected mode trusts every (loopback) caller: no header to look at.
+    check_token = not public and not auth.protected_mode
 
-    One middleware rather than three: each layer costs a coroutine per request.
-    """
-    started = time.perf_counter()
-    node = request.app[NODE]
-    route = request.match_info.route.resource
-    route_name = route.canonical if route is not None else "unmatched"
-    try:
-        if route_name not in PUBLIC_ROUTES:
-            principal = node.auth.authenticate(request.headers.get("Authorization"))
-            if principal is None:
-                raise ApiError(
-                    "unauthorized",
-                    "missing or unknown bearer token",
-                    headers={"WWW-Authenticate": 'Bearer realm="edgekv"'},
-                )
-            request[PRINCIPAL] = principal
-        response = await handler(request)
-    except ApiError as error:
-        response = error_response(error)
-    except web.HTTPException as exc:
-        code = HTTP_STATUS_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "")
-        if not code:
-            raise
-        allow = exc.headers.get("Allow")
-        response = error_response(
-            ApiError(code, exc.reason or code, headers={"Allow": allow} if allow else None)
-        )
-    except WriterClosed:
-        response = error_response(ApiError("unavailable", "the node is shutting down"))
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        response = error_response(ApiError("internal_error", "internal error; nothing written"))
-    node.metrics.observe_request(
-        request.method, route_name, response.status, time.perf_counter() - started
-    )
-    return response
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            if check_token:
+                principal = auth.authenticate(request.headers.get("Authorization"))
+                if principal is None:
+                    raise ApiError(
+                        "unauthorized", "missing or unknown bearer token", headers=_UNAUTHORIZED
+                    )
+                request[PRINCIPAL] = principal
+            elif not public:
+                request[PRINCIPAL] = OPEN_ACCESS
+            response: web.StreamResponse
+            if is_async:
+                response = await handler(request)  # type: ignore[misc]
+            else:
+                response = handler(request)  # type: ignore[assignment]
+        except ApiError as error:
+            response = error_response(error)
+        except web.HTTPException as exc:  # aiohttp's own, e.g. 413 from request.read()
+            code = HTTP_STATUS_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "")
+            if not code:
+                raise
+            response = error_response(ApiError(code, exc.reason or code))
+        except WriterClosed:
+            response = error_response(ApiError("unavailable", "the node is shutting down"))
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            response = error_response(ApiError("internal_error", "internal error; nothing written"))
+        observe(request.method, route, response.status, time.perf_counter() - started)
+        return response
+
+    return endpoint
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -83,16 +95,52 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+async def no_route(request: web.Request) -> web.Response:
+    """404 for a path no route has; 405 (with ``Allow``) for a method it lacks."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        _, methods = await resource.resolve(request)
+        if "*" not in methods:  # the catch-all itself takes every method
+            allowed |= methods
+    if allowed:
+        raise ApiError(
+            "method_not_allowed",
+            f"{request.method} is not allowed here",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
+    raise ApiError("not_found", "no such route")
+
+
+CATCH_ALL = "/{tail:.*}"
+_PATTERN = re.compile(r"\{(\w+):[^}]+\}")  # "{key:.+}" is labelled "{key}" in metrics
+
+# (method, path, handler, public): probes and discovery need no token.
+SYSTEM_ROUTES = (
+    ("GET", "/healthz", healthz, True),
+    ("GET", "/metrics", metrics, True),
+    ("GET", "/v1/openapi.json", openapi, True),
+)
+
+
+def _route_defs(
+    table: web.RouteTableDef,
+) -> Iterable[tuple[str, str, Handler | SyncHandler, bool]]:
+    for route in table:
+        assert isinstance(route, web.RouteDef)
+        yield route.method, route.path, route.handler, False
+
+
 def create_app(node: Node) -> web.Application:
     """Return the aiohttp application serving ``node``."""
-    app = web.Application(
-        middlewares=[edge_middleware],
-        client_max_size=node.config.max_request_bytes,
-    )
+    app = web.Application(client_max_size=node.config.max_request_bytes)
     app[NODE] = node
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_routes(kv_routes.routes)
-    app.router.add_routes(cluster_routes.routes)
+    routes = [*SYSTEM_ROUTES, *_route_defs(kv_routes.routes), *_route_defs(cluster_routes.routes)]
+    for method, path, handler, public in routes:
+        wrapped = _endpoint(node, handler, _PATTERN.sub(r"{\1}", path), public)
+        if method == "GET":
+            app.router.add_get(path, wrapped)  # answers HEAD too
+        else:
+            app.router.add_route(method, path, wrapped)
+    # Last, so it only takes what no route above matched.
+    app.router.add_route("*", CATCH_ALL, _endpoint(node, no_route, "unmatched", True))
     return app

@@ -18,6 +18,7 @@ from edgekv.store.store import Entry, Write, WriteResult
 from edgekv_client.bookmarks import Bookmark, encode_version
 
 routes = web.RouteTableDef()
+# Registration order is match order within /v1/kv: the hot key routes go first.
 
 
 def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
@@ -46,8 +47,54 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     }
 
 
-@routes.get("/v1/kv/{ns}")
-async def list_keys(request: web.Request) -> web.Response:
+@routes.get("/v1/kv/{ns}/{key:.+}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
+def get_value(request: web.Request) -> web.Response:
+    """Return a key's raw value; metadata and expiration in headers."""
+    node, ns = _authorized(request, "read")
+    key = check.key(request.match_info["key"], node.config)
+    entry = node.store.get(ns, key)
+    if entry is None:
+        raise ApiError("not_found", "no such key")
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{entry.hlc:016x}{entry.node:016x}"',  # encode_version, inlined: hot path
+    }
+    if entry.metadata is not None:
+        headers["EdgeKV-Metadata"] = entry.metadata
+    if entry.expiration is not None:
+        headers["EdgeKV-Expiration"] = str(entry.expiration)
+    return web.Response(body=entry.value, headers=headers)
+
+
+@routes.put("/v1/kv/{ns}/{key:.+}")
+async def put_value(request: web.Request) -> web.Response:
+    """Store the request body as the key's value."""
+    node, ns = _authorized(request, "write")
+    config = node.config
+    key = check.key(request.match_info["key"], config)
+    expiration = check.expiration(request.query.get("ttl"), request.query.get("expiration"))
+    metadata = check.metadata_header(request.headers.get("EdgeKV-Metadata"), config)
+    too_large = ApiError("value_too_large", f"the value limit is {config.max_value_bytes} bytes")
+    if (request.content_length or 0) > config.max_value_bytes:
+        raise too_large
+    value = await request.read()
+    if len(value) > config.max_value_bytes:
+        raise too_large
+    result = await node.store.write(ns, [Write(key, value, metadata, expiration)])
+    return _write_answer(node, result)
+
+
+@routes.delete("/v1/kv/{ns}/{key:.+}")
+async def delete_value(request: web.Request) -> web.Response:
+    """Delete a key (a tombstone that replicates); deleting an absent key succeeds."""
+    node, ns = _authorized(request, "write")
+    key = check.key(request.match_info["key"], node.config)
+    result = await node.store.write(ns, [Write(key, None)])
+    return _write_answer(node, result)
+
+
+@routes.get("/v1/kv/{ns}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
+def list_keys(request: web.Request) -> web.Response:
     """List live keys in byte order, a page at a time."""
     node, ns = _authorized(request, "read")
     query = request.query
@@ -140,46 +187,3 @@ async def get_many(request: web.Request) -> web.Response:
         for name, entry in zip(names, entries, strict=True)
     }
     return web.json_response({"entries": found})
-
-
-@routes.get("/v1/kv/{ns}/{key:.+}")
-async def get_value(request: web.Request) -> web.Response:
-    """Return a key's raw value; metadata and expiration in headers."""
-    node, ns = _authorized(request, "read")
-    key = check.key(request.match_info["key"], node.config)
-    entry = node.store.get(ns, key)
-    if entry is None:
-        raise ApiError("not_found", "no such key")
-    headers = {"ETag": f'"{encode_version(entry.hlc, entry.node)}"'}
-    if entry.metadata is not None:
-        headers["EdgeKV-Metadata"] = entry.metadata
-    if entry.expiration is not None:
-        headers["EdgeKV-Expiration"] = str(entry.expiration)
-    return web.Response(body=entry.value, headers=headers, content_type="application/octet-stream")
-
-
-@routes.put("/v1/kv/{ns}/{key:.+}")
-async def put_value(request: web.Request) -> web.Response:
-    """Store the request body as the key's value."""
-    node, ns = _authorized(request, "write")
-    config = node.config
-    key = check.key(request.match_info["key"], config)
-    expiration = check.expiration(request.query.get("ttl"), request.query.get("expiration"))
-    metadata = check.metadata_header(request.headers.get("EdgeKV-Metadata"), config)
-    too_large = ApiError("value_too_large", f"the value limit is {config.max_value_bytes} bytes")
-    if (request.content_length or 0) > config.max_value_bytes:
-        raise too_large
-    value = await request.read()
-    if len(value) > config.max_value_bytes:
-        raise too_large
-    result = await node.store.write(ns, [Write(key, value, metadata, expiration)])
-    return _write_answer(node, result)
-
-
-@routes.delete("/v1/kv/{ns}/{key:.+}")
-async def delete_value(request: web.Request) -> web.Response:
-    """Delete a key (a tombstone that replicates); deleting an absent key succeeds."""
-    node, ns = _authorized(request, "write")
-    key = check.key(request.match_info["key"], node.config)
-    result = await node.store.write(ns, [Write(key, None)])
-    return _write_answer(node, result)

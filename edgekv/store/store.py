@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from edgekv.store.cache import MISS, ReadCache
 from edgekv.store.schema import migrate
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import HybridLogicalClock, new_node_id
@@ -23,11 +24,8 @@ from edgekv_replication.session import PeerCursor, is_too_far_ahead
 
 DB_FILENAME = "edgekv.db"
 
-_GET = (
-    "SELECT value, metadata, expiration, hlc, node, seq FROM kv"
-    " WHERE ns = ? AND key = ? AND value IS NOT NULL"
-    " AND (expiration IS NULL OR expiration > ?)"
-)
+# The row as stored, tombstone or expired alike: what the read cache remembers.
+_GET = "SELECT value, metadata, expiration, hlc, node, seq FROM kv WHERE ns = ? AND key = ?"
 _LIST = (
     "SELECT key, expiration, metadata FROM kv"
     " WHERE ns = ? AND key {op} ? AND key < ? AND value IS NOT NULL"
@@ -58,6 +56,8 @@ _HOLD = (
     "INSERT INTO held_changes (ns, key, value, metadata, expiration, hlc, node)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+# Larger values are read from SQLite each time rather than held in memory.
+CACHED_VALUE_BYTES = 64 * 1024
 # Above every key: keys are at most a few KiB, and no UTF-8 byte is 0xff.
 _KEY_CEILING = b"\xff" * 8192
 
@@ -161,6 +161,7 @@ class Store:
         synchronous: str = "full",
         clock_offset_ms: int = 0,
         max_clock_offset_ms: int = 500,
+        read_cache_entries: int = 100_000,
     ) -> None:
         """Open (creating and migrating if needed) the database in ``data_dir``.
 
@@ -185,7 +186,8 @@ class Store:
             if clock_offset_ms
             else HybridLogicalClock(hlc)
         )
-        self.writer = Writer(write_conn, self.clock, seq)
+        self.cache: ReadCache[Entry] = ReadCache(read_cache_entries)
+        self.writer = Writer(write_conn, self.clock, seq, invalidate=self.cache.invalidate)
         self._reader = _connect(self.path, synchronous)
         self._reader.execute("PRAGMA query_only = ON")
 
@@ -213,8 +215,22 @@ class Store:
 
     def get(self, ns: str, key: bytes, now: float | None = None) -> Entry | None:
         """Return the live entry at ``(ns, key)``, or None if absent, deleted or expired."""
-        row = self._reader.execute(_GET, (ns, key, time.time() if now is None else now)).fetchone()
-        return Entry(*row) if row else None
+        slot = (ns, key)
+        entry = self.cache.lookup(slot)
+        if entry is MISS:
+            generation = self.cache.generation
+            row = self._reader.execute(_GET, slot).fetchone()
+            entry = Entry(*row) if row and row[0] is not None else None
+            if entry is None or len(entry.value) <= CACHED_VALUE_BYTES:
+                self.cache.fill(slot, entry, generation)
+        if entry is None:
+            return None
+        assert isinstance(entry, Entry)
+        if entry.expiration is not None and entry.expiration <= (
+            time.time() if now is None else now
+        ):
+            return None
+        return entry
 
     def get_many(
         self, ns: str, keys: Sequence[bytes], now: float | None = None
@@ -270,6 +286,7 @@ class Store:
                 )
                 if cursor.rowcount:
                     result = WriteResult(hlc, self.node_id, txn.take_seq())
+                    txn.touched.append((ns, write.key))
             return result
 
         return self.writer.submit(op)
@@ -430,6 +447,7 @@ class Store:
         if not cursor.rowcount:
             return False
         txn.take_seq()
+        txn.touched.append((change.ns, change.key))
         # Later local writes must order after everything applied here.
         txn.clock.observe(change.hlc)
         return True

@@ -36,12 +36,14 @@ class WriterClosed(RuntimeError):
 class Txn:
     """What an op sees: the connection inside the open transaction, the clock, the seq."""
 
-    __slots__ = ("clock", "conn", "seq")
+    __slots__ = ("clock", "conn", "seq", "touched")
 
     def __init__(self, conn: sqlite3.Connection, clock: HybridLogicalClock, seq: int) -> None:
         self.conn = conn
         self.clock = clock
         self.seq = seq
+        self.touched: list[tuple[str, bytes]] = []
+        """Keys this transaction may have changed: invalidated in caches after commit."""
 
     def next_seq(self) -> int:
         """Return the seq the next applied change takes (call ``take_seq`` once applied)."""
@@ -67,9 +69,20 @@ _STOP = object()
 class Writer:
     """Owns the write connection and the hybrid logical clock, on one thread."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: HybridLogicalClock, seq: int) -> None:
-        """Take ownership of ``conn`` (autocommit mode), the clock and the last seq."""
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        clock: HybridLogicalClock,
+        seq: int,
+        invalidate: Callable[[list[tuple[str, bytes]]], None] | None = None,
+    ) -> None:
+        """Take ownership of ``conn`` (autocommit mode), the clock and the last seq.
+
+        ``invalidate`` is called with the keys of each commit, after it and
+        before its writes are acknowledged.
+        """
         self._conn = conn
+        self._invalidate = invalidate
         self._clock = clock
         self._seq = seq
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -153,6 +166,8 @@ class Writer:
             changed = txn.seq != self._seq
             self._seq = txn.seq
             self.commits += 1
+            if self._invalidate is not None and txn.touched:
+                self._invalidate(txn.touched)
             if changed:
                 for listener in self._listeners:
                     listener(self._seq)
@@ -160,7 +175,7 @@ class Writer:
 
     @staticmethod
     def _run_op(txn: Txn, op: Callable[[Txn], Any]) -> tuple[bool, Any]:
-        seq_before = txn.seq
+        seq_before, touched_before = txn.seq, len(txn.touched)
         txn.conn.execute("SAVEPOINT op")
         try:
             result = op(txn)
@@ -168,6 +183,7 @@ class Writer:
             txn.conn.execute("ROLLBACK TO op")
             txn.conn.execute("RELEASE op")
             txn.seq = seq_before
+            del txn.touched[touched_before:]
             return False, exc
         txn.conn.execute("RELEASE op")
         return True, result
