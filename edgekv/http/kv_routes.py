@@ -30,7 +30,7 @@ def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
 
 
 def _write_answer(node: Node, result: WriteResult, count: int = 1) -> web.Response:
-    node.metrics.writes.inc(count)
+    node.metrics.writes += count
     bookmark = Bookmark(node.store.node_id, result.seq, result.hlc).encode()
     body: dict[str, Any] = {"bookmark": bookmark}
     if result.hlc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -49,8 +49,9 @@ class _StoreCollector(Collector):
 class _RequestCollector(Collector):
     """Exposes the per-request tallies as a counter and a histogram at scrape time."""
 
-    def __init__(self, stats: dict[tuple[str, str, int], list[float]]) -> None:
-        self._stats = stats
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._stats = metrics.requests
 
     def collect(self) -> Iterator[Metric]:
         labels = ["method", "route", "status"]
@@ -73,6 +74,9 @@ class _RequestCollector(Collector):
             latency.add_metric(label_values, buckets, tally[1])
         yield count
         yield latency
+        yield CounterMetricFamily(
+            "edgekv_kv_writes", "Keys written (puts and deletes).", self._metrics.writes
+        )
 
 
 class Metrics:
@@ -83,19 +87,18 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         # Plain tallies, touched only on the event loop: prometheus_client's
         # locked metrics cost several microseconds per request on the hot path.
-        self._requests: dict[tuple[str, str, int], list[float]] = {}
-        self.registry.register(_RequestCollector(self._requests))
-        self.writes = Counter(
-            "edgekv_kv_writes", "Keys written (puts and deletes).", registry=self.registry
-        )
+        self.requests: dict[tuple[str, str, int], list[float]] = {}
+        self.writes = 0
+        """Keys written (puts and deletes); exposed as ``edgekv_kv_writes_total``."""
+        self.registry.register(_RequestCollector(self))
         self.registry.register(_StoreCollector(store))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request: ``[count, sum, per-bucket hits...]``."""
         key = (method, route, status)
-        tally = self._requests.get(key)
+        tally = self.requests.get(key)
         if tally is None:
-            tally = self._requests[key] = [0, 0.0] + [0] * (len(_LATENCY_BUCKETS) + 1)
+            tally = self.requests[key] = [0, 0.0] + [0] * (len(_LATENCY_BUCKETS) + 1)
         tally[0] += 1
         tally[1] += seconds
         tally[2 + bisect_left(_LATENCY_BUCKETS, seconds)] += 1

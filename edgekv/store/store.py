@@ -289,7 +289,7 @@ class Store:
                     txn.touched.append((ns, write.key))
             return result
 
-        return self.writer.submit(op)
+        return self.writer.submit(op, single_statement=len(writes) == 1)
 
     def write_value(self, ns: str, key: bytes, value: bytes) -> asyncio.Future[WriteResult]:
         """Put one value (no metadata, no expiration)."""
