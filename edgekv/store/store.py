@@ -324,20 +324,34 @@ class Store:
         """Merge remote ``changes`` and move ``peer``'s cursor, in one transaction.
 
         Each change goes through the same last-writer-wins upsert as local
-        writes; one that loses is a no-op and takes no seq. A change stamped
-        more than ``max_offset_ms`` ahead of the local clock is held back,
-        neither applied nor dropped (:meth:`release_held` applies it later).
+        writes, all in one ``executemany``. Every change is offered the next
+        seq; one that loses is a no-op and leaves its seq unused (a gap in the
+        log, which cursors simply pass). A change stamped more than
+        ``max_offset_ms`` ahead of the local clock is held back, neither
+        applied nor dropped (:meth:`release_held` applies it later).
         """
 
         def op(txn: Txn) -> ApplyResult:
             wall_ms = txn.clock.wall_ms()
-            applied = held = 0
-            for change in changes:
-                if is_too_far_ahead(change, wall_ms, max_offset_ms):
-                    txn.conn.execute(_HOLD, change.state())
-                    held += 1
-                elif self._merge(txn, change):
-                    applied += 1
+            ready = [c for c in changes if not is_too_far_ahead(c, wall_ms, max_offset_ms)]
+            held = len(changes) - len(ready)
+            if held:
+                txn.conn.executemany(
+                    _HOLD,
+                    (c.state() for c in changes if is_too_far_ahead(c, wall_ms, max_offset_ms)),
+                )
+            applied = 0
+            if ready:
+                base = txn.seq
+                before = txn.conn.total_changes
+                txn.conn.executemany(
+                    _UPSERT, ((base + i, *c.state()) for i, c in enumerate(ready, 1))
+                )
+                applied = txn.conn.total_changes - before
+                txn.seq = base + len(ready)
+                txn.touched.extend((c.ns, c.key) for c in ready)
+                # Later local writes must order after everything applied here.
+                txn.clock.observe(max(c.hlc for c in ready))
             txn.conn.execute(_SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, wall_ms))
             return ApplyResult(applied, held, txn.seq)
 
