@@ -123,6 +123,8 @@ class Replica:
         self.held: list[Change] = []
         self.cursors: dict[int, PeerCursor] = {}
         """Persisted: how far each peer node's log (of one incarnation) is applied here."""
+        self.recovered = False
+        """Reopened after losing its last commits: asks peers for echoes of its own writes."""
         self.members: dict[int, tuple[int, str, str, bool, int]] = {}
 
     def snapshot(self) -> Snapshot:
@@ -147,6 +149,7 @@ class Replica:
         self.held = list(snapshot.held)
         self.cursors = {n: PeerCursor(c.incarnation, c.cursor) for n, c in snapshot.cursors.items()}
         self.incarnation = self.network._new_id()
+        self.recovered = True  # as a node's store after an unclean stop: asks for echoes
         jumped = (self.wall_ms() + self.max_offset_ms + 1) << COUNTER_BITS
         self.clock = HybridLogicalClock(max(snapshot.hlc, jumped), self.wall_ms)
 
@@ -259,6 +262,8 @@ class Stream:
     up: list[bytes] = field(default_factory=list)
     server_cursor: int | None = None
     """Where the server's side of the stream is (None until it has read a Hello)."""
+    echo: bool = False
+    """The puller asked for its own changes too (Hello.echo)."""
 
     @property
     def established(self) -> bool:
@@ -322,7 +327,7 @@ class Network:
         opened = 0
         for link in sorted(self.links - self.blocked - set(self.streams)):
             server, puller = self.replicas[link[0]], self.replicas[link[1]]
-            stream = Stream(server, puller, PullSession(puller.identity))
+            stream = Stream(server, puller, PullSession(puller.identity, echo=puller.recovered))
             self.streams[link] = stream
             welcome = Welcome(server.node, server.incarnation, server.name, server.seq)
             stream.down.append(encode(welcome))
@@ -424,6 +429,7 @@ class Network:
         server = stream.server
         self.hellos.append(((server.name, stream.puller.name), message))
         stream.server_cursor = resume_point(message, server.identity, server.seq)
+        stream.echo = message.echo
         members = tuple(
             (r.node, f"sim://{r.name}", r.name, False, self.now_ms) for r in self.replicas.values()
         )
@@ -441,7 +447,8 @@ class Network:
             changes = server.changes_after(cursor, self.page_size)
             if not (changes or head > cursor):
                 break
-            batch = make_batch(changes, cursor, head, server.wall_ms())
+            leave_out = None if stream.echo else stream.puller.node
+            batch = make_batch(changes, cursor, head, server.wall_ms(), leave_out)
             stream.down.append(encode(batch))
             cursor = batch.upto
             sent += 1

@@ -229,7 +229,8 @@ class Replicator:
     async def _pull_once(self, url: str) -> int | None:
         """Run one stream from ``url`` until it breaks; return the peer's node id if learned."""
         assert self._session is not None
-        session = PullSession(self.identity)
+        # After an unclean stop our own last writes may be gone here: ask for echoes.
+        session = PullSession(self.identity, echo=self.store.recovered)
         headers = {SECRET_HEADER: self.config.cluster_secret or ""}
         # Known from an earlier stream on this URL, if any: failures then count for it.
         peer = next((n for n, u in self._pulled_nodes.items() if u == url), None)

@@ -93,7 +93,7 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node))
     replicator.streams.add(ws)
     try:
-        await _stream(ws, replicator, cursor, hello.node, closed)
+        await _stream(ws, replicator, cursor, hello.node, hello.echo, closed)
     except (ConnectionResetError, RuntimeError) as exc:  # the peer went away mid-send
         log.info("peer stream to %x ended: %s", hello.node, exc)
     finally:
@@ -123,6 +123,7 @@ async def _stream(
     replicator: Replicator,
     cursor: int,
     peer: int,
+    echo: bool,
     closed: asyncio.Future[None],
 ) -> None:
     store = replicator.store
@@ -136,9 +137,10 @@ async def _stream(
         head = store.seq  # read before the query: every change up to head is visible to it
         changes = store.changes_after(cursor, PAGE_SIZE)
         if changes or head > cursor:
-            batch = make_batch(changes, cursor, head, replicator.wall_ms())
+            # The puller's own writes would be no-ops there, unless it asked for echoes.
+            batch = make_batch(changes, cursor, head, replicator.wall_ms(), None if echo else peer)
             await ws.send_bytes(encode(batch))
-            replicator.metrics.sent.labels(label).inc(len(changes))
+            replicator.metrics.sent.labels(label).inc(len(batch.changes))
             if changes:
                 replicator.metrics.batches.labels(label).inc()
             cursor = batch.upto

@@ -177,7 +177,9 @@ class Store:
             "SELECT node_id, incarnation, created_ms, hlc, seq, clean_shutdown"
             " FROM node_state WHERE id = 1"
         ).fetchone()
-        if not clean and synchronous != "full":
+        self.recovered = not clean and synchronous != "full"
+        """Opened after an unclean stop that may have lost the last commits."""
+        if self.recovered:
             incarnation, hlc = _after_unclean_shutdown(write_conn, hlc, max_clock_offset_ms)
         write_conn.execute("UPDATE node_state SET clean_shutdown = 0 WHERE id = 1")
         self.identity = NodeIdentity(node_id, incarnation, created_ms)

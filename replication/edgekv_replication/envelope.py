@@ -37,6 +37,10 @@ class Hello:
     cursor: int
     server_incarnation: int
     """The incarnation the cursor belongs to (0: none yet)."""
+    echo: bool = False
+    """Send the puller its own changes too. Normally they are left out: it has
+    them. A node that may have lost its last commits (an unclean stop) asks
+    for them, so copies its peers hold come back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ def encode(message: Message) -> bytes:
             message.url,
             message.cursor,
             message.server_incarnation,
+            message.echo,
         ]
     elif isinstance(message, Members):
         body = [list(member) for member in message.members]
@@ -122,7 +127,7 @@ def decode(data: bytes) -> Message:
     if not isinstance(body, list):
         raise EnvelopeError("body must be an array")
     if kind == 1:
-        return Hello(*_fields(body, (_u63, _u63, _text, _text, _u63, _u63)))
+        return Hello(*_fields(body, (_u63, _u63, _text, _text, _u63, _u63, _bool)))
     if kind == 2:
         return Welcome(*_fields(body, (_u63, _u63, _text, _u63)))
     if kind == 3:

@@ -57,6 +57,8 @@ class PullSession:
     peer: Identity | None = None
     cursor: int = 0
     head: int = 0
+    echo: bool = False
+    """Ask for our own changes too (after an unclean stop; see ``Hello.echo``)."""
 
     def on_welcome(self, welcome: Welcome, remembered: PeerCursor) -> Hello:
         """Take the server's identity; return our Hello with the cursor to resume from."""
@@ -74,6 +76,7 @@ class PullSession:
             self.me.url,
             self.cursor,
             welcome.incarnation,
+            self.echo,
         )
 
     def check_batch(self, batch: Batch) -> None:
@@ -108,9 +111,22 @@ def resume_point(hello: Hello, me: Identity, head: int) -> int:
     return hello.cursor
 
 
-def make_batch(changes: Sequence[Change], after: int, head: int, wall_ms: int) -> Batch:
-    """A batch of ``changes`` (seq order, all > ``after``); empty means caught up to head."""
+def make_batch(
+    changes: Sequence[Change],
+    after: int,
+    head: int,
+    wall_ms: int,
+    leave_out_node: int | None = None,
+) -> Batch:
+    """A batch of one page of ``changes`` (seq order, all > ``after``).
+
+    An empty page means caught up: the batch moves the cursor to ``head``.
+    Changes written by ``leave_out_node`` (the puller itself, which has them)
+    are left out, but the batch still covers the whole page.
+    """
     upto = changes[-1].seq if changes else max(after, head)
+    if leave_out_node is not None:
+        changes = [change for change in changes if change.node != leave_out_node]
     return Batch(after, upto, tuple(changes), wall_ms)
 
 
