@@ -27,6 +27,7 @@ Run: ``python -m bench.breakdown [--rounds 8] [--duration 2]``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import asyncio
 import json
 import re
@@ -139,7 +140,9 @@ def _serve_node(variant: str, data_dir: Path, keys: int, value_size: int) -> Non
         def _with_principal(handler: Any) -> Handler:
             async def wrapped(request: web.Request) -> web.StreamResponse:
                 request[PRINCIPAL] = OPEN_ACCESS
-                response: web.StreamResponse = await handler(request)
+                response: web.StreamResponse = handler(request)  # read handlers are sync
+                if inspect.isawaitable(response):
+                    response = await response
                 return response
 
             return wrapped
