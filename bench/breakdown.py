@@ -27,8 +27,8 @@ Run: ``python -m bench.breakdown [--rounds 8] [--duration 2]``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import asyncio
+import inspect
 import json
 import re
 import statistics
