@@ -211,7 +211,7 @@ def kv_put(
 
     if (value is None) == (source is None):
         raise click.UsageError("give VALUE or --file, not both")
-    data = source.read() if source is not None else value.encode("utf-8")  # type: ignore[union-attr]
+    data: bytes = source.read() if source is not None else str(value).encode("utf-8")
     try:
         meta = json.loads(metadata) if metadata else None
         answer = _client(url, token).put(namespace, key, data, ttl=ttl, metadata=meta)

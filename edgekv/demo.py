@@ -39,7 +39,8 @@ async def _demo(base_port: int, console: Console) -> None:
             result = await first.node.store.write_value("demo", b"greeting", b"hello, edge")
             console.print(f"\nPUT demo/greeting at {NAMES[0]} (seq {result.seq})")
             for pop in pops[1:]:
-                feed = pop.node.replicator.feed  # type: ignore[union-attr]
+                assert pop.node.replicator is not None
+                feed = pop.node.replicator.feed
                 while pop.node.store.get("demo", b"greeting") is None:
                     await feed.wait_beyond(feed.seq, 1.0)
                 elapsed = (time.perf_counter() - written) * 1000

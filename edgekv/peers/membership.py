@@ -50,7 +50,7 @@ class Membership:
         rows = self._store.read_all(
             "SELECT node, url, name, removed, updated_ms FROM members ORDER BY node"
         )
-        return [(int(n), str(u), str(nm), bool(r), int(t)) for n, u, nm, r, t in rows]  # type: ignore[call-overload]
+        return [(int(n), str(u), str(nm), bool(r), int(t)) for n, u, nm, r, t in rows]
 
     def active_urls(self) -> dict[int, str]:
         """URLs of the members to pull from (not removed, not this node)."""

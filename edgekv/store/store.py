@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from edgekv.store.cache import MISS, ReadCache
 from edgekv.store.schema import migrate
@@ -376,7 +376,7 @@ class Store:
 
         return self.writer.submit(op)
 
-    def read_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def read_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read connection."""
         return list(self._reader.execute(sql, params).fetchall())
 
