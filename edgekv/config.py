@@ -119,6 +119,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "bookmark_timeout",
+        float,
+        2.0,
+        "Seconds a read carrying a bookmark waits for replication to reach it before "
+        "answering 503 bookmark_not_reached.",
+        minimum=0,
+    ),
+    Setting(
         "shutdown_timeout",
         float,
         10.0,
@@ -240,6 +248,7 @@ class Config:
     max_get_many_keys: int = 100
     max_request_bytes: int = 100 * MIB
     read_cache_entries: int = 100_000
+    bookmark_timeout: float = 2.0
     shutdown_timeout: float = 10.0
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True

@@ -6,8 +6,8 @@
 """
 
 from edgekv_client._core import Entry, ListPage
-from edgekv_client.bookmarks import Bookmark
-from edgekv_client.client import Client
+from edgekv_client.bookmarks import Bookmark, BookmarkSet
+from edgekv_client.client import Client, Session
 from edgekv_client.errors import (
     ApiError,
     EdgeKVError,
@@ -24,6 +24,7 @@ from edgekv_client.errors import (
 __all__ = [
     "ApiError",
     "Bookmark",
+    "BookmarkSet",
     "Client",
     "EdgeKVError",
     "Entry",
@@ -32,6 +33,7 @@ __all__ = [
     "ListPage",
     "NotFound",
     "PreconditionFailed",
+    "Session",
     "TooLarge",
     "TransportError",
     "Unauthorized",

@@ -49,3 +49,34 @@ def decode_version(text: str) -> tuple[int, int]:
     if len(text) != 32 or not _is_hex(text[:16]) or not _is_hex(text[16:]):
         raise ValueError("not an EdgeKV version")
     return int(text[:16], 16), int(text[16:], 16)
+
+
+BOOKMARK_HEADER = "EdgeKV-Bookmark"
+"""Request header carrying a session's bookmarks, comma-separated."""
+
+
+class BookmarkSet:
+    """The newest bookmark a session has seen from each node (I/O-free, shared by clients).
+
+    Bookmarks of one node are ordered by seq, so keeping the newest per node is
+    enough; bookmarks of different nodes are not comparable, so all are kept
+    (one per node that took a write of this session).
+    """
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._newest: dict[int, Bookmark] = {}
+
+    def add(self, text: str) -> None:
+        """Take a write's bookmark into account."""
+        bookmark = Bookmark.decode(text)
+        current = self._newest.get(bookmark.node)
+        if current is None or bookmark.seq > current.seq:
+            self._newest[bookmark.node] = bookmark
+
+    def header_value(self) -> str:
+        """The header value to send ('' when the session has written nothing)."""
+        return ",".join(b.encode() for b in self._newest.values())
+
+    def __len__(self) -> int:
+        return len(self._newest)

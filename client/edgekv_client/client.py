@@ -10,6 +10,7 @@ from typing import Any
 
 from edgekv_client import _core
 from edgekv_client._core import Entry, ListPage, Request
+from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet
 from edgekv_client.errors import NotFound, TransportError
 
 
@@ -67,14 +68,25 @@ class Client:
                 )
         return self._conn
 
+    def _session_headers(self) -> Mapping[str, str]:
+        """Headers a session adds to every request (none for a plain client)."""
+        return {}
+
+    def _remember(self, bookmark: str) -> None:
+        """Note a write's bookmark (a plain client forgets it)."""
+
     def _send(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
         conn = self._connection()
+        headers = request.headers
+        extra = self._session_headers()
+        if extra:
+            headers = {**headers, **extra}
         try:
             conn.request(
                 request.method,
                 self._base + request.path,
                 body=request.body,
-                headers=request.headers,
+                headers=headers,
             )
             response = conn.getresponse()
             body = response.read()
@@ -82,10 +94,26 @@ class Client:
             self.close()
             raise TransportError(f"{request.method} {self.url}{request.path}: {exc}") from exc
         _core.raise_for_error(response.status, body)
+        seen = response.headers.get(BOOKMARK_HEADER)
+        if seen:
+            self._remember(seen)
         return response.status, body, dict(response.headers.items())
 
     def _json(self, request: Request) -> Any:
-        return _core.decode_json(self._send(request)[1])
+        answer = _core.decode_json(self._send(request)[1])
+        if isinstance(answer, dict) and isinstance(answer.get("bookmark"), str):
+            self._remember(answer["bookmark"])
+        return answer
+
+    def session(self) -> Session:
+        """A session at this node: reads see this session's writes, made at any PoP.
+
+        >>> with Client("http://127.0.0.1:8787").session() as s:  # doctest: +SKIP
+        ...     s.put("carts", "u1", b"3 items")
+        ...     s.at("http://127.0.0.1:8788").get("carts", "u1")  # waits if needed
+        b'3 items'
+        """
+        return Session(self.url, token=self._token, timeout=self._timeout)
 
     def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
         """Return the entry at ``key`` with metadata and expiration, or None if absent."""
@@ -185,3 +213,36 @@ class Client:
         request = _core.build_request("DELETE", f"/v1/cluster/members/{node_id}", self._token)
         result: dict[str, Any] = self._json(request)
         return result
+
+
+class Session(Client):
+    """A client that carries the bookmarks of its writes and sends them with every request.
+
+    A node answers a read that carries bookmarks only once it has replicated
+    those writes (or fails with :class:`~edgekv_client.errors.Unavailable`,
+    code ``bookmark_not_reached``), so a session reads its own writes and
+    never goes back in time, whichever PoP it talks to. :meth:`at` opens the
+    same session at another PoP.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8787",
+        token: str | None = None,
+        timeout: float = 10.0,
+        bookmarks: BookmarkSet | None = None,
+    ) -> None:
+        """Start a session (or continue one, given its ``bookmarks``) at ``url``."""
+        super().__init__(url, token=token, timeout=timeout)
+        self.bookmarks = bookmarks if bookmarks is not None else BookmarkSet()
+
+    def at(self, url: str) -> Session:
+        """The same session, talking to the PoP at ``url``."""
+        return Session(url, token=self._token, timeout=self._timeout, bookmarks=self.bookmarks)
+
+    def _session_headers(self) -> Mapping[str, str]:
+        # Sent even when empty: it marks a session read, answered with what the read saw.
+        return {BOOKMARK_HEADER: self.bookmarks.header_value()}
+
+    def _remember(self, bookmark: str) -> None:
+        self.bookmarks.add(bookmark)

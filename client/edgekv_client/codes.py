@@ -58,6 +58,12 @@ _TABLE = (
     ErrorCode(
         "unavailable", 503, "The node is starting or shutting down; retry elsewhere or later."
     ),
+    ErrorCode(
+        "bookmark_not_reached",
+        503,
+        "The read carried a bookmark this node has not replicated yet within bookmark_timeout; "
+        "retry after Retry-After seconds, here or at the PoP that took the write.",
+    ),
 )
 
 ERROR_CODES: dict[str, ErrorCode] = {entry.code: entry for entry in _TABLE}

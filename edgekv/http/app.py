@@ -20,6 +20,8 @@ from aiohttp import web
 
 from edgekv.auth import OPEN_ACCESS
 from edgekv.http import kv_routes
+from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
+from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
 from edgekv.http.errors import HTTP_STATUS_CODES, ApiError, error_response
 from edgekv.http.openapi import openapi_document
 from edgekv.http.state import NODE, PRINCIPAL
@@ -37,9 +39,11 @@ _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="edgekv"'}
 
 
 def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bool) -> Handler:
-    """Wrap ``handler``: authentication, the one error shape, request metrics."""
+    """Wrap ``handler``: authentication, the one error shape, request metrics, and
+    for reads, waiting for the session's bookmarks (:mod:`edgekv.http.bookmarks`)."""
     auth, observe = node.auth, node.metrics.observe_request
     is_async = inspect.iscoroutinefunction(handler)
+    honours_bookmarks = handler in kv_routes.SESSION_READS
     # Protected mode trusts every (loopback) caller: no header to look at.
     check_token = not public and not auth.protected_mode
 
@@ -55,11 +59,19 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bo
                 request[PRINCIPAL] = principal
             elif not public:
                 request[PRINCIPAL] = OPEN_ACCESS
+            in_session = honours_bookmarks and BOOKMARK_HEADER in request.headers
+            if honours_bookmarks:
+                text = request.headers.get(BOOKMARK_HEADER) or request.query.get("bookmark")
+                if text:
+                    await wait_until_reached(node, parse_bookmarks(text))
             response: web.StreamResponse
             if is_async:
                 response = await handler(request)  # type: ignore[misc]
             else:
                 response = handler(request)  # type: ignore[assignment]
+            if in_session:
+                # What this read saw: later reads of the session, anywhere, see no less.
+                response.headers[BOOKMARK_HEADER] = head_bookmark(node)
         except ApiError as error:
             response = error_response(error)
         except web.HTTPException as exc:  # aiohttp's own, e.g. 413 from request.read()

@@ -191,3 +191,7 @@ async def get_many(request: web.Request) -> web.Response:
         for name, entry in zip(names, entries, strict=True)
     }
     return web.json_response({"entries": found})
+
+
+SESSION_READS = frozenset({get_value, list_keys, get_many})
+"""Reads that honour a session's bookmarks (see :mod:`edgekv.http.bookmarks`)."""

@@ -41,6 +41,13 @@ _KEY = {
     "schema": {"type": "string"},
 }
 _AUTH_ERRORS = {"401": _error("unauthorized"), "403": _error("forbidden")}
+_BOOKMARK = {
+    "name": "EdgeKV-Bookmark",
+    "in": "header",
+    "description": "Session bookmarks, comma-separated: answer only once they are replicated.",
+    "schema": {"type": "string"},
+}
+_NOT_REACHED = {"503": _error("bookmark_not_reached: the session's writes are not here yet")}
 _BAD = {"400": _error("invalid input (see code)")}
 
 
@@ -226,8 +233,14 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                         },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        _BOOKMARK,
                     ],
-                    "responses": {"200": _json("KeyList"), **_BAD, **_AUTH_ERRORS},
+                    "responses": {
+                        "200": _json("KeyList"),
+                        **_BAD,
+                        **_AUTH_ERRORS,
+                        **_NOT_REACHED,
+                    },
                 }
             },
             "/v1/kv/{ns}/_bulk": {
@@ -253,7 +266,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/kv/{ns}/_get": {
                 "post": {
                     "summary": "Read many keys at once",
-                    "parameters": [_NS],
+                    "parameters": [_NS, _BOOKMARK],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -267,13 +280,14 @@ def openapi_document() -> dict[str, Any]:
                         **_BAD,
                         **_AUTH_ERRORS,
                         "413": _error("too many keys"),
+                        **_NOT_REACHED,
                     },
                 }
             },
             "/v1/kv/{ns}/{key}": {
                 "get": {
                     "summary": "Read a value",
-                    "parameters": [_NS, _KEY],
+                    "parameters": [_NS, _KEY, _BOOKMARK],
                     "responses": {
                         "200": {
                             "description": "The raw value",
@@ -297,6 +311,7 @@ def openapi_document() -> dict[str, Any]:
                         **_BAD,
                         **_AUTH_ERRORS,
                         "404": _error("absent, deleted or expired"),
+                        **_NOT_REACHED,
                     },
                 },
                 "put": {
