@@ -20,6 +20,7 @@ from edgekv_client.errors import (
     Unauthorized,
     Unavailable,
 )
+from edgekv_client.local import IncompatibleStore, LocalReader
 
 __all__ = [
     "ApiError",
@@ -29,8 +30,10 @@ __all__ = [
     "EdgeKVError",
     "Entry",
     "Forbidden",
+    "IncompatibleStore",
     "InvalidRequest",
     "ListPage",
+    "LocalReader",
     "NotFound",
     "PreconditionFailed",
     "Session",

@@ -22,7 +22,8 @@ is applied here), ``held_changes`` (remote changes stamped too far ahead of
 the local clock, kept until it catches up) and ``members``. Version 3 adds
 ``peer_acks`` (how far each peer has acknowledged this node's log) and
 ``node_state.purged_seq`` (the newest collected tombstone) and
-``node_state.clean_shutdown``.
+``node_state.clean_shutdown``. Version 4 adds the view ``kv_v1``, the
+documented read interface of ``edgekv_client.LocalReader``.
 """
 
 from __future__ import annotations
@@ -125,10 +126,20 @@ def _v3_tombstone_collection(db: sqlite_utils.Database) -> None:
     db.table("node_state").add_column("clean_shutdown", int, not_null_default=1)
 
 
+def _v4_reader_view(db: sqlite_utils.Database) -> None:
+    # The contract of edgekv_client.LocalReader: live rows only, stable column names.
+    # A later schema change keeps this view's shape (or adds kv_v2 beside it).
+    db.execute(
+        "CREATE VIEW kv_v1 AS SELECT ns, key, value, metadata, expiration, hlc, node, seq"
+        " FROM kv WHERE value IS NOT NULL"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
     _v3_tombstone_collection,
+    _v4_reader_view,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

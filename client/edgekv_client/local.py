@@ -1,0 +1,123 @@
+"""In-process reads of a PoP's own database, for edge functions on the node's host.
+
+:class:`LocalReader` opens the node's SQLite file read-only and answers get
+and list exactly as the HTTP API does (expired and deleted keys are absent,
+keys list in byte order), in microseconds and without a network hop. It reads
+through the view ``kv_v1``, a documented and versioned interface: a schema
+migration of the node keeps that view's columns, so a reader is never broken
+silently -- if the view is missing it says so at once.
+
+``kv_v1`` columns: ``ns`` TEXT, ``key`` BLOB (UTF-8), ``value`` BLOB,
+``metadata`` TEXT (JSON object or NULL), ``expiration`` INTEGER (epoch
+seconds or NULL), ``hlc`` INTEGER, ``node`` INTEGER, ``seq`` INTEGER; live
+rows only (tombstones are left out; expired rows are not, filter on
+``expiration``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+from edgekv_client._core import Entry
+from edgekv_client.bookmarks import encode_version
+from edgekv_client.errors import EdgeKVError
+
+VIEW = "kv_v1"
+DB_FILENAME = "edgekv.db"
+
+_GET = (
+    f"SELECT value, metadata, expiration, hlc, node FROM {VIEW}"
+    " WHERE ns = ? AND key = ? AND (expiration IS NULL OR expiration > ?)"
+)
+_LIST = (
+    f"SELECT key, expiration, metadata FROM {VIEW}"
+    " WHERE ns = ? AND key {op} ? AND (expiration IS NULL OR expiration > ?)"
+    " ORDER BY key LIMIT ?"
+)
+_LIST_FROM, _LIST_AFTER = _LIST.format(op=">="), _LIST.format(op=">")
+
+
+class IncompatibleStore(EdgeKVError):
+    """The database is not an EdgeKV store this reader understands."""
+
+
+class LocalReader:
+    """Read-only, in-process access to a node's data directory.
+
+    >>> reader = LocalReader("./edgekv-data")  # doctest: +SKIP
+    >>> reader.get("flags", "beta")  # doctest: +SKIP
+    b'on'
+    """
+
+    def __init__(self, data_dir: str | Path) -> None:
+        """Open the node database in ``data_dir`` read-only."""
+        path = Path(data_dir) / DB_FILENAME
+        if not path.exists():
+            raise IncompatibleStore(f"no EdgeKV database at {path}")
+        self._conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+        )
+        found = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?", (VIEW,)
+        ).fetchone()
+        if not found:
+            self._conn.close()
+            raise IncompatibleStore(
+                f"{path} has no view {VIEW}: the node is older than this client "
+                "(start it once with a current EdgeKV to migrate)"
+            )
+
+    def __enter__(self) -> LocalReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._conn.close()
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        """The value at ``key``, or None if absent, deleted or expired."""
+        row = self._conn.execute(_GET, (namespace, key.encode(), time.time())).fetchone()
+        return row[0] if row else None
+
+    def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
+        """The entry at ``key`` with metadata, expiration and version, or None."""
+        row = self._conn.execute(_GET, (namespace, key.encode(), time.time())).fetchone()
+        if row is None:
+            return None
+        value, metadata, expiration, hlc, node = row
+        return Entry(
+            value, json.loads(metadata) if metadata else None, expiration, encode_version(hlc, node)
+        )
+
+    def list(
+        self, namespace: str, prefix: str = "", page_size: int = 1000
+    ) -> Iterator[dict[str, object]]:
+        """Every live key under ``prefix`` in byte order: ``{"name", "expiration", "metadata"}``."""
+        start = prefix.encode()
+        sql, bound = _LIST_FROM, start
+        while True:
+            rows = self._conn.execute(sql, (namespace, bound, time.time(), page_size)).fetchall()
+            for key, expiration, metadata in rows:
+                if not key.startswith(start):
+                    return
+                yield {
+                    "name": key.decode("utf-8"),
+                    "expiration": expiration,
+                    "metadata": json.loads(metadata) if metadata else None,
+                }
+            if len(rows) < page_size:
+                return
+            sql, bound = _LIST_AFTER, rows[-1][0]
