@@ -24,6 +24,8 @@ from edgekv_client.local import IncompatibleStore, LocalReader
 
 __all__ = [
     "ApiError",
+    "AsyncClient",
+    "AsyncSession",
     "Bookmark",
     "BookmarkSet",
     "Client",
@@ -42,3 +44,13 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The async client needs aiohttp: import it only for those who use it, so
+    # `import edgekv_client` stays light for blocking users and edge functions.
+    if name in ("AsyncClient", "AsyncSession"):
+        from edgekv_client import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from edgekv_client.errors import TransportError, error_for
+from edgekv_client.errors import TransportError, Unavailable, error_for
 
 USER_AGENT = "edgekv-client/0.1"
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+RETRY_BASE_SECONDS = 0.05
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): exponential, with full jitter."""
+    return random.uniform(0, RETRY_BASE_SECONDS * 2**attempt)
+
+
+def should_retry(request: Request, error: Exception) -> bool:
+    """Whether a failed request may be sent again: idempotent, and the node unreachable
+    or stopping (never a 4xx, never a write that may have been applied)."""
+    if not request.idempotent:
+        return False
+    return isinstance(error, TransportError) or (
+        isinstance(error, Unavailable) and error.code == "unavailable"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +40,8 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes | None = None
+    idempotent: bool = False
+    """Safe to send again after a connection failure (GET, PUT, DELETE, get-many)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +102,7 @@ def build_request(
         pairs = {k: str(v) for k, v in query.items() if v is not None}
         if pairs:
             path = f"{path}?{urlencode(pairs)}"
-    return Request(method, path, all_headers, body)
+    return Request(method, path, all_headers, body, method in _IDEMPOTENT)
 
 
 def put_request(
@@ -148,11 +168,16 @@ def decode_json(body: bytes) -> Any:
         raise TransportError(f"node answered invalid JSON: {exc}") from None
 
 
+def lower_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Answer headers keyed by lower-case name (header names ignore case)."""
+    return {name.lower(): value for name, value in items}
+
+
 def entry_from_response(body: bytes, headers: Mapping[str, str]) -> Entry:
-    """Return the entry of a GET answer."""
-    metadata = headers.get("EdgeKV-Metadata")
-    expiration = headers.get("EdgeKV-Expiration")
-    etag = headers.get("ETag")
+    """Return the entry of a GET answer (``headers`` keyed by lower-case name)."""
+    metadata = headers.get("edgekv-metadata")
+    expiration = headers.get("edgekv-expiration")
+    etag = headers.get("etag")
     return Entry(
         body,
         json.loads(metadata) if metadata else None,
@@ -168,4 +193,61 @@ def entry_from_json(item: Mapping[str, Any]) -> Entry:
         item.get("metadata"),
         item.get("expiration"),
         item.get("version"),
+    )
+
+
+# -- one request builder and one answer parser per operation, for both clients --
+
+
+def get_request(namespace: str, key: str, token: str | None) -> Request:
+    """GET of one key."""
+    return build_request("GET", key_path(namespace, key), token)
+
+
+def delete_request(namespace: str, key: str, token: str | None) -> Request:
+    """DELETE of one key."""
+    return build_request("DELETE", key_path(namespace, key), token)
+
+
+def list_request(
+    namespace: str, prefix: str, limit: int | None, cursor: str | None, token: str | None
+) -> Request:
+    """One page of a listing."""
+    return build_request(
+        "GET",
+        f"/v1/kv/{quote(namespace, safe='')}",
+        token,
+        query={"prefix": prefix or None, "limit": limit, "cursor": cursor},
+    )
+
+
+def page_from_json(answer: Mapping[str, Any]) -> ListPage:
+    """The page of a listing answer."""
+    return ListPage(answer["keys"], answer["list_complete"], answer["cursor"])
+
+
+def get_many_request(namespace: str, keys: Iterable[str], token: str | None) -> Request:
+    """Reading up to 100 keys at once (idempotent, though a POST)."""
+    request = build_request(
+        "POST", f"/v1/kv/{quote(namespace, safe='')}/_get", token, json_body={"keys": list(keys)}
+    )
+    return Request(request.method, request.path, request.headers, request.body, True)
+
+
+def entries_from_json(answer: Mapping[str, Any]) -> dict[str, Entry | None]:
+    """The entries of a get-many answer."""
+    return {
+        name: (entry_from_json(item) if item else None) for name, item in answer["entries"].items()
+    }
+
+
+def bulk_request(
+    namespace: str, operations: Iterable[Mapping[str, Any]], token: str | None
+) -> Request:
+    """Atomic puts and deletes."""
+    return build_request(
+        "POST",
+        f"/v1/kv/{quote(namespace, safe='')}/_bulk",
+        token,
+        json_body=bulk_body(operations),
     )

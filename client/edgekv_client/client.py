@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from edgekv_client import _core
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet
-from edgekv_client.errors import NotFound, TransportError
+from edgekv_client.errors import NotFound, TransportError, Unavailable
 
 
 class Client:
@@ -28,12 +29,19 @@ class Client:
         url: str = "http://127.0.0.1:8787",
         token: str | None = None,
         timeout: float = 10.0,
+        retries: int = 2,
     ) -> None:
-        """Talk to the node at ``url``, authenticating with ``token`` if given."""
+        """Talk to the node at ``url``, authenticating with ``token`` if given.
+
+        Idempotent requests (GET, PUT, DELETE, get-many) are sent again, up to
+        ``retries`` times with jittered backoff, when the node cannot be
+        reached or is stopping; nothing else is retried.
+        """
         self.url = url
         self._scheme, self._host, self._port, self._base = _core.split_url(url)
         self._token = token
         self._timeout = timeout
+        self._retries = retries
         self._conn: http.client.HTTPConnection | None = None
 
     def __enter__(self) -> Client:
@@ -76,6 +84,17 @@ class Client:
         """Note a write's bookmark (a plain client forgets it)."""
 
     def _send(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
+        attempt = 0
+        while True:
+            try:
+                return self._send_once(request)
+            except (TransportError, Unavailable) as exc:
+                attempt += 1
+                if attempt > self._retries or not _core.should_retry(request, exc):
+                    raise
+                time.sleep(_core.retry_delay(attempt))
+
+    def _send_once(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
         conn = self._connection()
         headers = request.headers
         extra = self._session_headers()
@@ -97,7 +116,7 @@ class Client:
         seen = response.headers.get(BOOKMARK_HEADER)
         if seen:
             self._remember(seen)
-        return response.status, body, dict(response.headers.items())
+        return response.status, body, _core.lower_headers(response.headers.items())
 
     def _json(self, request: Request) -> Any:
         answer = _core.decode_json(self._send(request)[1])
@@ -117,7 +136,7 @@ class Client:
 
     def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
         """Return the entry at ``key`` with metadata and expiration, or None if absent."""
-        request = _core.build_request("GET", _core.key_path(namespace, key), self._token)
+        request = _core.get_request(namespace, key, self._token)
         try:
             _, body, headers = self._send(request)
         except NotFound:
@@ -148,8 +167,7 @@ class Client:
 
     def delete(self, namespace: str, key: str) -> dict[str, Any]:
         """Delete ``key`` (succeeds when absent); return the answer with its bookmark."""
-        request = _core.build_request("DELETE", _core.key_path(namespace, key), self._token)
-        result: dict[str, Any] = self._json(request)
+        result: dict[str, Any] = self._json(_core.delete_request(namespace, key, self._token))
         return result
 
     def list_page(
@@ -160,14 +178,8 @@ class Client:
         cursor: str | None = None,
     ) -> ListPage:
         """Return one page of keys."""
-        request = _core.build_request(
-            "GET",
-            f"/v1/kv/{namespace}",
-            self._token,
-            query={"prefix": prefix or None, "limit": limit, "cursor": cursor},
-        )
-        answer = self._json(request)
-        return ListPage(answer["keys"], answer["list_complete"], answer["cursor"])
+        request = _core.list_request(namespace, prefix, limit, cursor, self._token)
+        return _core.page_from_json(self._json(request))
 
     def list(
         self, namespace: str, prefix: str = "", page_size: int | None = None
@@ -183,23 +195,13 @@ class Client:
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Entry | None]:
         """Return the entries of up to 100 keys (None where absent)."""
-        request = _core.build_request(
-            "POST", f"/v1/kv/{namespace}/_get", self._token, json_body={"keys": list(keys)}
+        return _core.entries_from_json(
+            self._json(_core.get_many_request(namespace, keys, self._token))
         )
-        entries = self._json(request)["entries"]
-        return {
-            name: (_core.entry_from_json(item) if item else None) for name, item in entries.items()
-        }
 
     def bulk(self, namespace: str, operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """Apply puts and deletes atomically (``{"op": "put", "key", "value", ...}``)."""
-        request = _core.build_request(
-            "POST",
-            f"/v1/kv/{namespace}/_bulk",
-            self._token,
-            json_body=_core.bulk_body(operations),
-        )
-        result: dict[str, Any] = self._json(request)
+        result: dict[str, Any] = self._json(_core.bulk_request(namespace, operations, self._token))
         return result
 
     def cluster_status(self) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""The async client, on aiohttp (imported only by whoever uses it).
+
+Same operations and answers as :class:`edgekv_client.Client`; requests and
+answers come from the same I/O-free core, so the two cannot differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from edgekv_client import _core
+from edgekv_client._core import Entry, ListPage, Request
+from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet
+from edgekv_client.errors import NotFound, TransportError, Unavailable
+
+
+class AsyncClient:
+    """An asyncio client of one EdgeKV node (one kept-alive connection pool).
+
+    >>> async with AsyncClient("http://127.0.0.1:8787") as kv:  # doctest: +SKIP
+    ...     await kv.put("flags", "beta", "on")
+    ...     await kv.get("flags", "beta")
+    b'on'
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8787",
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 2,
+    ) -> None:
+        """Talk to the node at ``url``; retries as :class:`~edgekv_client.Client` does."""
+        _core.split_url(url)  # refuse a bad URL now, not at the first request
+        self.url = url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._retries = retries
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def session(self) -> AsyncSession:
+        """A session at this node (see :class:`edgekv_client.Session`)."""
+        return AsyncSession(self.url, token=self._token, timeout=self._timeout)
+
+    def _session_headers(self) -> Mapping[str, str]:
+        return {}
+
+    def _remember(self, bookmark: str) -> None:
+        """Note a write's bookmark (a plain client forgets it)."""
+
+    async def _send(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
+        attempt = 0
+        while True:
+            try:
+                return await self._send_once(request)
+            except (TransportError, Unavailable) as exc:
+                attempt += 1
+                if attempt > self._retries or not _core.should_retry(request, exc):
+                    raise
+                await asyncio.sleep(_core.retry_delay(attempt))
+
+    async def _send_once(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+        headers = {**request.headers, **self._session_headers()}
+        try:
+            async with self._session.request(
+                request.method, self.url + request.path, data=request.body, headers=headers
+            ) as response:
+                body = await response.read()
+                answer_headers = _core.lower_headers(response.headers.items())
+                status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise TransportError(f"{request.method} {self.url}{request.path}: {exc}") from exc
+        _core.raise_for_error(status, body)
+        seen = answer_headers.get(BOOKMARK_HEADER.lower())
+        if seen:
+            self._remember(seen)
+        return status, body, answer_headers
+
+    async def _json(self, request: Request) -> Any:
+        answer = _core.decode_json((await self._send(request))[1])
+        if isinstance(answer, dict) and isinstance(answer.get("bookmark"), str):
+            self._remember(answer["bookmark"])
+        return answer
+
+    async def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
+        """The entry at ``key`` with metadata and expiration, or None if absent."""
+        try:
+            _, body, headers = await self._send(_core.get_request(namespace, key, self._token))
+        except NotFound:
+            return None
+        return _core.entry_from_response(body, headers)
+
+    async def get(self, namespace: str, key: str) -> bytes | None:
+        """The value at ``key``, or None if absent, deleted or expired."""
+        entry = await self.get_with_metadata(namespace, key)
+        return entry.value if entry else None
+
+    async def put(
+        self,
+        namespace: str,
+        key: str,
+        value: bytes | str,
+        *,
+        ttl: int | None = None,
+        expiration: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write ``value``; return the answer with its ``bookmark`` and ``version``."""
+        request = _core.put_request(
+            namespace, key, value, self._token, ttl=ttl, expiration=expiration, metadata=metadata
+        )
+        result: dict[str, Any] = await self._json(request)
+        return result
+
+    async def delete(self, namespace: str, key: str) -> dict[str, Any]:
+        """Delete ``key`` (succeeds when absent)."""
+        result: dict[str, Any] = await self._json(_core.delete_request(namespace, key, self._token))
+        return result
+
+    async def list_page(
+        self, namespace: str, prefix: str = "", limit: int | None = None, cursor: str | None = None
+    ) -> ListPage:
+        """One page of keys."""
+        request = _core.list_request(namespace, prefix, limit, cursor, self._token)
+        return _core.page_from_json(await self._json(request))
+
+    async def list(
+        self, namespace: str, prefix: str = "", page_size: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every key under ``prefix`` in byte order, page by page."""
+        cursor = None
+        while True:
+            page = await self.list_page(namespace, prefix, page_size, cursor)
+            for item in page.keys:
+                yield item
+            if page.list_complete or page.cursor is None:
+                return
+            cursor = page.cursor
+
+    async def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Entry | None]:
+        """The entries of up to 100 keys (None where absent)."""
+        request = _core.get_many_request(namespace, keys, self._token)
+        return _core.entries_from_json(await self._json(request))
+
+    async def bulk(self, namespace: str, operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Apply puts and deletes atomically."""
+        result: dict[str, Any] = await self._json(
+            _core.bulk_request(namespace, operations, self._token)
+        )
+        return result
+
+
+class AsyncSession(AsyncClient):
+    """An async client carrying its writes' bookmarks (see :class:`edgekv_client.Session`)."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8787",
+        token: str | None = None,
+        timeout: float = 10.0,
+        bookmarks: BookmarkSet | None = None,
+    ) -> None:
+        """Start a session (or continue one, given its ``bookmarks``) at ``url``."""
+        super().__init__(url, token=token, timeout=timeout)
+        self.bookmarks = bookmarks if bookmarks is not None else BookmarkSet()
+
+    def at(self, url: str) -> AsyncSession:
+        """The same session, talking to the PoP at ``url``."""
+        return AsyncSession(url, token=self._token, timeout=self._timeout, bookmarks=self.bookmarks)
+
+    def _session_headers(self) -> Mapping[str, str]:
+        return {BOOKMARK_HEADER: self.bookmarks.header_value()}
+
+    def _remember(self, bookmark: str) -> None:
+        self.bookmarks.add(bookmark)
