@@ -22,6 +22,7 @@ def test_ruff_is_clean() -> None:
             "tests",
             "bench",
             "jepsen_like",
+            "examples",
         ],
         cwd=ROOT,
         capture_output=True,
