@@ -21,7 +21,7 @@ import pytest
 
 from edgekv_client.bookmarks import Bookmark, decode_version
 from edgekv_client.codes import ERROR_CODES
-from tests.nodeproc import NodeProcess, Response
+from tests.nodeproc import NodeProcess, Response, assert_error
 
 # -- helpers -------------------------------------------------------------------
 
@@ -34,19 +34,6 @@ def kv_path(ns: str, key: str, **query: str | int) -> str:
 
 def list_path(ns: str, **query: str | int) -> str:
     return f"/v1/kv/{ns}?{urlencode(query)}" if query else f"/v1/kv/{ns}"
-
-
-def assert_error(response: Response, code: str) -> None:
-    """The response is exactly the documented error shape for ``code``."""
-    assert response.status == ERROR_CODES[code].status, (code, response.status, response.body[:300])
-    assert response.headers.get("Content-Type", "").startswith("application/json"), (
-        response.headers,
-        response.body[:300],
-    )
-    body = response.json()
-    assert body == {"error": {"code": code, "message": body["error"]["message"]}}, body
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
 
 
 def put(

@@ -17,8 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from edgekv_client.codes import ERROR_CODES
-from tests.nodeproc import NodeProcess, Response
+from tests.nodeproc import NodeProcess, Response, assert_error
 
 MIB = 1024 * 1024
 SMALL_VALUE_LIMIT = 1000
@@ -27,19 +26,6 @@ SMALL_REQUEST_LIMIT = 8192
 
 def kv_path(ns: str, key: str) -> str:
     return f"/v1/kv/{ns}/{quote(key, safe='/')}"
-
-
-def assert_error(response: Response, code: str) -> None:
-    """The response is exactly the documented error shape for ``code``."""
-    assert response.status == ERROR_CODES[code].status, (code, response.status, response.body[:300])
-    assert response.headers.get("Content-Type", "").startswith("application/json"), (
-        response.headers,
-        response.body[:300],
-    )
-    body = response.json()
-    assert body == {"error": {"code": code, "message": body["error"]["message"]}}, body
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
 
 
 def listed(node: NodeProcess, ns: str) -> list[str]:

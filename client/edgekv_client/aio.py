@@ -15,7 +15,7 @@ import aiohttp
 
 from edgekv_client import _core
 from edgekv_client._core import Entry, ListPage, Request
-from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet
+from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 
 
@@ -176,7 +176,7 @@ class AsyncClient:
         return result
 
 
-class AsyncSession(AsyncClient):
+class AsyncSession(SessionBookmarks, AsyncClient):
     """An async client carrying its writes' bookmarks (see :class:`edgekv_client.Session`)."""
 
     def __init__(
@@ -193,9 +193,3 @@ class AsyncSession(AsyncClient):
     def at(self, url: str) -> AsyncSession:
         """The same session, talking to the PoP at ``url``."""
         return AsyncSession(url, token=self._token, timeout=self._timeout, bookmarks=self.bookmarks)
-
-    def _session_headers(self) -> Mapping[str, str]:
-        return {BOOKMARK_HEADER: self.bookmarks.header_value()}
-
-    def _remember(self, bookmark: str) -> None:
-        self.bookmarks.add(bookmark)

@@ -80,3 +80,20 @@ class BookmarkSet:
 
     def __len__(self) -> int:
         return len(self._newest)
+
+
+class SessionBookmarks:
+    """What makes a client a session: it sends its bookmarks and keeps the new ones.
+
+    Mixed into both clients (``Session``, ``AsyncSession``) ahead of the client
+    class, whose no-op hooks it overrides.
+    """
+
+    bookmarks: BookmarkSet
+
+    def _session_headers(self) -> dict[str, str]:
+        # Sent even when empty: it marks a session read, answered with what the read saw.
+        return {BOOKMARK_HEADER: self.bookmarks.header_value()}
+
+    def _remember(self, bookmark: str) -> None:
+        self.bookmarks.add(bookmark)

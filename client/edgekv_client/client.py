@@ -11,7 +11,7 @@ from typing import Any
 
 from edgekv_client import _core
 from edgekv_client._core import Entry, ListPage, Request
-from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet
+from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 
 
@@ -217,7 +217,7 @@ class Client:
         return result
 
 
-class Session(Client):
+class Session(SessionBookmarks, Client):
     """A client that carries the bookmarks of its writes and sends them with every request.
 
     A node answers a read that carries bookmarks only once it has replicated
@@ -241,10 +241,3 @@ class Session(Client):
     def at(self, url: str) -> Session:
         """The same session, talking to the PoP at ``url``."""
         return Session(url, token=self._token, timeout=self._timeout, bookmarks=self.bookmarks)
-
-    def _session_headers(self) -> Mapping[str, str]:
-        # Sent even when empty: it marks a session read, answered with what the read saw.
-        return {BOOKMARK_HEADER: self.bookmarks.header_value()}
-
-    def _remember(self, bookmark: str) -> None:
-        self.bookmarks.add(bookmark)
