@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 from edgekv_client.errors import TransportError, Unavailable, error_for
@@ -19,6 +16,8 @@ RETRY_BASE_SECONDS = 0.05
 
 def retry_delay(attempt: int) -> float:
     """Seconds before retry ``attempt`` (1, 2, ...): exponential, with full jitter."""
+    import random  # only when a retry happens: keeps `import edgekv_client` light
+
     return random.uniform(0, RETRY_BASE_SECONDS * 2**attempt)
 
 
@@ -32,8 +31,7 @@ def should_retry(request: Request, error: Exception) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One HTTP request, ready for a transport."""
 
     method: str
@@ -44,8 +42,7 @@ class Request:
     """Safe to send again after a connection failure (GET, PUT, DELETE, get-many)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """A value with its metadata, expiration (epoch seconds) and version."""
 
     value: bytes
@@ -54,8 +51,7 @@ class Entry:
     version: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ListPage:
+class ListPage(NamedTuple):
     """One page of a key listing."""
 
     keys: list[dict[str, Any]]
@@ -133,6 +129,8 @@ def put_request(
 
 def bulk_body(operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Return the ``_bulk`` body; values given as bytes or str are base64-encoded."""
+    import base64  # bulk and get-many only: keeps `import edgekv_client` light
+
     encoded = []
     for op in operations:
         item = dict(op)
@@ -188,6 +186,8 @@ def entry_from_response(body: bytes, headers: Mapping[str, str]) -> Entry:
 
 def entry_from_json(item: Mapping[str, Any]) -> Entry:
     """Return an entry of a ``_get`` answer."""
+    import base64
+
     return Entry(
         base64.b64decode(item["value"]),
         item.get("metadata"),

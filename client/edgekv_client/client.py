@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import http.client
-import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekv_client import _core
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
+
+if TYPE_CHECKING:
+    import http.client
 
 
 class Client:
@@ -62,8 +63,13 @@ class Client:
             self._conn = None
 
     def _connection(self) -> http.client.HTTPConnection:
+        # Imported on first use: http.client (and ssl) are most of the import time.
+        import http.client
+
         if self._conn is None:
             if self._scheme == "https":
+                import ssl
+
                 self._conn = http.client.HTTPSConnection(
                     self._host,
                     self._port,
@@ -95,6 +101,8 @@ class Client:
                 time.sleep(_core.retry_delay(attempt))
 
     def _send_once(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
+        import http.client
+
         conn = self._connection()
         headers = request.headers
         extra = self._session_headers()

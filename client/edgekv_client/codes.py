@@ -8,11 +8,10 @@ the client maps codes to exceptions through this table, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorCode:
+class ErrorCode(NamedTuple):
     """One documented error: its code, HTTP status and meaning."""
 
     code: str
