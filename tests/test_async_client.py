@@ -61,3 +61,25 @@ def test_blocking_client_retries_across_a_restart(start_node: Callable[..., Node
             assert kv.get("r", "k") == b"kept"  # retried until the node was back
         finally:
             restart.join()
+
+
+def test_blocking_namespace_handle_and_json(shared_node: NodeProcess, ns: str) -> None:
+    with Client(shared_node.url) as kv:
+        handle = kv.namespace(ns)
+        handle.put_json("cfg", {"limit": 10, "name": "é"}, ttl=60)
+        assert handle.get_json("cfg") == {"limit": 10, "name": "é"}
+        assert handle.get_json("missing") is None
+        assert [k["name"] for k in handle.list()] == ["cfg"]
+        assert handle.get_many(["cfg"])["cfg"] is not None
+        handle.delete("cfg")
+        assert handle.get("cfg") is None
+        with pytest.raises(AttributeError):
+            handle.cluster_status()
+
+
+async def test_async_namespace_handle_and_json(shared_node: NodeProcess, ns: str) -> None:
+    async with AsyncClient(shared_node.url) as kv:
+        handle = kv.namespace(ns)
+        await handle.put_json("cfg", [1, 2, 3])
+        assert await handle.get_json("cfg") == [1, 2, 3]
+        assert await kv.get_json(ns, "cfg") == [1, 2, 3]

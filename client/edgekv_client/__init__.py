@@ -5,7 +5,7 @@
 >>> kv.put("flags", "beta", "on")  # doctest: +SKIP
 """
 
-from edgekv_client._core import Entry, ListPage
+from edgekv_client._core import Entry, ListPage, Namespace
 from edgekv_client.bookmarks import Bookmark, BookmarkSet
 from edgekv_client.client import Client, Session
 from edgekv_client.errors import (
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidRequest",
     "ListPage",
     "LocalReader",
+    "Namespace",
     "NotFound",
     "PreconditionFailed",
     "Session",

@@ -251,3 +251,48 @@ def bulk_request(
         token,
         json_body=bulk_body(operations),
     )
+
+
+class Namespace:
+    """A handle on one namespace: the client's methods with the namespace filled in.
+
+    >>> flags = client.namespace("flags")  # doctest: +SKIP
+    >>> flags.put("beta", "on"); flags.get("beta")  # doctest: +SKIP
+    b'on'
+
+    Works for both clients: with an ``AsyncClient`` the methods are awaited.
+    """
+
+    METHODS = frozenset(
+        {"get", "get_with_metadata", "get_json", "put", "put_json", "delete", "list",
+         "list_page", "get_many", "bulk"}
+    )  # fmt: skip
+
+    def __init__(self, client: object, name: str) -> None:
+        """Bind ``client``'s key-value methods to namespace ``name``."""
+        self.client = client
+        self.name = name
+
+    def __getattr__(self, method: str) -> Any:
+        if method not in self.METHODS:
+            raise AttributeError(method)
+        bound = getattr(self.client, method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return bound(self.name, *args, **kwargs)
+
+        call.__doc__ = bound.__doc__
+        return call
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.name!r})"
+
+
+def dump_json(value: object) -> bytes:
+    """A value as compact UTF-8 JSON, for ``put_json``."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def load_json(raw: bytes | None) -> Any:
+    """A ``get_json`` answer: the decoded value, or None when absent."""
+    return None if raw is None else json.loads(raw)

@@ -121,6 +121,20 @@ class AsyncClient:
         entry = await self.get_with_metadata(namespace, key)
         return entry.value if entry else None
 
+    async def get_json(self, namespace: str, key: str) -> Any:
+        """The JSON value at ``key`` decoded, or None if absent."""
+        return _core.load_json(await self.get(namespace, key))
+
+    async def put_json(
+        self, namespace: str, key: str, value: object, **options: Any
+    ) -> dict[str, Any]:
+        """Write ``value`` as JSON (``options`` as for :meth:`put`)."""
+        return await self.put(namespace, key, _core.dump_json(value), **options)
+
+    def namespace(self, name: str) -> _core.Namespace:
+        """A handle on namespace ``name``; its methods are awaited."""
+        return _core.Namespace(self, name)
+
     async def put(
         self,
         namespace: str,

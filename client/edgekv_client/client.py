@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edgekv_client import _core
+from edgekv_client import _core, _http
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
-
-if TYPE_CHECKING:
-    import http.client
 
 
 class Client:
@@ -43,7 +40,7 @@ class Client:
         self._token = token
         self._timeout = timeout
         self._retries = retries
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _http.Connection | None = None
 
     def __enter__(self) -> Client:
         return self
@@ -62,24 +59,14 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def _connection(self) -> http.client.HTTPConnection:
-        # Imported on first use: http.client (and ssl) are most of the import time.
-        import http.client
-
-        if self._conn is None:
+    def _connection(self) -> _http.Connection:
+        if self._conn is None or not self._conn.open:
+            tls = None
             if self._scheme == "https":
-                import ssl
+                import ssl  # on first use: ssl is a large share of the import time
 
-                self._conn = http.client.HTTPSConnection(
-                    self._host,
-                    self._port,
-                    timeout=self._timeout,
-                    context=ssl.create_default_context(),
-                )
-            else:
-                self._conn = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
+                tls = ssl.create_default_context()
+            self._conn = _http.Connection(self._host, self._port, self._timeout, tls)
         return self._conn
 
     def _session_headers(self) -> Mapping[str, str]:
@@ -101,30 +88,22 @@ class Client:
                 time.sleep(_core.retry_delay(attempt))
 
     def _send_once(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
-        import http.client
-
-        conn = self._connection()
         headers = request.headers
         extra = self._session_headers()
         if extra:
             headers = {**headers, **extra}
         try:
-            conn.request(
-                request.method,
-                self._base + request.path,
-                body=request.body,
-                headers=headers,
+            answer = self._connection().request(
+                request.method, self._base + request.path, headers, request.body
             )
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:  # unreachable, reset, or not HTTP
             self.close()
             raise TransportError(f"{request.method} {self.url}{request.path}: {exc}") from exc
-        _core.raise_for_error(response.status, body)
-        seen = response.headers.get(BOOKMARK_HEADER)
+        _core.raise_for_error(answer.status, answer.body)
+        seen = answer.headers.get(BOOKMARK_HEADER.lower())
         if seen:
             self._remember(seen)
-        return response.status, body, _core.lower_headers(response.headers.items())
+        return answer.status, answer.body, answer.headers
 
     def _json(self, request: Request) -> Any:
         answer = _core.decode_json(self._send(request)[1])
@@ -155,6 +134,18 @@ class Client:
         """Return the value at ``key``, or None if absent, deleted or expired."""
         entry = self.get_with_metadata(namespace, key)
         return entry.value if entry else None
+
+    def get_json(self, namespace: str, key: str) -> Any:
+        """Return the JSON value at ``key`` decoded, or None if absent."""
+        return _core.load_json(self.get(namespace, key))
+
+    def put_json(self, namespace: str, key: str, value: object, **options: Any) -> dict[str, Any]:
+        """Write ``value`` as JSON (``options`` as for :meth:`put`)."""
+        return self.put(namespace, key, _core.dump_json(value), **options)
+
+    def namespace(self, name: str) -> _core.Namespace:
+        """A handle on namespace ``name``: ``client.namespace("flags").get("beta")``."""
+        return _core.Namespace(self, name)
 
     def put(
         self,

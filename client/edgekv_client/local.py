@@ -34,6 +34,10 @@ _GET = (
     f"SELECT value, metadata, expiration, hlc, node FROM {VIEW}"
     " WHERE ns = ? AND key = ? AND (expiration IS NULL OR expiration > ?)"
 )
+# get() needs the value only: fewer columns is measurably faster at this scale.
+_GET_VALUE = (
+    f"SELECT value FROM {VIEW} WHERE ns = ? AND key = ? AND (expiration IS NULL OR expiration > ?)"
+)
 _LIST = (
     f"SELECT key, expiration, metadata FROM {VIEW}"
     " WHERE ns = ? AND key {op} ? AND (expiration IS NULL OR expiration > ?)"
@@ -89,7 +93,7 @@ class LocalReader:
 
     def get(self, namespace: str, key: str) -> bytes | None:
         """The value at ``key``, or None if absent, deleted or expired."""
-        row = self._conn.execute(_GET, (namespace, key.encode(), time.time())).fetchone()
+        row = self._conn.execute(_GET_VALUE, (namespace, key.encode(), time.time())).fetchone()
         return row[0] if row else None
 
     def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
