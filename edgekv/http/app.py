@@ -61,7 +61,9 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bo
                 request[PRINCIPAL] = OPEN_ACCESS
             in_session = honours_bookmarks and BOOKMARK_HEADER in request.headers
             if honours_bookmarks:
-                text = request.headers.get(BOOKMARK_HEADER) or request.query.get("bookmark")
+                text = request.headers.get(BOOKMARK_HEADER) or (
+                    request.query.get("bookmark") if request.query_string else None
+                )
                 if text:
                     await wait_until_reached(node, parse_bookmarks(text))
             response: web.StreamResponse
