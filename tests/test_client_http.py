@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -64,3 +65,14 @@ def test_garbage_and_early_close_are_protocol_errors() -> None:
         conn.request("GET", "/", {}, None)
     assert not conn.open
     thread.join(5)
+
+
+def test_a_connection_the_server_closed_is_noticed_before_reuse() -> None:
+    port, thread = serve([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    conn = Connection("127.0.0.1", port, timeout=5)
+    assert conn.request("GET", "/", {}, None).body == b"ok"
+    thread.join(5)  # the server has closed its side
+    deadline = time.monotonic() + 5
+    while not conn.dropped():  # the FIN may take a moment to arrive
+        assert time.monotonic() < deadline
+    conn.close()

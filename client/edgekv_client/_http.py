@@ -9,6 +9,7 @@ chunked, ``Connection: close`` honoured.
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
@@ -55,6 +56,18 @@ class Connection:
         """Close the connection."""
         self.open = False
         self._sock.close()
+
+    def dropped(self) -> bool:
+        """Whether the node closed this idle connection (it would fail the next request).
+
+        Between requests nothing may arrive; readable means closed (or broken).
+        Checked before reuse, so a write after a long pause does not fail on a
+        connection the node timed out.
+        """
+        if not self.open:
+            return True
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        return bool(readable)
 
     def request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None

@@ -60,7 +60,10 @@ class Client:
             self._conn = None
 
     def _connection(self) -> _http.Connection:
-        if self._conn is None or not self._conn.open:
+        if self._conn is not None and self._conn.dropped():
+            self._conn.close()
+            self._conn = None
+        if self._conn is None:
             tls = None
             if self._scheme == "https":
                 import ssl  # on first use: ssl is a large share of the import time

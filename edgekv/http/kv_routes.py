@@ -77,7 +77,11 @@ async def put_value(request: web.Request) -> web.Response:
     node, ns = _authorized(request, "write")
     config = node.config
     key = check.key(request.match_info["key"], config)
-    expiration = check.expiration(request.query.get("ttl"), request.query.get("expiration"))
+    expiration = (
+        check.expiration(request.query.get("ttl"), request.query.get("expiration"))
+        if request.query_string  # most writes carry none: skip parsing an empty query
+        else None
+    )
     metadata = check.metadata_header(request.headers.get("EdgeKV-Metadata"), config)
     if (request.content_length or 0) > config.max_value_bytes:
         raise _value_too_large(config.max_value_bytes)
