@@ -137,3 +137,13 @@ def test_expired_entry_reads_absent_on_every_node(cluster_factory: type[Cluster]
     assert all(n.request("GET", "/v1/kv/exp/short").status == 200 for n in cluster.nodes)
     wait_for(lambda: time.time() >= expires, what="expiration time")
     assert all(n.request("GET", "/v1/kv/exp/short").status == 404 for n in cluster.nodes)
+
+
+def test_nodes_with_live_streams_stop_cleanly(cluster_factory: type[Cluster]) -> None:
+    cluster = cluster_factory(3)
+    cluster.put(0, "stop", "k", b"v")
+    wait_converged(cluster.nodes)
+    # Every node serves and pulls streams; SIGTERM must still end it promptly and cleanly.
+    for node in cluster.nodes:
+        assert node.stop() == 0
+        assert any("stopped" in line for line in node.output)

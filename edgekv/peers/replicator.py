@@ -9,7 +9,6 @@ of their own, so a node that joins through one seed reaches everyone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -160,6 +159,7 @@ class Replicator:
         self._background: list[asyncio.Task[None]] = []
         self.streams: set[web.WebSocketResponse] = set()
         """Streams this node serves to pullers; closed on stop."""
+        self.stopping = False
 
     def wall_ms(self) -> int:
         """This node's wall clock, as its HLC reads it."""
@@ -176,16 +176,17 @@ class Replicator:
         self.ensure_pullers()
 
     async def stop(self) -> None:
-        """Stop every loop and close connections."""
-        for ws in list(self.streams):
-            with contextlib.suppress(Exception):
-                await ws.close(code=1001, message=b"node stopping")
+        """Stop every loop and close connections (new peer streams are refused from now)."""
+        self.stopping = True
+        # All at once: each close waits (up to the stream's close timeout) for the peer.
+        await asyncio.gather(
+            *(ws.close(code=1001, message=b"node stopping") for ws in list(self.streams)),
+            return_exceptions=True,
+        )
         tasks = [*self._pullers.values(), *self._background]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
         self.metrics.registry.unregister(self._collector)
@@ -239,7 +240,8 @@ class Replicator:
                 url.rstrip("/") + STREAM_PATH,
                 headers=headers,
                 max_msg_size=MAX_MESSAGE_BYTES,
-                receive_timeout=RECEIVE_TIMEOUT,
+                # A link silent this long is dead; closing waits little for a silent peer.
+                timeout=aiohttp.ClientWSTimeout(ws_receive=RECEIVE_TIMEOUT, ws_close=1.0),
                 heartbeat=None,
             ) as ws:
                 welcome = decode(await ws.receive_bytes())

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 500
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 1.0
 
 
 def check_peer_secret(request: web.Request) -> None:
@@ -59,9 +60,10 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     check_peer_secret(request)
     node = request.app[NODE]
     replicator = node.replicator
-    if replicator is None:
+    if replicator is None or replicator.stopping:
         raise ApiError("unavailable", "replication is not running")
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
+    # A short close timeout: a stopping node must not wait long for a silent peer.
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
     await ws.prepare(request)
     store = node.store
     me = replicator.identity
@@ -129,7 +131,7 @@ async def _stream(
     store = replicator.store
     sent_members = None
     label = f"{peer:016x}"
-    while not closed.done() and not ws.closed:
+    while not closed.done() and not ws.closed and not replicator.stopping:
         members = replicator.membership.members()
         if members != sent_members:
             await ws.send_bytes(encode(Members(tuple(members))))
