@@ -15,7 +15,7 @@ from tests.cluster import Cluster, wait_converged, wait_for
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path, 2, "mesh", ("--bookmark-timeout", "0.5"))
+    cluster = Cluster(tmp_path, 2, "mesh", ("--bookmark-timeout", "2"))
     yield cluster
     cluster.close()
 
