@@ -284,6 +284,9 @@ class Replicator:
             self._link_failed(peer, url, str(exc))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._link_failed(peer, url, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # e.g. the disk: keep the loop alive, retry from the cursor
+            log.exception("stream from %s failed", url)
+            self._link_failed(peer, url, f"{type(exc).__name__}: {exc}")
         if peer is not None and self._pulled_nodes.get(peer) == url:
             self._link_failed(peer, url, None)
         return peer
