@@ -15,7 +15,7 @@ import aiohttp
 
 from edgekv_client import _core
 from edgekv_client._core import Entry, ListPage, Request
-from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet, SessionBookmarks
+from edgekv_client.bookmarks import BOOKMARK_HEADER, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 
 
@@ -62,7 +62,7 @@ class AsyncClient:
 
     def session(self) -> AsyncSession:
         """A session at this node (see :class:`edgekv_client.Session`)."""
-        return AsyncSession(self.url, token=self._token, timeout=self._timeout)
+        return AsyncSession(self.url, self._token, self._timeout, self._retries)
 
     def _session_headers(self) -> Mapping[str, str]:
         return {}
@@ -192,18 +192,3 @@ class AsyncClient:
 
 class AsyncSession(SessionBookmarks, AsyncClient):
     """An async client carrying its writes' bookmarks (see :class:`edgekv_client.Session`)."""
-
-    def __init__(
-        self,
-        url: str = "http://127.0.0.1:8787",
-        token: str | None = None,
-        timeout: float = 10.0,
-        bookmarks: BookmarkSet | None = None,
-    ) -> None:
-        """Start a session (or continue one, given its ``bookmarks``) at ``url``."""
-        super().__init__(url, token=token, timeout=timeout)
-        self.bookmarks = bookmarks if bookmarks is not None else BookmarkSet()
-
-    def at(self, url: str) -> AsyncSession:
-        """The same session, talking to the PoP at ``url``."""
-        return AsyncSession(url, token=self._token, timeout=self._timeout, bookmarks=self.bookmarks)

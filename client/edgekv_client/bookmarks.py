@@ -7,7 +7,7 @@ An entry's *version* is its last-writer-wins stamp ``(hlc, node)``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 _BOOKMARK_PREFIX = "b1."
 
@@ -86,10 +86,26 @@ class SessionBookmarks:
     """What makes a client a session: it sends its bookmarks and keeps the new ones.
 
     Mixed into both clients (``Session``, ``AsyncSession``) ahead of the client
-    class, whose no-op hooks it overrides.
+    class, whose constructor it extends and whose no-op hooks it overrides.
     """
 
-    bookmarks: BookmarkSet
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8787",
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 2,
+        bookmarks: BookmarkSet | None = None,
+    ) -> None:
+        """Start a session (or continue one, given its ``bookmarks``) at ``url``."""
+        super().__init__(url, token=token, timeout=timeout, retries=retries)  # type: ignore[call-arg]
+        self.bookmarks = bookmarks if bookmarks is not None else BookmarkSet()
+        self._settings = (token, timeout, retries)
+
+    def at(self, url: str) -> Self:
+        """The same session, talking to the PoP at ``url``."""
+        token, timeout, retries = self._settings
+        return type(self)(url, token, timeout, retries, self.bookmarks)
 
     def _session_headers(self) -> dict[str, str]:
         # Sent even when empty: it marks a session read, answered with what the read saw.

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekv_client import _core, _http
 from edgekv_client._core import Entry, ListPage, Request
-from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet, SessionBookmarks
+from edgekv_client.bookmarks import BOOKMARK_HEADER, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 
 
@@ -122,7 +122,7 @@ class Client:
         ...     s.at("http://127.0.0.1:8788").get("carts", "u1")  # waits if needed
         b'3 items'
         """
-        return Session(self.url, token=self._token, timeout=self._timeout)
+        return Session(self.url, self._token, self._timeout, self._retries)
 
     def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
         """Return the entry at ``key`` with metadata and expiration, or None if absent."""
@@ -228,18 +228,3 @@ class Session(SessionBookmarks, Client):
     never goes back in time, whichever PoP it talks to. :meth:`at` opens the
     same session at another PoP.
     """
-
-    def __init__(
-        self,
-        url: str = "http://127.0.0.1:8787",
-        token: str | None = None,
-        timeout: float = 10.0,
-        bookmarks: BookmarkSet | None = None,
-    ) -> None:
-        """Start a session (or continue one, given its ``bookmarks``) at ``url``."""
-        super().__init__(url, token=token, timeout=timeout)
-        self.bookmarks = bookmarks if bookmarks is not None else BookmarkSet()
-
-    def at(self, url: str) -> Session:
-        """The same session, talking to the PoP at ``url``."""
-        return Session(url, token=self._token, timeout=self._timeout, bookmarks=self.bookmarks)

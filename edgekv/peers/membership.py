@@ -42,15 +42,26 @@ class Membership:
         self._store = store
         self._me = me
         self.links: dict[int, LinkStatus] = {}
+        self._members: list[MemberTuple] | None = None
+        """The member table as last read; every change to it goes through this class."""
         self.seed_links: dict[str, LinkStatus] = {}
         """Seeds not reached yet (no node id known), by URL."""
 
     def members(self) -> list[MemberTuple]:
-        """Every known member (removed ones included, so removals spread)."""
-        rows = self._store.read_all(
-            "SELECT node, url, name, removed, updated_ms FROM members ORDER BY node"
-        )
-        return [(int(n), str(u), str(nm), bool(r), int(t)) for n, u, nm, r, t in rows]
+        """Every known member (removed ones included, so removals spread).
+
+        Read from the database once, then kept: every stream page asks.
+        """
+        if self._members is None:
+            rows = self._store.read_all(
+                "SELECT node, url, name, removed, updated_ms FROM members ORDER BY node"
+            )
+            self._members = [(int(n), str(u), str(nm), bool(r), int(t)) for n, u, nm, r, t in rows]
+        return self._members
+
+    async def _save(self, members: list[MemberTuple]) -> None:
+        await self._store.upsert_members(members)
+        self._members = None
 
     def active_urls(self) -> dict[int, str]:
         """URLs of the members to pull from (not removed, not this node)."""
@@ -66,7 +77,7 @@ class Membership:
         fresh = [m for m in members if m[1] and (m[0] not in known or m[4] > known[m[0]][4])]
         if not fresh:
             return False
-        await self._store.upsert_members(fresh)
+        await self._save(fresh)
         return True
 
     async def introduce(self, node: int, url: str, name: str) -> None:
@@ -80,7 +91,7 @@ class Membership:
         current = known.get(node)
         if current and (current[3] or (current[1], current[2]) == (url, name)):
             return  # removed members stay removed; unchanged ones stay as they are
-        await self._store.upsert_members([(node, url, name, False, _now_ms())])
+        await self._save([(node, url, name, False, _now_ms())])
 
     async def remove(self, node: int) -> bool:
         """Mark ``node`` removed; False if it is unknown."""
@@ -88,7 +99,7 @@ class Membership:
         if node not in known:
             return False
         _, url, name, _, _ = known[node]
-        await self._store.upsert_members([(node, url, name, True, _now_ms())])
+        await self._save([(node, url, name, True, _now_ms())])
         self.links.pop(node, None)
         return True
 
