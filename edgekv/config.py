@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekv.auth import TokenSpec, parse_tokens
+from edgekv.upstream.sql import check_schema_name
 
 MIB = 1024 * 1024
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class ConfigError(ValueError):
@@ -198,6 +201,49 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.01,
     ),
     Setting(
+        "upstream",
+        str,
+        None,
+        "PostgreSQL DSN of the upstream (postgresql://user:pass@host:5432/db): system of "
+        "record and hub. Local changes are pushed to it and other PoPs' changes pulled.",
+    ),
+    Setting(
+        "upstream_schema",
+        str,
+        "edgekv",
+        "PostgreSQL schema holding EdgeKV's upstream tables (created and migrated by the node).",
+    ),
+    Setting(
+        "strong_namespaces",
+        str,
+        (),
+        "Namespace whose operations run in PostgreSQL transactions and are linearizable "
+        "(repeatable). Declarations are shared through the upstream with every PoP.",
+        multiple=True,
+    ),
+    Setting(
+        "upstream_timeout",
+        float,
+        2.0,
+        "Seconds a strong operation (or one upstream round trip) may take before it fails "
+        "with 503 upstream_unavailable.",
+        minimum=0.05,
+    ),
+    Setting(
+        "upstream_poll_interval",
+        float,
+        0.1,
+        "Seconds between polls of the upstream for changes pushed by other PoPs.",
+        minimum=0.005,
+    ),
+    Setting(
+        "upstream_pool_size",
+        int,
+        10,
+        "Most connections to the upstream (strong operations run concurrently on them).",
+        minimum=3,
+    ),
+    Setting(
         "test_clock_offset_ms",
         int,
         0,
@@ -260,6 +306,12 @@ class Config:
     max_clock_offset: float = 0.5
     tombstone_horizon: float = 7 * 86400.0
     tombstone_gc_interval: float = 60.0
+    upstream: str | None = None
+    upstream_schema: str = "edgekv"
+    strong_namespaces: tuple[str, ...] = ()
+    upstream_timeout: float = 2.0
+    upstream_poll_interval: float = 0.1
+    upstream_pool_size: int = 10
     test_clock_offset_ms: int = 0
     log_level: str = "info"
     tokens: tuple[TokenSpec, ...] = field(default=())
@@ -315,6 +367,19 @@ def _check_consistency(config: Config) -> None:
     """Refuse combinations of settings that cannot work together."""
     if (config.tls_cert is None) != (config.tls_key is None):
         raise ConfigError("tls_cert and tls_key go together: give both or neither")
+    if config.strong_namespaces and not config.upstream:
+        raise ConfigError("strong_namespaces need an upstream: set upstream to a PostgreSQL DSN")
+    if config.upstream is not None and not config.upstream.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError("upstream must be a postgresql:// DSN")
+    try:
+        check_schema_name(config.upstream_schema)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for ns in config.strong_namespaces:
+        if not NAMESPACE_PATTERN.fullmatch(ns):
+            raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
     if config.tokens and config.peer and not config.cluster_secret:
         raise ConfigError(
             "a node with tokens that replicates needs cluster_secret, "

@@ -11,6 +11,7 @@ from edgekv.store.store import Store
 
 if TYPE_CHECKING:
     from edgekv.peers.replicator import Replicator
+    from edgekv.upstream.connector import Upstream
 
 
 class Node:
@@ -24,6 +25,8 @@ class Node:
         self.metrics = Metrics(store)
         self.replicator: Replicator | None = None
         """Set while the node serves (replication needs the running loop and URL)."""
+        self.upstream: Upstream | None = None
+        """The PostgreSQL connector, while the node serves with ``upstream`` set."""
 
     @classmethod
     def open(cls, config: Config) -> Node:

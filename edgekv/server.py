@@ -20,6 +20,7 @@ from edgekv.config import Config, ConfigError
 from edgekv.http.app import create_app
 from edgekv.node import Node
 from edgekv.peers.replicator import Replicator
+from edgekv.upstream.connector import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
             await site.start()
             url = _bound_url(site, config)
             node.replicator = Replicator(config, node.store, url, node.metrics.registry)
+            if config.upstream:
+                node.upstream = Upstream(config, node.store, node.metrics.registry)
+                # Tombstones stay until the upstream has them too: else it could
+                # hand the deleted value back.
+                node.replicator.ack_floors.append(node.upstream.acknowledged_seq)
+                await node.upstream.start()
             await node.replicator.start()
             try:
                 yield RunningNode(node, url)
@@ -76,6 +83,8 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
                 await node.replicator.stop()
         finally:
             await runner.cleanup()
+            if node.upstream is not None:
+                await node.upstream.stop()
     finally:
         node.close()
 

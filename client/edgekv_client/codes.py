@@ -53,9 +53,27 @@ _TABLE = (
         "more than max_get_many_keys keys.",
     ),
     ErrorCode("payload_too_large", 413, "The request body is larger than max_request_bytes."),
+    ErrorCode(
+        "precondition_failed",
+        409,
+        "A condition of a strong write (If-Match, If-None-Match, a transaction's conditions) "
+        "did not hold; nothing was written. The error carries the key's current version.",
+    ),
+    ErrorCode(
+        "strong_namespace_required",
+        400,
+        "Conditions, transactions and ?consistency=strong need a strong namespace "
+        "(strong_namespaces, with an upstream).",
+    ),
     ErrorCode("internal_error", 500, "An unexpected server fault; nothing was written."),
     ErrorCode(
         "unavailable", 503, "The node is starting or shutting down; retry elsewhere or later."
+    ),
+    ErrorCode(
+        "upstream_unavailable",
+        503,
+        "A strong operation could not reach PostgreSQL within upstream_timeout. It was not "
+        "applied, unless the connection broke during its commit; retry with a condition.",
     ),
     ErrorCode(
         "bookmark_not_reached",

@@ -32,8 +32,9 @@ from edgekv.store.writer import WriterClosed
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SyncHandler = Callable[[web.Request], web.StreamResponse]
-"""A handler that never waits (reads): called without a coroutine of its own."""
+SyncHandler = Callable[[web.Request], web.StreamResponse | Awaitable[web.StreamResponse]]
+"""A handler that rarely waits (reads): called without a coroutine of its own; it
+returns an awaitable for the few requests that must wait."""
 
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="edgekv"'}
 
@@ -71,6 +72,9 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bo
                 response = await handler(request)  # type: ignore[misc]
             else:
                 response = handler(request)  # type: ignore[assignment]
+                if not isinstance(response, web.StreamResponse):
+                    # A sync read that must wait after all (a strong read) hands back a coroutine.
+                    response = await response
             if in_session:
                 # What this read saw: later reads of the session, anywhere, see no less.
                 response.headers[BOOKMARK_HEADER] = head_bookmark(node)

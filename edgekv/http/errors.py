@@ -18,8 +18,18 @@ from edgekv_client.codes import ERROR_CODES
 class ApiError(Exception):
     """An error the API reports to the caller with a documented code."""
 
-    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        """Create an error; ``code`` must be in the shared table."""
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        """Create an error; ``code`` must be in the shared table.
+
+        ``details`` are extra fields of the error object (such as the current
+        version that made a condition fail).
+        """
         if code not in ERROR_CODES:
             raise ValueError(f"undocumented error code {code!r}")
         super().__init__(message)
@@ -27,11 +37,12 @@ class ApiError(Exception):
         self.message = message
         self.status = ERROR_CODES[code].status
         self.headers = headers or {}
+        self.details = details or {}
 
 
 def error_response(error: ApiError) -> web.Response:
     """Return the HTTP response for ``error``."""
-    body = json.dumps({"error": {"code": error.code, "message": error.message}})
+    body = json.dumps({"error": {"code": error.code, "message": error.message, **error.details}})
     return web.Response(
         status=error.status,
         text=body,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from edgekv.auth import Action
+from edgekv.http import strong
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
@@ -49,11 +50,27 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 
 
 @routes.get("/v1/kv/{ns}/{key:.+}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
-def get_value(request: web.Request) -> web.Response:
+def get_value(request: web.Request) -> web.Response | Awaitable[web.Response]:
     """Return a key's raw value; metadata and expiration in headers."""
     node, ns = _authorized(request, "read")
     key = check.key(request.match_info["key"], node.config)
-    entry = node.store.get(ns, key)
+    if request.query_string and _consistency(request) == "strong":
+        return _strong_get(node, ns, key)  # a coroutine: the endpoint awaits it
+    return _value_response(node.store.get(ns, key))
+
+
+def _consistency(request: web.Request) -> str:
+    consistency = request.query.get("consistency", "eventual")
+    if consistency not in ("eventual", "strong"):
+        raise ApiError("invalid_parameter", "consistency is 'eventual' or 'strong'")
+    return consistency
+
+
+async def _strong_get(node: Node, ns: str, key: bytes) -> web.Response:
+    return _value_response(await strong.read(node, ns, key))
+
+
+def _value_response(entry: Entry | None) -> web.Response:
     if entry is None:
         raise ApiError("not_found", "no such key")
     headers = {
@@ -88,7 +105,20 @@ async def put_value(request: web.Request) -> web.Response:
     value = await request.read()
     if len(value) > config.max_value_bytes:
         raise _value_too_large(config.max_value_bytes)
-    result = await node.store.write(ns, [Write(key, value, metadata, expiration)])
+    return await _write_one(request, node, ns, Write(key, value, metadata, expiration))
+
+
+async def _write_one(request: web.Request, node: Node, ns: str, write: Write) -> web.Response:
+    """Write one key: locally, or in PostgreSQL (with its condition) in a strong namespace."""
+    upstream = strong.strong_upstream(node, ns)
+    if upstream is None:
+        if "If-Match" in request.headers or "If-None-Match" in request.headers:
+            strong.require_strong(node, ns, "a conditional write")
+        result = await node.store.write(ns, [write])
+    else:
+        condition = strong.header_condition(request, write.key)
+        conditions = [] if condition is None else [condition]
+        result = await strong.write(node, upstream, ns, [write], conditions)
     return _write_answer(node, result)
 
 
@@ -97,8 +127,7 @@ async def delete_value(request: web.Request) -> web.Response:
     """Delete a key (a tombstone that replicates); deleting an absent key succeeds."""
     node, ns = _authorized(request, "write")
     key = check.key(request.match_info["key"], node.config)
-    result = await node.store.write(ns, [Write(key, None)])
-    return _write_answer(node, result)
+    return await _write_one(request, node, ns, Write(key, None))
 
 
 @routes.get("/v1/kv/{ns}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
@@ -129,6 +158,37 @@ async def bulk(request: web.Request) -> web.Response:
     """Apply up to ``max_bulk_operations`` puts and deletes atomically."""
     node, ns = _authorized(request, "write")
     document = check.json_object(await request.read())
+    writes = _operations(document, node)
+    upstream = strong.strong_upstream(node, ns)
+    if upstream is None:
+        result = await node.store.write(ns, writes)
+    else:
+        result = await strong.write(node, upstream, ns, writes, [])
+    return _write_answer(node, result, len(writes))
+
+
+@routes.post("/v1/kv/{ns}/_txn")
+async def transaction(request: web.Request) -> web.Response:
+    """Check conditions and apply puts and deletes in one linearizable transaction."""
+    node, ns = _authorized(request, "write")
+    upstream = strong.require_strong(node, ns, "a transaction")
+    document = check.json_object(await request.read())
+    extra = set(document) - {"conditions", "operations"}
+    if extra:
+        raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
+    conditions = strong.transaction_conditions(document, node)
+    if len(conditions) > node.config.max_bulk_operations:
+        raise ApiError(
+            "too_many_operations",
+            f"{len(conditions)} conditions; the limit is {node.config.max_bulk_operations}",
+        )
+    writes = _operations(document, node)
+    result = await strong.write(node, upstream, ns, writes, conditions)
+    return _write_answer(node, result, len(writes))
+
+
+def _operations(document: Mapping[str, object], node: Node) -> list[Write]:
+    """The writes of a bulk or transaction body's ``operations``."""
     operations = document.get("operations")
     if not isinstance(operations, list) or not operations:
         raise ApiError("invalid_json", 'body must be {"operations": [...]} with at least one')
@@ -137,9 +197,7 @@ async def bulk(request: web.Request) -> web.Response:
             "too_many_operations",
             f"{len(operations)} operations; the limit is {node.config.max_bulk_operations}",
         )
-    writes = [_bulk_write(index, op, node) for index, op in enumerate(operations)]
-    result = await node.store.write(ns, writes)
-    return _write_answer(node, result, len(writes))
+    return [_bulk_write(index, op, node) for index, op in enumerate(operations)]
 
 
 def _bulk_write(index: int, op: object, node: Node) -> Write:

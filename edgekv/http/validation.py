@@ -15,10 +15,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from edgekv.config import NAMESPACE_PATTERN as _NAMESPACE
 from edgekv.config import Config
 from edgekv.http.errors import ApiError
 
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _CURSOR = re.compile(r"[A-Za-z0-9_\-]{1,1000}")
 
 

@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 from aiohttp import web
@@ -160,6 +160,8 @@ class Replicator:
         self.streams: set[web.WebSocketResponse] = set()
         """Streams this node serves to pullers; closed on stop."""
         self.stopping = False
+        self.ack_floors: list[Callable[[], int]] = []
+        """More acknowledgements tombstone collection waits for (the upstream's)."""
 
     def wall_ms(self) -> int:
         """This node's wall clock, as its HLC reads it."""
@@ -364,6 +366,7 @@ class Replicator:
             cursor, heard_ms = acks.get(node, (0, learned_ms))
             if heard_ms >= now_ms - horizon_ms:
                 acked.append(cursor)
+        acked.extend(floor() for floor in self.ack_floors)
         acked_seq = min(acked, default=self.store.seq)
         before_hlc = (now_ms - horizon_ms) << COUNTER_BITS
         return await self.store.collect_tombstones(acked_seq, before_hlc)

@@ -359,6 +359,21 @@ class Store:
 
         return self.writer.submit(op)
 
+    def merge_changes(self, changes: Sequence[Change]) -> asyncio.Future[WriteResult]:
+        """Merge changes this node made elsewhere (a strong write committed upstream).
+
+        Resolves with where the last of them landed, for the write's bookmark.
+        """
+
+        def op(txn: Txn) -> WriteResult:
+            result = WriteResult(0, self.node_id, txn.seq)
+            for change in changes:
+                if self._merge(txn, change):
+                    result = WriteResult(change.hlc, change.node, txn.seq)
+            return result
+
+        return self.writer.submit(op)
+
     def release_held(self, max_offset_ms: int) -> asyncio.Future[int]:
         """Apply held changes that are no longer too far ahead; return how many."""
 

@@ -1,0 +1,388 @@
+"""The upstream connector: one more peer, whose other end is PostgreSQL.
+
+Two loops share a small connection pool:
+
+- **push**: local changes with seq > the push cursor go up in batches, one
+  last-writer-wins statement per batch; then the connector numbers what it
+  pushed (the sequencer, :mod:`edgekv.upstream.sql`) so other PoPs see it.
+  The cursor advances only after PostgreSQL committed, so a crash or an outage
+  re-sends rather than skips (a re-sent change is a no-op there).
+- **pull**: every ``upstream_poll_interval`` the connector numbers rows that
+  others committed and applies the upstream log after its cursor, exactly as
+  a batch from a peer: one local transaction with the cursor.
+
+Cursors are keyed by the upstream's id (made with its schema), so a wiped and
+recreated upstream is synced from zero. Strong operations
+(:mod:`edgekv.upstream.strong`) run on the same pool, within
+``upstream_timeout``, and fail with :class:`UpstreamUnavailable` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edgekv.config import Config
+from edgekv.peers.feed import ChangeFeed
+from edgekv.store.store import Entry, Store, Write, WriteResult
+from edgekv.upstream import strong
+from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
+from edgekv.upstream.pg_schema import migrate
+from edgekv.upstream.sql import Statements
+from edgekv_replication.changes import Change
+from edgekv_replication.session import PeerCursor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PUSH_BATCH = 2000
+PULL_PAGE = 2000
+RETRY_MIN, RETRY_MAX = 0.05, 2.0
+ACK_PERSIST_INTERVAL = 1.0
+NAMESPACE_REFRESH_INTERVAL = 1.0
+SERIALIZATION_RETRIES = 50
+
+
+class UpstreamUnavailable(RuntimeError):
+    """PostgreSQL could not be reached (or did not answer) within ``upstream_timeout``."""
+
+
+def redacted(dsn: str) -> str:
+    """The DSN without its password, fit for logs and status."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class UpstreamMetrics:
+    """Counters of the connector, in the node's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Create the metrics in ``registry``."""
+        self.pushed = Counter(
+            "edgekv_upstream_changes_pushed", "Changes pushed to the upstream.", registry=registry
+        )
+        self.pulled = Counter(
+            "edgekv_upstream_changes_pulled",
+            "Changes pulled from the upstream and applied.",
+            registry=registry,
+        )
+        self.strong = Counter(
+            "edgekv_upstream_strong_operations",
+            "Strong operations by outcome (ok, precondition_failed, unavailable).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.up = Gauge(
+            "edgekv_upstream_up", "1 while the upstream is reachable.", registry=registry
+        )
+        self.push_lag = Gauge(
+            "edgekv_upstream_push_lag_changes",
+            "Local changes not yet pushed to the upstream.",
+            registry=registry,
+        )
+
+
+class Upstream:
+    """The connector of one node to its PostgreSQL upstream."""
+
+    def __init__(self, config: Config, store: Store, registry: CollectorRegistry) -> None:
+        """Prepare the connector; :meth:`start` runs it."""
+        assert config.upstream is not None
+        self.config = config
+        self.store = store
+        self.sql = Statements(config.upstream_schema)
+        self.dsn = config.upstream
+        self.timeout = config.upstream_timeout
+        self.metrics = UpstreamMetrics(registry)
+        self.strong_namespaces: set[str] = set(config.strong_namespaces)
+        self.upstream_id: int | None = None
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.last_contact_ms: int | None = None
+        self.pushed_seq = 0
+        self.pulled_seq = 0
+        self._pool: asyncpg.Pool | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
+        store.writer.add_commit_listener(self._feed.notify_threadsafe)
+        # Local seq ranges that hold changes pulled from the upstream: not pushed back.
+        self._pulled_ranges: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
+
+    def is_strong(self, ns: str) -> bool:
+        """Whether ``ns`` is a strong namespace (declared here or by any PoP)."""
+        return ns in self.strong_namespaces
+
+    async def start(self) -> None:
+        """Start connecting, migrating, pushing and pulling in the background."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the loops, remember the push cursor, and close the connections."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_pool()
+
+    def acknowledged_seq(self) -> int:
+        """How far this node's log is committed in the upstream."""
+        return self.pushed_seq
+
+    def status(self) -> dict[str, Any]:
+        """The upstream's row of ``cluster status``."""
+        return {
+            "url": redacted(self.dsn),
+            "schema": self.config.upstream_schema,
+            "state": self.state,
+            "upstream_id": None if self.upstream_id is None else f"{self.upstream_id:016x}",
+            "lag_changes": max(0, self.store.seq - self.pushed_seq),
+            "pulled_seq": self.pulled_seq,
+            "last_contact_ms": self.last_contact_ms,
+            "last_error": self.last_error,
+            "strong_namespaces": sorted(self.strong_namespaces),
+        }
+
+    # -- strong operations -----------------------------------------------------
+
+    async def strong_write(
+        self, ns: str, writes: Sequence[Write], conditions: Sequence[strong.Condition] = ()
+    ) -> WriteResult:
+        """Run a conditional write in PostgreSQL, then apply its result here.
+
+        Raises :class:`strong.PreconditionFailed` (nothing written) or
+        :class:`UpstreamUnavailable`.
+        """
+        store = self.store
+
+        async def transaction(conn: PgConnection) -> list[Change]:
+            return await strong.run_write(
+                conn, self.sql, store.clock, store.node_id, ns, writes, conditions
+            )
+
+        try:
+            changes = await self._in_transaction(transaction)
+        except strong.PreconditionFailed:
+            self.metrics.strong.labels("precondition_failed").inc()
+            raise
+        self.metrics.strong.labels("ok").inc()
+        return await store.merge_changes(changes)
+
+    async def strong_read(self, ns: str, key: bytes) -> Entry | None:
+        """Read ``(ns, key)`` from PostgreSQL: the latest committed state."""
+
+        async def transaction(conn: PgConnection) -> Entry | None:
+            return await strong.read(conn, self.sql, ns, key)
+
+        entry = await self._in_transaction(transaction)
+        self.metrics.strong.labels("ok").inc()
+        return entry
+
+    async def _in_transaction(self, body: Callable[[PgConnection], Awaitable[T]]) -> T:
+        pool = self._pool
+        if pool is None:
+            self.metrics.strong.labels("unavailable").inc()
+            raise UpstreamUnavailable(f"the upstream is {self.state}: {self.last_error or ''}")
+        try:
+            async with asyncio.timeout(self.timeout):
+                for attempt in range(SERIALIZATION_RETRIES):
+                    async with pool.acquire() as conn:
+                        try:
+                            async with conn.transaction(isolation="serializable"):
+                                result = await body(conn)
+                            self.last_contact_ms = _now_ms()
+                            return result
+                        except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+                            # Another strong transaction won the race: run ours again.
+                            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                raise UpstreamUnavailable("too much contention: the transaction kept conflicting")
+        except CONNECTION_ERRORS as exc:
+            self.metrics.strong.labels("unavailable").inc()
+            raise UpstreamUnavailable(
+                f"the upstream did not answer within {self.timeout} s ({type(exc).__name__})"
+            ) from exc
+
+    # -- background ------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = RETRY_MIN
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    delay = RETRY_MIN
+                    self._set_state("up", None)
+                    await asyncio.gather(self._push_loop(), self._pull_loop())
+                except CONNECTION_ERRORS as exc:
+                    self._set_state("down", f"{type(exc).__name__}: {exc}")
+                except asyncpg.PostgresError as exc:
+                    log.warning("upstream: %s", exc)
+                    self._set_state("down", f"{type(exc).__name__}: {exc}")
+                except Exception as exc:  # keep the connector alive, visibly
+                    log.exception("upstream connector failed")
+                    self._set_state("down", f"{type(exc).__name__}: {exc}")
+                await self._close_pool()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(RETRY_MAX, delay * 2)
+        finally:
+            await self._persist_push_cursor()
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        if state == "down" and self.state != "down":
+            log.warning("upstream %s unreachable: %s", redacted(self.dsn), error)
+        elif state == "up" and self.state != "up":
+            log.info("upstream %s connected", redacted(self.dsn))
+        self.state = state
+        self.metrics.up.set(1 if state == "up" else 0)
+        if error is not None:
+            self.last_error = error
+
+    async def _connect(self) -> None:
+        async with asyncio.timeout(self.timeout):
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.config.upstream_pool_size, timeout=self.timeout
+            )
+        assert pool is not None
+        try:
+            async with asyncio.timeout(max(self.timeout, 10.0)), pool.acquire() as conn:
+                upstream_id = await migrate(conn, self.sql.schema)
+                for ns in self.config.strong_namespaces:
+                    await conn.execute(self.sql.declare_namespace, ns, self.store.node_id)
+                await self._refresh_namespaces(conn)
+        except BaseException:
+            pool.terminate()
+            raise
+        if upstream_id != self.upstream_id:
+            self.upstream_id = upstream_id
+            self.pushed_seq = self.store.peer_acks().get(upstream_id, (0, 0))[0]
+            remembered = self.store.peer_cursor(upstream_id)
+            self.pulled_seq = remembered.cursor if remembered.incarnation == upstream_id else 0
+        self._pool = pool
+        self.last_contact_ms = _now_ms()
+
+    async def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                async with asyncio.timeout(1.0):
+                    await pool.close()
+            except CONNECTION_ERRORS:
+                pool.terminate()
+
+    async def _refresh_namespaces(self, conn: PgConnection) -> None:
+        rows = await conn.fetch(self.sql.strong_namespaces)
+        declared = {row["ns"] for row in rows} | set(self.config.strong_namespaces)
+        if declared != self.strong_namespaces:
+            log.info("strong namespaces: %s", ", ".join(sorted(declared)))
+        self.strong_namespaces = declared
+
+    async def _push_loop(self) -> None:
+        assert self._pool is not None
+        persisted_at = time.monotonic()
+        while True:
+            changes = self.store.changes_after(self.pushed_seq, PUSH_BATCH)
+            if not changes:
+                self.metrics.push_lag.set(0)
+                await self._feed.wait_beyond(self.pushed_seq, 1.0)
+                continue
+            while self._pulled_ranges and self._pulled_ranges[0][1] <= self.pushed_seq:
+                self._pulled_ranges.popleft()
+            outgoing = [c for c in changes if not self._was_pulled(c.seq)]
+            if outgoing:
+                async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
+                    async with conn.transaction():
+                        await conn.execute(self.sql.push, *_columns(outgoing))
+                    await self._sequence(conn)
+                self.metrics.pushed.inc(len(outgoing))
+                self.last_contact_ms = _now_ms()
+            self.pushed_seq = changes[-1].seq
+            self.metrics.push_lag.set(max(0, self.store.seq - self.pushed_seq))
+            if time.monotonic() - persisted_at >= ACK_PERSIST_INTERVAL:
+                await self._persist_push_cursor()
+                persisted_at = time.monotonic()
+
+    async def _persist_push_cursor(self) -> None:
+        if self.upstream_id is None or self.pushed_seq == 0:
+            return
+        with contextlib.suppress(Exception):  # stopping: the store may be closing
+            await self.store.record_ack(self.upstream_id, self.pushed_seq)
+
+    def _was_pulled(self, seq: int) -> bool:
+        return any(low < seq <= high for low, high in self._pulled_ranges)
+
+    async def _sequence(self, conn: PgConnection) -> None:
+        """Number committed rows that wait for a seq (a no-op read when none wait)."""
+        if not await conn.fetchval(self.sql.has_unsequenced):
+            return
+        async with conn.transaction():
+            await conn.execute(self.sql.lock_sequencer)
+            await conn.execute(self.sql.sequence)
+
+    async def _pull_loop(self) -> None:
+        assert self._pool is not None
+        assert self.upstream_id is not None
+        refreshed_at = time.monotonic()
+        max_offset_ms = int(self.config.max_clock_offset * 1000)
+        while True:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
+                await self._sequence(conn)
+                rows = await conn.fetch(self.sql.pull, self.pulled_seq, PULL_PAGE)
+                if time.monotonic() - refreshed_at >= NAMESPACE_REFRESH_INTERVAL:
+                    await self._refresh_namespaces(conn)
+                    refreshed_at = time.monotonic()
+            self.last_contact_ms = _now_ms()
+            if rows:
+                await self._apply(rows, max_offset_ms)
+            if len(rows) < PULL_PAGE:
+                await asyncio.sleep(self.config.upstream_poll_interval)
+
+    async def _apply(self, rows: Sequence[asyncpg.Record], max_offset_ms: int) -> None:
+        assert self.upstream_id is not None
+        me = self.store.node_id
+        # Our own writes are here already (or something newer is).
+        changes = [
+            Change(
+                r["ns"],
+                bytes(r["key"]),
+                _bytes(r["value"]),
+                r["metadata"],
+                r["expiration"],
+                r["hlc"],
+                r["node"],
+            )
+            for r in rows
+            if r["node"] != me
+        ]
+        cursor = PeerCursor(self.upstream_id, int(rows[-1]["seq"]))
+        result = await self.store.apply_changes(changes, self.upstream_id, cursor, max_offset_ms)
+        ready = len(changes) - result.held
+        if ready:
+            self._pulled_ranges.append((result.seq - ready, result.seq))
+        self.metrics.pulled.inc(result.applied)
+        self.pulled_seq = cursor.cursor
+
+
+def _bytes(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _columns(changes: Sequence[Change]) -> list[list[Any]]:
+    """The seven parallel arrays of the push statement (one entry per key)."""
+    return [list(column) for column in zip(*(c.state() for c in changes), strict=True)]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

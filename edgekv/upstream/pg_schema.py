@@ -1,0 +1,95 @@
+"""Versioned schema of the upstream in PostgreSQL, created and migrated by the connector.
+
+Tables, all in one schema (``upstream_schema``, default ``edgekv``):
+
+``meta``        one row: the schema version and ``upstream_id``, a random id
+                made when the schema is created; PoPs key their cursors by it,
+                so an upstream that is wiped and recreated is synced from zero.
+``kv``          one row per ``(ns, key)`` as in a node: value or tombstone,
+                metadata, expiration, the last-writer-wins stamp ``(hlc, node)``
+                and ``seq``, its place in the upstream change log (NULL until
+                the sequencer numbers it; see :mod:`edgekv.upstream.sql`).
+``sequencer``   one row whose lock makes sequencer transactions take turns.
+``namespaces``  namespaces declared strong, shared by every PoP.
+
+Several connectors may start at once: each migration runs in one transaction
+that first locks the ``meta`` row, and one that loses a race to create the
+schema simply retries.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import asyncpg
+
+from edgekv.upstream.pg import PgConnection
+from edgekv.upstream.sql import check_schema_name
+
+SCHEMA_VERSION = 1
+
+
+def _v1(schema: str) -> list[str]:
+    return [
+        f"CREATE TABLE {schema}.kv ("
+        " ns text NOT NULL, key bytea NOT NULL, value bytea, metadata text, expiration bigint,"
+        " hlc bigint NOT NULL, node bigint NOT NULL, seq bigint, PRIMARY KEY (ns, key))",
+        f"CREATE INDEX kv_by_seq ON {schema}.kv (seq)",
+        f"CREATE INDEX kv_unsequenced ON {schema}.kv (ns, key) WHERE seq IS NULL",
+        f"CREATE SEQUENCE {schema}.change_seq",
+        f"CREATE TABLE {schema}.sequencer (id int PRIMARY KEY)",
+        f"INSERT INTO {schema}.sequencer (id) VALUES (1)",
+        f"CREATE TABLE {schema}.namespaces ("
+        " ns text PRIMARY KEY, consistency text NOT NULL CHECK (consistency IN ('strong')),"
+        " declared_by bigint NOT NULL, declared_at timestamptz NOT NULL DEFAULT now())",
+    ]
+
+
+MIGRATIONS = {1: _v1}
+
+
+class UpstreamSchemaError(RuntimeError):
+    """The upstream schema was made by a newer EdgeKV."""
+
+
+async def migrate(conn: PgConnection, schema: str) -> int:
+    """Create or migrate the schema; return the upstream's id."""
+    check_schema_name(schema)
+    for attempt in range(3):
+        try:
+            return await _migrate_once(conn, schema)
+        except (asyncpg.UniqueViolationError, asyncpg.DuplicateObjectError):
+            # Another connector created the same object first: look again.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _migrate_once(conn: PgConnection, schema: str) -> int:
+    async with conn.transaction():
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}.meta ("
+            " id int PRIMARY KEY CHECK (id = 1), version int NOT NULL,"
+            " upstream_id bigint NOT NULL)"
+        )
+        await conn.execute(
+            f"INSERT INTO {schema}.meta (id, version, upstream_id) VALUES (1, 0, $1)"
+            " ON CONFLICT (id) DO NOTHING",
+            secrets.randbits(63) or 1,
+        )
+        row = await conn.fetchrow(
+            f"SELECT version, upstream_id FROM {schema}.meta WHERE id = 1 FOR UPDATE"
+        )
+        assert row is not None  # inserted just above
+        version, upstream_id = row["version"], row["upstream_id"]
+        if version > SCHEMA_VERSION:
+            raise UpstreamSchemaError(
+                f"upstream schema {schema} has version {version}; this EdgeKV knows "
+                f"up to {SCHEMA_VERSION}: upgrade this node"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[number](schema):
+                await conn.execute(statement)
+        await conn.execute(f"UPDATE {schema}.meta SET version = $1 WHERE id = 1", SCHEMA_VERSION)
+    return int(upstream_id)
