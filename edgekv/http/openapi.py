@@ -263,6 +263,27 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/kv/{ns}/_txn": {
+                "post": {
+                    "summary": "Strong namespaces: conditions, then puts and deletes, linearizably",
+                    "description": "Body: {\"conditions\": [{\"key\", \"version\"} or "
+                    "{\"key\", \"exists\": bool}], \"operations\": [as in _bulk]}. "
+                    "Runs in one PostgreSQL transaction.",
+                    "parameters": [_NS],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        "200": _json("WriteResult"),
+                        **_BAD,
+                        **_AUTH_ERRORS,
+                        "409": _error("precondition_failed: a condition did not hold"),
+                        "413": _error("too many operations or too large"),
+                        "503": _error("upstream_unavailable"),
+                    },
+                }
+            },
             "/v1/kv/{ns}/_get": {
                 "post": {
                     "summary": "Read many keys at once",

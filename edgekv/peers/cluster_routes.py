@@ -63,7 +63,7 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
                 "last_error": link.last_error,
             }
         )
-    return {
+    document: dict[str, Any] = {
         "node": {
             "node_id": f"{me.node:016x}",
             "incarnation": f"{me.incarnation:016x}",
@@ -76,6 +76,9 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
         },
         "members": members,
     }
+    if node.upstream is not None:
+        document["upstream"] = node.upstream.status()
+    return document
 
 
 @routes.get("/v1/cluster/status")

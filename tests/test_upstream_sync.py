@@ -1,0 +1,147 @@
+"""The upstream as system of record and hub: real nodes, a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+
+from edgekv.upstream.pg_schema import migrate
+from edgekv.upstream.sql import Statements
+from jepsen_like.proxy import TcpProxy
+from tests.cluster import stored_state, wait_converged, wait_for
+from tests.nodeproc import NodeProcess
+from tests.pg import DSN, query, via
+
+StartNode = Callable[..., NodeProcess]
+
+
+def upstream_args(schema: str, dsn: str = DSN, *extra: str) -> list[str]:
+    return ["--upstream", dsn, "--upstream-schema", schema, *extra]
+
+
+def live_rows(schema: str) -> dict[tuple[str, bytes], bytes | None]:
+    rows = query(f"SELECT ns, key, value FROM {schema}.kv")
+    return {(r["ns"], bytes(r["key"])): r["value"] and bytes(r["value"]) for r in rows}
+
+
+def test_pops_without_a_peer_link_converge_through_postgres(
+    start_node: StartNode, pg_schema: str
+) -> None:
+    a = start_node("a", upstream_args(pg_schema))
+    b = start_node("b", upstream_args(pg_schema))
+    for i in range(50):
+        assert a.request("PUT", f"/v1/kv/app/a{i}", body=f"from a {i}").status == 200
+        assert b.request("PUT", f"/v1/kv/app/b{i}", body=f"from b {i}").status == 200
+    # Concurrent writes of the same keys, and deletes, at both.
+    for i in range(10):
+        assert a.request("PUT", f"/v1/kv/app/both{i}", body="a").status == 200
+        assert b.request("PUT", f"/v1/kv/app/both{i}", body="b").status == 200
+    assert a.request("DELETE", "/v1/kv/app/b3").status == 200
+    assert b.request("DELETE", "/v1/kv/app/a7").status == 200
+    state = wait_converged([a, b])
+    keys = {(ns, key) for ns, key, value, *_ in state if value is not None}
+    assert len(keys) == 50 + 50 + 10 - 2
+    assert (("app", b"b3") not in keys) and (("app", b"a7") not in keys)
+    # PostgreSQL holds the same, tombstones included: it is the system of record.
+    wait_for(lambda: len(live_rows(pg_schema)) == len(state), what="upstream complete")
+    assert live_rows(pg_schema) == {(ns, key): value for ns, key, value, *_ in state}
+
+    c = start_node("c", upstream_args(pg_schema))  # joins later, knows nobody
+    assert wait_converged([a, b, c]) == state
+
+
+def test_cursor_never_skips_a_row_committed_out_of_sequence_order(
+    start_node: StartNode, pg_schema: str
+) -> None:
+    node = start_node("a", upstream_args(pg_schema))
+    wait_for(lambda: _schema_exists(pg_schema), what="schema created")
+    sql = Statements(pg_schema)
+
+    def row(key: bytes, value: bytes, hlc: int) -> list[list[object]]:
+        return [["app"], [key], [value], [None], [None], [hlc << 16], [12345]]
+
+    async def reverse_commits() -> None:
+        first = await asyncpg.connect(DSN)
+        second = await asyncpg.connect(DSN)
+        try:
+            early = first.transaction()
+            await early.start()
+            await first.execute(sql.push, *row(b"early", b"1", 1_000))  # begun first
+            late = second.transaction()
+            await late.start()
+            await second.execute(sql.push, *row(b"late", b"2", 2_000))
+            await late.commit()  # ... but committed first
+            await asyncio.to_thread(
+                wait_for, lambda: _has(node, "late"), 30.0, "the later commit pulled"
+            )
+            await early.commit()
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(reverse_commits())
+    wait_for(lambda: _has(node, "early"), what="the earlier-begun row, committed last")
+
+
+def _has(node: NodeProcess, key: str) -> bool:
+    return node.request("GET", f"/v1/kv/app/{key}").status == 200
+
+
+def _schema_exists(schema: str) -> bool:
+    return bool(query("SELECT 1 FROM information_schema.tables WHERE table_schema = $1", schema))
+
+
+def test_a_wiped_upstream_is_filled_again(start_node: StartNode, pg_schema: str) -> None:
+    a = start_node("a", upstream_args(pg_schema))
+    for i in range(20):
+        assert a.request("PUT", f"/v1/kv/app/k{i}", body=b"v").status == 200
+    wait_for(lambda: len(live_rows(pg_schema)) == 20, what="pushed")
+    a.stop()
+    query(f"DROP SCHEMA {pg_schema} CASCADE")
+    a.start()  # a new upstream id: the node pushes its whole log again
+    wait_for(lambda: _schema_exists(pg_schema) and len(live_rows(pg_schema)) == 20, what="refill")
+
+
+def test_outage_keeps_eventual_writes_and_fails_strong_ones_fast(
+    start_node: StartNode, pg_schema: str, pg_proxy: TcpProxy
+) -> None:
+    args = upstream_args(pg_schema, via(pg_proxy), "--strong-namespaces", "bank")
+    a = start_node("a", [*args, "--upstream-timeout", "0.5"])
+    b = start_node("b", upstream_args(pg_schema, DSN, "--strong-namespaces", "bank"))
+    acknowledged: list[str] = []
+
+    def write(prefix: str, count: int) -> None:
+        for i in range(count):
+            key = f"{prefix}{i}"
+            if a.request("PUT", f"/v1/kv/app/{key}", body=key).status == 200:
+                acknowledged.append(key)
+
+    write("before", 50)
+    assert a.request("PUT", "/v1/kv/bank/acct", body=b"1").status == 200
+    pg_proxy.cut()
+    write("during", 100)
+    answer = a.request("PUT", "/v1/kv/bank/acct", body=b"2", headers={"If-Match": "*"})
+    assert answer.status == 503 and answer.error_code == "upstream_unavailable"
+    answer = a.request("GET", "/v1/kv/bank/acct?consistency=strong")
+    assert answer.error_code == "upstream_unavailable"
+    wait_for(
+        lambda: a.request("GET", "/v1/cluster/status").json()["upstream"]["state"] == "down",
+        what="status shows the upstream down",
+    )
+    status = a.request("GET", "/v1/cluster/status").json()["upstream"]
+    assert status["lag_changes"] > 0 and status["last_error"]
+    assert a.request("GET", "/v1/kv/app/before3").status == 200  # reads go on
+    pg_proxy.heal()
+    write("after", 50)
+    assert len(acknowledged) == 200
+    wait_for(
+        lambda: all(("app", k.encode()) in live_rows(pg_schema) for k in acknowledged),
+        what="backlog drained into PostgreSQL",
+    )
+    wait_for(lambda: all(_has(b, k) for k in acknowledged[-60:]), what="b has the writes")
+    assert {k for k in acknowledged if _has(b, k)} == set(acknowledged)
+    answer = a.request("PUT", "/v1/kv/bank/acct", body=b"3", headers={"If-Match": "*"})
+    assert answer.status == 200
+    assert stored_state(a)  # the node kept serving throughout
