@@ -34,9 +34,36 @@ _TABLE = (
     ErrorCode("invalid_parameter", 400, "A query parameter such as limit has an invalid value."),
     ErrorCode("invalid_cursor", 400, "The list cursor was not issued by this API."),
     ErrorCode("invalid_bookmark", 400, "The bookmark was not issued by EdgeKV."),
+    ErrorCode(
+        "invalid_document_id",
+        400,
+        "The document id is empty, longer than max_key_bytes, contains '/', starts with '_', "
+        "or is '.' or '..'.",
+    ),
+    ErrorCode(
+        "invalid_patch", 400, "The body of a document PATCH is not a JSON merge patch object."
+    ),
+    ErrorCode(
+        "invalid_yupdate",
+        400,
+        "The body is not a Y update this document can take: it does not decode, depends on "
+        "changes the node lacks (sync with ystate first), or stores content that is not JSON.",
+    ),
+    ErrorCode(
+        "document_too_deep", 400, "The document would nest more than 32 levels of objects/arrays."
+    ),
+    ErrorCode(
+        "number_out_of_range",
+        400,
+        "An integer outside -2**63..2**63-1, or a number that is not finite; send it as a string.",
+    ),
     ErrorCode("unauthorized", 401, "No bearer token, or a token this node does not know."),
     ErrorCode("forbidden", 403, "The token lacks the scope this operation needs."),
-    ErrorCode("not_found", 404, "No such key (absent, deleted or expired), or no such route."),
+    ErrorCode(
+        "not_found",
+        404,
+        "No such key (absent, deleted or expired), no such document, or no such route.",
+    ),
     ErrorCode("method_not_allowed", 405, "The route does not support this HTTP method."),
     ErrorCode(
         "metadata_too_large",
@@ -51,6 +78,9 @@ _TABLE = (
         413,
         "A bulk request has more than max_bulk_operations operations, or a get-many request "
         "more than max_get_many_keys keys.",
+    ),
+    ErrorCode(
+        "document_too_large", 413, "The document would be larger than 1 MiB of compact JSON."
     ),
     ErrorCode("payload_too_large", 413, "The request body is larger than max_request_bytes."),
     ErrorCode(

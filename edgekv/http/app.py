@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from edgekv.auth import OPEN_ACCESS
+from edgekv.documents import compaction as doc_compaction
+from edgekv.documents import routes as doc_routes
 from edgekv.http import kv_routes
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
@@ -44,7 +46,7 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bo
     for reads, waiting for the session's bookmarks (:mod:`edgekv.http.bookmarks`)."""
     auth, observe = node.auth, node.metrics.observe_request
     is_async = inspect.iscoroutinefunction(handler)
-    honours_bookmarks = handler in kv_routes.SESSION_READS
+    honours_bookmarks = handler in kv_routes.SESSION_READS or handler in doc_routes.SESSION_READS
     # Protected mode trusts every (loopback) caller: no header to look at.
     check_token = not public and not auth.protected_mode
 
@@ -152,13 +154,19 @@ def create_app(node: Node) -> web.Application:
     """Return the aiohttp application serving ``node``."""
     app = web.Application(client_max_size=node.config.max_request_bytes)
     app[NODE] = node
-    routes = [*SYSTEM_ROUTES, *_route_defs(kv_routes.routes), *_route_defs(cluster_routes.routes)]
+    routes = [
+        *SYSTEM_ROUTES,
+        *_route_defs(kv_routes.routes),
+        *_route_defs(doc_routes.routes),
+        *_route_defs(cluster_routes.routes),
+    ]
     for method, path, handler, public in routes:
         wrapped = _endpoint(node, handler, _PATTERN.sub(r"{\1}", path), public)
         if method == "GET":
             app.router.add_get(path, wrapped)  # answers HEAD too
         else:
             app.router.add_route(method, path, wrapped)
+    app.cleanup_ctx.append(doc_compaction.compactor(node.store.documents))
     # Last, so it only takes what no route above matched.
     app.router.add_route("*", CATCH_ALL, _endpoint(node, no_route, "unmatched", True))
     return app

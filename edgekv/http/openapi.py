@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from edgekv import __version__
+from edgekv.documents import api_spec as documents_spec
 from edgekv_client.codes import ERROR_CODES
 
 
@@ -60,7 +61,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "EdgeKV node API",
             "version": __version__,
-            "description": "Key-value store of one EdgeKV point of presence.",
+            "description": "Key-value and document store of one EdgeKV point of presence.",
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -128,6 +129,7 @@ def openapi_document() -> dict[str, Any]:
                         }
                     },
                 },
+                **documents_spec.SCHEMAS,
                 "GetManyRequest": {
                     "type": "object",
                     "required": ["keys"],
@@ -221,6 +223,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **documents_spec.PATHS,
             "/v1/kv/{ns}": {
                 "get": {
                     "summary": "List keys in byte order, a page at a time",

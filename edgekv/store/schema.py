@@ -23,7 +23,11 @@ the local clock, kept until it catches up) and ``members``. Version 3 adds
 ``peer_acks`` (how far each peer has acknowledged this node's log) and
 ``node_state.purged_seq`` (the newest collected tombstone) and
 ``node_state.clean_shutdown``. Version 4 adds the view ``kv_v1``, the
-documented read interface of ``edgekv_client.LocalReader``.
+documented read interface of ``edgekv_client.LocalReader``. Version 5 adds
+the document store (:mod:`edgekv.documents`): ``docs`` (per document its
+materialized JSON, its compacted Y snapshot and the snapshot's place in the
+change log), ``doc_log`` (Y updates not yet folded into the snapshot, each
+with its own ``seq``) and ``doc_indexes`` (declared query indexes).
 """
 
 from __future__ import annotations
@@ -135,11 +139,36 @@ def _v4_reader_view(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v5_documents(db: sqlite_utils.Database) -> None:
+    # Materialized JSON (NULL while deleted) for reads, queries and expression
+    # indexes; the Y snapshot takes the change-log seq of the newest update it
+    # folded in, so "changes after cursor" still finds everything.
+    db.execute(
+        "CREATE TABLE docs (collection TEXT NOT NULL, id TEXT NOT NULL, json TEXT,"
+        " hlc INTEGER NOT NULL, node INTEGER NOT NULL,"
+        " snapshot BLOB, snap_seq INTEGER, snap_hlc INTEGER, snap_node INTEGER,"
+        " log_count INTEGER NOT NULL DEFAULT 0, log_bytes INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (collection, id))"
+    )
+    db.execute("CREATE UNIQUE INDEX docs_snap_seq ON docs (snap_seq) WHERE snap_seq IS NOT NULL")
+    db.execute(
+        "CREATE TABLE doc_log (seq INTEGER PRIMARY KEY, collection TEXT NOT NULL,"
+        " id TEXT NOT NULL, y_update BLOB NOT NULL, metadata TEXT,"
+        " hlc INTEGER NOT NULL, node INTEGER NOT NULL)"
+    )
+    db.execute("CREATE INDEX doc_log_doc ON doc_log (collection, id, seq)")
+    db.execute(
+        "CREATE TABLE doc_indexes (collection TEXT NOT NULL, field TEXT NOT NULL,"
+        " name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL, PRIMARY KEY (collection, field))"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
     _v3_tombstone_collection,
     _v4_reader_view,
+    _v5_documents,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

@@ -12,14 +12,17 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edgekv.documents.storage import DocumentStore
 from edgekv.store.cache import MISS, ReadCache
 from edgekv.store.schema import migrate
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import HybridLogicalClock, new_node_id
 from edgekv_replication.changes import Change
+from edgekv_replication.documents import is_document
 from edgekv_replication.session import PeerCursor, is_too_far_ahead
 
 DB_FILENAME = "edgekv.db"
@@ -46,6 +49,18 @@ _UPSERT = (
 _CHANGES_AFTER = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
     " WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+# The same upsert, its parameters a Change as it is (?8, the sender's seq, unused)
+# followed by the local seq: remote changes are bound without building new tuples.
+_UPSERT_CHANGE = _UPSERT.replace(
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", "VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+)
+# One page of the log for a peer stream: where a page of ``limit`` rows ends, and
+# its rows other than those written by one node (which then never leave SQLite).
+_PAGE_END = "SELECT max(seq) FROM (SELECT seq FROM kv WHERE seq > ? ORDER BY seq LIMIT ?)"
+_PAGE_LEAVING_OUT = (
+    "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
+    " WHERE seq > ? AND seq <= ? AND node != ? ORDER BY seq"
 )
 _SAVE_CURSOR = (
     "INSERT INTO peer_cursors (peer, incarnation, cursor, updated_ms) VALUES (?, ?, ?, ?)"
@@ -115,6 +130,15 @@ class NodeIdentity(NamedTuple):
     node_id: int
     incarnation: int
     created_ms: int
+
+
+_hlc = attrgetter("hlc")
+_slot = itemgetter(0, 1)
+_new_change = tuple.__new__
+
+
+def _with_seq(change: Change, seq: int) -> tuple[object, ...]:
+    return (*change, seq)
 
 
 def prefix_upper_bound(prefix: bytes) -> bytes:
@@ -192,6 +216,8 @@ class Store:
         self.writer = Writer(write_conn, self.clock, seq, invalidate=self.cache.invalidate)
         self._reader = _connect(self.path, synchronous)
         self._reader.execute("PRAGMA query_only = ON")
+        self.documents = DocumentStore(self.writer, self._reader, node_id)
+        """JSON documents (Y documents); their changes share this change log."""
 
     @property
     def node_id(self) -> int:
@@ -300,9 +326,32 @@ class Store:
     # -- replication -----------------------------------------------------------
 
     def changes_after(self, cursor: int, limit: int) -> list[Change]:
-        """Return up to ``limit`` changes of the local log with seq > ``cursor``."""
+        """Return up to ``limit`` changes of the local log with seq > ``cursor``.
+
+        Key-value entries and document changes alike, in seq order.
+        """
+        if self.documents.present:
+            return self.documents.changes_after(cursor, limit)
         rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit)).fetchall()
         return [Change(*row) for row in rows]
+
+    def page_after(self, cursor: int, limit: int, leave_out: int) -> tuple[list[Change], int]:
+        """A page of up to ``limit`` changes after ``cursor``, without ``leave_out``'s own.
+
+        Returns the page's changes not written by node ``leave_out`` and the
+        seq the page ends at (``cursor`` when nothing is newer). Without
+        documents the rows left out are filtered in SQLite, so a page of them
+        costs no Python objects.
+        """
+        if self.documents.present:
+            changes = self.changes_after(cursor, limit)
+            end = changes[-1].seq if changes else cursor
+            return [c for c in changes if c.node != leave_out], end
+        end = self._reader.execute(_PAGE_END, (cursor, limit)).fetchone()[0]
+        if end is None:
+            return [], cursor
+        rows = self._reader.execute(_PAGE_LEAVING_OUT, (cursor, end, leave_out)).fetchall()
+        return [_new_change(Change, row) for row in rows], int(end)
 
     def peer_cursor(self, peer: int) -> PeerCursor:
         """Return how far the log of ``peer`` has been applied here."""
@@ -335,7 +384,10 @@ class Store:
 
         def op(txn: Txn) -> ApplyResult:
             wall_ms = txn.clock.wall_ms()
-            ready = [c for c in changes if not is_too_far_ahead(c, wall_ms, max_offset_ms)]
+            ready: Sequence[Change] = changes
+            # Checked one by one only when the newest stamp is too far ahead.
+            if changes and is_too_far_ahead(max(changes, key=_hlc), wall_ms, max_offset_ms):
+                ready = [c for c in changes if not is_too_far_ahead(c, wall_ms, max_offset_ms)]
             held = len(changes) - len(ready)
             if held:
                 txn.conn.executemany(
@@ -343,21 +395,27 @@ class Store:
                     (c.state() for c in changes if is_too_far_ahead(c, wall_ms, max_offset_ms)),
                 )
             applied = 0
+            if any(is_document(c) for c in ready):
+                # Document changes merge as Y updates, each logged under a seq of its own.
+                docs = [c for c in ready if is_document(c)]
+                applied += self.documents.apply_remote(txn, docs, doc_slots)
+                ready = [c for c in ready if not is_document(c)]
             if ready:
                 base = txn.seq
                 before = txn.conn.total_changes
                 txn.conn.executemany(
-                    _UPSERT, ((base + i, *c.state()) for i, c in enumerate(ready, 1))
+                    _UPSERT_CHANGE, map(_with_seq, ready, range(base + 1, base + len(ready) + 1))
                 )
-                applied = txn.conn.total_changes - before
+                applied += txn.conn.total_changes - before
                 txn.seq = base + len(ready)
-                txn.touched.extend((c.ns, c.key) for c in ready)
+                txn.touched.extend(map(_slot, ready))
                 # Later local writes must order after everything applied here.
-                txn.clock.observe(max(c.hlc for c in ready))
+                txn.clock.observe(max(map(_hlc, ready)))
             txn.conn.execute(_SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, wall_ms))
             return ApplyResult(applied, held, txn.seq)
 
-        return self.writer.submit(op)
+        doc_slots: list[tuple[str, str]] = []
+        return self.documents.guard(self.writer.submit(op), doc_slots)
 
     def merge_changes(self, changes: Sequence[Change]) -> asyncio.Future[WriteResult]:
         """Merge changes this node made elsewhere (a strong write committed upstream).
@@ -368,11 +426,12 @@ class Store:
         def op(txn: Txn) -> WriteResult:
             result = WriteResult(0, self.node_id, txn.seq)
             for change in changes:
-                if self._merge(txn, change):
+                if self._merge(txn, change, doc_slots):
                     result = WriteResult(change.hlc, change.node, txn.seq)
             return result
 
-        return self.writer.submit(op)
+        doc_slots: list[tuple[str, str]] = []
+        return self.documents.guard(self.writer.submit(op), doc_slots)
 
     def release_held(self, max_offset_ms: int) -> asyncio.Future[int]:
         """Apply held changes that are no longer too far ahead; return how many."""
@@ -385,11 +444,12 @@ class Store:
                 (limit_hlc,),
             ).fetchall()
             for row in rows:
-                self._merge(txn, Change(*row[1:]))
+                self._merge(txn, Change(*row[1:]), doc_slots)
                 txn.conn.execute("DELETE FROM held_changes WHERE id = ?", (row[0],))
             return len(rows)
 
-        return self.writer.submit(op)
+        doc_slots: list[tuple[str, str]] = []
+        return self.documents.guard(self.writer.submit(op), doc_slots)
 
     def read_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read connection."""
@@ -469,8 +529,11 @@ class Store:
         """How many remote changes are held back for clock skew."""
         return int(self._reader.execute("SELECT count(*) FROM held_changes").fetchone()[0])
 
-    @staticmethod
-    def _merge(txn: Txn, change: Change) -> bool:
+    def _merge(
+        self, txn: Txn, change: Change, doc_slots: list[tuple[str, str]] | None = None
+    ) -> bool:
+        if is_document(change):
+            return self.documents.apply_remote(txn, [change], doc_slots) > 0
         cursor = txn.conn.execute(
             _UPSERT,
             (txn.next_seq(), *change.state()),

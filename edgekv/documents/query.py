@@ -1,0 +1,162 @@
+"""Document queries: ``where``, ``order_by``, ``limit`` and ``cursor`` turned into one SQL query.
+
+A field is a dotted path of names (``address.city``); it becomes the
+expression ``json_extract(json, '$.address.city')`` over the materialized
+JSON, written literally into the SQL so that an expression index declared on
+the same field (:mod:`edgekv.documents.indexes`) matches it.
+
+Filters: ``field==value``, ``!=``, ``<``, ``<=``, ``>``, ``>=``; several
+``where`` parameters all hold. The value is a JSON literal (``30``,
+``"30"``, ``true``, ``null``); text that is not JSON is taken as a string
+(``status==active``). Numbers, strings and booleans never compare equal to
+each other (SQLite orders every number before every string).
+
+Order: ``order_by=field`` (ascending) or ``-field`` (descending), then the
+document id; without ``order_by``, by id. Documents whose ``order_by`` field
+is missing or null are left out. Pages resume after the last document of the
+previous page (the cursor names it), so they stay consistent while others
+write.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,31}")
+_FILTER = re.compile(r"\s*(" + FIELD.pattern + r")\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*", re.DOTALL)
+_SQL_OPS = {"==": "=", "=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class QueryError(ValueError):
+    """A where / order_by / cursor / limit that does not parse; ``code`` is the API code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        """Create an error carrying its API error code."""
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def field_expression(field: str) -> str:
+    """The SQL expression of a checked field path (safe to embed: names only)."""
+    if not FIELD.fullmatch(field):
+        raise QueryError("invalid_parameter", f"a field is a dotted path of names: {field!r}")
+    return f"json_extract(json, '$.{field}')"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed query, ready to run as :attr:`sql` with :attr:`params`."""
+
+    sql: str
+    params: tuple[Any, ...]
+    limit: int
+    order_field: str | None
+
+
+def _literal(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, dict | list):
+        raise QueryError("invalid_parameter", "compare fields with numbers, strings, booleans")
+    if isinstance(value, bool):
+        return int(value)  # json_extract reads true / false as 1 / 0
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def parse_filter(text: str) -> tuple[str, str, Any]:
+    """``field op value`` as ``(sql_condition, sql_op, bound value)``."""
+    match = _FILTER.fullmatch(text)
+    if not match:
+        raise QueryError(
+            "invalid_parameter", f"where must read field==value (or != < <= > >=): {text!r}"
+        )
+    field, op, raw = match.groups()
+    expression = field_expression(field)
+    value = _literal(raw)
+    if value is None:
+        if op not in ("==", "=", "!="):
+            raise QueryError("invalid_parameter", "null compares only with == and !=")
+        condition = "=" if op != "!=" else "IS NOT"
+        return f"json_type(json, '$.{field}') {condition} 'null'", "", None
+    return f"{expression} {_SQL_OPS[op]} ?", op, value
+
+
+def encode_cursor(order_value: Any, doc_id: str) -> str:
+    """The cursor that resumes after the document ``doc_id`` (sorted at ``order_value``)."""
+    raw = json.dumps([order_value, doc_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(text: str) -> tuple[Any, str]:
+    """The ``(order value, id)`` a cursor resumes after, or ``invalid_cursor``."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        value, doc_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise QueryError("invalid_cursor", "cursor was not issued by this API") from None
+    if not isinstance(doc_id, str) or isinstance(value, dict | list):
+        raise QueryError("invalid_cursor", "cursor was not issued by this API")
+    return value, doc_id
+
+
+def parse_limit(text: str | None) -> int:
+    """The page size: 1 to MAX_LIMIT, DEFAULT_LIMIT when absent."""
+    if text is None:
+        return DEFAULT_LIMIT
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise QueryError("invalid_parameter", f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def build(
+    collection: str,
+    where: list[str],
+    order_by: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Query:
+    """The SQL of one page: ``SELECT id, json, hlc, node[, order value]``."""
+    conditions = ["collection = ?", "json IS NOT NULL"]
+    params: list[Any] = [collection]
+    for text in where:
+        condition, _, value = parse_filter(text)
+        conditions.append(condition)
+        if value is not None:
+            params.append(value)
+    descending = False
+    order_field = None
+    if order_by:
+        descending = order_by.startswith("-")
+        order_field = order_by.lstrip("-")
+        expression = field_expression(order_field)
+        conditions.append(f"{expression} IS NOT NULL")
+    direction = "DESC" if descending else "ASC"
+    compare = "<" if descending else ">"
+    if cursor:
+        value, after_id = decode_cursor(cursor)
+        if order_field is None:
+            conditions.append(f"id {compare} ?")
+            params.append(after_id)
+        else:
+            conditions.append(f"({expression}, id) {compare} (?, ?)")
+            params += [value, after_id]
+    if order_field is None:
+        columns, order = "id, json, hlc, node, NULL", f"id {direction}"
+    else:
+        columns = f"id, json, hlc, node, {expression}"
+        order = f"{expression} {direction}, id {direction}"
+    sql = f"SELECT {columns} FROM docs WHERE {' AND '.join(conditions)} ORDER BY {order} LIMIT ?"
+    params.append(limit + 1)
+    return Query(sql, tuple(params), limit, order_field)

@@ -1,0 +1,227 @@
+"""The document routes: ``/v1/docs/{collection}`` and ``/v1/docs/{collection}/{id}``.
+
+A collection name follows the namespace rules, and token scopes name
+collections as they name namespaces (``read:users`` reads the collection
+``users``). Reads answer the canonical JSON text kept in SQLite without
+parsing it again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable
+from typing import Any
+
+from aiohttp import web
+
+from edgekv.auth import Action
+from edgekv.documents import indexes, query
+from edgekv.documents.storage import DocWriteResult
+from edgekv.http import validation as check
+from edgekv.http.errors import ApiError
+from edgekv.http.state import NODE, PRINCIPAL
+from edgekv.node import Node
+from edgekv_client.bookmarks import Bookmark, encode_version
+from edgekv_replication.documents import DocumentError, decode_state_vector
+
+routes = web.RouteTableDef()
+# Registration order is match order: _indexes before {id}.
+
+
+def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
+    """The node and the request's collection, once the caller may do ``action``."""
+    collection = check.namespace(request.match_info["collection"])
+    if not request[PRINCIPAL].allows(action, collection):
+        raise ApiError("forbidden", f"this token may not {action} collection {collection!r}")
+    return request.app[NODE], collection
+
+
+def document_id(text: str, max_bytes: int) -> str:
+    """A valid document id, or ``invalid_document_id``."""
+    if not text or text in (".", "..") or text.startswith("_") or "/" in text:
+        raise ApiError(
+            "invalid_document_id",
+            "a document id is non-empty, has no '/', does not start with '_' "
+            "and is not '.' or '..'",
+        )
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise ApiError("invalid_document_id", "a document id must be valid UTF-8") from None
+    if size > max_bytes:
+        raise ApiError("invalid_document_id", f"a document id is at most {max_bytes} bytes")
+    return text
+
+
+def _target(request: web.Request, action: Action) -> tuple[Node, str, str]:
+    node, collection = _authorized(request, action)
+    return node, collection, document_id(request.match_info["id"], node.config.max_key_bytes)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return check.strict_json(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if "nested too deeply" in str(exc):
+            raise ApiError("document_too_deep", "a document nests at most 32 levels") from None
+        raise ApiError("invalid_json", "request body is not valid JSON") from None
+
+
+async def _write(node: Node, pending: Awaitable[DocWriteResult]) -> web.Response:
+    try:
+        result = await pending
+    except DocumentError as error:
+        raise ApiError(error.code, error.message) from None
+    node.metrics.writes += 1
+    bookmark = Bookmark(node.store.node_id, result.seq, result.hlc).encode()
+    body = f'{{"bookmark": "{bookmark}"'
+    if result.hlc:
+        body += f', "version": "{encode_version(result.hlc, result.node)}"'
+    return web.Response(text=body + "}", content_type="application/json")
+
+
+def _started(call: Any, *args: Any) -> Awaitable[DocWriteResult]:
+    """Start a store write, turning input errors raised before queueing into API errors."""
+    try:
+        future: Awaitable[DocWriteResult] = call(*args)
+    except DocumentError as error:
+        raise ApiError(error.code, error.message) from None
+    return future
+
+
+def _item(doc_id: str, text: str, hlc: int, node: int) -> str:
+    return f'{{"id":{json.dumps(doc_id)},"version":"{encode_version(hlc, node)}","doc":{text}}}'
+
+
+@routes.get("/v1/docs/{collection}/_indexes")  # type: ignore[arg-type]  # sync read
+def list_indexes(request: web.Request) -> web.Response:
+    """The indexes declared on a collection."""
+    node, collection = _authorized(request, "read")
+    found = [
+        {"field": index.field, "name": index.name, "created_ms": index.created_ms}
+        for index in indexes.declared(node.store, collection)
+    ]
+    return web.json_response({"indexes": found})
+
+
+@routes.post("/v1/docs/{collection}/_indexes")
+async def declare_index(request: web.Request) -> web.Response:
+    """Declare an index on a field (201 when created, 200 when it existed)."""
+    node, collection = _authorized(request, "write")
+    body = _parse_json(await request.read())
+    field = body.get("field") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) != {"field"} or not isinstance(field, str):
+        raise ApiError("invalid_json", 'body must be {"field": "dotted.path"}')
+    try:
+        index, created = await indexes.declare(node.store, collection, field)
+    except query.QueryError as error:
+        raise ApiError(error.code, error.message) from None
+    answer = {"field": index.field, "name": index.name, "created_ms": index.created_ms}
+    return web.json_response(answer, status=201 if created else 200)
+
+
+@routes.get("/v1/docs/{collection}/{id}")  # type: ignore[arg-type]  # sync read
+def get_document(request: web.Request) -> web.Response:
+    """The document's JSON and version."""
+    node, collection, doc_id = _target(request, "read")
+    found = node.store.documents.get(collection, doc_id)
+    if found is None:
+        raise ApiError("not_found", "no such document")
+    return web.Response(
+        text=_item(doc_id, found.json, found.hlc, found.node),
+        content_type="application/json",
+        headers={"ETag": f'"{encode_version(found.hlc, found.node)}"'},
+    )
+
+
+@routes.put("/v1/docs/{collection}/{id}")
+async def put_document(request: web.Request) -> web.Response:
+    """Replace the document with the JSON object in the body (creating it if needed)."""
+    node, collection, doc_id = _target(request, "write")
+    body = _parse_json(await request.read())
+    if not isinstance(body, dict):
+        raise ApiError("invalid_json", "a document is a JSON object")
+    return await _write(node, _started(node.store.documents.put, collection, doc_id, body))
+
+
+@routes.patch("/v1/docs/{collection}/{id}")
+async def patch_document(request: web.Request) -> web.Response:
+    """Apply an RFC 7386 JSON merge patch as Y operations."""
+    node, collection, doc_id = _target(request, "write")
+    body = _parse_json(await request.read())
+    if not isinstance(body, dict):
+        raise ApiError("invalid_patch", "a merge patch of a document is a JSON object")
+    return await _write(node, _started(node.store.documents.patch, collection, doc_id, body))
+
+
+@routes.delete("/v1/docs/{collection}/{id}")
+async def delete_document(request: web.Request) -> web.Response:
+    """Delete the document; deleting an absent one succeeds."""
+    node, collection, doc_id = _target(request, "write")
+    return await _write(node, node.store.documents.delete(collection, doc_id))
+
+
+@routes.get("/v1/docs/{collection}/{id}/ystate")  # type: ignore[arg-type]  # sync read
+def get_ystate(request: web.Request) -> web.Response:
+    """The binary Y update a replica with state vector ``sv`` (base64) is missing."""
+    node, collection, doc_id = _target(request, "read")
+    state_vector = None
+    raw = request.query.get("sv") if request.query_string else None
+    if raw:
+        try:
+            state_vector = base64.urlsafe_b64decode(
+                raw.replace("+", "-").replace("/", "_") + "=" * (-len(raw) % 4)
+            )
+            decode_state_vector(state_vector)
+        except (binascii.Error, ValueError):
+            raise ApiError("invalid_parameter", "sv must be a base64 Y state vector") from None
+    try:
+        update = node.store.documents.ystate(collection, doc_id, state_vector)
+    except ValueError:
+        raise ApiError("invalid_parameter", "sv is not a Y state vector") from None
+    if update is None:
+        raise ApiError("not_found", "no such document")
+    return web.Response(body=update, content_type="application/octet-stream")
+
+
+@routes.post("/v1/docs/{collection}/{id}/yupdate")
+async def post_yupdate(request: web.Request) -> web.Response:
+    """Apply a binary Y update (from Yjs or pycrdt) after validating it."""
+    node, collection, doc_id = _target(request, "write")
+    update = await request.read()
+    if not update:
+        raise ApiError("invalid_yupdate", "the body must be a binary Y update")
+    return await _write(node, node.store.documents.apply_client_update(collection, doc_id, update))
+
+
+@routes.get("/v1/docs/{collection}")  # type: ignore[arg-type]  # sync read
+def query_documents(request: web.Request) -> web.Response:
+    """A page of documents matching every ``where``, in ``order_by`` order."""
+    node, collection = _authorized(request, "read")
+    params = request.query
+    try:
+        page = query.build(
+            collection,
+            params.getall("where", []),
+            params.get("order_by"),
+            query.parse_limit(params.get("limit")),
+            params.get("cursor"),
+        )
+    except query.QueryError as error:
+        raise ApiError(error.code, error.message) from None
+    rows = node.store.documents.read_all(page.sql, page.params)
+    complete = len(rows) <= page.limit
+    rows = rows[: page.limit]
+    items = ",".join(_item(doc_id, text, hlc, origin) for doc_id, text, hlc, origin, _ in rows)
+    cursor = "null"
+    if not complete:
+        last = rows[-1]
+        cursor = json.dumps(query.encode_cursor(last[4], last[0]))
+    body = f'{{"documents":[{items}],"list_complete":{json.dumps(complete)},"cursor":{cursor}}}'
+    return web.Response(text=body, content_type="application/json")
+
+
+SESSION_READS = frozenset({get_document, query_documents, get_ystate})
+"""Reads that honour a session's bookmarks (see :mod:`edgekv.http.bookmarks`)."""

@@ -1,0 +1,473 @@
+"""Documents in SQLite: an update log, a compacted snapshot and materialized JSON each.
+
+Every Y document lives on the event-loop thread: it is loaded, edited and
+merged only inside writer ops (which run on the loop), so no lock is needed
+and a document's in-memory state never runs ahead of the transaction that
+logs it. A write is one op: check the input against the current JSON, edit
+the Y document, log the Y update under the next change-log ``seq``, store the
+new materialized JSON. Reads (``get``, queries, ``ystate``) use the read
+connection and see committed state only.
+
+Y client ids: this process takes a random one when it starts (and a new one
+whenever a commit fails after documents were edited in memory), so two
+incarnations never issue the same Y item ids.
+
+Rows (schema version 5): ``docs`` holds per document the materialized JSON
+(NULL while deleted), its version (the newest write merged in), the
+snapshot and ``snap_seq``, the change-log place of the snapshot; ``doc_log``
+holds the updates not yet folded into it. :meth:`DocumentStore.changes_after`
+serves both, with the key-value rows, in one ``seq`` order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+from pycrdt import get_update, merge_updates
+
+from edgekv.store.writer import Txn, Writer
+from edgekv_replication import documents as ydoc
+from edgekv_replication.changes import Change
+from edgekv_replication.documents import DocumentError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+COMPACT_LOG_ROWS = 32
+"""A document whose log reaches this many updates is due for compaction."""
+
+_CHANGES_AFTER = (
+    "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv WHERE seq > ?1"
+    " UNION ALL SELECT '" + ydoc.DOC_NS_PREFIX + "' || collection, CAST(id AS BLOB), snapshot,"
+    " printf('%016x%016x', snap_hlc, snap_node), NULL, snap_hlc, ?3, snap_seq"
+    " FROM docs WHERE snap_seq > ?1"
+    " UNION ALL SELECT '" + ydoc.DOC_NS_PREFIX + "' || collection, CAST(id AS BLOB), y_update,"
+    " metadata, NULL, hlc, node, seq FROM doc_log WHERE seq > ?1"
+    " ORDER BY seq LIMIT ?2"
+)
+_LOG = (
+    "INSERT INTO doc_log (seq, collection, id, y_update, metadata, hlc, node)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# The version only moves forward: (hlc, node) of the newest write merged in.
+_MATERIALIZE = (
+    "INSERT INTO docs (collection, id, json, hlc, node, log_count, log_bytes)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    " ON CONFLICT (collection, id) DO UPDATE SET json = excluded.json,"
+    " hlc = CASE WHEN (excluded.hlc, excluded.node) > (docs.hlc, docs.node)"
+    " THEN excluded.hlc ELSE docs.hlc END,"
+    " node = CASE WHEN (excluded.hlc, excluded.node) > (docs.hlc, docs.node)"
+    " THEN excluded.node ELSE docs.node END,"
+    " log_count = docs.log_count + excluded.log_count,"
+    " log_bytes = docs.log_bytes + excluded.log_bytes"
+)
+_GET = "SELECT json, hlc, node FROM docs WHERE collection = ? AND id = ?"
+
+
+class DocWriteResult(NamedTuple):
+    """Where a document write landed: the document's version and the change-log seq."""
+
+    hlc: int
+    node: int
+    seq: int
+    changed: bool
+
+
+class StoredDocument(NamedTuple):
+    """A document as read: its canonical JSON text and version."""
+
+    json: str
+    hlc: int
+    node: int
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """A Y document in memory, with its materialized JSON."""
+
+    doc: ydoc.YDoc
+    json: dict[str, Any] | None
+    text: str | None
+    size: int
+    hlc: int
+    node: int
+
+
+class DocumentStore:
+    """The documents of one node; created by :class:`~edgekv.store.store.Store`."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        reader: sqlite3.Connection,
+        node_id: int,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        """Serve documents through ``writer`` (edits) and ``reader`` (reads)."""
+        self._writer = writer
+        self._reader = reader
+        self.node_id = node_id
+        self.client_id = _new_client_id()
+        self._cache: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
+        self._cache_bytes = 0
+        self.cache_limit = cache_bytes
+        self.present = reader.execute("SELECT 1 FROM docs LIMIT 1").fetchone() is not None
+        """Whether any document exists (else the change log is read from ``kv`` alone)."""
+        self.compaction_due = asyncio.Event()
+        """Set when a document's log reaches ``compact_log_rows`` (wakes the compactor)."""
+        self.compact_log_rows = COMPACT_LOG_ROWS
+        self._log_counts: dict[tuple[str, str], int] = {}
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, collection: str, doc_id: str) -> StoredDocument | None:
+        """The committed document, or None if absent or deleted."""
+        row = self._reader.execute(_GET, (collection, doc_id)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return StoredDocument(*row)
+
+    def ystate(self, collection: str, doc_id: str, state_vector: bytes | None) -> bytes | None:
+        """The Y update a replica at ``state_vector`` is missing (all of it for None).
+
+        Built from the committed snapshot and log, without loading a document.
+        None when no such document was ever written.
+        """
+        row = self._reader.execute(
+            "SELECT snapshot FROM docs WHERE collection = ? AND id = ?", (collection, doc_id)
+        ).fetchone()
+        if row is None:
+            return None
+        updates = [row[0]] if row[0] is not None else []
+        updates += [
+            update
+            for (update,) in self._reader.execute(
+                "SELECT y_update FROM doc_log WHERE collection = ? AND id = ? ORDER BY seq",
+                (collection, doc_id),
+            )
+        ]
+        if not updates:
+            return ydoc.EMPTY_UPDATE
+        merged = merge_updates(*updates) if len(updates) > 1 else updates[0]
+        if state_vector is None:
+            return merged
+        return get_update(merged, state_vector)
+
+    def changes_after(self, cursor: int, limit: int) -> list[Change]:
+        """Key-value rows, snapshots and logged updates with seq > ``cursor``, in seq order.
+
+        A snapshot is sent as this node's change (so no puller leaves it out
+        as its own), with the newest write it holds as version in ``metadata``.
+        """
+        rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit, self.node_id)).fetchall()
+        return [Change(*row) for row in rows]
+
+    def read_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """Run a read-only query on the read connection."""
+        return list(self._reader.execute(sql, params).fetchall())
+
+    # -- local writes -------------------------------------------------------------
+
+    def put(self, collection: str, doc_id: str, body: dict[str, Any]) -> asyncio.Future[Any]:
+        """Replace the document with ``body`` (a parsed JSON object)."""
+        new = ydoc.normalize(body)
+        text = ydoc.serialize(new)
+        ydoc.check_size(text)
+
+        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
+            return ydoc.replace(loaded.doc, loaded.json, new), new, text
+
+        return self._submit_local(collection, doc_id, edit)
+
+    def patch(self, collection: str, doc_id: str, merge: dict[str, Any]) -> asyncio.Future[Any]:
+        """Apply an RFC 7386 merge patch; ``not_found`` if the document does not exist."""
+        normalized = ydoc.normalize(merge)
+
+        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
+            if loaded.json is None:
+                raise DocumentError("not_found", "no such document")
+            # Both the document and the patch nest at most MAX_DEPTH levels: so does the result.
+            new = ydoc.merge_patch(loaded.json, normalized)
+            text = ydoc.serialize(new)
+            ydoc.check_size(text)
+            return ydoc.patch(loaded.doc, loaded.json, normalized), new, text
+
+        return self._submit_local(collection, doc_id, edit)
+
+    def delete(self, collection: str, doc_id: str) -> asyncio.Future[Any]:
+        """Delete the document (a Y edit that replicates); deleting an absent one succeeds."""
+
+        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
+            if loaded.json is None:
+                return ydoc.EMPTY_UPDATE, None, None
+            return ydoc.delete(loaded.doc), None, None
+
+        return self._submit_local(collection, doc_id, edit)
+
+    def apply_client_update(
+        self, collection: str, doc_id: str, update: bytes
+    ) -> asyncio.Future[Any]:
+        """Apply a Y update from a client (Yjs, pycrdt) after checking it on a copy."""
+
+        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
+            result = ydoc.validate_update(loaded.doc, update, self.client_id)
+            delta = ydoc.apply(loaded.doc, update)
+            return delta, result, None if result is None else ydoc.serialize(result)
+
+        return self._submit_local(collection, doc_id, edit)
+
+    def _submit_local(
+        self,
+        collection: str,
+        doc_id: str,
+        edit: Callable[[_Loaded], tuple[bytes, dict[str, Any] | None, str | None]],
+    ) -> asyncio.Future[Any]:
+        slot = (collection, doc_id)
+
+        def op(txn: Txn) -> DocWriteResult:
+            loaded = self._load(txn.conn, slot)
+            try:
+                update, new_json, text = edit(loaded)
+            except DocumentError:
+                raise  # checked before any Y edit: the document is as it was
+            except BaseException:
+                self._forget(slot)
+                raise
+            if update == ydoc.EMPTY_UPDATE:
+                return DocWriteResult(loaded.hlc, loaded.node, txn.seq, False)
+            hlc = txn.clock.now()
+            seq = txn.take_seq()
+            txn.conn.execute(_LOG, (seq, collection, doc_id, update, None, hlc, self.node_id))
+            txn.conn.execute(
+                _MATERIALIZE, (collection, doc_id, text, hlc, self.node_id, 1, len(update))
+            )
+            loaded.json, loaded.text = new_json, text
+            loaded.hlc, loaded.node = hlc, self.node_id
+            self._logged(slot, loaded, len(update))
+            self.present = True
+            return DocWriteResult(hlc, self.node_id, seq, True)
+
+        future = self._writer.submit(op)
+        self._forget_on_failure(future, [slot])
+        return future
+
+    # -- remote changes (inside Store.apply_changes) --------------------------------
+
+    def apply_remote(
+        self,
+        txn: Txn,
+        changes: Sequence[Change],
+        slots: list[tuple[str, str]] | None = None,
+    ) -> int:
+        """Merge document changes from a peer inside ``txn``; return how many changed a document.
+
+        Raises ValueError for a change that is not a Y update (the whole
+        batch is then refused, and the documents it touched reloaded). The
+        documents merged are added to ``slots``: pass it to :meth:`guard`.
+        """
+        touched: dict[tuple[str, str], tuple[int, int]] = {}
+        logged: dict[tuple[str, str], tuple[int, int]] = {}
+        applied = 0
+        try:
+            for change in changes:
+                slot = (ydoc.collection_of(change), change.key.decode())
+                assert change.value is not None
+                loaded = self._load(txn.conn, slot)
+                delta = ydoc.apply(loaded.doc, change.value)
+                # Parts waiting for changes not seen yet exist only in memory: log them as sent.
+                whole = ydoc.integrates_fully(loaded.doc, change.value)
+                stored = delta if whole else change.value
+                version = max(ydoc.version_of(change), touched.get(slot, (0, 0)))
+                touched[slot] = version
+                txn.clock.observe(change.hlc)
+                if delta == ydoc.EMPTY_UPDATE and whole:
+                    continue  # a duplicate (relayed by several peers): no new seq
+                txn.conn.execute(
+                    _LOG,
+                    (
+                        txn.take_seq(),
+                        *slot,
+                        stored,
+                        ydoc.encode_stamp(*version),
+                        change.hlc,
+                        change.node,
+                    ),
+                )
+                count, size = logged.get(slot, (0, 0))
+                logged[slot] = (count + 1, size + len(stored))
+                self._logged(slot, loaded, len(stored))
+                applied += 1
+            for slot, (hlc, node) in touched.items():
+                loaded = self._load(txn.conn, slot)
+                loaded.json = ydoc.read_json(loaded.doc)
+                loaded.text = None if loaded.json is None else ydoc.serialize(loaded.json)
+                if (hlc, node) > (loaded.hlc, loaded.node):
+                    loaded.hlc, loaded.node = hlc, node
+                count, size = logged.get(slot, (0, 0))
+                txn.conn.execute(_MATERIALIZE, (*slot, loaded.text, hlc, node, count, size))
+        except BaseException:
+            for slot in touched:
+                self._forget(slot)
+            raise
+        if touched:
+            self.present = True
+        if slots is not None:
+            slots.extend(touched)
+        return applied
+
+    def guard(self, future: asyncio.Future[T], slots: list[tuple[str, str]]) -> asyncio.Future[T]:
+        """Reload the documents in ``slots`` (filled by the op) if ``future`` fails."""
+        self._forget_on_failure(future, slots)
+        return future
+
+    # -- compaction ------------------------------------------------------------------
+
+    def due_for_compaction(self, scan: bool = False) -> list[tuple[str, str]]:
+        """Documents whose logs have reached ``compact_log_rows`` updates.
+
+        Known from the writes of this process; ``scan`` looks in the database
+        too (once at start: logs left by an earlier process).
+        """
+        due = [slot for slot, n in self._log_counts.items() if n >= self.compact_log_rows]
+        if scan:
+            rows = self._reader.execute(
+                "SELECT collection, id FROM docs WHERE log_count >= ?", (self.compact_log_rows,)
+            )
+            due = list(dict.fromkeys([*due, *((c, i) for c, i in rows)]))
+        return due
+
+    def compact(self, slots: Sequence[tuple[str, str]]) -> asyncio.Future[int]:
+        """Fold each document's log into its snapshot; return how many were compacted.
+
+        The snapshot takes the seq of the newest update it folds in. Every
+        cursor still finds everything: a peer behind that seq receives the
+        snapshot (which holds all it lacks), a peer past it had every update.
+        So compaction needs no acknowledgements from peers.
+        """
+
+        def op(txn: Txn) -> int:
+            done = 0
+            for slot in slots:
+                if self._compact_one(txn, slot):
+                    done += 1
+            return done
+
+        return self._writer.submit(op)
+
+    def _compact_one(self, txn: Txn, slot: tuple[str, str]) -> bool:
+        rows = txn.conn.execute(
+            "SELECT seq, y_update, metadata, hlc, node FROM doc_log"
+            " WHERE collection = ? AND id = ? ORDER BY seq",
+            slot,
+        ).fetchall()
+        if not rows:
+            return False
+        snapshot, snap_hlc, snap_node = txn.conn.execute(
+            "SELECT snapshot, coalesce(snap_hlc, 0), coalesce(snap_node, 0) FROM docs"
+            " WHERE collection = ? AND id = ?",
+            slot,
+        ).fetchone()
+        loaded = self._load(txn.conn, slot)
+        if all(ydoc.integrates_fully(loaded.doc, row[1]) for row in rows):
+            folded = loaded.doc.get_update()  # garbage-collected: smaller than the log
+        else:
+            folded = merge_updates(*([snapshot] if snapshot else []), *(row[1] for row in rows))
+        version = max(
+            (snap_hlc, snap_node),
+            *(ydoc.version_of(Change("", b"", None, m, None, h, n)) for _, _, m, h, n in rows),
+        )
+        newest_seq = rows[-1][0]
+        txn.conn.execute(
+            "DELETE FROM doc_log WHERE collection = ? AND id = ? AND seq <= ?",
+            (*slot, newest_seq),
+        )
+        txn.conn.execute(
+            "UPDATE docs SET snapshot = ?, snap_seq = ?, snap_hlc = ?, snap_node = ?,"
+            " log_count = 0, log_bytes = 0 WHERE collection = ? AND id = ?",
+            (folded, newest_seq, version[0], version[1], *slot),
+        )
+        self._resize(slot, loaded, len(folded))
+        return True
+
+    # -- the in-memory documents -------------------------------------------------------
+
+    def _load(self, conn: sqlite3.Connection, slot: tuple[str, str]) -> _Loaded:
+        loaded = self._cache.get(slot)
+        if loaded is not None:
+            self._cache.move_to_end(slot)
+            return loaded
+        row = conn.execute(
+            "SELECT snapshot, hlc, node, log_count FROM docs WHERE collection = ? AND id = ?", slot
+        ).fetchone()
+        updates = [] if row is None or row[0] is None else [row[0]]
+        updates += [
+            update
+            for (update,) in conn.execute(
+                "SELECT y_update FROM doc_log WHERE collection = ? AND id = ? ORDER BY seq", slot
+            )
+        ]
+        doc = ydoc.new_doc(self.client_id, *updates)
+        data = ydoc.read_json(doc)
+        text = None if data is None else ydoc.serialize(data)
+        hlc, node = (row[1], row[2]) if row else (0, 0)
+        if row and row[3]:
+            self._log_counts[slot] = row[3]
+        loaded = _Loaded(doc, data, text, sum(map(len, updates)), hlc, node)
+        self._cache[slot] = loaded
+        self._cache_bytes += loaded.size
+        self._evict()
+        return loaded
+
+    def _logged(self, slot: tuple[str, str], loaded: _Loaded, added: int) -> None:
+        """An update of ``added`` bytes was logged for the document."""
+        loaded.size += added
+        self._cache_bytes += added
+        if self._cache_bytes > self.cache_limit:
+            self._evict()
+        # Log lengths are counted in memory: no extra query on the write path.
+        count = self._log_counts[slot] = self._log_counts.get(slot, 0) + 1
+        if count >= self.compact_log_rows:
+            self.compaction_due.set()
+
+    def _resize(self, slot: tuple[str, str], loaded: _Loaded, size: int) -> None:
+        self._cache_bytes += size - loaded.size
+        loaded.size = size
+        self._log_counts.pop(slot, None)
+
+    def _evict(self) -> None:
+        while self._cache_bytes > self.cache_limit and len(self._cache) > 1:
+            _, oldest = self._cache.popitem(last=False)
+            self._cache_bytes -= oldest.size
+
+    def _forget(self, slot: tuple[str, str]) -> None:
+        loaded = self._cache.pop(slot, None)
+        if loaded is not None:
+            self._cache_bytes -= loaded.size
+        # Edits of the forgotten copy may have been seen (ystate is committed-only,
+        # but be safe): new edits take item ids no one can hold yet.
+        self.client_id = _new_client_id()
+
+    def _forget_on_failure(
+        self, future: asyncio.Future[Any], slots: Sequence[tuple[str, str]]
+    ) -> None:
+        def check(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                error = None if done.cancelled() else done.exception()
+                if not isinstance(error, DocumentError):
+                    for slot in slots:
+                        self._forget(slot)
+
+        future.add_done_callback(check)
+
+
+def _new_client_id() -> int:
+    # Yjs keeps client ids within 2**53 (JavaScript numbers); 0 is never used.
+    return secrets.randbits(52) + 1

@@ -1,0 +1,484 @@
+"""JSON documents as Y documents, free of I/O: conversion, merge patches, merges, limits.
+
+A document is one pycrdt :class:`~pycrdt.Doc` with two root maps:
+
+``content``  the JSON object itself. Nested objects are Y maps and arrays are
+             Y arrays (never opaque values), so concurrent edits of different
+             fields -- at any depth -- both survive. A Y text found here
+             (written by a Yjs client) reads as a JSON string.
+``meta``     ``created`` (set by every replace) and ``deleted`` (set by a
+             delete, removed by a later replace).
+
+A document exists when ``meta`` has no ``deleted`` key and it was created
+(or has content). Because a Y map removes only the entries a replica had
+seen, a replace removes only the deletes it has seen: **a delete wins over
+every write concurrent with it** (patch, replace, Y update), and a replace
+made after the delete was seen brings the document back. A patch of a
+document that does not exist is refused by the node (404), so a patch never
+revives one.
+
+Replication: a document change travels as an ordinary
+:class:`~edgekv_replication.changes.Change` in the same batches as key-value
+entries (see :func:`document_change`). Its namespace is ``"@doc:" +
+collection`` (``@`` and ``:`` are not allowed in key-value namespaces, so
+:func:`is_document` cannot mistake one for the other), its key the document
+id, its value a Y update. Applying Y updates is commutative, associative and
+idempotent, so :func:`merge_document_changes` is a join like
+:func:`~edgekv_replication.changes.merge_entries`.
+
+Numbers: Y stores numbers up to 2**53 as IEEE doubles and larger integers as
+64-bit integers. So integers stay exact integers on every replica from
+-(2**63) to 2**63 - 1; beyond that a write is refused (``number_out_of_range``),
+as are non-finite floats. A float with an integral value of at most 2**53
+(``1.0``) reads back as the integer (``1``), since Y cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pycrdt import Array, Doc, Map, TransactionEvent, get_state, merge_updates
+
+from edgekv_replication.changes import Change
+
+DOC_NS_PREFIX = "@doc:"
+"""Namespace prefix of document changes (never a valid key-value namespace)."""
+CONTENT = "content"
+META = "meta"
+CREATED = "created"
+DELETED = "deleted"
+
+MAX_DOCUMENT_BYTES = 1024 * 1024
+"""A document's JSON, compact and UTF-8 encoded, is at most this long."""
+MAX_DEPTH = 32
+"""Nesting levels of a document: the top-level object is level 1."""
+MAX_INT = (1 << 63) - 1
+MIN_INT = -(1 << 63)
+EXACT_FLOAT_INT = 1 << 53
+"""Integral floats up to this magnitude read back as integers."""
+
+EMPTY_UPDATE = b"\x00\x00"
+"""The Y update of a transaction that changed nothing."""
+
+_MISSING: Any = object()
+
+YDoc = Doc[Any]
+"""A Y document (pycrdt), as this module uses it."""
+YMap = Map[Any]
+
+
+class DocumentError(ValueError):
+    """Bad input for a document; ``code`` is the API error code to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        """Create an error carrying an error code of ``edgekv_client.codes``."""
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# -- change log -----------------------------------------------------------------
+
+
+def is_document(change: Change) -> bool:
+    """Whether ``change`` is a document change (else a key-value entry)."""
+    return change.ns.startswith(DOC_NS_PREFIX)
+
+
+def document_ns(collection: str) -> str:
+    """The change namespace of ``collection``."""
+    return DOC_NS_PREFIX + collection
+
+
+def collection_of(change: Change) -> str:
+    """The collection of a document change."""
+    return change.ns[len(DOC_NS_PREFIX) :]
+
+
+def document_change(
+    collection: str,
+    doc_id: str,
+    update: bytes,
+    hlc: int,
+    node: int,
+    seq: int = 0,
+    version: tuple[int, int] | None = None,
+) -> Change:
+    """A document change: ``update`` (Y update bytes) stamped ``(hlc, node)``.
+
+    ``version`` is the newest write the update includes when that is not
+    ``(hlc, node)`` itself (a compacted snapshot); it travels in ``metadata``.
+    """
+    metadata = None if version is None else encode_stamp(*version)
+    return Change(document_ns(collection), doc_id.encode(), update, metadata, None, hlc, node, seq)
+
+
+def encode_stamp(hlc: int, node: int) -> str:
+    """A version as 32 hex digits (as ``edgekv_client.bookmarks.encode_version``)."""
+    return f"{hlc:016x}{node:016x}"
+
+
+def version_of(change: Change) -> tuple[int, int]:
+    """The newest write a document change includes: ``(hlc, node)``."""
+    text = change.metadata
+    if text and len(text) == 32:
+        try:
+            return int(text[:16], 16), int(text[16:], 16)
+        except ValueError:
+            pass
+    return change.hlc, change.node
+
+
+def merge_document_changes(a: Change, b: Change) -> Change:
+    """Join two changes of the same document: the union of their updates.
+
+    Commutative, associative and idempotent in the state the result holds
+    (the bytes of merged Y updates may differ with the order; the document
+    they decode to does not).
+    """
+    if (a.ns, a.key) != (b.ns, b.key) or not (is_document(a) and is_document(b)):
+        raise ValueError("merge_document_changes takes two changes of the same document")
+    if a.value is None or b.value is None:
+        raise ValueError("a document change always carries a Y update")
+    newest = max(version_of(a), version_of(b))
+    stamp = max((a.hlc, a.node), (b.hlc, b.node))
+    merged = merge_updates(a.value, b.value)
+    return Change(a.ns, a.key, merged, encode_stamp(*newest), None, stamp[0], stamp[1], 0)
+
+
+# -- JSON values ------------------------------------------------------------------
+
+
+def normalize(value: Any, depth: int = 1) -> Any:
+    """Check a parsed JSON value and return it as Y will read it back.
+
+    Raises DocumentError for integers out of 64-bit range, non-finite
+    floats and nesting deeper than :data:`MAX_DEPTH`.
+    """
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        return {k: normalize(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        return [normalize(v, depth + 1) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise DocumentError(
+                "number_out_of_range",
+                f"integer {value} is outside -2**63..2**63-1; send it as a string",
+            )
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DocumentError("number_out_of_range", "numbers must be finite")
+        if value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
+            return int(value)
+        return value
+    raise DocumentError("invalid_json", f"not a JSON value: {type(value).__name__}")
+
+
+def _too_deep() -> DocumentError:
+    return DocumentError("document_too_deep", f"a document nests at most {MAX_DEPTH} levels")
+
+
+def serialize(document: Mapping[str, Any]) -> str:
+    """The canonical JSON text of a document (sorted keys, compact): equal on every replica."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_size(text: str) -> None:
+    """Raise ``document_too_large`` unless ``text`` is at most 1 MiB of UTF-8."""
+    # A character takes at most 4 bytes: only encode when it could matter.
+    if len(text) * 4 > MAX_DOCUMENT_BYTES and len(text.encode()) > MAX_DOCUMENT_BYTES:
+        raise DocumentError(
+            "document_too_large", f"a document is at most {MAX_DOCUMENT_BYTES} bytes of JSON"
+        )
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 on plain values: a new object, ``target`` is left as it was."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            current = result.get(key)
+            result[key] = merge_patch(current if isinstance(current, dict) else {}, value)
+        else:
+            result[key] = value
+    return result
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality that tells 1, 1.5, true and "1" apart."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def to_y(value: Any) -> Any:
+    """A normalized JSON value as Y content: objects as maps, arrays as arrays."""
+    if isinstance(value, dict):
+        return Map({k: to_y(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return Array([to_y(v) for v in value])
+    return value
+
+
+def _from_y(value: Any, strict: bool) -> Any:
+    # Map.to_py() gives Python values with every number a float (below 2**53).
+    if isinstance(value, dict):
+        return {k: _from_y(v, strict) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_y(v, strict) for v in value]
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
+            return int(value)
+        if not math.isfinite(value):
+            return _not_json(value, strict)
+        return value
+    if value is None or isinstance(value, str | int):
+        return value
+    return _not_json(value, strict)
+
+
+def _not_json(value: Any, strict: bool) -> None:
+    if strict:
+        raise DocumentError(
+            "invalid_yupdate", f"the update stores a {type(value).__name__}, which is not JSON"
+        )
+    return None  # what another replica wrote reads as null rather than failing the read
+
+
+# -- Y documents ------------------------------------------------------------------
+
+
+def new_doc(client_id: int, *updates: bytes) -> YDoc:
+    """A Y document with this process's client id, with ``updates`` applied."""
+    doc: YDoc = Doc(client_id=client_id)
+    for update in updates:
+        doc.apply_update(update)
+    return doc
+
+
+def content_of(doc: YDoc) -> YMap:
+    """The root map holding the JSON object."""
+    content: YMap = doc.get(CONTENT, type=Map)
+    return content
+
+
+def meta_of(doc: YDoc) -> YMap:
+    """The root map holding ``created`` and ``deleted``."""
+    meta: YMap = doc.get(META, type=Map)
+    return meta
+
+
+def exists(doc: YDoc) -> bool:
+    """Whether the document exists (created or given content, and not deleted)."""
+    meta = meta_of(doc)
+    if DELETED in meta:
+        return False
+    return CREATED in meta or len(content_of(doc)) > 0
+
+
+def read_json(doc: YDoc, strict: bool = False) -> dict[str, Any] | None:
+    """The document as JSON, or None when it does not exist.
+
+    ``strict``: raise ``invalid_yupdate`` for content that is not JSON (a Y
+    XML type, binary); otherwise such values read as null.
+    """
+    if not exists(doc):
+        return None
+    content = content_of(doc)
+    raw = content.to_py() or {}
+    result = _from_y(raw, strict)
+    assert isinstance(result, dict)
+    return result
+
+
+def _capture(doc: YDoc, edit: Callable[[], None]) -> bytes:
+    """Run ``edit`` in one Y transaction; return the update it made."""
+    updates: list[bytes] = []
+
+    def record(event: TransactionEvent) -> None:
+        updates.append(event.update)
+
+    subscription = doc.observe(record)
+    try:
+        with doc.transaction():
+            edit()
+    finally:
+        doc.unobserve(subscription)
+    return updates[0] if updates else EMPTY_UPDATE
+
+
+def replace(doc: YDoc, current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bytes:
+    """Make the document ``new`` (normalized); return the Y update.
+
+    Only what differs is written, recursively into nested objects, so a
+    replace does not overwrite concurrent edits of fields it leaves as they
+    were. ``current`` is :func:`read_json` of ``doc``.
+    """
+
+    def edit() -> None:
+        content = content_of(doc)
+        meta = meta_of(doc)
+        if current is None:
+            content.clear()  # what a delete left behind (concurrent patches)
+            _replace_map(content, {}, new)
+        else:
+            _replace_map(content, current, new)
+        if CREATED not in meta:
+            meta[CREATED] = True
+        if DELETED in meta:
+            del meta[DELETED]
+
+    return _capture(doc, edit)
+
+
+def _replace_map(ymap: YMap, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    for key in [k for k in current if k not in new]:
+        del ymap[key]
+    for key, value in new.items():
+        old = current.get(key, _MISSING)
+        if _same(old, value):
+            continue
+        child = ymap.get(key) if isinstance(old, dict) and isinstance(value, dict) else None
+        if isinstance(child, Map):
+            _replace_map(child, old, value)
+        else:
+            ymap[key] = to_y(value)
+
+
+def patch(doc: YDoc, current: Mapping[str, Any], merge: Mapping[str, Any]) -> bytes:
+    """Apply an RFC 7386 merge patch (normalized) as Y operations; return the Y update.
+
+    Nested objects that exist are patched in place (so concurrent patches of
+    different nested fields both survive); an object the patch introduces
+    becomes a new Y map; arrays are replaced whole, as RFC 7386 says.
+    Values equal to the current ones are not written.
+    """
+    return _capture(doc, lambda: _patch_map(content_of(doc), current, merge))
+
+
+def _patch_map(ymap: YMap, current: Mapping[str, Any], merge: Mapping[str, Any]) -> None:
+    for key, value in merge.items():
+        old = current.get(key, _MISSING)
+        if value is None:
+            if old is not _MISSING:
+                del ymap[key]
+        elif isinstance(value, dict):
+            child = ymap.get(key) if isinstance(old, dict) else None
+            if isinstance(child, Map):
+                _patch_map(child, old, value)
+            else:
+                ymap[key] = to_y(merge_patch({}, value))
+        elif not _same(old, value):
+            ymap[key] = to_y(value)
+
+
+def delete(doc: YDoc) -> bytes:
+    """Delete the document: clear its content and mark it deleted; return the Y update."""
+
+    def edit() -> None:
+        content_of(doc).clear()
+        meta_of(doc)[DELETED] = True
+
+    return _capture(doc, edit)
+
+
+def apply(doc: YDoc, update: bytes) -> bytes:
+    """Apply a Y update; return what it changed (``EMPTY_UPDATE`` for a duplicate).
+
+    Raises ValueError for bytes that are not a Y update.
+    """
+    return _capture(doc, lambda: _apply_update(doc, update))
+
+
+def _apply_update(doc: YDoc, update: bytes) -> None:
+    try:
+        doc.apply_update(update)
+    except ValueError:
+        raise
+    except BaseException as exc:  # pyo3 panics derive from BaseException
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
+        raise ValueError(f"cannot apply the update: {exc}") from None
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """Decode a Y state vector (lib0 var-uints: count, then client/clock pairs)."""
+    position = 0
+
+    def read() -> int:
+        nonlocal position
+        result = shift = 0
+        while True:
+            if position >= len(data):
+                raise ValueError("truncated state vector")
+            byte = data[position]
+            position += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+            if shift > 70:
+                raise ValueError("var-uint too long")
+
+    count = read()
+    if count > len(data):
+        raise ValueError("state vector count exceeds its length")
+    vector = {}
+    for _ in range(count):
+        client = read()
+        vector[client] = read()
+    if position != len(data):
+        raise ValueError("trailing bytes after the state vector")
+    return vector
+
+
+def integrates_fully(doc: YDoc, update: bytes) -> bool:
+    """Whether everything ``update`` inserts is now part of ``doc``.
+
+    False when the update depends on changes the document lacks: Y keeps
+    such parts pending in memory only, so a node refuses them from clients
+    rather than acknowledging what it could lose.
+    """
+    needed = decode_state_vector(get_state(update))
+    have = decode_state_vector(doc.get_state())
+    return all(have.get(client, 0) >= clock for client, clock in needed.items())
+
+
+def validate_update(doc: YDoc, update: bytes, client_id: int) -> dict[str, Any] | None:
+    """Check a client's Y update against a copy of ``doc``; return the JSON it leads to.
+
+    Raises DocumentError: ``invalid_yupdate`` (not a Y update, missing
+    dependencies, content that is not JSON), ``document_too_deep`` or
+    ``document_too_large``. ``doc`` itself is not touched.
+    """
+    scratch = new_doc(client_id, doc.get_update())
+    try:
+        _apply_update(scratch, update)
+    except ValueError as exc:
+        raise DocumentError("invalid_yupdate", f"not a valid Y update: {exc}") from None
+    if not integrates_fully(scratch, update):
+        raise DocumentError(
+            "invalid_yupdate",
+            "the update depends on changes this node does not have; sync with ystate first",
+        )
+    result = read_json(scratch, strict=True)
+    if result is not None:
+        normalize(result)
+        check_size(serialize(result))
+    return result
