@@ -55,7 +55,7 @@ _TABLE = (
     ErrorCode(
         "number_out_of_range",
         400,
-        "An integer outside -2**63..2**63-1, or a number that is not finite; send it as a string.",
+        "An integer outside -2**63..2**63-2, or a number that is not finite; send it as a string.",
     ),
     ErrorCode("unauthorized", 401, "No bearer token, or a token this node does not know."),
     ErrorCode("forbidden", 403, "The token lacks the scope this operation needs."),

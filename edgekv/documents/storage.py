@@ -125,6 +125,10 @@ class DocumentStore:
         """Set when a document's log reaches ``compact_log_rows`` (wakes the compactor)."""
         self.compact_log_rows = COMPACT_LOG_ROWS
         self._log_counts: dict[tuple[str, str], int] = {}
+        self._waiting_slots = {
+            (c, i) for c, i in reader.execute("SELECT DISTINCT collection, id FROM doc_waiting")
+        }
+        """Documents with updates waiting for their dependencies."""
 
     # -- reads ------------------------------------------------------------------
 
@@ -272,6 +276,8 @@ class DocumentStore:
         Raises ValueError for a change that is not a Y update (the whole
         batch is then refused, and the documents it touched reloaded). The
         documents merged are added to ``slots``: pass it to :meth:`guard`.
+        An update whose dependencies have not arrived yet waits in
+        ``doc_waiting`` (see :class:`~edgekv_replication.documents.DocumentReplica`).
         """
         touched: dict[tuple[str, str], tuple[int, int]] = {}
         logged: dict[tuple[str, str], tuple[int, int]] = {}
@@ -280,31 +286,16 @@ class DocumentStore:
             for change in changes:
                 slot = (ydoc.collection_of(change), change.key.decode())
                 assert change.value is not None
-                loaded = self._load(txn.conn, slot)
-                delta = ydoc.apply(loaded.doc, change.value)
-                # Parts waiting for changes not seen yet exist only in memory: log them as sent.
-                whole = ydoc.integrates_fully(loaded.doc, change.value)
-                stored = delta if whole else change.value
-                version = max(ydoc.version_of(change), touched.get(slot, (0, 0)))
-                touched[slot] = version
                 txn.clock.observe(change.hlc)
-                if delta == ydoc.EMPTY_UPDATE and whole:
-                    continue  # a duplicate (relayed by several peers): no new seq
-                txn.conn.execute(
-                    _LOG,
-                    (
-                        txn.take_seq(),
-                        *slot,
-                        stored,
-                        ydoc.encode_stamp(*version),
-                        change.hlc,
-                        change.node,
-                    ),
-                )
-                count, size = logged.get(slot, (0, 0))
-                logged[slot] = (count + 1, size + len(stored))
-                self._logged(slot, loaded, len(stored))
-                applied += 1
+                version = ydoc.version_of(change)
+                touched[slot] = max(version, touched.get(slot, (0, 0)))
+                merged = self._merge_update(txn, slot, change.value, version, change, logged)
+                if merged is None:
+                    self._wait(txn, slot, change)
+                    continue
+                applied += merged
+                if slot in self._waiting_slots and merged:
+                    applied += self._retry_waiting(txn, slot, logged)
             for slot, (hlc, node) in touched.items():
                 loaded = self._load(txn.conn, slot)
                 loaded.json = ydoc.read_json(loaded.doc)
@@ -321,6 +312,75 @@ class DocumentStore:
             self.present = True
         if slots is not None:
             slots.extend(touched)
+        return applied
+
+    def _merge_update(
+        self,
+        txn: Txn,
+        slot: tuple[str, str],
+        update: bytes,
+        version: tuple[int, int],
+        origin: Change,
+        logged: dict[tuple[str, str], tuple[int, int]],
+    ) -> int | None:
+        """Apply one update: 1 if it changed the document, 0 for a duplicate, None if it waits."""
+        loaded = self._load(txn.conn, slot)
+        delta = ydoc.apply(loaded.doc, update)
+        if not ydoc.integrates_fully(loaded.doc, update):
+            # Never keep Y's pending parts: rebuild from the log, without this update.
+            self._drop(slot)
+            return None
+        if delta == ydoc.EMPTY_UPDATE:
+            return 0  # a duplicate (relayed by several peers): no new seq
+        txn.conn.execute(
+            _LOG,
+            (
+                txn.take_seq(),
+                *slot,
+                delta,
+                ydoc.encode_stamp(*version),
+                origin.hlc,
+                origin.node,
+            ),
+        )
+        count, size = logged.get(slot, (0, 0))
+        logged[slot] = (count + 1, size + len(delta))
+        self._logged(slot, loaded, len(delta))
+        return 1
+
+    def _wait(self, txn: Txn, slot: tuple[str, str], change: Change) -> None:
+        txn.conn.execute(
+            "INSERT INTO doc_waiting (collection, id, y_update, metadata, hlc, node)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (*slot, change.value, change.metadata, change.hlc, change.node),
+        )
+        self._waiting_slots.add(slot)
+
+    def _retry_waiting(
+        self, txn: Txn, slot: tuple[str, str], logged: dict[tuple[str, str], tuple[int, int]]
+    ) -> int:
+        """Apply the waiting updates of ``slot`` that have become integrable."""
+        applied = 0
+        progress = True
+        while progress:
+            progress = False
+            rows = txn.conn.execute(
+                "SELECT wid, y_update, metadata, hlc, node FROM doc_waiting"
+                " WHERE collection = ? AND id = ? ORDER BY wid",
+                slot,
+            ).fetchall()
+            if not rows:
+                self._waiting_slots.discard(slot)
+                return applied
+            for wid, update, metadata, hlc, node in rows:
+                change = ydoc.document_change(*slot, update, hlc, node)._replace(metadata=metadata)
+                merged = self._merge_update(
+                    txn, slot, update, ydoc.version_of(change), change, logged
+                )
+                if merged is not None:
+                    txn.conn.execute("DELETE FROM doc_waiting WHERE wid = ?", (wid,))
+                    applied += merged
+                    progress = True
         return applied
 
     def guard(self, future: asyncio.Future[T], slots: list[tuple[str, str]]) -> asyncio.Future[T]:
@@ -447,10 +507,14 @@ class DocumentStore:
             _, oldest = self._cache.popitem(last=False)
             self._cache_bytes -= oldest.size
 
-    def _forget(self, slot: tuple[str, str]) -> None:
+    def _drop(self, slot: tuple[str, str]) -> None:
+        """Let the next use load the document again from the database."""
         loaded = self._cache.pop(slot, None)
         if loaded is not None:
             self._cache_bytes -= loaded.size
+
+    def _forget(self, slot: tuple[str, str]) -> None:
+        self._drop(slot)
         # Edits of the forgotten copy may have been seen (ystate is committed-only,
         # but be safe): new edits take item ids no one can hold yet.
         self.client_id = _new_client_id()

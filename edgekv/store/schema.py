@@ -27,7 +27,8 @@ documented read interface of ``edgekv_client.LocalReader``. Version 5 adds
 the document store (:mod:`edgekv.documents`): ``docs`` (per document its
 materialized JSON, its compacted Y snapshot and the snapshot's place in the
 change log), ``doc_log`` (Y updates not yet folded into the snapshot, each
-with its own ``seq``) and ``doc_indexes`` (declared query indexes).
+with its own ``seq``), ``doc_waiting`` (remote updates whose dependencies
+have not arrived) and ``doc_indexes`` (declared query indexes).
 """
 
 from __future__ import annotations
@@ -157,6 +158,13 @@ def _v5_documents(db: sqlite_utils.Database) -> None:
         " hlc INTEGER NOT NULL, node INTEGER NOT NULL)"
     )
     db.execute("CREATE INDEX doc_log_doc ON doc_log (collection, id, seq)")
+    # Remote updates whose Y dependencies have not arrived yet (never half-applied).
+    db.execute(
+        "CREATE TABLE doc_waiting (wid INTEGER PRIMARY KEY, collection TEXT NOT NULL,"
+        " id TEXT NOT NULL, y_update BLOB NOT NULL, metadata TEXT,"
+        " hlc INTEGER NOT NULL, node INTEGER NOT NULL)"
+    )
+    db.execute("CREATE INDEX doc_waiting_doc ON doc_waiting (collection, id, wid)")
     db.execute(
         "CREATE TABLE doc_indexes (collection TEXT NOT NULL, field TEXT NOT NULL,"
         " name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL, PRIMARY KEY (collection, field))"

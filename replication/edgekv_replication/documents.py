@@ -28,9 +28,11 @@ idempotent, so :func:`merge_document_changes` is a join like
 
 Numbers: Y stores numbers up to 2**53 as IEEE doubles and larger integers as
 64-bit integers. So integers stay exact integers on every replica from
--(2**63) to 2**63 - 1; beyond that a write is refused (``number_out_of_range``),
-as are non-finite floats. A float with an integral value of at most 2**53
-(``1.0``) reads back as the integer (``1``), since Y cannot tell them apart.
+-(2**63) to 2**63 - 2 (Yrs turns 2**63 - 1 into a double); beyond that a
+write is refused (``number_out_of_range``), as are non-finite floats. Y
+encodes an integer that a double holds exactly as a double, so every
+integral number within that range reads back as an integer: ``1.0`` and
+``1e18`` read back as ``1`` and ``1000000000000000000``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pycrdt import Array, Doc, Map, TransactionEvent, get_state, merge_updates
+from pycrdt import Array, Doc, Map, TransactionEvent, get_update, merge_updates
 
 from edgekv_replication.changes import Change
 
@@ -55,10 +57,9 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 """A document's JSON, compact and UTF-8 encoded, is at most this long."""
 MAX_DEPTH = 32
 """Nesting levels of a document: the top-level object is level 1."""
-MAX_INT = (1 << 63) - 1
 MIN_INT = -(1 << 63)
-EXACT_FLOAT_INT = 1 << 53
-"""Integral floats up to this magnitude read back as integers."""
+MAX_INT = (1 << 63) - 2
+"""Not 2**63 - 1: Yrs encodes that one as the double 2**63 (a saturating cast), losing it."""
 
 EMPTY_UPDATE = b"\x00\x00"
 """The Y update of a transaction that changed nothing."""
@@ -172,13 +173,13 @@ def normalize(value: Any, depth: int = 1) -> Any:
         if not MIN_INT <= value <= MAX_INT:
             raise DocumentError(
                 "number_out_of_range",
-                f"integer {value} is outside -2**63..2**63-1; send it as a string",
+                f"integer {value} is outside -2**63..2**63-2; send it as a string",
             )
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise DocumentError("number_out_of_range", "numbers must be finite")
-        if value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
+        if value.is_integer() and MIN_INT <= value <= MAX_INT:
             return int(value)
         return value
     raise DocumentError("invalid_json", f"not a JSON value: {type(value).__name__}")
@@ -243,7 +244,7 @@ def _from_y(value: Any, strict: bool) -> Any:
     if isinstance(value, list):
         return [_from_y(v, strict) for v in value]
     if isinstance(value, float):
-        if value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
+        if value.is_integer() and MIN_INT <= value <= MAX_INT:
             return int(value)
         if not math.isfinite(value):
             return _not_json(value, strict)
@@ -453,11 +454,12 @@ def integrates_fully(doc: YDoc, update: bytes) -> bool:
 
     False when the update depends on changes the document lacks: Y keeps
     such parts pending in memory only, so a node refuses them from clients
-    rather than acknowledging what it could lose.
+    and logs them as received from peers. The test: what the update holds
+    beyond the document's state vector has no structs (its first var-uint,
+    the number of clients with structs, is 0).
     """
-    needed = decode_state_vector(get_state(update))
-    have = decode_state_vector(doc.get_state())
-    return all(have.get(client, 0) >= clock for client, clock in needed.items())
+    rest = get_update(update, doc.get_state())
+    return rest[:1] == b"\x00"
 
 
 def validate_update(doc: YDoc, update: bytes, client_id: int) -> dict[str, Any] | None:
@@ -482,3 +484,47 @@ def validate_update(doc: YDoc, update: bytes, client_id: int) -> dict[str, Any] 
         normalize(result)
         check_size(serialize(result))
     return result
+
+
+class DocumentReplica:
+    """One replica of one document: applies updates in causal order, whatever order they come in.
+
+    Y keeps the parts of an update whose dependencies are missing pending
+    in memory, and Yrs does not always integrate such parts correctly when
+    the dependencies arrive later. So an update that does not integrate
+    fully is not kept half-applied: the document is rebuilt without it and
+    the update waits until a later one makes it integrable. (A node does the
+    same with its ``doc_waiting`` rows; this class is the model of it.)
+    """
+
+    def __init__(self, client_id: int) -> None:
+        """An empty document edited as Y client ``client_id``."""
+        self.client_id = client_id
+        self.doc = new_doc(client_id)
+        self._applied: list[bytes] = []
+        self.waiting: list[bytes] = []
+
+    def edited(self, update: bytes) -> None:
+        """Record an update made by a local edit of :attr:`doc`."""
+        self._applied.append(update)
+
+    def receive(self, update: bytes) -> None:
+        """Apply ``update`` now if it integrates, else when it does; then retry the waiting."""
+        if not self._try(update):
+            self.waiting.append(update)
+            return
+        progress = True
+        while progress and self.waiting:
+            progress = False
+            for waiting in list(self.waiting):
+                if self._try(waiting):
+                    self.waiting.remove(waiting)
+                    progress = True
+
+    def _try(self, update: bytes) -> bool:
+        apply(self.doc, update)
+        if integrates_fully(self.doc, update):
+            self._applied.append(update)
+            return True
+        self.doc = new_doc(self.client_id, *self._applied)
+        return False
