@@ -22,6 +22,7 @@ from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
     Ack,
+    Batch,
     EnvelopeError,
     Hello,
     Members,
@@ -137,10 +138,16 @@ async def _stream(
             await ws.send_bytes(encode(Members(tuple(members))))
             sent_members = members
         head = store.seq  # read before the query: every change up to head is visible to it
-        changes = store.changes_after(cursor, PAGE_SIZE)
-        if changes or head > cursor:
-            # The puller's own writes would be no-ops there, unless it asked for echoes.
-            batch = make_batch(changes, cursor, head, replicator.wall_ms(), None if echo else peer)
+        if echo:
+            changes = store.changes_after(cursor, PAGE_SIZE)
+            end = changes[-1].seq if changes else cursor
+        else:
+            # The puller's own writes would be no-ops there: they stay in SQLite.
+            changes, end = store.page_after(cursor, PAGE_SIZE, peer)
+        if end > cursor or head > cursor:
+            # A page of nothing but gaps or left-out rows still moves the cursor.
+            upto = end if end > cursor else head
+            batch = Batch(cursor, upto, tuple(changes), replicator.wall_ms())
             await ws.send_bytes(encode(batch))
             replicator.metrics.sent.labels(label).inc(len(batch.changes))
             if changes:
