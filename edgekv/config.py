@@ -237,6 +237,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.005,
     ),
     Setting(
+        "upstream_batch_interval",
+        float,
+        0.05,
+        "Seconds local changes gather before they are pushed to the upstream together.",
+        minimum=0,
+    ),
+    Setting(
         "upstream_pool_size",
         int,
         10,
@@ -311,6 +318,7 @@ class Config:
     strong_namespaces: tuple[str, ...] = ()
     upstream_timeout: float = 2.0
     upstream_poll_interval: float = 0.1
+    upstream_batch_interval: float = 0.05
     upstream_pool_size: int = 10
     test_clock_offset_ms: int = 0
     log_level: str = "info"

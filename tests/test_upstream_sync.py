@@ -59,8 +59,9 @@ def test_cursor_never_skips_a_row_committed_out_of_sequence_order(
     wait_for(lambda: _schema_exists(pg_schema), what="schema created")
     sql = Statements(pg_schema)
 
-    def row(key: bytes, value: bytes, hlc: int) -> list[list[object]]:
-        return [["app"], [key], [value], [None], [None], [hlc << 16], [12345]]
+    def row(key: bytes, value: bytes, hlc: int) -> list[object]:
+        # As a strong transaction at another PoP writes it (numbered later).
+        return ["app", [key], [value], [None], [None], [hlc << 16], 12345]
 
     async def reverse_commits() -> None:
         first = await asyncpg.connect(DSN)
@@ -68,10 +69,10 @@ def test_cursor_never_skips_a_row_committed_out_of_sequence_order(
         try:
             early = first.transaction()
             await early.start()
-            await first.execute(sql.push, *row(b"early", b"1", 1_000))  # begun first
+            await first.execute(sql.strong_upsert, *row(b"early", b"1", 1_000))  # begun first
             late = second.transaction()
             await late.start()
-            await second.execute(sql.push, *row(b"late", b"2", 2_000))
+            await second.execute(sql.strong_upsert, *row(b"late", b"2", 2_000))
             await late.commit()  # ... but committed first
             await asyncio.to_thread(
                 wait_for, lambda: _has(node, "late"), 30.0, "the later commit pulled"

@@ -417,18 +417,23 @@ class Store:
         doc_slots: list[tuple[str, str]] = []
         return self.documents.guard(self.writer.submit(op), doc_slots)
 
-    def merge_changes(self, changes: Sequence[Change]) -> asyncio.Future[WriteResult]:
+    def merge_changes(
+        self, changes: Sequence[Change]
+    ) -> asyncio.Future[tuple[WriteResult, list[int]]]:
         """Merge changes this node made elsewhere (a strong write committed upstream).
 
-        Resolves with where the last of them landed, for the write's bookmark.
+        Resolves with where the last of them landed (for the write's bookmark)
+        and the seqs they took.
         """
 
-        def op(txn: Txn) -> WriteResult:
+        def op(txn: Txn) -> tuple[WriteResult, list[int]]:
             result = WriteResult(0, self.node_id, txn.seq)
+            seqs = []
             for change in changes:
                 if self._merge(txn, change, doc_slots):
                     result = WriteResult(change.hlc, change.node, txn.seq)
-            return result
+                    seqs.append(txn.seq)
+            return result, seqs
 
         doc_slots: list[tuple[str, str]] = []
         return self.documents.guard(self.writer.submit(op), doc_slots)

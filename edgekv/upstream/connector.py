@@ -119,8 +119,10 @@ class Upstream:
         self._task: asyncio.Task[None] | None = None
         self._feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
         store.writer.add_commit_listener(self._feed.notify_threadsafe)
-        # Local seq ranges that hold changes pulled from the upstream: not pushed back.
+        # Local seqs of changes that came from the upstream (pulled, or strong
+        # writes' results): pushing them back would be a no-op that takes locks.
         self._pulled_ranges: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
+        self._already_upstream: set[int] = set()
 
     def is_strong(self, ns: str) -> bool:
         """Whether ``ns`` is a strong namespace (declared here or by any PoP)."""
@@ -168,30 +170,32 @@ class Upstream:
         """
         store = self.store
 
-        async def transaction(conn: PgConnection) -> list[Change]:
+        async def operation(conn: PgConnection) -> list[Change]:
             return await strong.run_write(
                 conn, self.sql, store.clock, store.node_id, ns, writes, conditions
             )
 
         try:
-            changes = await self._in_transaction(transaction)
+            changes = await self._on_upstream(operation)
         except strong.PreconditionFailed:
             self.metrics.strong.labels("precondition_failed").inc()
             raise
         self.metrics.strong.labels("ok").inc()
-        return await store.merge_changes(changes)
+        result, seqs = await store.merge_changes(changes)
+        self._already_upstream.update(seqs)
+        return result
 
     async def strong_read(self, ns: str, key: bytes) -> Entry | None:
         """Read ``(ns, key)`` from PostgreSQL: the latest committed state."""
 
-        async def transaction(conn: PgConnection) -> Entry | None:
+        async def operation(conn: PgConnection) -> Entry | None:
             return await strong.read(conn, self.sql, ns, key)
 
-        entry = await self._in_transaction(transaction)
+        entry = await self._on_upstream(operation)
         self.metrics.strong.labels("ok").inc()
         return entry
 
-    async def _in_transaction(self, body: Callable[[PgConnection], Awaitable[T]]) -> T:
+    async def _on_upstream(self, body: Callable[[PgConnection], Awaitable[T]]) -> T:
         pool = self._pool
         if pool is None:
             self.metrics.strong.labels("unavailable").inc()
@@ -201,12 +205,12 @@ class Upstream:
                 for attempt in range(SERIALIZATION_RETRIES):
                     async with pool.acquire() as conn:
                         try:
-                            async with conn.transaction(isolation="serializable"):
-                                result = await body(conn)
+                            result = await body(conn)
                             self.last_contact_ms = _now_ms()
                             return result
                         except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
-                            # Another strong transaction won the race: run ours again.
+                            # Only engines that run every transaction serializable
+                            # (CockroachDB) report these: run it again.
                             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 raise UpstreamUnavailable("too much contention: the transaction kept conflicting")
         except CONNECTION_ERRORS as exc:
@@ -298,21 +302,25 @@ class Upstream:
                 self.metrics.push_lag.set(0)
                 await self._feed.wait_beyond(self.pushed_seq, 1.0)
                 continue
-            while self._pulled_ranges and self._pulled_ranges[0][1] <= self.pushed_seq:
-                self._pulled_ranges.popleft()
-            outgoing = [c for c in changes if not self._was_pulled(c.seq)]
+            outgoing = [c for c in changes if not self._came_from_upstream(c.seq)]
             if outgoing:
+                outgoing.sort(key=lambda c: (c.ns, c.key))
                 async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
                     async with conn.transaction():
+                        await conn.execute(self.sql.lock_sequencer)
                         await conn.execute(self.sql.push, *_columns(outgoing))
-                    await self._sequence(conn)
                 self.metrics.pushed.inc(len(outgoing))
                 self.last_contact_ms = _now_ms()
             self.pushed_seq = changes[-1].seq
+            self._forget_upstream_seqs(self.pushed_seq)
             self.metrics.push_lag.set(max(0, self.store.seq - self.pushed_seq))
             if time.monotonic() - persisted_at >= ACK_PERSIST_INTERVAL:
                 await self._persist_push_cursor()
                 persisted_at = time.monotonic()
+            if len(changes) < PUSH_BATCH:
+                # Let changes gather: one statement carries many, and PostgreSQL
+                # commits a few times a second instead of once per local commit.
+                await asyncio.sleep(self.config.upstream_batch_interval)
 
     async def _persist_push_cursor(self) -> None:
         if self.upstream_id is None or self.pushed_seq == 0:
@@ -320,8 +328,16 @@ class Upstream:
         with contextlib.suppress(Exception):  # stopping: the store may be closing
             await self.store.record_ack(self.upstream_id, self.pushed_seq)
 
-    def _was_pulled(self, seq: int) -> bool:
-        return any(low < seq <= high for low, high in self._pulled_ranges)
+    def _came_from_upstream(self, seq: int) -> bool:
+        return seq in self._already_upstream or any(
+            low < seq <= high for low, high in self._pulled_ranges
+        )
+
+    def _forget_upstream_seqs(self, up_to: int) -> None:
+        while self._pulled_ranges and self._pulled_ranges[0][1] <= up_to:
+            self._pulled_ranges.popleft()
+        if self._already_upstream:
+            self._already_upstream = {s for s in self._already_upstream if s > up_to}
 
     async def _sequence(self, conn: PgConnection) -> None:
         """Number committed rows that wait for a seq (a no-op read when none wait)."""

@@ -5,14 +5,15 @@ The SQL stays within what PostgreSQL-compatible distributed engines
 advisory locks, no system columns.
 
 How the change log over PostgreSQL never skips a row (DESIGN.md, Upstream):
-a pushed or strongly written row gets ``seq = NULL``. A separate, short
-*sequencer* transaction later numbers every committed unnumbered row from a
-sequence, while holding the lock of the single ``sequencer`` row. Sequencer
-transactions therefore run one at a time, each number is handed out only to a
-row that is already committed, and numbers of one sequencer transaction are
-all smaller than those of the next. A puller reading ``seq > cursor`` thus
-never sees a number before a smaller one becomes visible, however the
-writers' own transactions interleave or in which order they commit.
+every transaction that hands out ``seq`` numbers (from one sequence) holds the
+lock of the single ``sequencer`` row from before its first number until it
+commits. Such transactions run one at a time, so all numbers of one are
+smaller than those of the next, and a puller reading ``seq > cursor`` never
+sees a number before a smaller one becomes visible. Pushes are such
+transactions. Strong writes, which must not wait for each other unless they
+touch the same row, write ``seq = NULL`` instead; a short *sequencer*
+transaction (also under the lock) later numbers every committed unnumbered
+row, whatever order those writes committed in.
 """
 
 from __future__ import annotations
@@ -47,19 +48,21 @@ class Statements:
 
     @property
     def push(self) -> str:
-        """Merge a batch of entries by last-writer-wins; winners wait to be sequenced.
+        """Merge a batch of entries by last-writer-wins, numbering the winners.
 
-        Arguments are seven parallel arrays, one element per entry (one
-        statement per batch, whatever its size).
+        Run under the sequencer lock. Arguments are seven parallel arrays, one
+        element per entry, sorted by ``(ns, key)`` so that row locks are taken
+        in the same order as strong transactions take them (no deadlock).
         """
         return (
             f"INSERT INTO {self.kv} AS kv ({KV_COLUMNS}, seq)"
-            f" SELECT {KV_COLUMNS}, NULL FROM unnest($1::text[], $2::bytea[], $3::bytea[],"
+            f" SELECT {KV_COLUMNS}, nextval('{self.schema}.change_seq')"
+            " FROM unnest($1::text[], $2::bytea[], $3::bytea[],"
             " $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])"
             f" AS t({KV_COLUMNS})"
             " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value,"
             " metadata = excluded.metadata, expiration = excluded.expiration,"
-            " hlc = excluded.hlc, node = excluded.node, seq = NULL"
+            " hlc = excluded.hlc, node = excluded.node, seq = excluded.seq"
             " WHERE (excluded.hlc, excluded.node) > (kv.hlc, kv.node)"
         )
 
@@ -89,11 +92,33 @@ class Statements:
         return f"SELECT coalesce(max(seq), 0) FROM {self.kv}"
 
     @property
+    def placeholders(self) -> str:
+        """Make sure a row exists for each key (sorted), so that it can be locked.
+
+        A placeholder is a tombstone stamped ``(0, 0)``: absent, and older than
+        every write. An absent key then locks like a present one, and two
+        create-only writes of it take turns instead of both succeeding.
+        """
+        return (
+            f"INSERT INTO {self.kv} ({KV_COLUMNS}, seq)"
+            " SELECT $1, k, NULL, NULL, NULL, 0, 0, NULL FROM unnest($2::bytea[]) AS t(k)"
+            " ON CONFLICT (ns, key) DO NOTHING"
+        )
+
+    @property
     def read_for_update(self) -> str:
-        """The current rows of some keys of a namespace, locked for a strong transaction."""
+        """The current rows of some keys of a namespace, locked in key order."""
         return (
             f"SELECT key, value, metadata, expiration, hlc, node FROM {self.kv}"
-            " WHERE ns = $1 AND key = ANY($2::bytea[]) FOR UPDATE"
+            " WHERE ns = $1 AND key = ANY($2::bytea[]) ORDER BY key FOR UPDATE"
+        )
+
+    @property
+    def drop_placeholders(self) -> str:
+        """Remove the placeholders a transaction made but did not write over."""
+        return (
+            f"DELETE FROM {self.kv}"
+            " WHERE ns = $1 AND key = ANY($2::bytea[]) AND hlc = 0 AND node = 0"
         )
 
     @property
@@ -114,6 +139,58 @@ class Statements:
             " metadata = excluded.metadata, expiration = excluded.expiration,"
             " hlc = excluded.hlc, node = excluded.node, seq = NULL"
             " WHERE (excluded.hlc, excluded.node) > (kv.hlc, kv.node)"
+        )
+
+    def _overwrite(self, new: str) -> str:
+        # Every strong write is stamped later than what it replaces.
+        return (
+            f"value = {new}.value, metadata = {new}.metadata, expiration = {new}.expiration,"
+            f" hlc = GREATEST({new}.hlc, kv.hlc + 1), node = {new}.node, seq = NULL"
+        )
+
+    @property
+    def strong_upsert(self) -> str:
+        """Unconditional strong writes of several keys; returns each key's stamp.
+
+        Arguments: ns, then keys, values, metadata, expirations and stamps as
+        parallel arrays, then the writing node.
+        """
+        return (
+            f"INSERT INTO {self.kv} AS kv ({KV_COLUMNS}, seq)"
+            " SELECT $1, k, v, m, e, h, $7, NULL FROM unnest($2::bytea[], $3::bytea[],"
+            " $4::text[], $5::bigint[], $6::bigint[]) AS t(k, v, m, e, h)"
+            f" ON CONFLICT (ns, key) DO UPDATE SET {self._overwrite('excluded')}"
+            " RETURNING key, hlc"
+        )
+
+    @property
+    def compare_and_set(self) -> str:
+        """Write one live key if its version is ``($8, $9)`` (both NULL: any version).
+
+        Returns the new stamp, or no row when the condition does not hold.
+        """
+        return (
+            f"UPDATE {self.kv} AS kv SET {self._overwrite('new')}"
+            " FROM (SELECT $3::bytea AS value, $4::text AS metadata, $5::bigint AS expiration,"
+            " $6::bigint AS hlc, $7::bigint AS node) AS new"
+            " WHERE kv.ns = $1 AND kv.key = $2 AND kv.value IS NOT NULL"
+            " AND (kv.expiration IS NULL OR kv.expiration > $10)"
+            " AND ($8::bigint IS NULL OR (kv.hlc = $8 AND kv.node = $9))"
+            " RETURNING kv.hlc"
+        )
+
+    @property
+    def create_only(self) -> str:
+        """Write one key only if it is absent (deleted, expired or never written).
+
+        Returns the new stamp, or no row when the key is live.
+        """
+        return (
+            f"INSERT INTO {self.kv} AS kv ({KV_COLUMNS}, seq)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
+            f" ON CONFLICT (ns, key) DO UPDATE SET {self._overwrite('excluded')}"
+            " WHERE kv.value IS NULL OR kv.expiration <= $8"
+            " RETURNING hlc"
         )
 
     @property

@@ -1,11 +1,21 @@
 """Linearizable operations of strong namespaces, each one PostgreSQL transaction.
 
-A strong write reads and locks the rows it touches, checks its conditions
+The common cases are one statement each, which PostgreSQL runs as its own
+transaction: an unconditional write stamps itself later than the stored row
+inside the upsert (``GREATEST``), a compare-and-set is an ``UPDATE`` whose
+``WHERE`` checks the version, and a create-only write is an upsert that only
+overwrites an absent row. Concurrent statements on one row wait for each
+other's row lock and then re-check their ``WHERE`` against the committed row.
+
+A multi-key transaction locks the rows of every key it touches, in key order (so two
+transactions never wait on each other in a cycle), checks its conditions
 against them, stamps each write later than the row it replaces (the HLC first
 observes the stored stamps), and writes through the same last-writer-wins
-statement as pushes. The transaction runs at SERIALIZABLE isolation, so a
-create-only condition on an absent row cannot succeed twice; the connector
-retries it when PostgreSQL reports a serialization failure.
+statement as pushes. An absent key is locked through a placeholder row (see
+:attr:`~edgekv.upstream.sql.Statements.placeholders`), so row locks alone
+order every pair of conflicting transactions: READ COMMITTED suffices, and
+transactions on different keys never abort each other as they would under
+SERIALIZABLE's predicate locks.
 """
 
 from __future__ import annotations
@@ -79,12 +89,86 @@ async def run_write(
     writes: Sequence[Write],
     conditions: Sequence[Condition] = (),
 ) -> list[Change]:
-    """Check ``conditions`` and apply ``writes`` inside the caller's transaction.
+    """Check ``conditions`` and apply ``writes`` atomically in PostgreSQL.
 
-    Returns the changes written (the last one per key), to be applied locally
-    once the transaction commits. Raises :class:`PreconditionFailed`.
+    Returns the changes written (the last one per key), to be applied locally;
+    raises :class:`PreconditionFailed` when a condition does not hold.
+    Unconditional writes, and one condition on the one key written, take a
+    single statement (one round trip, its own transaction); anything else
+    runs in an explicit transaction.
     """
-    keys = list(dict.fromkeys([c.key for c in conditions] + [w.key for w in writes]))
+    # One statement may not touch a row twice; key order is lock order (no deadlocks).
+    latest = {w.key: w for w in sorted(writes, key=lambda w: w.key)}
+    if not conditions:
+        return await _upsert(conn, sql, clock, node_id, ns, list(latest.values()))
+    if len(latest) == 1 and len(conditions) == 1 and conditions[0].key in latest:
+        return await _conditional(conn, sql, clock, node_id, ns, writes[-1], conditions[0])
+    async with conn.transaction():
+        return await _locked(conn, sql, clock, node_id, ns, list(latest.values()), conditions)
+
+
+def _stamped(ns: str, write: Write, hlc: int, node_id: int, clock: HybridLogicalClock) -> Change:
+    # The stored stamp may be ahead of ours (another PoP's clock): later writes here follow it.
+    clock.observe(hlc)
+    return Change(ns, write.key, write.value, write.metadata, write.expiration, hlc, node_id)
+
+
+async def _upsert(
+    conn: PgConnection,
+    sql: Statements,
+    clock: HybridLogicalClock,
+    node_id: int,
+    ns: str,
+    writes: Sequence[Write],
+) -> list[Change]:
+    rows = await conn.fetch(
+        sql.strong_upsert,
+        ns,
+        [w.key for w in writes],
+        [w.value for w in writes],
+        [w.metadata for w in writes],
+        [w.expiration for w in writes],
+        [clock.now() for _ in writes],
+        node_id,
+    )
+    stamps = {bytes(row["key"]): int(row["hlc"]) for row in rows}
+    return [_stamped(ns, w, stamps[w.key], node_id, clock) for w in writes]
+
+
+async def _conditional(
+    conn: PgConnection,
+    sql: Statements,
+    clock: HybridLogicalClock,
+    node_id: int,
+    ns: str,
+    write: Write,
+    condition: Condition,
+) -> list[Change]:
+    now = int(time.time())
+    args = (ns, write.key, write.value, write.metadata, write.expiration, clock.now(), node_id)
+    if condition.exists is False:
+        hlc = await conn.fetchval(sql.create_only, *args, now)
+    else:
+        expected = condition.version or (None, None)
+        hlc = await conn.fetchval(sql.compare_and_set, *args, *expected, now)
+    if hlc is None:
+        row = await conn.fetchrow(sql.read, ns, write.key)
+        raise PreconditionFailed([Failure(write.key, live_version(row, now))])
+    return [_stamped(ns, write, int(hlc), node_id, clock)]
+
+
+async def _locked(
+    conn: PgConnection,
+    sql: Statements,
+    clock: HybridLogicalClock,
+    node_id: int,
+    ns: str,
+    writes: Sequence[Write],
+    conditions: Sequence[Condition],
+) -> list[Change]:
+    """The general case, inside the caller's transaction: lock, check, write."""
+    keys = sorted({c.key for c in conditions} | {w.key for w in writes})
+    await conn.execute(sql.placeholders, ns, keys)
     rows = {row["key"]: row for row in await conn.fetch(sql.read_for_update, ns, keys)}
     now = time.time()
     failures = [
@@ -93,19 +177,17 @@ async def run_write(
         if not check(c, version := live_version(rows.get(c.key), now))
     ]
     if failures:
-        raise PreconditionFailed(failures)
-    if rows:
-        # Stamp later than every stored write, whatever this PoP's clock says.
-        clock.observe(max(int(row["hlc"]) for row in rows.values()))
-    changes: dict[bytes, Change] = {}
-    for write in writes:
-        change = Change(
-            ns, write.key, write.value, write.metadata, write.expiration, clock.now(), node_id
-        )
-        changes[write.key] = change
-    if changes:
-        await conn.executemany(sql.write, [c.state() for c in changes.values()])
-    return list(changes.values())
+        raise PreconditionFailed(failures)  # the transaction rolls back, placeholders too
+    # Stamp later than every stored write, whatever this PoP's clock says.
+    clock.observe(max(int(row["hlc"]) for row in rows.values()))
+    changes = [
+        Change(ns, w.key, w.value, w.metadata, w.expiration, clock.now(), node_id) for w in writes
+    ]
+    await conn.executemany(sql.write, [c.state() for c in changes])
+    if len(changes) < len(keys):  # keys only read by a condition
+        written = {c.key for c in changes}
+        await conn.execute(sql.drop_placeholders, ns, [k for k in keys if k not in written])
+    return changes
 
 
 async def read(conn: PgConnection, sql: Statements, ns: str, key: bytes) -> Entry | None:
