@@ -69,6 +69,10 @@ _MATERIALIZE = (
     " log_count = docs.log_count + excluded.log_count,"
     " log_bytes = docs.log_bytes + excluded.log_bytes"
 )
+_UPDATE_LOCAL = (
+    "UPDATE docs SET json = ?, hlc = ?, node = ?, log_count = log_count + 1,"
+    " log_bytes = log_bytes + ? WHERE collection = ? AND id = ?"
+)
 _GET = "SELECT json, hlc, node FROM docs WHERE collection = ? AND id = ?"
 
 
@@ -250,9 +254,12 @@ class DocumentStore:
             hlc = txn.clock.now()
             seq = txn.take_seq()
             txn.conn.execute(_LOG, (seq, collection, doc_id, update, None, hlc, self.node_id))
-            txn.conn.execute(
-                _MATERIALIZE, (collection, doc_id, text, hlc, self.node_id, 1, len(update))
-            )
+            if loaded.hlc:  # the row exists, and a fresh local stamp is the newest version
+                txn.conn.execute(_UPDATE_LOCAL, (text, hlc, self.node_id, len(update), *slot))
+            else:
+                txn.conn.execute(
+                    _MATERIALIZE, (collection, doc_id, text, hlc, self.node_id, 1, len(update))
+                )
             loaded.json, loaded.text = new_json, text
             loaded.hlc, loaded.node = hlc, self.node_id
             self._logged(slot, loaded, len(update))

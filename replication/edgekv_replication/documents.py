@@ -159,30 +159,31 @@ def normalize(value: Any, depth: int = 1) -> Any:
     Raises DocumentError for integers out of 64-bit range, non-finite
     floats and nesting deeper than :data:`MAX_DEPTH`.
     """
-    if isinstance(value, dict):
-        if depth > MAX_DEPTH:
-            raise _too_deep()
-        return {k: normalize(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        if depth > MAX_DEPTH:
-            raise _too_deep()
-        return [normalize(v, depth + 1) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    kind = type(value)  # exact types first: this runs on every write
+    if kind is str or kind is bool or value is None:
         return value
-    if isinstance(value, int):
+    if kind is int:
         if not MIN_INT <= value <= MAX_INT:
             raise DocumentError(
                 "number_out_of_range",
                 f"integer {value} is outside -2**63..2**63-2; send it as a string",
             )
         return value
-    if isinstance(value, float):
+    if kind is dict:
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        return {k: normalize(v, depth + 1) for k, v in value.items()}
+    if kind is list:
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        return [normalize(v, depth + 1) for v in value]
+    if kind is float:
         if not math.isfinite(value):
             raise DocumentError("number_out_of_range", "numbers must be finite")
         if value.is_integer() and MIN_INT <= value <= MAX_INT:
             return int(value)
         return value
-    raise DocumentError("invalid_json", f"not a JSON value: {type(value).__name__}")
+    raise DocumentError("invalid_json", f"not a JSON value: {kind.__name__}")
 
 
 def _too_deep() -> DocumentError:
