@@ -10,7 +10,7 @@ import pytest
 
 from edgekv.store.store import Store
 from tests.nodeproc import NodeProcess
-from tests.pg import pg_proxy, pg_schema  # noqa: F401  (fixtures of the upstream tests)
+from tests.pg import pg_proxy, pg_schema, pg_schemas_dropped  # noqa: F401  (fixtures of the upstream tests)
 
 _namespaces = itertools.count()
 

@@ -48,12 +48,21 @@ def server_port(dsn: str = DSN) -> int:
     return urlsplit(dsn).port or 5432
 
 
+PREFIX = f"edgekv_test_{os.getpid()}_"
+
+
 @pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A schema name no other test (or test run) uses; dropped afterwards."""
-    name = f"edgekv_test_{os.getpid()}_{next(_schemas)}"
-    yield name
-    query(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+def pg_schema(pg_schemas_dropped: None) -> str:
+    """A schema name no other test (or test run) uses."""
+    return f"{PREFIX}{next(_schemas)}"
+
+
+@pytest.fixture(scope="session")
+def pg_schemas_dropped() -> Iterator[None]:
+    """Drop this run's schemas at its end, when no node uses them any more."""
+    yield
+    for row in query("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", PREFIX):
+        query(f"DROP SCHEMA IF EXISTS {row['nspname']} CASCADE")
 
 
 @pytest.fixture

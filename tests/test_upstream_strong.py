@@ -10,13 +10,14 @@ import pytest
 
 from tests.cluster import wait_for
 from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.pg import DSN, query
+from tests.pg import DSN, PREFIX, query
 
 StartNode = Callable[..., NodeProcess]
 
 
 def strong_node(start_node: StartNode, name: str, schema: str, declare: bool = True) -> NodeProcess:
-    args = ["--upstream", DSN, "--upstream-schema", schema]
+    # Generous: a slow, loaded CI machine must not turn writes into unknown outcomes.
+    args = ["--upstream", DSN, "--upstream-schema", schema, "--upstream-timeout", "10"]
     if declare:
         args += ["--strong-namespaces", "bank"]
     node = start_node(name, args)
@@ -203,9 +204,11 @@ def test_bad_strong_requests_are_refused_whole(
 
 
 @pytest.fixture(scope="module")
-def shared_strong_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+def shared_strong_node(
+    tmp_path_factory: pytest.TempPathFactory, pg_schemas_dropped: None
+) -> Iterator[NodeProcess]:
     """One node with strong namespace ``bank`` for the bad-input cases."""
-    schema = f"edgekv_test_strong_{os.getpid()}"
+    schema = f"{PREFIX}strong"
     query(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     node = NodeProcess(
         tmp_path_factory.mktemp("strong"),
@@ -214,4 +217,3 @@ def shared_strong_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nod
     wait_for(lambda: _upstream_state(node) == "up", what="upstream connected")
     yield node
     node.kill()
-    query(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -146,3 +146,32 @@ def test_outage_keeps_eventual_writes_and_fails_strong_ones_fast(
     answer = a.request("PUT", "/v1/kv/bank/acct", body=b"3", headers={"If-Match": "*"})
     assert answer.status == 200
     assert stored_state(a)  # the node kept serving throughout
+
+
+def test_documents_merge_through_postgres(start_node: StartNode, pg_schema: str) -> None:
+    a = start_node("a", upstream_args(pg_schema))
+    b = start_node("b", upstream_args(pg_schema))
+    initial = {"name": "Ada", "prefs": {}}
+    assert a.request("PUT", "/v1/docs/users/u1", json_body=initial).status == 200
+    wait_for(lambda: b.request("GET", "/v1/docs/users/u1").status == 200, what="doc at b")
+    # Concurrent patches of different fields, and of different fields of one
+    # nested object, at PoPs that share nothing but PostgreSQL.
+    patches_a = [{"email": "ada@example.com"}, {"prefs": {"theme": "dark"}}]
+    patches_b = [{"age": 36}, {"prefs": {"lang": "en"}}]
+    for patch_a, patch_b in zip(patches_a, patches_b, strict=True):
+        assert a.request("PATCH", "/v1/docs/users/u1", json_body=patch_a).status == 200
+        assert b.request("PATCH", "/v1/docs/users/u1", json_body=patch_b).status == 200
+    expected = {
+        "name": "Ada",
+        "email": "ada@example.com",
+        "age": 36,
+        "prefs": {"theme": "dark", "lang": "en"},
+    }
+
+    def document(node: NodeProcess) -> object:
+        answer = node.request("GET", "/v1/docs/users/u1")
+        return answer.json()["doc"] if answer.status == 200 else None
+
+    wait_for(lambda: document(a) == expected == document(b), what="documents merged")
+    c = start_node("c", upstream_args(pg_schema))
+    wait_for(lambda: document(c) == expected, what="late PoP has the merged document")

@@ -40,6 +40,7 @@ from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
 from edgekv.upstream.pg_schema import migrate
 from edgekv.upstream.sql import Statements
 from edgekv_replication.changes import Change
+from edgekv_replication.documents import DOC_NS_PREFIX, is_document, merge_document_changes
 from edgekv_replication.session import PeerCursor
 
 log = logging.getLogger(__name__)
@@ -304,11 +305,8 @@ class Upstream:
                 continue
             outgoing = [c for c in changes if not self._came_from_upstream(c.seq)]
             if outgoing:
-                outgoing.sort(key=lambda c: (c.ns, c.key))
                 async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
-                    async with conn.transaction():
-                        await conn.execute(self.sql.lock_sequencer)
-                        await conn.execute(self.sql.push, *_columns(outgoing))
+                    await self._push(conn, outgoing)
                 self.metrics.pushed.inc(len(outgoing))
                 self.last_contact_ms = _now_ms()
             self.pushed_seq = changes[-1].seq
@@ -321,6 +319,48 @@ class Upstream:
                 # Let changes gather: one statement carries many, and PostgreSQL
                 # commits a few times a second instead of once per local commit.
                 await asyncio.sleep(self.config.upstream_batch_interval)
+
+    async def _push(self, conn: PgConnection, changes: list[Change]) -> None:
+        """Push one batch in one transaction, numbered under the sequencer lock."""
+        entries = sorted((c for c in changes if not is_document(c)), key=_row_order)
+        documents: dict[tuple[str, bytes], Change] = {}
+        for change in changes:
+            if is_document(change):
+                slot = (change.ns, change.key)
+                held = documents.get(slot)
+                documents[slot] = change if held is None else merge_document_changes(held, change)
+        async with conn.transaction():
+            await conn.execute(self.sql.lock_sequencer)
+            if entries:
+                await conn.execute(self.sql.push, *_columns(entries))
+            if documents:
+                await self._push_documents(conn, documents)
+
+    async def _push_documents(
+        self, conn: PgConnection, documents: dict[tuple[str, bytes], Change]
+    ) -> None:
+        # Y states merge rather than replace: read the stored state under its
+        # row lock, join it with ours, write the union back.
+        slots = sorted(documents)
+        stored = await conn.fetch(
+            self.sql.documents_for_update, [ns for ns, _ in slots], [key for _, key in slots]
+        )
+        for row in stored:
+            slot = (row["ns"], bytes(row["key"]))
+            upstream = Change(
+                slot[0], slot[1], bytes(row["state"]), row["version"], None, row["hlc"], row["node"]
+            )
+            documents[slot] = merge_document_changes(upstream, documents[slot])
+        merged = [documents[slot] for slot in slots]
+        await conn.execute(
+            self.sql.store_documents,
+            [c.ns for c in merged],
+            [c.key for c in merged],
+            [c.value for c in merged],
+            [c.metadata for c in merged],
+            [c.hlc for c in merged],
+            [c.node for c in merged],
+        )
 
     async def _persist_push_cursor(self) -> None:
         if self.upstream_id is None or self.pushed_seq == 0:
@@ -368,7 +408,8 @@ class Upstream:
     async def _apply(self, rows: Sequence[asyncpg.Record], max_offset_ms: int) -> None:
         assert self.upstream_id is not None
         me = self.store.node_id
-        # Our own writes are here already (or something newer is).
+        # Our own entries are here already (or something newer is). Documents
+        # always come: a state stamped by us may hold others' updates merged in.
         changes = [
             Change(
                 r["ns"],
@@ -380,7 +421,7 @@ class Upstream:
                 r["node"],
             )
             for r in rows
-            if r["node"] != me
+            if r["node"] != me or r["ns"].startswith(DOC_NS_PREFIX)
         ]
         cursor = PeerCursor(self.upstream_id, int(rows[-1]["seq"]))
         result = await self.store.apply_changes(changes, self.upstream_id, cursor, max_offset_ms)
@@ -393,6 +434,11 @@ class Upstream:
 
 def _bytes(value: bytes | None) -> bytes | None:
     return None if value is None else bytes(value)
+
+
+def _row_order(change: Change) -> tuple[str, bytes]:
+    # The order strong transactions lock rows in: pushes lock in it too.
+    return (change.ns, change.key)
 
 
 def _columns(changes: Sequence[Change]) -> list[list[Any]]:

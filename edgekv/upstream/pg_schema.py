@@ -12,6 +12,11 @@ Tables, all in one schema (``upstream_schema``, default ``edgekv``):
 ``sequencer``   one row whose lock makes sequencer transactions take turns.
 ``namespaces``  namespaces declared strong, shared by every PoP.
 
+Version 2 adds ``docs``: per document (``ns`` is ``@doc:`` + collection) the
+merged Y state of every update pushed so far, its version and ``seq``. Y
+states are merged by the pushing connector (a join, under the row's lock), so
+PostgreSQL holds one compact state per document rather than a growing log.
+
 Several connectors may start at once: each migration runs in one transaction
 that first locks the ``meta`` row, and one that loses a race to create the
 schema simply retries.
@@ -26,7 +31,7 @@ import asyncpg
 from edgekv.upstream.pg import PgConnection
 from edgekv.upstream.sql import check_schema_name
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _v1(schema: str) -> list[str]:
@@ -45,7 +50,17 @@ def _v1(schema: str) -> list[str]:
     ]
 
 
-MIGRATIONS = {1: _v1}
+def _v2(schema: str) -> list[str]:
+    return [
+        f"CREATE TABLE {schema}.docs ("
+        " ns text NOT NULL, key bytea NOT NULL, state bytea NOT NULL, version text,"
+        " hlc bigint NOT NULL, node bigint NOT NULL, seq bigint NOT NULL,"
+        " PRIMARY KEY (ns, key))",
+        f"CREATE INDEX docs_by_seq ON {schema}.docs (seq)",
+    ]
+
+
+MIGRATIONS = {1: _v1, 2: _v2}
 
 
 class UpstreamSchemaError(RuntimeError):

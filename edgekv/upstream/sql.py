@@ -83,8 +83,35 @@ class Statements:
 
     @property
     def pull(self) -> str:
-        """A page of the upstream change log after a cursor."""
-        return f"SELECT {KV_COLUMNS}, seq FROM {self.kv} WHERE seq > $1 ORDER BY seq LIMIT $2"
+        """A page of the upstream change log (entries and documents) after a cursor."""
+        return (
+            f"SELECT {KV_COLUMNS}, seq FROM {self.kv} WHERE seq > $1"
+            " UNION ALL SELECT ns, key, state, version, NULL, hlc, node, seq"
+            f" FROM {self.schema}.docs WHERE seq > $1"
+            " ORDER BY seq LIMIT $2"
+        )
+
+    @property
+    def documents_for_update(self) -> str:
+        """The stored states of some documents (parallel arrays ns, key), locked."""
+        return (
+            f"SELECT d.ns, d.key, d.state, d.version, d.hlc, d.node FROM {self.schema}.docs d"
+            " JOIN unnest($1::text[], $2::bytea[]) AS t(ns, key) USING (ns, key)"
+            " ORDER BY d.ns, d.key FOR UPDATE OF d"
+        )
+
+    @property
+    def store_documents(self) -> str:
+        """Store merged document states, numbered (run under the sequencer lock)."""
+        return (
+            f"INSERT INTO {self.schema}.docs (ns, key, state, version, hlc, node, seq)"
+            f" SELECT ns, key, state, version, hlc, node, nextval('{self.schema}.change_seq')"
+            " FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::bigint[],"
+            " $6::bigint[]) AS t(ns, key, state, version, hlc, node)"
+            " ON CONFLICT (ns, key) DO UPDATE SET state = excluded.state,"
+            " version = excluded.version, hlc = excluded.hlc, node = excluded.node,"
+            " seq = excluded.seq"
+        )
 
     @property
     def head(self) -> str:
