@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from edgekv.config import Config
 from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
+from edgekv.peers.recent import RecentStamps
 from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER, STREAM_PATH
 from edgekv.store.store import Store
 from edgekv_replication.envelope import (
@@ -148,6 +149,7 @@ class Replicator:
         )
         self.membership = Membership(store, store.node_id)
         self.metrics = ReplicationMetrics(registry)
+        self.recent = RecentStamps()
         self._collector = _LinkCollector(self)
         registry.register(self._collector)
         self.feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
@@ -316,9 +318,10 @@ class Replicator:
             self.metrics.received.labels(label).inc(len(message.changes))
             started = time.perf_counter()
             cursor = session.cursor_after(message)
-            result = await self.store.apply_changes(
-                message.changes, peer, cursor, self._max_offset_ms
-            )
+            # Copies of changes already applied (relayed by other peers) cannot win.
+            offered = self.recent.unseen(message.changes)
+            result = await self.store.apply_changes(offered, peer, cursor, self._max_offset_ms)
+            self.recent.remember(offered)
             self.metrics.apply_seconds.observe(time.perf_counter() - started)
             self.metrics.applied.labels(label).inc(result.applied)
             newest_ms = message.changes[-1].hlc >> COUNTER_BITS
