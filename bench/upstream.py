@@ -73,7 +73,7 @@ async def direct_rate(seconds: float, value_size: int) -> float:
     value = b"x" * value_size
     done = 0
     deadline = time.monotonic() + seconds
-    pool = await asyncpg.create_pool(DSN, min_size=POOL, max_size=POOL)
+    pool = await asyncpg.create_pool(DSN, min_size=POOL, max_size=POOL)  # one acquire per worker
     assert pool is not None
 
     clock = HybridLogicalClock()
