@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from jepsen_like.proxy import TcpProxy
 from tests.cluster import wait_for
 from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.pg import DSN, PREFIX, query
+from tests.pg import DSN, PREFIX, query, via
 
 StartNode = Callable[..., NodeProcess]
 
@@ -217,3 +217,22 @@ def shared_strong_node(
     wait_for(lambda: _upstream_state(node) == "up", what="upstream connected")
     yield node
     node.kill()
+
+
+def test_a_learned_strong_namespace_stays_strong_while_postgres_is_away(
+    start_node: StartNode, pg_schema: str, pg_proxy: TcpProxy
+) -> None:
+    strong_node(start_node, "a", pg_schema)  # declares "bank"
+    b = start_node("b", ["--upstream", via(pg_proxy), "--upstream-schema", pg_schema])
+    wait_for(
+        lambda: (
+            "bank" in b.request("GET", "/v1/cluster/status").json()["upstream"]["strong_namespaces"]
+        ),
+        what="b learns the declaration",
+    )
+    b.stop()
+    pg_proxy.cut()
+    b.start()
+    answer = b.request("PUT", "/v1/kv/bank/k", body=b"local?")
+    assert (answer.status, answer.error_code) == (503, "upstream_unavailable")
+    assert b.request("PUT", "/v1/kv/app/k", body=b"eventual").status == 200

@@ -28,7 +28,9 @@ the document store (:mod:`edgekv.documents`): ``docs`` (per document its
 materialized JSON, its compacted Y snapshot and the snapshot's place in the
 change log), ``doc_log`` (Y updates not yet folded into the snapshot, each
 with its own ``seq``), ``doc_waiting`` (remote updates whose dependencies
-have not arrived) and ``doc_indexes`` (declared query indexes).
+have not arrived) and ``doc_indexes`` (declared query indexes). Version 6
+adds ``strong_namespaces``: namespaces this node learned from the upstream are
+strong, remembered so they stay strong across a restart while it is down.
 """
 
 from __future__ import annotations
@@ -171,12 +173,19 @@ def _v5_documents(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v6_strong_namespaces(db: sqlite_utils.Database) -> None:
+    # Declarations learned from the upstream outlive a restart while it is down:
+    # a strong namespace must never fall back to local, eventual writes.
+    db.table("strong_namespaces").create({"ns": str, "learned_ms": int}, pk="ns")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
     _v3_tombstone_collection,
     _v4_reader_view,
     _v5_documents,
+    _v6_strong_namespaces,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

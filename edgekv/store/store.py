@@ -530,6 +530,21 @@ class Store:
 
         return self.writer.submit(op)
 
+    def strong_namespaces(self) -> set[str]:
+        """Namespaces this node has learned are strong (from the upstream)."""
+        return {row[0] for row in self._reader.execute("SELECT ns FROM strong_namespaces")}
+
+    def remember_strong_namespaces(self, names: Sequence[str]) -> asyncio.Future[None]:
+        """Record namespaces declared strong, so they stay strong after a restart."""
+
+        def op(txn: Txn) -> None:
+            txn.conn.executemany(
+                "INSERT OR IGNORE INTO strong_namespaces (ns, learned_ms) VALUES (?, ?)",
+                [(name, txn.clock.wall_ms()) for name in names],
+            )
+
+        return self.writer.submit(op)
+
     def held_count(self) -> int:
         """How many remote changes are held back for clock skew."""
         return int(self._reader.execute("SELECT count(*) FROM held_changes").fetchone()[0])

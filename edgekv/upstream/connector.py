@@ -109,7 +109,7 @@ class Upstream:
         self.dsn = config.upstream
         self.timeout = config.upstream_timeout
         self.metrics = UpstreamMetrics(registry)
-        self.strong_namespaces: set[str] = set(config.strong_namespaces)
+        self.strong_namespaces: set[str] = set(config.strong_namespaces) | store.strong_namespaces()
         self.upstream_id: int | None = None
         self.state = "connecting"
         self.last_error: str | None = None
@@ -293,10 +293,12 @@ class Upstream:
 
     async def _refresh_namespaces(self, conn: PgConnection) -> None:
         rows = await conn.fetch(self.sql.strong_namespaces)
-        declared = {row["ns"] for row in rows} | set(self.config.strong_namespaces)
-        if declared != self.strong_namespaces:
-            log.info("strong namespaces: %s", ", ".join(sorted(declared)))
-        self.strong_namespaces = declared
+        # Only ever more: a namespace once strong never takes eventual writes again.
+        learned = {row["ns"] for row in rows} - self.strong_namespaces
+        if learned:
+            await self.store.remember_strong_namespaces(sorted(learned))
+            self.strong_namespaces |= learned
+            log.info("strong namespaces: %s", ", ".join(sorted(self.strong_namespaces)))
 
     async def _push_loop(self) -> None:
         assert self._pool is not None
