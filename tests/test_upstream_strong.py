@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from edgekv_client import AsyncClient, Client, InvalidRequest, PreconditionFailed, _core
 from jepsen_like.proxy import TcpProxy
 from tests.cluster import wait_for
 from tests.nodeproc import NodeProcess, Response, assert_error
@@ -236,3 +238,47 @@ def test_a_learned_strong_namespace_stays_strong_while_postgres_is_away(
     answer = b.request("PUT", "/v1/kv/bank/k", body=b"local?")
     assert (answer.status, answer.error_code) == (503, "upstream_unavailable")
     assert b.request("PUT", "/v1/kv/app/k", body=b"eventual").status == 200
+
+
+def test_clients_speak_conditions_transactions_and_strong_reads(
+    shared_strong_node: NodeProcess,
+) -> None:
+    with Client(shared_strong_node.url) as client:
+        created = client.put("bank", "c1", "10", if_none_match=True)
+        with pytest.raises(PreconditionFailed) as failed:
+            client.put("bank", "c1", "11", if_none_match=True)
+        assert failed.value.current_version == created["version"]
+        updated = client.put("bank", "c1", "11", if_match=created["version"])
+        assert client.get("bank", "c1", consistency="strong") == b"11"
+        with pytest.raises(PreconditionFailed):
+            client.delete("bank", "c1", if_match=created["version"])
+        client.transaction(
+            "bank",
+            [{"op": "put", "key": "c2", "value": b"1"}, {"op": "delete", "key": "c1"}],
+            [{"key": "c1", "version": updated["version"]}, {"key": "c2", "exists": False}],
+        )
+        assert client.get("bank", "c1", consistency="strong") is None
+        with pytest.raises(InvalidRequest):
+            client.put("app", "c1", "x", if_match="*")
+
+    async def run() -> None:
+        async with AsyncClient(shared_strong_node.url) as client:
+            answer = await client.put("bank", "c3", "1", if_none_match=True)
+            await client.put("bank", "c3", "2", if_match=answer["version"])
+            assert await client.get("bank", "c3", consistency="strong") == b"2"
+            with pytest.raises(PreconditionFailed):
+                await client.transaction(
+                    "bank", [{"op": "delete", "key": "c3"}], [{"key": "c3", "exists": False}]
+                )
+            await client.delete("bank", "c3", if_match="*")
+
+    asyncio.run(run())
+
+
+def test_conditional_writes_are_never_retried() -> None:
+    plain = _core.put_request("bank", "k", b"v", None)
+    conditional = _core.put_request("bank", "k", b"v", None, if_match="0" * 32)
+    assert plain.idempotent
+    assert not conditional.idempotent
+    assert conditional.headers["If-Match"] == f'"{"0" * 32}"'
+    assert not _core.delete_request("bank", "k", None, if_match="*").idempotent

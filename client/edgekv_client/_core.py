@@ -110,14 +110,16 @@ def put_request(
     ttl: int | None = None,
     expiration: int | None = None,
     metadata: Mapping[str, Any] | None = None,
+    if_match: str | None = None,
+    if_none_match: bool = False,
 ) -> Request:
-    """Return the request that writes ``value`` to ``key``."""
+    """Return the request that writes ``value`` to ``key`` (conditionally, when asked)."""
     raw = value.encode("utf-8") if isinstance(value, str) else value
-    headers = {}
+    headers = condition_headers(if_match, if_none_match)
     if metadata is not None:
         # ASCII JSON: header values must be ASCII.
         headers["EdgeKV-Metadata"] = json.dumps(dict(metadata), separators=(",", ":"))
-    return build_request(
+    request = build_request(
         "PUT",
         key_path(namespace, key),
         token,
@@ -125,6 +127,26 @@ def put_request(
         body=raw,
         headers=headers,
     )
+    return _unless_conditional(request)
+
+
+def condition_headers(if_match: str | None, if_none_match: bool) -> dict[str, str]:
+    """``If-Match`` (a version, or ``*``) or ``If-None-Match: *`` (strong namespaces)."""
+    if if_match is not None and if_none_match:
+        raise ValueError("give if_match or if_none_match, not both")
+    if if_none_match:
+        return {"If-None-Match": "*"}
+    if if_match is not None:
+        return {"If-Match": if_match if if_match == "*" else f'"{if_match}"'}
+    return {}
+
+
+def _unless_conditional(request: Request) -> Request:
+    # A conditional write that may have been applied must not be sent again:
+    # the retry would fail its own condition and report the success as a conflict.
+    if "If-Match" in request.headers or "If-None-Match" in request.headers:
+        return request._replace(idempotent=False)
+    return request
 
 
 def bulk_body(operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -147,15 +169,17 @@ def raise_for_error(status: int, body: bytes) -> None:
     """Raise the mapped exception when ``status`` is an error."""
     if status < 400:
         return
+    details: dict[str, Any] = {}
     try:
         error = json.loads(body)["error"]
         code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        details = {k: v for k, v in error.items() if k not in ("code", "message")}
+    except (ValueError, KeyError, TypeError, AttributeError):
         code, message = (
             ("unavailable" if status >= 500 else "invalid_request"),
             body[:200].decode("utf-8", "replace"),
         )
-    raise error_for(code, message, status)
+    raise error_for(code, message, status, details)
 
 
 def decode_json(body: bytes) -> Any:
@@ -199,14 +223,32 @@ def entry_from_json(item: Mapping[str, Any]) -> Entry:
 # -- one request builder and one answer parser per operation, for both clients --
 
 
-def get_request(namespace: str, key: str, token: str | None) -> Request:
-    """GET of one key."""
-    return build_request("GET", key_path(namespace, key), token)
+def get_request(
+    namespace: str, key: str, token: str | None, consistency: str | None = None
+) -> Request:
+    """GET of one key (``consistency="strong"``: from the upstream, linearizable)."""
+    return build_request("GET", key_path(namespace, key), token, query={"consistency": consistency})
 
 
-def delete_request(namespace: str, key: str, token: str | None) -> Request:
-    """DELETE of one key."""
-    return build_request("DELETE", key_path(namespace, key), token)
+def delete_request(
+    namespace: str, key: str, token: str | None, if_match: str | None = None
+) -> Request:
+    """DELETE of one key (if its version is ``if_match``, when given)."""
+    headers = condition_headers(if_match, False)
+    return _unless_conditional(
+        build_request("DELETE", key_path(namespace, key), token, headers=headers)
+    )
+
+
+def transaction_request(
+    namespace: str,
+    operations: Iterable[Mapping[str, Any]],
+    conditions: Iterable[Mapping[str, Any]],
+    token: str | None,
+) -> Request:
+    """A strong namespace's transaction: conditions, then puts and deletes."""
+    body = {"conditions": [dict(c) for c in conditions], **bulk_body(operations)}
+    return build_request("POST", f"/v1/kv/{quote(namespace, safe='')}/_txn", token, json_body=body)
 
 
 def list_request(

@@ -108,17 +108,22 @@ class AsyncClient:
             self._remember(answer["bookmark"])
         return answer
 
-    async def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
+    async def get_with_metadata(
+        self, namespace: str, key: str, *, consistency: str | None = None
+    ) -> Entry | None:
         """The entry at ``key`` with metadata and expiration, or None if absent."""
+        request = _core.get_request(namespace, key, self._token, consistency)
         try:
-            _, body, headers = await self._send(_core.get_request(namespace, key, self._token))
+            _, body, headers = await self._send(request)
         except NotFound:
             return None
         return _core.entry_from_response(body, headers)
 
-    async def get(self, namespace: str, key: str) -> bytes | None:
+    async def get(
+        self, namespace: str, key: str, *, consistency: str | None = None
+    ) -> bytes | None:
         """The value at ``key``, or None if absent, deleted or expired."""
-        entry = await self.get_with_metadata(namespace, key)
+        entry = await self.get_with_metadata(namespace, key, consistency=consistency)
         return entry.value if entry else None
 
     async def get_json(self, namespace: str, key: str) -> Any:
@@ -144,17 +149,41 @@ class AsyncClient:
         ttl: int | None = None,
         expiration: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> dict[str, Any]:
         """Write ``value``; return the answer with its ``bookmark`` and ``version``."""
         request = _core.put_request(
-            namespace, key, value, self._token, ttl=ttl, expiration=expiration, metadata=metadata
+            namespace,
+            key,
+            value,
+            self._token,
+            ttl=ttl,
+            expiration=expiration,
+            metadata=metadata,
+            if_match=if_match,
+            if_none_match=if_none_match,
         )
         result: dict[str, Any] = await self._json(request)
         return result
 
-    async def delete(self, namespace: str, key: str) -> dict[str, Any]:
+    async def delete(
+        self, namespace: str, key: str, *, if_match: str | None = None
+    ) -> dict[str, Any]:
         """Delete ``key`` (succeeds when absent)."""
-        result: dict[str, Any] = await self._json(_core.delete_request(namespace, key, self._token))
+        request = _core.delete_request(namespace, key, self._token, if_match)
+        result: dict[str, Any] = await self._json(request)
+        return result
+
+    async def transaction(
+        self,
+        namespace: str,
+        operations: Iterable[Mapping[str, Any]],
+        conditions: Iterable[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """Check ``conditions``, then apply ``operations``, linearizably (strong namespaces)."""
+        request = _core.transaction_request(namespace, operations, conditions, self._token)
+        result: dict[str, Any] = await self._json(request)
         return result
 
     async def list_page(

@@ -124,18 +124,24 @@ class Client:
         """
         return Session(self.url, self._token, self._timeout, self._retries)
 
-    def get_with_metadata(self, namespace: str, key: str) -> Entry | None:
-        """Return the entry at ``key`` with metadata and expiration, or None if absent."""
-        request = _core.get_request(namespace, key, self._token)
+    def get_with_metadata(
+        self, namespace: str, key: str, *, consistency: str | None = None
+    ) -> Entry | None:
+        """Return the entry at ``key`` with metadata and expiration, or None if absent.
+
+        ``consistency="strong"`` (strong namespaces) reads the latest committed
+        value from the upstream instead of this PoP's copy.
+        """
+        request = _core.get_request(namespace, key, self._token, consistency)
         try:
             _, body, headers = self._send(request)
         except NotFound:
             return None
         return _core.entry_from_response(body, headers)
 
-    def get(self, namespace: str, key: str) -> bytes | None:
+    def get(self, namespace: str, key: str, *, consistency: str | None = None) -> bytes | None:
         """Return the value at ``key``, or None if absent, deleted or expired."""
-        entry = self.get_with_metadata(namespace, key)
+        entry = self.get_with_metadata(namespace, key, consistency=consistency)
         return entry.value if entry else None
 
     def get_json(self, namespace: str, key: str) -> Any:
@@ -159,17 +165,48 @@ class Client:
         ttl: int | None = None,
         expiration: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
     ) -> dict[str, Any]:
-        """Write ``value``; return the answer with its ``bookmark`` and ``version``."""
+        """Write ``value``; return the answer with its ``bookmark`` and ``version``.
+
+        In a strong namespace, ``if_match`` (a version, or ``"*"``: any live
+        value) or ``if_none_match=True`` (create only) make the write
+        conditional; :class:`~edgekv_client.PreconditionFailed` when it fails.
+        """
         request = _core.put_request(
-            namespace, key, value, self._token, ttl=ttl, expiration=expiration, metadata=metadata
+            namespace,
+            key,
+            value,
+            self._token,
+            ttl=ttl,
+            expiration=expiration,
+            metadata=metadata,
+            if_match=if_match,
+            if_none_match=if_none_match,
         )
         result: dict[str, Any] = self._json(request)
         return result
 
-    def delete(self, namespace: str, key: str) -> dict[str, Any]:
+    def delete(self, namespace: str, key: str, *, if_match: str | None = None) -> dict[str, Any]:
         """Delete ``key`` (succeeds when absent); return the answer with its bookmark."""
-        result: dict[str, Any] = self._json(_core.delete_request(namespace, key, self._token))
+        request = _core.delete_request(namespace, key, self._token, if_match)
+        result: dict[str, Any] = self._json(request)
+        return result
+
+    def transaction(
+        self,
+        namespace: str,
+        operations: Iterable[Mapping[str, Any]],
+        conditions: Iterable[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """Check ``conditions``, then apply ``operations``, linearizably (strong namespaces).
+
+        A condition is ``{"key": k, "version": v}`` or ``{"key": k, "exists": bool}``;
+        operations are as for :meth:`bulk`.
+        """
+        request = _core.transaction_request(namespace, operations, conditions, self._token)
+        result: dict[str, Any] = self._json(request)
         return result
 
     def list_page(

@@ -19,6 +19,9 @@ the server raises from, so client and server cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from edgekv_client.codes import ERROR_CODES
 
 
@@ -33,12 +36,15 @@ class TransportError(EdgeKVError):
 class ApiError(EdgeKVError):
     """The node answered with an error: ``code``, ``message`` and HTTP ``status``."""
 
-    def __init__(self, code: str, message: str, status: int) -> None:
-        """Create the error from the server's error body."""
+    def __init__(
+        self, code: str, message: str, status: int, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Create the error from the server's error body (``details``: its other fields)."""
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
+        self.details = dict(details or {})
 
 
 class InvalidRequest(ApiError):
@@ -62,7 +68,13 @@ class TooLarge(ApiError):
 
 
 class PreconditionFailed(ApiError):
-    """A conditional write's condition did not hold (409/412)."""
+    """A conditional write's condition did not hold (409/412); nothing was written."""
+
+    @property
+    def current_version(self) -> str | None:
+        """The key's version when the condition failed (None: absent)."""
+        version = self.details.get("version")
+        return version if isinstance(version, str) else None
 
 
 class Unavailable(ApiError):
@@ -81,9 +93,11 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
-def error_for(code: str, message: str, status: int) -> ApiError:
+def error_for(
+    code: str, message: str, status: int, details: Mapping[str, Any] | None = None
+) -> ApiError:
     """Return the exception for an error body, classified by the shared code table."""
     entry = ERROR_CODES.get(code)
     effective = entry.status if entry else status
     cls = _BY_STATUS.get(effective, Unavailable if effective >= 500 else ApiError)
-    return cls(code, message, status)
+    return cls(code, message, status, details)
