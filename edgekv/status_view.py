@@ -52,4 +52,17 @@ def status_renderable(status: dict[str, Any]) -> Group:
             "-" if offset is None else f"{offset:+d} ms",
             m["last_error"] or "",
         )
+    upstream = status.get("upstream")
+    if upstream is not None:
+        state = upstream["state"]
+        table.add_row(
+            "upstream",
+            f"{upstream['url']} ({upstream['schema']})",
+            Text(state, style=_STATE_STYLE.get(state, "yellow")),
+            str(upstream["lag_changes"]),
+            "-",
+            _ago(upstream["last_contact_ms"]),
+            "-",
+            upstream["last_error"] or "",
+        )
     return Group(header, table)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -282,3 +285,17 @@ def test_conditional_writes_are_never_retried() -> None:
     assert not conditional.idempotent
     assert conditional.headers["If-Match"] == f'"{"0" * 32}"'
     assert not _core.delete_request("bank", "k", None, if_match="*").idempotent
+
+
+def test_cluster_status_shows_the_upstream(shared_strong_node: NodeProcess) -> None:
+    table = subprocess.run(
+        [sys.executable, "-m", "edgekv", "cluster", "status", "--url", shared_strong_node.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.lstrip().startswith("upstream"))
+    assert " up " in f"{row} "
+    assert "postgresql://" in row
