@@ -239,7 +239,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "upstream_batch_interval",
         float,
-        0.05,
+        0.2,
         "Seconds local changes gather before they are pushed to the upstream together.",
         minimum=0,
     ),
@@ -318,7 +318,7 @@ class Config:
     strong_namespaces: tuple[str, ...] = ()
     upstream_timeout: float = 2.0
     upstream_poll_interval: float = 0.1
-    upstream_batch_interval: float = 0.05
+    upstream_batch_interval: float = 0.2
     upstream_pool_size: int = 10
     test_clock_offset_ms: int = 0
     log_level: str = "info"
