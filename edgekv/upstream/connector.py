@@ -275,6 +275,10 @@ class Upstream:
             pool.terminate()
             raise
         if upstream_id != self.upstream_id:
+            # A new upstream (first contact, or wiped and recreated): it has
+            # nothing yet, not even what the old one handed us.
+            self._pulled_ranges.clear()
+            self._already_upstream.clear()
             self.upstream_id = upstream_id
             self.pushed_seq = self.store.peer_acks().get(upstream_id, (0, 0))[0]
             remembered = self.store.peer_cursor(upstream_id)
