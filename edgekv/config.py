@@ -258,6 +258,22 @@ SETTINGS: tuple[Setting, ...] = (
         "clock skew in fault-injection tests. Leave 0 in production.",
     ),
     Setting(
+        "test_clock_offset_file",
+        str,
+        None,
+        "Test only: a file holding a clock offset in milliseconds, read at start and again "
+        "whenever the node gets SIGUSR1 (it then replaces test_clock_offset_ms), so "
+        "fault-injection runs can jump and strobe the clock without a restart. Leave unset "
+        "in production.",
+    ),
+    Setting(
+        "test_broken_merge",
+        bool,
+        False,
+        "Test only: deliberately break replication's merge (a remote change never replaces "
+        "a local entry), to show the fault-injection harness catches it. Never in production.",
+    ),
+    Setting(
         "log_level",
         str,
         "info",
@@ -321,6 +337,8 @@ class Config:
     upstream_batch_interval: float = 0.2
     upstream_pool_size: int = 10
     test_clock_offset_ms: int = 0
+    test_clock_offset_file: str | None = None
+    test_broken_merge: bool = False
     log_level: str = "info"
     tokens: tuple[TokenSpec, ...] = field(default=())
 

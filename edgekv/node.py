@@ -37,6 +37,8 @@ class Node:
             clock_offset_ms=config.test_clock_offset_ms,
             max_clock_offset_ms=int(config.max_clock_offset * 1000),
             read_cache_entries=config.read_cache_entries,
+            adjustable_clock=config.test_clock_offset_file is not None,
+            broken_merge=config.test_broken_merge,
         )
         return cls(config, store)
 

@@ -55,6 +55,8 @@ _CHANGES_AFTER = (
 _UPSERT_CHANGE = _UPSERT.replace(
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", "VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7)"
 )
+# Test only (``test_broken_merge``): a remote change never replaces a local entry.
+_KEEP_LOCAL_CHANGE = _UPSERT_CHANGE.split(" ON CONFLICT")[0] + " ON CONFLICT (ns, key) DO NOTHING"
 # One page of the log for a peer stream: where a page of ``limit`` rows ends, and
 # its rows other than those written by one node (which then never leave SQLite).
 _PAGE_END = "SELECT max(seq) FROM (SELECT seq FROM kv WHERE seq > ? ORDER BY seq LIMIT ?)"
@@ -186,11 +188,15 @@ class Store:
         clock_offset_ms: int = 0,
         max_clock_offset_ms: int = 500,
         read_cache_entries: int = 100_000,
+        adjustable_clock: bool = False,
+        broken_merge: bool = False,
     ) -> None:
         """Open (creating and migrating if needed) the database in ``data_dir``.
 
-        ``clock_offset_ms`` shifts this node's wall clock: for fault-injection
-        tests of clock skew only.
+        ``clock_offset_ms`` shifts this node's wall clock, and
+        ``adjustable_clock`` lets :attr:`clock_offset_ms` change while it runs;
+        ``broken_merge`` makes remote changes never replace local entries.
+        All three exist for fault-injection tests only.
         """
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -207,11 +213,15 @@ class Store:
             incarnation, hlc = _after_unclean_shutdown(write_conn, hlc, max_clock_offset_ms)
         write_conn.execute("UPDATE node_state SET clean_shutdown = 0 WHERE id = 1")
         self.identity = NodeIdentity(node_id, incarnation, created_ms)
+        self.clock_offset_ms = clock_offset_ms
+        """Test only: the shift of this node's wall clock (read on every stamp when set)."""
         self.clock = (
-            HybridLogicalClock(hlc, lambda: time.time_ns() // 1_000_000 + clock_offset_ms)
-            if clock_offset_ms
+            HybridLogicalClock(hlc, lambda: time.time_ns() // 1_000_000 + self.clock_offset_ms)
+            if clock_offset_ms or adjustable_clock
             else HybridLogicalClock(hlc)
         )
+        # Test only: the merge the fault-injection harness must catch (never replaces).
+        self._upsert_change = _KEEP_LOCAL_CHANGE if broken_merge else _UPSERT_CHANGE
         self.cache: ReadCache[Entry] = ReadCache(read_cache_entries)
         self.writer = Writer(write_conn, self.clock, seq, invalidate=self.cache.invalidate)
         self._reader = _connect(self.path, synchronous)
@@ -404,7 +414,8 @@ class Store:
                 base = txn.seq
                 before = txn.conn.total_changes
                 txn.conn.executemany(
-                    _UPSERT_CHANGE, map(_with_seq, ready, range(base + 1, base + len(ready) + 1))
+                    self._upsert_change,
+                    map(_with_seq, ready, range(base + 1, base + len(ready) + 1)),
                 )
                 applied += txn.conn.total_changes - before
                 txn.seq = base + len(ready)
