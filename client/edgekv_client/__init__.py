@@ -5,7 +5,9 @@
 >>> kv.put("flags", "beta", "on")  # doctest: +SKIP
 """
 
+from edgekv_client._collections import AsyncCollection, Collection
 from edgekv_client._core import Entry, ListPage, Namespace
+from edgekv_client._docs import Document, DocumentPage
 from edgekv_client.bookmarks import Bookmark, BookmarkSet
 from edgekv_client.client import Client, Session
 from edgekv_client.errors import (
@@ -25,10 +27,14 @@ from edgekv_client.local import IncompatibleStore, LocalReader
 __all__ = [
     "ApiError",
     "AsyncClient",
+    "AsyncCollection",
     "AsyncSession",
     "Bookmark",
     "BookmarkSet",
     "Client",
+    "Collection",
+    "Document",
+    "DocumentPage",
     "EdgeKVError",
     "Entry",
     "Forbidden",

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from edgekv_client import _core
+from edgekv_client._collections import AsyncCollection
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client.bookmarks import BOOKMARK_HEADER, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
@@ -139,6 +140,10 @@ class AsyncClient:
     def namespace(self, name: str) -> _core.Namespace:
         """A handle on namespace ``name``; its methods are awaited."""
         return _core.Namespace(self, name)
+
+    def docs(self, collection: str) -> AsyncCollection:
+        """The documents of ``collection``; their methods are awaited."""
+        return AsyncCollection(self, collection)
 
     async def put(
         self,

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from edgekv_client import _core, _http
+from edgekv_client._collections import Collection
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client.bookmarks import BOOKMARK_HEADER, SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
@@ -155,6 +156,10 @@ class Client:
     def namespace(self, name: str) -> _core.Namespace:
         """A handle on namespace ``name``: ``client.namespace("flags").get("beta")``."""
         return _core.Namespace(self, name)
+
+    def docs(self, collection: str) -> Collection:
+        """The documents of ``collection``: ``client.docs("users").get("ann")``."""
+        return Collection(self, collection)
 
     def put(
         self,
