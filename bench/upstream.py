@@ -13,6 +13,10 @@ One run, interleaved rounds, medians:
 - **eventual PUT with / without connector**: two nodes under the same wrk PUT
   load on an eventual namespace, one pushing every change to PostgreSQL.
 
+Each phase starts once the pushing node has pushed everything (its backlog
+does not spill into the next phase), and the two sides of each pair swap
+order every round.
+
 Targets (issue: transactional upstream): strong PUT >= 70% of direct driver;
 eventual PUT with the connector >= 90% of without. Run from the repository
 root with PostgreSQL on 127.0.0.1:5432 (or ``EDGEKV_TEST_PG_DSN``) and wrk::
@@ -31,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +100,17 @@ async def direct_rate(seconds: float, value_size: int) -> float:
     return done / (time.monotonic() - started)
 
 
+def wait_pushed(url: str, timeout: float = 120.0) -> None:
+    """Wait until the node has pushed every change to the upstream."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/v1/cluster/status", timeout=10) as answer:
+            if json.load(answer)["upstream"]["lag_changes"] == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"{url} did not finish pushing within {timeout} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the upstream benchmark and print its figures."""
     parser = argparse.ArgumentParser(description="EdgeKV upstream benchmark")
@@ -127,13 +143,23 @@ def main(argv: list[str] | None = None) -> int:
                         raise SystemExit(f"errors under load at {url}: {result.as_dict()}")
                     return result.rps
 
-                sample = {
-                    "strong_put": load(strong.url, "bench"),
-                    "direct_driver": asyncio.run(direct_rate(args.seconds, args.value_size)),
-                    "eventual_with_connector": load(pushing.url, "app"),
-                    "eventual_without": load(alone.url, "app"),
+                phases = {
+                    "strong_put": lambda: load(strong.url, "bench"),
+                    "direct_driver": lambda: asyncio.run(
+                        direct_rate(args.seconds, args.value_size)
+                    ),
+                    "eventual_with_connector": lambda: load(pushing.url, "app"),
+                    "eventual_without": lambda: load(alone.url, "app"),
                 }
-                rounds.append(sample)
+                order = list(phases)
+                if r % 2:  # alternate which side of each pair goes first
+                    order = [order[1], order[0], order[3], order[2]]
+                sample = {}
+                for name in order:
+                    sample[name] = phases[name]()
+                    # The pushing node's backlog must not drain into the next phase.
+                    wait_pushed(pushing.url)
+                rounds.append({name: sample[name] for name in phases})
                 print(f"round {r + 1}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in sample.items()))
         finally:
             for server in servers:

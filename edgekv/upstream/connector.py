@@ -33,7 +33,6 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
-from edgekv.peers.feed import ChangeFeed
 from edgekv.store.store import Entry, Store, Write, WriteResult
 from edgekv.upstream import strong
 from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
@@ -118,8 +117,6 @@ class Upstream:
         self.pulled_seq = 0
         self._pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[None] | None = None
-        self._feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
-        store.writer.add_commit_listener(self._feed.notify_threadsafe)
         # Local seqs of changes that came from the upstream (pulled, or strong
         # writes' results): pushing them back would be a no-op that takes locks.
         self._pulled_ranges: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
@@ -311,7 +308,8 @@ class Upstream:
             changes = self.store.changes_after(self.pushed_seq, PUSH_BATCH)
             if not changes:
                 self.metrics.push_lag.set(0)
-                await self._feed.wait_beyond(self.pushed_seq, 1.0)
+                # Polled, not woken per commit: pushes gather changes anyway.
+                await asyncio.sleep(self.config.upstream_batch_interval)
                 continue
             outgoing = [c for c in changes if not self._came_from_upstream(c.seq)]
             if outgoing:
