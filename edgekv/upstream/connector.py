@@ -39,7 +39,7 @@ from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
 from edgekv.upstream.pg_schema import migrate
 from edgekv.upstream.sql import Statements
 from edgekv_replication.changes import Change
-from edgekv_replication.documents import DOC_NS_PREFIX, is_document, merge_document_changes
+from edgekv_replication.documents import is_document, merge_document_changes
 from edgekv_replication.session import PeerCursor
 
 log = logging.getLogger(__name__)
@@ -403,21 +403,28 @@ class Upstream:
         while True:
             async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
                 await self._sequence(conn)
-                rows = await conn.fetch(self.sql.pull, self.pulled_seq, PULL_PAGE)
+                head = int(await conn.fetchval(self.sql.head))
+                rows = []
+                if head > self.pulled_seq:
+                    rows = await conn.fetch(
+                        self.sql.pull, self.pulled_seq, head, self.store.node_id, PULL_PAGE
+                    )
                 if time.monotonic() - refreshed_at >= NAMESPACE_REFRESH_INTERVAL:
                     await self._refresh_namespaces(conn)
                     refreshed_at = time.monotonic()
             self.last_contact_ms = _now_ms()
-            if rows:
-                await self._apply(rows, max_offset_ms)
-            if len(rows) < PULL_PAGE:
+            full = len(rows) == PULL_PAGE
+            cursor = int(rows[-1]["seq"]) if full else head
+            if cursor > self.pulled_seq:
+                await self._apply(rows, cursor, max_offset_ms)
+            if not full:
                 await asyncio.sleep(self.config.upstream_poll_interval)
 
-    async def _apply(self, rows: Sequence[asyncpg.Record], max_offset_ms: int) -> None:
+    async def _apply(
+        self, rows: Sequence[asyncpg.Record], cursor_seq: int, max_offset_ms: int
+    ) -> None:
+        """Apply a page and move the pull cursor to ``cursor_seq``, in one local commit."""
         assert self.upstream_id is not None
-        me = self.store.node_id
-        # Our own entries are here already (or something newer is). Documents
-        # always come: a state stamped by us may hold others' updates merged in.
         changes = [
             Change(
                 r["ns"],
@@ -429,9 +436,8 @@ class Upstream:
                 r["node"],
             )
             for r in rows
-            if r["node"] != me or r["ns"].startswith(DOC_NS_PREFIX)
         ]
-        cursor = PeerCursor(self.upstream_id, int(rows[-1]["seq"]))
+        cursor = PeerCursor(self.upstream_id, cursor_seq)
         result = await self.store.apply_changes(changes, self.upstream_id, cursor, max_offset_ms)
         ready = len(changes) - result.held
         if ready:

@@ -83,12 +83,17 @@ class Statements:
 
     @property
     def pull(self) -> str:
-        """A page of the upstream change log (entries and documents) after a cursor."""
+        """A page of the upstream change log (entries and documents) in ``($1, $2]``.
+
+        Entries written by node ``$3`` are left out: that node has them (or
+        newer). Documents always come, as their state may hold others' updates.
+        """
         return (
-            f"SELECT {KV_COLUMNS}, seq FROM {self.kv} WHERE seq > $1"
+            f"SELECT {KV_COLUMNS}, seq FROM {self.kv}"
+            " WHERE seq > $1 AND seq <= $2 AND node <> $3"
             " UNION ALL SELECT ns, key, state, version, NULL, hlc, node, seq"
-            f" FROM {self.schema}.docs WHERE seq > $1"
-            " ORDER BY seq LIMIT $2"
+            f" FROM {self.schema}.docs WHERE seq > $1 AND seq <= $2"
+            " ORDER BY seq LIMIT $4"
         )
 
     @property
@@ -115,8 +120,16 @@ class Statements:
 
     @property
     def head(self) -> str:
-        """The newest seq of the upstream log (0 when empty)."""
-        return f"SELECT coalesce(max(seq), 0) FROM {self.kv}"
+        """The newest seq of the upstream log (0 when empty).
+
+        Every seq up to it is committed and visible from then on (numbers
+        become visible in order), so a page read up to the head, with rows
+        left out, may move the cursor to the head itself.
+        """
+        return (
+            f"SELECT greatest((SELECT coalesce(max(seq), 0) FROM {self.kv}),"
+            f" (SELECT coalesce(max(seq), 0) FROM {self.schema}.docs))"
+        )
 
     @property
     def placeholders(self) -> str:
