@@ -106,6 +106,36 @@ def test_patch_as_y_operations_matches_the_plain_merge_patch() -> None:
     assert ydoc.read_json(doc) == ydoc.merge_patch(current, merge)
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["binding-maps", "public-api"])
+def test_patch_edits_the_same_through_the_binding_and_the_public_api(
+    raw: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not raw:
+        monkeypatch.setattr(ydoc, "_RAW_MAP", None)
+    else:
+        assert ydoc._RAW_MAP is not None, "this pycrdt takes the fast path"
+    start = {"a": 1, "big": 2**60, "o": {"x": 1, "y": {"z": 2}}, "l": [1], "t": "s"}
+    doc = _doc_with(start)
+    editor = ydoc.Editor(doc)
+    current: Any = ydoc.read_json(doc)
+    patches = [
+        {"a": 2, "big": 2**62 + 1, "o": {"y": {"w": 3.5, "z": None}, "x": "s"}},
+        {"l": [{"k": [1, 2]}], "new": {"k": None, "v": {"deep": True}}, "t": None},
+        {"o": None, "a": 2},  # a value equal to the current one is not written
+        {},
+    ]
+    replica = ydoc.new_doc(7, doc.get_update())
+    for merge in patches:
+        update = editor.patch(current, merge)
+        current = ydoc.merge_patch(current, merge)
+        assert ydoc.read_json(doc) == current
+        # Another replica gets the same document from the captured update alone.
+        ydoc.apply(replica, update)
+        assert ydoc.read_json(replica) == current
+        assert (update == ydoc.EMPTY_UPDATE) == (merge == {})
+    editor.close()
+
+
 def test_concurrent_patches_of_nested_fields_both_survive() -> None:
     a = _doc_with({"profile": {"name": "ann", "address": {"city": "Oslo"}}}, client=1)
     b = ydoc.new_doc(2, a.get_update())

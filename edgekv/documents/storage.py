@@ -98,6 +98,7 @@ class _Loaded:
     """A Y document in memory, with its materialized JSON."""
 
     doc: ydoc.YDoc
+    editor: ydoc.Editor
     json: dict[str, Any] | None
     text: str | None
     size: int
@@ -133,6 +134,11 @@ class DocumentStore:
             (c, i) for c, i in reader.execute("SELECT DISTINCT collection, id FROM doc_waiting")
         }
         """Documents with updates waiting for their dependencies."""
+
+    def close(self) -> None:
+        """Let go of the documents in memory (after the writer is closed)."""
+        for slot in list(self._cache):
+            self._drop(slot)
 
     # -- reads ------------------------------------------------------------------
 
@@ -191,7 +197,7 @@ class DocumentStore:
         ydoc.check_size(text)
 
         def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
-            return ydoc.replace(loaded.doc, loaded.json, new), new, text
+            return loaded.editor.replace(loaded.json, new), new, text
 
         return self._submit_local(collection, doc_id, edit)
 
@@ -206,7 +212,7 @@ class DocumentStore:
             new = ydoc.merge_patch(loaded.json, normalized)
             text = ydoc.serialize(new)
             ydoc.check_size(text)
-            return ydoc.patch(loaded.doc, loaded.json, normalized), new, text
+            return loaded.editor.patch(loaded.json, normalized), new, text
 
         return self._submit_local(collection, doc_id, edit)
 
@@ -216,7 +222,7 @@ class DocumentStore:
         def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
             if loaded.json is None:
                 return ydoc.EMPTY_UPDATE, None, None
-            return ydoc.delete(loaded.doc), None, None
+            return loaded.editor.delete(), None, None
 
         return self._submit_local(collection, doc_id, edit)
 
@@ -227,7 +233,7 @@ class DocumentStore:
 
         def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
             result = ydoc.validate_update(loaded.doc, update, self.client_id)
-            delta = ydoc.apply(loaded.doc, update)
+            delta = loaded.editor.apply(update)
             return delta, result, None if result is None else ydoc.serialize(result)
 
         return self._submit_local(collection, doc_id, edit)
@@ -332,7 +338,7 @@ class DocumentStore:
     ) -> int | None:
         """Apply one update: 1 if it changed the document, 0 for a duplicate, None if it waits."""
         loaded = self._load(txn.conn, slot)
-        delta = ydoc.apply(loaded.doc, update)
+        delta = loaded.editor.apply(update)
         if not ydoc.integrates_fully(loaded.doc, update):
             # Never keep Y's pending parts: rebuild from the log, without this update.
             self._drop(slot)
@@ -487,7 +493,7 @@ class DocumentStore:
         hlc, node = (row[1], row[2]) if row else (0, 0)
         if row and row[3]:
             self._log_counts[slot] = row[3]
-        loaded = _Loaded(doc, data, text, sum(map(len, updates)), hlc, node)
+        loaded = _Loaded(doc, ydoc.Editor(doc), data, text, sum(map(len, updates)), hlc, node)
         self._cache[slot] = loaded
         self._cache_bytes += loaded.size
         self._evict()
@@ -513,12 +519,14 @@ class DocumentStore:
         while self._cache_bytes > self.cache_limit and len(self._cache) > 1:
             _, oldest = self._cache.popitem(last=False)
             self._cache_bytes -= oldest.size
+            oldest.editor.close()
 
     def _drop(self, slot: tuple[str, str]) -> None:
         """Let the next use load the document again from the database."""
         loaded = self._cache.pop(slot, None)
         if loaded is not None:
             self._cache_bytes -= loaded.size
+            loaded.editor.close()
 
     def _forget(self, slot: tuple[str, str]) -> None:
         self._drop(slot)

@@ -247,6 +247,7 @@ class Store:
     def close(self) -> None:
         """Commit queued writes and close the database."""
         self.writer.close(final_sql="UPDATE node_state SET clean_shutdown = 1 WHERE id = 1")
+        self.documents.close()
         self._reader.close()
 
     # -- reads: on the caller's thread, never waiting for the writer ----------

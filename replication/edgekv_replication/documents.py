@@ -42,7 +42,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pycrdt import Array, Doc, Map, TransactionEvent, get_update, merge_updates
+from pycrdt import Array, Doc, Map, Subscription, TransactionEvent, get_update, merge_updates
 
 from edgekv_replication.changes import Change
 
@@ -190,9 +190,13 @@ def _too_deep() -> DocumentError:
     return DocumentError("document_too_deep", f"a document nests at most {MAX_DEPTH} levels")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# One encoder for every call: json.dumps with options builds a new one each time.
+
+
 def serialize(document: Mapping[str, Any]) -> str:
     """The canonical JSON text of a document (sorted keys, compact): equal on every replica."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(document)
 
 
 def check_size(text: str) -> None:
@@ -332,21 +336,21 @@ def replace(doc: YDoc, current: Mapping[str, Any] | None, new: Mapping[str, Any]
     replace does not overwrite concurrent edits of fields it leaves as they
     were. ``current`` is :func:`read_json` of ``doc``.
     """
+    return _capture(doc, lambda: _replace(content_of(doc), meta_of(doc), current, new))
 
-    def edit() -> None:
-        content = content_of(doc)
-        meta = meta_of(doc)
-        if current is None:
-            content.clear()  # what a delete left behind (concurrent patches)
-            _replace_map(content, {}, new)
-        else:
-            _replace_map(content, current, new)
-        if CREATED not in meta:
-            meta[CREATED] = True
-        if DELETED in meta:
-            del meta[DELETED]
 
-    return _capture(doc, edit)
+def _replace(
+    content: YMap, meta: YMap, current: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> None:
+    if current is None:
+        content.clear()  # what a delete left behind (concurrent patches)
+        _replace_map(content, {}, new)
+    else:
+        _replace_map(content, current, new)
+    if CREATED not in meta:
+        meta[CREATED] = True
+    if DELETED in meta:
+        del meta[DELETED]
 
 
 def _replace_map(ymap: YMap, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
@@ -375,29 +379,86 @@ def patch(doc: YDoc, current: Mapping[str, Any], merge: Mapping[str, Any]) -> by
 
 
 def _patch_map(ymap: YMap, current: Mapping[str, Any], merge: Mapping[str, Any]) -> None:
+    # Inside the caller's transaction (a nested one reuses it).
+    if _RAW_MAP is None:
+        _patch_map_public(ymap, current, merge)
+        return
+    with ymap.doc.transaction() as txn:
+        _patch_map_raw(ymap.doc, ymap.integrated, txn._txn, current, merge)
+
+
+def _patch_map_public(ymap: YMap, current: Mapping[str, Any], merge: Mapping[str, Any]) -> None:
     for key, value in merge.items():
         old = current.get(key, _MISSING)
         if value is None:
             if old is not _MISSING:
                 del ymap[key]
         elif isinstance(value, dict):
-            child = ymap.get(key) if isinstance(old, dict) else None
+            # ``current`` is read from this document: a dict there is a Y map here.
+            child = ymap[key] if isinstance(old, dict) else None
             if isinstance(child, Map):
-                _patch_map(child, old, value)
+                _patch_map_public(child, old, value)
             else:
                 ymap[key] = to_y(merge_patch({}, value))
         elif not _same(old, value):
             ymap[key] = to_y(value)
 
 
+def _patch_map_raw(
+    doc: YDoc, raw: Any, txn: Any, current: Mapping[str, Any], merge: Mapping[str, Any]
+) -> None:
+    """:func:`_patch_map_public` on the binding's own map and transaction.
+
+    pycrdt's ``Map`` opens a (nested) transaction, checks the key and wraps
+    the result for every access: three times the cost of the Y operations of
+    a small patch. Scalars are written and nested maps read here directly, as
+    ``Map`` itself does inside; new maps and arrays still go through ``Map``.
+    """
+    for key, value in merge.items():
+        old = current.get(key, _MISSING)
+        if value is None:
+            if old is not _MISSING:
+                raw.remove(txn, key)
+        elif isinstance(value, dict):
+            child = raw.get(txn, key) if isinstance(old, dict) else None
+            if isinstance(child, _RAW_MAP):  # type: ignore[arg-type]
+                _patch_map_raw(doc, child, txn, old, value)
+            else:
+                Map(_doc=doc, _integrated=raw)[key] = to_y(merge_patch({}, value))
+        elif not _same(old, value):
+            if isinstance(value, list):
+                Map(_doc=doc, _integrated=raw)[key] = to_y(value)
+            else:
+                raw.insert(txn, key, value)
+
+
+def _raw_map_type() -> type | None:
+    """The binding's map type under pycrdt's ``Map``, or None if this pycrdt hides it."""
+    try:
+        probe: YDoc = Doc()
+        raw = probe.get("probe", type=Map).integrated
+        with probe.transaction() as txn:
+            raw.insert(txn._txn, "k", 2**60)
+            raw.remove(txn._txn, "k")
+            raw.insert(txn._txn, "k", "v")
+        if probe.get("probe", type=Map).to_py() != {"k": "v"}:
+            return None
+        return type(raw)
+    except Exception:  # another pycrdt: the public API is used instead
+        return None
+
+
+_RAW_MAP = _raw_map_type()
+
+
 def delete(doc: YDoc) -> bytes:
     """Delete the document: clear its content and mark it deleted; return the Y update."""
+    return _capture(doc, lambda: _delete(content_of(doc), meta_of(doc)))
 
-    def edit() -> None:
-        content_of(doc).clear()
-        meta_of(doc)[DELETED] = True
 
-    return _capture(doc, edit)
+def _delete(content: YMap, meta: YMap) -> None:
+    content.clear()
+    meta[DELETED] = True
 
 
 def apply(doc: YDoc, update: bytes) -> bytes:
@@ -417,6 +478,64 @@ def _apply_update(doc: YDoc, update: bytes) -> None:
         if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
             raise
         raise ValueError(f"cannot apply the update: {exc}") from None
+
+
+class Editor:
+    """One Y document kept for many edits (a node's loaded documents).
+
+    The functions above look up the root maps and subscribe to the document
+    for every edit; on a node's write path those lookups cost more than the
+    edit itself. An editor finds the roots once and records the update of
+    every transaction through one subscription. Only edit ``doc`` through
+    the editor's methods while it records, or read it; :meth:`close` it
+    when done (the subscription keeps the document alive until then).
+    """
+
+    __slots__ = ("_subscription", "_updates", "content", "doc", "meta")
+
+    def __init__(self, doc: YDoc) -> None:
+        """Take ``doc`` for editing (it keeps one subscription for good)."""
+        self.doc = doc
+        self.content = content_of(doc)
+        self.meta = meta_of(doc)
+        self._updates: list[bytes] = []
+        self._subscription: Subscription | None = doc.observe(self._record)
+
+    def close(self) -> None:
+        """End the subscription: the document can then be garbage-collected."""
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
+
+    def _record(self, event: TransactionEvent) -> None:
+        self._updates.append(event.update)
+
+    def _capture(self, edit: Callable[[], None]) -> bytes:
+        updates = self._updates
+        updates.clear()
+        with self.doc.transaction():
+            edit()
+        if not updates:
+            return EMPTY_UPDATE
+        update = updates[0]
+        updates.clear()
+        return update
+
+    def replace(self, current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bytes:
+        """As :func:`replace`."""
+        return self._capture(lambda: _replace(self.content, self.meta, current, new))
+
+    def patch(self, current: Mapping[str, Any], merge: Mapping[str, Any]) -> bytes:
+        """As :func:`patch`."""
+        return self._capture(lambda: _patch_map(self.content, current, merge))
+
+    def delete(self) -> bytes:
+        """As :func:`delete`."""
+        return self._capture(lambda: _delete(self.content, self.meta))
+
+    def apply(self, update: bytes) -> bytes:
+        """As :func:`apply`."""
+        return self._capture(lambda: _apply_update(self.doc, update))
 
 
 def decode_state_vector(data: bytes) -> dict[int, int]:
