@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +362,33 @@ async def test_documents_survive_a_restart(tmp_path: Path) -> None:
         )
     finally:
         reopened.close()
+
+
+async def test_compaction_of_a_log_with_a_pending_update_keeps_it_for_its_dependency(
+    two_stores: Any,
+) -> None:
+    a, b = two_stores
+    writer = ydoc.new_doc(11)
+    first = ydoc.replace(writer, None, {"x": 1})
+    second = ydoc.patch(writer, {"x": 1}, {"y": 2})  # depends on ``first``
+    await a.documents.put("c", "d", {"base": 1})
+
+    def log_without_its_dependency(txn: Any) -> None:
+        # What a node logged before it parked such updates in doc_waiting.
+        txn.conn.execute(
+            "INSERT INTO doc_log (seq, collection, id, y_update, metadata, hlc, node)"
+            " VALUES (?, 'c', 'd', ?, NULL, 1, 2)",
+            (txn.take_seq(), second),
+        )
+        txn.conn.execute("UPDATE docs SET log_count = log_count + 1 WHERE id = 'd'")
+
+    await a.writer.submit(log_without_its_dependency)
+    a.documents._drop(("c", "d"))  # as after a restart: loaded from the database
+    assert await a.documents.compact([("c", "d")]) == 1
+    assert not a.documents._cache["c", "d"].whole  # the pending update was noticed
+    assert a.read_all("SELECT count(*) FROM doc_log")[0][0] == 0
+    await _sync(a, b)
+    # The dependency arrives: the update kept in the snapshot completes the document.
+    dependency = ydoc.document_change("c", "d", first, 3, 4)._replace(seq=1)
+    await b.apply_changes([dependency], 99, PeerCursor(1, 1), 500)
+    assert json.loads(b.documents.get("c", "d").json) == {"base": 1, "x": 1, "y": 2}

@@ -104,6 +104,11 @@ class _Loaded:
     size: int
     hlc: int
     node: int
+    whole: bool
+    """Every update logged for the document is integrated in ``doc`` (none pending).
+
+    True unless the stored snapshot and log held an update whose dependencies
+    were missing; everything a node logs later is checked before it is."""
 
 
 class DocumentStore:
@@ -130,6 +135,8 @@ class DocumentStore:
         """Set when a document's log reaches ``compact_log_rows`` (wakes the compactor)."""
         self.compact_log_rows = COMPACT_LOG_ROWS
         self._log_counts: dict[tuple[str, str], int] = {}
+        self._due: set[tuple[str, str]] = set()
+        """Documents whose logs reached ``compact_log_rows`` (so no scan of every count)."""
         self._waiting_slots = {
             (c, i) for c, i in reader.execute("SELECT DISTINCT collection, id FROM doc_waiting")
         }
@@ -409,7 +416,8 @@ class DocumentStore:
         Known from the writes of this process; ``scan`` looks in the database
         too (once at start: logs left by an earlier process).
         """
-        due = [slot for slot, n in self._log_counts.items() if n >= self.compact_log_rows]
+        limit = self.compact_log_rows
+        due = [slot for slot in self._due if self._log_counts.get(slot, 0) >= limit]
         if scan:
             rows = self._reader.execute(
                 "SELECT collection, id FROM docs WHERE log_count >= ?", (self.compact_log_rows,)
@@ -436,8 +444,9 @@ class DocumentStore:
         return self._writer.submit(op)
 
     def _compact_one(self, txn: Txn, slot: tuple[str, str]) -> bool:
+        loaded = self._load(txn.conn, slot)
         rows = txn.conn.execute(
-            "SELECT seq, y_update, metadata, hlc, node FROM doc_log"
+            "SELECT seq, metadata, hlc, node FROM doc_log"
             " WHERE collection = ? AND id = ? ORDER BY seq",
             slot,
         ).fetchall()
@@ -448,15 +457,18 @@ class DocumentStore:
             " WHERE collection = ? AND id = ?",
             slot,
         ).fetchone()
-        loaded = self._load(txn.conn, slot)
-        if all(ydoc.integrates_fully(loaded.doc, row[1]) for row in rows):
+        if loaded.whole:
             folded = loaded.doc.get_update()  # garbage-collected: smaller than the log
-        else:
-            folded = merge_updates(*([snapshot] if snapshot else []), *(row[1] for row in rows))
-        version = max(
-            (snap_hlc, snap_node),
-            *(ydoc.version_of(Change("", b"", None, m, None, h, n)) for _, _, m, h, n in rows),
-        )
+        else:  # keep what is pending as it is, for the updates that will complete it
+            logged = txn.conn.execute(
+                "SELECT y_update FROM doc_log WHERE collection = ? AND id = ? AND seq <= ?"
+                " ORDER BY seq",
+                (*slot, rows[-1][0]),
+            )
+            folded = merge_updates(*([snapshot] if snapshot else []), *(u for (u,) in logged))
+        version = (snap_hlc, snap_node)
+        for _, metadata, hlc, node in rows:
+            version = max(version, ydoc.version_of_row(metadata, hlc, node))
         newest_seq = rows[-1][0]
         txn.conn.execute(
             "DELETE FROM doc_log WHERE collection = ? AND id = ? AND seq <= ?",
@@ -488,12 +500,18 @@ class DocumentStore:
             )
         ]
         doc = ydoc.new_doc(self.client_id, *updates)
+        whole = len(updates) == 0 or ydoc.integrates_fully(
+            doc, merge_updates(*updates) if len(updates) > 1 else updates[0]
+        )
         data = ydoc.read_json(doc)
         text = None if data is None else ydoc.serialize(data)
         hlc, node = (row[1], row[2]) if row else (0, 0)
         if row and row[3]:
             self._log_counts[slot] = row[3]
-        loaded = _Loaded(doc, ydoc.Editor(doc), data, text, sum(map(len, updates)), hlc, node)
+            if row[3] >= self.compact_log_rows:
+                self._due.add(slot)
+        size = sum(map(len, updates))
+        loaded = _Loaded(doc, ydoc.Editor(doc), data, text, size, hlc, node, whole)
         self._cache[slot] = loaded
         self._cache_bytes += loaded.size
         self._evict()
@@ -508,12 +526,14 @@ class DocumentStore:
         # Log lengths are counted in memory: no extra query on the write path.
         count = self._log_counts[slot] = self._log_counts.get(slot, 0) + 1
         if count >= self.compact_log_rows:
+            self._due.add(slot)
             self.compaction_due.set()
 
     def _resize(self, slot: tuple[str, str], loaded: _Loaded, size: int) -> None:
         self._cache_bytes += size - loaded.size
         loaded.size = size
         self._log_counts.pop(slot, None)
+        self._due.discard(slot)
 
     def _evict(self) -> None:
         while self._cache_bytes > self.cache_limit and len(self._cache) > 1:

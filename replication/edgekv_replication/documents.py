@@ -124,13 +124,17 @@ def encode_stamp(hlc: int, node: int) -> str:
 
 def version_of(change: Change) -> tuple[int, int]:
     """The newest write a document change includes: ``(hlc, node)``."""
-    text = change.metadata
-    if text and len(text) == 32:
+    return version_of_row(change.metadata, change.hlc, change.node)
+
+
+def version_of_row(metadata: str | None, hlc: int, node: int) -> tuple[int, int]:
+    """:func:`version_of` from a change's ``metadata``, ``hlc`` and ``node``."""
+    if metadata and len(metadata) == 32:
         try:
-            return int(text[:16], 16), int(text[16:], 16)
+            return int(metadata[:16], 16), int(metadata[16:], 16)
         except ValueError:
             pass
-    return change.hlc, change.node
+    return hlc, node
 
 
 def merge_document_changes(a: Change, b: Change) -> Change:
