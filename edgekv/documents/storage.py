@@ -202,86 +202,59 @@ class DocumentStore:
         new = ydoc.normalize(body)
         text = ydoc.serialize(new)
         ydoc.check_size(text)
-
-        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
-            return loaded.editor.replace(loaded.json, new), new, text
-
-        return self._submit_local(collection, doc_id, edit)
+        return self._submit_local(collection, doc_id, _edit_replace, (new, text))
 
     def patch(self, collection: str, doc_id: str, merge: dict[str, Any]) -> asyncio.Future[Any]:
         """Apply an RFC 7386 merge patch; ``not_found`` if the document does not exist."""
-        normalized = ydoc.normalize(merge)
-
-        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
-            if loaded.json is None:
-                raise DocumentError("not_found", "no such document")
-            # Both the document and the patch nest at most MAX_DEPTH levels: so does the result.
-            new = ydoc.merge_patch(loaded.json, normalized)
-            text = ydoc.serialize(new)
-            ydoc.check_size(text)
-            return loaded.editor.patch(loaded.json, normalized), new, text
-
-        return self._submit_local(collection, doc_id, edit)
+        return self._submit_local(collection, doc_id, _edit_patch, ydoc.normalize(merge))
 
     def delete(self, collection: str, doc_id: str) -> asyncio.Future[Any]:
         """Delete the document (a Y edit that replicates); deleting an absent one succeeds."""
-
-        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
-            if loaded.json is None:
-                return ydoc.EMPTY_UPDATE, None, None
-            return loaded.editor.delete(), None, None
-
-        return self._submit_local(collection, doc_id, edit)
+        return self._submit_local(collection, doc_id, _edit_delete, None)
 
     def apply_client_update(
         self, collection: str, doc_id: str, update: bytes
     ) -> asyncio.Future[Any]:
         """Apply a Y update from a client (Yjs, pycrdt) after checking it on a copy."""
-
-        def edit(loaded: _Loaded) -> tuple[bytes, dict[str, Any] | None, str | None]:
-            result = ydoc.validate_update(loaded.doc, update, self.client_id)
-            delta = loaded.editor.apply(update)
-            return delta, result, None if result is None else ydoc.serialize(result)
-
-        return self._submit_local(collection, doc_id, edit)
+        return self._submit_local(collection, doc_id, _edit_client_update, update)
 
     def _submit_local(
-        self,
-        collection: str,
-        doc_id: str,
-        edit: Callable[[_Loaded], tuple[bytes, dict[str, Any] | None, str | None]],
+        self, collection: str, doc_id: str, edit: _Edit, argument: Any
     ) -> asyncio.Future[Any]:
-        slot = (collection, doc_id)
-
-        def op(txn: Txn) -> DocWriteResult:
-            loaded = self._load(txn.conn, slot)
-            try:
-                update, new_json, text = edit(loaded)
-            except DocumentError:
-                raise  # checked before any Y edit: the document is as it was
-            except BaseException:
-                self._forget(slot)
-                raise
-            if update == ydoc.EMPTY_UPDATE:
-                return DocWriteResult(loaded.hlc, loaded.node, txn.seq, False)
-            hlc = txn.clock.now()
-            seq = txn.take_seq()
-            txn.conn.execute(_LOG, (seq, collection, doc_id, update, None, hlc, self.node_id))
-            if loaded.hlc:  # the row exists, and a fresh local stamp is the newest version
-                txn.conn.execute(_UPDATE_LOCAL, (text, hlc, self.node_id, len(update), *slot))
-            else:
-                txn.conn.execute(
-                    _MATERIALIZE, (collection, doc_id, text, hlc, self.node_id, 1, len(update))
-                )
-            loaded.json, loaded.text = new_json, text
-            loaded.hlc, loaded.node = hlc, self.node_id
-            self._logged(slot, loaded, len(update))
-            self.present = True
-            return DocWriteResult(hlc, self.node_id, seq, True)
-
-        future = self._writer.submit(op)
-        self._forget_on_failure(future, [slot])
+        write = _LocalWrite(self, (collection, doc_id), edit, argument)
+        future: asyncio.Future[DocWriteResult] = self._writer.submit(write.run)
+        future.add_done_callback(write.settled)
         return future
+
+    def _write_local(
+        self, txn: Txn, slot: tuple[str, str], edit: _Edit, argument: Any
+    ) -> DocWriteResult:
+        """The writer op of a local write: edit the document, log the update, store the JSON."""
+        loaded = self._load(txn.conn, slot)
+        try:
+            update, new_json, text = edit(self, loaded, argument)
+        except DocumentError:
+            raise  # checked before any Y edit: the document is as it was
+        except BaseException:
+            self._forget(slot)
+            raise
+        if update == ydoc.EMPTY_UPDATE:
+            return DocWriteResult(loaded.hlc, loaded.node, txn.seq, False)
+        hlc = txn.clock.now()
+        seq = txn.take_seq()
+        collection, doc_id = slot
+        txn.conn.execute(_LOG, (seq, collection, doc_id, update, None, hlc, self.node_id))
+        if loaded.hlc:  # the row exists, and a fresh local stamp is the newest version
+            txn.conn.execute(_UPDATE_LOCAL, (text, hlc, self.node_id, len(update), *slot))
+        else:
+            txn.conn.execute(
+                _MATERIALIZE, (collection, doc_id, text, hlc, self.node_id, 1, len(update))
+            )
+        loaded.json, loaded.text = new_json, text
+        loaded.hlc, loaded.node = hlc, self.node_id
+        self._logged(slot, loaded, len(update))
+        self.present = True
+        return DocWriteResult(hlc, self.node_id, seq, True)
 
     # -- remote changes (inside Store.apply_changes) --------------------------------
 
@@ -558,13 +531,79 @@ class DocumentStore:
         self, future: asyncio.Future[Any], slots: Sequence[tuple[str, str]]
     ) -> None:
         def check(done: asyncio.Future[Any]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                error = None if done.cancelled() else done.exception()
-                if not isinstance(error, DocumentError):
-                    for slot in slots:
-                        self._forget(slot)
+            if _failed(done):
+                for slot in slots:
+                    self._forget(slot)
 
         future.add_done_callback(check)
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    """Whether a write failed in a way that may leave its documents ahead of the database."""
+    if future.cancelled():
+        return True
+    error = future.exception()
+    return error is not None and not isinstance(error, DocumentError)
+
+
+Edited = tuple[bytes, dict[str, Any] | None, str | None]
+"""What an edit returns: the Y update, the new JSON and its text (None: deleted)."""
+_Edit = Callable[[DocumentStore, _Loaded, Any], Edited]
+
+
+class _LocalWrite:
+    """One local write: its writer op and the check of its outcome.
+
+    One object rather than closures per write: on the PATCH path, the
+    closures and their cells were a large share of the garbage that made the
+    collector run.
+    """
+
+    __slots__ = ("argument", "documents", "edit", "slot")
+
+    def __init__(
+        self, documents: DocumentStore, slot: tuple[str, str], edit: _Edit, argument: Any
+    ) -> None:
+        self.documents = documents
+        self.slot = slot
+        self.edit = edit
+        self.argument = argument
+
+    def run(self, txn: Txn) -> DocWriteResult:
+        """The writer op."""
+        return self.documents._write_local(txn, self.slot, self.edit, self.argument)
+
+    def settled(self, future: asyncio.Future[Any]) -> None:
+        """Reload the document if the write failed after editing it in memory."""
+        if _failed(future):
+            self.documents._forget(self.slot)
+
+
+def _edit_replace(documents: DocumentStore, loaded: _Loaded, argument: Any) -> Edited:
+    new, text = argument
+    return loaded.editor.replace(loaded.json, new), new, text
+
+
+def _edit_patch(documents: DocumentStore, loaded: _Loaded, merge: Any) -> Edited:
+    if loaded.json is None:
+        raise DocumentError("not_found", "no such document")
+    # Both the document and the patch nest at most MAX_DEPTH levels: so does the result.
+    new = ydoc.merge_patch(loaded.json, merge)
+    text = ydoc.serialize(new)
+    ydoc.check_size(text)
+    return loaded.editor.patch(loaded.json, merge), new, text
+
+
+def _edit_delete(documents: DocumentStore, loaded: _Loaded, argument: Any) -> Edited:
+    if loaded.json is None:
+        return ydoc.EMPTY_UPDATE, None, None
+    return loaded.editor.delete(), None, None
+
+
+def _edit_client_update(documents: DocumentStore, loaded: _Loaded, update: Any) -> Edited:
+    result = ydoc.validate_update(loaded.doc, update, documents.client_id)
+    delta = loaded.editor.apply(update)
+    return delta, result, None if result is None else ydoc.serialize(result)
 
 
 def _new_client_id() -> int:

@@ -531,7 +531,19 @@ class Editor:
 
     def patch(self, current: Mapping[str, Any], merge: Mapping[str, Any]) -> bytes:
         """As :func:`patch`."""
-        return self._capture(lambda: _patch_map(self.content, current, merge))
+        # Written out rather than through _capture: this is the hot path of PATCH.
+        updates = self._updates
+        updates.clear()
+        with self.doc.transaction() as txn:
+            if _RAW_MAP is None:
+                _patch_map_public(self.content, current, merge)
+            else:
+                _patch_map_raw(self.doc, self.content.integrated, txn._txn, current, merge)
+        if not updates:
+            return EMPTY_UPDATE
+        update = updates[0]
+        updates.clear()
+        return update
 
     def delete(self) -> bytes:
         """As :func:`delete`."""
