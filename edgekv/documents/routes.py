@@ -226,15 +226,7 @@ def query_documents(request: web.Request) -> web.Response:
         )
     except query.QueryError as error:
         raise ApiError(error.code, error.message) from None
-    rows = node.store.documents.read_all(page.sql, page.params)
-    complete = len(rows) <= page.limit
-    rows = rows[: page.limit]
-    items = ",".join(_item(doc_id, text, hlc, origin) for doc_id, text, hlc, origin, _ in rows)
-    cursor = "null"
-    if not complete:
-        last = rows[-1]
-        cursor = json.dumps(query.encode_cursor(last[4], last[0]))
-    body = f'{{"documents":[{items}],"list_complete":{json.dumps(complete)},"cursor":{cursor}}}'
+    body = query.answer(node.store.documents.read_all, page)
     return web.Response(text=body, content_type="application/json")
 
 
