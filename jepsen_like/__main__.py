@@ -24,20 +24,32 @@ from jepsen_like.workloads import WORKLOADS, parse_workloads
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run or re-check."""
-    parser = argparse.ArgumentParser(prog="python -m jepsen_like", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m jepsen_like",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     go = commands.add_parser("run", help="start a cluster, inject faults, check the history")
     go.add_argument("--nodes", type=int, default=5)
     go.add_argument("--time-limit", type=float, default=60.0, help="seconds of client load")
-    go.add_argument("--workload", default="set,register",
-                    help=f"comma-separated: {', '.join(WORKLOADS)}, or all")
-    go.add_argument("--nemesis", default="partition,kill",
-                    help="comma-separated: partition, kill, pause, clock, upstream; all; none")
+    go.add_argument(
+        "--workload",
+        default="set,register",
+        help=f"comma-separated: {', '.join(WORKLOADS)}, or all",
+    )
+    go.add_argument(
+        "--nemesis",
+        default="partition,kill",
+        help="comma-separated: partition, kill, pause, clock, upstream; all; none",
+    )
     go.add_argument("--seed", type=int, default=0)
     go.add_argument("--out", type=Path, required=True, help="directory for history and reports")
-    go.add_argument("--broken-merge", action="store_true",
-                    help="start nodes with the test-only broken merge (the run must fail)")
+    go.add_argument(
+        "--broken-merge",
+        action="store_true",
+        help="start nodes with the test-only broken merge (the run must fail)",
+    )
     go.add_argument("--recovery-timeout", type=float, default=90.0)
     again = commands.add_parser("check", help="re-check the history of a finished run")
     again.add_argument("out", type=Path)

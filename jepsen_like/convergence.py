@@ -9,6 +9,7 @@ it). Newer writes made meanwhile do not delay the answer.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -60,10 +61,8 @@ def converge_after_heal(
     limit = min(give_up_at, healed + give_up_after)
     pending = list(range(len(db.nodes)))
     while now() < limit:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             pending = [i for i in pending if not holds(kv_rows(db, i), target)]
-        except sqlite3.Error:
-            pass
         if not pending:
             return round(now() - healed, 3)
         time.sleep(0.05)

@@ -180,8 +180,9 @@ class Db:
         """Stop every node and proxy."""
         for i in list(self.paused):
             self.resume(i)
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
             node.kill()
+            (self.base / f"n{i}.log").write_text("".join(node.output))
         for proxy in [*self.links.values(), *self.pg_links]:
             proxy.close()
 

@@ -46,7 +46,9 @@ def step(state: State, call: Call) -> tuple[bool, State]:
     raise ValueError(call.f)
 
 
-def check_register(calls: list[Call], initial: State = None, deadline: float | None = None) -> bool | None:
+def check_register(
+    calls: list[Call], initial: State = None, deadline: float | None = None
+) -> bool | None:
     """Whether ``calls`` are linearizable from ``initial``; None if the deadline passed."""
     # Events in time order: invocations before returns at equal times.
     events: list[tuple[float, int, int]] = []

@@ -150,7 +150,9 @@ def partition_links(rng: random.Random, mode: str, n: int) -> set[tuple[int, int
     if mode == "bridge":
         half = (n - 1) // 2
         a, b = set(order[:half]), set(order[half + 1 :])
-        return {(i, j) for i in range(n) for j in range(n) if (i in a and j in b) or (i in b and j in a)}
+        return {
+            (i, j) for i in range(n) for j in range(n) if (i in a and j in b) or (i in b and j in a)
+        }
     if mode == "one-way":
         a = set(order[: n // 2])
         # The nodes outside ``a`` stop hearing from ``a``; ``a`` still hears from them.

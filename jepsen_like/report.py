@@ -103,9 +103,7 @@ def _plot(ops: list[Op], faults: list[dict[str, Any]], end: float) -> str:
         out.append(f'<text x="4" y="{y + 4:.1f}" font-size="10">{label}</text>')
     step = max(1, round(end / 10))
     for t in range(0, int(end) + 1, step):
-        out.append(
-            f'<text x="{_x(t, end):.1f}" y="{HEIGHT - 8}" font-size="10">{t} s</text>'
-        )
+        out.append(f'<text x="{_x(t, end):.1f}" y="{HEIGHT - 8}" font-size="10">{t} s</text>')
     done = [(inv, c) for inv, c in pairs(ops) if c is not None]
     stride = max(1, len(done) // MAX_DOTS)
     for invocation, completion in done[::stride]:

@@ -55,7 +55,9 @@ def run(options: RunOptions) -> dict[str, Any]:
     workloads = [WORKLOADS[name]() for name in options.workloads]
     strong = tuple(ns for w in workloads for ns in w.strong_namespaces)
     nemeses = [k for k in options.nemeses if k != "upstream" or strong]
-    schedule = plan(random.Random(f"{options.seed}:nemesis"), nemeses, options.nodes, options.time_limit)
+    schedule = plan(
+        random.Random(f"{options.seed}:nemesis"), nemeses, options.nodes, options.time_limit
+    )
     schema = f"jepsen_{options.seed}_{os.getpid()}_{int(time.time())}"
     db = Db(
         options.out / "nodes",
@@ -124,7 +126,9 @@ def _run_clients(
     def on_heal(fault: Fault, next_start: float) -> None:
         healed = history.now()
         seconds = converge_after_heal(db, kv_join(db), healed, history.now, next_start)
-        heal_samples.append({"fault": fault.describe(), "healed": round(healed, 3), "seconds": seconds})
+        heal_samples.append(
+            {"fault": fault.describe(), "healed": round(healed, 3), "seconds": seconds}
+        )
 
     def nemesis() -> None:
         faults.extend(run_schedule(schedule, Injector(db), history.now, stop, on_heal))
@@ -139,7 +143,9 @@ def _run_clients(
     return faults, heal_samples
 
 
-def _client_loop(workload: Workload, process: Process, history: History, stop: threading.Event) -> None:
+def _client_loop(
+    workload: Workload, process: Process, history: History, stop: threading.Event
+) -> None:
     """Invoke operations one at a time until the run ends."""
     try:
         while not stop.is_set():
@@ -148,11 +154,14 @@ def _client_loop(workload: Workload, process: Process, history: History, stop: t
             invocation = history.invoke(process.id, workload=workload.name, **op)
             try:
                 kind, fields = workload.invoke(process, op)
-            except Exception as exc:  # noqa: BLE001 -- every failure is an outcome to record
+            except Exception as exc:
                 try:
                     kind, fields = outcome_of_error(exc, op["f"] in workload.reads)
-                except Exception:  # noqa: BLE001
-                    kind, fields = "info", {"error": f"unexpected {type(exc).__name__}: {exc}"[:200]}
+                except Exception:
+                    kind, fields = (
+                        "info",
+                        {"error": f"unexpected {type(exc).__name__}: {exc}"[:200]},
+                    )
             history.complete(invocation, kind, **fields)
             stop.wait(process.rng.uniform(*workload.pause_s))
     finally:

@@ -20,6 +20,4 @@ def quantiles(values: Iterable[float]) -> dict[str, float | None]:
     """Min, median, p95, p99 and max of ``values``, in seconds (None when empty)."""
     ordered = sorted(values)
     names = {0.0: "min", 0.5: "p50", 0.95: "p95", 0.99: "p99", 1.0: "max"}
-    return {
-        names[q]: (round(quantile(ordered, q), 4) if ordered else None) for q in QUANTILES
-    }
+    return {names[q]: (round(quantile(ordered, q), 4) if ordered else None) for q in QUANTILES}

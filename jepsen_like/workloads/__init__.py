@@ -27,5 +27,7 @@ def parse_workloads(text: str) -> list[str]:
         return list(WORKLOADS)
     unknown = [name for name in names if name not in WORKLOADS]
     if unknown or not names:
-        raise ValueError(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+        raise ValueError(
+            f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
+        )
     return names

@@ -96,7 +96,11 @@ def calls_per_key(ops: list[Op]) -> dict[str, list[Call]]:
         if kind == "fail" or (kind == "info" and invocation["f"] == "read"):
             continue
         returned = completion["time"] if completion is not None and kind == "ok" else float("inf")
-        value = completion.get("value") if invocation["f"] == "read" and completion else invocation.get("value")
+        value = (
+            completion.get("value")
+            if invocation["f"] == "read" and completion
+            else invocation.get("value")
+        )
         calls[invocation["key"]].append(
             Call(
                 invocation["f"],
@@ -140,7 +144,9 @@ def check_cas(
     return {
         "valid": valid,
         "linearizable": (
-            True if all(v is True for v in verdicts) else (False if False in verdicts else "unknown")
+            True
+            if all(v is True for v in verdicts)
+            else (False if False in verdicts else "unknown")
         ),
         "per_key": results,
         "counts": dict(sorted(counts.items())),

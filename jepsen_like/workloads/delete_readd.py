@@ -102,17 +102,22 @@ def check_delete_readd(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
             values = {node: view.get(key) for node, view in nodes.items()}
             distinct = {tuple(v) if v else None for v in values.values()}
             if len(distinct) != 1:
-                errors.append({"error": "nodes disagree", "when": label, "key": key, "final": values})
+                errors.append(
+                    {"error": "nodes disagree", "when": label, "key": key, "final": values}
+                )
                 continue
             entry = next(iter(distinct))
             newest_delete = max(deletes_ok[key], default=None)
             ok_puts = [s for kind, s in puts[key].values() if kind == "ok" and s is not None]
             if entry is None:
                 newest_put = max(ok_puts, default=None)
-                if newest_put is not None and (newest_delete is None or newest_put > newest_delete):
-                    if not deletes_unknown[key]:
-                        lost += 1
-                        errors.append({"error": "acknowledged put lost", "when": label, "key": key})
+                # A delete with an unknown outcome may carry any stamp: then absence is fine.
+                put_wins = newest_put is not None and (
+                    newest_delete is None or newest_put > newest_delete
+                )
+                if put_wins and not deletes_unknown[key]:
+                    lost += 1
+                    errors.append({"error": "acknowledged put lost", "when": label, "key": key})
                 continue
             value, version = entry[0], version_of(entry[1])
             if newest_delete is not None and version < newest_delete:
@@ -135,7 +140,9 @@ def check_delete_readd(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
                 errors.append({"error": "newer acknowledged put lost", "when": label, "key": key})
     return {
         "valid": not errors,
-        "puts_acknowledged": sum(1 for p in puts.values() for kind, _ in p.values() if kind == "ok"),
+        "puts_acknowledged": sum(
+            1 for p in puts.values() for kind, _ in p.values() if kind == "ok"
+        ),
         "deletes_acknowledged": sum(len(d) for d in deletes_ok.values()),
         "resurrected": resurrected,
         "lost": lost,

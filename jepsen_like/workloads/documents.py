@@ -109,7 +109,7 @@ def check_documents(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
             if place.get(op["value"]) != 1:
                 missing.append({"node": node, "doc": op["key"], "token": op["value"]})
         for doc_id, doc in view.items():
-            tokens = [k for k in doc if k != "nested"] + list((doc.get("nested") or {}))
+            tokens = [k for k in doc if k != "nested"] + list(doc.get("nested") or {})
             invented += [
                 {"node": node, "doc": doc_id, "token": t} for t in tokens if (doc_id, t) not in sent
             ]

@@ -141,7 +141,9 @@ def check_register(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
         "valid": not errors,
         "keys": len(keys),
         "acknowledged_writes": acknowledged,
-        "unknown_writes": sum(1 for w in writes.values() for kind, _ in w.values() if kind == "info"),
+        "unknown_writes": sum(
+            1 for w in writes.values() for kind, _ in w.values() if kind == "info"
+        ),
         "lost_writes": lost,
         "reads_checked": reads_checked,
         "error_count": len(errors),

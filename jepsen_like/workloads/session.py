@@ -20,7 +20,6 @@ from collections import defaultdict
 from typing import Any
 
 from edgekv_client import Session
-
 from jepsen_like.db import Db
 from jepsen_like.history import Op, pairs
 from jepsen_like.workloads.base import (
@@ -94,7 +93,12 @@ def check_session(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
     completed = [(inv, c) for inv, c in pairs(ops) if c is not None and c["type"] == "ok"]
     for invocation, completion in completed:
         done[(invocation["process"], invocation["key"])].append(
-            (completion["time"], version_of(completion["version"]), invocation["f"], completion["index"])
+            (
+                completion["time"],
+                version_of(completion["version"]),
+                invocation["f"],
+                completion["index"],
+            )
         )
     violations: list[dict[str, Any]] = []
     reads = 0

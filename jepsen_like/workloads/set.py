@@ -88,13 +88,19 @@ def check_set(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
             continue
         missing_at = sorted(n for n, elements in final_sets.items() if element not in elements)
         if missing_at:
-            lost.append({"element": element, "added_at": invocation["node"], "missing_at": missing_at})
+            lost.append(
+                {"element": element, "added_at": invocation["node"], "missing_at": missing_at}
+            )
         last_miss = None
         for r, (read_inv, _) in enumerate(reads):
             if read_inv["time"] <= known or element in read_sets[r]:
                 continue
             last_miss = r
-            if completion is not None and completion["type"] == "ok" and read_inv["node"] == invocation["node"]:
+            if (
+                completion is not None
+                and completion["type"] == "ok"
+                and read_inv["node"] == invocation["node"]
+            ):
                 stale_same_node.append({"element": element, "read": read_inv["index"]})
             else:
                 stale_elsewhere += 1
@@ -103,9 +109,7 @@ def check_set(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
             if stable is not None:
                 stable_latencies.append(max(0.0, stable - invocation["time"]))
     phantom = sorted(in_final - written)
-    never_read = sorted(
-        e for e in acknowledged | unknown if not seen_in[e] and e not in in_final
-    )
+    never_read = sorted(e for e in acknowledged | unknown if not seen_in[e] and e not in in_final)
     return {
         "valid": not lost and not stale_same_node and not phantom,
         "attempted": len(adds),
