@@ -77,11 +77,16 @@ def run(options: RunOptions) -> dict[str, Any]:
             workload.setup(db)
         history = History()
         faults, heal_samples = _run_clients(options, db, workloads, schedule, history)
-        final_heal = history.now()
         db.heal_all()
+        final_heal = history.now()
+        kv_final = converge_after_heal(
+            db, kv_join(db), final_heal, history.now, final_heal + options.recovery_timeout
+        )
+        heal_samples.append({"fault": "final heal", "healed": final_heal, "seconds": kv_final})
         db.wait_serving()
-        finals, converge_s = _final_reads(db, workloads, history, options.recovery_timeout)
-        kv_final = converge_after_heal(db, kv_join(db), final_heal, history.now, float("inf"))
+        finals, converge_s = _final_reads(
+            db, workloads, history, options.recovery_timeout, final_heal
+        )
     finally:
         db.close()
         if strong:
@@ -169,10 +174,14 @@ def _client_loop(
 
 
 def _final_reads(
-    db: Db, workloads: list[Workload], history: History, timeout: float
+    db: Db,
+    workloads: list[Workload],
+    history: History,
+    timeout: float,
+    healed_at: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, float | None]]:
     """Wait for each workload's final reads to agree; settle; read again everywhere."""
-    healed = history.now()
+    healed = history.now() if healed_at is None else healed_at
     deadline = time.monotonic() + timeout
     finals: dict[str, Any] = {}
     converge_s: dict[str, float | None] = {}
