@@ -13,10 +13,14 @@ whenever a commit fails after documents were edited in memory), so two
 incarnations never issue the same Y item ids.
 
 Rows (schema version 5): ``docs`` holds per document the materialized JSON
-(NULL while deleted), its version (the newest write merged in), the
-snapshot and ``snap_seq``, the change-log place of the snapshot; ``doc_log``
-holds the updates not yet folded into it. :meth:`DocumentStore.changes_after`
-serves both, with the key-value rows, in one ``seq`` order.
+(NULL while deleted) and its version (the newest write merged in);
+``doc_log`` holds its Y updates. Compaction folds a document's log into one
+update, its snapshot, kept in ``doc_log`` too under the seq of the newest
+update it folds. (The snapshot once lived in ``docs.snapshot``, where every
+write rewrote it with the JSON: a database compacted then is still read,
+and its snapshot moves to ``doc_log`` at the next compaction.)
+:meth:`DocumentStore.changes_after` serves both tables, with the key-value
+rows, in one ``seq`` order.
 """
 
 from __future__ import annotations
@@ -399,12 +403,13 @@ class DocumentStore:
         return due
 
     def compact(self, slots: Sequence[tuple[str, str]]) -> asyncio.Future[int]:
-        """Fold each document's log into its snapshot; return how many were compacted.
+        """Fold each document's log into one update; return how many were compacted.
 
-        The snapshot takes the seq of the newest update it folds in. Every
-        cursor still finds everything: a peer behind that seq receives the
-        snapshot (which holds all it lacks), a peer past it had every update.
-        So compaction needs no acknowledgements from peers.
+        The folded update (the snapshot) takes the seq of the newest update it
+        folds in, as this node's change. Every cursor still finds everything:
+        a peer behind that seq receives the snapshot (which holds all it
+        lacks), a peer past it had every update. So compaction needs no
+        acknowledgements from peers.
         """
 
         def op(txn: Txn) -> int:
@@ -423,13 +428,13 @@ class DocumentStore:
             " WHERE collection = ? AND id = ? ORDER BY seq",
             slot,
         ).fetchall()
-        if not rows:
-            return False
         snapshot, snap_hlc, snap_node = txn.conn.execute(
             "SELECT snapshot, coalesce(snap_hlc, 0), coalesce(snap_node, 0) FROM docs"
             " WHERE collection = ? AND id = ?",
             slot,
         ).fetchone()
+        if len(rows) < 2 and snapshot is None:
+            return False  # already one update
         if loaded.whole:
             folded = loaded.doc.get_update()  # garbage-collected: smaller than the log
         else:  # keep what is pending as it is, for the updates that will complete it
@@ -447,10 +452,14 @@ class DocumentStore:
             "DELETE FROM doc_log WHERE collection = ? AND id = ? AND seq <= ?",
             (*slot, newest_seq),
         )
+        # The folded update is this node's change, stamped with the newest write it holds.
         txn.conn.execute(
-            "UPDATE docs SET snapshot = ?, snap_seq = ?, snap_hlc = ?, snap_node = ?,"
-            " log_count = 0, log_bytes = 0 WHERE collection = ? AND id = ?",
-            (folded, newest_seq, version[0], version[1], *slot),
+            _LOG, (newest_seq, *slot, folded, ydoc.encode_stamp(*version), version[0], self.node_id)
+        )
+        txn.conn.execute(
+            "UPDATE docs SET snapshot = NULL, snap_seq = NULL, snap_hlc = NULL, snap_node = NULL,"
+            " log_count = 1, log_bytes = ? WHERE collection = ? AND id = ?",
+            (len(folded), *slot),
         )
         self._resize(slot, loaded, len(folded))
         return True
@@ -505,7 +514,7 @@ class DocumentStore:
     def _resize(self, slot: tuple[str, str], loaded: _Loaded, size: int) -> None:
         self._cache_bytes += size - loaded.size
         loaded.size = size
-        self._log_counts.pop(slot, None)
+        self._log_counts[slot] = 1  # the folded update
         self._due.discard(slot)
 
     def _evict(self) -> None:
