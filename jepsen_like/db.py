@@ -37,7 +37,7 @@ class DbOptions:
     """PostgreSQL of the upstream; None: no upstream (no strong workload)."""
     upstream_schema: str = ""
     strong_namespaces: tuple[str, ...] = ()
-    tombstone_horizon: float = 1.0
+    tombstone_horizon: float = 15.0
     tombstone_gc_interval: float = 0.5
     max_clock_offset: float = 0.5
     broken_merge: bool = False

@@ -34,6 +34,14 @@ MAX_CLOCK_BUMP_MS = 5 * 60 * 1000
 # bumps apart, plus slack; otherwise changes wait (by design) until the
 # clocks catch up, for longer than a run lasts.
 CLOCK_NEMESIS_MAX_OFFSET_S = 2 * MAX_CLOCK_BUMP_MS / 1000 + 30
+# Longer than any fault (and a restart): a member silent for longer than the
+# tombstone horizon no longer holds collection back and must then re-sync in
+# full, so a shorter horizon would split the cluster for good.
+TOMBSTONE_HORIZON_S = 15.0
+# A node whose clock jumps forward by more than the horizon sees every peer as
+# silent for that long (the horizon is measured on its own clock), so with the
+# clock nemesis the horizon has to exceed the largest bump.
+CLOCK_NEMESIS_TOMBSTONE_HORIZON_S = MAX_CLOCK_BUMP_MS / 1000 + 30
 
 
 @dataclass

@@ -25,7 +25,15 @@ from jepsen_like import report
 from jepsen_like.convergence import converge_after_heal, kv_join
 from jepsen_like.db import DEFAULT_PG_DSN, Db, DbOptions
 from jepsen_like.history import History, Op, pairs
-from jepsen_like.nemesis import CLOCK_NEMESIS_MAX_OFFSET_S, Fault, Injector, plan, run_schedule
+from jepsen_like.nemesis import (
+    CLOCK_NEMESIS_MAX_OFFSET_S,
+    CLOCK_NEMESIS_TOMBSTONE_HORIZON_S,
+    TOMBSTONE_HORIZON_S,
+    Fault,
+    Injector,
+    plan,
+    run_schedule,
+)
 from jepsen_like.stats import quantiles
 from jepsen_like.workloads import WORKLOADS
 from jepsen_like.workloads.base import Process, Workload, outcome_of_error
@@ -67,6 +75,9 @@ def run(options: RunOptions) -> dict[str, Any]:
             upstream_schema=schema,
             strong_namespaces=strong,
             max_clock_offset=CLOCK_NEMESIS_MAX_OFFSET_S if "clock" in nemeses else 0.5,
+            tombstone_horizon=(
+                CLOCK_NEMESIS_TOMBSTONE_HORIZON_S if "clock" in nemeses else TOMBSTONE_HORIZON_S
+            ),
             broken_merge=options.broken_merge,
         ),
     )
@@ -199,8 +210,11 @@ def _final_reads(
             time.sleep(0.1)
         converge_s[workload.name] = round(history.now() - healed, 3) if converged else None
         finals[workload.name] = final
+    # Waiting for tombstone collection makes sense only when the horizon is short.
+    horizon = db.options.tombstone_horizon
+    settle_s = min(horizon + 10, max(5.0, deadline - time.monotonic())) if horizon < 60 else 0.0
     for workload in workloads:
-        settled = workload.settle(db, max(5.0, deadline - time.monotonic()))
+        settled = workload.settle(db, settle_s)
         finals[workload.name]["time"] = history.now()
         if settled:
             finals[workload.name]["settled"] = settled

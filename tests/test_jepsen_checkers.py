@@ -317,3 +317,14 @@ def test_partition_modes_cut_what_they_say() -> None:
             assert any((j, i) not in cut for i, j in cut)
         elif mode == "halves":
             assert all((j, i) in cut for i, j in cut)
+
+
+def test_cas_drops_unknown_writes_nobody_observed() -> None:
+    b = Builder()
+    b.op(0, "write", 0.0, 0.1, key="c", value="a", version=v(10))
+    b.op(1, "write", 0.2, 9.0, "info", key="c", value="lost", error="upstream_unavailable")
+    b.op(2, "read", 0.3, 0.4, key="c", value="a")
+    b.op(2, "read", 9.5, 9.6, key="c", value="a")
+    result = check_cas(b.done(), {"nodes": {}, "strong": {}})
+    assert result["valid"] is True
+    assert result["per_key"]["c"]["calls"] == 3

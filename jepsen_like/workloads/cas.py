@@ -89,11 +89,26 @@ class CasWorkload(Workload):
 
 
 def calls_per_key(ops: list[Op]) -> dict[str, list[Call]]:
-    """The calls of each key for the linearizability search (failed ones left out)."""
+    """The calls of each key for the linearizability search.
+
+    Failed calls did nothing and are left out. So are writes with an unknown
+    outcome whose value nobody ever observed: such a write may be taken to
+    have never happened (nothing depends on it), and each one left in would
+    multiply the orders to search.
+    """
+    observed = {
+        (invocation["key"], value)
+        for invocation, completion in pairs(ops)
+        if completion is not None and completion["type"] == "ok"
+        for value in (completion.get("value"), invocation.get("expected"))
+        if invocation["f"] in ("read", "cas") and value is not None
+    }
     calls: dict[str, list[Call]] = defaultdict(list)
     for invocation, completion in pairs(ops):
         kind = "info" if completion is None else completion["type"]
         if kind == "fail" or (kind == "info" and invocation["f"] == "read"):
+            continue
+        if kind == "info" and (invocation["key"], invocation.get("value")) not in observed:
             continue
         returned = completion["time"] if completion is not None and kind == "ok" else float("inf")
         value = (
