@@ -311,7 +311,11 @@ class Upstream:
                 # Polled, not woken per commit: pushes gather changes anyway.
                 await asyncio.sleep(self.config.upstream_batch_interval)
                 continue
-            outgoing = [c for c in changes if not self._came_from_upstream(c.seq)]
+            outgoing = (
+                [c for c in changes if not self._came_from_upstream(c.seq)]
+                if self._pulled_ranges or self._already_upstream
+                else changes
+            )
             if outgoing:
                 async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
                     await self._push(conn, outgoing)
@@ -465,7 +469,7 @@ def _row_order(change: Change) -> tuple[str, bytes]:
 
 def _columns(changes: Sequence[Change]) -> list[list[Any]]:
     """The seven parallel arrays of the push statement (one entry per key)."""
-    return [list(column) for column in zip(*(c.state() for c in changes), strict=True)]
+    return [list(column) for column in list(zip(*changes, strict=True))[:7]]
 
 
 def _now_ms() -> int:
