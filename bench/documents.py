@@ -12,7 +12,7 @@ Two measurements, each against a baseline run side by side in the same run:
    index exists. Then the same query over HTTP on a kept-alive connection,
    beside a GET of one document on it (the cost of the request itself).
 
-Run: ``python -m bench.documents`` (about 2 minutes; ``--quick`` for less).
+Run: ``python -m bench.documents`` (about 75 seconds; ``--quick`` for less).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ def pair(tmp_path: Path) -> Iterator[Cluster]:
 
 def test_filters_are_sent_as_the_api_reads_them() -> None:
     assert _docs.filters("age>=30") == ["age>=30"]
+    assert _docs.filters(("age", ">=", 30)) == ["age>=30"]
     assert _docs.filters([("zip", "==", "0150"), ("age", "<", 40)]) == ['zip=="0150"', "age<40"]
     assert _docs.filters({"team": "red", "admin": True}) == ['team=="red"', "admin==true"]
     with pytest.raises(ValueError, match="operator"):

@@ -1,7 +1,7 @@
 """The I/O-free core of document collections: requests and answers for both clients.
 
 ``client.docs("users")`` returns a collection handle (:class:`edgekv_client.Collection`
-or :class:`edgekv_client.aio.AsyncCollection`); both build their requests and
+or :class:`edgekv_client.AsyncCollection`); both build their requests and
 read their answers here, so the two cannot differ. The handle sends through
 its client, so a session's bookmarks apply to documents as to key-value
 entries.
@@ -117,6 +117,9 @@ def filters(where: Where) -> list[str]:
     """Every filter of ``where`` as a ``where`` parameter."""
     if isinstance(where, str):
         return [where]
+    if isinstance(where, tuple) and len(where) == 3 and where[1] in _OPERATORS:
+        field, op, value = where  # one (field, op, value): "==" alone is no filter
+        return [filter_text((str(field), str(op), value))]
     if isinstance(where, Mapping):
         return [filter_text((field, "==", value)) for field, value in where.items()]
     return [filter_text(item) for item in where]
