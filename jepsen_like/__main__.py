@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         help="start nodes with the test-only broken merge (the run must fail)",
     )
     go.add_argument("--recovery-timeout", type=float, default=90.0)
+    go.add_argument(
+        "--tombstone-horizon",
+        type=float,
+        default=None,
+        help="override the nodes' tombstone_horizon (default: longer than any fault)",
+    )
     again = commands.add_parser("check", help="re-check the history of a finished run")
     again.add_argument("out", type=Path)
     args = parser.parse_args(argv)
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             broken_merge=args.broken_merge,
             recovery_timeout=args.recovery_timeout,
+            tombstone_horizon=args.tombstone_horizon,
             command=command_line(),
         )
     except ValueError as exc:

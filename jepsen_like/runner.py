@@ -54,6 +54,8 @@ class RunOptions:
     broken_merge: bool = False
     pg_dsn: str = os.environ.get("EDGEKV_TEST_PG_DSN", DEFAULT_PG_DSN)
     recovery_timeout: float = 90.0
+    tombstone_horizon: float | None = None
+    """The nodes' tombstone horizon; None: longer than any fault."""
     command: str = ""
 
 
@@ -75,9 +77,8 @@ def run(options: RunOptions) -> dict[str, Any]:
             upstream_schema=schema,
             strong_namespaces=strong,
             max_clock_offset=CLOCK_NEMESIS_MAX_OFFSET_S if "clock" in nemeses else 0.5,
-            tombstone_horizon=(
-                CLOCK_NEMESIS_TOMBSTONE_HORIZON_S if "clock" in nemeses else TOMBSTONE_HORIZON_S
-            ),
+            tombstone_horizon=options.tombstone_horizon
+            or (CLOCK_NEMESIS_TOMBSTONE_HORIZON_S if "clock" in nemeses else TOMBSTONE_HORIZON_S),
             broken_merge=options.broken_merge,
         ),
     )
