@@ -202,7 +202,9 @@ class Db:
     ) -> tuple[int, Any]:
         """One JSON request to node ``i``: ``(status, decoded body or None)``."""
         parts = urlsplit(self.nodes[i].url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        conn = http.client.HTTPConnection(
+            parts.hostname or "127.0.0.1", parts.port, timeout=timeout
+        )
         try:
             payload = None if body is None else json.dumps(body)
             headers = {"Content-Type": "application/json"} if body is not None else {}

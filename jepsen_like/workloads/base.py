@@ -135,7 +135,7 @@ def raw_request(
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request (JSON body if given); ``(status, lower-case headers, body)``."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body)
         headers = {"Content-Type": "application/json"} if body is not None else {}

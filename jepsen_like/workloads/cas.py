@@ -38,12 +38,12 @@ class CasWorkload(Workload):
     def generate(self, process: Process) -> Op:
         key = process.rng.choice(KEYS)
         roll = process.rng.random()
-        seen = process.state.get(key)
-        if roll < 0.4 or (roll >= 0.6 and seen is None):
+        seen: tuple[str | None, str | None] | None = process.state.get(key)
+        if roll < 0.4 or (seen is None and roll >= 0.6):
             return {"f": "read", "key": key}
         counter = process.state["next"] = process.state.get("next", 0) + 1
         value = f"{process.id}-{counter}"
-        if roll < 0.6:
+        if roll < 0.6 or seen is None:
             return {"f": "write", "key": key, "value": value}
         expected, version = seen
         return {"f": "cas", "key": key, "value": value, "expected": expected, "if": version}

@@ -10,6 +10,7 @@ no token appears that was never sent.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -76,18 +77,12 @@ class DocumentsWorkload(Workload):
                 status, _, body = raw_request(url, "GET", f"/v1/docs/{COLLECTION}/{doc}")
                 if status != 200:
                     raise RuntimeError(f"final read of {doc} at n{i}: HTTP {status}")
-                view[doc] = _json(body)["doc"]
+                view[doc] = json.loads(body)["doc"]
             nodes[f"n{i}"] = view
         return {"nodes": nodes}
 
     def check(self, ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
         return check_documents(ops, final)
-
-
-def _json(body: bytes) -> Any:
-    import json
-
-    return json.loads(body)
 
 
 def check_documents(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:

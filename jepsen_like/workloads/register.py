@@ -122,8 +122,8 @@ def check_register(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
         if value not in written:
             errors.append({"error": "final value never written", "key": key, "value": value})
             continue
-        kind, stamp = written[value]
-        if kind == "ok" and stamp != version:
+        kind, written_stamp = written[value]
+        if kind == "ok" and written_stamp != version:
             errors.append({"error": "final version differs from the write's", "key": key})
         higher = [s for s in ok_stamps if s > version]
         if higher:

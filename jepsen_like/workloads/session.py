@@ -24,7 +24,6 @@ from jepsen_like.db import Db
 from jepsen_like.history import Op, pairs
 from jepsen_like.workloads.base import (
     CLIENT_TIMEOUT,
-    NO_VERSION,
     Process,
     Version,
     Workload,
@@ -136,5 +135,4 @@ def check_session(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
         "bookmark_not_reached": refused,
         "final_agree": agree,
         "violations": violations[:20],
-        "unused": NO_VERSION != (0, 0),
     }
