@@ -115,6 +115,9 @@ class ApplyResult:
     applied: int
     held: int
     seq: int
+    """The newest seq once applied."""
+    first_seq: int = 0
+    """The seq before: what this batch took, if anything, lies in ``(first_seq, seq]``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +397,7 @@ class Store:
         """
 
         def op(txn: Txn) -> ApplyResult:
+            first_seq = txn.seq
             wall_ms = txn.clock.wall_ms()
             ready: Sequence[Change] = changes
             # Checked one by one only when the newest stamp is too far ahead.
@@ -424,7 +428,7 @@ class Store:
                 # Later local writes must order after everything applied here.
                 txn.clock.observe(max(map(_hlc, ready)))
             txn.conn.execute(_SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, wall_ms))
-            return ApplyResult(applied, held, txn.seq)
+            return ApplyResult(applied, held, txn.seq, first_seq)
 
         doc_slots: list[tuple[str, str]] = []
         return self.documents.guard(self.writer.submit(op), doc_slots)

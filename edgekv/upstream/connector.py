@@ -443,9 +443,8 @@ class Upstream:
         ]
         cursor = PeerCursor(self.upstream_id, cursor_seq)
         result = await self.store.apply_changes(changes, self.upstream_id, cursor, max_offset_ms)
-        ready = len(changes) - result.held
-        if ready:
-            self._pulled_ranges.append((result.seq - ready, result.seq))
+        if result.seq > result.first_seq:
+            self._pulled_ranges.append((result.first_seq, result.seq))
         self.metrics.pulled.inc(result.applied)
         self.pulled_seq = cursor.cursor
 
