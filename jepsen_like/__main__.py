@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override the nodes' tombstone_horizon (default: longer than any fault)",
     )
+    go.add_argument(
+        "--node-arg",
+        action="append",
+        default=[],
+        help="extra `edgekv serve` flag for every node, e.g. --node-arg=--read-cache-entries=0",
+    )
     again = commands.add_parser("check", help="re-check the history of a finished run")
     again.add_argument("out", type=Path)
     args = parser.parse_args(argv)
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             broken_merge=args.broken_merge,
             recovery_timeout=args.recovery_timeout,
             tombstone_horizon=args.tombstone_horizon,
+            node_args=tuple(args.node_arg),
             command=command_line(),
         )
     except ValueError as exc:

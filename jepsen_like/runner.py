@@ -55,6 +55,8 @@ class RunOptions:
     pg_dsn: str = os.environ.get("EDGEKV_TEST_PG_DSN", DEFAULT_PG_DSN)
     recovery_timeout: float = 90.0
     tombstone_horizon: float | None = None
+    node_args: tuple[str, ...] = ()
+    """Extra ``edgekv serve`` flags for every node."""
     """The nodes' tombstone horizon; None: longer than any fault."""
     command: str = ""
 
@@ -80,6 +82,7 @@ def run(options: RunOptions) -> dict[str, Any]:
             tombstone_horizon=options.tombstone_horizon
             or (CLOCK_NEMESIS_TOMBSTONE_HORIZON_S if "clock" in nemeses else TOMBSTONE_HORIZON_S),
             broken_merge=options.broken_merge,
+            extra_args=options.node_args,
         ),
     )
     started = time.monotonic()
