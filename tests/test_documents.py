@@ -303,7 +303,9 @@ async def test_documents_and_entries_share_one_change_log_in_seq_order(two_store
     assert (found.hlc, found.node) == (changes[-1].hlc, a.node_id), "the version replicates"
 
 
-async def test_a_duplicate_batch_logs_nothing_but_uses_up_its_seqs(two_stores: Any) -> None:
+async def test_a_duplicate_batch_logs_nothing_and_a_batch_reports_what_it_logged(
+    two_stores: Any,
+) -> None:
     a, b = two_stores
     await a.documents.put("users", "u1", {"name": "ann"})
     await a.documents.patch("users", "u1", {"age": 3})
@@ -313,13 +315,15 @@ async def test_a_duplicate_batch_logs_nothing_but_uses_up_its_seqs(two_stores: A
     changes = a.changes_after(0, 100)
     result = await b.apply_changes(changes, a.node_id, PeerCursor(1, changes[-1].seq), 500)
     assert b.changes_after(0, 100) == before, "a duplicate is not logged again"
-    assert result.applied == 0
-    # As for key-value changes, each ready change uses up a seq, so the seqs of a
-    # pulled batch are the last ``len(changes)`` before ``result.seq`` (the upstream
-    # connector tells them from local writes that way).
-    assert result.seq - seq >= len(changes)
+    assert (result.applied, result.first_seq, result.seq) == (0, seq, seq)
+    # The range a batch reports holds exactly what it logged, never a local write
+    # (the upstream connector leaves that range out of what it pushes).
     await b.documents.patch("users", "u1", {"local": True})
-    assert b.seq > result.seq
+    fresh = await a.documents.patch("users", "u1", {"new": 1})
+    newer = a.changes_after(changes[-1].seq, 100)
+    result = await b.apply_changes(newer, a.node_id, PeerCursor(1, fresh.seq), 500)
+    logged = [c.seq for c in b.changes_after(result.first_seq, 100)]
+    assert logged == list(range(result.first_seq + 1, result.seq + 1)) == [result.seq]
 
 
 async def test_compaction_bounds_the_log_and_keeps_every_cursor_whole(two_stores: Any) -> None:

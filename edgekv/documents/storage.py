@@ -286,7 +286,6 @@ class DocumentStore:
                 txn.clock.observe(change.hlc)
                 version = ydoc.version_of(change)
                 touched[slot] = max(version, touched.get(slot, (0, 0)))
-                seq_before = txn.seq
                 merged = self._merge_update(txn, slot, change.value, version, change, logged)
                 if merged is None:
                     self._wait(txn, slot, change)
@@ -294,13 +293,6 @@ class DocumentStore:
                     applied += merged
                     if slot in self._waiting_slots:
                         applied += self._retry_waiting(txn, slot, logged)
-                if txn.seq == seq_before:
-                    # As a key-value change that loses: a change that alters nothing
-                    # (a duplicate) or waits still uses up a seq, so a batch of N
-                    # changes takes at least N seqs, all after what came before it.
-                    # The upstream connector counts on that to tell the seqs of
-                    # pulled changes from local writes.
-                    txn.take_seq()
             for slot, (hlc, node) in touched.items():
                 loaded = self._load(txn.conn, slot)
                 loaded.json = ydoc.read_json(loaded.doc)
