@@ -51,7 +51,8 @@ def reached(node: Node, bookmark: Bookmark) -> bool:
     store = node.store
     if bookmark.node == store.node_id:
         return store.seq >= bookmark.seq
-    return store.peer_cursor(bookmark.node).cursor >= bookmark.seq
+    # Not the cursor in SQLite: it becomes visible before the read cache is cleared.
+    return store.settled_cursor(bookmark.node) >= bookmark.seq
 
 
 async def wait_until_reached(node: Node, bookmarks: list[Bookmark]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from edgekv.documents.storage import DocumentStore
 from edgekv.store.cache import MISS, ReadCache
@@ -26,6 +26,7 @@ from edgekv_replication.documents import is_document
 from edgekv_replication.session import PeerCursor, is_too_far_ahead
 
 DB_FILENAME = "edgekv.db"
+T = TypeVar("T")
 
 # The row as stored, tombstone or expired alike: what the read cache remembers.
 _GET = "SELECT value, metadata, expiration, hlc, node, seq FROM kv WHERE ns = ? AND key = ?"
@@ -231,6 +232,7 @@ class Store:
         self._reader.execute("PRAGMA query_only = ON")
         self.documents = DocumentStore(self.writer, self._reader, node_id)
         """JSON documents (Y documents); their changes share this change log."""
+        self._settled_cursors = {peer: c.cursor for peer, c in self.peer_cursors().items()}
 
     @property
     def node_id(self) -> int:
@@ -431,7 +433,8 @@ class Store:
             return ApplyResult(applied, held, txn.seq, first_seq)
 
         doc_slots: list[tuple[str, str]] = []
-        return self.documents.guard(self.writer.submit(op), doc_slots)
+        applied = self.documents.guard(self.writer.submit(op), doc_slots)
+        return self._settling_cursor(applied, peer, cursor)
 
     def merge_changes(
         self, changes: Sequence[Change]
@@ -499,7 +502,27 @@ class Store:
                 _SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, txn.clock.wall_ms())
             )
 
-        return self.writer.submit(op)
+        return self._settling_cursor(self.writer.submit(op), peer, cursor)
+
+    def settled_cursor(self, peer: int) -> int:
+        """How far ``peer``'s log is applied *and visible to every read here*.
+
+        The cursor in SQLite moves at the commit, a moment before the writer
+        clears the read cache of what that commit changed; this one moves
+        only after, so a read that waited for it cannot meet a stale cached
+        entry (read-your-writes across PoPs rests on it).
+        """
+        return self._settled_cursors.get(peer, 0)
+
+    def _settling_cursor(
+        self, future: asyncio.Future[T], peer: int, cursor: PeerCursor
+    ) -> asyncio.Future[T]:
+        def settled(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._settled_cursors[peer] = cursor.cursor
+
+        future.add_done_callback(settled)
+        return future
 
     def purged_seq(self) -> int:
         """The seq of the newest collected tombstone (0: none collected)."""
