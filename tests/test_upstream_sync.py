@@ -64,7 +64,7 @@ def test_cursor_never_skips_a_row_committed_out_of_sequence_order(
 
     def row(key: bytes, value: bytes, hlc: int) -> list[object]:
         # As a strong transaction at another PoP writes it (numbered later).
-        return ["app", [key], [value], [None], [None], [hlc << 16], 12345]
+        return [["app"], [key], [value], [None], [None], [hlc << 16], 12345]
 
     async def reverse_commits() -> None:
         first = await asyncpg.connect(DSN)

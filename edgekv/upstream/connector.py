@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from edgekv.config import Config
 from edgekv.store.store import Entry, Store, Write, WriteResult
 from edgekv.upstream import strong
+from edgekv.upstream.batching import UpsertBatcher
 from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
 from edgekv.upstream.pg_schema import migrate
 from edgekv.upstream.sql import Statements
@@ -117,6 +118,7 @@ class Upstream:
         self.pulled_seq = 0
         self._pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[None] | None = None
+        self._batcher = UpsertBatcher(self._upsert_batch, config.upstream_pool_size)
         # Local seqs of changes that came from the upstream (pulled, or strong
         # writes' results): pushing them back would be a no-op that takes locks.
         self._pulled_ranges: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
@@ -136,6 +138,7 @@ class Upstream:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._batcher.close()
         await self._close_pool()
 
     def acknowledged_seq(self) -> int:
@@ -174,7 +177,10 @@ class Upstream:
             )
 
         try:
-            changes = await self._on_upstream(operation)
+            if conditions:
+                changes = await self._on_upstream(operation)
+            else:
+                changes = await self._batched(ns, list({w.key: w for w in writes}.values()))
         except strong.PreconditionFailed:
             self.metrics.strong.labels("precondition_failed").inc()
             raise
@@ -182,6 +188,25 @@ class Upstream:
         result, seqs = await store.merge_changes(changes)
         self._already_upstream.update(seqs)
         return result
+
+    async def _batched(self, ns: str, writes: list[Write]) -> list[Change]:
+        """An unconditional write, in a statement shared with concurrent ones."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._batcher.write(ns, writes)
+        except TimeoutError:
+            self.metrics.strong.labels("unavailable").inc()
+            raise UpstreamUnavailable(
+                f"the upstream did not answer within {self.timeout} s"
+            ) from None
+
+    async def _upsert_batch(self, writes: list[tuple[str, Write]]) -> list[Change]:
+        store = self.store
+
+        async def operation(conn: PgConnection) -> list[Change]:
+            return await strong.upsert(conn, self.sql, store.clock, store.node_id, writes)
+
+        return await self._on_upstream(operation)
 
     async def strong_read(self, ns: str, key: bytes) -> Entry | None:
         """Read ``(ns, key)`` from PostgreSQL: the latest committed state."""

@@ -192,15 +192,15 @@ class Statements:
     def strong_upsert(self) -> str:
         """Unconditional strong writes of several keys; returns each key's stamp.
 
-        Arguments: ns, then keys, values, metadata, expirations and stamps as
-        parallel arrays, then the writing node.
+        Arguments: namespaces, keys, values, metadata, expirations and stamps
+        as parallel arrays (no key twice), then the writing node.
         """
         return (
             f"INSERT INTO {self.kv} AS kv ({KV_COLUMNS}, seq)"
-            " SELECT $1, k, v, m, e, h, $7, NULL FROM unnest($2::bytea[], $3::bytea[],"
-            " $4::text[], $5::bigint[], $6::bigint[]) AS t(k, v, m, e, h)"
+            " SELECT n, k, v, m, e, h, $7, NULL FROM unnest($1::text[], $2::bytea[],"
+            " $3::bytea[], $4::text[], $5::bigint[], $6::bigint[]) AS t(n, k, v, m, e, h)"
             f" ON CONFLICT (ns, key) DO UPDATE SET {self._overwrite('excluded')}"
-            " RETURNING key, hlc"
+            " RETURNING ns, key, hlc"
         )
 
     @property

@@ -97,10 +97,9 @@ async def run_write(
     single statement (one round trip, its own transaction); anything else
     runs in an explicit transaction.
     """
-    # One statement may not touch a row twice; key order is lock order (no deadlocks).
-    latest = {w.key: w for w in sorted(writes, key=lambda w: w.key)}
+    latest = {w.key: w for w in writes}  # one statement may not touch a row twice
     if not conditions:
-        return await _upsert(conn, sql, clock, node_id, ns, list(latest.values()))
+        return await upsert(conn, sql, clock, node_id, [(ns, w) for w in latest.values()])
     if len(latest) == 1 and len(conditions) == 1 and conditions[0].key in latest:
         return await _conditional(conn, sql, clock, node_id, ns, writes[-1], conditions[0])
     async with conn.transaction():
@@ -113,26 +112,30 @@ def _stamped(ns: str, write: Write, hlc: int, node_id: int, clock: HybridLogical
     return Change(ns, write.key, write.value, write.metadata, write.expiration, hlc, node_id)
 
 
-async def _upsert(
+async def upsert(
     conn: PgConnection,
     sql: Statements,
     clock: HybridLogicalClock,
     node_id: int,
-    ns: str,
-    writes: Sequence[Write],
+    writes: Sequence[tuple[str, Write]],
 ) -> list[Change]:
+    """Unconditional writes of ``(namespace, write)`` pairs (no key twice), one statement.
+
+    Returns their changes in the order given.
+    """
+    ordered = sorted(writes, key=lambda item: (item[0], item[1].key))  # lock order
     rows = await conn.fetch(
         sql.strong_upsert,
-        ns,
-        [w.key for w in writes],
-        [w.value for w in writes],
-        [w.metadata for w in writes],
-        [w.expiration for w in writes],
-        [clock.now() for _ in writes],
+        [ns for ns, _ in ordered],
+        [w.key for _, w in ordered],
+        [w.value for _, w in ordered],
+        [w.metadata for _, w in ordered],
+        [w.expiration for _, w in ordered],
+        [clock.now() for _ in ordered],
         node_id,
     )
-    stamps = {bytes(row["key"]): int(row["hlc"]) for row in rows}
-    return [_stamped(ns, w, stamps[w.key], node_id, clock) for w in writes]
+    stamps = {(row["ns"], bytes(row["key"])): int(row["hlc"]) for row in rows}
+    return [_stamped(ns, w, stamps[ns, w.key], node_id, clock) for ns, w in writes]
 
 
 async def _conditional(
