@@ -11,7 +11,8 @@ One run, interleaved rounds, medians:
   connections as the node's pool (``upstream_pool_size``), in this process,
   for the same time.
 - **eventual PUT with / without connector**: two nodes under the same wrk PUT
-  load on an eventual namespace, one pushing every change to PostgreSQL.
+  load on an eventual namespace, one pushing every change to PostgreSQL (a
+  schema of its own, which no other node on this machine pulls from).
 
 Each phase starts once the pushing node has pushed everything (its backlog
 does not spill into the next phase), and the two sides of each pair swap
@@ -50,6 +51,9 @@ from edgekv_replication import HybridLogicalClock
 
 DSN = os.environ.get("EDGEKV_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA = "edgekv_bench_upstream"
+# The pushing node gets an upstream of its own: no other node on this machine
+# pulls its changes (other PoPs would, on other machines).
+PUSH_SCHEMA = "edgekv_bench_upstream_push"
 POOL = 10
 TARGET_STRONG = 0.70
 TARGET_EVENTUAL = 0.90
@@ -67,7 +71,8 @@ def node(name: str, work: Path, extra: list[str]) -> ServerProcess:
 async def drop_schema() -> None:
     conn = await asyncpg.connect(DSN)
     try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        for schema in (SCHEMA, PUSH_SCHEMA):
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     finally:
         await conn.close()
 
@@ -122,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     asyncio.run(drop_schema())
     upstream = ["--upstream", DSN, "--upstream-schema", SCHEMA]
+    push_upstream = ["--upstream", DSN, "--upstream-schema", PUSH_SCHEMA]
     rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="edgekv-upstream-bench-") as tmp:
         work = Path(tmp)
         servers = [
             node("strong", work, [*upstream, "--strong-namespaces", "bench"]),
-            node("pushing", work, upstream),
+            node("pushing", work, push_upstream),
             node("alone", work, []),
         ]
         strong, pushing, alone = servers
