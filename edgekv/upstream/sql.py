@@ -245,8 +245,3 @@ class Statements:
     def strong_namespaces(self) -> str:
         """Every namespace declared strong by any PoP."""
         return f"SELECT ns FROM {self.schema}.namespaces WHERE consistency = 'strong'"
-
-    @property
-    def upstream_id(self) -> str:
-        """The random id made when the schema was created (a wiped upstream gets a new one)."""
-        return f"SELECT upstream_id FROM {self.schema}.meta WHERE id = 1"
