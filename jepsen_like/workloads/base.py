@@ -126,6 +126,25 @@ def entry_at(db: Db, i: int, ns: str, key: str) -> list[Any] | None:
     return [body.decode(), headers.get("etag", "").strip('"')]
 
 
+def entries_at_every_node(db: Db, ns: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The final reads of ``keys`` at every node: ``{"nodes": {"n0": {key: entry_at}}}``."""
+    return {
+        "nodes": {
+            f"n{i}": {key: entry_at(db, i, ns, key) for key in keys} for i in range(len(db.nodes))
+        }
+    }
+
+
+def write_or_read(client: Client, ns: str, op: Op) -> tuple[str, dict[str, Any]]:
+    """Perform a register-style ``write`` (unique value) or ``read`` of ``op["key"]``."""
+    if op["f"] == "write":
+        return "ok", {"version": client.put(ns, op["key"], op["value"].encode())["version"]}
+    entry = client.get_with_metadata(ns, op["key"])
+    if entry is None:
+        return "ok", {"value": None, "version": None}
+    return "ok", {"value": entry.value.decode(), "version": entry.version}
+
+
 def raw_request(
     url: str,
     method: str,

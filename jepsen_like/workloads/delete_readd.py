@@ -21,7 +21,13 @@ from typing import Any
 
 from jepsen_like.db import Db
 from jepsen_like.history import Op, pairs
-from jepsen_like.workloads.base import Process, Version, Workload, entry_at, version_of
+from jepsen_like.workloads.base import (
+    Process,
+    Version,
+    Workload,
+    entries_at_every_node,
+    version_of,
+)
 
 NS = "jdel"
 KEYS = tuple(f"k{i}" for i in range(5))
@@ -53,12 +59,7 @@ class DeleteReaddWorkload(Workload):
         return "ok", {"value": None if entry is None else entry.value.decode()}
 
     def final_reads(self, db: Db) -> dict[str, Any]:
-        return {
-            "nodes": {
-                f"n{i}": {key: entry_at(db, i, NS, key) for key in KEYS}
-                for i in range(len(db.nodes))
-            }
-        }
+        return entries_at_every_node(db, NS, KEYS)
 
     def settle(self, db: Db, timeout: float) -> dict[str, Any]:
         """Wait until no node holds a tombstone of the namespace, then read again."""

@@ -18,7 +18,14 @@ from typing import Any
 
 from jepsen_like.db import Db
 from jepsen_like.history import Op, pairs
-from jepsen_like.workloads.base import Process, Version, Workload, entry_at, version_of
+from jepsen_like.workloads.base import (
+    Process,
+    Version,
+    Workload,
+    entries_at_every_node,
+    version_of,
+    write_or_read,
+)
 
 NS = "jreg"
 KEYS = tuple(f"r{i}" for i in range(5))
@@ -38,22 +45,10 @@ class RegisterWorkload(Workload):
         return {"f": "write", "key": key, "value": f"{process.id}-{counter}"}
 
     def invoke(self, process: Process, op: Op) -> tuple[str, dict[str, Any]]:
-        client = process.client(op["node"])
-        if op["f"] == "write":
-            answer = client.put(NS, op["key"], op["value"].encode())
-            return "ok", {"version": answer["version"]}
-        entry = client.get_with_metadata(NS, op["key"])
-        if entry is None:
-            return "ok", {"value": None, "version": None}
-        return "ok", {"value": entry.value.decode(), "version": entry.version}
+        return write_or_read(process.client(op["node"]), NS, op)
 
     def final_reads(self, db: Db) -> dict[str, Any]:
-        return {
-            "nodes": {
-                f"n{i}": {key: entry_at(db, i, NS, key) for key in KEYS}
-                for i in range(len(db.nodes))
-            }
-        }
+        return entries_at_every_node(db, NS, KEYS)
 
     def check(self, ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
         return check_register(ops, final)

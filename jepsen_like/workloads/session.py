@@ -27,8 +27,9 @@ from jepsen_like.workloads.base import (
     Process,
     Version,
     Workload,
-    entry_at,
+    entries_at_every_node,
     version_of,
+    write_or_read,
 )
 
 NS = "jsess"
@@ -64,22 +65,10 @@ class SessionWorkload(Workload):
         return session
 
     def invoke(self, process: Process, op: Op) -> tuple[str, dict[str, Any]]:
-        session = self._session(process, op["node"])
-        if op["f"] == "write":
-            answer = session.put(NS, op["key"], op["value"].encode())
-            return "ok", {"version": answer["version"]}
-        entry = session.get_with_metadata(NS, op["key"])
-        if entry is None:
-            return "ok", {"value": None, "version": None}
-        return "ok", {"value": entry.value.decode(), "version": entry.version}
+        return write_or_read(self._session(process, op["node"]), NS, op)
 
     def final_reads(self, db: Db) -> dict[str, Any]:
-        return {
-            "nodes": {
-                f"n{i}": {key: entry_at(db, i, NS, key) for key in KEYS}
-                for i in range(len(db.nodes))
-            }
-        }
+        return entries_at_every_node(db, NS, KEYS)
 
     def check(self, ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
         return check_session(ops, final)
