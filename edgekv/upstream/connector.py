@@ -121,8 +121,8 @@ class Upstream:
         self._batcher = UpsertBatcher(self._upsert_batch, config.upstream_pool_size)
         # Local seqs of changes that came from the upstream (pulled, or strong
         # writes' results): pushing them back would be a no-op that takes locks.
-        self._pulled_ranges: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
-        self._already_upstream: set[int] = set()
+        # As seq ranges (low, high], oldest first; dropped once the push cursor passes them.
+        self._from_upstream: collections.deque[tuple[int, int]] = collections.deque()
 
     def is_strong(self, ns: str) -> bool:
         """Whether ``ns`` is a strong namespace (declared here or by any PoP)."""
@@ -186,7 +186,8 @@ class Upstream:
             raise
         self.metrics.strong.labels("ok").inc()
         result, seqs = await store.merge_changes(changes)
-        self._already_upstream.update(seqs)
+        for seq in seqs:
+            self._mark_from_upstream(seq - 1, seq)
         return result
 
     async def _batched(self, ns: str, writes: list[Write]) -> list[Change]:
@@ -299,8 +300,7 @@ class Upstream:
         if upstream_id != self.upstream_id:
             # A new upstream (first contact, or wiped and recreated): it has
             # nothing yet, not even what the old one handed us.
-            self._pulled_ranges.clear()
-            self._already_upstream.clear()
+            self._from_upstream.clear()
             self.upstream_id = upstream_id
             self.pushed_seq = self.store.peer_acks().get(upstream_id, (0, 0))[0]
             remembered = self.store.peer_cursor(upstream_id)
@@ -336,11 +336,7 @@ class Upstream:
                 # Polled, not woken per commit: pushes gather changes anyway.
                 await asyncio.sleep(self.config.upstream_batch_interval)
                 continue
-            outgoing = (
-                [c for c in changes if not self._came_from_upstream(c.seq)]
-                if self._pulled_ranges or self._already_upstream
-                else changes
-            )
+            outgoing = self._not_from_upstream(changes)
             if outgoing:
                 async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
                     await self._push(conn, outgoing)
@@ -405,16 +401,29 @@ class Upstream:
         with contextlib.suppress(Exception):  # stopping: the store may be closing
             await self.store.record_ack(self.upstream_id, self.pushed_seq)
 
-    def _came_from_upstream(self, seq: int) -> bool:
-        return seq in self._already_upstream or any(
-            low < seq <= high for low, high in self._pulled_ranges
-        )
+    def _mark_from_upstream(self, low: int, high: int) -> None:
+        last = self._from_upstream[-1] if self._from_upstream else None
+        if last is not None and last[1] == low:  # adjacent: one range
+            self._from_upstream[-1] = (last[0], high)
+        else:
+            self._from_upstream.append((low, high))
+
+    def _not_from_upstream(self, changes: list[Change]) -> list[Change]:
+        """``changes`` (in seq order) without those that came from the upstream."""
+        if not self._from_upstream:
+            return changes
+        ranges = sorted(self._from_upstream)  # disjoint, so one walk along both
+        outgoing, i = [], 0
+        for change in changes:
+            while i < len(ranges) and ranges[i][1] < change.seq:
+                i += 1
+            if not (i < len(ranges) and ranges[i][0] < change.seq):
+                outgoing.append(change)
+        return outgoing
 
     def _forget_upstream_seqs(self, up_to: int) -> None:
-        while self._pulled_ranges and self._pulled_ranges[0][1] <= up_to:
-            self._pulled_ranges.popleft()
-        if self._already_upstream:
-            self._already_upstream = {s for s in self._already_upstream if s > up_to}
+        while self._from_upstream and self._from_upstream[0][1] <= up_to:
+            self._from_upstream.popleft()
 
     async def _sequence(self, conn: PgConnection) -> None:
         """Number committed rows that wait for a seq (a no-op read when none wait)."""
@@ -469,7 +478,7 @@ class Upstream:
         cursor = PeerCursor(self.upstream_id, cursor_seq)
         result = await self.store.apply_changes(changes, self.upstream_id, cursor, max_offset_ms)
         if result.seq > result.first_seq:
-            self._pulled_ranges.append((result.first_seq, result.seq))
+            self._mark_from_upstream(result.first_seq, result.seq)
         self.metrics.pulled.inc(result.applied)
         self.pulled_seq = cursor.cursor
 
