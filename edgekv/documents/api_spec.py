@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _json(schema: str, description: str = "OK") -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-
+from edgekv.http.openapi_parts import AUTH_ERRORS as _AUTH
+from edgekv.http.openapi_parts import BAD_INPUT as _BAD
+from edgekv.http.openapi_parts import BOOKMARK as _BOOKMARK
+from edgekv.http.openapi_parts import NOT_REACHED as _NOT_REACHED
+from edgekv.http.openapi_parts import error as _error
+from edgekv.http.openapi_parts import json_of as _json
 
 _COLLECTION = {
     "name": "collection",
@@ -32,15 +24,6 @@ _ID = {
     "description": "1-512 bytes of UTF-8; no '/', not starting with '_'.",
     "schema": {"type": "string"},
 }
-_BOOKMARK = {
-    "name": "EdgeKV-Bookmark",
-    "in": "header",
-    "description": "Session bookmarks, comma-separated: answer only once they are replicated.",
-    "schema": {"type": "string"},
-}
-_AUTH = {"401": _error("unauthorized"), "403": _error("forbidden")}
-_BAD = {"400": _error("invalid input (see code)")}
-_NOT_REACHED = {"503": _error("bookmark_not_reached: the session's writes are not here yet")}
 _WRITTEN = {"200": _json("WriteResult"), **_BAD, **_AUTH}
 _JSON_BODY = {
     "required": True,

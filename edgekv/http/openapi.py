@@ -11,22 +11,13 @@ from typing import Any
 
 from edgekv import __version__
 from edgekv.documents import api_spec as documents_spec
+from edgekv.http.openapi_parts import AUTH_ERRORS as _AUTH_ERRORS
+from edgekv.http.openapi_parts import BAD_INPUT as _BAD
+from edgekv.http.openapi_parts import BOOKMARK as _BOOKMARK
+from edgekv.http.openapi_parts import NOT_REACHED as _NOT_REACHED
+from edgekv.http.openapi_parts import error as _error
+from edgekv.http.openapi_parts import json_of as _json
 from edgekv_client.codes import ERROR_CODES
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _json(schema_ref: str, description: str = "OK") -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
-    }
-
 
 _NS = {
     "name": "ns",
@@ -41,15 +32,6 @@ _KEY = {
     "description": "1-512 bytes of UTF-8, percent-encoded; may contain '/'.",
     "schema": {"type": "string"},
 }
-_AUTH_ERRORS = {"401": _error("unauthorized"), "403": _error("forbidden")}
-_BOOKMARK = {
-    "name": "EdgeKV-Bookmark",
-    "in": "header",
-    "description": "Session bookmarks, comma-separated: answer only once they are replicated.",
-    "schema": {"type": "string"},
-}
-_NOT_REACHED = {"503": _error("bookmark_not_reached: the session's writes are not here yet")}
-_BAD = {"400": _error("invalid input (see code)")}
 
 
 @cache
