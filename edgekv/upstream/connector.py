@@ -355,13 +355,19 @@ class Upstream:
 
     async def _push(self, conn: PgConnection, changes: list[Change]) -> None:
         """Push one batch in one transaction, numbered under the sequencer lock."""
-        entries = sorted((c for c in changes if not is_document(c)), key=_row_order)
+        entries: list[Change] = []
         documents: dict[tuple[str, bytes], Change] = {}
         for change in changes:
             if is_document(change):
                 slot = (change.ns, change.key)
                 held = documents.get(slot)
                 documents[slot] = change if held is None else merge_document_changes(held, change)
+            else:
+                entries.append(change)
+        # Rows are locked in (ns, key) order, the order strong transactions lock
+        # in (no deadlock). A page of the log holds one row per (ns, key), so
+        # plain tuple order is decided by those two fields.
+        entries.sort()
         async with conn.transaction():
             await conn.execute(self.sql.lock_sequencer)
             if entries:
@@ -495,14 +501,9 @@ async def _keep_session(conn: PgConnection) -> None:
     """
 
 
-def _row_order(change: Change) -> tuple[str, bytes]:
-    # The order strong transactions lock rows in: pushes lock in it too.
-    return (change.ns, change.key)
-
-
-def _columns(changes: Sequence[Change]) -> list[list[Any]]:
+def _columns(changes: Sequence[Change]) -> list[tuple[Any, ...]]:
     """The seven parallel arrays of the push statement (one entry per key)."""
-    return [list(column) for column in list(zip(*changes, strict=True))[:7]]
+    return list(zip(*changes, strict=True))[:7]
 
 
 def _now_ms() -> int:
