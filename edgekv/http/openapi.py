@@ -251,8 +251,8 @@ def openapi_document() -> dict[str, Any]:
             "/v1/kv/{ns}/_txn": {
                 "post": {
                     "summary": "Strong namespaces: conditions, then puts and deletes, linearizably",
-                    "description": "Body: {\"conditions\": [{\"key\", \"version\"} or "
-                    "{\"key\", \"exists\": bool}], \"operations\": [as in _bulk]}. "
+                    "description": 'Body: {"conditions": [{"key", "version"} or '
+                    '{"key", "exists": bool}], "operations": [as in _bulk]}. '
                     "Runs in one PostgreSQL transaction.",
                     "parameters": [_NS],
                     "requestBody": {
