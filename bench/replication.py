@@ -74,15 +74,15 @@ class Cluster:
 
     def __init__(self, work: Path, *, proxied: bool) -> None:
         work.mkdir(parents=True, exist_ok=True)
-        pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
-        self.links = {pair: TcpProxy() for pair in pairs} if proxied else {}
         ports = [free_port() for _ in range(3)]
+        pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
+        urls = {(i, j): f"http://127.0.0.1:{ports[j]}" for i, j in pairs}
+        self.links = {pair: TcpProxy(ports[pair[1]]) for pair in pairs} if proxied else {}
+        for pair, proxy in self.links.items():
+            urls[pair] = proxy.url
         self.nodes = []
         for i in range(3):
-            if proxied:
-                peers = [f"--peer={p.url}" for (a, _), p in self.links.items() if a == i]
-            else:
-                peers = [f"--peer=http://127.0.0.1:{ports[j]}" for a, j in pairs if a == i]
+            peers = [f"--peer={url}" for (a, _), url in urls.items() if a == i]
             command = [
                 sys.executable, "-m", "edgekv", "serve", "--data-dir", str(work / f"n{i}"),
                 "--port", str(ports[i]), "--node-name", f"n{i}", "--peer-discovery", "false",
@@ -91,8 +91,6 @@ class Cluster:
             self.nodes.append(ServerProcess(f"n{i}", command, _READY, work / f"n{i}.log"))
         for node in self.nodes:
             node.start()
-        for (_, j), proxy in self.links.items():
-            proxy.target = ports[j]
 
     def set_isolated(self, k: int, isolated: bool) -> None:
         for (i, j), proxy in self.links.items():
