@@ -412,7 +412,7 @@ class Network:
             for member in message.members:
                 puller.members[member[0]] = member
         elif isinstance(message, Batch):
-            session.check_batch(message)
+            session.accept(message)
             applied, held = puller.apply_batch(message, session)
             self.stats["changes_received"] += len(message.changes)
             self.stats["applied"] += applied

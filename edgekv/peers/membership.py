@@ -109,4 +109,5 @@ class Membership:
 
     def link(self, node: int) -> LinkStatus:
         """The status record of the link to ``node``."""
-        return self.links.setdefault(node, LinkStatus())
+        link = self.links.get(node)
+        return link if link is not None else self.links.setdefault(node, LinkStatus())

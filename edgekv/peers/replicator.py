@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edgekv.config import Config
+from edgekv.peers.applying import StreamApplier
 from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
 from edgekv.peers.recent import RecentStamps
@@ -270,14 +271,18 @@ class Replicator:
                 link = self.membership.link(peer)
                 link.state, link.last_error = "up", None
                 link.last_contact_ms = self.wall_ms()
-                last_ack = 0.0
-                async for message in ws:
-                    if message.type != aiohttp.WSMsgType.BINARY:
-                        break
-                    await self._handle(decode(message.data), session, peer, label)
-                    if session.cursor and time.monotonic() - last_ack > ACK_INTERVAL:
-                        await ws.send_bytes(encode(Ack(session.cursor)))
-                        last_ack = time.monotonic()
+                applier = StreamApplier(
+                    self.store, session, peer, link, self.recent, self._max_offset_ms, self.metrics
+                )
+                try:
+                    await self._receive(ws, session, applier, peer)
+                finally:
+                    # What is in flight commits (or fails) before the next stream reads
+                    # the cursor. When stopping, the writer settles it as it closes.
+                    if not self.stopping:
+                        await applier.drain()
+                if applier.failure is not None:
+                    raise applier.failure
                 if ws.close_code == RESYNC_REQUIRED:
                     raise ProtocolError(
                         "the peer collected tombstones this node never saw: "
@@ -302,37 +307,35 @@ class Replicator:
         if error:
             link.last_error = error
 
-    async def _handle(self, message: object, session: PullSession, peer: int, label: str) -> None:
-        if isinstance(message, Members):
-            if await self.membership.learn(list(message.members)):
-                self.ensure_pullers()
-            return
-        if not isinstance(message, Batch):
-            raise ProtocolError(f"unexpected {type(message).__name__}")
-        session.check_batch(message)
-        link = self.membership.link(peer)
-        now_ms = self.wall_ms()
-        link.last_contact_ms = now_ms
-        link.clock_offset_ms = message.wall_ms - now_ms
-        if message.changes:
-            self.metrics.received.labels(label).inc(len(message.changes))
-            started = time.perf_counter()
-            cursor = session.cursor_after(message)
-            # Copies of changes already applied (relayed by other peers) cannot win.
-            offered = self.recent.unseen(message.changes)
-            result = await self.store.apply_changes(offered, peer, cursor, self._max_offset_ms)
-            self.recent.remember(offered)
-            self.metrics.apply_seconds.observe(time.perf_counter() - started)
-            self.metrics.applied.labels(label).inc(result.applied)
-            newest_ms = message.changes[-1].hlc >> COUNTER_BITS
-            link.lag_ms = max(0, now_ms - newest_ms)
-        elif message.upto != session.cursor:
-            await self.store.save_peer_cursor(peer, session.cursor_after(message))
-        else:
-            link.lag_ms = 0
-        session.advanced(message)
-        link.cursor, link.head = session.cursor, session.head
-        link.lag_changes = session.lag
+    async def _receive(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        session: PullSession,
+        applier: StreamApplier,
+        peer: int,
+    ) -> None:
+        """Decode and submit batches until the stream ends or a batch fails."""
+        last_ack = 0.0
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.BINARY:
+                break
+            decoded = decode(message.data)
+            if isinstance(decoded, Members):
+                if await self.membership.learn(list(decoded.members)):
+                    self.ensure_pullers()
+                continue
+            if not isinstance(decoded, Batch):
+                raise ProtocolError(f"unexpected {type(decoded).__name__}")
+            link = self.membership.link(peer)
+            link.last_contact_ms = now_ms = self.wall_ms()
+            link.clock_offset_ms = decoded.wall_ms - now_ms
+            applier.submit(decoded)
+            await applier.wait_for_room()
+            if applier.failure is not None:
+                return
+            if session.cursor and time.monotonic() - last_ack > ACK_INTERVAL:
+                await ws.send_bytes(encode(Ack(session.cursor)))
+                last_ack = time.monotonic()
 
     async def _release_held_loop(self) -> None:
         while True:

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -22,7 +22,7 @@ from edgekv.store.schema import migrate
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import HybridLogicalClock, new_node_id
 from edgekv_replication.changes import Change
-from edgekv_replication.documents import is_document
+from edgekv_replication.documents import DOC_NS_PREFIX, is_document
 from edgekv_replication.session import PeerCursor, is_too_far_ahead
 
 DB_FILENAME = "edgekv.db"
@@ -139,8 +139,26 @@ class NodeIdentity(NamedTuple):
 
 
 _hlc = attrgetter("hlc")
+_ns = itemgetter(0)
+_is_document_ns = methodcaller("startswith", DOC_NS_PREFIX)
 _slot = itemgetter(0, 1)
 _new_change = tuple.__new__
+
+
+class CursorMoved(RuntimeError):
+    """A batch's transaction found the peer's cursor elsewhere than it continues from."""
+
+
+def _check_cursor(conn: sqlite3.Connection, peer: int, after: PeerCursor) -> None:
+    row = conn.execute(
+        "SELECT incarnation, cursor FROM peer_cursors WHERE peer = ?", (peer,)
+    ).fetchone()
+    # Another incarnation's log (or none yet) is read from zero.
+    saved = row[1] if row and row[0] == after.incarnation else 0
+    if saved != after.cursor:
+        raise CursorMoved(
+            f"cursor of peer {peer:x} is at {saved}, the batch continues from {after.cursor}"
+        )
 
 
 def _with_seq(change: Change, seq: int) -> tuple[object, ...]:
@@ -387,8 +405,14 @@ class Store:
         peer: int,
         cursor: PeerCursor,
         max_offset_ms: int,
+        after: PeerCursor | None = None,
     ) -> asyncio.Future[ApplyResult]:
         """Merge remote ``changes`` and move ``peer``'s cursor, in one transaction.
+
+        With ``after``, the transaction applies nothing unless the cursor
+        saved for ``peer`` is ``after`` (:class:`CursorMoved` otherwise): a
+        stream submits its next batch before the previous one commits, and if
+        that one fails, no later batch may carry the cursor past it.
 
         Each change goes through the same last-writer-wins upsert as local
         writes, all in one ``executemany``. Every change is offered the next
@@ -399,6 +423,8 @@ class Store:
         """
 
         def op(txn: Txn) -> ApplyResult:
+            if after is not None:
+                _check_cursor(txn.conn, peer, after)
             first_seq = txn.seq
             wall_ms = txn.clock.wall_ms()
             ready: Sequence[Change] = changes
@@ -412,7 +438,7 @@ class Store:
                     (c.state() for c in changes if is_too_far_ahead(c, wall_ms, max_offset_ms)),
                 )
             applied = 0
-            if any(is_document(c) for c in ready):
+            if any(map(_is_document_ns, map(_ns, ready))):
                 # Document changes merge as Y updates, each logged under a seq of its own.
                 docs = [c for c in ready if is_document(c)]
                 applied += self.documents.apply_remote(txn, docs, doc_slots)
@@ -494,10 +520,17 @@ class Store:
 
         return self.writer.submit(op)
 
-    def save_peer_cursor(self, peer: int, cursor: PeerCursor) -> asyncio.Future[None]:
-        """Persist ``peer``'s cursor alone (a batch that carried no changes)."""
+    def save_peer_cursor(
+        self, peer: int, cursor: PeerCursor, after: PeerCursor | None = None
+    ) -> asyncio.Future[None]:
+        """Persist ``peer``'s cursor alone (a batch that carried no changes).
+
+        ``after``: as in :meth:`apply_changes`.
+        """
 
         def op(txn: Txn) -> None:
+            if after is not None:
+                _check_cursor(txn.conn, peer, after)
             txn.conn.execute(
                 _SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, txn.clock.wall_ms())
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -150,9 +151,7 @@ def _decode(data: bytes) -> Message:
         if upto < after:
             raise EnvelopeError("batch ends before it starts")
         changes = tuple(map(_change, raw_changes))
-        if changes and not (
-            after < min(c[7] for c in changes) and max(c[7] for c in changes) <= upto
-        ):
+        if changes and not (after < min(map(_seq, changes)) and max(map(_seq, changes)) <= upto):
             raise EnvelopeError("change seq outside the batch's range")
         return Batch(after, upto, changes, wall_ms)
     if kind == 4:
@@ -202,6 +201,7 @@ def _change(item: object) -> Change:
 
 
 _new_change = tuple.__new__
+_seq = itemgetter(7)
 
 
 def _fields(body: tuple[Any, ...], checks: tuple[Any, ...]) -> list[Any]:

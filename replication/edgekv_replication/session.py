@@ -56,9 +56,12 @@ class PullSession:
     me: Identity
     peer: Identity | None = None
     cursor: int = 0
+    """How far the peer's log is applied here (committed)."""
     head: int = 0
     echo: bool = False
     """Ask for our own changes too (after an unclean stop; see ``Hello.echo``)."""
+    received: int = 0
+    """Where the batches received so far end (at or ahead of :attr:`cursor`)."""
 
     def on_welcome(self, welcome: Welcome, remembered: PeerCursor) -> Hello:
         """Take the server's identity; return our Hello with the cursor to resume from."""
@@ -68,6 +71,7 @@ class PullSession:
         same_incarnation = remembered.incarnation == welcome.incarnation
         # Another incarnation is another log: start it from zero.
         self.cursor = remembered.cursor if same_incarnation else 0
+        self.received = self.cursor
         self.head = welcome.head
         return Hello(
             self.me.node,
@@ -79,12 +83,21 @@ class PullSession:
             self.echo,
         )
 
-    def check_batch(self, batch: Batch) -> None:
-        """Raise ProtocolError unless ``batch`` continues exactly at our cursor."""
+    def accept(self, batch: Batch) -> PeerCursor:
+        """Take ``batch`` for applying; return the cursor it continues from.
+
+        Raises ProtocolError unless it continues exactly where the batches
+        received so far end. Batches may be applied behind their receipt (a
+        node applies one while decoding the next), so this position runs ahead
+        of :attr:`cursor`; the returned cursor is the precondition of the
+        batch's transaction: it may only commit where the one before it did.
+        """
         if self.peer is None:
             raise ProtocolError("batch before welcome")
-        if batch.after != self.cursor:
-            raise ProtocolError(f"batch starts after {batch.after}, cursor is {self.cursor}")
+        if batch.after != self.received:
+            raise ProtocolError(f"batch starts after {batch.after}, expected {self.received}")
+        self.received = batch.upto
+        return PeerCursor(self.peer.incarnation, batch.after)
 
     def cursor_after(self, batch: Batch) -> PeerCursor:
         """The cursor to persist together with applying ``batch``."""

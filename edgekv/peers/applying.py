@@ -1,0 +1,132 @@
+"""Applying one pull stream's batches: the next is decoded while the last commits.
+
+A stream's batches are submitted to the writer as they arrive, up to
+:data:`MAX_APPLYING` ahead of the oldest commit, instead of one at a time.
+Decoding a batch then overlaps the commit (the fsync) of the one before, and
+batches that queue up behind a commit share the next one (the writer's group
+commit). They are settled -- cursor, acknowledgement, metrics -- strictly in
+order.
+
+Why it is safe: each batch's transaction moves the peer's cursor only if that
+cursor still stands where the batch continues from (``after`` of
+:meth:`~edgekv.store.store.Store.apply_changes`). If one batch fails, every
+later one finds the cursor short of its start and applies nothing, and the
+stream is ended; the next stream resumes from the cursor that committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgekv.peers.membership import LinkStatus
+from edgekv.peers.recent import RecentStamps
+from edgekv.store.store import ApplyResult, Store
+from edgekv_replication.changes import Change
+from edgekv_replication.envelope import Batch
+from edgekv_replication.hlc import COUNTER_BITS
+from edgekv_replication.session import PullSession
+
+if TYPE_CHECKING:
+    from edgekv.peers.replicator import ReplicationMetrics
+
+MAX_APPLYING = 8
+"""Batches of one stream submitted to the writer ahead of the oldest commit."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Submitted:
+    batch: Batch
+    offered: Sequence[Change]
+    done: asyncio.Future[Any]
+    started: float
+
+
+class StreamApplier:
+    """Submits a stream's batches as they arrive and settles them in order."""
+
+    def __init__(
+        self,
+        store: Store,
+        session: PullSession,
+        peer: int,
+        link: LinkStatus,
+        recent: RecentStamps,
+        max_offset_ms: int,
+        metrics: ReplicationMetrics,
+    ) -> None:
+        """Apply batches of ``session`` (from ``peer``) to ``store``."""
+        self._store = store
+        self._session = session
+        self._peer = peer
+        self._link = link
+        self._recent = recent
+        self._max_offset_ms = max_offset_ms
+        self._metrics = metrics
+        self._label = f"{peer:016x}"
+        self._in_flight: deque[_Submitted] = deque()
+        self.failure: BaseException | None = None
+        """The first batch that failed to apply; nothing after it was applied."""
+
+    def submit(self, batch: Batch) -> None:
+        """Start applying ``batch`` (raises ProtocolError unless it continues the stream)."""
+        after = self._session.accept(batch)
+        cursor = self._session.cursor_after(batch)
+        if batch.changes:
+            self._metrics.received.labels(self._label).inc(len(batch.changes))
+            # Copies of changes already applied (relayed by other peers) cannot win.
+            offered = self._recent.unseen(batch.changes)
+            done: asyncio.Future[Any] = self._store.apply_changes(
+                offered, self._peer, cursor, self._max_offset_ms, after=after
+            )
+        elif batch.upto != after.cursor:
+            offered = ()
+            done = self._store.save_peer_cursor(self._peer, cursor, after=after)
+        else:  # a heartbeat: nothing to write
+            if not self._in_flight:
+                self._session.advanced(batch)
+                self._link.lag_ms = 0
+            return
+        item = _Submitted(batch, offered, done, time.perf_counter())
+        self._in_flight.append(item)
+        done.add_done_callback(lambda _: self.settle_ready())
+
+    def settle_ready(self) -> None:
+        """Settle the committed batches at the head of the line, in order."""
+        while self._in_flight and self._in_flight[0].done.done():
+            item = self._in_flight.popleft()
+            if self.failure is not None:
+                continue  # behind a failed batch: it applied nothing
+            error = None if item.done.cancelled() else item.done.exception()
+            if item.done.cancelled() or error is not None:
+                self.failure = error or asyncio.CancelledError()
+                continue
+            self._settled(item, item.done.result())
+
+    def _settled(self, item: _Submitted, result: ApplyResult | None) -> None:
+        batch, session, link = item.batch, self._session, self._link
+        if result is not None:
+            self._recent.remember(item.offered)
+            self._metrics.apply_seconds.observe(time.perf_counter() - item.started)
+            self._metrics.applied.labels(self._label).inc(result.applied)
+            newest_ms = batch.changes[-1].hlc >> COUNTER_BITS
+            link.lag_ms = max(0, self._store.clock.wall_ms() - newest_ms)
+        session.advanced(batch)
+        link.cursor, link.head = session.cursor, session.head
+        link.lag_changes = session.lag
+
+    async def wait_for_room(self) -> None:
+        """Wait until fewer than :data:`MAX_APPLYING` batches are in flight."""
+        while len(self._in_flight) >= MAX_APPLYING and self.failure is None:
+            await asyncio.wait([self._in_flight[0].done])
+            self.settle_ready()
+
+    async def drain(self) -> None:
+        """Wait for every submitted batch to commit or fail, and settle them."""
+        while self._in_flight:
+            await asyncio.wait([item.done for item in self._in_flight])
+            self.settle_ready()
