@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from edgekv_replication.changes import Change, is_live, wins
 from edgekv_replication.envelope import (
     Batch,
+    Defer,
     EnvelopeError,
     Hello,
     Members,
@@ -52,7 +53,9 @@ from edgekv_replication.envelope import (
     encode,
 )
 from edgekv_replication.hlc import COUNTER_BITS, HybridLogicalClock
+from edgekv_replication.relays import OriginMarks, RelayDeferrals
 from edgekv_replication.session import (
+    Deferral,
     Identity,
     PeerCursor,
     ProtocolError,
@@ -126,6 +129,10 @@ class Replica:
         self.recovered = False
         """Reopened after losing its last commits: asks peers for echoes of its own writes."""
         self.members: dict[int, tuple[int, str, str, bool, int]] = {}
+        self.marks = OriginMarks(self.clock, 0, valid=True)
+        """Checkpoints of this replica's own writes (the marks its streams send)."""
+        self.relays = RelayDeferrals()
+        """Which origins this replica pulls directly and asks other servers to defer."""
 
     def snapshot(self) -> Snapshot:
         """The durable state as of now (what a later power loss may revert to)."""
@@ -152,6 +159,9 @@ class Replica:
         self.recovered = True  # as a node's store after an unclean stop: asks for echoes
         jumped = (self.wall_ms() + self.max_offset_ms + 1) << COUNTER_BITS
         self.clock = HybridLogicalClock(max(snapshot.hlc, jumped), self.wall_ms)
+        # As a node after an unclean stop: it claims no marks; what it was asked is gone.
+        self.marks = OriginMarks(self.clock, self.seq, valid=False)
+        self.relays = RelayDeferrals()
 
     # -- identity and clock ------------------------------------------------------
 
@@ -183,6 +193,7 @@ class Replica:
         stored = change._replace(seq=self.seq)
         self.state[slot] = stored
         self.log[self.seq] = slot
+        self.marks.committed(self.seq)
         return stored
 
     def put(
@@ -264,6 +275,10 @@ class Stream:
     """Where the server's side of the stream is (None until it has read a Hello)."""
     echo: bool = False
     """The puller asked for its own changes too (Hello.echo)."""
+    deferral: Deferral = field(default_factory=Deferral)
+    """The server's side: origins the puller asked it to defer (Defer messages)."""
+    deferred: dict[int, int] = field(default_factory=dict)
+    """The puller's side: what it last asked the server to defer."""
 
     @property
     def established(self) -> bool:
@@ -277,6 +292,10 @@ class Stream:
 
 class _TornDown(Exception):
     """Internal: the stream broke (the node logs it and the pull loop reconnects)."""
+
+
+class _Restart(_TornDown):
+    """Internal: the puller ends the stream to open it again (it defers too much)."""
 
 
 class Network:
@@ -325,6 +344,9 @@ class Network:
     def connect(self) -> int:
         """Open a stream on every link that is up and has none (the pull loops' retry)."""
         opened = 0
+        for server, puller in self.links & self.blocked:
+            # A connection attempt that fails: the server is not pulled directly.
+            self.replicas[puller].relays.stream_ended(self.replicas[server].node)
         for link in sorted(self.links - self.blocked - set(self.streams)):
             server, puller = self.replicas[link[0]], self.replicas[link[1]]
             stream = Stream(server, puller, PullSession(puller.identity, echo=puller.recovered))
@@ -337,7 +359,10 @@ class Network:
 
     def teardown(self, link: Link, reason: str) -> None:
         """Close the stream on ``link``; whatever was in flight on it is lost."""
-        if self.streams.pop(link, None) is not None:
+        stream = self.streams.pop(link, None)
+        if stream is not None:
+            failed = reason != _Restart.__name__
+            stream.puller.relays.stream_ended(stream.server.node, failed)
             self.stats["torn_down"] += 1
             self.stats[f"torn_down:{reason}"] += 1
 
@@ -407,6 +432,7 @@ class Network:
                 raise ProtocolError("expected Welcome")
             remembered = puller.cursors.get(message.node, PeerCursor())
             hello = session.on_welcome(message, remembered)
+            puller.relays.stream_started(message.node)
             stream.up.append(encode(hello))
         elif isinstance(message, Members):
             for member in message.members:
@@ -417,13 +443,25 @@ class Network:
             self.stats["changes_received"] += len(message.changes)
             self.stats["applied"] += applied
             self.stats["held"] += held
+            server = session.peer.node  # type: ignore[union-attr]
+            puller.relays.committed(server, message.mark)
+            if puller.relays.must_restart(server):
+                raise _Restart("defers an origin no longer pulled directly")
+            wanted = puller.relays.wanted(server)
+            if wanted != stream.deferred:
+                stream.up.append(encode(Defer(tuple(wanted.items()))))
+                puller.relays.asked(server, set(wanted))
+                stream.deferred = wanted
+                self.stats["defer_sent"] += 1
         else:
             raise ProtocolError(f"unexpected {type(message).__name__}")
 
     def _server_receives(self, stream: Stream, data: bytes) -> None:
-        if stream.server_cursor is not None:
-            return  # after the Hello the server only drains what the puller sends
         message = decode(data)
+        if stream.server_cursor is not None:
+            if isinstance(message, Defer):
+                stream.deferral.update(message.marks)
+            return  # anything else after the Hello is drained
         if not isinstance(message, Hello):
             raise EnvelopeError("expected Hello")
         server = stream.server
@@ -441,19 +479,28 @@ class Network:
         cursor = stream.server_cursor
         if cursor is None:
             return 0
-        server, sent = stream.server, 0
+        server, sent, deferral = stream.server, 0, stream.deferral
+        if deferral.window is not None:
+            window = deferral.window
+            deferral.advance(
+                server.state[slot] for seq, slot in server.log.items() if window <= seq <= cursor
+            )
         while True:
             head = server.seq
             changes = server.changes_after(cursor, self.page_size)
             if not (changes or head > cursor):
                 break
             leave_out = None if stream.echo else stream.puller.node
-            batch = make_batch(changes, cursor, head, server.wall_ms(), leave_out)
+            mark = server.marks.at(changes[-1].seq if changes else max(cursor, head))
+            batch = make_batch(changes, cursor, head, server.wall_ms(), leave_out, deferral, mark)
+            self.stats["deferred_left_out"] += len(changes) - len(batch.changes)
             stream.down.append(encode(batch))
             cursor = batch.upto
             sent += 1
         if heartbeat and not sent:
-            stream.down.append(encode(make_batch([], cursor, cursor, server.wall_ms())))
+            mark = server.marks.at(cursor)
+            batch = make_batch([], cursor, cursor, server.wall_ms(), None, deferral, mark)
+            stream.down.append(encode(batch))
             sent += 1
         stream.server_cursor = cursor
         return sent
@@ -589,11 +636,31 @@ def check_cursors(network: Network) -> None:
                 change = server.state[slot]
                 if dominates(puller.state.get(slot), change):
                     continue
+                if _covered(network, puller, change, by_node):
+                    continue
                 if any(dominates(h, change) for h in puller.held if (h.ns, h.key) == slot):
                     continue
                 raise SimInvariantError(
                     f"{puller.name} is past seq {seq} of {server.name} without {change}"
                 )
+
+
+def _covered(
+    network: Network, puller: Replica, change: Change, by_node: dict[int, Replica]
+) -> bool:
+    """Whether a deferred change was passed as covered by its origin's mark, rightly.
+
+    The mark's promise: the puller holds the change (or newer), or the origin's
+    own state of the key has moved past it (that newer state reaches the
+    puller as any other change does).
+    """
+    if change.hlc > puller.relays.marks.get(change.node, -1):
+        return False
+    origin = by_node.get(change.node)
+    if origin is None:
+        return True  # wiped since: its writes live on only where they were copied
+    newer = origin.state.get((change.ns, change.key))
+    return newer is not None and wins(newer, change)
 
 
 def check_bounded_by(network: Network, expected: dict[Slot, Change]) -> None:

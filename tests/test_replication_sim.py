@@ -254,6 +254,43 @@ def test_line_topology_converges_by_relay() -> None:
     assert relayed.seq > 0  # it took a seq of its own at b and at c
 
 
+def test_a_full_mesh_defers_relayed_copies_of_directly_pulled_origins() -> None:
+    net = Network("abc", page_size=2)
+    net.settle()  # streams up: each replica asks the others to defer the third
+    received = net.stats["changes_received"]
+    for i in range(10):
+        net["a"].put("ns", f"k{i}".encode(), b"v")
+    net.settle()
+    assert_converged(net)
+    # Each of b and c gets a's 10 writes once, from a; the relayed copies stay home.
+    assert net.stats["changes_received"] - received == 20
+    assert net.stats["deferred_left_out"] >= 20
+    # The saved cursors caught up with the deferred changes as marks covered them.
+    for puller in "bc":
+        other = "c" if puller == "b" else "b"
+        assert net[puller].cursors[net[other].node].cursor == net[other].seq
+
+
+def test_an_origin_cut_off_from_one_replica_reaches_it_by_relay_again() -> None:
+    net = Network("abc", page_size=2)
+    net.settle()
+    for i in range(4):
+        net["a"].put("ns", f"before-{i}".encode(), b"v")
+    # c's link from a breaks with a's pages in flight, which b defers for c.
+    net.pump()
+    for link, direction, _ in net.pending()[::-1]:
+        if link != ("a", "c"):
+            net.deliver(link, direction)
+    net.blocked.add(("a", "c"))
+    net.teardown(("a", "c"), "partition")
+    for i in range(4):
+        net["a"].put("ns", f"after-{i}".encode(), b"v")
+    net.settle()  # a -> c stays cut: b must relay everything a wrote
+    assert net["c"].full_state() == net["a"].full_state()
+    assert ("a", "c") in net.blocked
+    assert net.stats["torn_down:_Restart"] >= 1  # b's stream to c stopped deferring a
+
+
 def test_ring_converges() -> None:
     names = "abcde"
     ring = [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]

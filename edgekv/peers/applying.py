@@ -29,6 +29,7 @@ from edgekv.store.store import ApplyResult, Store
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch
 from edgekv_replication.hlc import COUNTER_BITS
+from edgekv_replication.relays import RelayDeferrals
 from edgekv_replication.session import PullSession
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class StreamApplier:
         recent: RecentStamps,
         max_offset_ms: int,
         metrics: ReplicationMetrics,
+        relays: RelayDeferrals,
     ) -> None:
         """Apply batches of ``session`` (from ``peer``) to ``store``."""
         self._store = store
@@ -67,6 +69,7 @@ class StreamApplier:
         self._recent = recent
         self._max_offset_ms = max_offset_ms
         self._metrics = metrics
+        self._relays = relays
         self._label = f"{peer:016x}"
         self._in_flight: deque[_Submitted] = deque()
         self.failure: BaseException | None = None
@@ -83,14 +86,13 @@ class StreamApplier:
             done: asyncio.Future[Any] = self._store.apply_changes(
                 offered, self._peer, cursor, self._max_offset_ms, after=after
             )
-        elif batch.upto != after.cursor:
+        elif cursor.cursor != after.cursor:
             offered = ()
             done = self._store.save_peer_cursor(self._peer, cursor, after=after)
-        else:  # a heartbeat: nothing to write
-            if not self._in_flight:
-                self._session.advanced(batch)
-                self._link.lag_ms = 0
-            return
+        else:  # nothing to write, but settled in its turn like the others
+            offered = ()
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
         item = _Submitted(batch, offered, done, time.perf_counter())
         self._in_flight.append(item)
         done.add_done_callback(lambda _: self.settle_ready())
@@ -109,7 +111,10 @@ class StreamApplier:
 
     def _settled(self, item: _Submitted, result: ApplyResult | None) -> None:
         batch, session, link = item.batch, self._session, self._link
-        if result is not None:
+        self._relays.committed(self._peer, batch.mark)
+        if not batch.changes:
+            link.lag_ms = 0 if batch.upto >= session.head else link.lag_ms
+        elif result is not None:
             self._recent.remember(item.offered)
             self._metrics.apply_seconds.observe(time.perf_counter() - item.started)
             self._metrics.applied.labels(self._label).inc(result.applied)

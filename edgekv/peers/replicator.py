@@ -32,6 +32,7 @@ from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
     Ack,
     Batch,
+    Defer,
     EnvelopeError,
     Members,
     Welcome,
@@ -39,6 +40,7 @@ from edgekv_replication.envelope import (
     encode,
 )
 from edgekv_replication.hlc import COUNTER_BITS
+from edgekv_replication.relays import RelayDeferrals
 from edgekv_replication.session import Identity, ProtocolError, PullSession
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,7 @@ class Replicator:
         self.membership = Membership(store, store.node_id)
         self.metrics = ReplicationMetrics(registry)
         self.recent = RecentStamps()
+        self.relays = RelayDeferrals()
         self._collector = _LinkCollector(self)
         registry.register(self._collector)
         self.feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
@@ -220,7 +223,10 @@ class Replicator:
     async def _pull_loop(self, url: str) -> None:
         delay = RETRY_MIN
         while True:
+            started = time.monotonic()
             node = await self._pull_once(url)
+            if time.monotonic() - started > RETRY_MAX:
+                delay = RETRY_MIN  # it had been up: reconnect at once, as after a restart
             if node == self.identity.node or (node and self._pulled_nodes.get(node, url) != url):
                 # It is us, or another loop already pulls this member under another URL.
                 self._pullers.pop(url, None)
@@ -240,6 +246,7 @@ class Replicator:
         headers = {SECRET_HEADER: self.config.cluster_secret or ""}
         # Known from an earlier stream on this URL, if any: failures then count for it.
         peer = next((n for n, u in self._pulled_nodes.items() if u == url), None)
+        restarting = False
         try:
             async with self._session.ws_connect(
                 url.rstrip("/") + STREAM_PATH,
@@ -271,11 +278,19 @@ class Replicator:
                 link = self.membership.link(peer)
                 link.state, link.last_error = "up", None
                 link.last_contact_ms = self.wall_ms()
+                self.relays.stream_started(peer)
                 applier = StreamApplier(
-                    self.store, session, peer, link, self.recent, self._max_offset_ms, self.metrics
+                    self.store,
+                    session,
+                    peer,
+                    link,
+                    self.recent,
+                    self._max_offset_ms,
+                    self.metrics,
+                    self.relays,
                 )
                 try:
-                    await self._receive(ws, session, applier, peer)
+                    restarting = await self._receive(ws, session, applier, peer)
                 finally:
                     # What is in flight commits (or fails) before the next stream reads
                     # the cursor. When stopping, the writer settles it as it closes.
@@ -298,6 +313,7 @@ class Replicator:
             self._link_failed(peer, url, f"{type(exc).__name__}: {exc}")
         if peer is not None and self._pulled_nodes.get(peer) == url:
             self._link_failed(peer, url, None)
+            self.relays.stream_ended(peer, failed=not restarting)
         return peer
 
     def _link_failed(self, peer: int | None, url: str, error: str | None) -> None:
@@ -313,9 +329,15 @@ class Replicator:
         session: PullSession,
         applier: StreamApplier,
         peer: int,
-    ) -> None:
-        """Decode and submit batches until the stream ends or a batch fails."""
+    ) -> bool:
+        """Decode and submit batches until the stream ends or a batch fails.
+
+        Ends it too when it defers an origin whose own stream has ended: the
+        next stream resumes from the saved cursor, so the deferred changes
+        the marks did not cover come again. Returns True then (a restart).
+        """
         last_ack = 0.0
+        deferred: dict[int, int] = {}
         async for message in ws:
             if message.type != aiohttp.WSMsgType.BINARY:
                 break
@@ -332,10 +354,19 @@ class Replicator:
             applier.submit(decoded)
             await applier.wait_for_room()
             if applier.failure is not None:
-                return
-            if session.cursor and time.monotonic() - last_ack > ACK_INTERVAL:
-                await ws.send_bytes(encode(Ack(session.cursor)))
+                return False
+            if self.relays.must_restart(peer):
+                return True
+            wanted = self.relays.wanted(peer)
+            due = time.monotonic() - last_ack > ACK_INTERVAL
+            if wanted.keys() - deferred.keys() or (due and wanted != deferred):
+                await ws.send_bytes(encode(Defer(tuple(wanted.items()))))
+                self.relays.asked(peer, set(wanted))
+                deferred = wanted
+            if due and session.saved:
+                await ws.send_bytes(encode(Ack(session.saved)))
                 last_ack = time.monotonic()
+        return False
 
     async def _release_held_loop(self) -> None:
         while True:

@@ -23,6 +23,7 @@ from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
     Ack,
     Batch,
+    Defer,
     EnvelopeError,
     Hello,
     Members,
@@ -30,7 +31,7 @@ from edgekv_replication.envelope import (
     decode,
     encode,
 )
-from edgekv_replication.session import make_batch, resume_point
+from edgekv_replication.session import Deferral, make_batch, resume_point
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,11 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     await store.record_ack(hello.node, cursor)
     await replicator.membership.introduce(hello.node, hello.url, hello.name)
     replicator.ensure_pullers()
-    closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node))
+    deferral = Deferral()
+    closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node, deferral))
     replicator.streams.add(ws)
     try:
-        await _stream(ws, replicator, cursor, hello.node, hello.echo, closed)
+        await _stream(ws, replicator, cursor, hello.node, hello.echo, closed, deferral)
     except (ConnectionResetError, RuntimeError) as exc:  # the peer went away mid-send
         log.info("peer stream to %x ended: %s", hello.node, exc)
     finally:
@@ -107,18 +109,22 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _read_acks(ws: web.WebSocketResponse, replicator: Replicator, peer: int) -> None:
-    """Record the puller's acknowledgements; returns when it closes the stream."""
+async def _read_acks(
+    ws: web.WebSocketResponse, replicator: Replicator, peer: int, deferral: Deferral
+) -> None:
+    """Record the puller's acknowledgements and deferrals; returns when it closes the stream."""
     async for message in ws:
         if message.type != WSMsgType.BINARY:
             continue
         try:
-            ack = decode(message.data)
+            decoded = decode(message.data)
         except EnvelopeError as exc:
             log.warning("bad message from peer %x: %s", peer, exc)
             return
-        if isinstance(ack, Ack):
-            await replicator.store.record_ack(peer, ack.cursor)
+        if isinstance(decoded, Ack):
+            await replicator.store.record_ack(peer, decoded.cursor)
+        elif isinstance(decoded, Defer):
+            deferral.update(decoded.marks)
 
 
 async def _stream(
@@ -128,26 +134,40 @@ async def _stream(
     peer: int,
     echo: bool,
     closed: asyncio.Future[None],
+    deferral: Deferral,
 ) -> None:
     store = replicator.store
     sent_members = None
     label = f"{peer:016x}"
+    marks_seen: dict[int, int] = {}
     while not closed.done() and not ws.closed and not replicator.stopping:
         members = replicator.membership.members()
         if members != sent_members:
             await ws.send_bytes(encode(Members(tuple(members))))
             sent_members = members
+        if deferral.marks != marks_seen:
+            # Newer marks may cover deferred changes: the puller may save further.
+            store.advance_window(deferral, cursor)
+            marks_seen = dict(deferral.marks)
         head = store.seq  # read before the query: every change up to head is visible to it
         if echo:
-            changes = store.changes_after(cursor, PAGE_SIZE)
-            end = changes[-1].seq if changes else cursor
+            page = store.changes_after(cursor, PAGE_SIZE)
+            end = page[-1].seq if page else cursor
+            changes = deferral.split(page)
         else:
             # The puller's own writes would be no-ops there: they stay in SQLite.
-            changes, end = store.page_after(cursor, PAGE_SIZE, peer)
+            changes, end = store.page_after(cursor, PAGE_SIZE, peer, deferral)
         if end > cursor or head > cursor:
             # A page of nothing but gaps or left-out rows still moves the cursor.
             upto = end if end > cursor else head
-            batch = Batch(cursor, upto, tuple(changes), replicator.wall_ms())
+            batch = Batch(
+                cursor,
+                upto,
+                tuple(changes),
+                replicator.wall_ms(),
+                deferral.durable(upto),
+                store.origin_marks.at(upto),
+            )
             await ws.send_bytes(encode(batch))
             replicator.metrics.sent.labels(label).inc(len(batch.changes))
             if changes:
@@ -155,4 +175,6 @@ async def _stream(
             cursor = batch.upto
             continue
         if not await replicator.feed.wait_beyond(cursor, HEARTBEAT_SECONDS):
-            await ws.send_bytes(encode(make_batch([], cursor, cursor, replicator.wall_ms())))
+            mark = store.origin_marks.at(cursor)
+            heartbeat = make_batch([], cursor, cursor, replicator.wall_ms(), None, deferral, mark)
+            await ws.send_bytes(encode(heartbeat))

@@ -8,6 +8,7 @@ they never wait for the writer. Writes go through the single group-commit
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from edgekv.store.writer import Txn, Writer
 from edgekv_replication import HybridLogicalClock, new_node_id
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, is_document
-from edgekv_replication.session import PeerCursor, is_too_far_ahead
+from edgekv_replication.relays import OriginMarks
+from edgekv_replication.session import Deferral, PeerCursor, is_too_far_ahead
 
 DB_FILENAME = "edgekv.db"
 T = TypeVar("T")
@@ -63,7 +65,7 @@ _KEEP_LOCAL_CHANGE = _UPSERT_CHANGE.split(" ON CONFLICT")[0] + " ON CONFLICT (ns
 _PAGE_END = "SELECT max(seq) FROM (SELECT seq FROM kv WHERE seq > ? ORDER BY seq LIMIT ?)"
 _PAGE_LEAVING_OUT = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
-    " WHERE seq > ? AND seq <= ? AND node != ? ORDER BY seq"
+    " WHERE seq > ? AND seq <= ? AND node != ?"
 )
 _SAVE_CURSOR = (
     "INSERT INTO peer_cursors (peer, incarnation, cursor, updated_ms) VALUES (?, ?, ?, ?)"
@@ -251,6 +253,9 @@ class Store:
         self.documents = DocumentStore(self.writer, self._reader, node_id)
         """JSON documents (Y documents); their changes share this change log."""
         self._settled_cursors = {peer: c.cursor for peer, c in self.peer_cursors().items()}
+        self.origin_marks = OriginMarks(self.clock, seq, valid=bool(clean))
+        """Marks of this node's own writes for its pull streams."""
+        self.writer.add_commit_listener(self.origin_marks.committed)
 
     @property
     def node_id(self) -> int:
@@ -369,23 +374,50 @@ class Store:
         rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit)).fetchall()
         return [Change(*row) for row in rows]
 
-    def page_after(self, cursor: int, limit: int, leave_out: int) -> tuple[list[Change], int]:
+    def page_after(
+        self, cursor: int, limit: int, leave_out: int, deferral: Deferral | None = None
+    ) -> tuple[list[Change], int]:
         """A page of up to ``limit`` changes after ``cursor``, without ``leave_out``'s own.
 
-        Returns the page's changes not written by node ``leave_out`` and the
-        seq the page ends at (``cursor`` when nothing is newer). Without
-        documents the rows left out are filtered in SQLite, so a page of them
-        costs no Python objects.
+        Returns the page's changes not written by node ``leave_out`` nor
+        deferred by ``deferral`` (whose window it opens as
+        :meth:`Deferral.split` does), and the seq the page ends at (``cursor``
+        when nothing is newer). Without documents the rows left out are
+        filtered in SQLite, so a page of them costs no Python objects.
         """
         if self.documents.present:
             changes = self.changes_after(cursor, limit)
             end = changes[-1].seq if changes else cursor
-            return [c for c in changes if c.node != leave_out], end
+            changes = [c for c in changes if c.node != leave_out]
+            return (deferral.split(changes) if deferral else changes), end
         end = self._reader.execute(_PAGE_END, (cursor, limit)).fetchone()[0]
         if end is None:
             return [], cursor
-        rows = self._reader.execute(_PAGE_LEAVING_OUT, (cursor, end, leave_out)).fetchall()
-        return [_new_change(Change, row) for row in rows], int(end)
+        origins = list(deferral.marks) if deferral else []
+        sql = _PAGE_LEAVING_OUT
+        if origins:
+            sql += f" AND node NOT IN ({', '.join('?' * len(origins))})"
+        rows = self._reader.execute(sql + " ORDER BY seq", (cursor, end, leave_out, *origins))
+        changes = [_new_change(Change, row) for row in rows]
+        if deferral and origins and deferral.window is None:
+            deferral.window = self._first_uncovered(deferral, cursor + 1, end)
+        return changes, int(end)
+
+    def advance_window(self, deferral: Deferral, upto: int) -> None:
+        """Move ``deferral``'s window past what its marks cover, up to ``upto`` (sent so far).
+
+        The SQL twin of :meth:`Deferral.advance`; it reads the key-value rows
+        only, as document changes are never deferred.
+        """
+        if deferral.window is not None:
+            deferral.window = self._first_uncovered(deferral, deferral.window, upto)
+
+    def _first_uncovered(self, deferral: Deferral, first: int, last: int) -> int | None:
+        terms = " OR ".join("(node = ? AND hlc > ?)" for _ in deferral.marks)
+        sql = f"SELECT min(seq) FROM kv WHERE seq >= ? AND seq <= ? AND ({terms})"
+        params = [first, last, *itertools.chain.from_iterable(deferral.marks.items())]
+        found = self._reader.execute(sql, params).fetchone()[0]
+        return None if found is None else int(found)
 
     def peer_cursor(self, peer: int) -> PeerCursor:
         """Return how far the log of ``peer`` has been applied here."""

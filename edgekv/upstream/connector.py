@@ -176,16 +176,19 @@ class Upstream:
                 conn, self.sql, store.clock, store.node_id, ns, writes, conditions
             )
 
-        try:
-            if conditions:
-                changes = await self._on_upstream(operation)
-            else:
-                changes = await self._batched(ns, list({w.key: w for w in writes}.values()))
-        except strong.PreconditionFailed:
-            self.metrics.strong.labels("precondition_failed").inc()
-            raise
-        self.metrics.strong.labels("ok").inc()
-        result, seqs = await store.merge_changes(changes)
+        # Stamped now, logged here only after PostgreSQL commits: the marks of
+        # this node's own writes must not pass these stamps until then.
+        with store.origin_marks.stamping_outside():
+            try:
+                if conditions:
+                    changes = await self._on_upstream(operation)
+                else:
+                    changes = await self._batched(ns, list({w.key: w for w in writes}.values()))
+            except strong.PreconditionFailed:
+                self.metrics.strong.labels("precondition_failed").inc()
+                raise
+            self.metrics.strong.labels("ok").inc()
+            result, seqs = await store.merge_changes(changes)
         for seq in seqs:
             self._mark_from_upstream(seq - 1, seq)
         return result

@@ -64,6 +64,18 @@ class Batch:
     changes: tuple[Change, ...]
     wall_ms: int
     """The sender's wall clock when it sent the batch (clock-offset tracking)."""
+    durable: int = -1
+    """How far the puller may save its cursor: every change up to here was sent
+    or is covered by its marks. Below ``upto`` while changes the puller asked
+    to be deferred (:class:`Defer`) are not covered yet; given as -1, ``upto``."""
+    mark: int | None = None
+    """The sender's origin mark at ``upto``: every write the sender itself
+    stamped at or below it is in its log at or below ``upto`` (or replaced there
+    by a newer state). None: the sender makes no such claim."""
+
+    def __post_init__(self) -> None:
+        if self.durable < 0:
+            object.__setattr__(self, "durable", self.upto)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +86,30 @@ class Members:
 
 
 @dataclass(frozen=True, slots=True)
+class Defer:
+    """Puller to server: leave out changes written by these origins.
+
+    ``marks`` holds ``(origin, mark)`` pairs: the puller pulls each origin
+    directly and holds every write it stamped at or below ``mark`` (the mark
+    of the origin's last batch it committed). Their changes stay out of the
+    stream; those above the mark hold the puller's saved cursor (``durable``)
+    back until a later mark covers them. The set only grows within a stream:
+    to take an origin out the puller opens a new stream, which resends from
+    the saved cursor.
+    """
+
+    marks: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """The puller has applied the server's log up to ``cursor`` (tombstone collection)."""
 
     cursor: int
 
 
-Message = Hello | Welcome | Batch | Members | Ack
-_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3, Members: 4, Ack: 5}
+Message = Hello | Welcome | Batch | Members | Ack | Defer
+_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3, Members: 4, Ack: 5, Defer: 6}
 
 
 def encode(message: Message) -> bytes:
@@ -92,6 +120,8 @@ def encode(message: Message) -> bytes:
             message.upto,
             message.wall_ms,
             list(message.changes),  # tuples pack as msgpack arrays
+            message.durable,
+            message.mark,
         ]
     elif isinstance(message, Hello):
         body = [
@@ -107,6 +137,8 @@ def encode(message: Message) -> bytes:
         body = [list(member) for member in message.members]
     elif isinstance(message, Ack):
         body = [message.cursor]
+    elif isinstance(message, Defer):
+        body = [list(pair) for pair in message.marks]
     else:
         body = [message.node, message.incarnation, message.name, message.head]
     packed: bytes = msgpack.packb([VERSION, _KINDS[type(message)], body], use_bin_type=True)
@@ -147,17 +179,25 @@ def _decode(data: bytes) -> Message:
     if kind == 2:
         return Welcome(*_fields(body, (_u63, _u63, _text, _u63)))
     if kind == 3:
-        after, upto, wall_ms, raw_changes = _fields(body, (_u63, _u63, _u63, _array))
+        if len(body) == 4:  # from a node that defers nothing
+            body = (*body, body[1], None)
+        after, upto, wall_ms, raw_changes, durable, mark = _fields(
+            body, (_u63, _u63, _u63, _array, _u63, _opt_u63)
+        )
         if upto < after:
             raise EnvelopeError("batch ends before it starts")
+        if durable > upto:
+            raise EnvelopeError("batch saves a cursor beyond its end")
         changes = tuple(map(_change, raw_changes))
         if changes and not (after < min(map(_seq, changes)) and max(map(_seq, changes)) <= upto):
             raise EnvelopeError("change seq outside the batch's range")
-        return Batch(after, upto, changes, wall_ms)
+        return Batch(after, upto, changes, wall_ms, durable, mark)
     if kind == 4:
         return Members(tuple(_member(item) for item in body))
     if kind == 5:
         return Ack(*_fields(body, (_u63,)))
+    if kind == 6:
+        return Defer(tuple(_pair(item) for item in body))
     raise EnvelopeError(f"unknown message kind {kind!r}")
 
 
@@ -166,6 +206,17 @@ def _member(item: object) -> tuple[int, str, str, bool, int]:
         raise EnvelopeError("a member must be an array")
     node, url, name, removed, updated_ms = _fields(item, (_u63, _text, _text, _bool, _u63))
     return (node, url, name, removed, updated_ms)
+
+
+def _pair(item: object) -> tuple[int, int]:
+    if type(item) is not tuple:
+        raise EnvelopeError("an origin mark must be an array")
+    origin, mark = _fields(item, (_u63, _u63))
+    return (origin, mark)
+
+
+def _opt_u63(value: object) -> int | None:
+    return None if value is None else _u63(value)
 
 
 def _bool(value: object) -> bool:

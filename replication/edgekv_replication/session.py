@@ -14,10 +14,11 @@ WebSockets and SQLite, the simulated network in the tests over lists.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from edgekv_replication.changes import Change, wins
+from edgekv_replication.documents import is_document
 from edgekv_replication.envelope import Batch, Hello, Welcome
 from edgekv_replication.hlc import COUNTER_BITS
 
@@ -62,6 +63,10 @@ class PullSession:
     """Ask for our own changes too (after an unclean stop; see ``Hello.echo``)."""
     received: int = 0
     """Where the batches received so far end (at or ahead of :attr:`cursor`)."""
+    saving: int = 0
+    """The cursor the batches received so far save (see ``Batch.durable``)."""
+    saved: int = 0
+    """The cursor saved with the last committed batch: what to acknowledge."""
 
     def on_welcome(self, welcome: Welcome, remembered: PeerCursor) -> Hello:
         """Take the server's identity; return our Hello with the cursor to resume from."""
@@ -71,7 +76,7 @@ class PullSession:
         same_incarnation = remembered.incarnation == welcome.incarnation
         # Another incarnation is another log: start it from zero.
         self.cursor = remembered.cursor if same_incarnation else 0
-        self.received = self.cursor
+        self.received = self.saving = self.saved = self.cursor
         self.head = welcome.head
         return Hello(
             self.me.node,
@@ -96,20 +101,23 @@ class PullSession:
             raise ProtocolError("batch before welcome")
         if batch.after != self.received:
             raise ProtocolError(f"batch starts after {batch.after}, expected {self.received}")
-        self.received = batch.upto
-        return PeerCursor(self.peer.incarnation, batch.after)
+        if batch.durable < self.saving:
+            raise ProtocolError(f"batch saves cursor {batch.durable}, behind {self.saving}")
+        after = PeerCursor(self.peer.incarnation, self.saving)
+        self.received, self.saving = batch.upto, batch.durable
+        return after
 
     def cursor_after(self, batch: Batch) -> PeerCursor:
         """The cursor to persist together with applying ``batch``."""
         assert self.peer is not None
-        return PeerCursor(self.peer.incarnation, batch.upto)
+        return PeerCursor(self.peer.incarnation, batch.durable)
 
     def advanced(self, batch: Batch) -> PeerCursor:
         """Record that ``batch`` was applied (call after its commit)."""
         assert self.peer is not None
-        self.cursor = batch.upto
+        self.cursor, self.saved = batch.upto, batch.durable
         self.head = max(self.head, batch.upto)
-        return PeerCursor(self.peer.incarnation, batch.upto)
+        return PeerCursor(self.peer.incarnation, batch.durable)
 
     @property
     def lag(self) -> int:
@@ -124,23 +132,92 @@ def resume_point(hello: Hello, me: Identity, head: int) -> int:
     return hello.cursor
 
 
+@dataclass
+class Deferral:
+    """The server's side of a puller's :class:`~edgekv_replication.envelope.Defer`.
+
+    Key-value changes written by a deferred origin stay out of the stream:
+    the puller gets them from that origin directly. Those at or below the
+    origin's mark the puller already holds; the others hold the puller's saved
+    cursor back (``window``) until a later mark covers them, so that if the
+    puller loses its direct link it can ask for them again by resuming from
+    the saved cursor. Document changes are never deferred (Y updates carry
+    no stamp order to cover them with).
+    """
+
+    marks: dict[int, int] = field(default_factory=dict)
+    """Deferred origin -> the newest mark the puller sent for it."""
+    window: int | None = None
+    """The seq of the first deferred change sent past that no mark covers yet."""
+
+    def update(self, marks: Iterable[tuple[int, int]]) -> None:
+        """Take a Defer message: new origins, newer marks."""
+        for origin, mark in marks:
+            if mark > self.marks.get(origin, -1):
+                self.marks[origin] = mark
+
+    def defers(self, change: Change) -> bool:
+        """Whether ``change`` stays out of the stream."""
+        return change.node in self.marks and not is_document(change)
+
+    def covers(self, change: Change) -> bool:
+        """Whether the puller holds ``change`` (or newer) already, by its origin's mark."""
+        return change.hlc <= self.marks.get(change.node, -1)
+
+    def split(self, changes: Sequence[Change]) -> list[Change]:
+        """The changes of a page to send; opens the window at a deferred one not covered."""
+        if not self.marks:
+            return list(changes)
+        send = []
+        for change in changes:
+            if not self.defers(change):
+                send.append(change)
+            elif self.window is None and not self.covers(change):
+                self.window = change.seq
+        return send
+
+    def advance(self, sent_past: Iterable[Change]) -> None:
+        """Move the window past what the marks now cover.
+
+        ``sent_past``: the log from the window up to where the stream has got
+        (no further), in seq order.
+        """
+        if self.window is None:
+            return
+        for change in sent_past:
+            if self.defers(change) and not self.covers(change):
+                self.window = change.seq
+                return
+        self.window = None
+
+    def durable(self, upto: int) -> int:
+        """How far the puller may save its cursor with a batch ending at ``upto``."""
+        return upto if self.window is None else min(upto, self.window - 1)
+
+
 def make_batch(
     changes: Sequence[Change],
     after: int,
     head: int,
     wall_ms: int,
     leave_out_node: int | None = None,
+    deferral: Deferral | None = None,
+    mark: int | None = None,
 ) -> Batch:
     """A batch of one page of ``changes`` (seq order, all > ``after``).
 
     An empty page means caught up: the batch moves the cursor to ``head``.
     Changes written by ``leave_out_node`` (the puller itself, which has them)
-    are left out, but the batch still covers the whole page.
+    are left out, and so are those ``deferral`` defers, but the batch still
+    covers the whole page. ``mark``: the sender's origin mark at the page's end.
     """
     upto = changes[-1].seq if changes else max(after, head)
     if leave_out_node is not None:
         changes = [change for change in changes if change.node != leave_out_node]
-    return Batch(after, upto, tuple(changes), wall_ms)
+    if deferral is None:
+        return Batch(after, upto, tuple(changes), wall_ms, upto, mark)
+    changes = deferral.split(changes)
+    return Batch(after, upto, tuple(changes), wall_ms, deferral.durable(upto), mark)
 
 
 def is_too_far_ahead(change: Change, local_wall_ms: int, max_offset_ms: int) -> bool:
