@@ -63,6 +63,10 @@ _KEEP_LOCAL_CHANGE = _UPSERT_CHANGE.split(" ON CONFLICT")[0] + " ON CONFLICT (ns
 # One page of the log for a peer stream: where a page of ``limit`` rows ends, and
 # its rows other than those written by one node (which then never leave SQLite).
 _PAGE_END = "SELECT max(seq) FROM (SELECT seq FROM kv WHERE seq > ? ORDER BY seq LIMIT ?)"
+_PAGE_END_AND_UNCOVERED = (
+    "SELECT max(seq), min(CASE WHEN {} THEN seq END)"
+    " FROM (SELECT seq, node, hlc FROM kv WHERE seq > ? ORDER BY seq LIMIT ?)"
+)
 _PAGE_LEAVING_OUT = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
     " WHERE seq > ? AND seq <= ? AND node != ?"
@@ -145,6 +149,15 @@ _ns = itemgetter(0)
 _is_document_ns = methodcaller("startswith", DOC_NS_PREFIX)
 _slot = itemgetter(0, 1)
 _new_change = tuple.__new__
+
+
+def _uncovered(deferral: Deferral) -> str:
+    """SQL: the row is a deferred origin's, stamped above its mark (bound by _mark_params)."""
+    return " OR ".join("(node = ? AND hlc > ?)" for _ in deferral.marks)
+
+
+def _mark_params(deferral: Deferral) -> list[int]:
+    return list(itertools.chain.from_iterable(deferral.marks.items()))
 
 
 class CursorMoved(RuntimeError):
@@ -390,18 +403,23 @@ class Store:
             end = changes[-1].seq if changes else cursor
             changes = [c for c in changes if c.node != leave_out]
             return (deferral.split(changes) if deferral else changes), end
-        end = self._reader.execute(_PAGE_END, (cursor, limit)).fetchone()[0]
+        origins = list(deferral.marks) if deferral else []
+        if deferral and origins and deferral.window is None:
+            # Where the page ends and its first deferred row no mark covers, in one query.
+            sql = _PAGE_END_AND_UNCOVERED.format(_uncovered(deferral))
+            end, uncovered = self._reader.execute(
+                sql, (*_mark_params(deferral), cursor, limit)
+            ).fetchone()
+            deferral.window = uncovered
+        else:
+            end = self._reader.execute(_PAGE_END, (cursor, limit)).fetchone()[0]
         if end is None:
             return [], cursor
-        origins = list(deferral.marks) if deferral else []
         sql = _PAGE_LEAVING_OUT
         if origins:
             sql += f" AND node NOT IN ({', '.join('?' * len(origins))})"
         rows = self._reader.execute(sql + " ORDER BY seq", (cursor, end, leave_out, *origins))
-        changes = [_new_change(Change, row) for row in rows]
-        if deferral and origins and deferral.window is None:
-            deferral.window = self._first_uncovered(deferral, cursor + 1, end)
-        return changes, int(end)
+        return [_new_change(Change, row) for row in rows], int(end)
 
     def advance_window(self, deferral: Deferral, upto: int) -> None:
         """Move ``deferral``'s window past what its marks cover, up to ``upto`` (sent so far).
@@ -413,10 +431,8 @@ class Store:
             deferral.window = self._first_uncovered(deferral, deferral.window, upto)
 
     def _first_uncovered(self, deferral: Deferral, first: int, last: int) -> int | None:
-        terms = " OR ".join("(node = ? AND hlc > ?)" for _ in deferral.marks)
-        sql = f"SELECT min(seq) FROM kv WHERE seq >= ? AND seq <= ? AND ({terms})"
-        params = [first, last, *itertools.chain.from_iterable(deferral.marks.items())]
-        found = self._reader.execute(sql, params).fetchone()[0]
+        sql = f"SELECT min(seq) FROM kv WHERE seq >= ? AND seq <= ? AND ({_uncovered(deferral)})"
+        found = self._reader.execute(sql, (first, last, *_mark_params(deferral))).fetchone()[0]
         return None if found is None else int(found)
 
     def peer_cursor(self, peer: int) -> PeerCursor:
