@@ -24,21 +24,33 @@ async def test_sql_pages_match_the_core_rule(store: Store) -> None:
     in_sql, in_core = Deferral(), Deferral()
     for deferral in (in_sql, in_core):
         deferral.update([(X, 300)])  # X's first two rows (stamps 100 and 300) are covered
-    sent, end = store.page_after(0, 6, PULLER, in_sql)
-    expected = in_core.split(logged[:6])
-    assert sent == expected
+    # Fewer rows to send than the limit: the page runs to the head.
+    sent, end = store.page_after(0, 6, PULLER, in_sql, head=store.seq)
+    assert sent == in_core.split(logged)
     assert all(change.node == Y for change in sent)
-    assert end == logged[5].seq
+    assert end == store.seq
     # The window opens at X's first row above its mark: the third (stamp 500).
     assert in_sql.window == in_core.window == logged[4].seq
     assert in_sql.durable(end) == logged[4].seq - 1
+
+
+async def test_a_full_page_ends_at_its_last_row_sent(store: Store) -> None:
+    logged = await _fill(store)
+    deferral = Deferral()
+    deferral.update([(X, 300)])
+    sent, end = store.page_after(0, 2, PULLER, deferral, head=store.seq)
+    assert sent == [logged[1], logged[3]]
+    assert end == logged[3].seq
+    assert deferral.window is None  # X's rows up to there are covered
+    _, end = store.page_after(end, 2, PULLER, deferral, head=store.seq)
+    assert deferral.window == logged[4].seq
 
 
 async def test_newer_marks_close_the_window(store: Store) -> None:
     logged = await _fill(store)
     deferral = Deferral()
     deferral.update([(X, 0)])
-    _, end = store.page_after(0, 10, PULLER, deferral)
+    _, end = store.page_after(0, 10, PULLER, deferral, head=store.seq)
     assert deferral.window == logged[0].seq
     deferral.update([(X, 700)])
     store.advance_window(deferral, end)

@@ -12,8 +12,9 @@ import msgpack
 import trustme
 from aiohttp import web
 
+from edgekv.peers.stream_server import IN_FLIGHT, PAGE_SIZE
 from edgekv_replication.changes import Change
-from edgekv_replication.envelope import Batch, Hello, Welcome, decode, encode
+from edgekv_replication.envelope import Batch, Hello, Progress, Welcome, decode, encode
 from tests.cluster import stored_state, wait_converged, wait_for
 from tests.nodeproc import NodeProcess
 
@@ -190,3 +191,43 @@ def test_peer_links_over_tls(tmp_path: Path, start_node: Callable[..., NodeProce
         assert node.request("PUT", f"/v1/kv/tls/{key}", body=key.encode()).status == 200
     wait_converged([a, b])
     assert b.request("GET", "/v1/kv/tls/from-a").body == b"from-a"
+
+
+async def test_a_puller_reporting_progress_gets_only_a_window_of_batches_ahead(
+    start_node: Callable[..., NodeProcess],
+) -> None:
+    a = start_node("a")
+    batches = IN_FLIGHT + 8
+    for start in range(0, batches * PAGE_SIZE, 5_000):
+        operations = [
+            {"op": "put", "key": f"k{i:06d}", "value": "dg=="} for i in range(start, start + 5_000)
+        ]
+        assert (
+            a.request("POST", "/v1/kv/flow/_bulk", json_body={"operations": operations}).status
+            == 200
+        )
+
+    async def batches_until_quiet(ws: aiohttp.ClientWebSocketResponse) -> list[Batch]:
+        got: list[Batch] = []
+        while True:
+            try:
+                message = decode(await ws.receive_bytes(timeout=0.5))
+            except TimeoutError:
+                return got
+            if isinstance(message, Batch) and message.changes:
+                got.append(message)
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(a.url + "/v1/peer/stream") as ws,
+    ):
+        welcome = decode(await ws.receive_bytes())
+        assert isinstance(welcome, Welcome)
+        await ws.send_bytes(encode(Hello(0x5151, 1, "puller", "", 0, welcome.incarnation)))
+        await ws.send_bytes(encode(Progress(0)))
+        first = await batches_until_quiet(ws)
+        assert len(first) == IN_FLIGHT  # then the server waits for progress
+        await ws.send_bytes(encode(Progress(first[4].upto)))  # five of them applied
+        more = await batches_until_quiet(ws)
+        assert len(more) == 5
+        assert more[0].after == first[-1].upto

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ from edgekv_replication.session import PullSession
 if TYPE_CHECKING:
     from edgekv.peers.replicator import ReplicationMetrics
 
-MAX_APPLYING = 8
+MAX_APPLYING = 16
 """Batches of one stream submitted to the writer ahead of the oldest commit."""
 
 
@@ -60,6 +60,7 @@ class StreamApplier:
         max_offset_ms: int,
         metrics: ReplicationMetrics,
         relays: RelayDeferrals,
+        on_applied: Callable[[int], None],
     ) -> None:
         """Apply batches of ``session`` (from ``peer``) to ``store``."""
         self._store = store
@@ -70,6 +71,7 @@ class StreamApplier:
         self._max_offset_ms = max_offset_ms
         self._metrics = metrics
         self._relays = relays
+        self._on_applied = on_applied
         self._label = f"{peer:016x}"
         self._in_flight: deque[_Submitted] = deque()
         self.failure: BaseException | None = None
@@ -115,7 +117,7 @@ class StreamApplier:
         if not batch.changes:
             link.lag_ms = 0 if batch.upto >= session.head else link.lag_ms
         elif result is not None:
-            self._recent.remember(item.offered)
+            self._recent.remember(item.offered, self._peer)
             self._metrics.apply_seconds.observe(time.perf_counter() - item.started)
             self._metrics.applied.labels(self._label).inc(result.applied)
             newest_ms = batch.changes[-1].hlc >> COUNTER_BITS
@@ -123,6 +125,7 @@ class StreamApplier:
         session.advanced(batch)
         link.cursor, link.head = session.cursor, session.head
         link.lag_changes = session.lag
+        self._on_applied(session.cursor)
 
     async def wait_for_room(self) -> None:
         """Wait until fewer than :data:`MAX_APPLYING` batches are in flight."""

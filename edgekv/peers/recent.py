@@ -18,6 +18,7 @@ changes are Y updates merged by content, not by stamp, so they always pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress
 from operator import itemgetter
 
 from edgekv_replication.changes import Change
@@ -58,18 +59,29 @@ class RecentStamps:
                 keep.append(change)
         return changes if len(keep) == len(changes) else keep
 
-    def remember(self, changes: Sequence[Change]) -> None:
-        """Note the stamps of ``changes``, offered by a transaction that has committed.
+    def remember(self, changes: Sequence[Change], sender: int) -> None:
+        """Note the stamps of ``changes`` from ``sender``, offered by a committed transaction.
+
+        Only relayed changes (written by another node than ``sender``) are
+        remembered. With relay suppression a change comes straight from its
+        origin once and is relayed only where that origin is not pulled
+        directly -- and there it may come by several relays, or by its origin
+        when the link returns: those later copies are the ones dropped. A
+        catch-up from the origin itself then costs nothing here.
 
         A stamp replaces whatever was remembered for its key, even a newer
         one (a page holds each key once; two pages may repeat one): that only
         forgets something, and forgetting is always safe here.
         """
+        relayed = list(compress(changes, map(sender.__ne__, map(_node, changes))))
+        if not relayed:
+            return
         young = self._young
-        young.update(zip(map(_slot, changes), map(_stamp, changes), strict=True))
+        young.update(zip(map(_slot, relayed), map(_stamp, relayed), strict=True))
         if len(young) >= self._limit:
             self._old, self._young = young, {}
 
 
 _slot = itemgetter(0, 1)
 _stamp = itemgetter(5, 6)
+_node = itemgetter(6)

@@ -25,6 +25,7 @@ from edgekv.config import Config
 from edgekv.peers.applying import StreamApplier
 from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
+from edgekv.peers.outbox import Outbox
 from edgekv.peers.recent import RecentStamps
 from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER, STREAM_PATH
 from edgekv.store.store import Store
@@ -279,6 +280,8 @@ class Replicator:
                 link.state, link.last_error = "up", None
                 link.last_contact_ms = self.wall_ms()
                 self.relays.stream_started(peer)
+                outbox = Outbox(ws)
+                outbox.applied(session.cursor)  # reports progress: the server limits what it sends
                 applier = StreamApplier(
                     self.store,
                     session,
@@ -288,14 +291,16 @@ class Replicator:
                     self._max_offset_ms,
                     self.metrics,
                     self.relays,
+                    outbox.applied,
                 )
                 try:
-                    restarting = await self._receive(ws, session, applier, peer)
+                    restarting = await self._receive(ws, session, applier, outbox, peer)
                 finally:
                     # What is in flight commits (or fails) before the next stream reads
                     # the cursor. When stopping, the writer settles it as it closes.
                     if not self.stopping:
                         await applier.drain()
+                    await outbox.close()
                 if applier.failure is not None:
                     raise applier.failure
                 if ws.close_code == RESYNC_REQUIRED:
@@ -328,6 +333,7 @@ class Replicator:
         ws: aiohttp.ClientWebSocketResponse,
         session: PullSession,
         applier: StreamApplier,
+        outbox: Outbox,
         peer: int,
     ) -> bool:
         """Decode and submit batches until the stream ends or a batch fails.
@@ -360,11 +366,11 @@ class Replicator:
             wanted = self.relays.wanted(peer)
             due = time.monotonic() - last_ack > ACK_INTERVAL
             if wanted.keys() - deferred.keys() or (due and wanted != deferred):
-                await ws.send_bytes(encode(Defer(tuple(wanted.items()))))
+                outbox.send(Defer(tuple(wanted.items())))
                 self.relays.asked(peer, set(wanted))
                 deferred = wanted
             if due and session.saved:
-                await ws.send_bytes(encode(Ack(session.saved)))
+                outbox.send(Ack(session.saved))
                 last_ack = time.monotonic()
         return False
 

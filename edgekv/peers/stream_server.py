@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+from collections import deque
+from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
@@ -27,6 +29,7 @@ from edgekv_replication.envelope import (
     EnvelopeError,
     Hello,
     Members,
+    Progress,
     Welcome,
     decode,
     encode,
@@ -36,6 +39,8 @@ from edgekv_replication.session import Deferral, make_batch, resume_point
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+IN_FLIGHT = 32
+"""Batches sent beyond the puller's reported progress (once it reports any)."""
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
@@ -94,11 +99,11 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     await store.record_ack(hello.node, cursor)
     await replicator.membership.introduce(hello.node, hello.url, hello.name)
     replicator.ensure_pullers()
-    deferral = Deferral()
-    closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node, deferral))
+    served = _Served()
+    closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node, served))
     replicator.streams.add(ws)
     try:
-        await _stream(ws, replicator, cursor, hello.node, hello.echo, closed, deferral)
+        await _stream(ws, replicator, cursor, hello.node, hello.echo, closed, served)
     except (ConnectionResetError, RuntimeError) as exc:  # the peer went away mid-send
         log.info("peer stream to %x ended: %s", hello.node, exc)
     finally:
@@ -109,10 +114,20 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+@dataclass
+class _Served:
+    """What the puller told the server about one stream."""
+
+    deferral: Deferral = field(default_factory=Deferral)
+    applied: int | None = None
+    """The newest Progress (None: the puller reports none; no flow control)."""
+    progressed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 async def _read_acks(
-    ws: web.WebSocketResponse, replicator: Replicator, peer: int, deferral: Deferral
+    ws: web.WebSocketResponse, replicator: Replicator, peer: int, served: _Served
 ) -> None:
-    """Record the puller's acknowledgements and deferrals; returns when it closes the stream."""
+    """Record the puller's acknowledgements, deferrals and progress; returns when it closes."""
     async for message in ws:
         if message.type != WSMsgType.BINARY:
             continue
@@ -121,10 +136,13 @@ async def _read_acks(
         except EnvelopeError as exc:
             log.warning("bad message from peer %x: %s", peer, exc)
             return
-        if isinstance(decoded, Ack):
+        if isinstance(decoded, Progress):
+            served.applied = max(served.applied or 0, decoded.applied)
+            served.progressed.set()
+        elif isinstance(decoded, Ack):
             await replicator.store.record_ack(peer, decoded.cursor)
         elif isinstance(decoded, Defer):
-            deferral.update(decoded.marks)
+            served.deferral.update(decoded.marks)
 
 
 async def _stream(
@@ -134,13 +152,26 @@ async def _stream(
     peer: int,
     echo: bool,
     closed: asyncio.Future[None],
-    deferral: Deferral,
+    served: _Served,
 ) -> None:
     store = replicator.store
     sent_members = None
     label = f"{peer:016x}"
     marks_seen: dict[int, int] = {}
+    deferral = served.deferral
+    in_flight: deque[int] = deque()  # where each batch sent past the puller's progress ends
     while not closed.done() and not ws.closed and not replicator.stopping:
+        # A send below the socket's high-water mark returns without suspending:
+        # let the puller's Progress and Defer in before each page.
+        await asyncio.sleep(0)
+        if served.applied is not None:
+            while in_flight and in_flight[0] <= served.applied:
+                in_flight.popleft()
+            if len(in_flight) >= IN_FLIGHT:
+                served.progressed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(served.progressed.wait(), HEARTBEAT_SECONDS)
+                continue
         members = replicator.membership.members()
         if members != sent_members:
             await ws.send_bytes(encode(Members(tuple(members))))
@@ -156,7 +187,7 @@ async def _stream(
             changes = deferral.split(page)
         else:
             # The puller's own writes would be no-ops there: they stay in SQLite.
-            changes, end = store.page_after(cursor, PAGE_SIZE, peer, deferral)
+            changes, end = store.page_after(cursor, PAGE_SIZE, peer, deferral, head)
         if end > cursor or head > cursor:
             # A page of nothing but gaps or left-out rows still moves the cursor.
             upto = end if end > cursor else head
@@ -173,6 +204,7 @@ async def _stream(
             if changes:
                 replicator.metrics.batches.labels(label).inc()
             cursor = batch.upto
+            in_flight.append(cursor)
             continue
         if not await replicator.feed.wait_beyond(cursor, HEARTBEAT_SECONDS):
             mark = store.origin_marks.at(cursor)

@@ -60,13 +60,8 @@ _UPSERT_CHANGE = _UPSERT.replace(
 )
 # Test only (``test_broken_merge``): a remote change never replaces a local entry.
 _KEEP_LOCAL_CHANGE = _UPSERT_CHANGE.split(" ON CONFLICT")[0] + " ON CONFLICT (ns, key) DO NOTHING"
-# One page of the log for a peer stream: where a page of ``limit`` rows ends, and
-# its rows other than those written by one node (which then never leave SQLite).
-_PAGE_END = "SELECT max(seq) FROM (SELECT seq FROM kv WHERE seq > ? ORDER BY seq LIMIT ?)"
-_PAGE_END_AND_UNCOVERED = (
-    "SELECT max(seq), min(CASE WHEN {} THEN seq END)"
-    " FROM (SELECT seq, node, hlc FROM kv WHERE seq > ? ORDER BY seq LIMIT ?)"
-)
+# One page of the log for a peer stream: rows up to the head other than those
+# written by one node (they then never leave SQLite), deferred origins appended.
 _PAGE_LEAVING_OUT = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
     " WHERE seq > ? AND seq <= ? AND node != ?"
@@ -388,37 +383,39 @@ class Store:
         return [Change(*row) for row in rows]
 
     def page_after(
-        self, cursor: int, limit: int, leave_out: int, deferral: Deferral | None = None
+        self,
+        cursor: int,
+        limit: int,
+        leave_out: int,
+        deferral: Deferral | None = None,
+        head: int | None = None,
     ) -> tuple[list[Change], int]:
-        """A page of up to ``limit`` changes after ``cursor``, without ``leave_out``'s own.
+        """A page of changes after ``cursor``, without ``leave_out``'s own or deferred ones.
 
-        Returns the page's changes not written by node ``leave_out`` nor
+        Returns up to ``limit`` changes not written by node ``leave_out`` nor
         deferred by ``deferral`` (whose window it opens as
-        :meth:`Deferral.split` does), and the seq the page ends at (``cursor``
-        when nothing is newer). Without documents the rows left out are
-        filtered in SQLite, so a page of them costs no Python objects.
+        :meth:`Deferral.split` does), and the seq the page ends at: the last
+        change's if the page is full, else ``head`` (the log's head, read
+        before calling) -- a stretch of nothing but left-out rows passes in
+        one page. Without documents the rows left out are filtered in SQLite,
+        so they cost no Python objects; with documents a page is ``limit``
+        rows of the log, filtered here.
         """
-        if self.documents.present:
+        if self.documents.present or head is None:
             changes = self.changes_after(cursor, limit)
             end = changes[-1].seq if changes else cursor
             changes = [c for c in changes if c.node != leave_out]
             return (deferral.split(changes) if deferral else changes), end
         origins = list(deferral.marks) if deferral else []
-        if deferral and origins and deferral.window is None:
-            # Where the page ends and its first deferred row no mark covers, in one query.
-            sql = _PAGE_END_AND_UNCOVERED.format(_uncovered(deferral))
-            end, uncovered = self._reader.execute(
-                sql, (*_mark_params(deferral), cursor, limit)
-            ).fetchone()
-            deferral.window = uncovered
-        else:
-            end = self._reader.execute(_PAGE_END, (cursor, limit)).fetchone()[0]
-        if end is None:
-            return [], cursor
         sql = _PAGE_LEAVING_OUT
         if origins:
             sql += f" AND node NOT IN ({', '.join('?' * len(origins))})"
-        rows = self._reader.execute(sql + " ORDER BY seq", (cursor, end, leave_out, *origins))
+        rows = self._reader.execute(
+            sql + " ORDER BY seq LIMIT ?", (cursor, head, leave_out, *origins, limit)
+        ).fetchall()
+        end = rows[-1][7] if len(rows) == limit else max(cursor, head)
+        if deferral and origins and deferral.window is None:
+            deferral.window = self._first_uncovered(deferral, cursor + 1, end)
         return [_new_change(Change, row) for row in rows], int(end)
 
     def advance_window(self, deferral: Deferral, upto: int) -> None:

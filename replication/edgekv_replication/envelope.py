@@ -102,14 +102,35 @@ class Defer:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """Puller to server: its log is applied here up to ``applied`` (committed, maybe not saved).
+
+    Flow control: once a puller has sent one, the server keeps at most a few
+    batches beyond the newest ``applied`` in flight, so that a :class:`Defer`
+    takes effect within a few batches rather than after megabytes of socket
+    buffers. A puller that never sends one gets no limit.
+    """
+
+    applied: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """The puller has applied the server's log up to ``cursor`` (tombstone collection)."""
 
     cursor: int
 
 
-Message = Hello | Welcome | Batch | Members | Ack | Defer
-_KINDS: dict[type[Any], int] = {Hello: 1, Welcome: 2, Batch: 3, Members: 4, Ack: 5, Defer: 6}
+Message = Hello | Welcome | Batch | Members | Ack | Defer | Progress
+_KINDS: dict[type[Any], int] = {
+    Hello: 1,
+    Welcome: 2,
+    Batch: 3,
+    Members: 4,
+    Ack: 5,
+    Defer: 6,
+    Progress: 7,
+}
 
 
 def encode(message: Message) -> bytes:
@@ -139,6 +160,8 @@ def encode(message: Message) -> bytes:
         body = [message.cursor]
     elif isinstance(message, Defer):
         body = [list(pair) for pair in message.marks]
+    elif isinstance(message, Progress):
+        body = [message.applied]
     else:
         body = [message.node, message.incarnation, message.name, message.head]
     packed: bytes = msgpack.packb([VERSION, _KINDS[type(message)], body], use_bin_type=True)
@@ -198,6 +221,8 @@ def _decode(data: bytes) -> Message:
         return Ack(*_fields(body, (_u63,)))
     if kind == 6:
         return Defer(tuple(_pair(item) for item in body))
+    if kind == 7:
+        return Progress(*_fields(body, (_u63,)))
     raise EnvelopeError(f"unknown message kind {kind!r}")
 
 
