@@ -439,6 +439,8 @@ class Network:
                 puller.members[member[0]] = member
         elif isinstance(message, Batch):
             session.accept(message)
+            if message.mark is not None:
+                puller.relays.pulling(session.peer.node)  # type: ignore[union-attr]
             applied, held = puller.apply_batch(message, session)
             self.stats["changes_received"] += len(message.changes)
             self.stats["applied"] += applied

@@ -9,6 +9,7 @@ of their own, so a node that joins through one seed reaches everyone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -162,6 +163,8 @@ class Replicator:
         self._max_offset_ms = int(config.max_clock_offset * 1000)
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self._pulled_nodes: dict[int, str] = {}
+        self._reconnected = asyncio.Event()
+        """Set (and replaced) whenever a stream opens: wakes the loops in backoff."""
         self._session: aiohttp.ClientSession | None = None
         self._background: list[asyncio.Task[None]] = []
         self.streams: set[web.WebSocketResponse] = set()
@@ -235,8 +238,13 @@ class Replicator:
             if node and self.membership.is_removed(node):
                 self._pullers.pop(url, None)
                 return
-            # Jittered backoff, so a cluster recovering from a partition does not stampede.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            # Jittered backoff, so a cluster recovering from a partition does not
+            # stampede -- cut short when another peer answers again: the partition
+            # may have healed, and a node whose streams come back together gets
+            # each change from its origin rather than relayed first.
+            reconnected = self._reconnected
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reconnected.wait(), delay * random.uniform(0.5, 1.0))
             delay = min(RETRY_MAX, delay * 2)
 
     async def _pull_once(self, url: str) -> int | None:
@@ -273,6 +281,8 @@ class Replicator:
                         "it must re-sync in full (wipe its data directory)"
                     )
                 hello = session.on_welcome(welcome, self.store.peer_cursor(peer))
+                self._reconnected.set()
+                self._reconnected = asyncio.Event()
                 await self.membership.introduce(peer, url, welcome.name)
                 await ws.send_bytes(encode(hello))
                 self.metrics.reconnects.labels(label).inc()

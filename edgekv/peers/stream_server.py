@@ -39,7 +39,7 @@ from edgekv_replication.session import Deferral, make_batch, resume_point
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-IN_FLIGHT = 32
+IN_FLIGHT = 16
 """Batches sent beyond the puller's reported progress (once it reports any)."""
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0

@@ -103,22 +103,25 @@ class RelayDeferrals:
         self._deferred: dict[int, set[int]] = {}
         self._restart: set[int] = set()
 
-    def committed(self, origin: int, mark: int | None) -> None:
-        """A batch of ``origin``'s own stream committed here, carrying ``mark``.
+    def pulling(self, origin: int) -> None:
+        """A batch of ``origin``'s own stream arrived carrying a mark: defer it elsewhere.
 
-        An origin is deferred from its first mark on (one that never claims a
-        mark, after an unclean stop, is never deferred: windows behind it
-        would never close).
+        From the first such batch on, not from its commit: deferring rests on
+        the stream being up (and restarted streams when it fails), not on
+        marks, which only let saved cursors move on. An origin that claims no
+        marks (after an unclean stop) is never deferred: the windows behind
+        it would never close.
         """
-        if mark is None:
-            return
-        if mark > self.marks.get(origin, -1):
-            self.marks[origin] = mark
         self._direct.add(origin)
+
+    def committed(self, origin: int, mark: int | None) -> None:
+        """A batch of ``origin``'s own stream committed here, carrying ``mark``."""
+        if mark is not None and mark > self.marks.get(origin, -1):
+            self.marks[origin] = mark
 
     def wanted(self, server: int) -> dict[int, int]:
         """The origins (with their marks) the stream from ``server`` should defer now."""
-        return {origin: self.marks[origin] for origin in self._direct if origin != server}
+        return {origin: self.marks.get(origin, 0) for origin in self._direct if origin != server}
 
     def asked(self, server: int, origins: set[int]) -> None:
         """The stream from ``server`` was asked to defer ``origins`` (more than before)."""
