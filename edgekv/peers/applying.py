@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 MAX_APPLYING = 16
 """Batches of one stream submitted to the writer ahead of the oldest commit."""
+REPORT_EVERY = 4
+"""Committed batches per Progress report (the server sends 16 ahead of the last)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class StreamApplier:
         self._metrics = metrics
         self._relays = relays
         self._on_applied = on_applied
+        self._unreported = 0
         self._label = f"{peer:016x}"
         self._in_flight: deque[_Submitted] = deque()
         self.failure: BaseException | None = None
@@ -127,7 +130,12 @@ class StreamApplier:
         session.advanced(batch)
         link.cursor, link.head = session.cursor, session.head
         link.lag_changes = session.lag
-        self._on_applied(session.cursor)
+        # Progress lets the server send on: every few batches, and whenever
+        # nothing is left in flight (a message per batch costs a write each).
+        self._unreported += 1
+        if self._unreported >= REPORT_EVERY or not self._in_flight:
+            self._unreported = 0
+            self._on_applied(session.cursor)
 
     async def wait_for_room(self) -> None:
         """Wait until fewer than :data:`MAX_APPLYING` batches are in flight."""

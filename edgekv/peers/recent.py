@@ -48,8 +48,8 @@ class RecentStamps:
         young, old = self._young, self._old
         if not young and not old:
             return changes
-        slots = set(map(_slot, changes))
-        if young.keys().isdisjoint(slots) and old.keys().isdisjoint(slots):
+        slots = list(map(_slot, changes))
+        if not any(map(young.__contains__, slots)) and not any(map(old.__contains__, slots)):
             return changes  # none of these keys applied lately: all may win
         keep = []
         for change in changes:

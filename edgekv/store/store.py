@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter, methodcaller
+from operator import add, attrgetter, itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -170,9 +170,6 @@ def _check_cursor(conn: sqlite3.Connection, peer: int, after: PeerCursor) -> Non
             f"cursor of peer {peer:x} is at {saved}, the batch continues from {after.cursor}"
         )
 
-
-def _with_seq(change: Change, seq: int) -> tuple[object, ...]:
-    return (*change, seq)
 
 
 def prefix_upper_bound(prefix: bytes) -> bytes:
@@ -493,7 +490,8 @@ class Store:
                 before = txn.conn.total_changes
                 txn.conn.executemany(
                     self._upsert_change,
-                    map(_with_seq, ready, range(base + 1, base + len(ready) + 1)),
+                    # Change + (local seq,): concatenated in C, no Python call per row.
+                    map(add, ready, zip(range(base + 1, base + len(ready) + 1))),
                 )
                 applied += txn.conn.total_changes - before
                 txn.seq = base + len(ready)
