@@ -8,11 +8,14 @@ they never wait for the writer. Writes go through the single group-commit
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from operator import add, attrgetter, itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -146,6 +149,39 @@ _slot = itemgetter(0, 1)
 _new_change = tuple.__new__
 
 
+ROWS_PER_STATEMENT = 128
+"""Remote changes upserted per statement: one multi-row VALUES costs about
+two thirds of ``executemany`` per row (one step instead of one per row)."""
+
+
+def _statement_sizes(rows: int) -> Iterator[int]:
+    """Split ``rows`` into statements of 128 and powers of two (a few statement texts)."""
+    full, rest = divmod(rows, ROWS_PER_STATEMENT)
+    yield from repeat(ROWS_PER_STATEMENT, full)
+    size = ROWS_PER_STATEMENT
+    while rest:
+        size //= 2
+        if rest >= size:
+            yield size
+            rest -= size
+
+
+@functools.cache
+def _many_rows(single: str, rows: int) -> str:
+    """``single`` (one VALUES group over ?1..?9) for ``rows`` rows, numbered on per row."""
+    head, _, rest = single.partition(" VALUES ")
+    group, _, tail = rest.partition(")")
+    groups = (_renumbered(group + ")", i * 9) for i in range(rows))
+    return head + " VALUES " + ", ".join(groups) + tail
+
+
+def _renumbered(sql: str, shift: int) -> str:
+    def shifted(match: re.Match[str]) -> str:
+        return f"?{int(match.group(1)) + shift}"
+
+    return re.sub(r"\?(\d+)", shifted, sql)
+
+
 def _uncovered(deferral: Deferral) -> str:
     """SQL: the row is a deferred origin's, stamped above its mark (bound by _mark_params)."""
     return " OR ".join("(node = ? AND hlc > ?)" for _ in deferral.marks)
@@ -169,7 +205,6 @@ def _check_cursor(conn: sqlite3.Connection, peer: int, after: PeerCursor) -> Non
         raise CursorMoved(
             f"cursor of peer {peer:x} is at {saved}, the batch continues from {after.cursor}"
         )
-
 
 
 def prefix_upper_bound(prefix: bytes) -> bytes:
@@ -488,11 +523,15 @@ class Store:
             if ready:
                 base = txn.seq
                 before = txn.conn.total_changes
-                txn.conn.executemany(
-                    self._upsert_change,
-                    # Change + (local seq,): concatenated in C, no Python call per row.
-                    map(add, ready, zip(range(base + 1, base + len(ready) + 1))),
-                )
+                # Change + (local seq,): concatenated in C, no Python call per row.
+                rows = list(map(add, ready, zip(range(base + 1, base + len(ready) + 1))))
+                done = 0
+                for size in _statement_sizes(len(rows)):
+                    txn.conn.execute(
+                        _many_rows(self._upsert_change, size),
+                        list(chain.from_iterable(rows[done : done + size])),
+                    )
+                    done += size
                 applied += txn.conn.total_changes - before
                 txn.seq = base + len(ready)
                 txn.touched.extend(map(_slot, ready))
