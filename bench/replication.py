@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=1000, help="writes per second at node A")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced load")
     parser.add_argument("--catch-up-keys", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3, help="catch-up rounds (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="catch-up rounds (median)")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgekv-repl-bench-") as tmp:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 MAX_APPLYING = 16
 """Batches of one stream submitted to the writer ahead of the oldest commit."""
 REPORT_EVERY = 4
-"""Committed batches per Progress report (the server sends 16 ahead of the last)."""
+"""Committed batches per Progress report (the server sends 32 ahead of the last)."""
 
 
 @dataclass(frozen=True, slots=True)

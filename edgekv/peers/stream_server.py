@@ -39,8 +39,10 @@ from edgekv_replication.session import Deferral, make_batch, resume_point
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-IN_FLIGHT = 16
-"""Batches sent beyond the puller's reported progress (once it reports any)."""
+IN_FLIGHT = 32
+"""Batches sent beyond the puller's reported progress (once it reports any):
+twice what a puller applies at once, so that the next batches are on their
+way while it commits."""
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
