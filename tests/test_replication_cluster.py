@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import Cluster, stored_state, wait_converged, wait_for
+from tests.nodeproc import NodeProcess
 
 
 @pytest.fixture
@@ -147,3 +149,53 @@ def test_nodes_with_live_streams_stop_cleanly(cluster_factory: type[Cluster]) ->
     for node in cluster.nodes:
         assert node.stop() == 0
         assert any("stopped" in line for line in node.output)
+
+
+def relayed_by(node: NodeProcess, peer: str) -> float:
+    """Changes ``node`` received from the member named ``peer`` (its metrics)."""
+    peer_id = next(
+        m["node_id"]
+        for m in node.request("GET", "/v1/cluster/status").json()["members"]
+        if m["name"] == peer
+    )
+    text = node.request("GET", "/metrics").body.decode()
+    pattern = rf'^edgekv_repl_changes_received_total\{{peer="{peer_id}"\}} (\S+)$'
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_mesh_sends_each_write_once_and_relays_around_a_cut_link(
+    cluster_factory: type[Cluster],
+) -> None:
+    cluster = cluster_factory(3, "mesh")
+    _, b, c = cluster.nodes
+
+    def a_write_reaches_c_from_a_only(i: int) -> bool:
+        before = relayed_by(c, "n1"), relayed_by(b, "n2")
+        cluster.put(0, "warm", f"up-{i}", b"1")
+        wait_converged(cluster.nodes)
+        return (relayed_by(c, "n1"), relayed_by(b, "n2")) == before
+
+    wait_for(
+        lambda: all(
+            [m["state"] for m in n.request("GET", "/v1/cluster/status").json()["members"]]
+            == ["up", "up"]
+            for n in cluster.nodes
+        ),
+        what="every stream up",
+    )
+    # Deferral starts once the direct streams carry marks (within a heartbeat).
+    wait_for(lambda: a_write_reaches_c_from_a_only(time.monotonic_ns()), what="deferral")
+    relayed_to_c, relayed_to_b = relayed_by(c, "n1"), relayed_by(b, "n2")
+    for i in range(20):
+        cluster.put(0, "relay", f"direct-{i}", b"v")
+    wait_converged(cluster.nodes)
+    # b defers a's writes for c (and c for b): each reached the others once, from a.
+    assert relayed_by(c, "n1") == relayed_to_c
+    assert relayed_by(b, "n2") == relayed_to_b
+    # Now only the link a -> c breaks: c must get a's writes through b.
+    cluster.links[2, 0].cut()
+    for i in range(20):
+        cluster.put(0, "relay", f"around-{i}", b"v")
+    wait_converged(cluster.nodes)
+    assert relayed_by(c, "n1") >= relayed_to_c + 20
