@@ -534,7 +534,7 @@ class Store:
                     done += size
                 applied += txn.conn.total_changes - before
                 txn.seq = base + len(ready)
-                txn.touched.extend(map(_slot, ready))
+                txn.touched_rows.append(ready)
                 # Later local writes must order after everything applied here.
                 txn.clock.observe(max(map(_hlc, ready)))
             txn.conn.execute(_SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, wall_ms))

@@ -22,9 +22,11 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 from edgekv_replication import HybridLogicalClock
@@ -43,7 +45,7 @@ class WriterClosed(RuntimeError):
 class Txn:
     """What an op sees: the connection inside the open transaction, the clock, the seq."""
 
-    __slots__ = ("clock", "conn", "seq", "touched")
+    __slots__ = ("clock", "conn", "seq", "touched", "touched_rows")
 
     def __init__(self, conn: sqlite3.Connection, clock: HybridLogicalClock, seq: int) -> None:
         self.conn = conn
@@ -51,6 +53,10 @@ class Txn:
         self.seq = seq
         self.touched: list[tuple[str, bytes]] = []
         """Keys this transaction may have changed: invalidated in caches after commit."""
+        self.touched_rows: list[Sequence[Sequence[Any]]] = []
+        """More of them, as rows starting ``(ns, key)`` (remote changes): their keys
+        are only taken out when a cache holds anything (a catch-up would build a
+        tuple per row for an empty cache)."""
 
     def next_seq(self) -> int:
         """Return the seq the next applied change takes (call ``take_seq`` once applied)."""
@@ -89,7 +95,7 @@ class Writer:
         conn: sqlite3.Connection,
         clock: HybridLogicalClock,
         seq: int,
-        invalidate: Callable[[list[tuple[str, bytes]]], None] | None = None,
+        invalidate: Callable[[Iterable[tuple[str, bytes]]], None] | None = None,
     ) -> None:
         """Take ownership of ``conn`` (autocommit mode), the clock and the last seq.
 
@@ -224,8 +230,9 @@ class Writer:
             changed = txn.seq != self._seq
             self._seq = txn.seq
             self.commits += 1
-            if self._invalidate is not None and txn.touched:
-                self._invalidate(txn.touched)
+            if self._invalidate is not None and (txn.touched or txn.touched_rows):
+                rows = chain.from_iterable(map(_keys_of, txn.touched_rows))
+                self._invalidate(chain(txn.touched, rows))
             if changed:
                 for listener in self._listeners:
                     listener(self._seq)
@@ -240,7 +247,7 @@ class Writer:
 
     @staticmethod
     def _run_op(txn: Txn, op: Callable[[Txn], Any], single_statement: bool) -> tuple[bool, Any]:
-        seq_before, touched_before = txn.seq, len(txn.touched)
+        seq_before, touched_before, rows_before = txn.seq, len(txn.touched), len(txn.touched_rows)
         if not single_statement:
             txn.conn.execute("SAVEPOINT op")
         try:
@@ -251,10 +258,18 @@ class Writer:
                 txn.conn.execute("RELEASE op")
             txn.seq = seq_before
             del txn.touched[touched_before:]
+            del txn.touched_rows[rows_before:]
             return False, exc
         if not single_statement:
             txn.conn.execute("RELEASE op")
         return True, result
+
+
+def _keys_of(rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, bytes]]:
+    return map(_KEY, rows)
+
+
+_KEY = itemgetter(0, 1)
 
 
 def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
