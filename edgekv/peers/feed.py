@@ -8,8 +8,8 @@ import asyncio
 class ChangeFeed:
     """Lets coroutines wait until the store's seq passes a value.
 
-    The writer thread calls :meth:`notify_threadsafe` after each commit; one
-    wake-up of the loop then releases every waiting stream.
+    The writer calls :meth:`notify_threadsafe` after each commit; every
+    waiting stream is released at once.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
@@ -19,8 +19,20 @@ class ChangeFeed:
         self._changed = asyncio.Event()
 
     def notify_threadsafe(self, seq: int) -> None:
-        """Record a commit up to ``seq`` (from any thread)."""
-        self._loop.call_soon_threadsafe(self._advance, seq)
+        """Record a commit up to ``seq`` (from any thread).
+
+        On the loop's own thread -- where the writer settles its commits --
+        directly: waking the loop through its self-pipe costs a system call
+        per commit.
+        """
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._advance(seq)
+        else:
+            self._loop.call_soon_threadsafe(self._advance, seq)
 
     def _advance(self, seq: int) -> None:
         if seq > self.seq:

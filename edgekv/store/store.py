@@ -145,7 +145,6 @@ class NodeIdentity(NamedTuple):
 _hlc = attrgetter("hlc")
 _ns = itemgetter(0)
 _is_document_ns = methodcaller("startswith", DOC_NS_PREFIX)
-_slot = itemgetter(0, 1)
 _new_change = tuple.__new__
 
 
