@@ -217,6 +217,8 @@ class Replicator:
                 if task:
                     task.cancel()
                 del self._pulled_nodes[node]
+                # Its writes other peers hold must come relayed now.
+                self.relays.stream_ended(node)
         for url in urls:
             if url == self.identity.url or url in self._pullers:
                 continue
