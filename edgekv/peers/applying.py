@@ -71,11 +71,14 @@ class StreamApplier:
         self._link = link
         self._recent = recent
         self._max_offset_ms = max_offset_ms
-        self._metrics = metrics
+        label = f"{peer:016x}"
+        # The children of this peer, looked up once (``labels`` takes a lock each call).
+        self._received = metrics.received.labels(label)
+        self._applied = metrics.applied.labels(label)
+        self._apply_seconds = metrics.apply_seconds
         self._relays = relays
         self._on_applied = on_applied
         self._unreported = 0
-        self._label = f"{peer:016x}"
         self._in_flight: deque[_Submitted] = deque()
         self.failure: BaseException | None = None
         """The first batch that failed to apply; nothing after it was applied."""
@@ -87,7 +90,7 @@ class StreamApplier:
         if batch.mark is not None:
             self._relays.pulling(self._peer)
         if batch.changes:
-            self._metrics.received.labels(self._label).inc(len(batch.changes))
+            self._received.inc(len(batch.changes))
             # Copies of changes already applied (relayed by other peers) cannot win.
             offered = self._recent.unseen(batch.changes)
             done: asyncio.Future[Any] = self._store.apply_changes(
@@ -123,8 +126,8 @@ class StreamApplier:
             link.lag_ms = 0 if batch.upto >= session.head else link.lag_ms
         elif result is not None:
             self._recent.remember(item.offered, self._peer)
-            self._metrics.apply_seconds.observe(time.perf_counter() - item.started)
-            self._metrics.applied.labels(self._label).inc(result.applied)
+            self._apply_seconds.observe(time.perf_counter() - item.started)
+            self._applied.inc(result.applied)
             newest_ms = batch.changes[-1].hlc >> COUNTER_BITS
             link.lag_ms = max(0, self._store.clock.wall_ms() - newest_ms)
         session.advanced(batch)

@@ -159,6 +159,7 @@ async def _stream(
     store = replicator.store
     sent_members = None
     label = f"{peer:016x}"
+    sent, batches = replicator.metrics.sent.labels(label), replicator.metrics.batches.labels(label)
     marks_seen: dict[int, int] = {}
     deferral = served.deferral
     in_flight: deque[int] = deque()  # where each batch sent past the puller's progress ends
@@ -202,9 +203,9 @@ async def _stream(
                 store.origin_marks.at(upto),
             )
             await ws.send_bytes(encode(batch))
-            replicator.metrics.sent.labels(label).inc(len(batch.changes))
+            sent.inc(len(batch.changes))
             if changes:
-                replicator.metrics.batches.labels(label).inc()
+                batches.inc()
             cursor = batch.upto
             in_flight.append(cursor)
             continue
