@@ -25,7 +25,7 @@ async def test_sql_pages_match_the_core_rule(store: Store) -> None:
     for deferral in (in_sql, in_core):
         deferral.update([(X, 300)])  # X's first two rows (stamps 100 and 300) are covered
     # Fewer rows to send than the limit: the page runs to the head.
-    sent, end = store.page_after(0, 6, PULLER, in_sql, head=store.seq)
+    sent, end = store.page_after(0, 6, PULLER, store.seq, in_sql)
     assert sent == in_core.split(logged)
     assert all(change.node == Y for change in sent)
     assert end == store.seq
@@ -38,11 +38,11 @@ async def test_a_full_page_ends_at_its_last_row_sent(store: Store) -> None:
     logged = await _fill(store)
     deferral = Deferral()
     deferral.update([(X, 300)])
-    sent, end = store.page_after(0, 2, PULLER, deferral, head=store.seq)
+    sent, end = store.page_after(0, 2, PULLER, store.seq, deferral)
     assert sent == [logged[1], logged[3]]
     assert end == logged[3].seq
     assert deferral.window is None  # X's rows up to there are covered
-    _, end = store.page_after(end, 2, PULLER, deferral, head=store.seq)
+    _, end = store.page_after(end, 2, PULLER, store.seq, deferral)
     assert deferral.window == logged[4].seq
 
 
@@ -50,7 +50,7 @@ async def test_newer_marks_close_the_window(store: Store) -> None:
     logged = await _fill(store)
     deferral = Deferral()
     deferral.update([(X, 0)])
-    _, end = store.page_after(0, 10, PULLER, deferral, head=store.seq)
+    _, end = store.page_after(0, 10, PULLER, store.seq, deferral)
     assert deferral.window == logged[0].seq
     deferral.update([(X, 700)])
     store.advance_window(deferral, end)

@@ -190,7 +190,7 @@ async def _stream(
             changes = deferral.split(page)
         else:
             # The puller's own writes would be no-ops there: they stay in SQLite.
-            changes, end = store.page_after(cursor, PAGE_SIZE, peer, deferral, head)
+            changes, end = store.page_after(cursor, PAGE_SIZE, peer, head, deferral)
         if end > cursor or head > cursor:
             # A page of nothing but gaps or left-out rows still moves the cursor.
             upto = end if end > cursor else head

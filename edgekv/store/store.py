@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import re
 import sqlite3
 import time
@@ -148,6 +147,8 @@ _is_document_ns = methodcaller("startswith", DOC_NS_PREFIX)
 _new_change = tuple.__new__
 
 
+_ROW_PARAMS = 9
+"""Parameters per row of ``_UPSERT_CHANGE``: a Change's eight fields, then the local seq."""
 ROWS_PER_STATEMENT = 128
 """Remote changes upserted per statement: one multi-row VALUES costs about
 two thirds of ``executemany`` per row (one step instead of one per row)."""
@@ -170,7 +171,7 @@ def _many_rows(single: str, rows: int) -> str:
     """``single`` (one VALUES group over ?1..?9) for ``rows`` rows, numbered on per row."""
     head, _, rest = single.partition(" VALUES ")
     group, _, tail = rest.partition(")")
-    groups = (_renumbered(group + ")", i * 9) for i in range(rows))
+    groups = (_renumbered(group + ")", i * _ROW_PARAMS) for i in range(rows))
     return head + " VALUES " + ", ".join(groups) + tail
 
 
@@ -187,7 +188,7 @@ def _uncovered(deferral: Deferral) -> str:
 
 
 def _mark_params(deferral: Deferral) -> list[int]:
-    return list(itertools.chain.from_iterable(deferral.marks.items()))
+    return list(chain.from_iterable(deferral.marks.items()))
 
 
 class CursorMoved(RuntimeError):
@@ -418,8 +419,8 @@ class Store:
         cursor: int,
         limit: int,
         leave_out: int,
+        head: int,
         deferral: Deferral | None = None,
-        head: int | None = None,
     ) -> tuple[list[Change], int]:
         """A page of changes after ``cursor``, without ``leave_out``'s own or deferred ones.
 
@@ -432,7 +433,7 @@ class Store:
         so they cost no Python objects; with documents a page is ``limit``
         rows of the log, filtered here.
         """
-        if self.documents.present or head is None:
+        if self.documents.present:
             changes = self.changes_after(cursor, limit)
             end = changes[-1].seq if changes else cursor
             changes = [c for c in changes if c.node != leave_out]
@@ -491,9 +492,9 @@ class Store:
         that one fails, no later batch may carry the cursor past it.
 
         Each change goes through the same last-writer-wins upsert as local
-        writes, all in one ``executemany``. Every change is offered the next
-        seq; one that loses is a no-op and leaves its seq unused (a gap in the
-        log, which cursors simply pass). A change stamped more than
+        writes, 128 rows per statement (:func:`_many_rows`). Every change is
+        offered the next seq; one that loses is a no-op and leaves its seq
+        unused (a gap in the log, which cursors simply pass). A change stamped more than
         ``max_offset_ms`` ahead of the local clock is held back, neither
         applied nor dropped (:meth:`release_held` applies it later).
         """
