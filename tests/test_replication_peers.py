@@ -12,7 +12,7 @@ import msgpack
 import trustme
 from aiohttp import web
 
-from edgekv.peers.stream_server import IN_FLIGHT, PAGE_SIZE
+from edgekv.peers.stream_server import FIRST_IN_FLIGHT, IN_FLIGHT, PAGE_SIZE
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, Hello, Progress, Welcome, decode, encode
 from tests.cluster import stored_state, wait_converged, wait_for
@@ -197,7 +197,8 @@ async def test_a_puller_reporting_progress_gets_only_a_window_of_batches_ahead(
     start_node: Callable[..., NodeProcess],
 ) -> None:
     a = start_node("a")
-    batches = IN_FLIGHT + 8
+    assert (FIRST_IN_FLIGHT, IN_FLIGHT) == (4, 32)  # the steps below are worked out for these
+    batches = 4 + 6 + 16 + 32 + 8
     for start in range(0, batches * PAGE_SIZE, 5_000):
         operations = [
             {"op": "put", "key": f"k{i:06d}", "value": "dg=="} for i in range(start, start + 5_000)
@@ -226,8 +227,18 @@ async def test_a_puller_reporting_progress_gets_only_a_window_of_batches_ahead(
         await ws.send_bytes(encode(Hello(0x5151, 1, "puller", "", 0, welcome.incarnation)))
         await ws.send_bytes(encode(Progress(0)))
         first = await batches_until_quiet(ws)
-        assert len(first) == IN_FLIGHT  # then the server waits for progress
-        await ws.send_bytes(encode(Progress(first[4].upto)))  # five of them applied
+        assert len(first) == 4  # the first window; then the server waits for progress
+        await ws.send_bytes(encode(Progress(first[1].upto)))  # two applied: the window doubles
+        second = await batches_until_quiet(ws)
+        assert len(second) == 8 - 2
+        assert second[0].after == first[-1].upto
+        await ws.send_bytes(encode(Progress(second[-1].upto)))
+        third = await batches_until_quiet(ws)
+        assert len(third) == 16
+        await ws.send_bytes(encode(Progress(third[-1].upto)))
+        fourth = await batches_until_quiet(ws)
+        assert len(fourth) == IN_FLIGHT
+        await ws.send_bytes(encode(Progress(fourth[4].upto)))  # five applied: it grows no more
         more = await batches_until_quiet(ws)
         assert len(more) == 5
-        assert more[0].after == first[-1].upto
+        assert more[0].after == fourth[-1].upto

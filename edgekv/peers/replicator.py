@@ -15,6 +15,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -96,6 +97,14 @@ class _LinkCollector(Collector):
         )
 
 
+@dataclass(slots=True)
+class _OpenStream:
+    """A pull stream that is up: its outbox, and the origins (with marks) it was asked to defer."""
+
+    outbox: Outbox
+    deferred: dict[int, int] = field(default_factory=dict)
+
+
 class ReplicationMetrics:
     """Per-peer replication counters, registered in the node's registry."""
 
@@ -167,6 +176,8 @@ class Replicator:
         """Set (and replaced) whenever a stream opens: wakes the loops in backoff."""
         self._session: aiohttp.ClientSession | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._open_streams: dict[int, _OpenStream] = {}
+        """The pull streams up now, by the peer they pull from."""
         self.streams: set[web.WebSocketResponse] = set()
         """Streams this node serves to pullers; closed on stop."""
         self.stopping = False
@@ -293,6 +304,7 @@ class Replicator:
                 link.last_contact_ms = self.wall_ms()
                 self.relays.stream_started(peer)
                 outbox = Outbox(ws)
+                self._open_streams[peer] = open_stream = _OpenStream(outbox)
                 outbox.applied(session.cursor)  # reports progress: the server limits what it sends
                 applier = StreamApplier(
                     self.store,
@@ -306,8 +318,10 @@ class Replicator:
                     outbox.applied,
                 )
                 try:
-                    restarting = await self._receive(ws, session, applier, outbox, peer)
+                    restarting = await self._receive(ws, session, applier, open_stream, peer)
                 finally:
+                    if self._open_streams.get(peer) is open_stream:
+                        del self._open_streams[peer]
                     # What is in flight commits (or fails) before the next stream reads
                     # the cursor. When stopping, the writer settles it as it closes.
                     if not self.stopping:
@@ -345,7 +359,7 @@ class Replicator:
         ws: aiohttp.ClientWebSocketResponse,
         session: PullSession,
         applier: StreamApplier,
-        outbox: Outbox,
+        stream: _OpenStream,
         peer: int,
     ) -> bool:
         """Decode and submit batches until the stream ends or a batch fails.
@@ -355,7 +369,6 @@ class Replicator:
         the marks did not cover come again. Returns True then (a restart).
         """
         last_ack = 0.0
-        deferred: dict[int, int] = {}
         async for message in ws:
             if message.type != aiohttp.WSMsgType.BINARY:
                 break
@@ -369,22 +382,33 @@ class Replicator:
             link = self.membership.link(peer)
             link.last_contact_ms = now_ms = self.wall_ms()
             link.clock_offset_ms = decoded.wall_ms - now_ms
+            was_direct = self.relays.is_direct(peer)
             applier.submit(decoded)
+            if not was_direct and self.relays.is_direct(peer):
+                # Tell the other streams now, not with their next batch: until
+                # then each would send a window of this origin's changes again.
+                for other, open_stream in self._open_streams.items():
+                    if other != peer:
+                        self._ask_to_defer(other, open_stream, due=False)
             await applier.wait_for_room()
             if applier.failure is not None:
                 return False
             if self.relays.must_restart(peer):
                 return True
-            wanted = self.relays.wanted(peer)
             due = time.monotonic() - last_ack > ACK_INTERVAL
-            if wanted.keys() - deferred.keys() or (due and wanted != deferred):
-                outbox.send(Defer(tuple(wanted.items())))
-                self.relays.asked(peer, set(wanted))
-                deferred = wanted
+            self._ask_to_defer(peer, stream, due)
             if due and session.saved:
-                outbox.send(Ack(session.saved))
+                stream.outbox.send(Ack(session.saved))
                 last_ack = time.monotonic()
         return False
+
+    def _ask_to_defer(self, peer: int, stream: _OpenStream, due: bool) -> None:
+        """Send the stream from ``peer`` what it should defer, when that grew (or is ``due``)."""
+        wanted = self.relays.wanted(peer)
+        if wanted.keys() - stream.deferred.keys() or (due and wanted != stream.deferred):
+            stream.outbox.send(Defer(tuple(wanted.items())))
+            self.relays.asked(peer, set(wanted))
+            stream.deferred = wanted
 
     async def _release_held_loop(self) -> None:
         while True:

@@ -114,6 +114,10 @@ class RelayDeferrals:
         """
         self._direct.add(origin)
 
+    def is_direct(self, origin: int) -> bool:
+        """Whether ``origin`` is pulled directly now (and deferred on the other streams)."""
+        return origin in self._direct
+
     def committed(self, origin: int, mark: int | None) -> None:
         """A batch of ``origin``'s own stream committed here, carrying ``mark``."""
         if mark is not None and mark > self.marks.get(origin, -1):
