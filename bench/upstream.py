@@ -12,7 +12,13 @@ One run, interleaved rounds, medians:
   for the same time.
 - **eventual PUT with / without connector**: two nodes under the same wrk PUT
   load on an eventual namespace, one pushing every change to PostgreSQL (a
-  schema of its own, which no other node on this machine pulls from).
+  schema of its own, which no other node on this machine pulls from). Both
+  nodes run on one core and wrk on another (on a machine with two cores or
+  more): in a deployment the upstream is a central server, not on the PoP's
+  cores, and unpinned, the scheduler put PostgreSQL's share of the push (about
+  7 µs of its CPU per row) on the node's core now and then. The connector's
+  own work runs in the node's process, on the node's core, and counts
+  against it.
 
 Each phase starts once the pushing node has pushed everything (its backlog
 does not spill into the next phase), and the two sides of each pair swap
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -37,6 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +113,26 @@ async def direct_rate(seconds: float, value_size: int) -> float:
     return done / (time.monotonic() - started)
 
 
+def pin_process(pid: int, cores: set[int]) -> None:
+    """Run every thread of ``pid`` (and the threads it starts later) on ``cores``."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(thread), cores)
+
+
+@contextlib.contextmanager
+def on_cores(cores: set[int] | None) -> Iterator[None]:
+    """Run this process, and what it starts meanwhile (wrk), on ``cores`` (None: anywhere)."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def wait_pushed(url: str, timeout: float = 120.0) -> None:
     """Wait until the node has pushed every change to the upstream."""
     deadline = time.monotonic() + timeout
@@ -137,14 +165,23 @@ def main(argv: list[str] | None = None) -> int:
             node("alone", work, []),
         ]
         strong, pushing, alone = servers
+        # The eventual pair on the first core this process may use, wrk on the second.
+        cores = sorted(os.sched_getaffinity(0))
+        pinned = len(cores) >= 2
+        load_cores = {cores[1]} if pinned else None
+        if pinned:
+            pin_process(pushing.pid, {cores[0]})
+            pin_process(alone.pid, {cores[0]})
+            print(f"eventual pair: nodes on core {cores[0]}, wrk on core {cores[1]}")
         try:
             for r in range(args.rounds):
 
-                def load(url: str, ns: str, r: int = r) -> float:
+                def load(url: str, ns: str, r: int = r, cores: set[int] | None = None) -> float:
                     settings = LoadSettings(
                         args.seconds, args.connections, 1000, args.value_size, ns, seed=r
                     )
-                    result = run_load("wrk", url, "put", settings)
+                    with on_cores(cores):
+                        result = run_load("wrk", url, "put", settings)
                     if result.non_2xx or result.socket_errors:
                         raise SystemExit(f"errors under load at {url}: {result.as_dict()}")
                     return result.rps
@@ -154,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                     "direct_driver": lambda: asyncio.run(
                         direct_rate(args.seconds, args.value_size)
                     ),
-                    "eventual_with_connector": lambda: load(pushing.url, "app"),
-                    "eventual_without": lambda: load(alone.url, "app"),
+                    "eventual_with_connector": lambda: load(pushing.url, "app", cores=load_cores),
+                    "eventual_without": lambda: load(alone.url, "app", cores=load_cores),
                 }
                 order = list(phases)
                 if r % 2:  # alternate which side of each pair goes first
@@ -177,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     medians = {k: statistics.median(s[k] for s in rounds) for k in rounds[0]}
     result: dict[str, Any] = {
+        "eventual_pair_pinned": pinned,
         "medians": medians,
         "rounds": rounds,
         "strong_vs_direct": strong_ratio,

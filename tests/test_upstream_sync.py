@@ -12,7 +12,7 @@ import asyncpg
 
 from edgekv.upstream.sql import Statements
 from jepsen_like.proxy import TcpProxy
-from tests.cluster import wait_converged, wait_for
+from tests.cluster import stored_state, wait_converged, wait_for
 from tests.nodeproc import NodeProcess
 from tests.pg import DSN, query, via
 
@@ -87,6 +87,38 @@ def test_cursor_never_skips_a_row_committed_out_of_sequence_order(
 
     asyncio.run(reverse_commits())
     wait_for(lambda: _has(node, "early"), what="the earlier-begun row, committed last")
+
+
+def test_pushed_rows_equal_the_node_s_whichever_columns_vary(
+    start_node: StartNode, pg_schema: str
+) -> None:
+    # A long batch interval gathers all of it into one or two pushes.
+    node = start_node("a", upstream_args(pg_schema, DSN, "--upstream-batch-interval", "0.5"))
+    plain = [{"op": "put", "key": f"same{i}", "value": "dg=="} for i in range(100)]
+    mixed = [
+        {"op": "put", "key": f"k{i}", "value": "dg==", "metadata": {"i": i}, "ttl": 3600 + i}
+        for i in range(20)
+    ] + [{"op": "delete", "key": f"k{i}"} for i in range(0, 20, 3)]
+    for ns, operations in (("one", plain), ("mixed", mixed)):
+        answer = node.request("POST", f"/v1/kv/{ns}/_bulk", json_body={"operations": operations})
+        assert answer.status == 200
+    for i in range(5):
+        assert node.request("PUT", f"/v1/kv/other{i}/k", body=f"{i}").status == 200
+    expected = sorted(stored_state(node))
+
+    def pushed() -> list[tuple[object, ...]]:
+        rows = query(
+            f"SELECT ns, key, value, metadata, expiration, hlc, node FROM {pg_schema}.kv"
+            " ORDER BY ns, key"
+        )
+        return [
+            (r["ns"], bytes(r["key"]), r["value"] and bytes(r["value"]), *list(r.values())[3:])
+            for r in rows
+        ]
+
+    wait_for(lambda: _schema_exists(pg_schema), what="schema created")
+    wait_for(lambda: len(pushed()) == len(expected), what="every row pushed")
+    assert pushed() == expected
 
 
 def _has(node: NodeProcess, key: str) -> bool:

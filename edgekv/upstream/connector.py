@@ -38,7 +38,7 @@ from edgekv.upstream import strong
 from edgekv.upstream.batching import UpsertBatcher
 from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
 from edgekv.upstream.pg_schema import migrate
-from edgekv.upstream.sql import Statements
+from edgekv.upstream.sql import PUSH_COLUMNS, Statements
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import is_document, merge_document_changes
 from edgekv_replication.session import PeerCursor
@@ -374,7 +374,8 @@ class Upstream:
         async with conn.transaction():
             await conn.execute(self.sql.lock_sequencer)
             if entries:
-                await conn.execute(self.sql.push, *_columns(entries))
+                constant, arguments = _push_arguments(entries)
+                await conn.execute(self.sql.push(constant), *arguments)
             if documents:
                 await self._push_documents(conn, documents)
 
@@ -504,9 +505,23 @@ async def _keep_session(conn: PgConnection) -> None:
     """
 
 
-def _columns(changes: Sequence[Change]) -> list[tuple[Any, ...]]:
-    """The seven parallel arrays of the push statement (one entry per key)."""
-    return list(zip(*changes, strict=True))[:7]
+def _push_arguments(entries: Sequence[Change]) -> tuple[list[bool], list[Any]]:
+    """Which push columns are constant, and the arguments: a value or an array each.
+
+    ``entries`` must not be empty.
+
+    A column with one value for every entry goes as that value (the key
+    column always as an array).
+    """
+    columns = list(zip(*entries, strict=True))[: len(PUSH_COLUMNS)]
+    constant = [
+        name != "key" and column.count(column[0]) == len(column)
+        for (name, _), column in zip(PUSH_COLUMNS, columns, strict=True)
+    ]
+    arguments = [
+        column[0] if single else column for single, column in zip(constant, columns, strict=True)
+    ]
+    return constant, arguments
 
 
 def _now_ms() -> int:
