@@ -28,7 +28,7 @@ Targets (issue: transactional upstream): strong PUT >= 70% of direct driver;
 eventual PUT with the connector >= 90% of without. Run from the repository
 root with PostgreSQL on 127.0.0.1:5432 (or ``EDGEKV_TEST_PG_DSN``) and wrk::
 
-    python -m bench.upstream [--rounds 5] [--seconds 6]
+    python -m bench.upstream [--rounds 5] [--seconds 6] [--unpinned]
 """
 
 from __future__ import annotations
@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--value-size", type=int, default=100)
+    parser.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="let the eventual pair and wrk run on any core (PostgreSQL may then share the node's)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
     args = parser.parse_args(argv)
     asyncio.run(drop_schema())
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         strong, pushing, alone = servers
         # The eventual pair on the first core this process may use, wrk on the second.
         cores = sorted(os.sched_getaffinity(0))
-        pinned = len(cores) >= 2
+        pinned = len(cores) >= 2 and not args.unpinned
         load_cores = {cores[1]} if pinned else None
         if pinned:
             pin_process(pushing.pid, {cores[0]})
