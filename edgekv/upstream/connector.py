@@ -508,10 +508,8 @@ async def _keep_session(conn: PgConnection) -> None:
 def _push_arguments(entries: Sequence[Change]) -> tuple[list[bool], list[Any]]:
     """Which push columns are constant, and the arguments: a value or an array each.
 
-    ``entries`` must not be empty.
-
     A column with one value for every entry goes as that value (the key
-    column always as an array).
+    column always as an array). ``entries`` must not be empty.
     """
     columns = list(zip(*entries, strict=True))[: len(PUSH_COLUMNS)]
     constant = [
