@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekv.store.store import Store, Write
 from tests.cluster import Cluster, stored_state, wait_converged, wait_for
 
 FAST_GC = ("--tombstone-horizon", "1", "--tombstone-gc-interval", "0.1")
@@ -70,3 +71,26 @@ def test_member_cut_off_past_the_horizon_cannot_resurrect_deletes(
     cluster.put(2, "gc", "fresh", b"1")
     rows = wait_converged(cluster.nodes)
     assert [r[1] for r in rows if r[2] is not None] == [b"fresh"]
+
+
+async def test_a_member_left_out_of_a_collection_must_resync_even_from_cursor_zero(
+    store: Store,
+) -> None:
+    left_out, newcomer = 0x1111, 0x2222
+    await store.write("gc", [Write(b"doomed", b"alive")])
+    await store.write("gc", [Write(b"doomed", None)])
+    await store.write("gc", [Write(b"kept", b"1")])
+    assert not store.must_resync(left_out, 0)  # nothing collected yet
+    before_every_stamp = (store.clock.wall_ms() + 60_000) << 16
+    assert await store.collect_tombstones(store.seq, before_every_stamp, [left_out]) == 1
+    purged = store.purged_seq()
+    assert purged == 2
+    # Cursor 0 from a member left out of the collection: it may hold the deleted
+    # key from another peer, and a full sync from here would never delete it.
+    assert store.must_resync(left_out, 0)
+    assert store.must_resync(left_out, purged - 1)
+    assert not store.must_resync(left_out, purged)  # it saw the tombstone after all
+    # A new replica (cursor 0, never left out) may sync in full; one behind may not.
+    assert not store.must_resync(newcomer, 0)
+    assert store.must_resync(newcomer, 1)
+    assert not store.must_resync(newcomer, store.seq)

@@ -438,14 +438,16 @@ class Replicator:
         now_ms = self.wall_ms()
         horizon_ms = int(self.config.tombstone_horizon * 1000)
         acks = self.store.peer_acks()
-        acked = []
+        acked, left_out = [], []
         for node, _, _, removed, learned_ms in self.membership.members():
             if removed or node == self.identity.node:
                 continue
             cursor, heard_ms = acks.get(node, (0, learned_ms))
             if heard_ms >= now_ms - horizon_ms:
                 acked.append(cursor)
+            else:
+                left_out.append(node)
         acked.extend(floor() for floor in self.ack_floors)
         acked_seq = min(acked, default=self.store.seq)
         before_hlc = (now_ms - horizon_ms) << COUNTER_BITS
-        return await self.store.collect_tombstones(acked_seq, before_hlc)
+        return await self.store.collect_tombstones(acked_seq, before_hlc, left_out)

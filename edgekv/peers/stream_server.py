@@ -98,9 +98,8 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
         await ws.close(code=4403, message=b"removed from the cluster")
         return ws
     cursor = resume_point(hello, me, store.seq)
-    if 0 < cursor < store.purged_seq():
-        # Tombstones it never saw are gone here, so resuming could resurrect their
-        # keys. A full sync (cursor 0) is fine: it brings every current row.
+    if store.must_resync(hello.node, cursor):
+        # Tombstones it never saw are gone here, so resuming could resurrect their keys.
         log.warning("peer %x is behind collected tombstones; it must re-sync", hello.node)
         await ws.close(code=RESYNC_REQUIRED, message=b"resync required")
         return ws

@@ -179,6 +179,15 @@ def _v6_strong_namespaces(db: sqlite_utils.Database) -> None:
     db.table("strong_namespaces").create({"ns": str, "learned_ms": int}, pk="ns")
 
 
+def _v7_resync_required(db: sqlite_utils.Database) -> None:
+    # Members left out of a tombstone collection (out of contact longer than the
+    # horizon), with the purged seq then: they may hold keys whose tombstones
+    # went, so they must re-sync in full, whatever cursor they present -- a
+    # cursor of 0 is also what a node holding other peers' data presents when
+    # nothing of this node's log was durable for it yet.
+    db.table("resync_required").create({"peer": int, "purged_seq": int}, pk="peer")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
@@ -186,6 +195,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v4_reader_view,
     _v5_documents,
     _v6_strong_namespaces,
+    _v7_resync_required,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

@@ -667,12 +667,17 @@ class Store:
 
         return self.writer.submit(op)
 
-    def collect_tombstones(self, acked_seq: int, before_hlc: int) -> asyncio.Future[int]:
+    def collect_tombstones(
+        self, acked_seq: int, before_hlc: int, left_out: Sequence[int] = ()
+    ) -> asyncio.Future[int]:
         """Delete tombstones (and long-expired entries) every peer has acknowledged.
 
         A row goes when its seq is at most ``acked_seq`` (every member has
         applied it) and its stamp is older than ``before_hlc`` (the horizon).
         Returns how many rows went; ``purged_seq`` remembers the newest.
+        ``left_out``: members whose acknowledgements were not waited for (out
+        of contact past the horizon); if anything goes, they must re-sync
+        (:meth:`must_resync`).
         """
 
         def op(txn: Txn) -> int:
@@ -686,9 +691,30 @@ class Store:
             txn.conn.execute(
                 "UPDATE node_state SET purged_seq = max(purged_seq, ?) WHERE id = 1", (newest,)
             )
+            txn.conn.executemany(
+                "INSERT INTO resync_required (peer, purged_seq) VALUES (?, ?)"
+                " ON CONFLICT (peer) DO UPDATE"
+                " SET purged_seq = max(purged_seq, excluded.purged_seq)",
+                [(peer, newest) for peer in left_out],
+            )
             return int(deleted)
 
         return self.writer.submit(op)
+
+    def must_resync(self, peer: int, cursor: int) -> bool:
+        """Whether ``peer``, resuming this node's log after ``cursor``, must re-sync in full.
+
+        It must when it may hold keys whose tombstones were collected here
+        without it: its cursor is behind a collected tombstone, or it was left
+        out of a collection. Cursor 0 alone (a new replica's full sync) is
+        fine: the full sync brings every current row.
+        """
+        if 0 < cursor < self.purged_seq():
+            return True
+        row = self._reader.execute(
+            "SELECT purged_seq FROM resync_required WHERE peer = ?", (peer,)
+        ).fetchone()
+        return row is not None and cursor < row[0]
 
     def strong_namespaces(self) -> set[str]:
         """Namespaces this node has learned are strong (from the upstream)."""
