@@ -28,7 +28,7 @@ Targets (issue: transactional upstream): strong PUT >= 70% of direct driver;
 eventual PUT with the connector >= 90% of without. Run from the repository
 root with PostgreSQL on 127.0.0.1:5432 (or ``EDGEKV_TEST_PG_DSN``) and wrk::
 
-    python -m bench.upstream [--rounds 5] [--seconds 6] [--unpinned]
+    python -m bench.upstream [--rounds 9] [--seconds 6] [--unpinned]
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def wait_pushed(url: str, timeout: float = 120.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the upstream benchmark and print its figures."""
     parser = argparse.ArgumentParser(description="EdgeKV upstream benchmark")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--value-size", type=int, default=100)
