@@ -48,6 +48,10 @@ class TcpProxy:
         except OSError:
             writer.close()
             return
+        if self._cut:  # cut while connecting: this connection must not outlive it
+            writer.close()
+            up_writer.close()
+            return
         self._writers.update((writer, up_writer))
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
