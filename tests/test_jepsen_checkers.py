@@ -69,6 +69,17 @@ def test_set_catches_a_lost_write() -> None:
     assert result["lost"] == [{"element": 2, "added_at": 1, "missing_at": ["n1"]}]
 
 
+def test_set_does_not_call_a_read_before_the_add_stale_when_a_slow_read_saw_it() -> None:
+    b = Builder()
+    b.op(1, "read", 0.9, 1.3, value=[1], node=1)  # a slow read, overlapping the add
+    b.op(0, "read", 1.0, 1.1, value=[], node=0)  # before the add, at the adding PoP
+    b.op(0, "add", 1.2, 1.25, value=1, node=0)
+    b.op(0, "read", 1.4, 1.5, value=[], node=0)  # after it: stale at the adding PoP
+    result = check_set(b.done(), {"nodes": {"n0": [1], "n1": [1]}})
+    assert result["stale_same_node"] == [{"element": 1, "read": 6}], result
+    assert result["valid"] is False
+
+
 def test_set_does_not_count_an_unknown_add_as_lost() -> None:
     b = Builder()
     b.op(0, "add", 0.0, 3.0, "info", value=1, node=0)

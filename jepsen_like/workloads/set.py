@@ -83,7 +83,9 @@ def check_set(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
     stale_elsewhere = 0
     stable_latencies: list[float] = []
     for element, (invocation, completion) in sorted(adds.items()):
-        known = _known_time(completion, [reads[r][0]["time"] for r in seen_in[element]])
+        # A read that saw the element proves it only once it completed: begun
+        # earlier, it may have overlapped the add (or preceded it at its own PoP).
+        known = _known_time(completion, [reads[r][1]["time"] for r in seen_in[element]])
         if known is None:
             continue
         missing_at = sorted(n for n, elements in final_sets.items() if element not in elements)
@@ -129,7 +131,7 @@ def check_set(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
 
 
 def _known_time(completion: Op | None, seen_times: list[float]) -> float | None:
-    """When an element became known: its add acknowledged, or a read saw it."""
+    """When an element became known: its add acknowledged, or a read that saw it completed."""
     times = list(seen_times)
     if completion is not None and completion["type"] == "ok":
         times.append(completion["time"])
