@@ -87,8 +87,6 @@ class StreamApplier:
         """Start applying ``batch`` (raises ProtocolError unless it continues the stream)."""
         after = self._session.accept(batch)
         cursor = self._session.cursor_after(batch)
-        if batch.mark is not None:
-            self._relays.pulling(self._peer)
         if batch.changes:
             self._received.inc(len(batch.changes))
             # Copies of changes already applied (relayed by other peers) cannot win.

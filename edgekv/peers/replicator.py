@@ -382,9 +382,8 @@ class Replicator:
             link = self.membership.link(peer)
             link.last_contact_ms = now_ms = self.wall_ms()
             link.clock_offset_ms = decoded.wall_ms - now_ms
-            was_direct = self.relays.is_direct(peer)
             applier.submit(decoded)
-            if not was_direct and self.relays.is_direct(peer):
+            if decoded.mark is not None and self.relays.pulling(peer):
                 # Tell the other streams now, not with their next batch: until
                 # then each would send a window of this origin's changes again.
                 for other, open_stream in self._open_streams.items():

@@ -103,20 +103,20 @@ class RelayDeferrals:
         self._deferred: dict[int, set[int]] = {}
         self._restart: set[int] = set()
 
-    def pulling(self, origin: int) -> None:
+    def pulling(self, origin: int) -> bool:
         """A batch of ``origin``'s own stream arrived carrying a mark: defer it elsewhere.
 
         From the first such batch on, not from its commit: deferring rests on
         the stream being up (and restarted streams when it fails), not on
         marks, which only let saved cursors move on. An origin that claims no
         marks (after an unclean stop) is never deferred: the windows behind
-        it would never close.
+        it would never close. Returns True when ``origin`` was not pulled
+        directly before: the other streams should be asked to defer it now.
         """
+        if origin in self._direct:
+            return False
         self._direct.add(origin)
-
-    def is_direct(self, origin: int) -> bool:
-        """Whether ``origin`` is pulled directly now (and deferred on the other streams)."""
-        return origin in self._direct
+        return True
 
     def committed(self, origin: int, mark: int | None) -> None:
         """A batch of ``origin``'s own stream committed here, carrying ``mark``."""
