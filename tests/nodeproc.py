@@ -111,7 +111,12 @@ class NodeProcess:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            tail = "".join(self.output[-40:])
+            raise AssertionError(f"node did not stop in {timeout} s; its log:\n{tail}") from None
         self._release()
         return code
 

@@ -9,13 +9,13 @@ fast a document is written, and reads and loads never replay long logs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from edgekv.documents.storage import DocumentStore
+from edgekv.tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ async def run(documents: DocumentStore, interval: float = COMPACT_INTERVAL) -> N
                 log.debug("compacted %d document logs", done)
         except Exception:  # one failed pass must not stop compaction for good
             log.exception("document compaction failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(documents.compaction_due.wait(), interval)
+        await wait_event(documents.compaction_due, interval)
         documents.compaction_due.clear()
 
 
@@ -57,8 +56,6 @@ def compactor(
     async def context(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(run(documents))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     return context

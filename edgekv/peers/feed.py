@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from edgekv.tasks import wait_event
+
 
 class ChangeFeed:
     """Lets coroutines wait until the store's seq passes a value.
@@ -44,9 +46,4 @@ class ChangeFeed:
         """Wait up to ``within`` seconds for the head to pass ``seq``; False if it did not."""
         if self.seq > seq:
             return True
-        changed = self._changed
-        try:
-            await asyncio.wait_for(changed.wait(), within)
-        except TimeoutError:
-            return False
-        return self.seq > seq
+        return await wait_event(self._changed, within) and self.seq > seq

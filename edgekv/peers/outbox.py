@@ -10,10 +10,10 @@ sends them all, in order, so that no two sends interleave on the socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import aiohttp
 
+from edgekv.tasks import cancel_and_wait
 from edgekv_replication.envelope import Message, Progress, encode
 
 
@@ -41,9 +41,7 @@ class Outbox:
 
     async def close(self) -> None:
         """Stop sending (what is still queued is dropped with the stream)."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         try:

@@ -9,7 +9,6 @@ of their own, so a node that joins through one seed reaches everyone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -31,6 +30,7 @@ from edgekv.peers.outbox import Outbox
 from edgekv.peers.recent import RecentStamps
 from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER, STREAM_PATH
 from edgekv.store.store import Store
+from edgekv.tasks import wait_event
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
     Ack,
@@ -256,8 +256,7 @@ class Replicator:
             # may have healed, and a node whose streams come back together gets
             # each change from its origin rather than relayed first.
             reconnected = self._reconnected
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reconnected.wait(), delay * random.uniform(0.5, 1.0))
+            await wait_event(reconnected, delay * random.uniform(0.5, 1.0))
             delay = min(RETRY_MAX, delay * 2)
 
     async def _pull_once(self, url: str) -> int | None:

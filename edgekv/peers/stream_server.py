@@ -21,6 +21,7 @@ from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE
 from edgekv.peers.replicator import Replicator
 from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER
+from edgekv.tasks import wait_event
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
     Ack,
@@ -180,8 +181,7 @@ async def _stream(
                     in_flight.popleft()
             if len(in_flight) >= window:
                 served.progressed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(served.progressed.wait(), HEARTBEAT_SECONDS)
+                await wait_event(served.progressed, HEARTBEAT_SECONDS)
                 continue
         members = replicator.membership.members()
         if members != sent_members:

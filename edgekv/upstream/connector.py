@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
 from edgekv.store.store import Entry, Store, Write, WriteResult
+from edgekv.tasks import cancel_and_wait
 from edgekv.upstream import strong
 from edgekv.upstream.batching import UpsertBatcher
 from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
@@ -135,9 +136,7 @@ class Upstream:
     async def stop(self) -> None:
         """Stop the loops, remember the push cursor, and close the connections."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self._batcher.close()
         await self._close_pool()
 
