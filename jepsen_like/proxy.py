@@ -99,11 +99,16 @@ class TcpProxy:
     def close(self) -> None:
         self.cut()
 
-        def stop() -> None:
+        async def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            # The pipes' tasks end here, not as "destroyed but pending" at exit.
+            pipes = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pipes:
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
             self._loop.stop()
 
-        self._loop.call_soon_threadsafe(stop)
+        asyncio.run_coroutine_threadsafe(stop(), self._loop)
         self._thread.join(10)
         self._loop.close()

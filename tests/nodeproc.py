@@ -146,14 +146,13 @@ class NodeProcess:
     ) -> Response:
         """Send one request on a new connection and return the answer."""
         parts = urlsplit(self.url)
+        host = parts.hostname or "127.0.0.1"
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
             context = ssl_context or self.ssl_context
-            conn = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=timeout, context=context
-            )
+            conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=context)
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
         all_headers = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body)
