@@ -106,7 +106,8 @@ async def test_garbage_hello_is_refused_without_effect(
         assert message.type == aiohttp.WSMsgType.CLOSE
         assert message.data == 1007
     assert stored_state(a) == before
-    assert any("refused peer stream" in line for line in a.output)
+    # Logged as the stream is refused; the harness reads the log on a thread.
+    wait_for(lambda: any("refused peer stream" in line for line in a.output), what="log line")
 
 
 async def test_bad_batch_is_rejected_whole_and_the_stream_resumes(
@@ -152,7 +153,10 @@ async def test_bad_batch_is_rejected_whole_and_the_stream_resumes(
         while served < 2 or node.request("GET", "/v1/kv/fake/good").status != 200:
             assert asyncio.get_running_loop().time() < deadline, "stream did not resume"
             await asyncio.sleep(0.02)
-        assert any("stream from" in line and "refused" in line for line in node.output)
+        wait_for(
+            lambda: any("stream from" in line and "refused" in line for line in node.output),
+            what="log line",
+        )
         assert hellos[0].cursor == 0, "nothing of the corrupt batch moved the cursor"
         assert hellos[1].cursor == 0
         assert [row[1] for row in stored_state(node)] == [b"good"]
