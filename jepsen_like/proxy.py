@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 
 
@@ -16,44 +17,57 @@ class TcpProxy:
 
     def __init__(self, target: int | None = None) -> None:
         self.target = target
-        self.port = 0
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
+        # Accepting is a plain reader callback, not asyncio.Server: on Python
+        # 3.11 a connection accepted just before Server.close() is dropped
+        # with its socket left open. Here every accepted socket is closed at
+        # once (while cut) or handed to a task that owns it.
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
         self._loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self._loop.add_reader(self._listener, self._on_readable)
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        started.wait(10)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _run(self, started: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._accept, "127.0.0.1", 0)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        started.set()
-        self._loop.run_forever()
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # none left to accept (BlockingIOError), or closed
+                return
+            if self._cut or self.target is None:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self._loop.create_task(self._relay(conn))
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._cut or self.target is None:
-            writer.close()
-            return
+    async def _relay(self, conn: socket.socket) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.close()
-            return
-        if self._cut:  # cut while connecting: this connection must not outlive it
-            writer.close()
-            up_writer.close()
-            return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except BaseException:
+            conn.close()
+            raise
+        # Tracked from the start, so a cut or close while connecting drops it too.
+        self._writers.add(writer)
+        try:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+            except OSError:
+                return
+            if self._cut:  # cut while connecting: this connection must not outlive it
+                up_writer.close()
+                return
+            self._writers.add(up_writer)
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -97,16 +111,20 @@ class TcpProxy:
         done.wait(10)
 
     def close(self) -> None:
+        """Drop every connection, stop listening, and end the proxy's thread."""
         self.cut()
 
         async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            # The pipes' tasks end here, not as "destroyed but pending" at exit.
-            pipes = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in pipes:
-                task.cancel()
-            await asyncio.gather(*pipes, return_exceptions=True)
+            self._loop.remove_reader(self._listener)
+            self._listener.close()
+            # The connections' tasks end here, not as "destroyed but pending" at
+            # exit. Each gets to run first: one cancelled before its first step
+            # would never close the socket it was handed.
+            while others := asyncio.all_tasks() - {asyncio.current_task()}:
+                _, slow = await asyncio.wait(others, timeout=1)
+                for task in slow:
+                    task.cancel()
+            await asyncio.sleep(0)  # the aborted transports close their sockets
             self._loop.stop()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop)
