@@ -56,15 +56,14 @@ class TcpProxy:
         # Tracked from the start, so a cut or close while connecting drops it too.
         self._writers.add(writer)
         try:
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-            except OSError:
-                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
             if self._cut:  # cut while connecting: this connection must not outlive it
                 up_writer.close()
                 return
             self._writers.add(up_writer)
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except OSError:
+            pass  # the target refused: the client's connection is dropped below
         finally:
             self._writers.discard(writer)
             writer.transport.abort()
