@@ -131,9 +131,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB filesystem (tmpfs), unmounted afterwards."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], check=True
-    )
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], check=True)
     try:
         yield mount_point
     finally:
@@ -159,7 +157,9 @@ def test_full_disk_refuses_writes_with_507_keeps_reads_and_recovers(small_disk: 
         assert_error(refused, "storage_full")
         assert len(acknowledged) > 10
         # Every kind of write is refused the same way while the disk is full.
-        assert_error(node.request("PUT", "/v1/docs/c/d", json_body={"a": "x" * 9000}), "storage_full")
+        assert_error(
+            node.request("PUT", "/v1/docs/c/d", json_body={"a": "x" * 9000}), "storage_full"
+        )
         bulk = [{"op": "put", "key": f"b{j}", "value": FILLER * 6} for j in range(20)]
         answer = node.request("POST", "/v1/kv/ns/_bulk", json_body={"operations": bulk})
         assert_error(answer, "storage_full")
