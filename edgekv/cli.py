@@ -92,12 +92,15 @@ def serve(config_file: str | None, **settings: Any) -> None:
     Example: edgekv serve --data-dir ./edgekv-data --port 8787
     """
     from edgekv.server import serve as run_server
+    from edgekv.store.datadir import DataDirError
 
     try:
         config = load_config(settings, config_file=config_file)
         run_server(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except DataDirError as exc:  # exit 1 with the reason, not a traceback
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -100,6 +100,14 @@ SETTINGS: tuple[Setting, ...] = (
         "'normal' survives a process crash but may lose the last commits on power loss.",
         choices=("full", "normal"),
     ),
+    Setting(
+        "allow_new_node",
+        bool,
+        False,
+        "Start even though edgekv.db is empty (0 bytes), making a new node with a new "
+        "identity there. Without it such a node refuses to start: an empty database lost "
+        "its data. A data directory without edgekv.db needs no flag. Use once, then unset.",
+    ),
     Setting("max_key_bytes", int, 512, "Largest key, in bytes of UTF-8.", minimum=1),
     Setting("max_value_bytes", int, 25 * MIB, "Largest value, in bytes.", minimum=0),
     Setting("max_metadata_bytes", int, 1024, "Largest metadata, in bytes of JSON.", minimum=2),
@@ -309,6 +317,7 @@ class Config:
     port: int = 8787
     node_name: str | None = None
     synchronous: str = "full"
+    allow_new_node: bool = False
     max_key_bytes: int = 512
     max_value_bytes: int = 25 * MIB
     max_metadata_bytes: int = 1024

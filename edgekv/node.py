@@ -30,7 +30,12 @@ class Node:
 
     @classmethod
     def open(cls, config: Config) -> Node:
-        """Open the node's database (creating it on first start)."""
+        """Open the node's database (creating it on first start) and start checking it.
+
+        Raises :class:`~edgekv.store.datadir.DataDirError` when another node
+        holds the directory, the database is empty (without ``allow_new_node``)
+        or too damaged to open.
+        """
         store = Store(
             config.data_dir,
             synchronous=config.synchronous,
@@ -39,7 +44,11 @@ class Node:
             read_cache_entries=config.read_cache_entries,
             adjustable_clock=config.test_clock_offset_file is not None,
             broken_merge=config.test_broken_merge,
+            allow_new_node=config.allow_new_node,
         )
+        # The whole file is checked while the node serves: at open it would cost
+        # seconds per GB from a cold disk (edgekv.store.faults).
+        store.health.start_check()
         return cls(config, store)
 
     def close(self) -> None:

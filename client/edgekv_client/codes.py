@@ -97,6 +97,18 @@ _TABLE = (
     ),
     ErrorCode("internal_error", 500, "An unexpected server fault; nothing was written."),
     ErrorCode(
+        "storage_corrupt",
+        503,
+        "The node found its database file damaged (/healthz answers this too); the "
+        "operation was not done. Use another PoP; the operator replaces the node.",
+    ),
+    ErrorCode(
+        "storage_full",
+        507,
+        "The node's disk is full: the write was not applied. Reads keep working, and "
+        "writes succeed again by themselves once space is freed; retry later or elsewhere.",
+    ),
+    ErrorCode(
         "unavailable", 503, "The node is starting or shutting down; retry elsewhere or later."
     ),
     ErrorCode(

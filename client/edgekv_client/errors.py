@@ -12,6 +12,7 @@
         ├── TooLarge            413: value/metadata/payload too large, too many operations
         ├── PreconditionFailed  409/412
         └── Unavailable         503 (and other 5xx)
+            └── StorageFull     507: the node's disk is full; retry later or elsewhere
 
 The mapping goes through :data:`edgekv_client.codes.ERROR_CODES`, the table
 the server raises from, so client and server cannot drift apart.
@@ -81,6 +82,10 @@ class Unavailable(ApiError):
     """The node cannot serve the request now (503); retry later or elsewhere."""
 
 
+class StorageFull(Unavailable):
+    """The node's disk is full (507): the write was not applied; reads still work there."""
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidRequest,
     401: Unauthorized,
@@ -90,6 +95,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     412: PreconditionFailed,
     413: TooLarge,
     503: Unavailable,
+    507: StorageFull,
 }
 
 

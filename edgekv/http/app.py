@@ -29,6 +29,7 @@ from edgekv.http.openapi import openapi_document
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.peers import cluster_routes
+from edgekv.store.faults import is_corruption, is_storage_full
 from edgekv.store.writer import WriterClosed
 
 log = logging.getLogger(__name__)
@@ -89,18 +90,35 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bo
             response = error_response(ApiError(code, exc.reason or code))
         except WriterClosed:
             response = error_response(ApiError("unavailable", "the node is shutting down"))
-        except Exception:
-            log.exception("unhandled error in %s %s", request.method, request.path)
-            response = error_response(ApiError("internal_error", "internal error; nothing written"))
+        except Exception as exc:
+            response = error_response(_unhandled(node, request, exc))
         observe(request.method, route, response.status, time.perf_counter() - started)
         return response
 
     return endpoint
 
 
+def _unhandled(node: Node, request: web.Request, exc: Exception) -> ApiError:
+    """The answer to an exception no handler expected: storage faults get their own codes."""
+    if is_storage_full(exc):
+        # A full disk is an operating condition, not a bug: no traceback per write.
+        log.warning("write refused, the disk is full: %s %s: %s", request.method, request.path, exc)
+        return ApiError(
+            "storage_full",
+            "the node's disk is full: nothing was written; reads keep working, and writes "
+            "succeed again once space is freed",
+        )
+    if is_corruption(exc):
+        return ApiError("storage_corrupt", node.store.health.report_corruption(str(exc)))
+    log.exception("unhandled error in %s %s", request.method, request.path)
+    return ApiError("internal_error", "internal error; nothing written")
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness and identity: 200 while the node serves."""
+    """Liveness and identity: 200 while the node serves, 503 once its database is found damaged."""
     store = request.app[NODE].store
+    if store.health.corruption is not None:
+        raise ApiError("storage_corrupt", store.health.corruption)
     return web.json_response({"status": "ok", "node_id": f"{store.node_id:016x}", "seq": store.seq})
 
 

@@ -142,7 +142,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Liveness and node identity",
                     "security": [],
-                    "responses": {"200": {"description": "serving"}},
+                    "responses": {
+                        "200": {"description": "serving"},
+                        "503": {"description": "storage_corrupt: the database file is damaged"},
+                    },
                 }
             },
             "/metrics": {

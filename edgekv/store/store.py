@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 import sqlite3
 import time
@@ -21,6 +22,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from edgekv.documents.storage import DocumentStore
 from edgekv.store.cache import MISS, ReadCache
+from edgekv.store.datadir import DataDirError, DataDirLock, refuse_emptied_database
+from edgekv.store.faults import StorageHealth, is_corruption
 from edgekv.store.schema import migrate
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import HybridLogicalClock, new_node_id
@@ -32,6 +35,7 @@ from edgekv_replication.session import Deferral, PeerCursor, is_too_far_ahead
 
 DB_FILENAME = "edgekv.db"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # The row as stored, tombstone or expired alike: what the read cache remembers.
 _GET = "SELECT value, metadata, expiration, hlc, node, seq FROM kv WHERE ns = ? AND key = ?"
@@ -257,8 +261,14 @@ class Store:
         read_cache_entries: int = 100_000,
         adjustable_clock: bool = False,
         broken_merge: bool = False,
+        allow_new_node: bool = False,
     ) -> None:
         """Open (creating and migrating if needed) the database in ``data_dir``.
+
+        The directory is locked for as long as the store is open, and a
+        zero-byte database is refused unless ``allow_new_node``
+        (:mod:`edgekv.store.datadir`); a database too damaged to open raises
+        :class:`DataDirError` naming the file.
 
         ``clock_offset_ms`` shifts this node's wall clock, and
         ``adjustable_clock`` lets :attr:`clock_offset_ms` change while it runs;
@@ -268,6 +278,41 @@ class Store:
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DB_FILENAME
+        self._lock = DataDirLock(directory)
+        self.health = StorageHealth(self.path)
+        """Damage found in the database file, and its background check."""
+        try:
+            refuse_emptied_database(self.path, allow_new_node)
+            self._open(
+                synchronous,
+                clock_offset_ms,
+                max_clock_offset_ms,
+                read_cache_entries,
+                adjustable_clock,
+                broken_merge,
+            )
+        except sqlite3.DatabaseError as exc:
+            self._lock.release()
+            if not is_corruption(exc):
+                raise
+            raise DataDirError(
+                f"the database file {self.path} is damaged and cannot be opened ({exc}). "
+                "Move the data directory away and start empty to re-sync from the peers, "
+                "or restore a backup."
+            ) from exc
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(
+        self,
+        synchronous: str,
+        clock_offset_ms: int,
+        max_clock_offset_ms: int,
+        read_cache_entries: int,
+        adjustable_clock: bool,
+        broken_merge: bool,
+    ) -> None:
         write_conn = _connect(self.path, synchronous)
         migrate(write_conn)
         node_id, incarnation, created_ms, hlc, seq, clean = write_conn.execute(
@@ -316,10 +361,17 @@ class Store:
         return sum(path.stat().st_size for path in (self.path, wal) if path.exists())
 
     def close(self) -> None:
-        """Commit queued writes and close the database."""
-        self.writer.close(final_sql="UPDATE node_state SET clean_shutdown = 1 WHERE id = 1")
-        self.documents.close()
-        self._reader.close()
+        """Commit queued writes, close the database and unlock the directory."""
+        self.health.stop_check()
+        try:
+            self.writer.close(final_sql="UPDATE node_state SET clean_shutdown = 1 WHERE id = 1")
+        except sqlite3.Error as exc:
+            # A full disk: the next start treats this stop as unclean, which is safe.
+            log.warning("could not record the clean shutdown of %s: %s", self.path, exc)
+        finally:
+            self.documents.close()
+            self._reader.close()
+            self._lock.release()
 
     # -- reads: on the caller's thread, never waiting for the writer ----------
 

@@ -157,9 +157,11 @@ class Writer:
                 self._commit_sql(commit)
                 self._settle(commit)
         self._committer.shutdown(wait=True)
-        if final_sql:
-            self._conn.execute(final_sql)
-        self._conn.close()
+        try:
+            if final_sql:
+                self._conn.execute(final_sql)
+        finally:
+            self._conn.close()
 
     def _take_batch(self) -> list[_Request[Any]]:
         batch = self._pending[:MAX_OPS_PER_COMMIT]
@@ -187,6 +189,10 @@ class Writer:
             self._conn.execute("BEGIN IMMEDIATE")
             for request in batch:
                 request.outcome = self._run_op(txn, request.op, request.single_statement)
+                if not request.outcome[0] and not self._conn.in_transaction:
+                    # SQLite rolled the whole transaction back (it may on a full disk):
+                    # the ops before are undone and later ones would autocommit.
+                    raise request.outcome[1]
             if txn.seq != self._seq:
                 self._conn.execute(
                     "UPDATE node_state SET hlc = ?, seq = ? WHERE id = 1",
@@ -253,7 +259,7 @@ class Writer:
         try:
             result = op(txn)
         except Exception as exc:
-            if not single_statement:
+            if not single_statement and txn.conn.in_transaction:
                 txn.conn.execute("ROLLBACK TO op")
                 txn.conn.execute("RELEASE op")
             txn.seq = seq_before
