@@ -44,6 +44,24 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily(
             "edgekv_store_size_bytes", "Database and WAL size.", store.size_bytes()
         )
+        clocks = store.peer_clocks
+        # Absent (rather than 0) until a peer is heard: a lone node cannot know.
+        for name, help_text, value in (
+            (
+                "edgekv_clock_ahead_ms",
+                "How far this node's wall clock is ahead of its peers' (their median); "
+                "new stamps go at most max_clock_offset beyond theirs.",
+                clocks.clock_ahead_ms(),
+            ),
+            (
+                "edgekv_stamps_ahead_ms",
+                "How far this node's newest stamp is ahead of its peers' clocks; "
+                "beyond max_clock_offset, peers hold its writes until their clocks reach it.",
+                clocks.stamps_ahead_ms(),
+            ),
+        ):
+            if value is not None:
+                yield GaugeMetricFamily(name, help_text, value)
 
 
 class _RequestCollector(Collector):

@@ -73,6 +73,9 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
             "keys": keys,
             "db_bytes": store.size_bytes(),
             "held_changes": store.held_count(),
+            # None until a peer is heard: alone, a node cannot tell its clock is wrong.
+            "clock_ahead_ms": store.peer_clocks.clock_ahead_ms(),
+            "stamps_ahead_ms": store.peer_clocks.stamps_ahead_ms(),
         },
         "members": members,
     }

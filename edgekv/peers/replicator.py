@@ -181,6 +181,10 @@ class Replicator:
         self.streams: set[web.WebSocketResponse] = set()
         """Streams this node serves to pullers; closed on stop."""
         self.stopping = False
+        self._clock_ahead = False
+        """Whether the clock was last seen ahead of the peers' (logged when it changes)."""
+        self._stamps_ahead = False
+        """Whether the stamps were last seen ahead of the peers' clocks (likewise)."""
         self.ack_floors: list[Callable[[], int]] = []
         """More acknowledgements tombstone collection waits for (the upstream's)."""
 
@@ -228,6 +232,7 @@ class Replicator:
                 if task:
                     task.cancel()
                 del self._pulled_nodes[node]
+                self.store.peer_clocks.forget(node)
                 # Its writes other peers hold must come relayed now.
                 self.relays.stream_ended(node)
         for url in urls:
@@ -381,6 +386,7 @@ class Replicator:
             link = self.membership.link(peer)
             link.last_contact_ms = now_ms = self.wall_ms()
             link.clock_offset_ms = decoded.wall_ms - now_ms
+            self.store.peer_clocks.observe(peer, decoded.wall_ms)
             applier.submit(decoded)
             if decoded.mark is not None and self.relays.pulling(peer):
                 # Tell the other streams now, not with their next batch: until
@@ -411,10 +417,42 @@ class Replicator:
     async def _release_held_loop(self) -> None:
         while True:
             await asyncio.sleep(HELD_RELEASE_INTERVAL)
+            self._watch_clock()
             if self.store.held_count():
                 released = await self.store.release_held(self._max_offset_ms)
                 if released:
                     log.info("applied %d held-back changes", released)
+
+    def _watch_clock(self) -> None:
+        """Log when this node's clock or stamps start (or stop) running ahead of its peers'."""
+        clocks = self.store.peer_clocks
+        clocks.expire()
+        ahead = clocks.clock_ahead_ms() or 0
+        stamps_ahead = clocks.stamps_ahead_ms() or 0
+        clock_ahead = ahead > self._max_offset_ms
+        if clock_ahead != self._clock_ahead:
+            self._clock_ahead = clock_ahead
+            if clock_ahead:
+                log.warning(
+                    "this node's clock is %d ms ahead of its peers' (median of %d): "
+                    "new writes are stamped at most max_clock_offset (%d ms) beyond theirs",
+                    ahead,
+                    clocks.peers,
+                    self._max_offset_ms,
+                )
+            else:
+                log.info("this node's clock is back within max_clock_offset of its peers'")
+        stamps_held = stamps_ahead > self._max_offset_ms
+        if stamps_held != self._stamps_ahead:
+            self._stamps_ahead = stamps_held
+            if stamps_held:
+                log.warning(
+                    "this node's stamps are %d ms ahead of its peers' clocks (issued before "
+                    "they were heard, or after a restart): peers hold its writes until then",
+                    stamps_ahead,
+                )
+            else:
+                log.info("this node's stamps are back within max_clock_offset of its peers'")
 
     async def _collect_tombstones_loop(self) -> None:
         while True:

@@ -30,6 +30,7 @@ from edgekv_replication import HybridLogicalClock, new_node_id
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, is_document
 from edgekv_replication.hlc import COUNTER_BITS
+from edgekv_replication.peer_clocks import PeerClocks
 from edgekv_replication.relays import OriginMarks
 from edgekv_replication.session import Deferral, PeerCursor, is_too_far_ahead
 
@@ -332,6 +333,8 @@ class Store:
             if clock_offset_ms or adjustable_clock
             else HybridLogicalClock(hlc)
         )
+        self.peer_clocks = PeerClocks(self.clock, max_clock_offset_ms)
+        """Peers' clocks as heard: they cap this node's stamps when its own clock runs ahead."""
         # Test only: the merge the fault-injection harness must catch (never replaces).
         self._upsert_change = _KEEP_LOCAL_CHANGE if broken_merge else _UPSERT_CHANGE
         self.cache: ReadCache[Entry] = ReadCache(read_cache_entries)
