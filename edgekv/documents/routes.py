@@ -229,8 +229,8 @@ def query_documents(request: web.Request) -> web.Response:
     node, collection = _authorized(request, "read")
     params = request.query
     where = params.getall("where", [])
-    if any("%" in text for text in where):  # rare: see check.require_utf8_query
-        check.require_utf8_query(request, "invalid_parameter")
+    for text in where:
+        check.utf8_query_value(request, text, "invalid_parameter")
     try:
         page = query.build(
             collection,

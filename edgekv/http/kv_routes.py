@@ -135,9 +135,7 @@ def list_keys(request: web.Request) -> web.Response:
     """List live keys in byte order, a page at a time."""
     node, ns = _authorized(request, "read")
     query = request.query
-    prefix_text = query.get("prefix")
-    if prefix_text and "%" in prefix_text:  # rare: see check.require_utf8_query
-        check.require_utf8_query(request, "invalid_key")
+    prefix_text = check.utf8_query_value(request, query.get("prefix"), "invalid_key")
     prefix = check.prefix(prefix_text, node.config)
     limit = check.limit(query.get("limit"), node.config)
     after = check.decode_cursor(query.get("cursor"))

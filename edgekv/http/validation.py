@@ -80,12 +80,21 @@ def require_utf8_path(request: web.Request, code: str) -> None:
 _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def require_utf8_query(request: web.Request, code: str) -> None:
-    """Raise ``code`` when the query string does not percent-decode to UTF-8.
+def utf8_query_value(request: web.Request, text: str | None, code: str) -> str | None:
+    """Return a query parameter's text, or raise ``code`` if the query string is not UTF-8.
 
-    As in paths, aiohttp leaves such an escape as its literal text, which a
-    correctly encoded ``%25`` also decodes to.
+    aiohttp decodes an escape that is not UTF-8 in a query to U+FFFD (which
+    ``%EF%BF%BD`` also decodes to) and a stray ``%`` to itself (as does ``%25``):
+    two query strings would ask for one thing. Only text holding either
+    character makes the check parse the raw query string.
     """
+    if text and ("\ufffd" in text or "%" in text):
+        require_utf8_query(request, code)
+    return text
+
+
+def require_utf8_query(request: web.Request, code: str) -> None:
+    """Raise ``code`` when the query string does not percent-decode to UTF-8."""
     raw = request.rel_url.raw_query_string
     try:
         unquote_to_bytes(raw).decode("utf-8")
