@@ -150,7 +150,7 @@ class LoopbackGuard:
     so the per-request cost is one set lookup.
     """
 
-    __slots__ = ("local_hosts", "_local_origins")
+    __slots__ = ("_local_origins", "local_hosts")
 
     _REMEMBERED = 1024
 

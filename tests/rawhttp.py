@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from urllib.parse import urlsplit
 
@@ -17,10 +18,9 @@ def address(node: NodeProcess) -> tuple[str, int]:
 def exchange(node: NodeProcess, data: bytes, timeout: float = 10.0) -> bytes:
     """Send ``data`` on a new connection and return every byte until the node closes it."""
     with socket.create_connection(address(node), timeout=timeout) as sock:
-        try:
+        # The node may answer and close before reading everything.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the node answered and closed before reading everything
         received = b""
         while True:
             try:
@@ -47,9 +47,7 @@ def parse(raw: bytes) -> Response:
     return Response(status, headers, rest[:length])
 
 
-def request(
-    node: NodeProcess, line: bytes, headers: bytes = b"", body: bytes = b""
-) -> Response:
+def request(node: NodeProcess, line: bytes, headers: bytes = b"", body: bytes = b"") -> Response:
     """Send one request made of a raw request line, raw header lines and a body."""
     data = line + b"\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + headers
     if body:

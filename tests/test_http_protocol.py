@@ -118,7 +118,9 @@ def test_with_tokens_a_foreign_origin_and_host_are_served_to_a_token(
     assert parse(exchange(node, data)).status == 200
 
 
-def test_protected_mode_serves_local_pages_and_tools(start_node: Callable[..., NodeProcess]) -> None:
+def test_protected_mode_serves_local_pages_and_tools(
+    start_node: Callable[..., NodeProcess],
+) -> None:
     node = start_node("local")
     for origin in ("http://localhost:3000", "http://127.0.0.1:8787", "http://[::1]"):
         answer = node.request("PUT", "/v1/kv/n/k", body=b"v", headers={"Origin": origin})

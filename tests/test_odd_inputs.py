@@ -37,59 +37,160 @@ CLOSE = b"Connection: close\r\n"
 
 # (name, request line, extra header lines, body, the error code it gets)
 ODD_REQUESTS: list[tuple[str, bytes, bytes, bytes, str]] = [
-    ("limit of 5000 digits", b"GET /v1/kv/odd?limit=" + b"9" * 5000 + b" HTTP/1.1", b"", b"",
-     "invalid_parameter"),
-    ("document limit of 5000 digits", b"GET /v1/docs/odd?limit=" + b"9" * 5000 + b" HTTP/1.1",
-     b"", b"", "invalid_parameter"),
-    ("over-range integer in where", b"GET /v1/docs/odd?where=a==" + b"9" * 30 + b" HTTP/1.1",
-     b"", b"", "number_out_of_range"),
-    ("infinite number in where", b"GET /v1/docs/odd?where=a==1e999 HTTP/1.1", b"", b"",
-     "number_out_of_range"),
-    ("lone surrogate in where", b"GET /v1/docs/odd?where=a==%22%5Cud800%22 HTTP/1.1", b"", b"",
-     "invalid_parameter"),
-    ("2,000 where filters",
-     b"GET /v1/docs/odd?" + b"&".join([b"where=a==1"] * 2000) + b" HTTP/1.1", b"", b"",
-     "invalid_parameter"),
-    ("document cursor holding \\ud800 as its id",
-     b"GET /v1/docs/odd?cursor=" + _b64_json([1, "\ud800"]) + b" HTTP/1.1", b"", b"",
-     "invalid_cursor"),
-    ("document cursor holding an over-range integer",
-     b"GET /v1/docs/odd?order_by=a&cursor=" + _b64_json([10**30, "x"]) + b" HTTP/1.1", b"", b"",
-     "invalid_cursor"),
-    ("list cursor holding \\ud800 encoded", b"GET /v1/kv/odd?cursor=%ED%A0%80 HTTP/1.1", b"",
-     b"", "invalid_cursor"),
-    ("key whose escapes are not UTF-8", b"PUT /v1/kv/odd/%FF%FE HTTP/1.1", b"", b"v",
-     "invalid_key"),
+    (
+        "limit of 5000 digits",
+        b"GET /v1/kv/odd?limit=" + b"9" * 5000 + b" HTTP/1.1",
+        b"",
+        b"",
+        "invalid_parameter",
+    ),
+    (
+        "document limit of 5000 digits",
+        b"GET /v1/docs/odd?limit=" + b"9" * 5000 + b" HTTP/1.1",
+        b"",
+        b"",
+        "invalid_parameter",
+    ),
+    (
+        "over-range integer in where",
+        b"GET /v1/docs/odd?where=a==" + b"9" * 30 + b" HTTP/1.1",
+        b"",
+        b"",
+        "number_out_of_range",
+    ),
+    (
+        "infinite number in where",
+        b"GET /v1/docs/odd?where=a==1e999 HTTP/1.1",
+        b"",
+        b"",
+        "number_out_of_range",
+    ),
+    (
+        "lone surrogate in where",
+        b"GET /v1/docs/odd?where=a==%22%5Cud800%22 HTTP/1.1",
+        b"",
+        b"",
+        "invalid_parameter",
+    ),
+    (
+        "2,000 where filters",
+        b"GET /v1/docs/odd?" + b"&".join([b"where=a==1"] * 2000) + b" HTTP/1.1",
+        b"",
+        b"",
+        "invalid_parameter",
+    ),
+    (
+        "document cursor holding \\ud800 as its id",
+        b"GET /v1/docs/odd?cursor=" + _b64_json([1, "\ud800"]) + b" HTTP/1.1",
+        b"",
+        b"",
+        "invalid_cursor",
+    ),
+    (
+        "document cursor holding an over-range integer",
+        b"GET /v1/docs/odd?order_by=a&cursor=" + _b64_json([10**30, "x"]) + b" HTTP/1.1",
+        b"",
+        b"",
+        "invalid_cursor",
+    ),
+    (
+        "list cursor holding \\ud800 encoded",
+        b"GET /v1/kv/odd?cursor=%ED%A0%80 HTTP/1.1",
+        b"",
+        b"",
+        "invalid_cursor",
+    ),
+    (
+        "key whose escapes are not UTF-8",
+        b"PUT /v1/kv/odd/%FF%FE HTTP/1.1",
+        b"",
+        b"v",
+        "invalid_key",
+    ),
     ("key with a stray percent", b"PUT /v1/kv/odd/a%zz HTTP/1.1", b"", b"v", "invalid_key"),
-    ("document id whose escapes are not UTF-8", b"PUT /v1/docs/odd/%FF HTTP/1.1", b"", b"{}",
-     "invalid_document_id"),
-    ("list prefix whose escapes are not UTF-8", b"GET /v1/kv/odd?prefix=%FF HTTP/1.1", b"", b"",
-     "invalid_key"),
-    ("where whose escapes are not UTF-8", b"GET /v1/docs/odd?where=a==%FF HTTP/1.1", b"", b"",
-     "invalid_parameter"),
+    (
+        "document id whose escapes are not UTF-8",
+        b"PUT /v1/docs/odd/%FF HTTP/1.1",
+        b"",
+        b"{}",
+        "invalid_document_id",
+    ),
+    (
+        "list prefix whose escapes are not UTF-8",
+        b"GET /v1/kv/odd?prefix=%FF HTTP/1.1",
+        b"",
+        b"",
+        "invalid_key",
+    ),
+    (
+        "where whose escapes are not UTF-8",
+        b"GET /v1/docs/odd?where=a==%FF HTTP/1.1",
+        b"",
+        b"",
+        "invalid_parameter",
+    ),
     ("key holding CR LF", b"GET /v1/kv/odd/a%0D%0Ab HTTP/1.1", b"", b"", "not_found"),
     ("path holding CR LF, no route", b"GET /nowhere/a%0D%0Ab HTTP/1.1", b"", b"", "not_found"),
-    ("non-ASCII query string", b"GET /v1/kv/odd?prefix=\xc3\xa9 HTTP/1.1", b"", b"",
-     "invalid_request"),
+    (
+        "non-ASCII query string",
+        b"GET /v1/kv/odd?prefix=\xc3\xa9 HTTP/1.1",
+        b"",
+        b"",
+        "invalid_request",
+    ),
     ("non-ASCII request line", b"GET /v1/kv/odd/\xc3\xa9 HTTP/1.1", b"", b"", "invalid_request"),
     ("garbage request line", b"GARBAGE", b"", b"", "invalid_request"),
     ("unknown HTTP version", b"GET /healthz HTTP/9.9", b"", b"", "invalid_request"),
     ("invalid header", b"GET /healthz HTTP/1.1", b"Bad Header\r\n", b"", "invalid_request"),
-    ("header too long", b"GET /healthz HTTP/1.1", b"X-Long: " + b"a" * 70_000 + b"\r\n", b"",
-     "headers_too_large"),
-    ("too many headers", b"GET /healthz HTTP/1.1",
-     b"".join(b"X-%d: 1\r\n" % i for i in range(200)), b"", "headers_too_large"),
-    ("request line too long", b"GET /v1/kv/odd/" + b"a" * 70_000 + b" HTTP/1.1", b"", b"",
-     "headers_too_large"),
-    ("Content-Length with Transfer-Encoding", b"PUT /v1/kv/odd/k HTTP/1.1",
-     b"Transfer-Encoding: chunked\r\n", b"x", "invalid_request"),
-    ("Content-Length not a number", b"PUT /v1/kv/odd/k HTTP/1.1", b"Content-Length: abc\r\n",
-     b"", "invalid_request"),
-    ("Expect other than 100-continue", b"PUT /v1/kv/odd/k HTTP/1.1", b"Expect: magic\r\n", b"x",
-     "expectation_failed"),
-    ("cross-site simple POST", b"POST /v1/kv/odd/_bulk HTTP/1.1",
-     b"Origin: https://evil.example\r\nContent-Type: text/plain\r\n",
-     b'{"operations": [{"op": "put", "key": "k", "value": "dg=="}]}', "untrusted_origin"),
+    (
+        "header too long",
+        b"GET /healthz HTTP/1.1",
+        b"X-Long: " + b"a" * 70_000 + b"\r\n",
+        b"",
+        "headers_too_large",
+    ),
+    (
+        "too many headers",
+        b"GET /healthz HTTP/1.1",
+        b"".join(b"X-%d: 1\r\n" % i for i in range(200)),
+        b"",
+        "headers_too_large",
+    ),
+    (
+        "request line too long",
+        b"GET /v1/kv/odd/" + b"a" * 70_000 + b" HTTP/1.1",
+        b"",
+        b"",
+        "headers_too_large",
+    ),
+    (
+        "Content-Length with Transfer-Encoding",
+        b"PUT /v1/kv/odd/k HTTP/1.1",
+        b"Transfer-Encoding: chunked\r\n",
+        b"x",
+        "invalid_request",
+    ),
+    (
+        "Content-Length not a number",
+        b"PUT /v1/kv/odd/k HTTP/1.1",
+        b"Content-Length: abc\r\n",
+        b"",
+        "invalid_request",
+    ),
+    (
+        "Expect other than 100-continue",
+        b"PUT /v1/kv/odd/k HTTP/1.1",
+        b"Expect: magic\r\n",
+        b"x",
+        "expectation_failed",
+    ),
+    (
+        "cross-site simple POST",
+        b"POST /v1/kv/odd/_bulk HTTP/1.1",
+        b"Origin: https://evil.example\r\nContent-Type: text/plain\r\n",
+        b'{"operations": [{"op": "put", "key": "k", "value": "dg=="}]}',
+        "untrusted_origin",
+    ),
     ("no such route", b"GET /v2/nothing HTTP/1.1", b"", b"", "not_found"),
     ("method the route lacks", b"PATCH /v1/kv/odd/k HTTP/1.1", b"", b"", "method_not_allowed"),
 ]
@@ -107,7 +208,8 @@ def test_odd_input_gets_its_error_in_the_json_shape(
 
 def test_a_bad_chunk_size_gets_the_json_shape(node: NodeProcess) -> None:
     data = (
-        b"PUT /v1/kv/odd/k HTTP/1.1\r\nHost: 127.0.0.1\r\n" + CLOSE
+        b"PUT /v1/kv/odd/k HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + CLOSE
         + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
     )
     assert_error(parse(exchange(node, data)), "invalid_request")
@@ -161,14 +263,48 @@ def _code_of(response: Response) -> str:
 
 
 _PATH_PIECES = st.sampled_from(
-    ["/v1/kv/", "/v1/docs/", "/v1/cluster/", "/_bulk", "/_get", "/_indexes", "/ystate", "%",
-     "%FF", "%C3", "%ED%A0%80", "%0D%0A", "%00", "%25", "%2F", "..", ".", "/", "é", "\x7f",
-     "\t", "?", "#", "&", "=", "where=", "limit=", "cursor=", "prefix=", "order_by=", "a==",
-     "9" * 30, "\ud800", "*", "~"]
+    [
+        "/v1/kv/",
+        "/v1/docs/",
+        "/v1/cluster/",
+        "/_bulk",
+        "/_get",
+        "/_indexes",
+        "/ystate",
+        "%",
+        "%FF",
+        "%C3",
+        "%ED%A0%80",
+        "%0D%0A",
+        "%00",
+        "%25",
+        "%2F",
+        "..",
+        ".",
+        "/",
+        "é",
+        "\x7f",
+        "\t",
+        "?",
+        "#",
+        "&",
+        "=",
+        "where=",
+        "limit=",
+        "cursor=",
+        "prefix=",
+        "order_by=",
+        "a==",
+        "9" * 30,
+        "\ud800",
+        "*",
+        "~",
+    ]
 )
-_TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12
-) | _PATH_PIECES
+_TEXT = (
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+    | _PATH_PIECES
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -75,7 +75,9 @@ def key_path(namespace: str, key: str) -> str:
     namespace's listing) raise ``invalid_key`` here, before anything is sent.
     """
     if key in ("", ".", ".."):
-        raise error_for("invalid_key", f"a key is a non-empty string other than . and ..: {key!r}", 400)
+        raise error_for(
+            "invalid_key", f"a key is a non-empty string other than . and ..: {key!r}", 400
+        )
     return f"/v1/kv/{quote(namespace, safe='')}/{quote(key, safe='/')}"
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class NodeProtocol(RequestHandler):
     """aiohttp's request handler, answering its own errors in the API's shape."""
 
-    __slots__ = ("_header_timeout", "_head_timer")
+    __slots__ = ("_head_timer", "_header_timeout")
 
     def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
         """Serve ``manager``'s connections; ``kwargs`` are aiohttp's."""
