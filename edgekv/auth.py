@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 Action = Literal["read", "write", "admin"]
 
@@ -136,6 +137,60 @@ class Authenticator:
             if hmac.compare_digest(presented, spec.hash.encode("ascii")):
                 found = spec
         return found
+
+
+class LoopbackGuard:
+    """Protected mode's check that a request comes from this machine, not a web page.
+
+    Loopback listening alone does not stop a browser: a page on another site can
+    send simple cross-site requests (its ``Origin`` names that site), and DNS
+    rebinding points a foreign name at 127.0.0.1 (its ``Host`` names it). Both
+    headers must therefore name a loopback host (127.0.0.0/8, ::1, localhost,
+    any port). Verdicts for loopback spellings are remembered in a bounded set,
+    so the per-request cost is one set lookup.
+    """
+
+    __slots__ = ("_local_origins", "local_hosts")
+
+    _REMEMBERED = 1024
+
+    def __init__(self) -> None:
+        """Start with no verdicts remembered."""
+        self.local_hosts: set[str | None] = {None}
+        """``Host`` values known to be loopback (None: no Host header, HTTP/1.0 tools)."""
+        self._local_origins: set[str] = set()
+
+    def local_host(self, host: str | None) -> bool:
+        """Whether a ``Host`` header value names a loopback host."""
+        if host in self.local_hosts:
+            return True
+        assert host is not None
+        return self._remember(self.local_hosts, host, _authority_is_loopback("//" + host))
+
+    def local_origin(self, origin: str) -> bool:
+        """Whether an ``Origin`` header value is an http(s) origin on a loopback host."""
+        if origin in self._local_origins:
+            return True
+        scheme = origin.partition(":")[0].lower()
+        local = scheme in ("http", "https") and _authority_is_loopback(origin)
+        return self._remember(self._local_origins, origin, local)
+
+    def _remember(self, known: set[Any], value: str, local: bool) -> bool:
+        if local and len(known) < self._REMEMBERED:
+            known.add(value)
+        return local
+
+
+def _authority_is_loopback(url: str) -> bool:
+    """Whether ``scheme://host[:port]`` or ``//host[:port]`` names a loopback host, exactly."""
+    authority = url.partition("//")[2]
+    if not authority or any(c in authority for c in "@/?#\\"):
+        return False  # browsers send a bare host[:port]; anything else is not ours
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # such as an unclosed "[" of an IPv6 address
+        return False
+    return host is not None and is_loopback_host(host)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -122,6 +122,29 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1024,
     ),
     Setting(
+        "max_indexes_per_collection",
+        int,
+        16,
+        "Most indexes declared on one document collection (each slows its writes).",
+        minimum=0,
+    ),
+    Setting(
+        "idle_timeout",
+        float,
+        60.0,
+        "Seconds a connection may stay open without a request in progress (before its "
+        "first request and between requests) before the node closes it.",
+        minimum=0.1,
+    ),
+    Setting(
+        "header_timeout",
+        float,
+        10.0,
+        "Seconds from a request's first byte to the end of its headers before the node "
+        "closes the connection (a client that drips its headers).",
+        minimum=0.1,
+    ),
+    Setting(
         "read_cache_entries",
         int,
         100_000,
@@ -325,6 +348,9 @@ class Config:
     max_bulk_operations: int = 10_000
     max_get_many_keys: int = 100
     max_request_bytes: int = 100 * MIB
+    max_indexes_per_collection: int = 16
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
     read_cache_entries: int = 100_000
     bookmark_timeout: float = 2.0
     shutdown_timeout: float = 10.0

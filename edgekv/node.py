@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgekv.auth import Authenticator
+from edgekv.auth import Authenticator, LoopbackGuard
 from edgekv.config import Config
 from edgekv.http.metrics import Metrics
 from edgekv.store.store import Store
@@ -22,6 +22,8 @@ class Node:
         self.config = config
         self.store = store
         self.auth = Authenticator(config.tokens)
+        self.loopback_guard = LoopbackGuard()
+        """Protected mode's Host/Origin check, with the verdicts it remembers."""
         self.metrics = Metrics(store)
         self.replicator: Replicator | None = None
         """Set while the node serves (replication needs the running loop and URL)."""

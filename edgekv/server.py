@@ -19,6 +19,7 @@ from edgekv import __version__
 from edgekv.auth import is_loopback_host
 from edgekv.config import Config, ConfigError
 from edgekv.http.app import create_app
+from edgekv.http.protocol import NodeRunner
 from edgekv.node import Node
 from edgekv.peers.replicator import Replicator
 from edgekv.upstream.connector import Upstream
@@ -56,8 +57,10 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
     check_protected_mode(config)
     node = Node.open(config)
     try:
-        runner = web.AppRunner(
+        runner = NodeRunner(
             create_app(node),
+            idle_timeout=config.idle_timeout,
+            header_timeout=config.header_timeout,
             access_log=None,
             shutdown_timeout=config.shutdown_timeout,
             # Room for a 512-byte key fully percent-encoded and 1 KiB metadata, so

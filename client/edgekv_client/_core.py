@@ -69,7 +69,15 @@ def split_url(url: str) -> tuple[str, str, int, str]:
 
 
 def key_path(namespace: str, key: str) -> str:
-    """Return the path of a key (percent-encoded; '/' kept readable)."""
+    """Return the path of a key (percent-encoded; '/' kept readable).
+
+    The keys the API refuses and a URL cannot carry (an empty key would name the
+    namespace's listing) raise ``invalid_key`` here, before anything is sent.
+    """
+    if key in ("", ".", ".."):
+        raise error_for(
+            "invalid_key", f"a key is a non-empty string other than . and ..: {key!r}", 400
+        )
     return f"/v1/kv/{quote(namespace, safe='')}/{quote(key, safe='/')}"
 
 

@@ -57,8 +57,20 @@ _TABLE = (
         400,
         "An integer outside -2**63..2**63-2, or a number that is not finite; send it as a string.",
     ),
+    ErrorCode(
+        "too_many_indexes",
+        400,
+        "The collection already has max_indexes_per_collection declared indexes (16 by default).",
+    ),
     ErrorCode("unauthorized", 401, "No bearer token, or a token this node does not know."),
     ErrorCode("forbidden", 403, "The token lacks the scope this operation needs."),
+    ErrorCode(
+        "untrusted_origin",
+        403,
+        "Protected mode (no tokens) serves only loopback: the request's Host or Origin header "
+        "names another host, as a web page or DNS rebinding would. Use a loopback URL, or "
+        "configure tokens.",
+    ),
     ErrorCode(
         "not_found",
         404,
@@ -83,6 +95,15 @@ _TABLE = (
         "document_too_large", 413, "The document would be larger than 1 MiB of compact JSON."
     ),
     ErrorCode("payload_too_large", 413, "The request body is larger than max_request_bytes."),
+    ErrorCode(
+        "expectation_failed", 417, "The Expect header holds something other than 100-continue."
+    ),
+    ErrorCode(
+        "headers_too_large",
+        431,
+        "The request line or a header is longer than 64 KiB, or the request has more than "
+        "128 headers.",
+    ),
     ErrorCode(
         "precondition_failed",
         409,

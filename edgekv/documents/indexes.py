@@ -14,7 +14,7 @@ import hashlib
 import time
 from typing import NamedTuple
 
-from edgekv.documents.query import field_expression
+from edgekv.documents.query import QueryError, field_expression
 from edgekv.store.store import Store
 from edgekv.store.writer import Txn
 
@@ -34,10 +34,26 @@ def index_name(collection: str, field: str) -> str:
     return f"docidx_{digest}"
 
 
+class TooManyIndexes(QueryError):
+    """The collection already has as many declared indexes as the node allows."""
+
+    def __init__(self, limit: int) -> None:
+        """Refuse one more index beyond ``limit``."""
+        super().__init__(
+            "too_many_indexes",
+            f"a collection has at most {limit} declared indexes (max_indexes_per_collection)",
+        )
+
+
 def declare(
-    store: Store, collection: str, field: str
+    store: Store, collection: str, field: str, limit: int
 ) -> asyncio.Future[tuple[DeclaredIndex, bool]]:
-    """Create the index unless it exists; resolves to it and whether it is new."""
+    """Create the index unless it exists; resolves to it and whether it is new.
+
+    A collection holds at most ``limit`` declared indexes: each one is written on
+    every change of the collection. Counted in the write transaction, so concurrent
+    declarations cannot pass it together.
+    """
     expression = field_expression(field)
     name = index_name(collection, field)
 
@@ -49,6 +65,11 @@ def declare(
         ).fetchone()
         if row is not None:
             return DeclaredIndex(*row), False
+        (count,) = txn.conn.execute(
+            "SELECT count(*) FROM doc_indexes WHERE collection = ?", (collection,)
+        ).fetchone()
+        if count >= limit:
+            raise TooManyIndexes(limit)
         created = DeclaredIndex(collection, field, name, int(time.time() * 1000))
         txn.conn.execute("INSERT INTO doc_indexes VALUES (?, ?, ?, ?)", created)
         txn.conn.execute(f'CREATE INDEX "{name}" ON docs (collection, {expression}, id)')

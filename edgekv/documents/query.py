@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ _FILTER = re.compile(r"\s*(" + FIELD.pattern + r")\s*(==|!=|<=|>=|=|<|>)\s*(.*?)
 _SQL_OPS = {"==": "=", "=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_FILTERS = 32
+"""Most ``where`` filters in one query (SQLite refuses very deep expressions)."""
+_INT64 = range(-(2**63), 2**63 - 1)  # what documents store: see number_out_of_range
 
 
 class QueryError(ValueError):
@@ -102,13 +106,31 @@ def _literal(text: str) -> Any:
     try:
         value = json.loads(text)
     except ValueError:
-        return text
+        return _bindable(text)
     if isinstance(value, dict | list):
         raise QueryError("invalid_parameter", "compare fields with numbers, strings, booleans")
     if isinstance(value, bool):
         return int(value)  # json_extract reads true / false as 1 / 0
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    if isinstance(value, float) and value.is_integer() and -(2.0**63) <= value < 2.0**63:
+        value = int(value)
+    return _bindable(value)
+
+
+def _bindable(value: Any) -> Any:
+    """``value`` if SQLite can bind it as documents store it, else a QueryError.
+
+    SQLite integers are 64-bit (a larger one raises OverflowError on binding), a
+    stored number is finite, and a string with a lone surrogate has no UTF-8.
+    """
+    if isinstance(value, int) and value not in _INT64:
+        raise QueryError("number_out_of_range", "an integer in a query lies in -2**63..2**63-2")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise QueryError("number_out_of_range", "a number in a query is finite")
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise QueryError("invalid_parameter", "text in a query must be valid UTF-8") from None
     return value
 
 
@@ -145,14 +167,19 @@ def decode_cursor(text: str) -> tuple[Any, str]:
         raise QueryError("invalid_cursor", "cursor was not issued by this API") from None
     if not isinstance(doc_id, str) or isinstance(value, dict | list):
         raise QueryError("invalid_cursor", "cursor was not issued by this API")
-    return value, doc_id
+    try:
+        return _bindable(value), _bindable(doc_id)
+    except QueryError:
+        raise QueryError("invalid_cursor", "cursor was not issued by this API") from None
 
 
 def parse_limit(text: str | None) -> int:
     """The page size: 1 to MAX_LIMIT, DEFAULT_LIMIT when absent."""
     if text is None:
         return DEFAULT_LIMIT
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+    # The length first: int() refuses more than 4300 digits with a ValueError.
+    digits = len(text) <= 12 and text.isascii() and text.isdigit()
+    if not digits or not 1 <= int(text) <= MAX_LIMIT:
         raise QueryError("invalid_parameter", f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(text)
 
@@ -165,6 +192,8 @@ def build(
     cursor: str | None,
 ) -> Query:
     """The SQL of one page: ``SELECT id, json, hlc, node[, order value]``."""
+    if len(where) > MAX_FILTERS:
+        raise QueryError("invalid_parameter", f"a query has at most {MAX_FILTERS} where filters")
     conditions = ["collection = ?", "json IS NOT NULL"]
     params: list[Any] = [collection]
     for text in where:

@@ -57,7 +57,10 @@ def document_id(text: str, max_bytes: int) -> str:
 
 def _target(request: web.Request, action: Action) -> tuple[Node, str, str]:
     node, collection = _authorized(request, action)
-    return node, collection, document_id(request.match_info["id"], node.config.max_key_bytes)
+    text = request.match_info["id"]
+    if "%" in text:  # rare: see check.path_key
+        check.require_utf8_path(request, "invalid_document_id")
+    return node, collection, document_id(text, node.config.max_key_bytes)
 
 
 def _reject_constant(name: str) -> Any:
@@ -123,14 +126,23 @@ def list_indexes(request: web.Request) -> web.Response:
 
 @routes.post("/v1/docs/{collection}/_indexes")
 async def declare_index(request: web.Request) -> web.Response:
-    """Declare an index on a field (201 when created, 200 when it existed)."""
-    node, collection = _authorized(request, "write")
+    """Declare an index on a field (201 when created, 200 when it existed).
+
+    Admin only: an index slows every write of the collection and grows the
+    database, which is the operator's choice rather than a writer's.
+    """
+    node = request.app[NODE]
+    collection = check.namespace(request.match_info["collection"])
+    if not request[PRINCIPAL].allows("admin"):
+        raise ApiError("forbidden", "declaring an index needs the admin scope")
     body = _parse_json(await request.read())
     field = body.get("field") if isinstance(body, dict) else None
     if not isinstance(body, dict) or set(body) != {"field"} or not isinstance(field, str):
         raise ApiError("invalid_json", 'body must be {"field": "dotted.path"}')
     try:
-        index, created = await indexes.declare(node.store, collection, field)
+        index, created = await indexes.declare(
+            node.store, collection, field, node.config.max_indexes_per_collection
+        )
     except query.QueryError as error:
         raise ApiError(error.code, error.message) from None
     answer = {"field": index.field, "name": index.name, "created_ms": index.created_ms}
@@ -216,10 +228,13 @@ def query_documents(request: web.Request) -> web.Response:
     """A page of documents matching every ``where``, in ``order_by`` order."""
     node, collection = _authorized(request, "read")
     params = request.query
+    where = params.getall("where", [])
+    for text in where:
+        check.utf8_query_value(request, text, "invalid_parameter")
     try:
         page = query.build(
             collection,
-            params.getall("where", []),
+            where,
             params.get("order_by"),
             query.parse_limit(params.get("limit")),
             params.get("cursor"),

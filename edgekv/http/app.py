@@ -16,7 +16,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.hdrs import EXPECT, HOST, ORIGIN
 
 from edgekv.auth import OPEN_ACCESS
 from edgekv.documents import compaction as doc_compaction
@@ -40,6 +41,14 @@ SyncHandler = Callable[[web.Request], web.StreamResponse | Awaitable[web.StreamR
 returns an awaitable for the few requests that must wait."""
 
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="edgekv"'}
+_UNTRUSTED_HOST = (
+    "without tokens this node answers only requests to a loopback Host "
+    "(127.0.0.1, ::1, localhost); configure tokens to serve other names"
+)
+_UNTRUSTED_ORIGIN = (
+    "without tokens this node answers no web page whose origin is not loopback; "
+    "configure tokens (see CORS in docs/configuration.md)"
+)
 
 
 def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bool) -> Handler:
@@ -50,10 +59,22 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bo
     honours_bookmarks = handler in kv_routes.SESSION_READS or handler in doc_routes.SESSION_READS
     # Protected mode trusts every (loopback) caller: no header to look at.
     check_token = not public and not auth.protected_mode
+    # ...but only callers on this machine: not a web page or a DNS-rebound name.
+    local_only = auth.protected_mode
+    guard = node.loopback_guard
+    local_hosts = guard.local_hosts
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            if local_only:
+                headers = request.headers
+                host = headers.get(HOST)
+                if host not in local_hosts and not guard.local_host(host):
+                    raise ApiError("untrusted_origin", _UNTRUSTED_HOST)
+                origin = headers.get(ORIGIN)
+                if origin is not None and not guard.local_origin(origin):
+                    raise ApiError("untrusted_origin", _UNTRUSTED_ORIGIN)
             if check_token:
                 principal = auth.authenticate(request.headers.get("Authorization"))
                 if principal is None:
@@ -149,8 +170,19 @@ async def no_route(request: web.Request) -> web.Response:
     raise ApiError("not_found", "no such route")
 
 
-CATCH_ALL = "/{tail:.*}"
-_PATTERN = re.compile(r"\{(\w+):[^}]+\}")  # "{key:.+}" is labelled "{key}" in metrics
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` as aiohttp answers it; any other expectation in the error shape."""
+    if request.version != HttpVersion11:
+        return None
+    if request.headers.get(EXPECT, "").lower() != "100-continue":
+        return error_response(ApiError("expectation_failed", "Expect may only be 100-continue"))
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # as aiohttp does: the response proper is still to come
+    return None
+
+
+CATCH_ALL = "/{tail:(?s:.*)}"  # (?s): a path holding a decoded newline is a path too
+_PATTERN = re.compile(r"\{(\w+):[^}]+\}")  # "{key:(?s:.+)}" is labelled "{key}" in metrics
 
 # (method, path, handler, public): probes and discovery need no token.
 SYSTEM_ROUTES = (
@@ -181,10 +213,12 @@ def create_app(node: Node) -> web.Application:
     for method, path, handler, public in routes:
         wrapped = _endpoint(node, handler, _PATTERN.sub(r"{\1}", path), public)
         if method == "GET":
-            app.router.add_get(path, wrapped)  # answers HEAD too
+            app.router.add_get(path, wrapped, expect_handler=expect_continue)  # and HEAD
         else:
-            app.router.add_route(method, path, wrapped)
+            app.router.add_route(method, path, wrapped, expect_handler=expect_continue)
     app.cleanup_ctx.append(doc_compaction.compactor(node.store.documents))
     # Last, so it only takes what no route above matched.
-    app.router.add_route("*", CATCH_ALL, _endpoint(node, no_route, "unmatched", True))
+    app.router.add_route(
+        "*", CATCH_ALL, _endpoint(node, no_route, "unmatched", True), expect_handler=expect_continue
+    )
     return app

@@ -49,11 +49,11 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     }
 
 
-@routes.get("/v1/kv/{ns}/{key:.+}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
+@routes.get("/v1/kv/{ns}/{key:(?s:.+)}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
 def get_value(request: web.Request) -> web.Response | Awaitable[web.Response]:
     """Return a key's raw value; metadata and expiration in headers."""
     node, ns = _authorized(request, "read")
-    key = check.key(request.match_info["key"], node.config)
+    key = check.path_key(request, node.config)
     if request.query_string and _consistency(request) == "strong":
         return _strong_get(node, ns, key)  # a coroutine: the endpoint awaits it
     return _value_response(node.store.get(ns, key))
@@ -88,12 +88,12 @@ def _value_too_large(limit: int) -> ApiError:
     return ApiError("value_too_large", f"the value limit is {limit} bytes")
 
 
-@routes.put("/v1/kv/{ns}/{key:.+}")
+@routes.put("/v1/kv/{ns}/{key:(?s:.+)}")
 async def put_value(request: web.Request) -> web.Response:
     """Store the request body as the key's value."""
     node, ns = _authorized(request, "write")
     config = node.config
-    key = check.key(request.match_info["key"], config)
+    key = check.path_key(request, config)
     expiration = (
         check.expiration(request.query.get("ttl"), request.query.get("expiration"))
         if request.query_string  # most writes carry none: skip parsing an empty query
@@ -122,11 +122,11 @@ async def _write_one(request: web.Request, node: Node, ns: str, write: Write) ->
     return _write_answer(node, result)
 
 
-@routes.delete("/v1/kv/{ns}/{key:.+}")
+@routes.delete("/v1/kv/{ns}/{key:(?s:.+)}")
 async def delete_value(request: web.Request) -> web.Response:
     """Delete a key (a tombstone that replicates); deleting an absent key succeeds."""
     node, ns = _authorized(request, "write")
-    key = check.key(request.match_info["key"], node.config)
+    key = check.path_key(request, node.config)
     return await _write_one(request, node, ns, Write(key, None))
 
 
@@ -135,7 +135,8 @@ def list_keys(request: web.Request) -> web.Response:
     """List live keys in byte order, a page at a time."""
     node, ns = _authorized(request, "read")
     query = request.query
-    prefix = check.prefix(query.get("prefix"), node.config)
+    prefix_text = check.utf8_query_value(request, query.get("prefix"), "invalid_key")
+    prefix = check.prefix(prefix_text, node.config)
     limit = check.limit(query.get("limit"), node.config)
     after = check.decode_cursor(query.get("cursor"))
     rows = node.store.list_keys(ns, prefix, after, limit + 1)

@@ -14,6 +14,9 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
 
 from edgekv.config import NAMESPACE_PATTERN as _NAMESPACE
 from edgekv.config import Config
@@ -47,6 +50,58 @@ def key(text: object, config: Config) -> bytes:
             f"key is {len(raw)} bytes; the limit is {config.max_key_bytes}",
         )
     return raw
+
+
+_UNDECODED_ESCAPE = re.compile(r"%(?!25|2F)", re.IGNORECASE)
+
+
+def path_key(request: web.Request, config: Config) -> bytes:
+    """Return the key of a ``/{key}`` route, refusing a path that is not UTF-8 once decoded.
+
+    aiohttp leaves a percent-escape whose bytes are not UTF-8 as the literal text
+    ``%FF``, which is also what ``%25FF`` decodes to: two URLs would name one key.
+    """
+    text = request.match_info["key"]
+    if "%" in text:  # rare: only then look at the path as aiohttp decoded it
+        require_utf8_path(request, "invalid_key")
+    return key(text, config)
+
+
+def require_utf8_path(request: web.Request, code: str) -> None:
+    """Raise ``code`` when the path percent-decodes to bytes that are not UTF-8.
+
+    In ``path_safe`` aiohttp keeps ``%25`` and ``%2F`` encoded and decodes every
+    other escape that forms UTF-8; any other ``%`` left is an undecodable escape.
+    """
+    if _UNDECODED_ESCAPE.search(request.rel_url.path_safe):
+        raise ApiError(code, "the path does not percent-decode to UTF-8")
+
+
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def utf8_query_value(request: web.Request, text: str | None, code: str) -> str | None:
+    """Return a query parameter's text, or raise ``code`` if the query string is not UTF-8.
+
+    aiohttp decodes an escape that is not UTF-8 in a query to U+FFFD (which
+    ``%EF%BF%BD`` also decodes to) and a stray ``%`` to itself (as does ``%25``):
+    two query strings would ask for one thing. Only text holding either
+    character makes the check parse the raw query string.
+    """
+    if text and ("\ufffd" in text or "%" in text):
+        require_utf8_query(request, code)
+    return text
+
+
+def require_utf8_query(request: web.Request, code: str) -> None:
+    """Raise ``code`` when the query string does not percent-decode to UTF-8."""
+    raw = request.rel_url.raw_query_string
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(code, "the query string does not percent-decode to UTF-8") from None
+    if _STRAY_PERCENT.search(raw):
+        raise ApiError(code, "a '%' in the query string is not followed by two hex digits")
 
 
 def _reject_constant(name: str) -> None:
@@ -130,7 +185,8 @@ def limit(raw: str | None, config: Config) -> int:
     """Return the list page size: 1 to ``max_list_limit``, that maximum by default."""
     if raw is None:
         return config.max_list_limit
-    if not _is_ascii_digits(raw) or not 1 <= int(raw) <= config.max_list_limit:
+    # The length first: int() refuses more than 4300 digits with a ValueError.
+    if not (len(raw) <= 12 and _is_ascii_digits(raw)) or not 1 <= int(raw) <= config.max_list_limit:
         raise ApiError(
             "invalid_parameter", f"limit must be an integer from 1 to {config.max_list_limit}"
         )
