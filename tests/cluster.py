@@ -127,6 +127,11 @@ class Cluster:
         for (_, j), proxy in self.links.items():
             proxy.target = self.nodes[j].port
 
+    @property
+    def token(self) -> str | None:
+        """The admin token clients use (None in the no-token loopback cluster)."""
+        return self.security.token if self.security else None
+
     def close(self) -> None:
         for node in self.nodes:
             node.kill()
