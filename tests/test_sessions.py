@@ -80,6 +80,6 @@ def test_bad_bookmark_is_invalid_request(pair: Cluster) -> None:
     answer = pair.nodes[0].request("GET", "/v1/kv/s/k", headers={BOOKMARK_HEADER: "b1.zz"})
     assert (answer.status, answer.error_code) == (400, "invalid_bookmark")
     assert pair.nodes[0].request("GET", "/v1/kv/s?bookmark=nope").error_code == "invalid_bookmark"
+    headers = {BOOKMARK_HEADER: "not-a-bookmark", "Authorization": f"Bearer {pair.token}"}
     with Client(pair.nodes[0].url, token=pair.token) as client, pytest.raises(InvalidRequest):
-        headers = {BOOKMARK_HEADER: "not-a-bookmark", "Authorization": f"Bearer {pair.token}"}
         client._send(client_request("GET", "/v1/kv/s/k", headers))
