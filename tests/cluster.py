@@ -72,6 +72,16 @@ class Security:
         node.ssl_context = self.ssl_context
         return node
 
+    def starter(self, start_node: Callable[..., NodeProcess]) -> Callable[..., NodeProcess]:
+        """Wrap the ``start_node`` fixture: every node it starts runs with these credentials."""
+
+        def start(
+            name: str = "node", args: list[str] | None = None, env: dict[str, str] | None = None
+        ) -> NodeProcess:
+            return self.apply(start_node(name, [*self.node_args(), *(args or [])], env))
+
+        return start
+
 
 State = list[tuple[Any, ...]]
 
