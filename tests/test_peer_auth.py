@@ -9,7 +9,10 @@ import aiohttp
 import pytest
 
 from edgekv.config import ConfigError, load_config
-from edgekv.peers.wire import SECRET_HEADER
+from edgekv.documents import routes as doc_routes
+from edgekv.http import kv_routes
+from edgekv.peers import cluster_routes
+from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
 from edgekv_replication.envelope import Welcome, decode
 from tests.cluster import Security, wait_for
 from tests.nodeproc import NodeProcess, assert_error
@@ -109,3 +112,13 @@ def test_cluster_secret_file_is_read_and_checked(tmp_path: Path) -> None:
     toml.write_text('cluster_secret = ""\n')
     with pytest.raises(ConfigError, match="must not be empty"):
         load_config({}, env={}, config_file=toml)
+
+
+def test_peer_paths_are_registered_only_as_peer_routes() -> None:
+    """The class, closed: a route under /v1/peer/ is authenticated by the secret alone."""
+    peer_paths = {route.path for route in cluster_routes.peer_routes}  # type: ignore[attr-defined]
+    assert peer_paths == {STREAM_PATH}
+    client_tables = (kv_routes.routes, doc_routes.routes, cluster_routes.routes)
+    client_paths = [route.path for table in client_tables for route in table]  # type: ignore[attr-defined]
+    assert client_paths
+    assert not [path for path in client_paths if path.startswith("/v1/peer/")]
