@@ -192,7 +192,15 @@ SETTINGS: tuple[Setting, ...] = (
         "cluster_secret",
         str,
         None,
-        "Shared secret every peer request must carry. Required when tokens are configured.",
+        "Shared secret every peer request must carry. Required when tokens are configured. "
+        "The flag shows in ps: prefer cluster_secret_file or EDGEKV_CLUSTER_SECRET.",
+    ),
+    Setting(
+        "cluster_secret_file",
+        str,
+        None,
+        "File holding the cluster secret (surrounding whitespace ignored); the way to "
+        "give it that no other local user can read. Exclusive with cluster_secret.",
     ),
     Setting(
         "tls_cert",
@@ -358,6 +366,7 @@ class Config:
     peer_discovery: bool = True
     advertise_url: str | None = None
     cluster_secret: str | None = None
+    cluster_secret_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -419,6 +428,10 @@ def load_config(
     for name, raw in (cli or {}).items():
         if raw is not None and raw != ():
             values[name] = SETTINGS_BY_NAME[name].parse(raw, SETTINGS_BY_NAME[name].flag)
+    if values.get("cluster_secret_file") is not None:
+        if values.get("cluster_secret") is not None:
+            raise ConfigError("give cluster_secret or cluster_secret_file, not both")
+        values["cluster_secret"] = _read_secret_file(Path(values["cluster_secret_file"]))
     config = Config(**values, tokens=tokens)
     _check_consistency(config)
     return config
@@ -441,11 +454,24 @@ def _check_consistency(config: Config) -> None:
     for ns in config.strong_namespaces:
         if not NAMESPACE_PATTERN.fullmatch(ns):
             raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
+    if config.cluster_secret is not None and not config.cluster_secret.strip():
+        # An empty secret would match a peer request that carries none.
+        raise ConfigError("cluster_secret must not be empty")
     if config.tokens and config.peer and not config.cluster_secret:
         raise ConfigError(
             "a node with tokens that replicates needs cluster_secret, "
             "so peers can authenticate to each other"
         )
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cluster_secret_file {path}: cannot read it: {exc}") from None
+    if not secret:
+        raise ConfigError(f"cluster_secret_file {path} is empty")
+    return secret
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra `edgekv serve` flag for every node, e.g. --node-arg=--read-cache-entries=0",
     )
+    go.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="start nodes without tokens or a cluster secret (the trusting loopback "
+        "configuration); by default every node has tokens and a cluster secret",
+    )
     again = commands.add_parser("check", help="re-check the history of a finished run")
     again.add_argument("out", type=Path)
     args = parser.parse_args(argv)
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             recovery_timeout=args.recovery_timeout,
             tombstone_horizon=args.tombstone_horizon,
             node_args=tuple(args.node_arg),
+            secure=not args.no_auth,
             command=command_line(),
         )
     except ValueError as exc:

@@ -5,7 +5,9 @@ Node ``i`` pulls from node ``j`` through its own :class:`TcpProxy`
 workload runs, every node also reaches PostgreSQL through a proxy of its own
 (``pg_links[i]``), and the cluster shares one schema made for the run.
 Clock offsets are written to a file per node and announced with SIGUSR1
-(the test-only setting ``test_clock_offset_file``).
+(the test-only setting ``test_clock_offset_file``). By default the nodes run
+the way a multi-host deployment must: an admin token in a TOML config (every
+client of the run carries it) and a cluster secret read from a file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jepsen_like.proxy import TcpProxy
+from tests.cluster import Security
 from tests.nodeproc import NodeProcess
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -42,6 +45,8 @@ class DbOptions:
     max_clock_offset: float = 0.5
     broken_merge: bool = False
     extra_args: tuple[str, ...] = ()
+    secure: bool = True
+    """Tokens and a cluster secret (False: the trusting loopback configuration)."""
 
 
 @dataclass
@@ -55,10 +60,18 @@ class Db:
     pg_links: list[TcpProxy] = field(default_factory=list)
     paused: set[int] = field(default_factory=set)
     killed: set[int] = field(default_factory=set)
+    security: Security | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token every client of the run sends (None without tokens)."""
+        return self.security.token if self.security else None
 
     def start(self) -> None:
         """Start every node (full mesh of proxied links) and wait until they serve."""
         n = self.options.nodes
+        if self.options.secure:
+            self.security = Security(self.base / "security")
         self.links = {(i, j): TcpProxy() for i in range(n) for j in range(n) if i != j}
         if self.options.upstream_dsn is not None:
             port = urlsplit(self.options.upstream_dsn).port or 5432
@@ -66,7 +79,8 @@ class Db:
         for i in range(n):
             self.clock_file(i).parent.mkdir(parents=True, exist_ok=True)
             self.clock_file(i).write_text("0")
-            self.nodes.append(NodeProcess(self.base / f"n{i}", self._args(i)))
+            node = NodeProcess(self.base / f"n{i}", self._args(i))
+            self.nodes.append(self.security.apply(node) if self.security else node)
         for node in self.nodes:
             node.start()
         for (_, j), proxy in self.links.items():
@@ -84,6 +98,7 @@ class Db:
             f"--max-clock-offset={o.max_clock_offset}",
             f"--test-clock-offset-file={self.clock_file(i)}",
             "--log-level=warning",
+            *(self.security.node_args() if self.security else []),
             *o.extra_args,
         ]
         if o.broken_merge:
@@ -208,6 +223,8 @@ class Db:
         try:
             payload = None if body is None else json.dumps(body)
             headers = {"Content-Type": "application/json"} if body is not None else {}
+            if self.token is not None:
+                headers["Authorization"] = f"Bearer {self.token}"
             conn.request(method, path, body=payload, headers=headers)
             answer = conn.getresponse()
             raw = answer.read()

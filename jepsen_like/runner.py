@@ -55,9 +55,11 @@ class RunOptions:
     pg_dsn: str = os.environ.get("EDGEKV_TEST_PG_DSN", DEFAULT_PG_DSN)
     recovery_timeout: float = 90.0
     tombstone_horizon: float | None = None
+    """The nodes' tombstone horizon; None: longer than any fault."""
     node_args: tuple[str, ...] = ()
     """Extra ``edgekv serve`` flags for every node."""
-    """The nodes' tombstone horizon; None: longer than any fault."""
+    secure: bool = True
+    """Nodes with tokens and a cluster secret; False: the trusting loopback configuration."""
     command: str = ""
 
 
@@ -83,6 +85,7 @@ def run(options: RunOptions) -> dict[str, Any]:
             or (CLOCK_NEMESIS_TOMBSTONE_HORIZON_S if "clock" in nemeses else TOMBSTONE_HORIZON_S),
             broken_merge=options.broken_merge,
             extra_args=options.node_args,
+            secure=options.secure,
         ),
     )
     started = time.monotonic()
@@ -111,6 +114,7 @@ def run(options: RunOptions) -> dict[str, Any]:
     (options.out / "final.json").write_text(json.dumps(finals, indent=1, sort_keys=True))
     results = summarize(options, workloads, ops, finals, converge_s, faults, heal_samples, schedule)
     results["final_heal_kv_converged_s"] = kv_final
+    results["tokens_and_cluster_secret"] = options.secure
     results["duration_s"] = round(time.monotonic() - started, 1)
     (options.out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
     (options.out / "report.html").write_text(report.html(results, ops))
@@ -135,6 +139,7 @@ def _run_clients(
                 index % options.nodes,
                 db.urls,
                 random.Random(f"{options.seed}:{workload.name}:{index}"),
+                token=db.token,
             )
             next_id += 1
             threads.append(

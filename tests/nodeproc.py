@@ -64,6 +64,8 @@ class NodeProcess:
     output: list[str] = field(default_factory=list)
     _pump_thread: threading.Thread | None = None
     ssl_context: ssl.SSLContext | None = None
+    token: str | None = None
+    """A bearer token every request carries (unless it sets its own Authorization)."""
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
         """Start the node and wait for its start-up line."""
@@ -154,6 +156,8 @@ class NodeProcess:
         else:
             conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
         all_headers = dict(headers or {})
+        if self.token is not None:
+            all_headers.setdefault("Authorization", f"Bearer {self.token}")
         if json_body is not None:
             body = json.dumps(json_body)
             all_headers.setdefault("Content-Type", "application/json")

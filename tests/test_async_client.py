@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from edgekv_client import AsyncClient, Client, InvalidRequest, NotFound, TooLarge, _core
+from tests.cluster import Security
 from tests.nodeproc import NodeProcess
 
 
@@ -41,10 +43,14 @@ async def test_errors_map_to_the_exception_tree(shared_node: NodeProcess, ns: st
             await kv._send(_core.build_request("GET", "/nowhere", None))
 
 
-async def test_async_session_reads_its_writes(start_node: Callable[..., NodeProcess]) -> None:
+async def test_async_session_reads_its_writes(
+    tmp_path: Path, start_node: Callable[..., NodeProcess]
+) -> None:
+    security = Security(tmp_path / "security")  # tokens and a cluster secret
+    start_node = security.starter(start_node)
     a = start_node("a")
     b = start_node("b", ["--peer", a.url])
-    async with AsyncClient(a.url).session() as session:
+    async with AsyncClient(a.url, token=security.token).session() as session:
         await session.put("s", "k", "mine")
         async with session.at(b.url) as there:
             assert await there.get("s", "k") == b"mine"

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
-from tests.cluster import wait_for
+from tests.cluster import Security, wait_for
 from tests.nodeproc import NodeProcess
 
 
@@ -20,7 +21,11 @@ def edgekv(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cluster_status_table_and_json(start_node: Callable[..., NodeProcess]) -> None:
+def test_cluster_status_table_and_json(
+    tmp_path: Path, start_node: Callable[..., NodeProcess]
+) -> None:
+    security = Security(tmp_path / "security")  # tokens and a cluster secret
+    start_node = security.starter(start_node)
     a = start_node("a", ["--node-name", "fra"])
     b = start_node("b", ["--node-name", "ams", "--peer", a.url])
     wait_for(
@@ -29,10 +34,13 @@ def test_cluster_status_table_and_json(start_node: Callable[..., NodeProcess]) -
         ),
         what="link up",
     )
-    document = json.loads(edgekv("cluster", "status", "--url", b.url, "--json").stdout)
+    document = json.loads(
+        edgekv("cluster", "status", "--url", b.url, "--token", security.token, "--json").stdout
+    )
     assert document["node"]["name"] == "ams"
     assert document["members"][0]["name"] == "fra"
-    table = edgekv("cluster", "status", "--url", b.url)
+    assert edgekv("cluster", "status", "--url", b.url).returncode != 0  # no token, no status
+    table = edgekv("cluster", "status", "--url", b.url, "--token", security.token)
     assert table.returncode == 0
     assert "fra" in table.stdout
     assert "up" in table.stdout

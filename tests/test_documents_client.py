@@ -168,7 +168,7 @@ async def test_every_method_of_the_async_client(shared_node: NodeProcess, coll: 
 
 def test_session_reads_its_document_writes_at_another_pop(pair: Cluster) -> None:
     a, b = pair.nodes
-    with Client(a.url).session() as session, session.at(b.url) as there:
+    with Client(a.url, token=pair.token).session() as session, session.at(b.url) as there:
         here_docs, there_docs = session.docs("carts"), there.docs("carts")
         for i in range(10):
             here_docs.put(f"u{i}", {"items": i})
@@ -185,7 +185,7 @@ def test_session_reads_its_document_writes_at_another_pop(pair: Cluster) -> None
 
 def test_document_reads_wait_for_the_session_then_fail_never_stale(pair: Cluster) -> None:
     a, b = pair.nodes
-    with Client(a.url).session() as session, session.at(b.url) as there:
+    with Client(a.url, token=pair.token).session() as session, session.at(b.url) as there:
         session.docs("s").put("cart", {"v": 1})
         assert there.docs("s").get("cart").doc == {"v": 1}
         pair.links[1, 0].cut()  # b no longer pulls from a
@@ -198,7 +198,7 @@ def test_document_reads_wait_for_the_session_then_fail_never_stale(pair: Cluster
             with pytest.raises(Unavailable) as failed:
                 read()
             assert failed.value.code == "bookmark_not_reached"
-        with Client(b.url) as plain:  # without the session: what b has
+        with Client(b.url, token=pair.token) as plain:  # without the session: what b has
             assert plain.docs("s").get("cart").doc == {"v": 1}
         pair.links[1, 0].heal()
 
@@ -214,14 +214,14 @@ def test_document_reads_wait_for_the_session_then_fail_never_stale(pair: Cluster
 
 def test_document_reads_are_monotonic_across_pops(pair: Cluster) -> None:
     a, b = pair.nodes
-    with Client(a.url) as client:
+    with Client(a.url, token=pair.token) as client:
         client.docs("m").put("flag", {"state": "new"})
-    with Client(b.url) as there:
+    with Client(b.url, token=pair.token) as there:
         wait_for(lambda: there.docs("m").get("flag") is not None, what="replication")
     pair.links[0, 1].cut()  # a no longer pulls from b
-    with Client(b.url) as client:
+    with Client(b.url, token=pair.token) as client:
         client.docs("m").patch("flag", {"state": "newer"})  # only b has it
-    with Client(b.url).session() as session:
+    with Client(b.url, token=pair.token).session() as session:
         assert session.docs("m").get("flag").doc == {"state": "newer"}
         with session.at(a.url) as behind, pytest.raises(Unavailable):
             behind.docs("m").get("flag")  # a is behind what the session saw
@@ -229,7 +229,7 @@ def test_document_reads_are_monotonic_across_pops(pair: Cluster) -> None:
 
 async def test_async_session_reads_its_document_writes(pair: Cluster) -> None:
     a, b = pair.nodes
-    async with AsyncClient(a.url).session() as session:
+    async with AsyncClient(a.url, token=pair.token).session() as session:
         answer = await session.docs("carts").put("u1", {"items": 3})
         await session.docs("carts").patch("u1", {"note": "gift"})
         assert len(session.bookmarks) == 1

@@ -17,7 +17,16 @@ from tests.nodeproc import NodeProcess
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Three nodes with tokens and a cluster secret (the harness's default)."""
     made = Cluster(tmp_path / "c", 3)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """The same over TLS, as nodes on different hosts run."""
+    made = Cluster(tmp_path / "c", 3, tls=True)
     yield made
     made.close()
 
@@ -150,7 +159,9 @@ def test_pycrdt_client_syncing_through_ystate_and_yupdate_converges_with_patches
     assert mine["from_http"] == 1
 
 
-def test_restart_and_partition_keep_documents_and_converge(cluster: Cluster) -> None:
+def test_restart_and_partition_keep_documents_and_converge(tls_cluster: Cluster) -> None:
+    cluster = tls_cluster
+    assert all(node.url.startswith("https://") for node in cluster.nodes)
     _write(cluster.nodes[0], "PUT", "r/d", {"a": 1})
     _converged(cluster, "r/d", {"a": 1})
     cluster.isolate(2)

@@ -44,6 +44,9 @@ def test_short_seeded_run_with_partitions_and_kills_passes(tmp_path: Path) -> No
     )
     assert code == 0, output
     assert results["valid"] is True
+    # The secure configuration by default: every node had tokens and the cluster secret.
+    assert results["tokens_and_cluster_secret"] is True
+    assert "[[tokens]]" in (tmp_path / "nodes" / "security" / "edgekv.toml").read_text()
     kinds = {fault["kind"] for fault in results["faults"]}
     assert kinds == {"partition", "kill"}, results["faults"]
     checkers = results["checkers"]

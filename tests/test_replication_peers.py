@@ -9,13 +9,13 @@ from pathlib import Path
 
 import aiohttp
 import msgpack
-import trustme
+import pytest
 from aiohttp import web
 
 from edgekv.peers.stream_server import FIRST_IN_FLIGHT, IN_FLIGHT, PAGE_SIZE
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, Hello, Progress, Welcome, decode, encode
-from tests.cluster import stored_state, wait_converged, wait_for
+from tests.cluster import Security, stored_state, wait_converged, wait_for
 from tests.nodeproc import NodeProcess
 
 SECRET = "s3cret-for-tests"
@@ -26,8 +26,9 @@ def status(node: NodeProcess) -> dict:  # type: ignore[type-arg]
 
 
 def test_joining_through_one_seed_reaches_everyone(
-    start_node: Callable[..., NodeProcess],
+    tmp_path: Path, start_node: Callable[..., NodeProcess]
 ) -> None:
+    start_node = Security(tmp_path / "security").starter(start_node)  # tokens, cluster secret
     a = start_node("a")
     b = start_node("b", ["--peer", a.url])
     c = start_node("c", ["--peer", b.url])
@@ -43,8 +44,9 @@ def test_joining_through_one_seed_reaches_everyone(
 
 
 def test_removed_member_is_no_longer_pulled_and_the_removal_spreads(
-    start_node: Callable[..., NodeProcess],
+    tmp_path: Path, start_node: Callable[..., NodeProcess]
 ) -> None:
+    start_node = Security(tmp_path / "security").starter(start_node)  # tokens, cluster secret
     a = start_node("a")
     b = start_node("b", ["--peer", a.url])
     c = start_node("c", ["--peer", a.url])
@@ -181,20 +183,18 @@ def test_change_from_a_fast_clock_is_held_until_the_clock_catches_up(
 
 
 def test_peer_links_over_tls(tmp_path: Path, start_node: Callable[..., NodeProcess]) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ca_file, cert_file = tmp_path / "ca.pem", tmp_path / "node.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    tls = ["--tls-cert", str(cert_file), "--tls-key", str(cert_file), "--tls-ca", str(ca_file)]
-    a = start_node("a", tls)
+    security = Security(tmp_path / "security", tls=True)  # and tokens, and the cluster secret
+    start_node = security.starter(start_node)
+    a = start_node("a")
     assert a.url.startswith("https://")
-    b = start_node("b", [*tls, "--peer", a.url])
+    b = start_node("b", ["--peer", a.url])
     for node, key in ((a, "from-a"), (b, "from-b")):
-        node.ssl_context = ssl.create_default_context(cafile=str(ca_file))
         assert node.request("PUT", f"/v1/kv/tls/{key}", body=key.encode()).status == 200
     wait_converged([a, b])
     assert b.request("GET", "/v1/kv/tls/from-a").body == b"from-a"
+    # A client that does not trust the cluster's CA gets no answer at all.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        a.request("GET", "/healthz", ssl_context=ssl.create_default_context())
 
 
 async def test_a_puller_reporting_progress_gets_only_a_window_of_batches_ahead(

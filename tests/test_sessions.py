@@ -30,7 +30,7 @@ def test_bookmark_set_keeps_the_newest_per_node() -> None:
 
 def test_session_reads_its_write_at_another_pop(pair: Cluster) -> None:
     a, b = pair.nodes
-    with Client(a.url).session() as session, session.at(b.url) as there:
+    with Client(a.url, token=pair.token).session() as session, session.at(b.url) as there:
         for i in range(20):
             session.put("s", f"k{i}", f"v{i}")
             assert there.get("s", f"k{i}") == f"v{i}".encode()
@@ -38,7 +38,7 @@ def test_session_reads_its_write_at_another_pop(pair: Cluster) -> None:
 
 def test_cut_link_makes_the_read_wait_then_fail_never_stale(pair: Cluster) -> None:
     a, b = pair.nodes
-    with Client(a.url).session() as session, session.at(b.url) as there:
+    with Client(a.url, token=pair.token).session() as session, session.at(b.url) as there:
         session.put("s", "cart", "v1")
         assert there.get("s", "cart") == b"v1"
         pair.links[1, 0].cut()  # b no longer pulls from a
@@ -47,7 +47,7 @@ def test_cut_link_makes_the_read_wait_then_fail_never_stale(pair: Cluster) -> No
             there.get("s", "cart")
         assert failed.value.code == "bookmark_not_reached"
         # Without the session the same PoP serves what it has: eventual consistency.
-        with Client(b.url) as plain:
+        with Client(b.url, token=pair.token) as plain:
             assert plain.get("s", "cart") == b"v1"
         pair.links[1, 0].heal()
 
@@ -64,13 +64,13 @@ def test_cut_link_makes_the_read_wait_then_fail_never_stale(pair: Cluster) -> No
 
 def test_reads_are_monotonic_across_pops(pair: Cluster) -> None:
     a, b = pair.nodes
-    with Client(a.url) as client:
+    with Client(a.url, token=pair.token) as client:
         client.put("s", "flag", "new")
     wait_converged(pair.nodes)
     pair.links[0, 1].cut()  # a no longer pulls from b
-    with Client(b.url) as client:
+    with Client(b.url, token=pair.token) as client:
         client.put("s", "flag", "newer")  # only b has it
-    with Client(b.url).session() as session:
+    with Client(b.url, token=pair.token).session() as session:
         assert session.get("s", "flag") == b"newer"
         with session.at(a.url) as behind, pytest.raises(Unavailable):
             behind.get("s", "flag")  # a is behind what the session saw
@@ -80,5 +80,6 @@ def test_bad_bookmark_is_invalid_request(pair: Cluster) -> None:
     answer = pair.nodes[0].request("GET", "/v1/kv/s/k", headers={BOOKMARK_HEADER: "b1.zz"})
     assert (answer.status, answer.error_code) == (400, "invalid_bookmark")
     assert pair.nodes[0].request("GET", "/v1/kv/s?bookmark=nope").error_code == "invalid_bookmark"
-    with Client(pair.nodes[0].url) as client, pytest.raises(InvalidRequest):
-        client._send(client_request("GET", "/v1/kv/s/k", {BOOKMARK_HEADER: "not-a-bookmark"}))
+    headers = {BOOKMARK_HEADER: "not-a-bookmark", "Authorization": f"Bearer {pair.token}"}
+    with Client(pair.nodes[0].url, token=pair.token) as client, pytest.raises(InvalidRequest):
+        client._send(client_request("GET", "/v1/kv/s/k", headers))

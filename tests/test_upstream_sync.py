@@ -7,12 +7,13 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 
 from edgekv.upstream.sql import Statements
 from jepsen_like.proxy import TcpProxy
-from tests.cluster import stored_state, wait_converged, wait_for
+from tests.cluster import Security, stored_state, wait_converged, wait_for
 from tests.nodeproc import NodeProcess
 from tests.pg import DSN, query, via
 
@@ -29,8 +30,10 @@ def live_rows(schema: str) -> dict[tuple[str, bytes], bytes | None]:
 
 
 def test_pops_without_a_peer_link_converge_through_postgres(
-    start_node: StartNode, pg_schema: str
+    start_node: StartNode, pg_schema: str, tmp_path: Path
 ) -> None:
+    # As PoPs on different hosts run: tokens, a cluster secret, TLS.
+    start_node = Security(tmp_path / "security", tls=True).starter(start_node)
     a = start_node("a", upstream_args(pg_schema))
     b = start_node("b", upstream_args(pg_schema))
     for i in range(50):
@@ -159,8 +162,9 @@ def _rows_or_none(schema: str) -> dict[tuple[str, bytes], bytes | None] | None:
 
 
 def test_outage_in_the_middle_of_a_write_load_loses_nothing(
-    start_node: StartNode, pg_schema: str, pg_proxy: TcpProxy
+    start_node: StartNode, pg_schema: str, pg_proxy: TcpProxy, tmp_path: Path
 ) -> None:
+    start_node = Security(tmp_path / "security").starter(start_node)  # tokens, cluster secret
     args = upstream_args(pg_schema, via(pg_proxy), "--strong-namespaces", "bank")
     a = start_node("a", [*args, "--upstream-timeout", "0.5"])
     b = start_node("b", upstream_args(pg_schema, DSN, "--strong-namespaces", "bank"))
@@ -212,7 +216,10 @@ def _upstream(node: NodeProcess) -> dict[str, object]:
     return dict(node.request("GET", "/v1/cluster/status").json()["upstream"])
 
 
-def test_documents_merge_through_postgres(start_node: StartNode, pg_schema: str) -> None:
+def test_documents_merge_through_postgres(
+    start_node: StartNode, pg_schema: str, tmp_path: Path
+) -> None:
+    start_node = Security(tmp_path / "security").starter(start_node)  # tokens, cluster secret
     a = start_node("a", upstream_args(pg_schema))
     b = start_node("b", upstream_args(pg_schema))
     initial = {"name": "Ada", "prefs": {}}

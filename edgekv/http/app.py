@@ -1,7 +1,11 @@
 """The aiohttp application of a node: one wrapper around every route, and assembly.
 
 Every handler runs inside :func:`_endpoint`, which authenticates, maps every
-failure to the one error shape and counts the request. A wrapper per route
+failure to the one error shape and counts the request. Each route is of one
+:class:`Access` kind, named where it is registered: public (no credentials),
+client (a bearer token) or peer (the cluster secret). A client token never
+opens a peer route and the cluster secret never opens a client route, so
+adding a route means choosing its kind. A wrapper per route
 rather than an aiohttp middleware: the middleware machinery costs more per
 request than the work it does, and GET is the path edge functions wait on.
 Paths and methods no route takes land on a catch-all route that answers the
@@ -10,6 +14,7 @@ same error shape (404 ``not_found`` or 405 ``method_not_allowed``).
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 import re
@@ -30,6 +35,7 @@ from edgekv.http.openapi import openapi_document
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.peers import cluster_routes
+from edgekv.peers.stream_server import check_peer_secret
 from edgekv.store.faults import is_corruption, is_storage_full
 from edgekv.store.writer import WriterClosed
 
@@ -51,14 +57,28 @@ _UNTRUSTED_ORIGIN = (
 )
 
 
-def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bool) -> Handler:
+class Access(enum.Enum):
+    """Who may call a route: the one authentication decision of each route."""
+
+    PUBLIC = "public"
+    """Probes and discovery: no credentials."""
+    CLIENT = "client"
+    """A bearer token (any local caller in protected mode); handlers check its scopes."""
+    PEER = "peer"
+    """Another node: the cluster secret, compared in constant time. Never a client
+    token, whatever its scopes: a peer stream carries every namespace."""
+
+
+def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Access) -> Handler:
     """Wrap ``handler``: authentication, the one error shape, request metrics, and
     for reads, waiting for the session's bookmarks (:mod:`edgekv.http.bookmarks`)."""
     auth, observe = node.auth, node.metrics.observe_request
     is_async = inspect.iscoroutinefunction(handler)
     honours_bookmarks = handler in kv_routes.SESSION_READS or handler in doc_routes.SESSION_READS
     # Protected mode trusts every (loopback) caller: no header to look at.
-    check_token = not public and not auth.protected_mode
+    check_token = access is Access.CLIENT and not auth.protected_mode
+    open_access = access is Access.CLIENT and auth.protected_mode
+    check_secret = access is Access.PEER
     # ...but only callers on this machine: not a web page or a DNS-rebound name.
     local_only = auth.protected_mode
     guard = node.loopback_guard
@@ -75,14 +95,16 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, public: bo
                 origin = headers.get(ORIGIN)
                 if origin is not None and not guard.local_origin(origin):
                     raise ApiError("untrusted_origin", _UNTRUSTED_ORIGIN)
-            if check_token:
+            if check_secret:
+                check_peer_secret(request)
+            elif check_token:
                 principal = auth.authenticate(request.headers.get("Authorization"))
                 if principal is None:
                     raise ApiError(
                         "unauthorized", "missing or unknown bearer token", headers=_UNAUTHORIZED
                     )
                 request[PRINCIPAL] = principal
-            elif not public:
+            elif open_access:
                 request[PRINCIPAL] = OPEN_ACCESS
             in_session = honours_bookmarks and BOOKMARK_HEADER in request.headers
             if honours_bookmarks:
@@ -184,41 +206,46 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 CATCH_ALL = "/{tail:(?s:.*)}"  # (?s): a path holding a decoded newline is a path too
 _PATTERN = re.compile(r"\{(\w+):[^}]+\}")  # "{key:(?s:.+)}" is labelled "{key}" in metrics
 
-# (method, path, handler, public): probes and discovery need no token.
-SYSTEM_ROUTES = (
-    ("GET", "/healthz", healthz, True),
-    ("GET", "/metrics", metrics, True),
-    ("GET", "/v1/openapi.json", openapi, True),
+RouteSpec = tuple[str, str, Handler | SyncHandler, Access]
+"""(method, path, handler, access)."""
+
+SYSTEM_ROUTES: tuple[RouteSpec, ...] = (
+    ("GET", "/healthz", healthz, Access.PUBLIC),
+    ("GET", "/metrics", metrics, Access.PUBLIC),
+    ("GET", "/v1/openapi.json", openapi, Access.PUBLIC),
 )
 
 
-def _route_defs(
-    table: web.RouteTableDef,
-) -> Iterable[tuple[str, str, Handler | SyncHandler, bool]]:
+def _route_defs(table: web.RouteTableDef, access: Access) -> Iterable[RouteSpec]:
     for route in table:
         assert isinstance(route, web.RouteDef)
-        yield route.method, route.path, route.handler, False
+        yield route.method, route.path, route.handler, access
 
 
 def create_app(node: Node) -> web.Application:
     """Return the aiohttp application serving ``node``."""
     app = web.Application(client_max_size=node.config.max_request_bytes)
     app[NODE] = node
+    if node.config.tokens and node.config.cluster_secret is None:
+        log.warning(
+            "tokens are configured but no cluster_secret: every peer request will be "
+            "refused (set cluster_secret_file or EDGEKV_CLUSTER_SECRET to replicate)"
+        )
     routes = [
         *SYSTEM_ROUTES,
-        *_route_defs(kv_routes.routes),
-        *_route_defs(doc_routes.routes),
-        *_route_defs(cluster_routes.routes),
+        *_route_defs(kv_routes.routes, Access.CLIENT),
+        *_route_defs(doc_routes.routes, Access.CLIENT),
+        *_route_defs(cluster_routes.routes, Access.CLIENT),
+        *_route_defs(cluster_routes.peer_routes, Access.PEER),
     ]
-    for method, path, handler, public in routes:
-        wrapped = _endpoint(node, handler, _PATTERN.sub(r"{\1}", path), public)
+    for method, path, handler, access in routes:
+        wrapped = _endpoint(node, handler, _PATTERN.sub(r"{\1}", path), access)
         if method == "GET":
             app.router.add_get(path, wrapped, expect_handler=expect_continue)  # and HEAD
         else:
             app.router.add_route(method, path, wrapped, expect_handler=expect_continue)
     app.cleanup_ctx.append(doc_compaction.compactor(node.store.documents))
     # Last, so it only takes what no route above matched.
-    app.router.add_route(
-        "*", CATCH_ALL, _endpoint(node, no_route, "unmatched", True), expect_handler=expect_continue
-    )
+    catch_all = _endpoint(node, no_route, "unmatched", Access.PUBLIC)
+    app.router.add_route("*", CATCH_ALL, catch_all, expect_handler=expect_continue)
     return app

@@ -14,7 +14,10 @@ from edgekv.peers.stream_server import peer_stream
 from edgekv.peers.wire import STREAM_PATH
 
 routes = web.RouteTableDef()
-routes.get(STREAM_PATH)(peer_stream)
+"""Client routes: a bearer token with the admin scope."""
+peer_routes = web.RouteTableDef()
+"""Peer routes: the cluster secret, never a client token (see ``edgekv.http.app.Access``)."""
+peer_routes.get(STREAM_PATH)(peer_stream)
 
 
 def _admin(request: web.Request) -> tuple[Node, Replicator]:

@@ -72,8 +72,7 @@ def check_peer_secret(request: web.Request) -> None:
 
 
 async def peer_stream(request: web.Request) -> web.StreamResponse:
-    """Serve one pull stream to a peer."""
-    check_peer_secret(request)
+    """Serve one pull stream to a peer (authenticated by the app's peer-route wrapper)."""
     node = request.app[NODE]
     replicator = node.replicator
     if replicator is None or replicator.stopping:

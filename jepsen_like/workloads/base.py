@@ -36,13 +36,17 @@ class Process:
     urls: list[str]
     rng: random.Random
     state: dict[str, Any] = field(default_factory=dict)
+    token: str | None = None
+    """The bearer token of every request (None: the nodes run without tokens)."""
     _clients: dict[int, Client] = field(default_factory=dict)
 
     def client(self, node: int | None = None) -> Client:
         """A client of ``node`` (default: the home PoP), never retrying by itself."""
         i = self.node if node is None else node
         if i not in self._clients:
-            self._clients[i] = Client(self.urls[i], timeout=CLIENT_TIMEOUT, retries=0)
+            self._clients[i] = Client(
+                self.urls[i], token=self.token, timeout=CLIENT_TIMEOUT, retries=0
+            )
         return self._clients[i]
 
     def close(self) -> None:
@@ -118,7 +122,9 @@ def version_of(text: str | None) -> Version:
 
 def entry_at(db: Db, i: int, ns: str, key: str) -> list[Any] | None:
     """``[value, version]`` of a key at node ``i`` (None: absent), for final reads."""
-    status, headers, body = raw_request(db.urls[i], "GET", f"/v1/kv/{ns}/{quote(key, safe='')}")
+    status, headers, body = raw_request(
+        db.urls[i], "GET", f"/v1/kv/{ns}/{quote(key, safe='')}", token=db.token
+    )
     if status == 404:
         return None
     if status != 200:
@@ -151,13 +157,17 @@ def raw_request(
     path: str,
     body: Any = None,
     timeout: float = CLIENT_TIMEOUT,
+    token: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request (JSON body if given); ``(status, lower-case headers, body)``."""
+    """One HTTP request (JSON body if given, ``token`` as bearer if given);
+    ``(status, lower-case headers, body)``."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body)
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request(method, path, body=payload, headers=headers)
         answer = conn.getresponse()
         return (

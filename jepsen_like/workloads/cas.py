@@ -69,7 +69,7 @@ class CasWorkload(Workload):
         strong = {}
         for key in KEYS:
             status, headers, body = raw_request(
-                db.urls[0], "GET", f"/v1/kv/{NS}/{key}?consistency=strong"
+                db.urls[0], "GET", f"/v1/kv/{NS}/{key}?consistency=strong", token=db.token
             )
             strong[key] = (
                 [body.decode(), headers.get("etag", "").strip('"')] if status == 200 else None

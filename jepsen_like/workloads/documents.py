@@ -32,13 +32,13 @@ class DocumentsWorkload(Workload):
     def setup(self, db: Db) -> None:
         for doc in DOCS:
             status, _, body = raw_request(
-                db.urls[0], "PUT", f"/v1/docs/{COLLECTION}/{doc}", {"nested": {}}
+                db.urls[0], "PUT", f"/v1/docs/{COLLECTION}/{doc}", {"nested": {}}, token=db.token
             )
             if status != 200:
                 raise RuntimeError(f"cannot create document {doc}: {status} {body[:200]!r}")
         deadline = time.monotonic() + 60
         while not all(
-            raw_request(url, "GET", f"/v1/docs/{COLLECTION}/{doc}")[0] == 200
+            raw_request(url, "GET", f"/v1/docs/{COLLECTION}/{doc}", token=db.token)[0] == 200
             for url in db.urls
             for doc in DOCS
         ):
@@ -59,11 +59,11 @@ class DocumentsWorkload(Workload):
         url = process.urls[op["node"]]
         path = f"/v1/docs/{COLLECTION}/{op['key']}"
         if op["f"] == "read":
-            status, _, body = raw_request(url, "GET", path)
+            status, _, body = raw_request(url, "GET", path, token=process.token)
             return ("ok", {"fields": len(body)}) if status == 200 else ("fail", {"error": status})
         token = op["value"]
         patch = {"nested": {token: 1}} if op["where"] == "nested" else {token: 1}
-        status, _, body = raw_request(url, "PATCH", path, patch)
+        status, _, body = raw_request(url, "PATCH", path, patch, token=process.token)
         if status == 200:
             return "ok", {}
         # A 5xx may come after the commit; a 4xx surely wrote nothing.
@@ -74,7 +74,9 @@ class DocumentsWorkload(Workload):
         for i, url in enumerate(db.urls):
             view = {}
             for doc in DOCS:
-                status, _, body = raw_request(url, "GET", f"/v1/docs/{COLLECTION}/{doc}")
+                status, _, body = raw_request(
+                    url, "GET", f"/v1/docs/{COLLECTION}/{doc}", token=db.token
+                )
                 if status != 200:
                     raise RuntimeError(f"final read of {doc} at n{i}: HTTP {status}")
                 view[doc] = json.loads(body)["doc"]

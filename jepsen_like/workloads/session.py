@@ -53,7 +53,7 @@ class SessionWorkload(Workload):
     def _session(self, process: Process, node: int) -> Session:
         if "session" not in process.state:
             process.state["session"] = Session(
-                process.urls[node], timeout=CLIENT_TIMEOUT, retries=0
+                process.urls[node], token=process.token, timeout=CLIENT_TIMEOUT, retries=0
             )
         session: Session = process.state["session"]
         return session if session.url == process.urls[node] else self._hop(process, node)
