@@ -172,7 +172,9 @@ def test_http_input_breaking_a_limit_is_refused_and_nothing_stored(
 @given(
     case=st.one_of(
         st.text(
-            alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="/?#%{}"),
+            alphabet=st.characters(
+                min_codepoint=33, max_codepoint=126, exclude_characters="/?#%{}"
+            ),
             min_size=65,
             max_size=70,
         ).map(lambda ns: (ns, "k", {}, b"v", "invalid_namespace")),

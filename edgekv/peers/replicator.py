@@ -385,7 +385,12 @@ class Replicator:
                 raise ProtocolError(f"stream from {self._peer_label(peer)} failed: {message.data}")
             if message.type != aiohttp.WSMsgType.BINARY:
                 break
-            decoded = decode(message.data)
+            try:
+                decoded = decode(message.data)
+            except EnvelopeError as exc:
+                raise EnvelopeError(
+                    f"refused a message from {self._peer_label(peer)}: {exc}"
+                ) from None
             if isinstance(decoded, Members):
                 if await self._learn_members(decoded, peer):
                     self.ensure_pullers()
