@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -20,9 +19,11 @@ from typing import Any
 
 from edgekv.auth import TokenSpec, parse_tokens
 from edgekv.upstream.sql import check_schema_name
+from edgekv_replication.intake import NAMESPACE
 
 MIB = 1024 * 1024
-NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+NAMESPACE_PATTERN = NAMESPACE
+"""Namespace names (the one pattern of :mod:`edgekv_replication.intake`)."""
 
 
 class ConfigError(ValueError):

@@ -18,38 +18,39 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from edgekv.config import NAMESPACE_PATTERN as _NAMESPACE
 from edgekv.config import Config
 from edgekv.http.errors import ApiError
+from edgekv_replication import intake
 
 _CURSOR = re.compile(r"[A-Za-z0-9_\-]{1,1000}")
 
 
 def namespace(text: str) -> str:
     """Return a valid namespace name or raise ``invalid_namespace``."""
-    if not _NAMESPACE.fullmatch(text):
-        raise ApiError(
-            "invalid_namespace", f"namespace must match [A-Za-z0-9_.-]{{1,64}}: {text!r}"
-        )
-    return text
+    try:
+        return intake.check_namespace(text)
+    except intake.Refused as refusal:
+        raise _api_error(refusal) from None
 
 
 def key(text: object, config: Config) -> bytes:
     """Return the UTF-8 bytes of a valid key, or raise ``invalid_key``/``key_too_long``."""
-    if not isinstance(text, str) or not text:
-        raise ApiError("invalid_key", "a key is a non-empty string")
-    if text in (".", ".."):
-        raise ApiError("invalid_key", "'.' and '..' cannot be keys: URLs would rewrite them")
     try:
-        raw = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError("invalid_key", "a key must be valid UTF-8") from None
-    if len(raw) > config.max_key_bytes:
-        raise ApiError(
-            "key_too_long",
-            f"key is {len(raw)} bytes; the limit is {config.max_key_bytes}",
-        )
-    return raw
+        return intake.check_key_text(text, config.max_key_bytes)
+    except intake.Refused as refusal:
+        raise _api_error(refusal) from None
+
+
+def value_size(size: int, config: Config) -> None:
+    """Raise ``value_too_large`` for a value of ``size`` bytes over ``max_value_bytes``."""
+    try:
+        intake.check_value_size(size, config.max_value_bytes)
+    except intake.Refused as refusal:
+        raise _api_error(refusal) from None
+
+
+def _api_error(refusal: intake.Refused) -> ApiError:
+    return ApiError(refusal.code, refusal.message)
 
 
 _UNDECODED_ESCAPE = re.compile(r"%(?!25|2F)", re.IGNORECASE)
@@ -136,11 +137,10 @@ def metadata(raw: object, config: Config) -> str | None:
     if not isinstance(raw, dict):
         raise ApiError("invalid_metadata", "metadata must be a JSON object")
     text = json.dumps(raw, separators=(",", ":"))
-    if len(text) > config.max_metadata_bytes:
-        raise ApiError(
-            "metadata_too_large",
-            f"metadata is {len(text)} bytes of JSON; the limit is {config.max_metadata_bytes}",
-        )
+    try:
+        intake.check_metadata_size(text, config.max_metadata_bytes)
+    except intake.Refused as refusal:
+        raise _api_error(refusal) from None
     return text
 
 

@@ -4,6 +4,14 @@ Members are learned from seeds and from every peer (each stream carries the
 sender's member list), so joining through one seed reaches everyone. Each
 member's entry is last-writer-wins by ``updated_ms``; a removal is such an
 entry with ``removed`` set, so it spreads like any other.
+
+Because the newest stamp wins, an entry stamped far in the future would win
+over every removal until then (one stamped in 2100 would undo ``edgekv
+cluster remove`` for good). So an entry heard from a peer is refused when it
+is stamped more than ``max_ahead_ms`` (``max_clock_offset`` plus
+:data:`~edgekv_replication.intake.MEMBER_STAMP_MARGIN_MS`) ahead of this
+node's clock; an honest one is advertised again with every stream, and is
+taken once the clock has caught up.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from edgekv.store.store import Store
+from edgekv_replication.intake import screen_members
 
 MemberTuple = tuple[int, str, str, bool, int]
 
@@ -37,10 +46,11 @@ def _now_ms() -> int:
 class Membership:
     """The member table of one node, and the status of its links."""
 
-    def __init__(self, store: Store, me: int) -> None:
-        """Load the members persisted in ``store``."""
+    def __init__(self, store: Store, me: int, max_ahead_ms: int) -> None:
+        """Load the members persisted in ``store``; take none stamped ``max_ahead_ms`` ahead."""
         self._store = store
         self._me = me
+        self.max_ahead_ms = max_ahead_ms
         self.links: dict[int, LinkStatus] = {}
         self._members: list[MemberTuple] | None = None
         """The member table as last read; every change to it goes through this class."""
@@ -71,14 +81,18 @@ class Membership:
         """Whether ``node`` was removed from the cluster."""
         return any(n == node and removed for n, _, _, removed, _ in self.members())
 
-    async def learn(self, members: list[MemberTuple]) -> bool:
-        """Merge members heard from a peer; True if anything changed."""
+    async def learn(self, members: list[MemberTuple]) -> tuple[bool, list[tuple[int, str]]]:
+        """Merge members heard from a peer: whether anything changed, and those refused.
+
+        Refused (with why): entries stamped more than ``max_ahead_ms`` ahead of
+        the local clock, or holding a URL or name no node would advertise.
+        """
+        taken, refused = screen_members(members, _now_ms(), self.max_ahead_ms)
         known = {m[0]: m for m in self.members()}
-        fresh = [m for m in members if m[1] and (m[0] not in known or m[4] > known[m[0]][4])]
-        if not fresh:
-            return False
-        await self._save(fresh)
-        return True
+        fresh = [m for m in taken if m[1] and (m[0] not in known or m[4] > known[m[0]][4])]
+        if fresh:
+            await self._save(fresh)
+        return bool(fresh), refused
 
     async def introduce(self, node: int, url: str, name: str) -> None:
         """Record a member that connected to us (or we to it) with its current URL.

@@ -43,6 +43,7 @@ from edgekv_replication.envelope import (
     encode,
 )
 from edgekv_replication.hlc import COUNTER_BITS
+from edgekv_replication.intake import MEMBER_STAMP_MARGIN_MS, Refused, check_changes, limits_of
 from edgekv_replication.relays import RelayDeferrals
 from edgekv_replication.session import Identity, ProtocolError, PullSession
 
@@ -161,7 +162,11 @@ class Replicator:
             config.display_name,
             config.advertise_url or url,
         )
-        self.membership = Membership(store, store.node_id)
+        self.membership = Membership(
+            store, store.node_id, int(config.max_clock_offset * 1000) + MEMBER_STAMP_MARGIN_MS
+        )
+        self.limits = limits_of(config)
+        """What a received change may hold: the limits HTTP input is held to."""
         self.metrics = ReplicationMetrics(registry)
         self.recent = RecentStamps()
         self.relays = RelayDeferrals()
@@ -371,18 +376,39 @@ class Replicator:
         Ends it too when it defers an origin whose own stream has ended: the
         next stream resumes from the saved cursor, so the deferred changes
         the marks did not cover come again. Returns True then (a restart).
+
+        A batch holding any change the HTTP API would have refused (bad key,
+        metadata, namespace, sizes, expiration: :mod:`edgekv_replication.intake`)
+        is refused whole before any of it is submitted: ProtocolError naming the
+        peer and the change, which the pull loop logs and shows as the link's
+        ``last_error``; the next stream resumes from the saved cursor.
         """
         last_ack = 0.0
         async for message in ws:
+            if message.type == aiohttp.WSMsgType.ERROR:
+                # Such as a message over max_msg_size: say why rather than end quietly.
+                raise ProtocolError(f"stream from {self._peer_label(peer)} failed: {message.data}")
             if message.type != aiohttp.WSMsgType.BINARY:
                 break
-            decoded = decode(message.data)
+            try:
+                decoded = decode(message.data)
+            except EnvelopeError as exc:
+                raise EnvelopeError(
+                    f"refused a message from {self._peer_label(peer)}: {exc}"
+                ) from None
             if isinstance(decoded, Members):
-                if await self.membership.learn(list(decoded.members)):
+                if await self._learn_members(decoded, peer):
                     self.ensure_pullers()
                 continue
             if not isinstance(decoded, Batch):
                 raise ProtocolError(f"unexpected {type(decoded).__name__}")
+            try:
+                check_changes(decoded.changes, self.limits)
+            except Refused as refusal:
+                raise ProtocolError(
+                    f"refused a batch from {self._peer_label(peer)} "
+                    f"(seq {decoded.after + 1}..{decoded.upto}): {refusal.code}: {refusal}"
+                ) from None
             link = self.membership.link(peer)
             link.last_contact_ms = now_ms = self.wall_ms()
             link.clock_offset_ms = decoded.wall_ms - now_ms
@@ -405,6 +431,20 @@ class Replicator:
                 stream.outbox.send(Ack(session.saved))
                 last_ack = time.monotonic()
         return False
+
+    async def _learn_members(self, members: Members, peer: int) -> bool:
+        """Merge a peer's member list; entries stamped too far ahead are refused and logged."""
+        changed, refused = await self.membership.learn(list(members.members))
+        for node, why in refused:
+            log.warning(
+                "refused member %016x advertised by %s: %s", node, self._peer_label(peer), why
+            )
+        return changed
+
+    def _peer_label(self, peer: int) -> str:
+        """The peer's name and node id, as logs and ``last_error`` show it."""
+        name = next((m[2] for m in self.membership.members() if m[0] == peer), "")
+        return f"peer {name!r} ({peer:016x})" if name else f"peer {peer:016x}"
 
     def _ask_to_defer(self, peer: int, stream: _OpenStream, due: bool) -> None:
         """Send the stream from ``peer`` what it should defer, when that grew (or is ``due``)."""

@@ -9,7 +9,14 @@ Two loops share a small connection pool:
   re-sends rather than skips (a re-sent change is a no-op there).
 - **pull**: every ``upstream_poll_interval`` the connector numbers rows that
   others committed and applies the upstream log after its cursor, exactly as
-  a batch from a peer: one local transaction with the cursor.
+  a batch from a peer: one local transaction with the cursor. Every row is
+  first held to the limits HTTP input is (:mod:`edgekv_replication.intake`).
+  The rows before an invalid one are applied, the invalid one is not, and the
+  pull stops there -- logged once, shown as ``last_error`` in status -- and
+  retries every poll until the row is repaired or deleted in PostgreSQL.
+  Stop rather than skip: a row someone committed is never dropped silently,
+  and every PoP stops at the same row, so none diverges meanwhile. Pushes and
+  strong operations go on.
 
 Cursors are keyed by the upstream's id (made with its schema), so a wiped and
 recreated upstream is synced from zero. Strong operations
@@ -42,6 +49,7 @@ from edgekv.upstream.pg_schema import migrate
 from edgekv.upstream.sql import PUSH_COLUMNS, Statements
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import is_document, merge_document_changes
+from edgekv_replication.intake import Refused, check_change, limits_of
 from edgekv_replication.session import PeerCursor
 
 log = logging.getLogger(__name__)
@@ -117,6 +125,10 @@ class Upstream:
         self.last_contact_ms: int | None = None
         self.pushed_seq = 0
         self.pulled_seq = 0
+        self.limits = limits_of(config)
+        """What a pulled row may hold: the limits HTTP input is held to."""
+        self.pull_refusal: str | None = None
+        """Why the pull stopped at an invalid upstream row (None: it did not)."""
         self._pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[None] | None = None
         self._batcher = UpsertBatcher(self._upsert_batch, config.upstream_pool_size)
@@ -462,15 +474,20 @@ class Upstream:
             self.last_contact_ms = _now_ms()
             full = len(rows) == PULL_PAGE
             cursor = int(rows[-1]["seq"]) if full else head
+            blocked = False
             if cursor > self.pulled_seq:
-                await self._apply(rows, cursor, max_offset_ms)
-            if not full:
+                blocked = await self._apply(rows, cursor, max_offset_ms)
+            if blocked or not full:
                 await asyncio.sleep(self.config.upstream_poll_interval)
 
     async def _apply(
         self, rows: Sequence[asyncpg.Record], cursor_seq: int, max_offset_ms: int
-    ) -> None:
-        """Apply a page and move the pull cursor to ``cursor_seq``, in one local commit."""
+    ) -> bool:
+        """Apply a page and move the pull cursor to ``cursor_seq``, in one local commit.
+
+        Stops short of the first invalid row (see the module's docstring);
+        returns True then.
+        """
         assert self.upstream_id is not None
         changes = [
             Change(
@@ -484,6 +501,36 @@ class Upstream:
             )
             for r in rows
         ]
+        refusal = None
+        for index, change in enumerate(changes):
+            try:
+                check_change(change, self.limits)
+            except Refused as refused:
+                refusal = self._refuse_row(rows[index], refused)
+                changes, cursor_seq = changes[:index], int(rows[index]["seq"]) - 1
+                break
+        if refusal is None and self.pull_refusal is not None:
+            log.info("upstream pull goes on: the refused row was repaired")
+            self.pull_refusal = None
+        if cursor_seq > self.pulled_seq:
+            await self._apply_valid(changes, cursor_seq, max_offset_ms)
+        return refusal is not None
+
+    def _refuse_row(self, row: asyncpg.Record, refused: Refused) -> str:
+        """Record why the pull stops at ``row``: logged once, shown as ``last_error``."""
+        message = (
+            f"refused upstream row seq {row['seq']} ({row['ns']!r}, {bytes(row['key'])[:64]!r}): "
+            f"{refused.code}: {refused}; the pull waits until it is repaired in PostgreSQL"
+        )
+        if message != self.pull_refusal:
+            log.error("%s", message)
+        self.pull_refusal = self.last_error = message
+        return message
+
+    async def _apply_valid(
+        self, changes: list[Change], cursor_seq: int, max_offset_ms: int
+    ) -> None:
+        assert self.upstream_id is not None
         cursor = PeerCursor(self.upstream_id, cursor_seq)
         result = await self.store.apply_changes(changes, self.upstream_id, cursor, max_offset_ms)
         if result.seq > result.first_seq:

@@ -20,6 +20,13 @@ from edgekv_replication.changes import Change
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Larger than any legal batch (values are at most 25 MiB); bigger is refused."""
+MAX_BATCH_CHANGES = 5000
+"""Most changes one batch may carry when received (a peer sends at most 500 a
+page). A message is refused whole if any array in it is longer than this."""
+MAX_ARRAY_ITEMS = MAX_BATCH_CHANGES
+"""The longest array a message may hold (a batch's changes, a member list):
+msgpack refuses a longer one when it reads its header, before building any of it,
+so a batch of a million changes costs the receiver nothing."""
 
 _I64 = (1 << 63) - 1
 
@@ -187,7 +194,20 @@ def decode(data: bytes) -> Message:
 
 def _decode(data: bytes) -> Message:
     try:
-        outer = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=False)
+        outer = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=False,
+            max_array_len=MAX_ARRAY_ITEMS,
+            max_map_len=0,  # no message holds a map
+        )
+    except ValueError as exc:
+        if "exceeds max_" in str(exc):
+            raise EnvelopeError(
+                f"message too large: {exc} (a batch holds at most {MAX_BATCH_CHANGES} changes)"
+            ) from None
+        raise EnvelopeError(f"not msgpack: {exc}") from None
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise EnvelopeError(f"not msgpack: {exc}") from None
     if type(outer) is not tuple or len(outer) != 3:
