@@ -145,7 +145,7 @@ async def bulk(request: web.Request) -> web.Response:
     """Apply up to ``max_bulk_operations`` puts and deletes atomically."""
     node, ns = _authorized(request, "write")
     body = await bodies.read_within(request, node.config.max_request_bytes)
-    writes = await bodies.parse_off_loop(body, lambda raw: _bulk_writes(raw, node))
+    writes = await bodies.parse_off_loop(body, lambda document: _bulk_writes(document, node))
     upstream = strong.strong_upstream(node, ns)
     if upstream is None:
         result = await node.store.write(ns, writes)
@@ -160,21 +160,21 @@ async def transaction(request: web.Request) -> web.Response:
     node, ns = _authorized(request, "write")
     upstream = strong.require_strong(node, ns, "a transaction")
     body = await bodies.read_within(request, node.config.max_request_bytes)
-    conditions, writes = await bodies.parse_off_loop(body, lambda raw: _transaction(raw, node))
+    conditions, writes = await bodies.parse_off_loop(
+        body, lambda document: _transaction(document, node)
+    )
     result = await strong.write(node, upstream, ns, writes, conditions)
     return _write_answer(node, result, len(writes))
 
 
-def _bulk_writes(body: bytes, node: Node) -> list[Write]:
-    """The writes of a bulk body (runs on a worker thread when the body is large)."""
-    document = check.json_object(body)
+def _bulk_writes(document: Mapping[str, object], node: Node) -> list[Write]:
+    """The writes of a bulk body (on a worker thread when the body is large)."""
     bodies.refuse_unknown_fields(document, ("operations",))
     return _operations(document, node)
 
 
-def _transaction(body: bytes, node: Node) -> tuple[list[Condition], list[Write]]:
+def _transaction(document: Mapping[str, object], node: Node) -> tuple[list[Condition], list[Write]]:
     """The conditions and writes of a transaction body (on a worker thread when large)."""
-    document = check.json_object(body)
     bodies.refuse_unknown_fields(document, ("conditions", "operations"))
     conditions = strong.transaction_conditions(document, node)
     if len(conditions) > node.config.max_bulk_operations:
