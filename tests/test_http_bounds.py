@@ -225,6 +225,20 @@ def test_concurrent_large_puts_hold_a_few_bodies_each(big_node: NodeProcess) -> 
     assert watch.growth < 4 * 3 * VALUE_BYTES, watch.growth / MIB
 
 
+def test_bulk_of_93_mib_is_parsed_while_others_are_served(big_node: NodeProcess) -> None:
+    """The largest body a node takes (max_request_bytes): parsed in steps on a thread."""
+    value = base64.b64encode(b"b" * 7 * MIB).decode()
+    operations = [{"op": "put", "key": f"b{i}", "value": value} for i in range(10)]
+    body = json.dumps({"operations": operations}).encode()
+    answer, watch = watched(
+        big_node, lambda: big_node.request("POST", "/v1/kv/bulk/_bulk", body=body, timeout=120)
+    )
+    assert answer.status == 200, answer.body[:300]
+    assert big_node.request("GET", "/v1/kv/bulk/b9").body == b"b" * 7 * MIB
+    # The body, its text while parsed, the base64 strings and the decoded values.
+    assert watch.growth < 4 * len(body), watch.growth / MIB
+
+
 # -- unknown fields are refused on every JSON route ------------------------------------
 
 
