@@ -116,6 +116,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_bulk_operations", int, 10_000, "Most operations in one bulk request.", minimum=1),
     Setting("max_get_many_keys", int, 100, "Most keys in one get-many request.", minimum=1),
     Setting(
+        "max_get_many_bytes",
+        int,
+        25 * MIB,
+        "Most bytes of values one get-many answer inlines; a value past the budget is "
+        'answered as {"value": null, "value_bytes": N}, to fetch with GET.',
+        minimum=0,
+    ),
+    Setting(
         "max_request_bytes",
         int,
         100 * MIB,
@@ -356,6 +364,7 @@ class Config:
     max_list_limit: int = 1000
     max_bulk_operations: int = 10_000
     max_get_many_keys: int = 100
+    max_get_many_bytes: int = 25 * MIB
     max_request_bytes: int = 100 * MIB
     max_indexes_per_collection: int = 16
     idle_timeout: float = 60.0

@@ -105,6 +105,21 @@ async def test_listing_is_in_byte_order_with_prefix_and_resume(store: Store) -> 
     ]
 
 
+async def test_value_size_matches_what_get_reads(store: Store) -> None:
+    """Sized without reading the value: from the cache or SQLite's length(); None when
+    absent, deleted or expired, as get() would answer."""
+    big, small = b"b" * (200 * 1024), b"s" * 10  # over and under the cache's value limit
+    await store.write("ns", [Write(b"big", big), Write(b"small", small)])
+    await store.write("ns", [Write(b"gone", b"x"), Write(b"old", b"y", expiration=1000)])
+    await store.write("ns", [Write(b"gone", None)])
+    store.get("ns", b"small")  # cached from here on
+    sizes = {key: store.value_size("ns", key, now=999) for key in (b"big", b"small", b"gone")}
+    assert sizes == {b"big": len(big), b"small": len(small), b"gone": None}
+    assert store.value_size("ns", b"old", now=999) == 1
+    assert store.value_size("ns", b"old", now=1000) is None
+    assert store.value_size("ns", b"never") is None
+
+
 def test_prefix_upper_bound() -> None:
     assert prefix_upper_bound(b"ab") == b"ac"
     assert prefix_upper_bound(b"a\xff") == b"b"

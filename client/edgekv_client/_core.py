@@ -285,10 +285,22 @@ def get_many_request(namespace: str, keys: Iterable[str], token: str | None) -> 
 
 
 def entries_from_json(answer: Mapping[str, Any]) -> dict[str, Entry | None]:
-    """The entries of a get-many answer."""
+    """The entries of a get-many answer, but for those in :func:`omitted_from`."""
     return {
-        name: (entry_from_json(item) if item else None) for name, item in answer["entries"].items()
+        name: (entry_from_json(item) if item else None)
+        for name, item in answer["entries"].items()
+        if not _is_omitted(item)
     }
+
+
+def omitted_from(answer: Mapping[str, Any]) -> list[str]:
+    """The names whose values a get-many answer left out (over the node's answer budget,
+    ``{"value": null, "value_bytes": N}``): the caller fetches each with a GET."""
+    return [name for name, item in answer["entries"].items() if _is_omitted(item)]
+
+
+def _is_omitted(item: Any) -> bool:
+    return isinstance(item, Mapping) and item.get("value") is None
 
 
 def bulk_request(

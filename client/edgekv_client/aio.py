@@ -212,9 +212,15 @@ class AsyncClient:
             cursor = page.cursor
 
     async def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Entry | None]:
-        """The entries of up to 100 keys (None where absent)."""
-        request = _core.get_many_request(namespace, keys, self._token)
-        return _core.entries_from_json(await self._json(request))
+        """The entries of up to 100 keys (None where absent).
+
+        Values the node leaves out of its answer (past its byte budget) are fetched one by one.
+        """
+        answer = await self._json(_core.get_many_request(namespace, keys, self._token))
+        entries = _core.entries_from_json(answer)
+        for name in _core.omitted_from(answer):
+            entries[name] = await self.get_with_metadata(namespace, name)
+        return entries
 
     async def bulk(self, namespace: str, operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """Apply puts and deletes atomically."""

@@ -238,10 +238,15 @@ class Client:
             cursor = page.cursor
 
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Entry | None]:
-        """Return the entries of up to 100 keys (None where absent)."""
-        return _core.entries_from_json(
-            self._json(_core.get_many_request(namespace, keys, self._token))
-        )
+        """Return the entries of up to 100 keys (None where absent).
+
+        Values the node leaves out of its answer (past its byte budget) are fetched one by one.
+        """
+        answer = self._json(_core.get_many_request(namespace, keys, self._token))
+        entries = _core.entries_from_json(answer)
+        for name in _core.omitted_from(answer):
+            entries[name] = self.get_with_metadata(namespace, name)
+        return entries
 
     def bulk(self, namespace: str, operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """Apply puts and deletes atomically (``{"op": "put", "key", "value", ...}``)."""

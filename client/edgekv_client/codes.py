@@ -92,9 +92,17 @@ _TABLE = (
         "more than max_get_many_keys keys.",
     ),
     ErrorCode(
-        "document_too_large", 413, "The document would be larger than 1 MiB of compact JSON."
+        "document_too_large",
+        413,
+        "The document would be larger than 1 MiB of compact JSON, or its request body "
+        "(JSON or Y update) is larger than 4 MiB.",
     ),
-    ErrorCode("payload_too_large", 413, "The request body is larger than max_request_bytes."),
+    ErrorCode(
+        "payload_too_large",
+        413,
+        "The request body is larger than the route's body limit (max_request_bytes for bulk "
+        "and transactions; see Bounded resources in api.md).",
+    ),
     ErrorCode(
         "expectation_failed", 417, "The Expect header holds something other than 100-continue."
     ),

@@ -19,15 +19,25 @@ from aiohttp import web
 from edgekv.auth import Action
 from edgekv.documents import indexes, query
 from edgekv.documents.storage import DocWriteResult
+from edgekv.http import bodies
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv_client.bookmarks import Bookmark, encode_version
-from edgekv_replication.documents import DocumentError, decode_state_vector
+from edgekv_replication.documents import MAX_DOCUMENT_BYTES, DocumentError, decode_state_vector
 
 routes = web.RouteTableDef()
 # Registration order is match order: _indexes before {id}.
+
+DOCUMENT_BODY_BYTES = 4 * MAX_DOCUMENT_BYTES
+"""The largest document, patch or Y update body: four times the 1 MiB document limit
+leaves room for whitespace and for non-ASCII text sent \\u-escaped (up to 3x), while
+refusing, before any parsing, the bodies whose document could never fit."""
+
+
+async def _document_body(request: web.Request, what: str) -> bytes:
+    return await bodies.read_within(request, DOCUMENT_BODY_BYTES, "document_too_large", what)
 
 
 def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
@@ -135,9 +145,11 @@ async def declare_index(request: web.Request) -> web.Response:
     collection = check.namespace(request.match_info["collection"])
     if not request[PRINCIPAL].allows("admin"):
         raise ApiError("forbidden", "declaring an index needs the admin scope")
-    body = _parse_json(await request.read())
+    body = _parse_json(await bodies.read_within(request, bodies.SMALL_BODY_BYTES))
+    if isinstance(body, dict):
+        bodies.refuse_unknown_fields(body, ("field",))
     field = body.get("field") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or set(body) != {"field"} or not isinstance(field, str):
+    if not isinstance(field, str):
         raise ApiError("invalid_json", 'body must be {"field": "dotted.path"}')
     try:
         index, created = await indexes.declare(
@@ -167,7 +179,7 @@ def get_document(request: web.Request) -> web.Response:
 async def put_document(request: web.Request) -> web.Response:
     """Replace the document with the JSON object in the body (creating it if needed)."""
     node, collection, doc_id = _target(request, "write")
-    body = _parse_json(await request.read())
+    body = _parse_json(await _document_body(request, "document body"))
     if not isinstance(body, dict):
         raise ApiError("invalid_json", "a document is a JSON object")
     return await _write(node, _started(node.store.documents.put, collection, doc_id, body))
@@ -177,7 +189,7 @@ async def put_document(request: web.Request) -> web.Response:
 async def patch_document(request: web.Request) -> web.Response:
     """Apply an RFC 7386 JSON merge patch as Y operations."""
     node, collection, doc_id = _target(request, "write")
-    body = _parse_json(await request.read())
+    body = _parse_json(await _document_body(request, "merge patch"))
     if not isinstance(body, dict):
         raise ApiError("invalid_patch", "a merge patch of a document is a JSON object")
     return await _write(node, _started(node.store.documents.patch, collection, doc_id, body))
@@ -217,7 +229,7 @@ def get_ystate(request: web.Request) -> web.Response:
 async def post_yupdate(request: web.Request) -> web.Response:
     """Apply a binary Y update (from Yjs or pycrdt) after validating it."""
     node, collection, doc_id = _target(request, "write")
-    update = await request.read()
+    update = await _document_body(request, "Y update")
     if not update:
         raise ApiError("invalid_yupdate", "the body must be a binary Y update")
     return await _write(node, node.store.documents.apply_client_update(collection, doc_id, update))

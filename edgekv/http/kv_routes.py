@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Awaitable, Mapping
-from typing import Any
 
 from aiohttp import web
 
 from edgekv.auth import Action
-from edgekv.http import strong
+from edgekv.http import bodies, strong
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
+from edgekv.http.get_many import answer_pieces
+from edgekv.http.sliced import SLICE_BYTES, SlicedPayload
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.store.store import Entry, Write, WriteResult
+from edgekv.upstream.strong import Condition
 from edgekv_client.bookmarks import Bookmark, encode_version
 
 routes = web.RouteTableDef()
@@ -38,15 +39,6 @@ def _write_answer(node: Node, result: WriteResult, count: int = 1) -> web.Respon
     if result.hlc:
         body += f', "version": "{encode_version(result.hlc, result.node)}"'
     return web.Response(text=body + "}", content_type="application/json")
-
-
-def _entry_json(entry: Entry) -> dict[str, Any]:
-    return {
-        "value": base64.b64encode(entry.value).decode("ascii"),
-        "metadata": json.loads(entry.metadata) if entry.metadata else None,
-        "expiration": entry.expiration,
-        "version": encode_version(entry.hlc, entry.node),
-    }
 
 
 @routes.get("/v1/kv/{ns}/{key:(?s:.+)}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
@@ -81,11 +73,10 @@ def _value_response(entry: Entry | None) -> web.Response:
         headers["EdgeKV-Metadata"] = entry.metadata
     if entry.expiration is not None:
         headers["EdgeKV-Expiration"] = str(entry.expiration)
+    if len(entry.value) > SLICE_BYTES:  # sent without copying the value (see sliced)
+        body = SlicedPayload([entry.value], "application/octet-stream")
+        return web.Response(body=body, headers=headers)
     return web.Response(body=entry.value, headers=headers)
-
-
-def _value_too_large(limit: int) -> ApiError:
-    return ApiError("value_too_large", f"the value limit is {limit} bytes")
 
 
 @routes.put("/v1/kv/{ns}/{key:(?s:.+)}")
@@ -100,11 +91,7 @@ async def put_value(request: web.Request) -> web.Response:
         else None
     )
     metadata = check.metadata_header(request.headers.get("EdgeKV-Metadata"), config)
-    if (request.content_length or 0) > config.max_value_bytes:
-        raise _value_too_large(config.max_value_bytes)
-    value = await request.read()
-    if len(value) > config.max_value_bytes:
-        raise _value_too_large(config.max_value_bytes)
+    value = await bodies.read_within(request, config.max_value_bytes, "value_too_large", "value")
     return await _write_one(request, node, ns, Write(key, value, metadata, expiration))
 
 
@@ -158,8 +145,8 @@ def list_keys(request: web.Request) -> web.Response:
 async def bulk(request: web.Request) -> web.Response:
     """Apply up to ``max_bulk_operations`` puts and deletes atomically."""
     node, ns = _authorized(request, "write")
-    document = check.json_object(await request.read())
-    writes = _operations(document, node)
+    body = await bodies.read_within(request, node.config.max_request_bytes)
+    writes = await bodies.parse_off_loop(body, lambda document: _bulk_writes(document, node))
     upstream = strong.strong_upstream(node, ns)
     if upstream is None:
         result = await node.store.write(ns, writes)
@@ -173,19 +160,30 @@ async def transaction(request: web.Request) -> web.Response:
     """Check conditions and apply puts and deletes in one linearizable transaction."""
     node, ns = _authorized(request, "write")
     upstream = strong.require_strong(node, ns, "a transaction")
-    document = check.json_object(await request.read())
-    extra = set(document) - {"conditions", "operations"}
-    if extra:
-        raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
+    body = await bodies.read_within(request, node.config.max_request_bytes)
+    conditions, writes = await bodies.parse_off_loop(
+        body, lambda document: _transaction(document, node)
+    )
+    result = await strong.write(node, upstream, ns, writes, conditions)
+    return _write_answer(node, result, len(writes))
+
+
+def _bulk_writes(document: Mapping[str, object], node: Node) -> list[Write]:
+    """The writes of a bulk body (on a worker thread when the body is large)."""
+    bodies.refuse_unknown_fields(document, ("operations",))
+    return _operations(document, node)
+
+
+def _transaction(document: Mapping[str, object], node: Node) -> tuple[list[Condition], list[Write]]:
+    """The conditions and writes of a transaction body (on a worker thread when large)."""
+    bodies.refuse_unknown_fields(document, ("conditions", "operations"))
     conditions = strong.transaction_conditions(document, node)
     if len(conditions) > node.config.max_bulk_operations:
         raise ApiError(
             "too_many_operations",
             f"{len(conditions)} conditions; the limit is {node.config.max_bulk_operations}",
         )
-    writes = _operations(document, node)
-    result = await strong.write(node, upstream, ns, writes, conditions)
-    return _write_answer(node, result, len(writes))
+    return conditions, _operations(document, node)
 
 
 def _operations(document: Mapping[str, object], node: Node) -> list[Write]:
@@ -201,6 +199,10 @@ def _operations(document: Mapping[str, object], node: Node) -> list[Write]:
     return [_bulk_write(index, op, node) for index, op in enumerate(operations)]
 
 
+_DELETE_FIELDS = frozenset({"op", "key"})
+_PUT_FIELDS = frozenset({"op", "key", "value", "metadata", "ttl", "expiration"})
+
+
 def _bulk_write(index: int, op: object, node: Node) -> Write:
     where = f"operations[{index}]"
     if not isinstance(op, Mapping):
@@ -209,15 +211,11 @@ def _bulk_write(index: int, op: object, node: Node) -> Write:
     try:
         key = check.key(op.get("key"), node.config)
         if kind == "delete":
-            extra = set(op) - {"op", "key"}
-            if extra:
-                raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
+            bodies.refuse_unknown_fields(op, _DELETE_FIELDS)
             return Write(key, None)
         if kind != "put":
             raise ApiError("invalid_json", 'op must be "put" or "delete"')
-        extra = set(op) - {"op", "key", "value", "metadata", "ttl", "expiration"}
-        if extra:
-            raise ApiError("invalid_json", f"unknown field(s) {', '.join(sorted(extra))}")
+        bodies.refuse_unknown_fields(op, _PUT_FIELDS)
         value = check.base64_value(op.get("value"), "value")
         if len(value) > node.config.max_value_bytes:
             raise ApiError(
@@ -236,9 +234,13 @@ def _bulk_write(index: int, op: object, node: Node) -> Write:
 
 @routes.post("/v1/kv/{ns}/_get")
 async def get_many(request: web.Request) -> web.Response:
-    """Read up to ``max_get_many_keys`` keys at once."""
+    """Read up to ``max_get_many_keys`` keys at once, inlining at most ``max_get_many_bytes``."""
     node, ns = _authorized(request, "read")
-    document = check.json_object(await request.read())
+    config = node.config
+    document = check.json_object(
+        await bodies.read_within(request, bodies.get_many_body_limit(config))
+    )
+    bodies.refuse_unknown_fields(document, ("keys",))
     names = document.get("keys")
     if not isinstance(names, list) or not names:
         raise ApiError("invalid_json", 'body must be {"keys": [...]} with at least one key')
@@ -247,13 +249,9 @@ async def get_many(request: web.Request) -> web.Response:
             "too_many_operations",
             f"{len(names)} keys; the limit is {node.config.max_get_many_keys}",
         )
-    keys = [check.key(name, node.config) for name in names]
-    entries = node.store.get_many(ns, keys)
-    found = {
-        name: (_entry_json(entry) if entry else None)
-        for name, entry in zip(names, entries, strict=True)
-    }
-    return web.json_response({"entries": found})
+    keys = [check.key(name, config) for name in names]
+    pieces = answer_pieces(node.store, ns, names, keys, config.max_get_many_bytes)
+    return web.Response(body=SlicedPayload(pieces, "application/json"))
 
 
 SESSION_READS = frozenset({get_value, list_keys, get_many})

@@ -116,6 +116,7 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["keys"],
                     "properties": {"keys": {"type": "array", "items": {"type": "string"}}},
+                    "additionalProperties": False,
                 },
                 "GetManyResult": {
                     "type": "object",
@@ -125,7 +126,13 @@ def openapi_document() -> dict[str, Any]:
                             "additionalProperties": {
                                 "type": ["object", "null"],
                                 "properties": {
-                                    "value": {"type": "string", "contentEncoding": "base64"},
+                                    "value": {
+                                        "type": ["string", "null"],
+                                        "contentEncoding": "base64",
+                                        "description": "null: left out of the answer "
+                                        "(max_get_many_bytes); GET the key",
+                                    },
+                                    "value_bytes": {"type": "integer"},
                                     "metadata": {"type": ["object", "null"]},
                                     "expiration": {"type": ["integer", "null"]},
                                     "version": {"type": "string"},
@@ -288,7 +295,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("GetManyResult"),
                         **_BAD,
                         **_AUTH_ERRORS,
-                        "413": _error("too many keys"),
+                        "413": _error("too many keys, or a body over its limit"),
                         **_NOT_REACHED,
                     },
                 }

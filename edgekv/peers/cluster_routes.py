@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from edgekv.http import bodies
+from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
@@ -94,10 +96,18 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(cluster_status(node, replicator))
 
 
+async def _refuse_body(request: web.Request) -> None:
+    """This route takes no body: any field in one is unknown (an empty object is fine)."""
+    body = await bodies.read_within(request, bodies.SMALL_BODY_BYTES)
+    if body.strip():
+        bodies.refuse_unknown_fields(check.json_object(body), ())
+
+
 @routes.delete("/v1/cluster/members/{node_id}")
 async def remove_member(request: web.Request) -> web.Response:
     """Remove a (dead) member: nobody pulls from it any more, and the removal spreads."""
     _, replicator = _admin(request)
+    await _refuse_body(request)
     try:
         member = int(request.match_info["node_id"], 16)
     except ValueError:

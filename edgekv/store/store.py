@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # The row as stored, tombstone or expired alike: what the read cache remembers.
 _GET = "SELECT value, metadata, expiration, hlc, node, seq FROM kv WHERE ns = ? AND key = ?"
+# length() of a BLOB reads the record header only, not the value's overflow pages.
+_VALUE_SIZE = "SELECT length(value), expiration FROM kv WHERE ns = ? AND key = ?"
 _LIST = (
     "SELECT key, expiration, metadata FROM kv"
     " WHERE ns = ? AND key {op} ? AND key < ? AND value IS NOT NULL"
@@ -403,6 +405,27 @@ class Store:
         """Return the live entries of ``keys`` in order (None where absent)."""
         at = time.time() if now is None else now
         return [self.get(ns, key, at) for key in keys]
+
+    def value_size(self, ns: str, key: bytes, now: float | None = None) -> int | None:
+        """Return the size in bytes of the live value at ``(ns, key)`` without reading it.
+
+        None if absent, deleted or expired. Lets a reader decide whether a value
+        fits its budget before bringing 25 MiB into memory.
+        """
+        entry = self.cache.lookup((ns, key))
+        if entry is MISS:
+            row = self._reader.execute(_VALUE_SIZE, (ns, key)).fetchone()
+            if row is None or row[0] is None:
+                return None
+            size, expiration = row
+        elif entry is None:
+            return None
+        else:
+            assert isinstance(entry, Entry)
+            size, expiration = len(entry.value), entry.expiration
+        if expiration is not None and expiration <= (time.time() if now is None else now):
+            return None
+        return int(size)
 
     def list_keys(
         self,

@@ -1,0 +1,159 @@
+"""Request bodies: read within the route's own limit, parsed without stalling others.
+
+Every route that takes a body has a limit derived from the settings (the
+table "Bounded resources" in docs/api.md). The limit is compared with
+``Content-Length`` before a byte is read, and enforced while a chunked body
+is read, so a body over it costs the node at most the limit and is never
+parsed. JSON bodies above :data:`PARSE_INLINE_BYTES` (only bulk and
+transaction bodies can be that large) are parsed on a worker thread, one
+member or array element per decoder call: ``json.loads`` does not release the
+interpreter, so a thread would not help if it parsed 100 MiB in one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from edgekv.config import Config
+from edgekv.http import validation as check
+from edgekv.http.errors import ApiError
+
+T = TypeVar("T")
+
+PARSE_INLINE_BYTES = 1024 * 1024
+"""Bodies up to this size are parsed on the loop: a thread hop costs more than the parse."""
+
+SMALL_BODY_BYTES = 64 * 1024
+"""The limit of bodies that hold a few small fields (an index declaration)."""
+
+_NAMES_SHOWN = 5
+_NAME_CHARS = 64
+
+
+async def read_within(
+    request: web.Request, limit: int, code: str = "payload_too_large", what: str = "request body"
+) -> bytes:
+    """The request body, or ``code`` (a 413) once it is known to exceed ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before reading;
+    a chunked body is refused as soon as the bytes read pass the limit.
+    """
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise ApiError(code, f"{what} is {length} bytes; the limit is {limit}")
+        return await request.read()
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(code, f"{what} is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def get_many_body_limit(config: Config) -> int:
+    """The largest get-many body: every key JSON-escaped at worst (6 bytes a byte), plus slack."""
+    return config.max_get_many_keys * (6 * config.max_key_bytes + 16) + 1024
+
+
+async def parse_off_loop(body: bytes, build: Callable[[Mapping[str, Any]], T]) -> T:
+    """``build`` applied to the body's JSON object: parsed whole on the loop when the body
+    is small, in steps on a worker thread (``build`` too) when it is large."""
+    if len(body) <= PARSE_INLINE_BYTES:
+        return build(check.json_object(body))
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, lambda: build(json_object_in_steps(body)))
+
+
+def json_object_in_steps(body: bytes) -> Mapping[str, Any]:
+    """:func:`~edgekv.http.validation.json_object`, one member and one array element per
+    decoder call: a thread parsing a 100 MiB body lets the event loop run between them,
+    where one ``json.loads`` would hold the interpreter for the whole body. Anything the
+    stepped reading does not expect is parsed again whole, for the exact error."""
+    try:
+        text = body.decode("utf-8")
+        document, end = _object_in_steps(text, _skip(text, 0))
+        if _skip(text, end) != len(text):
+            raise ValueError("trailing data")
+        return document
+    except (ValueError, IndexError, RecursionError):
+        return check.json_object(body)
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _skip(text: str, at: int) -> int:
+    match = _WHITESPACE.match(text, at)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _object_in_steps(text: str, at: int) -> tuple[dict[str, Any], int]:
+    if text[at] != "{":
+        raise ValueError("not an object")
+    document: dict[str, Any] = {}
+    at = _skip(text, at + 1)
+    if text[at] == "}":
+        return document, at + 1
+    while True:
+        name, at = _DECODER.raw_decode(text, at)
+        if not isinstance(name, str):
+            raise ValueError("a member name is a string")
+        at = _skip(text, at)
+        if text[at] != ":":
+            raise ValueError("':' expected")
+        at = _skip(text, at + 1)
+        if text[at] == "[":
+            document[name], at = _array_in_steps(text, at)
+        else:
+            document[name], at = _DECODER.raw_decode(text, at)
+        at = _skip(text, at)
+        if text[at] == "}":
+            return document, at + 1
+        if text[at] != ",":
+            raise ValueError("',' expected")
+        at = _skip(text, at + 1)
+
+
+def _array_in_steps(text: str, at: int) -> tuple[list[Any], int]:
+    items: list[Any] = []
+    at = _skip(text, at + 1)
+    if text[at] == "]":
+        return items, at + 1
+    while True:
+        item, at = _DECODER.raw_decode(text, at)
+        items.append(item)
+        at = _skip(text, at)
+        if text[at] == "]":
+            return items, at + 1
+        if text[at] != ",":
+            raise ValueError("',' expected")
+        at = _skip(text, at + 1)
+
+
+def refuse_unknown_fields(
+    document: Mapping[str, object], allowed: Iterable[str], where: str = ""
+) -> None:
+    """Raise ``invalid_json`` naming the fields of ``document`` that are not ``allowed``."""
+    extra = set(document).difference(allowed)
+    if not extra:
+        return
+    # Names are shortened: a junk field name can be as large as the body.
+    shown = [json.dumps(name[:_NAME_CHARS]) for name in sorted(extra)[:_NAMES_SHOWN]]
+    more = f" and {len(extra) - _NAMES_SHOWN} more" if len(extra) > _NAMES_SHOWN else ""
+    prefix = f"{where}: " if where else ""
+    raise ApiError("invalid_json", f"{prefix}unknown field(s) {', '.join(shown)}{more}")
