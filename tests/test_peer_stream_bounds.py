@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -51,8 +51,8 @@ def _frame(payload: bytes, *, masked: bool) -> bytes:
     return header + key + bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
 
 
-def _read_frame(reader: socket.SocketIO | object) -> bytes:
-    read = reader.read  # type: ignore[attr-defined]
+def _read_frame(reader: io.BufferedIOBase) -> bytes:
+    read = reader.read
     first, second = read(2)
     size = second & 0x7F
     if size == 126:
@@ -63,9 +63,9 @@ def _read_frame(reader: socket.SocketIO | object) -> bytes:
     return bytes(read(size))
 
 
-def _read_head(reader: object) -> list[bytes]:
+def _read_head(reader: io.BufferedIOBase) -> list[bytes]:
     lines = []
-    while (line := reader.readline()) not in (b"\r\n", b""):  # type: ignore[attr-defined]
+    while (line := reader.readline()) not in (b"\r\n", b""):
         lines.append(line.rstrip())
     return lines
 
@@ -91,7 +91,8 @@ def open_silent_puller(node: NodeProcess, peer_id: int) -> socket.socket:
     )
     reader = sock.makefile("rb")
     head = _read_head(reader)
-    assert head and b" 101 " in head[0], head
+    assert head, "no answer to the upgrade"
+    assert b" 101 " in head[0], head
     welcome = decode(_read_frame(reader))
     assert isinstance(welcome, Welcome)
     hello = Hello(peer_id, 1, f"silent-{peer_id:x}", "http://127.0.0.1:9", 0, welcome.incarnation)
