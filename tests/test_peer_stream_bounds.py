@@ -10,10 +10,13 @@ whose stream breaks on a message over the limit says so in its status.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import io
 import os
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,6 +101,11 @@ def open_silent_puller(node: NodeProcess, peer_id: int) -> socket.socket:
     hello = Hello(peer_id, 1, f"silent-{peer_id:x}", "http://127.0.0.1:9", 0, welcome.incarnation)
     sock.sendall(_frame(encode(hello), masked=True))
     return sock
+
+
+def _unread_bytes(sock: socket.socket) -> int:
+    """What the kernel holds received on ``sock`` and not read yet."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
 
 
 class OversizedPeer:
@@ -248,3 +256,25 @@ def test_peers_that_never_read_hold_bounded_memory_and_are_closed(
         if line.startswith("edgekv_repl_streams_stalled_total{")
     ]
     assert sum(stalled) == SILENT_PULLERS
+
+
+def test_a_node_stops_promptly_while_peers_do_not_read(
+    start_node: Callable[..., NodeProcess],
+) -> None:
+    a = start_node("a", SECRET_ARGS)  # the default stall timeout: far longer than the stop
+    for i in range(2):
+        assert (
+            a.request("PUT", f"/v1/kv/blobs/v{i}", body=os.urandom(LOG_VALUE_BYTES)).status == 200
+        )
+    pullers = [open_silent_puller(a, 0x5200 + i) for i in range(3)]
+    try:
+        wait_for(
+            lambda: all(_unread_bytes(puller) >= 64 * 1024 for puller in pullers),
+            what="each stream has sent more than its puller's buffer holds",
+        )
+        started = time.monotonic()
+        assert a.stop(timeout=15) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        for puller in pullers:
+            puller.close()

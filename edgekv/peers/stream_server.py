@@ -51,6 +51,10 @@ FIRST_IN_FLIGHT = 4
 every peer at once; before it can ask a relaying peer to defer an origin it
 pulls directly, that peer's stream sends a window of relayed copies it then
 decodes for nothing (a whole window was a sixth of a 100,000-key catch-up)."""
+PULLER_MESSAGE_BYTES = 1024 * 1024
+"""The largest message a puller may send (Hello, Ack, Progress, Defer: a few
+bytes per member). Pages flow the other way, up to the 64 MiB message limit;
+a stream need not buffer that much of what a puller sends."""
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
@@ -80,7 +84,7 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     if replicator is None or replicator.stopping:
         raise ApiError("unavailable", "replication is not running")
     # A short close timeout: a stopping node must not wait long for a silent peer.
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
+    ws = web.WebSocketResponse(max_msg_size=PULLER_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
     await ws.prepare(request)
     store = node.store
     me = replicator.identity
@@ -193,11 +197,17 @@ class _Outlet:
             await self.ws.send_bytes(data)
             return
         sending = asyncio.ensure_future(self.ws.send_bytes(data))
-        del data  # the send holds it: nothing here keeps it past a failure
+        del data  # the send holds it; an exception raised here must not keep it alive
         loop = asyncio.get_running_loop()
         look_every = min(1.0, self.stall_seconds / 4)
         queued, since = -1, loop.time()
         while not (await asyncio.wait((sending,), timeout=look_every))[0]:
+            if self.ws.closed:
+                # Closed meanwhile (the node stops): a close would wait behind the
+                # unsent bytes for as long as the peer does not read. Drop them.
+                sending.cancel()
+                transport.abort()
+                raise ConnectionResetError("the stream closed while a message waited for the peer")
             left = transport.get_write_buffer_size()
             if queued < 0 or left < queued:  # the first look (after the write), or progress
                 queued, since = left, loop.time()
