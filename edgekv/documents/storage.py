@@ -36,6 +36,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from pycrdt import get_update, merge_updates
 
+from edgekv.store.paging import read_page
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import documents as ydoc
 from edgekv_replication.changes import Change
@@ -186,14 +187,19 @@ class DocumentStore:
             return merged
         return get_update(merged, state_vector)
 
-    def changes_after(self, cursor: int, limit: int) -> list[Change]:
+    def changes_after(self, cursor: int, limit: int, max_bytes: int) -> list[Change]:
         """Key-value rows, snapshots and logged updates with seq > ``cursor``, in seq order.
 
-        A snapshot is sent as this node's change (so no puller leaves it out
-        as its own), with the newest write it holds as version in ``metadata``.
+        At most ``limit`` of them, ending early at the change that reaches
+        ``max_bytes`` (:func:`~edgekv.store.paging.read_page`). A snapshot is
+        sent as this node's change (so no puller leaves it out as its own),
+        with the newest write it holds as version in ``metadata``.
         """
-        rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit, self.node_id)).fetchall()
-        return [Change(*row) for row in rows]
+        rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit, self.node_id))
+        try:
+            return read_page(rows, max_bytes)[0]
+        finally:
+            rows.close()  # a page ended early leaves the statement open: end its read
 
     def read_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read connection."""
