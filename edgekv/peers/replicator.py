@@ -413,10 +413,9 @@ class Replicator:
         """
         last_ack = 0.0
         async for message in ws:
-            if message.type == aiohttp.WSMsgType.ERROR:
-                # Such as a message over max_msg_size: say why rather than end quietly.
-                raise ProtocolError(f"stream from {self._peer_label(peer)} failed: {message.data}")
             if message.type != aiohttp.WSMsgType.BINARY:
+                # A close or an error (such as a message over max_msg_size): the
+                # pull loop records why from the close code (stream_end_reason).
                 break
             try:
                 decoded = decode(message.data)
