@@ -616,7 +616,7 @@ class Store:
             if any(map(_is_document_ns, set(map(_ns, ready)))):
                 # Document changes merge as Y updates, each logged under a seq of its own.
                 docs = [c for c in ready if is_document(c)]
-                applied += self.documents.apply_remote(txn, docs, doc_slots)
+                applied += self.documents.apply_remote(txn, docs)
                 ready = [c for c in ready if not is_document(c)]
             if ready:
                 base = txn.seq
@@ -638,8 +638,7 @@ class Store:
             txn.conn.execute(_SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, wall_ms))
             return ApplyResult(applied, held, txn.seq, first_seq)
 
-        doc_slots: list[tuple[str, str]] = []
-        applied = self.documents.guard(self.writer.submit(op), doc_slots)
+        applied = self.writer.submit(op)
         return self._settling_cursor(applied, peer, cursor)
 
     def merge_changes(
@@ -655,13 +654,12 @@ class Store:
             result = WriteResult(0, self.node_id, txn.seq)
             seqs = []
             for change in changes:
-                if self._merge(txn, change, doc_slots):
+                if self._merge(txn, change):
                     result = WriteResult(change.hlc, change.node, txn.seq)
                     seqs.append(txn.seq)
             return result, seqs
 
-        doc_slots: list[tuple[str, str]] = []
-        return self.documents.guard(self.writer.submit(op), doc_slots)
+        return self.writer.submit(op)
 
     def release_held(self, max_offset_ms: int) -> asyncio.Future[int]:
         """Apply held changes that are no longer too far ahead; return how many."""
@@ -674,12 +672,11 @@ class Store:
                 (limit_hlc,),
             ).fetchall()
             for row in rows:
-                self._merge(txn, Change(*row[1:]), doc_slots)
+                self._merge(txn, Change(*row[1:]))
                 txn.conn.execute("DELETE FROM held_changes WHERE id = ?", (row[0],))
             return len(rows)
 
-        doc_slots: list[tuple[str, str]] = []
-        return self.documents.guard(self.writer.submit(op), doc_slots)
+        return self.writer.submit(op)
 
     def read_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read connection."""
@@ -827,11 +824,9 @@ class Store:
         """How many remote changes are held back for clock skew."""
         return int(self._reader.execute("SELECT count(*) FROM held_changes").fetchone()[0])
 
-    def _merge(
-        self, txn: Txn, change: Change, doc_slots: list[tuple[str, str]] | None = None
-    ) -> bool:
+    def _merge(self, txn: Txn, change: Change) -> bool:
         if is_document(change):
-            return self.documents.apply_remote(txn, [change], doc_slots) > 0
+            return self.documents.apply_remote(txn, [change]) > 0
         cursor = txn.conn.execute(
             _UPSERT,
             (txn.next_seq(), *change.state()),
