@@ -292,6 +292,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "upstream_pull_bytes",
+        int,
+        32 * MIB,
+        "Most bytes of values one page pulled from the upstream holds, besides its last "
+        "row (a page always takes one row, whatever its size).",
+        minimum=1,
+    ),
+    Setting(
         "upstream_pool_size",
         int,
         10,
@@ -389,6 +397,7 @@ class Config:
     upstream_timeout: float = 2.0
     upstream_poll_interval: float = 0.1
     upstream_batch_interval: float = 0.2
+    upstream_pull_bytes: int = 32 * MIB
     upstream_pool_size: int = 10
     test_clock_offset_ms: int = 0
     test_clock_offset_file: str | None = None

@@ -92,9 +92,16 @@ class UpstreamMetrics:
             "Changes pulled from the upstream and applied.",
             registry=registry,
         )
+        self.pull_pages = Counter(
+            "edgekv_upstream_pull_pages",
+            "Pages of rows read from the upstream log (each at most upstream_pull_bytes "
+            "of values, plus one value).",
+            registry=registry,
+        )
         self.strong = Counter(
             "edgekv_upstream_strong_operations",
-            "Strong operations by outcome (ok, precondition_failed, unavailable).",
+            "Strong operations by outcome (ok, precondition_failed, unavailable, "
+            "upstream_invalid).",
             ["outcome"],
             registry=registry,
         )
@@ -492,14 +499,25 @@ class Upstream:
                 rows = []
                 if head > self.pulled_seq:
                     rows = await conn.fetch(
-                        self.sql.pull, self.pulled_seq, head, self.store.node_id, PULL_PAGE
+                        self.sql.pull,
+                        self.pulled_seq,
+                        head,
+                        self.store.node_id,
+                        PULL_PAGE,
+                        self.config.upstream_pull_bytes,
                     )
                 if time.monotonic() - refreshed_at >= NAMESPACE_REFRESH_INTERVAL:
                     await self._refresh_namespaces(conn)
                     refreshed_at = time.monotonic()
             self.last_contact_ms = _now_ms()
-            full = len(rows) == PULL_PAGE
+            # A page cut short (by rows or bytes) ends at its last row; a whole
+            # one reaches the head, past rows left out (see Statements.head).
+            full = len(rows) == PULL_PAGE or (
+                bool(rows) and rows[-1]["through"] >= self.config.upstream_pull_bytes
+            )
             cursor = int(rows[-1]["seq"]) if full else head
+            if rows:
+                self.metrics.pull_pages.inc()
             blocked = False
             if cursor > self.pulled_seq:
                 blocked = await self._apply(rows, cursor, max_offset_ms)
