@@ -124,6 +124,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "max_query_bytes",
+        int,
+        16 * MIB,
+        "Most bytes of documents (JSON) one document query page answers; the page stops "
+        "there with a cursor for the rest (it always holds at least one document).",
+        minimum=1,
+    ),
+    Setting(
         "max_request_bytes",
         int,
         100 * MIB,
@@ -373,6 +381,7 @@ class Config:
     max_bulk_operations: int = 10_000
     max_get_many_keys: int = 100
     max_get_many_bytes: int = 25 * MIB
+    max_query_bytes: int = 16 * MIB
     max_request_bytes: int = 100 * MIB
     max_indexes_per_collection: int = 16
     idle_timeout: float = 60.0

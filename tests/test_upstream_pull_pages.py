@@ -1,4 +1,4 @@
-"""A page pulled from the upstream is bounded in bytes as well as rows: a real node, a real PostgreSQL.
+"""Upstream pull pages are bounded in bytes as well as rows: a real node, a real PostgreSQL.
 
 Without the byte bound a page was up to 2000 rows of any size (2000 x 25 MiB).
 """

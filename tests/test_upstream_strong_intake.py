@@ -14,7 +14,6 @@ from collections.abc import Callable
 import pytest
 
 from edgekv_replication.hlc import pack_hlc
-
 from tests.cluster import wait_for
 from tests.intake_cases import HLC, LIMIT_ARGS, LIMITS
 from tests.nodeproc import NodeProcess, assert_error

@@ -29,8 +29,8 @@ from edgekv.store.store import Entry, Write
 from edgekv.upstream.pg import PgConnection
 from edgekv.upstream.sql import Statements
 from edgekv_replication import HybridLogicalClock
-from edgekv_replication.hlc import pack_hlc
 from edgekv_replication.changes import Change
+from edgekv_replication.hlc import pack_hlc
 from edgekv_replication.intake import Limits, Refused, check_change, check_stamp
 
 MUST_EXIST = "*"
