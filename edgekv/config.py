@@ -124,6 +124,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "max_query_bytes",
+        int,
+        16 * MIB,
+        "Most bytes of documents (JSON) one document query page answers; the page stops "
+        "there with a cursor for the rest (it always holds at least one document).",
+        minimum=1,
+    ),
+    Setting(
         "max_request_bytes",
         int,
         100 * MIB,
@@ -301,6 +309,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "upstream_pull_bytes",
+        int,
+        32 * MIB,
+        "Most bytes of values one page pulled from the upstream holds, besides its last "
+        "row (a page always takes one row, whatever its size).",
+        minimum=1,
+    ),
+    Setting(
         "upstream_pool_size",
         int,
         10,
@@ -374,6 +390,7 @@ class Config:
     max_bulk_operations: int = 10_000
     max_get_many_keys: int = 100
     max_get_many_bytes: int = 25 * MIB
+    max_query_bytes: int = 16 * MIB
     max_request_bytes: int = 100 * MIB
     max_indexes_per_collection: int = 16
     idle_timeout: float = 60.0
@@ -399,6 +416,7 @@ class Config:
     upstream_timeout: float = 2.0
     upstream_poll_interval: float = 0.1
     upstream_batch_interval: float = 0.2
+    upstream_pull_bytes: int = 32 * MIB
     upstream_pool_size: int = 10
     test_clock_offset_ms: int = 0
     test_clock_offset_file: str | None = None

@@ -153,6 +153,13 @@ _TABLE = (
         "applied, unless the connection broke during its commit; retry with a condition.",
     ),
     ErrorCode(
+        "upstream_invalid",
+        502,
+        "A strong operation met a row in PostgreSQL that breaks the API's limits (written "
+        "there directly, not through EdgeKV); nothing was applied or answered from it. The "
+        "server log names the row; the operator repairs or deletes it in PostgreSQL.",
+    ),
+    ErrorCode(
         "bookmark_not_reached",
         503,
         "The read carried a bookmark this node has not replicated yet within bookmark_timeout; "

@@ -25,7 +25,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,18 +83,29 @@ class Query:
     answer_sql: str = ""
 
 
-class ReadAll(Protocol):
-    """What runs a query: :meth:`edgekv.documents.storage.DocumentStore.read_all`."""
+class ReadRows(Protocol):
+    """What runs a query: :meth:`edgekv.documents.storage.DocumentStore.read_rows`."""
 
-    def __call__(self, sql: str, params: Sequence[object], /) -> list[tuple[Any, ...]]: ...
+    def __call__(self, sql: str, params: Sequence[object], /) -> Iterator[tuple[Any, ...]]: ...
 
 
-def answer(read_all: ReadAll, page: Query) -> str:
-    """The JSON answer of a query page: documents, ``list_complete`` and ``cursor``."""
-    rows = read_all(page.answer_sql, page.params)
-    complete = len(rows) <= page.limit
-    if not complete:
-        del rows[page.limit :]
+def answer(read_rows: ReadRows, page: Query, max_bytes: int) -> str:
+    """The JSON answer of a query page: documents, ``list_complete`` and ``cursor``.
+
+    The page ends at ``page.limit`` documents or once those taken hold
+    ``max_bytes`` of JSON (counted in characters; at least one document is
+    always taken), whichever comes first; the cursor then resumes after the
+    last one. Rows are read one at a time, so no more than the page is held.
+    """
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    complete = True
+    for row in read_rows(page.answer_sql, page.params):
+        if len(rows) == page.limit or size >= max_bytes:
+            complete = False  # a row remains: the client pages on
+            break
+        rows.append(row)
+        size += len(row[0])
     items = ",".join([row[0] for row in rows])
     cursor = "null"
     if not complete:

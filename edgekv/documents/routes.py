@@ -236,7 +236,7 @@ def query_documents(request: web.Request) -> web.Response:
         )
     except query.QueryError as error:
         raise ApiError(error.code, error.message) from None
-    body = query.answer(node.store.documents.read_all, page)
+    body = query.answer(node.store.documents.read_rows, page, node.config.max_query_bytes)
     return web.Response(text=body, content_type="application/json")
 
 

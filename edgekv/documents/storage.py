@@ -34,7 +34,7 @@ import logging
 import secrets
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
@@ -209,6 +209,17 @@ class DocumentStore:
     def read_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read connection."""
         return list(self._reader.execute(sql, params).fetchall())
+
+    def read_rows(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
+        """Run a read-only query on the read connection, yielding its rows one at a time.
+
+        Consume it (or drop it) before anything else runs on the connection.
+        """
+        cursor = self._reader.execute(sql, params)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
 
     # -- local writes -------------------------------------------------------------
 

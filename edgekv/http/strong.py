@@ -19,7 +19,7 @@ from edgekv.http.errors import ApiError
 from edgekv.node import Node
 from edgekv.store.store import Entry, Write, WriteResult
 from edgekv.upstream.connector import Upstream, UpstreamUnavailable
-from edgekv.upstream.strong import Condition, PreconditionFailed
+from edgekv.upstream.strong import Condition, InvalidUpstreamRow, PreconditionFailed
 from edgekv_client.bookmarks import decode_version, encode_version
 
 
@@ -97,6 +97,8 @@ async def write(
         ) from None
     except UpstreamUnavailable as exc:
         raise unavailable(exc) from None
+    except InvalidUpstreamRow as exc:
+        raise ApiError("upstream_invalid", str(exc)) from None
 
 
 def unavailable(exc: UpstreamUnavailable) -> ApiError:
@@ -111,6 +113,8 @@ async def read(node: Node, ns: str, key: bytes) -> Entry | None:
         return await upstream.strong_read(ns, key)
     except UpstreamUnavailable as exc:
         raise unavailable(exc) from None
+    except InvalidUpstreamRow as exc:
+        raise ApiError("upstream_invalid", str(exc)) from None
 
 
 def transaction_conditions(document: Mapping[str, object], node: Node) -> list[Condition]:

@@ -22,6 +22,8 @@ Cursors are keyed by the upstream's id (made with its schema), so a wiped and
 recreated upstream is synced from zero. Strong operations
 (:mod:`edgekv.upstream.strong`) run on the same pool, within
 ``upstream_timeout``, and fail with :class:`UpstreamUnavailable` otherwise.
+The rows they return are held to the same limits as pulled rows; an invalid
+one fails the operation with :class:`strong.InvalidUpstreamRow` (logged).
 """
 
 from __future__ import annotations
@@ -90,9 +92,16 @@ class UpstreamMetrics:
             "Changes pulled from the upstream and applied.",
             registry=registry,
         )
+        self.pull_pages = Counter(
+            "edgekv_upstream_pull_pages",
+            "Pages of rows read from the upstream log (each at most upstream_pull_bytes "
+            "of values, plus one value).",
+            registry=registry,
+        )
         self.strong = Counter(
             "edgekv_upstream_strong_operations",
-            "Strong operations by outcome (ok, precondition_failed, unavailable).",
+            "Strong operations by outcome (ok, precondition_failed, unavailable, "
+            "upstream_invalid).",
             ["outcome"],
             registry=registry,
         )
@@ -126,6 +135,8 @@ class Upstream:
         self.pushed_seq = 0
         self.pulled_seq = 0
         self.limits = limits_of(config)
+        self.max_ahead_ms = int(config.max_clock_offset * 1000)
+        """How far ahead a stored stamp may be for strong writes to follow it."""
         """What a pulled row may hold: the limits HTTP input is held to."""
         self.pull_refusal: str | None = None
         """Why the pull stopped at an invalid upstream row (None: it did not)."""
@@ -184,7 +195,14 @@ class Upstream:
 
         async def operation(conn: PgConnection) -> list[Change]:
             return await strong.run_write(
-                conn, self.sql, store.clock, store.node_id, ns, writes, conditions
+                conn,
+                self.sql,
+                store.clock,
+                store.node_id,
+                ns,
+                writes,
+                conditions,
+                self.max_ahead_ms,
             )
 
         # Stamped now, logged here only after PostgreSQL commits: the marks of
@@ -219,7 +237,9 @@ class Upstream:
         store = self.store
 
         async def operation(conn: PgConnection) -> list[Change]:
-            return await strong.upsert(conn, self.sql, store.clock, store.node_id, writes)
+            return await strong.upsert(
+                conn, self.sql, store.clock, store.node_id, writes, self.max_ahead_ms
+            )
 
         return await self._on_upstream(operation)
 
@@ -227,7 +247,7 @@ class Upstream:
         """Read ``(ns, key)`` from PostgreSQL: the latest committed state."""
 
         async def operation(conn: PgConnection) -> Entry | None:
-            return await strong.read(conn, self.sql, ns, key)
+            return await strong.read(conn, self.sql, ns, key, self.limits)
 
         entry = await self._on_upstream(operation)
         self.metrics.strong.labels("ok").inc()
@@ -251,11 +271,24 @@ class Upstream:
                             # (CockroachDB) report these: run it again.
                             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 raise UpstreamUnavailable("too much contention: the transaction kept conflicting")
+        except strong.InvalidUpstreamRow as exc:
+            self._invalid_row(str(exc))
+            raise
+        except asyncpg.DataError as exc:
+            # Our arguments are validated, so a value out of range comes from a
+            # row (a stamp at the bigint limit cannot be stamped past).
+            message = f"an upstream row is invalid ({type(exc).__name__}: {exc})"
+            self._invalid_row(message)
+            raise strong.InvalidUpstreamRow(message) from exc
         except CONNECTION_ERRORS as exc:
             self.metrics.strong.labels("unavailable").inc()
             raise UpstreamUnavailable(
                 f"the upstream did not answer within {self.timeout} s ({type(exc).__name__})"
             ) from exc
+
+    def _invalid_row(self, message: str) -> None:
+        self.metrics.strong.labels("upstream_invalid").inc()
+        log.error("strong operation refused: %s", message)
 
     # -- background ------------------------------------------------------------
 
@@ -466,14 +499,25 @@ class Upstream:
                 rows = []
                 if head > self.pulled_seq:
                     rows = await conn.fetch(
-                        self.sql.pull, self.pulled_seq, head, self.store.node_id, PULL_PAGE
+                        self.sql.pull,
+                        self.pulled_seq,
+                        head,
+                        self.store.node_id,
+                        PULL_PAGE,
+                        self.config.upstream_pull_bytes,
                     )
                 if time.monotonic() - refreshed_at >= NAMESPACE_REFRESH_INTERVAL:
                     await self._refresh_namespaces(conn)
                     refreshed_at = time.monotonic()
             self.last_contact_ms = _now_ms()
-            full = len(rows) == PULL_PAGE
+            # A page cut short (by rows or bytes) ends at its last row; a whole
+            # one reaches the head, past rows left out (see Statements.head).
+            full = len(rows) == PULL_PAGE or (
+                bool(rows) and rows[-1]["through"] >= self.config.upstream_pull_bytes
+            )
             cursor = int(rows[-1]["seq"]) if full else head
+            if rows:
+                self.metrics.pull_pages.inc()
             blocked = False
             if cursor > self.pulled_seq:
                 blocked = await self._apply(rows, cursor, max_offset_ms)

@@ -94,13 +94,19 @@ class Statements:
 
         Entries written by node ``$3`` are left out: that node has them (or
         newer). Documents always come, as their state may hold others' updates.
+        At most ``$4`` rows, and no row once those before it hold ``$5`` bytes
+        of values or more: the first row always comes (a value up to the limit
+        always replicates), and a page of large values holds about ``$5`` plus
+        one value, not ``$4`` of them. Also returns ``size``, each row's value bytes.
         """
         return (
-            f"SELECT {KV_COLUMNS}, seq FROM {self.kv}"
+            "SELECT * FROM (SELECT *, sum(size) OVER (ORDER BY seq) AS through FROM ("
+            f"SELECT {KV_COLUMNS}, seq, coalesce(octet_length(value), 0) AS size FROM {self.kv}"
             " WHERE seq > $1 AND seq <= $2 AND node <> $3"
-            " UNION ALL SELECT ns, key, state, version, NULL, hlc, node, seq"
+            " UNION ALL SELECT ns, key, state, version, NULL, hlc, node, seq, octet_length(state)"
             f" FROM {self.schema}.docs WHERE seq > $1 AND seq <= $2"
-            " ORDER BY seq LIMIT $4"
+            " ORDER BY seq LIMIT $4) AS first_rows) AS page"
+            " WHERE through - size < $5 ORDER BY seq"
         )
 
     @property

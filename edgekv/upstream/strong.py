@@ -30,6 +30,8 @@ from edgekv.upstream.pg import PgConnection
 from edgekv.upstream.sql import Statements
 from edgekv_replication import HybridLogicalClock
 from edgekv_replication.changes import Change
+from edgekv_replication.hlc import pack_hlc
+from edgekv_replication.intake import Limits, Refused, check_change, check_stamp
 
 MUST_EXIST = "*"
 """``If-Match: *``: the key must hold a live value."""
@@ -52,6 +54,15 @@ class Failure:
 
     key: bytes
     current: tuple[int, int] | None
+
+
+class InvalidUpstreamRow(Exception):
+    """A PostgreSQL row breaks the limits every entry is held to: written there directly.
+
+    Such a row is never handed to a client (its metadata would go into a
+    response header, its stamp into this node's clock); the operation fails
+    instead, and the operator repairs the row.
+    """
 
 
 class PreconditionFailed(Exception):
@@ -88,8 +99,12 @@ async def run_write(
     ns: str,
     writes: Sequence[Write],
     conditions: Sequence[Condition] = (),
+    max_ahead_ms: int = 500,
 ) -> list[Change]:
     """Check ``conditions`` and apply ``writes`` atomically in PostgreSQL.
+
+    ``max_ahead_ms`` (``max_clock_offset``): how far ahead of this node's
+    clock a stored stamp may be for this node's clock to follow it.
 
     Returns the changes written (the last one per key), to be applied locally;
     raises :class:`PreconditionFailed` when a condition does not hold.
@@ -99,16 +114,50 @@ async def run_write(
     """
     latest = {w.key: w for w in writes}  # one statement may not touch a row twice
     if not conditions:
-        return await upsert(conn, sql, clock, node_id, [(ns, w) for w in latest.values()])
+        pairs = [(ns, w) for w in latest.values()]
+        return await upsert(conn, sql, clock, node_id, pairs, max_ahead_ms)
     if len(latest) == 1 and len(conditions) == 1 and conditions[0].key in latest:
-        return await _conditional(conn, sql, clock, node_id, ns, writes[-1], conditions[0])
+        return await _conditional(
+            conn, sql, clock, node_id, ns, writes[-1], conditions[0], max_ahead_ms
+        )
     async with conn.transaction():
-        return await _locked(conn, sql, clock, node_id, ns, list(latest.values()), conditions)
+        return await _locked(
+            conn, sql, clock, node_id, ns, list(latest.values()), conditions, max_ahead_ms
+        )
 
 
-def _stamped(ns: str, write: Write, hlc: int, node_id: int, clock: HybridLogicalClock) -> Change:
-    # The stored stamp may be ahead of ours (another PoP's clock): later writes here follow it.
-    clock.observe(hlc)
+def _upstream_stamp(ns: str, key: bytes, hlc: object) -> int:
+    """``hlc`` as PostgreSQL returned it for ``(ns, key)``, if a valid stamp."""
+    try:
+        check_stamp(hlc, 0)
+    except Refused as refused:
+        raise InvalidUpstreamRow(_row_problem(ns, key, refused)) from None
+    assert type(hlc) is int
+    return hlc
+
+
+def _row_problem(ns: str, key: bytes, refused: Refused) -> str:
+    return (
+        f"the upstream row ({ns!r}, {key[:64]!r}) is invalid ({refused.code}: {refused.message});"
+        " it was written to PostgreSQL directly and must be repaired there"
+    )
+
+
+def _too_far_ahead(hlc: int, clock: HybridLogicalClock, max_ahead_ms: int) -> bool:
+    # Following such a stamp would stamp every later write of this node far
+    # ahead (at MAX_HLC: no later stamp at all, every write failing).
+    return hlc > pack_hlc(clock.wall_ms() + max_ahead_ms, 0xFFFF)
+
+
+def _stamped(
+    ns: str, write: Write, hlc: int, node_id: int, clock: HybridLogicalClock, max_ahead_ms: int
+) -> Change:
+    # The stored stamp may be ahead of ours (another PoP's clock): later writes here follow it,
+    # unless it is too far ahead. It is committed: PostgreSQL keeps ordering that row's
+    # writes (each is stamped past the stored one there), so it is applied here all the same.
+    hlc = _upstream_stamp(ns, write.key, hlc)
+    if not _too_far_ahead(hlc, clock, max_ahead_ms):
+        clock.observe(hlc)
     return Change(ns, write.key, write.value, write.metadata, write.expiration, hlc, node_id)
 
 
@@ -118,6 +167,7 @@ async def upsert(
     clock: HybridLogicalClock,
     node_id: int,
     writes: Sequence[tuple[str, Write]],
+    max_ahead_ms: int = 500,
 ) -> list[Change]:
     """Unconditional writes of ``(namespace, write)`` pairs (no key twice), one statement.
 
@@ -135,7 +185,7 @@ async def upsert(
         node_id,
     )
     stamps = {(row["ns"], bytes(row["key"])): int(row["hlc"]) for row in rows}
-    return [_stamped(ns, w, stamps[ns, w.key], node_id, clock) for ns, w in writes]
+    return [_stamped(ns, w, stamps[ns, w.key], node_id, clock, max_ahead_ms) for ns, w in writes]
 
 
 async def _conditional(
@@ -146,6 +196,7 @@ async def _conditional(
     ns: str,
     write: Write,
     condition: Condition,
+    max_ahead_ms: int,
 ) -> list[Change]:
     now = int(time.time())
     args = (ns, write.key, write.value, write.metadata, write.expiration, clock.now(), node_id)
@@ -157,7 +208,7 @@ async def _conditional(
     if hlc is None:
         row = await conn.fetchrow(sql.read, ns, write.key)
         raise PreconditionFailed([Failure(write.key, live_version(row, now))])
-    return [_stamped(ns, write, int(hlc), node_id, clock)]
+    return [_stamped(ns, write, int(hlc), node_id, clock, max_ahead_ms)]
 
 
 async def _locked(
@@ -168,6 +219,7 @@ async def _locked(
     ns: str,
     writes: Sequence[Write],
     conditions: Sequence[Condition],
+    max_ahead_ms: int,
 ) -> list[Change]:
     """The general case, inside the caller's transaction: lock, check, write."""
     keys = sorted({c.key for c in conditions} | {w.key for w in writes})
@@ -181,8 +233,15 @@ async def _locked(
     ]
     if failures:
         raise PreconditionFailed(failures)  # the transaction rolls back, placeholders too
-    # Stamp later than every stored write, whatever this PoP's clock says.
-    clock.observe(max(int(row["hlc"]) for row in rows.values()))
+    # Stamp later than every stored write, whatever this PoP's clock says -- within
+    # max_clock_offset: a stamp further ahead is refused (the transaction rolls back).
+    for key, row in rows.items():
+        hlc = _upstream_stamp(ns, key, row["hlc"])
+        if _too_far_ahead(hlc, clock, max_ahead_ms):
+            raise InvalidUpstreamRow(
+                _row_problem(ns, key, Refused("invalid_change", f"stamp {hlc} is far ahead"))
+            )
+        clock.observe(hlc)
     changes = [
         Change(ns, w.key, w.value, w.metadata, w.expiration, clock.now(), node_id) for w in writes
     ]
@@ -193,11 +252,21 @@ async def _locked(
     return changes
 
 
-async def read(conn: PgConnection, sql: Statements, ns: str, key: bytes) -> Entry | None:
-    """The live entry of ``(ns, key)`` as PostgreSQL holds it now, or None."""
+async def read(
+    conn: PgConnection, sql: Statements, ns: str, key: bytes, limits: Limits
+) -> Entry | None:
+    """The live entry of ``(ns, key)`` as PostgreSQL holds it now, or None.
+
+    The row is held to ``limits`` (the API's, through the same checks as
+    pulled rows); raises :class:`InvalidUpstreamRow` when it breaks one.
+    """
     row = await conn.fetchrow(sql.read, ns, key)
     if row is None or live_version(row, time.time()) is None:
         return None
-    return Entry(
-        bytes(row["value"]), row["metadata"], row["expiration"], row["hlc"], row["node"], 0
-    )
+    value = bytes(row["value"])
+    metadata, expiration, hlc, node = row["metadata"], row["expiration"], row["hlc"], row["node"]
+    try:
+        check_change(Change(ns, key, value, metadata, expiration, hlc, node), limits)
+    except Refused as refused:
+        raise InvalidUpstreamRow(_row_problem(ns, key, refused)) from None
+    return Entry(value, metadata, expiration, hlc, node, 0)
