@@ -19,8 +19,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from edgekv_client.bookmarks import Bookmark, decode_version
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.bookmarks import Bookmark, decode_version
+from edgekv_replication.codes import ERROR_CODES
 from tests.nodeproc import NodeProcess, Response, assert_error
 
 # -- helpers -------------------------------------------------------------------

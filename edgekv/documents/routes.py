@@ -24,7 +24,7 @@ from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
-from edgekv_client.bookmarks import Bookmark, encode_version
+from edgekv_replication.bookmarks import Bookmark, encode_version
 from edgekv_replication.documents import MAX_DOCUMENT_BYTES, DocumentError, decode_state_vector
 
 routes = web.RouteTableDef()

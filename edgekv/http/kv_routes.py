@@ -17,7 +17,7 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.store.store import Entry, Write, WriteResult
 from edgekv.upstream.strong import Condition
-from edgekv_client.bookmarks import Bookmark, encode_version
+from edgekv_replication.bookmarks import Bookmark, encode_version
 
 routes = web.RouteTableDef()
 # Registration order is match order within /v1/kv: the hot key routes go first.
