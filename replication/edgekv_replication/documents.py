@@ -118,7 +118,7 @@ def document_change(
 
 
 def encode_stamp(hlc: int, node: int) -> str:
-    """A version as 32 hex digits (as ``edgekv_replication.bookmarks.encode_version``)."""
+    """A version as 32 hex digits (as ``edgekv_replication.versions.encode_version``)."""
     return f"{hlc:016x}{node:016x}"
 
 
