@@ -2,7 +2,7 @@
 
 ``python -m edgekv.docgen`` rewrites the generated blocks of
 ``docs/configuration.md`` (from :data:`edgekv.config.SETTINGS`) and
-``docs/errors.md`` (from :data:`edgekv_client.codes.ERROR_CODES`); a test
+``docs/errors.md`` (from :data:`edgekv_replication.codes.ERROR_CODES`); a test
 fails when a block is stale, so docs cannot drift from the code.
 """
 
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edgekv.config import SETTINGS
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.codes import ERROR_CODES
 
 BEGIN = "<!-- generated: {name} -->"
 END = "<!-- end generated: {name} -->"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.codes import ERROR_CODES
 
 _READY = re.compile(r"serving (https?://\S+) node=([0-9a-f]+)")
 

@@ -19,8 +19,9 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from edgekv_client.bookmarks import Bookmark, decode_version
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.bookmarks import Bookmark
+from edgekv_replication.codes import ERROR_CODES
+from edgekv_replication.versions import decode_version
 from tests.nodeproc import NodeProcess, Response, assert_error
 
 # -- helpers -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.codes import ERROR_CODES
 from tests.nodeproc import NodeProcess, Response, assert_error
 from tests.rawhttp import exchange, parse, request
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekv_client import Client, InvalidRequest, Unavailable
+from edgekv_client import BookmarkSet, Client, InvalidRequest, Unavailable
 from edgekv_client._core import Request as client_request
-from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet
+from edgekv_replication.bookmarks import BOOKMARK_HEADER
 from tests.cluster import Cluster, wait_converged, wait_for
 
 

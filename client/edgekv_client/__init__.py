@@ -8,7 +8,7 @@
 from edgekv_client._collections import AsyncCollection, Collection
 from edgekv_client._core import Entry, ListPage, Namespace
 from edgekv_client._docs import Document, DocumentPage
-from edgekv_client.bookmarks import Bookmark, BookmarkSet
+from edgekv_client._session import BookmarkSet
 from edgekv_client.client import Client, Session
 from edgekv_client.errors import (
     ApiError,
@@ -24,6 +24,7 @@ from edgekv_client.errors import (
     Unavailable,
 )
 from edgekv_client.local import IncompatibleStore, LocalReader
+from edgekv_replication.bookmarks import Bookmark
 
 __all__ = [
     "ApiError",

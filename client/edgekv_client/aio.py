@@ -16,8 +16,9 @@ import aiohttp
 from edgekv_client import _core
 from edgekv_client._collections import AsyncCollection
 from edgekv_client._core import Entry, ListPage, Request
-from edgekv_client.bookmarks import BOOKMARK_HEADER, SessionBookmarks
+from edgekv_client._session import SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
+from edgekv_replication.bookmarks import BOOKMARK_HEADER
 
 
 class AsyncClient:

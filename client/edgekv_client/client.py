@@ -10,8 +10,9 @@ from typing import Any
 from edgekv_client import _core, _http
 from edgekv_client._collections import Collection
 from edgekv_client._core import Entry, ListPage, Request
-from edgekv_client.bookmarks import BOOKMARK_HEADER, SessionBookmarks
+from edgekv_client._session import SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
+from edgekv_replication.bookmarks import BOOKMARK_HEADER
 
 
 class Client:

@@ -14,7 +14,7 @@
         └── Unavailable         503 (and other 5xx)
             └── StorageFull     507: the node's disk is full; retry later or elsewhere
 
-The mapping goes through :data:`edgekv_client.codes.ERROR_CODES`, the table
+The mapping goes through :data:`edgekv_replication.codes.ERROR_CODES`, the table
 the server raises from, so client and server cannot drift apart.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.codes import ERROR_CODES
 
 
 class EdgeKVError(Exception):

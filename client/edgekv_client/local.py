@@ -24,8 +24,8 @@ from pathlib import Path
 from types import TracebackType
 
 from edgekv_client._core import Entry
-from edgekv_client.bookmarks import encode_version
 from edgekv_client.errors import EdgeKVError
+from edgekv_replication.versions import encode_version
 
 VIEW = "kv_v1"
 DB_FILENAME = "edgekv.db"

@@ -24,8 +24,9 @@ from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
-from edgekv_client.bookmarks import Bookmark, encode_version
+from edgekv_replication.bookmarks import Bookmark
 from edgekv_replication.documents import MAX_DOCUMENT_BYTES, DocumentError, decode_state_vector
+from edgekv_replication.versions import encode_version
 
 routes = web.RouteTableDef()
 # Registration order is match order: _indexes before {id}.

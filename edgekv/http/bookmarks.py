@@ -21,7 +21,7 @@ import math
 
 from edgekv.http.errors import ApiError
 from edgekv.node import Node
-from edgekv_client.bookmarks import BOOKMARK_HEADER, Bookmark
+from edgekv_replication.bookmarks import BOOKMARK_HEADER, Bookmark
 
 MAX_BOOKMARKS = 32
 HEADER = BOOKMARK_HEADER

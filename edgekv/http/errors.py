@@ -1,7 +1,7 @@
 """API errors: raised by code, rendered in the one error shape.
 
 Handlers raise :class:`ApiError` with a code from
-:data:`edgekv_client.codes.ERROR_CODES`; the middleware in
+:data:`edgekv_replication.codes.ERROR_CODES`; the middleware in
 :mod:`edgekv.http.app` renders ``{"error": {"code": ..., "message": ...}}``
 with that code's status. This is the only place codes become statuses.
 """
@@ -12,7 +12,7 @@ import json
 
 from aiohttp import web
 
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.codes import ERROR_CODES
 
 
 class ApiError(Exception):

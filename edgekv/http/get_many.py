@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 
 from edgekv.store.store import Entry, Store
-from edgekv_client.bookmarks import encode_version
+from edgekv_replication.versions import encode_version
 
 
 def answer_pieces(

@@ -17,7 +17,8 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.store.store import Entry, Write, WriteResult
 from edgekv.upstream.strong import Condition
-from edgekv_client.bookmarks import Bookmark, encode_version
+from edgekv_replication.bookmarks import Bookmark
+from edgekv_replication.versions import encode_version
 
 routes = web.RouteTableDef()
 # Registration order is match order within /v1/kv: the hot key routes go first.

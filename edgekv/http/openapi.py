@@ -17,7 +17,7 @@ from edgekv.http.openapi_parts import BOOKMARK as _BOOKMARK
 from edgekv.http.openapi_parts import NOT_REACHED as _NOT_REACHED
 from edgekv.http.openapi_parts import error as _error
 from edgekv.http.openapi_parts import json_of as _json
-from edgekv_client.codes import ERROR_CODES
+from edgekv_replication.codes import ERROR_CODES
 
 _NS = {
     "name": "ns",

@@ -20,7 +20,7 @@ from edgekv.node import Node
 from edgekv.store.store import Entry, Write, WriteResult
 from edgekv.upstream.connector import Upstream, UpstreamUnavailable
 from edgekv.upstream.strong import Condition, InvalidUpstreamRow, PreconditionFailed
-from edgekv_client.bookmarks import decode_version, encode_version
+from edgekv_replication.versions import decode_version, encode_version
 
 
 def strong_upstream(node: Node, ns: str) -> Upstream | None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from edgekv_client import ApiError, Client, PreconditionFailed, TransportError
-from edgekv_client.bookmarks import decode_version
+from edgekv_replication.versions import decode_version
 from jepsen_like.db import Db
 from jepsen_like.history import Op
 

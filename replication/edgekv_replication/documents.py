@@ -75,7 +75,7 @@ class DocumentError(ValueError):
     """Bad input for a document; ``code`` is the API error code to answer with."""
 
     def __init__(self, code: str, message: str) -> None:
-        """Create an error carrying an error code of ``edgekv_client.codes``."""
+        """Create an error carrying an error code of ``edgekv_replication.codes``."""
         super().__init__(message)
         self.code = code
         self.message = message
@@ -118,7 +118,7 @@ def document_change(
 
 
 def encode_stamp(hlc: int, node: int) -> str:
-    """A version as 32 hex digits (as ``edgekv_client.bookmarks.encode_version``)."""
+    """A version as 32 hex digits (as ``edgekv_replication.versions.encode_version``)."""
     return f"{hlc:016x}{node:016x}"
 
 

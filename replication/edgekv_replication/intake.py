@@ -68,7 +68,7 @@ def limits_of(settings: _Settings) -> Limits:
 class Refused(ValueError):
     """Data that breaks a limit; ``code`` names the rule.
 
-    For what the API checks too, the code is the API's (``edgekv_client.codes``);
+    For what the API checks too, the code is the API's (``edgekv_replication.codes``);
     ``invalid_change`` and ``batch_too_large`` name rules only replicated data
     can break (they appear in logs and a link's ``last_error``, never in an answer).
     """

@@ -1,58 +1,15 @@
-"""Bookmarks and versions: opaque strings on the wire, structured here.
+"""Client sessions: the bookmarks a session has seen, sent with every request.
 
-A write answers with a *bookmark*: where that write sits in the log of the node
-that accepted it. A read that carries a bookmark sees that write or newer.
-An entry's *version* is its last-writer-wins stamp ``(hlc, node)``.
+The wire form of a bookmark and its header live in
+:mod:`edgekv_replication.bookmarks`, shared with the node; what a session keeps
+and sends is the client's own.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Self
+from typing import Self
 
-_BOOKMARK_PREFIX = "b1."
-
-
-class Bookmark(NamedTuple):
-    """Position ``seq`` in the change log of ``node``, reached at clock ``hlc``."""
-
-    node: int
-    seq: int
-    hlc: int
-
-    def encode(self) -> str:
-        """Return the wire form, e.g. ``b1.1f3a...-2a-18c...``."""
-        return f"{_BOOKMARK_PREFIX}{self.node:x}.{self.seq:x}.{self.hlc:x}"
-
-    @classmethod
-    def decode(cls, text: str) -> Bookmark:
-        """Parse the wire form, raising ValueError for anything EdgeKV did not issue."""
-        if not text.startswith(_BOOKMARK_PREFIX) or len(text) > 64:
-            raise ValueError("not an EdgeKV bookmark")
-        parts = text[len(_BOOKMARK_PREFIX) :].split(".")
-        if len(parts) != 3 or not all(parts) or not all(_is_hex(p) for p in parts):
-            raise ValueError("not an EdgeKV bookmark")
-        node, seq, hlc = (int(p, 16) for p in parts)
-        return cls(node, seq, hlc)
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) <= 16 and all(c in "0123456789abcdef" for c in text)
-
-
-def encode_version(hlc: int, node: int) -> str:
-    """Return an entry version (its ETag) from its stamp."""
-    return f"{hlc:016x}{node:016x}"
-
-
-def decode_version(text: str) -> tuple[int, int]:
-    """Return the ``(hlc, node)`` stamp of a version, raising ValueError if malformed."""
-    if len(text) != 32 or not _is_hex(text[:16]) or not _is_hex(text[16:]):
-        raise ValueError("not an EdgeKV version")
-    return int(text[:16], 16), int(text[16:], 16)
-
-
-BOOKMARK_HEADER = "EdgeKV-Bookmark"
-"""Request header carrying a session's bookmarks, comma-separated."""
+from edgekv_replication.bookmarks import BOOKMARK_HEADER, Bookmark
 
 
 class BookmarkSet:
