@@ -13,7 +13,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pycrdt
 import pytest
 
 from edgekv.auth import new_token, token_toml
@@ -86,7 +88,9 @@ def test_one_tenants_metadata_does_not_stop_replication_of_others(tmp_path: Path
     cluster = Cluster(tmp_path, n=2)
     try:
         a, b = cluster.nodes
-        a.request("PUT", "/v1/kv/tenant-x/poison", body=b"v", headers={"EdgeKV-Metadata": '{"a":1e999}'})
+        a.request(
+            "PUT", "/v1/kv/tenant-x/poison", body=b"v", headers={"EdgeKV-Metadata": '{"a":1e999}'}
+        )
         cluster.put(0, "other-tenant", "later", b"must replicate")
         wait_for(
             lambda: b.request("GET", "/v1/kv/other-tenant/later").status == 200,
@@ -120,7 +124,10 @@ def test_gzip_document_body_does_not_stall_other_clients(node: NodeProcess) -> N
     """The 4 MiB document body limit, bypassed the same way: 90 KB on the wire inflate
     to a 90 MiB JSON document that is parsed on the event loop before its 413, so
     every other client waited about 9 s (measured on main: GET latency 9.0 s)."""
-    assert node.request("PUT", "/v1/kv/tenant-a/probe", body=b"x", headers=_bearer(TENANT)).status == 200
+    assert (
+        node.request("PUT", "/v1/kv/tenant-a/probe", body=b"x", headers=_bearer(TENANT)).status
+        == 200
+    )
     document = b'{"a": [' + b"1," * (45 * 1024 * 1024) + b"1]}"
     body = gzip.compress(document, 9)
     latencies: list[float] = []
@@ -177,16 +184,16 @@ def test_non_ascii_authorization_is_unauthorized(node: NodeProcess, token: bytes
 
 def test_deeply_nested_where_value_is_a_400(node: NodeProcess) -> None:
     """A ``where`` value of 3000 ``[`` raised RecursionError: 500 with a traceback."""
-    answer = node.request(
-        "GET", "/v1/docs/ns1?where=a%3D" + "[" * 3000, headers=_bearer(READER)
-    )
+    answer = node.request("GET", "/v1/docs/ns1?where=a%3D" + "[" * 3000, headers=_bearer(READER))
     assert answer.status == 400, (answer.status, answer.body[:200])
     assert answer.json()["error"]["code"] in ("invalid_parameter", "document_too_deep")
 
 
 def test_connect_method_gets_the_json_error_shape(node: NodeProcess) -> None:
     """``CONNECT host:port`` got aiohttp's plain-text ``404: Not Found``."""
-    raw = exchange(node, b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    raw = exchange(
+        node, b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
     answer = parse(raw)
     assert 400 <= answer.status < 500, raw[:300]
     assert answer.headers.get("Content-Type", "").startswith("application/json"), raw[:300]
@@ -207,3 +214,34 @@ def test_forbidden_read_with_bookmark_is_refused_without_waiting(node: NodeProce
     )
     assert_error(answer, "forbidden")
     assert time.monotonic() - started < 1.0
+
+
+# -- 5. Y updates outside the document's root escape the document limit ----------------
+
+
+def test_y_update_to_another_root_cannot_grow_a_document_past_its_limit(node: NodeProcess) -> None:
+    """validate_update checks only the JSON of the document's own root map: an update
+    that fills another root type (a Y Text named ``junk``) is accepted, logged and
+    replicated, invisible in the JSON. Measured on main: four 3 MiB updates gave a
+    document whose JSON is ``{"x": 1}`` a 12 MiB Y state (limit: 1 MiB of JSON);
+    with ``Content-Encoding: gzip`` one 30 MiB update went in, and every peer then
+    refused the batch (value_too_large), halting replication from that node."""
+    headers = _bearer(TENANT)
+    assert (
+        node.request("PUT", "/v1/docs/tenant-y/d", body=b'{"x": 1}', headers=headers).status == 200
+    )
+    replica: pycrdt.Doc[Any] = pycrdt.Doc()
+    replica.apply_update(node.request("GET", "/v1/docs/tenant-y/d/ystate", headers=headers).body)
+    answers = []
+    for i in range(2):
+        before = replica.get_state()
+        with replica.transaction():
+            text = replica.get(f"junk{i}", type=pycrdt.Text)
+            text += "y" * (3 * 1024 * 1024)
+        update = replica.get_update(before)
+        answers.append(
+            node.request("POST", "/v1/docs/tenant-y/d/yupdate", body=update, headers=headers)
+        )
+    assert all(a.status in (400, 413) for a in answers), [(a.status, a.body[:120]) for a in answers]
+    state = node.request("GET", "/v1/docs/tenant-y/d/ystate", headers=headers).body
+    assert len(state) < 1024 * 1024, f"the document's Y state grew to {len(state)} bytes"
