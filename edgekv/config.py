@@ -198,6 +198,15 @@ SETTINGS: tuple[Setting, ...] = (
         "URL at which peers reach this node (default: the URL it listens on).",
     ),
     Setting(
+        "peer_stall_timeout",
+        float,
+        30.0,
+        "Seconds a peer stream may go without the peer reading any of what is queued for "
+        "it; then the node closes the stream and logs it (a peer that does not read holds "
+        "at most one page, 8 MiB plus one change, twice over).",
+        minimum=0.1,
+    ),
+    Setting(
         "cluster_secret",
         str,
         None,
@@ -375,6 +384,7 @@ class Config:
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True
     advertise_url: str | None = None
+    peer_stall_timeout: float = 30.0
     cluster_secret: str | None = None
     cluster_secret_file: str | None = None
     tls_cert: str | None = None

@@ -894,7 +894,7 @@ def test_get_many_key_count_limit(shared_node: NodeProcess, ns: str) -> None:
         (b'{"keys": [1]}', "invalid_key"),
         (b'{"keys": [""]}', "invalid_key"),
         (b'{"keys": [null]}', "invalid_key"),
-        (b'{"keys": ["\\ud800"]}', "invalid_key"),
+        (b'{"keys": ["\\ud800"]}', "invalid_unicode"),
         (json.dumps({"keys": ["k" * 513]}).encode(), "key_too_long"),
     ],
     ids=[

@@ -22,6 +22,12 @@ class ErrorCode(NamedTuple):
 _TABLE = (
     ErrorCode("invalid_request", 400, "The request is malformed; the message says how."),
     ErrorCode("invalid_json", 400, "The request body is not valid JSON of the expected shape."),
+    ErrorCode(
+        "invalid_unicode",
+        400,
+        "A JSON string or object key (in a body, the metadata header or a query's where) "
+        "holds a lone UTF-16 surrogate such as \\ud800: text must be valid Unicode.",
+    ),
     ErrorCode("invalid_namespace", 400, "The namespace does not match [A-Za-z0-9_.-]{1,64}."),
     ErrorCode("invalid_key", 400, "The key is empty, not UTF-8, or '.' or '..'."),
     ErrorCode("key_too_long", 400, "The key is longer than max_key_bytes (512 bytes by default)."),

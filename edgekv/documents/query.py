@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edgekv.json_text import TextNotEncodable, strict_json
+
 FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,31}")
 _FILTER = re.compile(r"\s*(" + FIELD.pattern + r")\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*", re.DOTALL)
 _SQL_OPS = {"==": "=", "=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -104,7 +106,9 @@ def answer(read_all: ReadAll, page: Query) -> str:
 
 def _literal(text: str) -> Any:
     try:
-        value = json.loads(text)
+        value = strict_json(text)
+    except TextNotEncodable as error:
+        raise QueryError("invalid_unicode", f"where: {error}") from None
     except ValueError:
         return _bindable(text)
     if isinstance(value, dict | list):
@@ -162,7 +166,7 @@ def decode_cursor(text: str) -> tuple[Any, str]:
     """The ``(order value, id)`` a cursor resumes after, or ``invalid_cursor``."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        value, doc_id = json.loads(raw)
+        value, doc_id = strict_json(raw)  # a lone surrogate too: no cursor of ours
     except (binascii.Error, ValueError, TypeError):
         raise QueryError("invalid_cursor", "cursor was not issued by this API") from None
     if not isinstance(doc_id, str) or isinstance(value, dict | list):

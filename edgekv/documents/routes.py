@@ -73,28 +73,11 @@ def _target(request: web.Request, action: Action) -> tuple[Node, str, str]:
     return node, collection, document_id(text, node.config.max_key_bytes)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-# One decoder for every request: json.loads with options builds a new one each time.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_TOO_DEEP = ("document_too_deep", "a document nests at most 32 levels")
 
 
 def _parse_json(body: bytes) -> Any:
-    try:
-        if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM: json.loads skips it
-            return check.strict_json(body)
-        try:
-            return _DECODER.decode(body.decode())
-        except UnicodeDecodeError:  # UTF-16/32 JSON: json.loads detects the encoding
-            return check.strict_json(body)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        if "nested too deeply" in str(exc):
-            raise ApiError("document_too_deep", "a document nests at most 32 levels") from None
-        raise ApiError("invalid_json", "request body is not valid JSON") from None
+    return check.json_body(body, _TOO_DEEP)
 
 
 async def _write(node: Node, pending: Awaitable[DocWriteResult]) -> web.Response:

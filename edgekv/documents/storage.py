@@ -8,9 +8,13 @@ the Y document, log the Y update under the next change-log ``seq``, store the
 new materialized JSON. Reads (``get``, queries, ``ystate``) use the read
 connection and see committed state only.
 
+A write that is rolled back -- it failed alone, or its whole transaction
+did -- drops every document it edited in memory (:meth:`Txn.on_rollback`,
+run by the writer), so the next use reloads it from the database.
+
 Y client ids: this process takes a random one when it starts (and a new one
-whenever a commit fails after documents were edited in memory), so two
-incarnations never issue the same Y item ids.
+whenever a write is rolled back after documents were edited in memory), so
+two incarnations never issue the same Y item ids.
 
 Rows (schema version 5): ``docs`` holds per document the materialized JSON
 (NULL while deleted) and its version (the newest write merged in);
@@ -32,10 +36,12 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from pycrdt import get_update, merge_updates
 
+from edgekv.store.paging import read_page
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import documents as ydoc
 from edgekv_replication.changes import Change
@@ -186,14 +192,19 @@ class DocumentStore:
             return merged
         return get_update(merged, state_vector)
 
-    def changes_after(self, cursor: int, limit: int) -> list[Change]:
+    def changes_after(self, cursor: int, limit: int, max_bytes: int) -> list[Change]:
         """Key-value rows, snapshots and logged updates with seq > ``cursor``, in seq order.
 
-        A snapshot is sent as this node's change (so no puller leaves it out
-        as its own), with the newest write it holds as version in ``metadata``.
+        At most ``limit`` of them, ending early at the change that reaches
+        ``max_bytes`` (:func:`~edgekv.store.paging.read_page`). A snapshot is
+        sent as this node's change (so no puller leaves it out as its own),
+        with the newest write it holds as version in ``metadata``.
         """
-        rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit, self.node_id)).fetchall()
-        return [Change(*row) for row in rows]
+        rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit, self.node_id))
+        try:
+            return read_page(rows, max_bytes)[0]
+        finally:
+            rows.close()  # a page ended early leaves the statement open: end its read
 
     def read_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read connection."""
@@ -227,7 +238,6 @@ class DocumentStore:
     ) -> asyncio.Future[Any]:
         write = _LocalWrite(self, (collection, doc_id), edit, argument)
         future: asyncio.Future[DocWriteResult] = self._writer.submit(write.run)
-        future.add_done_callback(write.settled)
         return future
 
     def _write_local(
@@ -239,11 +249,13 @@ class DocumentStore:
             update, new_json, text = edit(self, loaded, argument)
         except DocumentError:
             raise  # checked before any Y edit: the document is as it was
-        except BaseException:
+        except BaseException:  # a pycrdt panic halfway through an edit, say
             self._forget(slot)
             raise
         if update == ydoc.EMPTY_UPDATE:
             return DocWriteResult(loaded.hlc, loaded.node, txn.seq, False)
+        # From here the document in memory is ahead of the database until the commit.
+        txn.on_rollback(partial(self._forget, slot))
         hlc = txn.clock.now()
         seq = txn.take_seq()
         collection, doc_id = slot
@@ -262,53 +274,43 @@ class DocumentStore:
 
     # -- remote changes (inside Store.apply_changes) --------------------------------
 
-    def apply_remote(
-        self,
-        txn: Txn,
-        changes: Sequence[Change],
-        slots: list[tuple[str, str]] | None = None,
-    ) -> int:
+    def apply_remote(self, txn: Txn, changes: Sequence[Change]) -> int:
         """Merge document changes from a peer inside ``txn``; return how many changed a document.
 
         Raises ValueError for a change that is not a Y update (the whole
-        batch is then refused, and the documents it touched reloaded). The
-        documents merged are added to ``slots``: pass it to :meth:`guard`.
+        batch is then refused, and the documents it touched reloaded, as
+        after any rollback).
         An update whose dependencies have not arrived yet waits in
         ``doc_waiting`` (see :class:`~edgekv_replication.documents.DocumentReplica`).
         """
         touched: dict[tuple[str, str], tuple[int, int]] = {}
         logged: dict[tuple[str, str], tuple[int, int]] = {}
         applied = 0
-        try:
-            for change in changes:
-                slot = (ydoc.collection_of(change), change.key.decode())
-                assert change.value is not None
-                txn.clock.observe(change.hlc)
-                version = ydoc.version_of(change)
-                touched[slot] = max(version, touched.get(slot, (0, 0)))
-                merged = self._merge_update(txn, slot, change.value, version, change, logged)
-                if merged is None:
-                    self._wait(txn, slot, change)
-                elif merged:
-                    applied += merged
-                    if slot in self._waiting_slots:
-                        applied += self._retry_waiting(txn, slot, logged)
-            for slot, (hlc, node) in touched.items():
-                loaded = self._load(txn.conn, slot)
-                loaded.json = ydoc.read_json(loaded.doc)
-                loaded.text = None if loaded.json is None else ydoc.serialize(loaded.json)
-                if (hlc, node) > (loaded.hlc, loaded.node):
-                    loaded.hlc, loaded.node = hlc, node
-                count, size = logged.get(slot, (0, 0))
-                txn.conn.execute(_MATERIALIZE, (*slot, loaded.text, hlc, node, count, size))
-        except BaseException:
-            for slot in touched:
-                self._forget(slot)
-            raise
+        for change in changes:
+            slot = (ydoc.collection_of(change), change.key.decode())
+            assert change.value is not None
+            txn.clock.observe(change.hlc)
+            version = ydoc.version_of(change)
+            if slot not in touched:
+                txn.on_rollback(partial(self._forget, slot))
+            touched[slot] = max(version, touched.get(slot, (0, 0)))
+            merged = self._merge_update(txn, slot, change.value, version, change, logged)
+            if merged is None:
+                self._wait(txn, slot, change)
+            elif merged:
+                applied += merged
+                if slot in self._waiting_slots:
+                    applied += self._retry_waiting(txn, slot, logged)
+        for slot, (hlc, node) in touched.items():
+            loaded = self._load(txn.conn, slot)
+            loaded.json = ydoc.read_json(loaded.doc)
+            loaded.text = None if loaded.json is None else ydoc.serialize(loaded.json)
+            if (hlc, node) > (loaded.hlc, loaded.node):
+                loaded.hlc, loaded.node = hlc, node
+            count, size = logged.get(slot, (0, 0))
+            txn.conn.execute(_MATERIALIZE, (*slot, loaded.text, hlc, node, count, size))
         if touched:
             self.present = True
-        if slots is not None:
-            slots.extend(touched)
         return applied
 
     def _merge_update(
@@ -368,6 +370,8 @@ class DocumentStore:
             ).fetchall()
             if not rows:
                 self._waiting_slots.discard(slot)
+                # Rolled back, the rows this emptied wait again.
+                txn.on_rollback(partial(self._waiting_slots.add, slot))
                 return applied
             for wid, update, metadata, hlc, node in rows:
                 change = ydoc.document_change(*slot, update, hlc, node)._replace(metadata=metadata)
@@ -379,11 +383,6 @@ class DocumentStore:
                     applied += merged
                     progress = True
         return applied
-
-    def guard(self, future: asyncio.Future[T], slots: list[tuple[str, str]]) -> asyncio.Future[T]:
-        """Reload the documents in ``slots`` (filled by the op) if ``future`` fails."""
-        self._forget_on_failure(future, slots)
-        return future
 
     # -- compaction ------------------------------------------------------------------
 
@@ -461,6 +460,7 @@ class DocumentStore:
             " log_count = 1, log_bytes = ? WHERE collection = ? AND id = ?",
             (len(folded), *slot),
         )
+        txn.on_rollback(partial(self._forget, slot))  # the log counts go with it
         self._resize(slot, loaded, len(folded))
         return True
 
@@ -531,28 +531,13 @@ class DocumentStore:
             loaded.editor.close()
 
     def _forget(self, slot: tuple[str, str]) -> None:
+        """Drop the document and what is counted of its log: the next use reloads both."""
         self._drop(slot)
+        self._log_counts.pop(slot, None)
+        self._due.discard(slot)
         # Edits of the forgotten copy may have been seen (ystate is committed-only,
         # but be safe): new edits take item ids no one can hold yet.
         self.client_id = _new_client_id()
-
-    def _forget_on_failure(
-        self, future: asyncio.Future[Any], slots: Sequence[tuple[str, str]]
-    ) -> None:
-        def check(done: asyncio.Future[Any]) -> None:
-            if _failed(done):
-                for slot in slots:
-                    self._forget(slot)
-
-        future.add_done_callback(check)
-
-
-def _failed(future: asyncio.Future[Any]) -> bool:
-    """Whether a write failed in a way that may leave its documents ahead of the database."""
-    if future.cancelled():
-        return True
-    error = future.exception()
-    return error is not None and not isinstance(error, DocumentError)
 
 
 Edited = tuple[bytes, dict[str, Any] | None, str | None]
@@ -561,7 +546,7 @@ _Edit = Callable[[DocumentStore, _Loaded, Any], Edited]
 
 
 class _LocalWrite:
-    """One local write: its writer op and the check of its outcome.
+    """One local write: its writer op.
 
     One object rather than closures per write: on the PATCH path, the
     closures and their cells were a large share of the garbage that made the
@@ -581,11 +566,6 @@ class _LocalWrite:
     def run(self, txn: Txn) -> DocWriteResult:
         """The writer op."""
         return self.documents._write_local(txn, self.slot, self.edit, self.argument)
-
-    def settled(self, future: asyncio.Future[Any]) -> None:
-        """Reload the document if the write failed after editing it in memory."""
-        if _failed(future):
-            self.documents._forget(self.slot)
 
 
 def _edit_replace(documents: DocumentStore, loaded: _Loaded, argument: Any) -> Edited:

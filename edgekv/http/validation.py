@@ -20,6 +20,7 @@ from aiohttp import web
 
 from edgekv.config import Config
 from edgekv.http.errors import ApiError
+from edgekv.json_text import NestedTooDeeply, TextNotEncodable, strict_json
 from edgekv_replication import intake
 
 _CURSOR = re.compile(r"[A-Za-z0-9_\-]{1,1000}")
@@ -105,16 +106,23 @@ def require_utf8_query(request: web.Request, code: str) -> None:
         raise ApiError(code, "a '%' in the query string is not followed by two hex digits")
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+_TOO_DEEP = ("invalid_json", "request body nests too deeply")
 
 
-def strict_json(text: str | bytes) -> Any:
-    """Parse standard JSON: no NaN or Infinity; too deep a nesting is a ValueError."""
+def json_body(body: bytes, too_deep: tuple[str, str] = _TOO_DEEP) -> Any:
+    """Parse a request body with :func:`~edgekv.json_text.strict_json`, or say why not.
+
+    Raises ApiError: ``invalid_unicode`` for a lone surrogate, ``too_deep``
+    (code, message) for nesting beyond the parser, ``invalid_json`` otherwise.
+    """
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        return strict_json(body)
+    except TextNotEncodable as error:
+        raise ApiError("invalid_unicode", f"request body: {error}") from None
+    except NestedTooDeeply:
+        raise ApiError(*too_deep) from None
+    except ValueError:  # UnicodeDecodeError too
+        raise ApiError("invalid_json", "request body is not valid JSON") from None
 
 
 def metadata_header(text: str | None, config: Config) -> str | None:
@@ -123,6 +131,8 @@ def metadata_header(text: str | None, config: Config) -> str | None:
         return None
     try:
         raw = strict_json(text)
+    except TextNotEncodable as error:
+        raise ApiError("invalid_unicode", f"metadata: {error}") from None
     except ValueError:
         raw = None
     if not isinstance(raw, dict):
@@ -240,10 +250,7 @@ def base64_value(raw: object, where: str) -> bytes:
 
 def json_object(body: bytes) -> Mapping[str, Any]:
     """Parse a JSON object request body, or raise ``invalid_json``."""
-    try:
-        document = strict_json(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("invalid_json", "request body is not valid JSON") from None
+    document = json_body(body)
     if not isinstance(document, dict):
         raise ApiError("invalid_json", "request body must be a JSON object")
     return document

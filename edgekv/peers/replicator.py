@@ -135,10 +135,32 @@ class ReplicationMetrics:
         self.reconnects = Counter(
             "edgekv_repl_stream_reconnects", "Pull streams (re)opened.", ["peer"], registry=registry
         )
+        self.stalled = Counter(
+            "edgekv_repl_streams_stalled",
+            "Streams served to a peer closed because it read nothing for peer_stall_timeout.",
+            ["peer"],
+            registry=registry,
+        )
         self.registry = registry
         self.apply_seconds = Histogram(
             "edgekv_repl_apply_seconds", "Time to apply and commit one batch.", registry=registry
         )
+
+
+def stream_end_reason(close_code: int | None, error: BaseException | None) -> str:
+    """Why a pull stream ended, for the link's ``last_error`` and the log."""
+    if error is not None:
+        return f"{type(error).__name__}: {error}"
+    if close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+        return (
+            f"a message over the {MAX_MESSAGE_BYTES}-byte peer message limit "
+            "(close code 1009): the peer sends pages too large for this node"
+        )
+    if close_code == aiohttp.WSCloseCode.GOING_AWAY:
+        return "the peer closed the stream (going away: it is stopping)"
+    if close_code in (None, aiohttp.WSCloseCode.ABNORMAL_CLOSURE):
+        return "the connection was lost"
+    return f"the peer closed the stream (close code {close_code})"
 
 
 def peer_client_tls(config: Config) -> ssl.SSLContext:
@@ -343,6 +365,12 @@ class Replicator:
                         "the peer collected tombstones this node never saw: "
                         "re-sync in full (wipe this node's data directory)"
                     )
+                if not restarting and not self.stopping:
+                    # The stream ended without an exception (aiohttp ends the
+                    # message loop quietly on a close or an error message): say why.
+                    ended = stream_end_reason(ws.close_code, ws.exception())
+                    log.warning("stream from %s ended: %s", url, ended)
+                    self._link_failed(peer, url, ended)
         except (EnvelopeError, ProtocolError) as exc:
             log.warning("stream from %s refused: %s", url, exc)
             self._link_failed(peer, url, str(exc))
@@ -385,10 +413,9 @@ class Replicator:
         """
         last_ack = 0.0
         async for message in ws:
-            if message.type == aiohttp.WSMsgType.ERROR:
-                # Such as a message over max_msg_size: say why rather than end quietly.
-                raise ProtocolError(f"stream from {self._peer_label(peer)} failed: {message.data}")
             if message.type != aiohttp.WSMsgType.BINARY:
+                # A close or an error (such as a message over max_msg_size): the
+                # pull loop records why from the close code (stream_end_reason).
                 break
             try:
                 decoded = decode(message.data)

@@ -21,6 +21,7 @@ from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE
 from edgekv.peers.replicator import Replicator
 from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER
+from edgekv.store.paging import PAGE_BYTES
 from edgekv.tasks import wait_event
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
@@ -50,6 +51,10 @@ FIRST_IN_FLIGHT = 4
 every peer at once; before it can ask a relaying peer to defer an origin it
 pulls directly, that peer's stream sends a window of relayed copies it then
 decodes for nothing (a whole window was a sixth of a 100,000-key catch-up)."""
+PULLER_MESSAGE_BYTES = 1024 * 1024
+"""The largest message a puller may send (Hello, Ack, Progress, Defer: a few
+bytes per member). Pages flow the other way, up to the 64 MiB message limit;
+a stream need not buffer that much of what a puller sends."""
 HEARTBEAT_SECONDS = 1.0
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
@@ -78,7 +83,7 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     if replicator is None or replicator.stopping:
         raise ApiError("unavailable", "replication is not running")
     # A short close timeout: a stopping node must not wait long for a silent peer.
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
+    ws = web.WebSocketResponse(max_msg_size=PULLER_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
     await ws.prepare(request)
     store = node.store
     me = replicator.identity
@@ -109,8 +114,15 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     served = _Served()
     closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node, served))
     replicator.streams.add(ws)
+    transport = request.transport
+    outlet = _Outlet(ws, transport, node.config.peer_stall_timeout)
     try:
-        await _stream(ws, replicator, cursor, hello.node, hello.echo, closed, served)
+        await _stream(outlet, replicator, cursor, hello.node, hello.echo, closed, served)
+    except StreamStalled as stalled:
+        log.warning("closed the stream to peer %x at %s: %s", hello.node, request.remote, stalled)
+        replicator.metrics.stalled.labels(f"{hello.node:016x}").inc()
+        if transport is not None:
+            transport.abort()  # a close would wait for the unsent bytes; drop them now
     except (ConnectionResetError, RuntimeError) as exc:  # the peer went away mid-send
         log.info("peer stream to %x ended: %s", hello.node, exc)
     finally:
@@ -152,8 +164,62 @@ async def _read_acks(
             served.deferral.update(decoded.marks)
 
 
+class StreamStalled(Exception):
+    """The peer read nothing of what is queued for it for ``peer_stall_timeout``."""
+
+
+@dataclass
+class _Outlet:
+    """Sends a stream's messages, bounding what waits unsent for a peer that does not read.
+
+    aiohttp writes a message into the transport at once and then, above the
+    transport's high-water mark (64 KiB), awaits a drain with no deadline:
+    a peer that never reads held each stream's last page for good. Here a
+    send that must wait is watched: once the peer has read nothing of what
+    is queued for ``stall_seconds``, :class:`StreamStalled` is raised. While
+    it waits a stream holds one message twice (the message, and its unsent
+    part copied into the transport's buffer) plus the high-water mark.
+    """
+
+    ws: web.WebSocketResponse
+    transport: asyncio.Transport | None
+    stall_seconds: float
+
+    async def send(self, data: bytes) -> None:
+        """Send one message; raise :class:`StreamStalled` if the peer stops reading."""
+        transport = self.transport
+        if transport is None or (
+            transport.get_write_buffer_size() + len(data) <= transport.get_write_buffer_limits()[0]
+        ):
+            # Below the low-water mark the write cannot pause the transport:
+            # aiohttp returns without waiting (heartbeats, live changes).
+            await self.ws.send_bytes(data)
+            return
+        sending = asyncio.ensure_future(self.ws.send_bytes(data))
+        del data  # the send holds it; an exception raised here must not keep it alive
+        loop = asyncio.get_running_loop()
+        look_every = min(1.0, self.stall_seconds / 4)
+        queued, since = -1, loop.time()
+        while not (await asyncio.wait((sending,), timeout=look_every))[0]:
+            if self.ws.closed:
+                # Closed meanwhile (the node stops): a close would wait behind the
+                # unsent bytes for as long as the peer does not read. Drop them.
+                sending.cancel()
+                transport.abort()
+                raise ConnectionResetError("the stream closed while a message waited for the peer")
+            left = transport.get_write_buffer_size()
+            if queued < 0 or left < queued:  # the first look (after the write), or progress
+                queued, since = left, loop.time()
+            elif loop.time() - since >= self.stall_seconds:
+                sending.cancel()
+                raise StreamStalled(
+                    f"it read none of the {left} bytes queued for it in {self.stall_seconds:g} s"
+                )
+        sending.result()
+
+
 async def _stream(
-    ws: web.WebSocketResponse,
+    outlet: _Outlet,
     replicator: Replicator,
     cursor: int,
     peer: int,
@@ -161,6 +227,7 @@ async def _stream(
     closed: asyncio.Future[None],
     served: _Served,
 ) -> None:
+    ws = outlet.ws
     store = replicator.store
     sent_members = None
     label = f"{peer:016x}"
@@ -184,39 +251,88 @@ async def _stream(
                 continue
         members = replicator.membership.members()
         if members != sent_members:
-            await ws.send_bytes(encode(Members(tuple(members))))
+            await outlet.send(encode(Members(tuple(members))))
             sent_members = members
         if deferral.marks != marks_seen:
             # Newer marks may cover deferred changes: the puller may save further.
             store.advance_window(deferral, cursor)
             marks_seen = dict(deferral.marks)
-        head = store.seq  # read before the query: every change up to head is visible to it
-        if echo:
-            page = store.changes_after(cursor, PAGE_SIZE)
-            end = page[-1].seq if page else cursor
-            changes = deferral.split(page)
-        else:
-            # The puller's own writes would be no-ops there: they stay in SQLite.
-            changes, end = store.page_after(cursor, PAGE_SIZE, peer, head, deferral)
-        if end > cursor or head > cursor:
-            # A page of nothing but gaps or left-out rows still moves the cursor.
-            upto = end if end > cursor else head
-            batch = Batch(
-                cursor,
-                upto,
-                tuple(changes),
-                replicator.wall_ms(),
-                deferral.durable(upto),
-                store.origin_marks.at(upto),
-            )
-            await ws.send_bytes(encode(batch))
-            sent.inc(len(batch.changes))
-            if changes:
+        page = _next_page(replicator, cursor, peer, echo, deferral, PAGE_BYTES)
+        if page is not None and len(page[0]) > MAX_MESSAGE_BYTES and page[1] > 1:
+            # Only with max_value_bytes raised near the limit: one change a page then.
+            page = _next_page(replicator, cursor, peer, echo, deferral, 0)
+        if page is not None:
+            data, count, upto = page
+            del page  # only the encoded message stays alive while it is sent
+            if len(data) > MAX_MESSAGE_BYTES:
+                await _refuse_oversized(ws, peer, cursor, len(data))
+                return
+            await outlet.send(data)
+            del data
+            sent.inc(count)
+            if count:
                 batches.inc()
-            cursor = batch.upto
+            cursor = upto
             in_flight.append(cursor)
             continue
         if not await replicator.feed.wait_beyond(cursor, HEARTBEAT_SECONDS):
             mark = store.origin_marks.at(cursor)
             heartbeat = make_batch([], cursor, cursor, replicator.wall_ms(), None, deferral, mark)
-            await ws.send_bytes(encode(heartbeat))
+            await outlet.send(encode(heartbeat))
+
+
+def _next_page(
+    replicator: Replicator,
+    cursor: int,
+    peer: int,
+    echo: bool,
+    deferral: Deferral,
+    max_bytes: int,
+) -> tuple[bytes, int, int] | None:
+    """The next batch after ``cursor``, encoded: (message, changes in it, upto).
+
+    None when there is nothing after ``cursor``. A page is bounded in rows
+    (:data:`PAGE_SIZE`) and in bytes (``max_bytes`` plus one change): with
+    :data:`~edgekv.store.paging.PAGE_BYTES` and values up to 25 MiB it is
+    at most about 33 MiB, under the 64 MiB a peer message may hold.
+    """
+    store = replicator.store
+    head = store.seq  # read before the query: every change up to head is visible to it
+    if echo:
+        page = store.changes_after(cursor, PAGE_SIZE, max_bytes)
+        end = page[-1].seq if page else cursor
+        changes = deferral.split(page)
+    else:
+        # The puller's own writes would be no-ops there: they stay in SQLite.
+        changes, end = store.page_after(cursor, PAGE_SIZE, peer, head, deferral, max_bytes)
+    if end <= cursor and head <= cursor:
+        return None
+    # A page of nothing but gaps or left-out rows still moves the cursor.
+    upto = end if end > cursor else head
+    batch = Batch(
+        cursor,
+        upto,
+        tuple(changes),
+        replicator.wall_ms(),
+        deferral.durable(upto),
+        store.origin_marks.at(upto),
+    )
+    return encode(batch), len(changes), upto
+
+
+async def _refuse_oversized(ws: web.WebSocketResponse, peer: int, cursor: int, size: int) -> None:
+    """Close a stream whose next page cannot be sent: one change is over the message limit.
+
+    Only a node configured with ``max_value_bytes`` near the 64 MiB message
+    limit can hold such a change; the puller would refuse it (close code
+    1009) and retry for ever, so the stream is closed here, saying why.
+    """
+    log.error(
+        "cannot send the change after seq %d to peer %x: its page is %d bytes, more than "
+        "a peer message may hold (%d); lower max_value_bytes",
+        cursor,
+        peer,
+        size,
+        MAX_MESSAGE_BYTES,
+    )
+    await ws.close(code=1009, message=b"change too large for a peer message")

@@ -24,6 +24,7 @@ from edgekv.documents.storage import DocumentStore
 from edgekv.store.cache import MISS, ReadCache
 from edgekv.store.datadir import DataDirError, DataDirLock, refuse_emptied_database
 from edgekv.store.faults import StorageHealth, is_corruption
+from edgekv.store.paging import PAGE_BYTES, read_page
 from edgekv.store.schema import migrate
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import HybridLogicalClock, new_node_id
@@ -485,15 +486,20 @@ class Store:
 
     # -- replication -----------------------------------------------------------
 
-    def changes_after(self, cursor: int, limit: int) -> list[Change]:
+    def changes_after(self, cursor: int, limit: int, max_bytes: int = PAGE_BYTES) -> list[Change]:
         """Return up to ``limit`` changes of the local log with seq > ``cursor``.
 
-        Key-value entries and document changes alike, in seq order.
+        Key-value entries and document changes alike, in seq order; the page
+        ends early at the change that reaches ``max_bytes``
+        (:func:`~edgekv.store.paging.read_page`).
         """
         if self.documents.present:
-            return self.documents.changes_after(cursor, limit)
+            return self.documents.changes_after(cursor, limit, max_bytes)
         rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit))
-        return list(map(_as_change, rows))
+        try:
+            return read_page(rows, max_bytes)[0]
+        finally:
+            rows.close()  # a page ended early leaves the statement open: end its read
 
     def page_after(
         self,
@@ -502,20 +508,22 @@ class Store:
         leave_out: int,
         head: int,
         deferral: Deferral | None = None,
+        max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[Change], int]:
         """A page of changes after ``cursor``, without ``leave_out``'s own or deferred ones.
 
         Returns up to ``limit`` changes not written by node ``leave_out`` nor
         deferred by ``deferral`` (whose window it opens as
-        :meth:`Deferral.split` does), and the seq the page ends at: the last
-        change's if the page is full, else ``head`` (the log's head, read
+        :meth:`Deferral.split` does), ending early at the change that reaches
+        ``max_bytes``, and the seq the page ends at: the last change's if the
+        page is full (in rows or bytes), else ``head`` (the log's head, read
         before calling) -- a stretch of nothing but left-out rows passes in
         one page. Without documents the rows left out are filtered in SQLite,
         so they cost no Python objects; with documents a page is ``limit``
         rows of the log, filtered here.
         """
         if self.documents.present:
-            changes = self.changes_after(cursor, limit)
+            changes = self.changes_after(cursor, limit, max_bytes)
             end = changes[-1].seq if changes else cursor
             changes = [c for c in changes if c.node != leave_out]
             return (deferral.split(changes) if deferral else changes), end
@@ -525,11 +533,17 @@ class Store:
             sql += f" AND node NOT IN ({', '.join('?' * len(origins))})"
         rows = self._reader.execute(
             sql + " ORDER BY seq LIMIT ?", (cursor, head, leave_out, *origins, limit)
-        ).fetchall()
-        end = rows[-1][7] if len(rows) == limit else max(cursor, head)
+        )
+        try:
+            changes, at_budget = read_page(rows, max_bytes)
+        finally:
+            rows.close()
+        # Ended by its budget, a page ends at its last change: later rows were not read.
+        full = at_budget or len(changes) == limit
+        end = changes[-1].seq if full else max(cursor, head)
         if deferral and origins and deferral.window is None:
             deferral.window = self._first_uncovered(deferral, cursor + 1, end)
-        return list(map(_as_change, rows)), int(end)
+        return changes, end
 
     def advance_window(self, deferral: Deferral, upto: int) -> None:
         """Move ``deferral``'s window past what its marks cover, up to ``upto`` (sent so far).
@@ -602,7 +616,7 @@ class Store:
             if any(map(_is_document_ns, set(map(_ns, ready)))):
                 # Document changes merge as Y updates, each logged under a seq of its own.
                 docs = [c for c in ready if is_document(c)]
-                applied += self.documents.apply_remote(txn, docs, doc_slots)
+                applied += self.documents.apply_remote(txn, docs)
                 ready = [c for c in ready if not is_document(c)]
             if ready:
                 base = txn.seq
@@ -624,8 +638,7 @@ class Store:
             txn.conn.execute(_SAVE_CURSOR, (peer, cursor.incarnation, cursor.cursor, wall_ms))
             return ApplyResult(applied, held, txn.seq, first_seq)
 
-        doc_slots: list[tuple[str, str]] = []
-        applied = self.documents.guard(self.writer.submit(op), doc_slots)
+        applied = self.writer.submit(op)
         return self._settling_cursor(applied, peer, cursor)
 
     def merge_changes(
@@ -641,13 +654,12 @@ class Store:
             result = WriteResult(0, self.node_id, txn.seq)
             seqs = []
             for change in changes:
-                if self._merge(txn, change, doc_slots):
+                if self._merge(txn, change):
                     result = WriteResult(change.hlc, change.node, txn.seq)
                     seqs.append(txn.seq)
             return result, seqs
 
-        doc_slots: list[tuple[str, str]] = []
-        return self.documents.guard(self.writer.submit(op), doc_slots)
+        return self.writer.submit(op)
 
     def release_held(self, max_offset_ms: int) -> asyncio.Future[int]:
         """Apply held changes that are no longer too far ahead; return how many."""
@@ -660,12 +672,11 @@ class Store:
                 (limit_hlc,),
             ).fetchall()
             for row in rows:
-                self._merge(txn, Change(*row[1:]), doc_slots)
+                self._merge(txn, Change(*row[1:]))
                 txn.conn.execute("DELETE FROM held_changes WHERE id = ?", (row[0],))
             return len(rows)
 
-        doc_slots: list[tuple[str, str]] = []
-        return self.documents.guard(self.writer.submit(op), doc_slots)
+        return self.writer.submit(op)
 
     def read_all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on the read connection."""
@@ -813,11 +824,9 @@ class Store:
         """How many remote changes are held back for clock skew."""
         return int(self._reader.execute("SELECT count(*) FROM held_changes").fetchone()[0])
 
-    def _merge(
-        self, txn: Txn, change: Change, doc_slots: list[tuple[str, str]] | None = None
-    ) -> bool:
+    def _merge(self, txn: Txn, change: Change) -> bool:
         if is_document(change):
-            return self.documents.apply_remote(txn, [change], doc_slots) > 0
+            return self.documents.apply_remote(txn, [change]) > 0
         cursor = txn.conn.execute(
             _UPSERT,
             (txn.next_seq(), *change.state()),
