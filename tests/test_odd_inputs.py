@@ -70,7 +70,7 @@ ODD_REQUESTS: list[tuple[str, bytes, bytes, bytes, str]] = [
         b"GET /v1/docs/odd?where=a==%22%5Cud800%22 HTTP/1.1",
         b"",
         b"",
-        "invalid_parameter",
+        "invalid_unicode",  # as codes.py documents for a where
     ),
     (
         "2,000 where filters",

@@ -54,7 +54,7 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 COMPACT_LOG_ROWS = 32
 """A document whose log reaches this many updates is due for compaction."""
 
-_CHANGES_AFTER = (
+CHANGES_AFTER = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv WHERE seq > ?1"
     " UNION ALL SELECT '" + ydoc.DOC_NS_PREFIX + "' || collection, CAST(id AS BLOB), snapshot,"
     " printf('%016x%016x', snap_hlc, snap_node), NULL, snap_hlc, ?3, snap_seq"
@@ -63,6 +63,8 @@ _CHANGES_AFTER = (
     " metadata, NULL, hlc, node, seq FROM doc_log WHERE seq > ?1"
     " ORDER BY seq LIMIT ?2"
 )
+"""The rows a node sends its peers, in ``seq`` order (params: cursor, limit, node id):
+key-value rows, compacted snapshots and logged Y updates, each as a Change."""
 _LOG = (
     "INSERT INTO doc_log (seq, collection, id, y_update, metadata, hlc, node)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -200,7 +202,7 @@ class DocumentStore:
         sent as this node's change (so no puller leaves it out as its own),
         with the newest write it holds as version in ``metadata``.
         """
-        rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit, self.node_id))
+        rows = self._reader.execute(CHANGES_AFTER, (cursor, limit, self.node_id))
         try:
             return read_page(rows, max_bytes)[0]
         finally:

@@ -12,7 +12,8 @@ headers:
   idle connection and closes it unless the head is complete in time.
 
 :func:`in_error_shape` gives the same shape to the HTTP errors aiohttp's router
-raises for request targets that are not paths. :class:`NodeRunner` is :class:`aiohttp.web.AppRunner` serving through it.
+raises for request targets that are not paths. :class:`NodeRunner` is
+:class:`aiohttp.web.AppRunner` serving through it, and never inflating bodies.
 """
 
 from __future__ import annotations
