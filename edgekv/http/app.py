@@ -144,8 +144,8 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
             response = error_response(ApiError(code, exc.reason or code))
         except web.RequestPayloadError as exc:
             # The body broke off mid-way or its framing is invalid: the client's fault.
-            error = ApiError("invalid_request", f"unreadable request body: {exc}")
-            response = error_response(error)
+            unreadable = ApiError("invalid_request", f"unreadable request body: {exc}")
+            response = error_response(unreadable)
         except WriterClosed:
             response = error_response(ApiError("unavailable", "the node is shutting down"))
         except Exception as exc:

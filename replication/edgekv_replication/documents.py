@@ -647,7 +647,7 @@ def validate_update(doc: YDoc, update: bytes, client_id: int) -> dict[str, Any] 
 def foreign_roots(doc: YDoc) -> str | None:
     """Why ``doc`` is not a document's Y state (root types besides ``content`` and
     ``meta``), or None. Such roots hold data no JSON read shows and no limit counts."""
-    names = [name for name in doc if name not in ROOTS]  # the root names
+    names = [name for name in doc.keys() if name not in ROOTS]  # noqa: SIM118 (typed)
     if not names:
         return None
     shown = ", ".join(repr(name[:32]) for name in sorted(names)[:3])
