@@ -59,7 +59,8 @@ OPEN_ACCESS = TokenSpec(name="protected-mode", hash="", scopes=("admin",))
 
 def hash_token(token: str) -> str:
     """Return the stored form of ``token``."""
-    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+    # surrogateescape: aiohttp hands non-UTF-8 header bytes over as lone surrogates.
+    return "sha256:" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def new_token() -> str:

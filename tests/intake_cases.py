@@ -9,6 +9,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from edgekv_replication.changes import Change
+from edgekv_replication.documents import MAX_Y_STATE_BYTES
 from edgekv_replication.intake import MAX_EXPIRATION, NAMESPACE, Limits
 
 LIMITS = Limits(max_key_bytes=16, max_value_bytes=64, max_metadata_bytes=32)
@@ -91,7 +92,8 @@ def invalid_changes(ns: str) -> st.SearchStrategy[Change]:
                 Change("@doc:c", b"id", b"\x00\x00", "not-a-version", None, HLC, 0x1234),
                 Change("@doc:c", b"id", b"\x00\x00", None, 2_000_000_000, HLC, 0x1234),
                 Change("@doc:bad ns", b"id", b"\x00\x00", None, None, HLC, 0x1234),
-                Change("@doc:c", b"id", b"u" * (LIMITS.max_value_bytes + 1), None, None, HLC, 1),
+                # Documents have their own bound, whatever max_value_bytes is.
+                Change("@doc:c", b"id", b"u" * (MAX_Y_STATE_BYTES + 1), None, None, HLC, 1),
             ]
         ),
     )

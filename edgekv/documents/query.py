@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edgekv.json_text import TextNotEncodable, strict_json
+from edgekv.json_text import NestedTooDeeply, TextNotEncodable, strict_json
 
 FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,31}")
 _FILTER = re.compile(r"\s*(" + FIELD.pattern + r")\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*", re.DOTALL)
@@ -115,15 +115,22 @@ def answer(read_rows: ReadRows, page: Query, max_bytes: int) -> str:
     return f'{{"documents":[{items}],"list_complete":{complete_text},"cursor":{cursor}}}'
 
 
+_SCALARS_ONLY = "compare fields with numbers, strings, booleans"
+
+
 def _literal(text: str) -> Any:
     try:
         value = strict_json(text)
     except TextNotEncodable as error:
         raise QueryError("invalid_unicode", f"where: {error}") from None
+    except NestedTooDeeply:
+        # Arrays or objects past the parser's depth: refused as any array is below, not
+        # compared as the bare text it would be if it were not JSON at all.
+        raise QueryError("invalid_parameter", _SCALARS_ONLY) from None
     except ValueError:
         return _bindable(text)
     if isinstance(value, dict | list):
-        raise QueryError("invalid_parameter", "compare fields with numbers, strings, booleans")
+        raise QueryError("invalid_parameter", _SCALARS_ONLY)
     if isinstance(value, bool):
         return int(value)  # json_extract reads true / false as 1 / 0
     if isinstance(value, float) and value.is_integer() and -(2.0**63) <= value < 2.0**63:

@@ -49,6 +49,11 @@ def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
     return request.app[NODE], collection
 
 
+def authorize_read(request: web.Request) -> None:
+    """Raise ``forbidden`` unless the caller may read the request's collection."""
+    _authorized(request, "read")
+
+
 def document_id(text: str, max_bytes: int) -> str:
     """A valid document id, or ``invalid_document_id``."""
     if not text or text in (".", "..") or text.startswith("_") or "/" in text:

@@ -74,7 +74,16 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
     for reads, waiting for the session's bookmarks (:mod:`edgekv.http.bookmarks`)."""
     auth, observe = node.auth, node.metrics.observe_request
     is_async = inspect.iscoroutinefunction(handler)
-    honours_bookmarks = handler in kv_routes.SESSION_READS or handler in doc_routes.SESSION_READS
+    # A read that honours bookmarks names the check of its token's scope: made before
+    # the wait, so a token that may not read there is refused at once, never held.
+    authorize_read = (
+        kv_routes.authorize_read
+        if handler in kv_routes.SESSION_READS
+        else doc_routes.authorize_read
+        if handler in doc_routes.SESSION_READS
+        else None
+    )
+    honours_bookmarks = authorize_read is not None
     # Protected mode trusts every (loopback) caller: no header to look at.
     check_token = access is Access.CLIENT and not auth.protected_mode
     open_access = access is Access.CLIENT and auth.protected_mode
@@ -112,6 +121,8 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
                     request.query.get("bookmark") if request.query_string else None
                 )
                 if text:
+                    assert authorize_read is not None
+                    authorize_read(request)
                     await wait_until_reached(node, parse_bookmarks(text))
             response: web.StreamResponse
             if is_async:
@@ -131,6 +142,10 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
             if not code:
                 raise
             response = error_response(ApiError(code, exc.reason or code))
+        except web.RequestPayloadError as exc:
+            # The body broke off mid-way or its framing is invalid: the client's fault.
+            unreadable = ApiError("invalid_request", f"unreadable request body: {exc}")
+            response = error_response(unreadable)
         except WriterClosed:
             response = error_response(ApiError("unavailable", "the node is shutting down"))
         except Exception as exc:

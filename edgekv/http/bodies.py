@@ -4,10 +4,12 @@ Every route that takes a body has a limit derived from the settings (the
 table "Bounded resources" in docs/api.md). The limit is compared with
 ``Content-Length`` before a byte is read, and enforced while a chunked body
 is read, so a body over it costs the node at most the limit and is never
-parsed. JSON bodies above :data:`PARSE_INLINE_BYTES` (only bulk and
-transaction bodies can be that large) are parsed on a worker thread, one
-member or array element per decoder call: ``json.loads`` does not release the
-interpreter, so a thread would not help if it parsed 100 MiB in one call.
+parsed. Bodies are never inflated: a ``Content-Encoding`` other than
+identity is refused (415), so each limit holds for the bytes the node keeps.
+JSON bodies above :data:`PARSE_INLINE_BYTES` (only bulk and transaction
+bodies can be that large) are parsed on a worker thread, one member or array
+element per decoder call: ``json.loads`` does not release the interpreter, so
+a thread would not help if it parsed 100 MiB in one call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.hdrs import CONTENT_ENCODING
 
 from edgekv.config import Config
 from edgekv.http import validation as check
@@ -41,9 +44,20 @@ async def read_within(
 ) -> bytes:
     """The request body, or ``code`` (a 413) once it is known to exceed ``limit`` bytes.
 
+    A body with a ``Content-Encoding`` (gzip, deflate, br...) is refused with
+    ``unsupported_content_encoding`` before a byte is read.
+
     A declared ``Content-Length`` over the limit is refused before reading;
     a chunked body is refused as soon as the bytes read pass the limit.
     """
+    encoding = request.headers.get(CONTENT_ENCODING)
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        # The server does not inflate bodies (auto_decompress=False in edgekv.http.protocol):
+        # a 60 KB gzip body would become a 60 MiB value past every limit below.
+        raise ApiError(
+            "unsupported_content_encoding",
+            f"Content-Encoding {encoding[:32]!r} is not accepted; send the body uncompressed",
+        )
     length = request.content_length
     if length is not None:
         if length > limit:
@@ -78,6 +92,9 @@ def json_object_in_steps(body: bytes) -> Mapping[str, Any]:
     stepped reading does not expect is parsed again whole, for the exact error."""
     try:
         text = body.decode("utf-8")
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+            # Rare: the whole parse decides whether it is a lone surrogate (invalid_unicode).
+            return check.json_object(body)
         document, end = _object_in_steps(text, _skip(text, 0))
         if _skip(text, end) != len(text):
             raise ValueError("trailing data")
@@ -87,6 +104,7 @@ def json_object_in_steps(body: bytes) -> Mapping[str, Any]:
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 def _reject_constant(name: str) -> Any:

@@ -32,6 +32,11 @@ def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
     return request.app[NODE], ns
 
 
+def authorize_read(request: web.Request) -> None:
+    """Raise ``forbidden`` unless the caller may read the request's namespace."""
+    _authorized(request, "read")
+
+
 def _write_answer(node: Node, result: WriteResult, count: int = 1) -> web.Response:
     node.metrics.writes += count
     bookmark = Bookmark(node.store.node_id, result.seq, result.hlc).encode()

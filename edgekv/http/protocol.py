@@ -11,13 +11,16 @@ headers:
 * ``header_timeout`` starts when the first bytes of a request head reach an
   idle connection and closes it unless the head is complete in time.
 
-:class:`NodeRunner` is :class:`aiohttp.web.AppRunner` serving through it.
+:func:`in_error_shape` gives the same shape to the HTTP errors aiohttp's router
+raises for request targets that are not paths. :class:`NodeRunner` is
+:class:`aiohttp.web.AppRunner` serving through it, and never inflating bodies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +28,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from edgekv.http.errors import ApiError, error_response
+from edgekv.http.errors import HTTP_STATUS_CODES, ApiError, error_response
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +105,45 @@ def parser_error(exc: BaseException | None, message: str | None) -> ApiError:
     return ApiError("invalid_request", f"malformed HTTP request: {reason}")
 
 
+RequestHandlerFn = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def in_error_shape(handler: RequestHandlerFn) -> RequestHandlerFn:
+    """``handler`` (the application), with aiohttp's own HTTP errors in the API's shape.
+
+    Every route answers in the error shape itself, and the catch-all route takes
+    every path no route has; what is left is a request target that is not a path
+    at all (``CONNECT host:port``, ``OPTIONS *``), which aiohttp's router answers
+    with a plain-text 404 before any route runs. One ``try`` per request: no cost
+    unless something is raised.
+    """
+
+    async def answer(request: BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # a redirect is not an error
+                raise
+            code = HTTP_STATUS_CODES.get(exc.status, "invalid_request")
+            if exc.status >= 500:
+                code = "internal_error"
+            return error_response(ApiError(code, exc.reason or code, headers=_allow(exc)))
+
+    return answer
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow is not None else {}
+
+
 class NodeServer(web.Server):
     """aiohttp's server, making :class:`NodeProtocol` connections."""
 
     def __init__(self, plain: web.Server, header_timeout: float) -> None:
         """Serve as ``plain`` (aiohttp's server for the application) would."""
         super().__init__(
-            plain.request_handler,
+            in_error_shape(plain.request_handler),
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             loop=plain._loop,
@@ -130,7 +165,10 @@ class NodeRunner(web.AppRunner):
         self, app: web.Application, *, idle_timeout: float, header_timeout: float, **kwargs: Any
     ) -> None:
         """Run ``app``; ``kwargs`` are :class:`aiohttp.web.AppRunner`'s."""
-        super().__init__(app, keepalive_timeout=idle_timeout, **kwargs)
+        # auto_decompress=False: aiohttp would inflate a Content-Encoding: gzip body in
+        # its parser, on the loop, past every body limit; the routes refuse such bodies
+        # instead (edgekv.http.bodies.read_within).
+        super().__init__(app, keepalive_timeout=idle_timeout, auto_decompress=False, **kwargs)
         self._header_timeout = header_timeout
 
     async def _make_server(self) -> web.Server:

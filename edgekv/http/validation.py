@@ -146,7 +146,12 @@ def metadata(raw: object, config: Config) -> str | None:
         return None
     if not isinstance(raw, dict):
         raise ApiError("invalid_metadata", "metadata must be a JSON object")
-    text = json.dumps(raw, separators=(",", ":"))
+    try:
+        # allow_nan=False: 1e999 parses to inf, which json.dumps would write as the
+        # non-JSON Infinity that every peer's intake refuses (halting replication).
+        text = json.dumps(raw, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise ApiError("invalid_metadata", "metadata numbers must be finite") from None
     try:
         intake.check_metadata_size(text, config.max_metadata_bytes)
     except intake.Refused as refusal:

@@ -110,6 +110,12 @@ _TABLE = (
         "and transactions; see Bounded resources in api.md).",
     ),
     ErrorCode(
+        "unsupported_content_encoding",
+        415,
+        "The request has a Content-Encoding other than identity: request bodies are taken "
+        "uncompressed only, so every body limit holds for the bytes stored.",
+    ),
+    ErrorCode(
         "expectation_failed", 417, "The Expect header holds something other than 100-continue."
     ),
     ErrorCode(

@@ -55,6 +55,14 @@ DELETED = "deleted"
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """A document's JSON, compact and UTF-8 encoded, is at most this long."""
+MAX_Y_STATE_BYTES = 8 * MAX_DOCUMENT_BYTES
+"""A document's whole Y state, encoded, is at most this long when a client edits it, and
+no document change a node sends (an update, a compacted snapshot) is longer. Room for a
+1 MiB document in Y's encoding (up to about 4x its JSON for small nested arrays) and
+for its history (deleted items squash into a few bytes each run); a bound independent
+of ``max_value_bytes``, so every node takes the same document changes."""
+ROOTS = frozenset({"content", "meta"})
+"""The only root types of a document: an update that creates any other is refused."""
 MAX_DEPTH = 32
 """Nesting levels of a document: the top-level object is level 1."""
 MIN_INT = -(1 << 63)
@@ -602,8 +610,10 @@ def validate_update(doc: YDoc, update: bytes, client_id: int) -> dict[str, Any] 
     """Check a client's Y update against a copy of ``doc``; return the JSON it leads to.
 
     Raises DocumentError: ``invalid_yupdate`` (not a Y update, missing
-    dependencies, content that is not JSON), ``document_too_deep`` or
-    ``document_too_large``. ``doc`` itself is not touched.
+    dependencies, a root type other than ``content`` and ``meta``, content that
+    is not JSON), ``document_too_deep`` or ``document_too_large`` (the JSON over
+    :data:`MAX_DOCUMENT_BYTES`, or the Y state over :data:`MAX_Y_STATE_BYTES`).
+    ``doc`` itself is not touched.
     """
     scratch = new_doc(client_id, doc.get_update())
     try:
@@ -615,11 +625,33 @@ def validate_update(doc: YDoc, update: bytes, client_id: int) -> dict[str, Any] 
             "invalid_yupdate",
             "the update depends on changes this node does not have; sync with ystate first",
         )
+    foreign = foreign_roots(scratch)
+    if foreign:
+        raise DocumentError("invalid_yupdate", foreign)
+    # Checked on the Y state, not only the JSON: deleted and overwritten items stay in
+    # the state, and every node must be able to take its compacted snapshot.
+    size = len(scratch.get_update())
+    if size > MAX_Y_STATE_BYTES:
+        raise DocumentError(
+            "document_too_large",
+            f"the update would grow the document's Y state to {size} bytes; "
+            f"the limit is {MAX_Y_STATE_BYTES}",
+        )
     result = read_json(scratch, strict=True)
     if result is not None:
         normalize(result)
         check_size(serialize(result))
     return result
+
+
+def foreign_roots(doc: YDoc) -> str | None:
+    """Why ``doc`` is not a document's Y state (root types besides ``content`` and
+    ``meta``), or None. Such roots hold data no JSON read shows and no limit counts."""
+    names = [name for name in doc.keys() if name not in ROOTS]  # noqa: SIM118 (typed)
+    if not names:
+        return None
+    shown = ", ".join(repr(name[:32]) for name in sorted(names)[:3])
+    return f"a document's Y updates edit only its 'content' and 'meta' maps, not {shown}"
 
 
 class DocumentReplica:

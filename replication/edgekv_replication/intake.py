@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edgekv_replication.changes import Change
-from edgekv_replication.documents import DOC_NS_PREFIX
+from edgekv_replication.documents import DOC_NS_PREFIX, MAX_Y_STATE_BYTES
 from edgekv_replication.envelope import MAX_BATCH_CHANGES
 
 NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -232,7 +232,13 @@ def _check_document_change(
     check_document_id(key, limits.max_key_bytes)
     if type(value) is not bytes or not value:
         raise Refused("invalid_change", "a document change carries a Y update")
-    check_value_size(len(value), limits.max_value_bytes)
+    # Bounded by the documents' own limit, not max_value_bytes: a node that accepted the
+    # edits sends no longer update or snapshot (see documents.MAX_Y_STATE_BYTES).
+    if len(value) > MAX_Y_STATE_BYTES:
+        raise Refused(
+            "document_too_large",
+            f"a document change of {len(value)} bytes; the limit is {MAX_Y_STATE_BYTES}",
+        )
     if metadata is not None and (type(metadata) is not str or not _HEX32.fullmatch(metadata)):
         raise Refused("invalid_change", "a document change's version is 32 hex digits")
     if expiration is not None:
