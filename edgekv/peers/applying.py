@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgekv.peers.membership import LinkStatus
 from edgekv.peers.recent import RecentStamps
-from edgekv.store.store import ApplyResult, Store
+from edgekv.store.merge import ApplyResult
+from edgekv.store.store import Store
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch
 from edgekv_replication.hlc import COUNTER_BITS

@@ -17,7 +17,7 @@ import collections
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from edgekv.store.store import Write
+from edgekv.store.kv import Write
 from edgekv_replication.changes import Change
 
 MAX_BATCH_ROWS = 1000

@@ -42,13 +42,14 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
-from edgekv.store.store import Entry, Store, Write, WriteResult
-from edgekv.tasks import cancel_and_wait
-from edgekv.upstream import strong
-from edgekv.upstream.batching import UpsertBatcher
+from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.store.pg.connection import CONNECTION_ERRORS, PgConnection
 from edgekv.store.pg.schema import migrate
 from edgekv.store.pg.statements import PUSH_COLUMNS, Statements
+from edgekv.store.store import Store
+from edgekv.tasks import cancel_and_wait
+from edgekv.upstream import strong
+from edgekv.upstream.batching import UpsertBatcher
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import is_document, merge_document_changes
 from edgekv_replication.intake import Refused, check_change, limits_of

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgekv.store.store import Entry, Write
+from edgekv.store.kv import Entry, Write
 from edgekv.store.pg.connection import PgConnection
 from edgekv.store.pg.statements import Statements
 from edgekv_replication import HybridLogicalClock
