@@ -9,7 +9,7 @@ order.
 
 Why it is safe: each batch's transaction moves the peer's cursor only if that
 cursor still stands where the batch continues from (``after`` of
-:meth:`~edgekv.store.store.Store.apply_changes`). If one batch fails, every
+:meth:`~edgekv.store.merge.Merger.apply_changes`). If one batch fails, every
 later one finds the cursor short of its start and applies nothing, and the
 stream is ended; the next stream resumes from the cursor that committed.
 """
