@@ -7,6 +7,6 @@
 ``routes``      the HTTP API under ``/v1/docs``
 
 The Y documents and their tables (update log, snapshots, materialized JSON)
-are :mod:`edgekv.store.documents`. The sans-IO part (JSON <-> Y, merge patches, limits, change encoding) is
-:mod:`edgekv_replication.documents`. See ``docs/documents.md``.
+are :mod:`edgekv.store.documents`. The sans-IO part (JSON <-> Y, merge
+patches, limits, change encoding) is :mod:`edgekv_replication.documents`. See ``docs/documents.md``.
 """
