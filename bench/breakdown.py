@@ -113,7 +113,8 @@ def _serve_node(variant: str, data_dir: Path, keys: int, value_size: int) -> Non
     from edgekv.http.metrics import Metrics
     from edgekv.http.state import NODE, PRINCIPAL
     from edgekv.node import Node
-    from edgekv.store.store import Entry, Store
+    from edgekv.store.kv import Entry
+    from edgekv.store.store import Store
 
     if "metrics" in variant:
         Metrics.observe_request = lambda *args: None  # type: ignore[method-assign]

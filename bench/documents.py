@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from bench.loadgen import RESULT_MARKER, wrk_path
 from bench.servers import node_process
 from edgekv.documents import indexes, query
+from edgekv.store.doc_queries import Query
 from edgekv.store.store import Store
 
 DOCS_FOR_PATCH = 1000
@@ -177,7 +178,7 @@ def queries(work: Path, repeats: int, count: int) -> dict[str, Any]:
     """Indexed node query vs the same SQL on sqlite3 vs the unindexed node query."""
     data = work / "query-node"
 
-    async def build() -> tuple[dict[str, float], query.Query]:
+    async def build() -> tuple[dict[str, float], Query]:
         store = Store(data, synchronous="normal")
         try:
             await _populate(store, count)
@@ -190,10 +191,10 @@ def queries(work: Path, repeats: int, count: int) -> dict[str, Any]:
             def node_path() -> str:
                 # What the route does: parse, run, write the answer (query.answer).
                 built = query.build("people", where, "age", 100, None)
-                return query.answer(store.documents.read_all, built)
+                return query.answer(store.documents.query_rows, built, 1 << 30)
 
             unindexed = _timed(node_path, max(3, repeats // 20))
-            await indexes.declare(store, "people", "age")
+            await indexes.declare(store, "people", "age", 8)
             direct = sqlite3.connect(store.path)
             try:
                 times: dict[str, list[float]] = {"indexed": [], "sqlite3": []}

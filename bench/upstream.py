@@ -52,9 +52,9 @@ import asyncpg
 
 from bench.loadgen import LoadSettings, run_load
 from bench.servers import _NODE_READY, ServerProcess
-from edgekv.store.store import Write
+from edgekv.store.kv import Write
+from edgekv.store.pg.statements import Statements
 from edgekv.upstream import strong
-from edgekv.upstream.sql import Statements
 from edgekv_replication import HybridLogicalClock
 
 DSN = os.environ.get("EDGEKV_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekv.auth import TokenSpec, parse_tokens
-from edgekv.upstream.sql import check_schema_name
+from edgekv.store.pg.statements import check_schema_name
 from edgekv_replication.intake import NAMESPACE
 
 MIB = 1024 * 1024

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from edgekv.auth import Authenticator, LoopbackGuard
 from edgekv.config import Config
 from edgekv.http.metrics import Metrics
+from edgekv.store.broken_merge import KEEP_LOCAL
+from edgekv.store.merge import LAST_WRITER_WINS
 from edgekv.store.store import Store
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ class Node:
             max_clock_offset_ms=int(config.max_clock_offset * 1000),
             read_cache_entries=config.read_cache_entries,
             adjustable_clock=config.test_clock_offset_file is not None,
-            broken_merge=config.test_broken_merge,
+            merge_statement=KEEP_LOCAL if config.test_broken_merge else LAST_WRITER_WINS,
             allow_new_node=config.allow_new_node,
         )
         # The whole file is checked while the node serves: at open it would cost

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekv.store.store import Store, Write
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
 from edgekv_replication import COUNTER_BITS, HybridLogicalClock, Stamp, pack_hlc, unpack_hlc
 
 # A sequence of clock events: ("tick", wall_ms) reads the clock at that wall time,

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekv.documents.storage import CHANGES_AFTER
+from edgekv.store.changelog import CHANGES_AFTER_WITH_DOCUMENTS
 from edgekv.store.paging import read_page
 from edgekv_replication.documents import MAX_Y_STATE_BYTES, foreign_roots, is_document
 from edgekv_replication.envelope import MAX_BATCH_CHANGES
@@ -54,7 +54,7 @@ def sent_rows(node: NodeProcess) -> list[Any]:
     """Every change the node would send a peer from cursor 0, as the peer receives it."""
     uri = f"file:{Path(node.data_dir) / 'edgekv.db'}?mode=ro"
     with sqlite3.connect(uri, uri=True) as conn:
-        rows = conn.execute(CHANGES_AFTER, (0, -1, int(node.node_id, 16)))
+        rows = conn.execute(CHANGES_AFTER_WITH_DOCUMENTS, (0, -1, int(node.node_id, 16)))
         changes, _ = read_page(rows, math.inf)  # type: ignore[arg-type]
     return changes
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekv.store.paging import CHANGE_OVERHEAD_BYTES
+from edgekv.store.changelog import CHANGE_OVERHEAD_BYTES
 from edgekv.store.store import Store
 from edgekv_replication.changes import Change
 from edgekv_replication.session import PeerCursor

@@ -8,7 +8,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekv.store.store import Store, Write
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
 from edgekv_replication import COUNTER_BITS, HybridLogicalClock, unpack_hlc
 from edgekv_replication.peer_clocks import PeerClocks
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from edgekv.store.paging import PAGE_BYTES
+from edgekv.store.changelog import PAGE_BYTES
 from edgekv_replication.envelope import MAX_MESSAGE_BYTES, Hello, Welcome, decode, encode
 from tests.cluster import wait_for
 from tests.nodeproc import NodeProcess

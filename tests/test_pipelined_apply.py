@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from edgekv.store.store import CursorMoved, Store
+from edgekv.store.peer_state import CursorMoved
+from edgekv.store.store import Store
 from edgekv_replication.changes import Change
 from edgekv_replication.session import PeerCursor
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from edgekv.store.kv import Write, prefix_upper_bound
 from edgekv.store.schema import SCHEMA_VERSION, SchemaError
-from edgekv.store.store import Store, Write, prefix_upper_bound
+from edgekv.store.store import Store
 from edgekv.store.writer import Txn, WriterClosed
 
 
@@ -175,7 +176,8 @@ def crash_after_a_write(data_dir: Path, synchronous: str) -> None:
     """Open a store in a child process, write, and die without closing it."""
     script = (
         "import asyncio, os, sys\n"
-        "from edgekv.store.store import Store, Write\n"
+        "from edgekv.store.kv import Write\n"
+        "from edgekv.store.store import Store\n"
         "async def main():\n"
         "    store = Store(sys.argv[1], synchronous=sys.argv[2])\n"
         "    await store.write('ns', [Write(b'k', b'v')])\n"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekv.store.store import Store, Write
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
 from tests.cluster import Cluster, stored_state, wait_converged, wait_for
 
 FAST_GC = ("--tombstone-horizon", "1", "--tombstone-gc-interval", "0.1")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from edgekv.store.store import Write
+from edgekv.store.kv import Write
 from edgekv.upstream.batching import UpsertBatcher
 from edgekv_replication.changes import Change
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from edgekv.upstream.sql import Statements
+from edgekv.store.pg.statements import Statements
 from jepsen_like.proxy import TcpProxy
 from tests.cluster import Security, stored_state, wait_converged, wait_for
 from tests.nodeproc import NodeProcess

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from edgekv.documents.storage import DocumentStore
 from edgekv.store.cache import MISS, ReadCache
-from edgekv.store.store import Store, Write
+from edgekv.store.documents import DocumentStore
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
 from edgekv.store.writer import OpCrashed, Txn, Writer, WriterClosed
 from edgekv_replication import HybridLogicalClock
 from edgekv_replication import documents as ydoc

@@ -1,12 +1,12 @@
 """The document store: JSON documents in collections, each a Y document.
 
-``storage``     the Y documents (one event-loop thread owns them all), the
-                update log, snapshots and materialized JSON in SQLite
 ``compaction``  the background loop that folds update logs into snapshots
-``query``       where / order_by / limit / cursor parsed into SQL
-``indexes``     declared expression indexes over the materialized JSON
+``query``       where / order_by / limit / cursor parsed (the SQL is built in
+                :mod:`edgekv.store.doc_queries`)
+``indexes``     declaring expression indexes over the materialized JSON
 ``routes``      the HTTP API under ``/v1/docs``
 
-The sans-IO part (JSON <-> Y, merge patches, limits, change encoding) is
-:mod:`edgekv_replication.documents`. See ``docs/documents.md``.
+The Y documents and their tables (update log, snapshots, materialized JSON)
+are :mod:`edgekv.store.documents`. The sans-IO part (JSON <-> Y, merge
+patches, limits, change encoding) is :mod:`edgekv_replication.documents`. See ``docs/documents.md``.
 """

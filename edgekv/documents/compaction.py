@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from edgekv.documents.storage import DocumentStore
+from edgekv.store.documents import DocumentStore
 from edgekv.tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)

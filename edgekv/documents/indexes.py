@@ -1,37 +1,16 @@
 """Declared indexes: SQLite expression indexes over the materialized JSON of a collection.
 
-An index on ``field`` of ``collection`` is
-``CREATE INDEX ... ON docs (collection, json_extract(json, '$.field'), id)``:
-equality and range filters on the field, ordering by it and resuming after a
-cursor all use it, because :mod:`edgekv.documents.query` writes the very
-same expression. Indexes are declared per node (each PoP chooses its own).
+The index and its statements live in :mod:`edgekv.store.doc_queries`, next
+to the query SQL whose expressions it matches; this module checks a
+declaration and turns the store's refusal into the API's error. Indexes are
+declared per node (each PoP chooses its own).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import time
-from typing import NamedTuple
-
-from edgekv.documents.query import QueryError, field_expression
+from edgekv.documents.query import QueryError, check_field
+from edgekv.store.doc_queries import DeclaredIndex, IndexLimitReached
 from edgekv.store.store import Store
-from edgekv.store.writer import Txn
-
-
-class DeclaredIndex(NamedTuple):
-    """One declared index."""
-
-    collection: str
-    field: str
-    name: str
-    created_ms: int
-
-
-def index_name(collection: str, field: str) -> str:
-    """A stable SQLite name for the index (collections and fields may hold '.' and '-')."""
-    digest = hashlib.sha256(f"{collection}\0{field}".encode()).hexdigest()[:16]
-    return f"docidx_{digest}"
 
 
 class TooManyIndexes(QueryError):
@@ -45,44 +24,21 @@ class TooManyIndexes(QueryError):
         )
 
 
-def declare(
+async def declare(
     store: Store, collection: str, field: str, limit: int
-) -> asyncio.Future[tuple[DeclaredIndex, bool]]:
-    """Create the index unless it exists; resolves to it and whether it is new.
+) -> tuple[DeclaredIndex, bool]:
+    """Create the index unless it exists; return it and whether it is new.
 
-    A collection holds at most ``limit`` declared indexes: each one is written on
-    every change of the collection. Counted in the write transaction, so concurrent
-    declarations cannot pass it together.
+    A collection holds at most ``limit`` declared indexes (:class:`TooManyIndexes`):
+    each one is written on every change of the collection.
     """
-    expression = field_expression(field)
-    name = index_name(collection, field)
-
-    def op(txn: Txn) -> tuple[DeclaredIndex, bool]:
-        row = txn.conn.execute(
-            "SELECT collection, field, name, created_ms FROM doc_indexes"
-            " WHERE collection = ? AND field = ?",
-            (collection, field),
-        ).fetchone()
-        if row is not None:
-            return DeclaredIndex(*row), False
-        (count,) = txn.conn.execute(
-            "SELECT count(*) FROM doc_indexes WHERE collection = ?", (collection,)
-        ).fetchone()
-        if count >= limit:
-            raise TooManyIndexes(limit)
-        created = DeclaredIndex(collection, field, name, int(time.time() * 1000))
-        txn.conn.execute("INSERT INTO doc_indexes VALUES (?, ?, ?, ?)", created)
-        txn.conn.execute(f'CREATE INDEX "{name}" ON docs (collection, {expression}, id)')
-        return created, True
-
-    return store.writer.submit(op)
+    check_field(field)
+    try:
+        return await store.documents.declare_index(collection, field, limit)
+    except IndexLimitReached as refused:
+        raise TooManyIndexes(refused.limit) from None
 
 
 def declared(store: Store, collection: str) -> list[DeclaredIndex]:
     """The indexes declared on ``collection``."""
-    rows = store.read_all(
-        "SELECT collection, field, name, created_ms FROM doc_indexes WHERE collection = ?"
-        " ORDER BY field",
-        (collection,),
-    )
-    return [DeclaredIndex(*row) for row in rows]
+    return store.documents.declared_indexes(collection)

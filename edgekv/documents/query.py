@@ -1,9 +1,9 @@
-"""Document queries: ``where``, ``order_by``, ``limit`` and ``cursor`` turned into one SQL query.
+"""Document queries: ``where``, ``order_by``, ``limit`` and ``cursor`` parsed into one page.
 
-A field is a dotted path of names (``address.city``); it becomes the
-expression ``json_extract(json, '$.address.city')`` over the materialized
-JSON, written literally into the SQL so that an expression index declared on
-the same field (:mod:`edgekv.documents.indexes`) matches it.
+A field is a dotted path of names (``address.city``), read from the
+materialized JSON. The parsed page (:class:`~edgekv.store.doc_queries.QuerySpec`)
+becomes SQL in :mod:`edgekv.store.doc_queries`, where an expression index
+declared on the same field (:mod:`edgekv.documents.indexes`) matches it.
 
 Filters: ``field==value``, ``!=``, ``<``, ``<=``, ``>``, ``>=``; several
 ``where`` parameters all hold. The value is a JSON literal (``30``,
@@ -25,15 +25,13 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from edgekv.json_text import NestedTooDeeply, TextNotEncodable, strict_json
+from edgekv.store.doc_queries import FIELD, Filter, Query, QuerySpec, build_sql
 
-FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,31}")
 _FILTER = re.compile(r"\s*(" + FIELD.pattern + r")\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*", re.DOTALL)
-_SQL_OPS = {"==": "=", "=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_FILTERS = 32
@@ -51,42 +49,15 @@ class QueryError(ValueError):
         self.message = message
 
 
-def field_expression(field: str) -> str:
-    """The SQL expression of a checked field path (safe to embed: names only)."""
+def check_field(field: str) -> str:
+    """``field`` if it is a dotted path of names, else ``invalid_parameter``."""
     if not FIELD.fullmatch(field):
         raise QueryError("invalid_parameter", f"a field is a dotted path of names: {field!r}")
-    return f"json_extract(json, '$.{field}')"
+    return field
 
 
-# One answer item, written by SQLite: the same text as the GET of the document
-# (json_quote escapes the id; the version is the 32 hex digits of (hlc, node)).
-_ITEM = (
-    """'{"id":' || json_quote(id) || ',"version":"' || printf('%016x%016x', hlc, node)"""
-    """ || '","doc":' || json || '}'"""
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """A parsed query, ready to run as :attr:`sql` with :attr:`params`.
-
-    :attr:`sql` selects ``id, json, hlc, node, order value``: the plain
-    query. :attr:`answer_sql` selects ``item, id, order value`` with the same
-    conditions and order, each ``item`` the JSON of one document as the API
-    answers it: SQLite writes it faster than Python can.
-    """
-
-    sql: str
-    params: tuple[Any, ...]
-    limit: int
-    order_field: str | None
-    answer_sql: str = ""
-
-
-class ReadRows(Protocol):
-    """What runs a query: :meth:`edgekv.documents.storage.DocumentStore.read_rows`."""
-
-    def __call__(self, sql: str, params: Sequence[object], /) -> Iterator[tuple[Any, ...]]: ...
+ReadRows = Callable[[Query], Iterator[tuple[Any, ...]]]
+"""What runs a query: :meth:`edgekv.store.documents.DocumentStore.query_rows`."""
 
 
 def answer(read_rows: ReadRows, page: Query, max_bytes: int) -> str:
@@ -100,7 +71,7 @@ def answer(read_rows: ReadRows, page: Query, max_bytes: int) -> str:
     rows: list[tuple[Any, ...]] = []
     size = 0
     complete = True
-    for row in read_rows(page.answer_sql, page.params):
+    for row in read_rows(page):
         if len(rows) == page.limit or size >= max_bytes:
             complete = False  # a row remains: the client pages on
             break
@@ -156,22 +127,19 @@ def _bindable(value: Any) -> Any:
     return value
 
 
-def parse_filter(text: str) -> tuple[str, str, Any]:
-    """``field op value`` as ``(sql_condition, sql_op, bound value)``."""
+def parse_filter(text: str) -> Filter:
+    """``field op value`` as a :class:`~edgekv.store.doc_queries.Filter`."""
     match = _FILTER.fullmatch(text)
     if not match:
         raise QueryError(
             "invalid_parameter", f"where must read field==value (or != < <= > >=): {text!r}"
         )
     field, op, raw = match.groups()
-    expression = field_expression(field)
+    check_field(field)
     value = _literal(raw)
-    if value is None:
-        if op not in ("==", "=", "!="):
-            raise QueryError("invalid_parameter", "null compares only with == and !=")
-        condition = "=" if op != "!=" else "IS NOT"
-        return f"json_type(json, '$.{field}') {condition} 'null'", "", None
-    return f"{expression} {_SQL_OPS[op]} ?", op, value
+    if value is None and op not in ("==", "=", "!="):
+        raise QueryError("invalid_parameter", "null compares only with == and !=")
+    return Filter(field, op, value)
 
 
 def encode_cursor(order_value: Any, doc_id: str) -> str:
@@ -213,43 +181,11 @@ def build(
     limit: int,
     cursor: str | None,
 ) -> Query:
-    """The SQL of one page: ``SELECT id, json, hlc, node[, order value]``."""
+    """The page to run: ``where`` / ``order_by`` / ``cursor`` parsed, its SQL built by the store."""
     if len(where) > MAX_FILTERS:
         raise QueryError("invalid_parameter", f"a query has at most {MAX_FILTERS} where filters")
-    conditions = ["collection = ?", "json IS NOT NULL"]
-    params: list[Any] = [collection]
-    for text in where:
-        condition, _, value = parse_filter(text)
-        conditions.append(condition)
-        if value is not None:
-            params.append(value)
-    descending = False
-    order_field = None
-    if order_by:
-        descending = order_by.startswith("-")
-        order_field = order_by.lstrip("-")
-        expression = field_expression(order_field)
-        conditions.append(f"{expression} IS NOT NULL")
-    direction = "DESC" if descending else "ASC"
-    compare = "<" if descending else ">"
-    if cursor:
-        value, after_id = decode_cursor(cursor)
-        if order_field is None:
-            conditions.append(f"id {compare} ?")
-            params.append(after_id)
-        else:
-            conditions.append(f"({expression}, id) {compare} (?, ?)")
-            params += [value, after_id]
-    if order_field is None:
-        value, order = "NULL", f"id {direction}"
-    else:
-        value, order = expression, f"{expression} {direction}, id {direction}"
-    rest = f"FROM docs WHERE {' AND '.join(conditions)} ORDER BY {order} LIMIT ?"
-    params.append(limit + 1)
-    return Query(
-        f"SELECT id, json, hlc, node, {value} {rest}",
-        tuple(params),
-        limit,
-        order_field,
-        f"SELECT {_ITEM}, id, {value} {rest}",
-    )
+    filters = tuple(parse_filter(text) for text in where)
+    descending = order_by is not None and order_by.startswith("-")
+    order_field = check_field(order_by.lstrip("-")) if order_by else None
+    after = decode_cursor(cursor) if cursor else None
+    return build_sql(QuerySpec(collection, filters, order_field, descending, after, limit))

@@ -18,12 +18,12 @@ from aiohttp import web
 
 from edgekv.auth import Action
 from edgekv.documents import indexes, query
-from edgekv.documents.storage import DocWriteResult
 from edgekv.http import bodies
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
+from edgekv.store.documents import DocWriteResult
 from edgekv_replication.bookmarks import Bookmark
 from edgekv_replication.documents import MAX_DOCUMENT_BYTES, DocumentError, decode_state_vector
 from edgekv_replication.versions import encode_version
@@ -242,7 +242,7 @@ def query_documents(request: web.Request) -> web.Response:
         )
     except query.QueryError as error:
         raise ApiError(error.code, error.message) from None
-    body = query.answer(node.store.documents.read_rows, page, node.config.max_query_bytes)
+    body = query.answer(node.store.documents.query_rows, page, node.config.max_query_bytes)
     return web.Response(text=body, content_type="application/json")
 
 

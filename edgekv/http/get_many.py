@@ -16,7 +16,8 @@ import json
 import time
 from collections.abc import Sequence
 
-from edgekv.store.store import Entry, Store
+from edgekv.store.kv import Entry
+from edgekv.store.store import Store
 from edgekv_replication.versions import encode_version
 
 

@@ -15,7 +15,7 @@ from edgekv.http.get_many import answer_pieces
 from edgekv.http.sliced import SLICE_BYTES, SlicedPayload
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
-from edgekv.store.store import Entry, Write, WriteResult
+from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.upstream.strong import Condition
 from edgekv_replication.bookmarks import Bookmark
 from edgekv_replication.versions import encode_version

@@ -17,7 +17,7 @@ from aiohttp import web
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.node import Node
-from edgekv.store.store import Entry, Write, WriteResult
+from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.upstream.connector import Upstream, UpstreamUnavailable
 from edgekv.upstream.strong import Condition, InvalidUpstreamRow, PreconditionFailed
 from edgekv_replication.versions import decode_version, encode_version

@@ -9,7 +9,7 @@ order.
 
 Why it is safe: each batch's transaction moves the peer's cursor only if that
 cursor still stands where the batch continues from (``after`` of
-:meth:`~edgekv.store.store.Store.apply_changes`). If one batch fails, every
+:meth:`~edgekv.store.merge.Merger.apply_changes`). If one batch fails, every
 later one finds the cursor short of its start and applies nothing, and the
 stream is ended; the next stream resumes from the cursor that committed.
 """
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgekv.peers.membership import LinkStatus
 from edgekv.peers.recent import RecentStamps
-from edgekv.store.store import ApplyResult, Store
+from edgekv.store.merge import ApplyResult
+from edgekv.store.store import Store
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch
 from edgekv_replication.hlc import COUNTER_BITS

@@ -19,10 +19,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from edgekv.store.peer_state import MemberRow
 from edgekv.store.store import Store
 from edgekv_replication.intake import screen_members
 
-MemberTuple = tuple[int, str, str, bool, int]
+MemberTuple = MemberRow
 
 
 @dataclass
@@ -63,10 +64,7 @@ class Membership:
         Read from the database once, then kept: every stream page asks.
         """
         if self._members is None:
-            rows = self._store.read_all(
-                "SELECT node, url, name, removed, updated_ms FROM members ORDER BY node"
-            )
-            self._members = [(int(n), str(u), str(nm), bool(r), int(t)) for n, u, nm, r, t in rows]
+            self._members = self._store.members()
         return self._members
 
     async def _save(self, members: list[MemberTuple]) -> None:

@@ -195,7 +195,7 @@ class Replicator:
         self._collector = _LinkCollector(self)
         registry.register(self._collector)
         self.feed = ChangeFeed(asyncio.get_running_loop(), store.seq)
-        store.writer.add_commit_listener(self.feed.notify_threadsafe)
+        store.on_commit(self.feed.notify_threadsafe)
         self._max_offset_ms = int(config.max_clock_offset * 1000)
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self._pulled_nodes: dict[int, str] = {}

@@ -21,7 +21,7 @@ from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE
 from edgekv.peers.replicator import Replicator
 from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER
-from edgekv.store.paging import PAGE_BYTES
+from edgekv.store.changelog import PAGE_BYTES
 from edgekv.tasks import wait_event
 from edgekv_replication.envelope import (
     MAX_MESSAGE_BYTES,
@@ -293,7 +293,7 @@ def _next_page(
 
     None when there is nothing after ``cursor``. A page is bounded in rows
     (:data:`PAGE_SIZE`) and in bytes (``max_bytes`` plus one change): with
-    :data:`~edgekv.store.paging.PAGE_BYTES` and values up to 25 MiB it is
+    :data:`~edgekv.store.changelog.PAGE_BYTES` and values up to 25 MiB it is
     at most about 33 MiB, under the 64 MiB a peer message may hold.
     """
     store = replicator.store

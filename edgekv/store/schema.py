@@ -3,7 +3,7 @@
 ``PRAGMA user_version`` holds the schema version. Each migration runs in its
 own transaction together with the version bump, so a crash mid-migration
 leaves the previous version intact. Schema work uses sqlite-utils; the hot
-paths in :mod:`edgekv.store.store` use raw ``sqlite3``.
+paths in :mod:`edgekv.store.kv` and its siblings use raw ``sqlite3``.
 
 Tables (version 1):
 

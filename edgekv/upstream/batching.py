@@ -2,7 +2,7 @@
 
 Each strong write costs a round trip to PostgreSQL and a commit there. When
 many arrive at once, the writes waiting for a connection go together in the
-next statement (:meth:`~edgekv.upstream.sql.Statements.strong_upsert` takes
+next statement (:meth:`~edgekv.store.pg.statements.Statements.strong_upsert` takes
 arrays), so the node and PostgreSQL do one statement and one commit for all of
 them. A batch is one transaction: its writes take effect at one instant, a
 valid linearization point inside each request. A batch never holds the same
@@ -17,7 +17,7 @@ import collections
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from edgekv.store.store import Write
+from edgekv.store.kv import Write
 from edgekv_replication.changes import Change
 
 MAX_BATCH_ROWS = 1000

@@ -4,7 +4,7 @@ Two loops share a small connection pool:
 
 - **push**: local changes with seq > the push cursor go up in batches, one
   last-writer-wins statement per batch; then the connector numbers what it
-  pushed (the sequencer, :mod:`edgekv.upstream.sql`) so other PoPs see it.
+  pushed (the sequencer, :mod:`edgekv.store.pg.statements`) so other PoPs see it.
   The cursor advances only after PostgreSQL committed, so a crash or an outage
   re-sends rather than skips (a re-sent change is a no-op there).
 - **pull**: every ``upstream_poll_interval`` the connector numbers rows that
@@ -42,13 +42,14 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
-from edgekv.store.store import Entry, Store, Write, WriteResult
+from edgekv.store.kv import Entry, Write, WriteResult
+from edgekv.store.pg.connection import CONNECTION_ERRORS, PgConnection
+from edgekv.store.pg.schema import migrate
+from edgekv.store.pg.statements import PUSH_COLUMNS, Statements
+from edgekv.store.store import Store
 from edgekv.tasks import cancel_and_wait
 from edgekv.upstream import strong
 from edgekv.upstream.batching import UpsertBatcher
-from edgekv.upstream.pg import CONNECTION_ERRORS, PgConnection
-from edgekv.upstream.pg_schema import migrate
-from edgekv.upstream.sql import PUSH_COLUMNS, Statements
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import is_document, merge_document_changes
 from edgekv_replication.intake import Refused, check_change, limits_of

@@ -12,7 +12,7 @@ transactions never wait on each other in a cycle), checks its conditions
 against them, stamps each write later than the row it replaces (the HLC first
 observes the stored stamps), and writes through the same last-writer-wins
 statement as pushes. An absent key is locked through a placeholder row (see
-:attr:`~edgekv.upstream.sql.Statements.placeholders`), so row locks alone
+:attr:`~edgekv.store.pg.statements.Statements.placeholders`), so row locks alone
 order every pair of conflicting transactions: READ COMMITTED suffices, and
 transactions on different keys never abort each other as they would under
 SERIALIZABLE's predicate locks.
@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgekv.store.store import Entry, Write
-from edgekv.upstream.pg import PgConnection
-from edgekv.upstream.sql import Statements
+from edgekv.store.kv import Entry, Write
+from edgekv.store.pg.connection import PgConnection
+from edgekv.store.pg.statements import Statements
 from edgekv_replication import HybridLogicalClock
 from edgekv_replication.changes import Change
 from edgekv_replication.hlc import pack_hlc

@@ -23,8 +23,8 @@ update, its snapshot, kept in ``doc_log`` too under the seq of the newest
 update it folds. (The snapshot once lived in ``docs.snapshot``, where every
 write rewrote it with the JSON: a database compacted then is still read,
 and its snapshot moves to ``doc_log`` at the next compaction.)
-:meth:`DocumentStore.changes_after` serves both tables, with the key-value
-rows, in one ``seq`` order.
+:class:`~edgekv.store.changelog.ChangeLog` serves both tables, with the
+key-value rows, in one ``seq`` order.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from pycrdt import get_update, merge_updates
 
-from edgekv.store.paging import read_page
+from edgekv.store import doc_queries
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import documents as ydoc
 from edgekv_replication.changes import Change
@@ -54,17 +54,6 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 COMPACT_LOG_ROWS = 32
 """A document whose log reaches this many updates is due for compaction."""
 
-CHANGES_AFTER = (
-    "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv WHERE seq > ?1"
-    " UNION ALL SELECT '" + ydoc.DOC_NS_PREFIX + "' || collection, CAST(id AS BLOB), snapshot,"
-    " printf('%016x%016x', snap_hlc, snap_node), NULL, snap_hlc, ?3, snap_seq"
-    " FROM docs WHERE snap_seq > ?1"
-    " UNION ALL SELECT '" + ydoc.DOC_NS_PREFIX + "' || collection, CAST(id AS BLOB), y_update,"
-    " metadata, NULL, hlc, node, seq FROM doc_log WHERE seq > ?1"
-    " ORDER BY seq LIMIT ?2"
-)
-"""The rows a node sends its peers, in ``seq`` order (params: cursor, limit, node id):
-key-value rows, compacted snapshots and logged Y updates, each as a Change."""
 _LOG = (
     "INSERT INTO doc_log (seq, collection, id, y_update, metadata, hlc, node)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -194,34 +183,33 @@ class DocumentStore:
             return merged
         return get_update(merged, state_vector)
 
-    def changes_after(self, cursor: int, limit: int, max_bytes: int) -> list[Change]:
-        """Key-value rows, snapshots and logged updates with seq > ``cursor``, in seq order.
+    def query_rows(self, page: doc_queries.Query) -> Iterator[tuple[Any, ...]]:
+        """Run a query page's answer (:attr:`~edgekv.store.doc_queries.Query.answer_sql`).
 
-        At most ``limit`` of them, ending early at the change that reaches
-        ``max_bytes`` (:func:`~edgekv.store.paging.read_page`). A snapshot is
-        sent as this node's change (so no puller leaves it out as its own),
-        with the newest write it holds as version in ``metadata``.
+        Yields its rows one at a time: consume it (or drop it) before anything
+        else runs on the read connection.
         """
-        rows = self._reader.execute(CHANGES_AFTER, (cursor, limit, self.node_id))
-        try:
-            return read_page(rows, max_bytes)[0]
-        finally:
-            rows.close()  # a page ended early leaves the statement open: end its read
-
-    def read_all(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        """Run a read-only query on the read connection."""
-        return list(self._reader.execute(sql, params).fetchall())
-
-    def read_rows(self, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:
-        """Run a read-only query on the read connection, yielding its rows one at a time.
-
-        Consume it (or drop it) before anything else runs on the connection.
-        """
-        cursor = self._reader.execute(sql, params)
+        cursor = self._reader.execute(page.answer_sql, page.params)
         try:
             yield from cursor
         finally:
             cursor.close()
+
+    def declared_indexes(self, collection: str) -> list[doc_queries.DeclaredIndex]:
+        """The indexes declared on ``collection``, by field."""
+        return doc_queries.declared_indexes(self._reader, collection)
+
+    def declare_index(
+        self, collection: str, field: str, limit: int
+    ) -> asyncio.Future[tuple[doc_queries.DeclaredIndex, bool]]:
+        """Create the index on ``field`` unless it exists; resolves to it and whether it is new.
+
+        Fails with :class:`~edgekv.store.doc_queries.IndexLimitReached` when
+        ``collection`` already has ``limit`` declared indexes.
+        """
+        return self._writer.submit(
+            partial(doc_queries.declare_index, collection=collection, field=field, limit=limit)
+        )
 
     # -- local writes -------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Tables, all in one schema (``upstream_schema``, default ``edgekv``):
 ``kv``          one row per ``(ns, key)`` as in a node: value or tombstone,
                 metadata, expiration, the last-writer-wins stamp ``(hlc, node)``
                 and ``seq``, its place in the upstream change log (NULL until
-                the sequencer numbers it; see :mod:`edgekv.upstream.sql`).
+                the sequencer numbers it; see :mod:`edgekv.store.pg.statements`).
 ``sequencer``   one row whose lock makes sequencer transactions take turns.
 ``namespaces``  namespaces declared strong, shared by every PoP.
 
@@ -28,8 +28,8 @@ import secrets
 
 import asyncpg
 
-from edgekv.upstream.pg import PgConnection
-from edgekv.upstream.sql import check_schema_name
+from edgekv.store.pg.connection import PgConnection
+from edgekv.store.pg.statements import check_schema_name
 
 SCHEMA_VERSION = 2
 
