@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 
 from edgekv.config import Config
-from edgekv.peers.cluster_routes import cluster_status
+from edgekv.http.cluster_routes import cluster_status
 from edgekv.server import RunningNode, running_node
 from edgekv.status_view import status_renderable
 

@@ -5,8 +5,8 @@
 ``compaction``  the background loop that folds update logs into snapshots
 ``query``       where / order_by / limit / cursor parsed into SQL
 ``indexes``     declared expression indexes over the materialized JSON
-``routes``      the HTTP API under ``/v1/docs``
 
 The sans-IO part (JSON <-> Y, merge patches, limits, change encoding) is
-:mod:`edgekv_replication.documents`. See ``docs/documents.md``.
+:mod:`edgekv_replication.documents`; the HTTP routes under ``/v1/docs`` are
+:mod:`edgekv.http.doc_routes`. See ``docs/documents.md``.
 """
