@@ -110,8 +110,8 @@ def _serve_node(variant: str, data_dir: Path, keys: int, value_size: int) -> Non
     from edgekv.auth import OPEN_ACCESS
     from edgekv.config import load_config
     from edgekv.http import kv_routes
-    from edgekv.http.metrics import Metrics
     from edgekv.http.state import NODE, PRINCIPAL
+    from edgekv.metrics import Metrics
     from edgekv.node import Node
     from edgekv.store.kv import Entry
     from edgekv.store.store import Store

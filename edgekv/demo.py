@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 
 from edgekv.config import Config
-from edgekv.peers.cluster_routes import cluster_status
+from edgekv.http.cluster_routes import cluster_status
 from edgekv.server import RunningNode, running_node
 from edgekv.status_view import status_renderable
 
@@ -39,16 +39,13 @@ async def _demo(base_port: int, console: Console) -> None:
             result = await first.node.store.write_value("demo", b"greeting", b"hello, edge")
             console.print(f"\nPUT demo/greeting at {NAMES[0]} (seq {result.seq})")
             for pop in pops[1:]:
-                assert pop.node.replicator is not None
                 feed = pop.node.replicator.feed
                 while pop.node.store.get("demo", b"greeting") is None:
                     await feed.wait_beyond(feed.seq, 1.0)
                 elapsed = (time.perf_counter() - written) * 1000
                 console.print(f"  arrived at {pop.node.config.node_name} after {elapsed:.1f} ms")
             console.print()
-            replicator = first.node.replicator
-            assert replicator is not None
-            console.print(status_renderable(cluster_status(first.node, replicator)))
+            console.print(status_renderable(cluster_status(first.node, first.node.replicator)))
             console.print(
                 f"\nTry: curl {pops[1].url}/v1/kv/demo/greeting    "
                 f"(edgekv cluster status --url {first.url})\nCtrl-C stops the demo."
@@ -64,7 +61,6 @@ async def _wait_linked(pops: list[RunningNode]) -> None:
         links = [
             sum(link.state == "up" for link in pop.node.replicator.membership.links.values())
             for pop in pops
-            if pop.node.replicator is not None
         ]
         if links and all(count >= want for count in links):
             return

@@ -1,44 +1,73 @@
-"""A node: one PoP's configuration, store, authentication and metrics together."""
+"""A node: one PoP's store, replication, upstream, authentication and metrics together.
+
+The node decides where a write or read goes: a strong namespace's go through
+PostgreSQL (the upstream connector), every other one's to the local store.
+It knows nothing of HTTP; :mod:`edgekv.http` parses requests into its calls
+and turns its answers and errors into responses.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from edgekv.auth import Authenticator, LoopbackGuard
 from edgekv.config import Config
-from edgekv.http.metrics import Metrics
+from edgekv.metrics import Metrics
+from edgekv.peers.replicator import Replicator
 from edgekv.store.broken_merge import KEEP_LOCAL
+from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.store.merge import LAST_WRITER_WINS
 from edgekv.store.store import Store
+from edgekv.upstream.connector import Upstream
+from edgekv.upstream.strong import Condition
 
-if TYPE_CHECKING:
-    from edgekv.peers.replicator import Replicator
-    from edgekv.upstream.connector import Upstream
+
+class StrongNamespaceRequired(Exception):
+    """An operation only a strong namespace keeps (a condition, a transaction, a strong read)."""
+
+    def __init__(self, ns: str, what: str) -> None:
+        """``what`` names the operation, as the caller sent it."""
+        super().__init__(
+            f"{what} needs a strong namespace; {ns!r} is eventually consistent "
+            "(declare it in strong_namespaces, with an upstream)"
+        )
 
 
 class Node:
     """Everything one running PoP owns. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, config: Config, store: Store) -> None:
-        """Assemble a node from an open store; prefer :meth:`open`."""
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        metrics: Metrics,
+        replicator: Replicator,
+        upstream: Upstream | None,
+    ) -> None:
+        """Assemble a node from its parts; prefer :meth:`open`."""
         self.config = config
         self.store = store
+        self.documents = store.documents
         self.auth = Authenticator(config.tokens)
         self.loopback_guard = LoopbackGuard()
         """Protected mode's Host/Origin check, with the verdicts it remembers."""
-        self.metrics = Metrics(store)
-        self.replicator: Replicator | None = None
-        """Set while the node serves (replication needs the running loop and URL)."""
-        self.upstream: Upstream | None = None
-        """The PostgreSQL connector, while the node serves with ``upstream`` set."""
+        self.metrics = metrics
+        self.replicator = replicator
+        self.upstream = upstream
+        """The PostgreSQL connector, when ``upstream`` is configured."""
+        self.read = store.get
+        """``read(ns, key)``: the local (eventual) value of a key, or None. The store's
+        own method, not a wrapper: it is the whole of the hot GET path."""
 
     @classmethod
-    def open(cls, config: Config) -> Node:
-        """Open the node's database (creating it on first start) and start checking it.
+    async def open(cls, config: Config, url: str) -> Node:
+        """Open the node's database (creating it on first start) and build the whole node.
 
-        Raises :class:`~edgekv.store.datadir.DataDirError` when another node
-        holds the directory, the database is empty (without ``allow_new_node``)
-        or too damaged to open.
+        ``url`` is where the node answers, advertised to peers unless
+        ``advertise_url`` is set. Nothing runs in the background until
+        :meth:`start`. Raises :class:`~edgekv.store.datadir.DataDirError`
+        when another node holds the directory, the database is empty
+        (without ``allow_new_node``) or too damaged to open.
         """
         store = Store(
             config.data_dir,
@@ -50,11 +79,72 @@ class Node:
             merge_statement=KEEP_LOCAL if config.test_broken_merge else LAST_WRITER_WINS,
             allow_new_node=config.allow_new_node,
         )
+        try:
+            metrics = Metrics(store)
+            replicator = Replicator(config, store, url, metrics.registry)
+            upstream = None
+            if config.upstream:
+                upstream = Upstream(config, store, metrics.registry)
+                # Tombstones stay until the upstream has them too: else it could
+                # hand the deleted value back.
+                replicator.ack_floors.append(upstream.acknowledged_seq)
+        except BaseException:
+            store.close()
+            raise
         # The whole file is checked while the node serves: at open it would cost
         # seconds per GB from a cold disk (edgekv.store.faults).
         store.health.start_check()
-        return cls(config, store)
+        return cls(config, store, metrics, replicator, upstream)
 
-    def close(self) -> None:
-        """Commit queued writes and close the database."""
-        self.store.close()
+    async def start(self) -> None:
+        """Start the background work: the upstream connector, then replication."""
+        if self.upstream is not None:
+            await self.upstream.start()
+        await self.replicator.start()
+
+    async def stop_replication(self) -> None:
+        """Close the peer streams and stop pulling (before the HTTP server stops:
+        an open stream would hold its shutdown)."""
+        await self.replicator.stop()
+
+    async def close(self) -> None:
+        """Stop the upstream connector, commit queued writes and close the database."""
+        try:
+            if self.upstream is not None:
+                await self.upstream.stop()
+        finally:
+            self.store.close()
+
+    def strong_upstream(self, ns: str) -> Upstream | None:
+        """The connector when ``ns`` is a strong namespace here, else None."""
+        upstream = self.upstream
+        return upstream if upstream is not None and upstream.is_strong(ns) else None
+
+    def require_strong(self, ns: str, what: str) -> Upstream:
+        """The connector of strong namespace ``ns``, or raise :class:`StrongNamespaceRequired`."""
+        upstream = self.strong_upstream(ns)
+        if upstream is None:
+            raise StrongNamespaceRequired(ns, what)
+        return upstream
+
+    async def write(
+        self, ns: str, writes: Sequence[Write], conditions: Sequence[Condition] = ()
+    ) -> WriteResult:
+        """Apply ``writes`` atomically: in PostgreSQL first in a strong namespace, else locally.
+
+        Conditions are kept only in a strong namespace (:class:`StrongNamespaceRequired`
+        elsewhere); a strong write raises the upstream's errors
+        (:class:`~edgekv.upstream.strong.PreconditionFailed`,
+        :class:`~edgekv.upstream.connector.UpstreamUnavailable`,
+        :class:`~edgekv.upstream.strong.InvalidUpstreamRow`).
+        """
+        upstream = self.upstream
+        if upstream is not None and upstream.is_strong(ns):  # strong_upstream, inlined: hot path
+            return await upstream.strong_write(ns, writes, conditions)
+        if conditions:
+            raise StrongNamespaceRequired(ns, "a conditional write")
+        return await self.store.write(ns, writes)
+
+    async def read_strong(self, ns: str, key: bytes) -> Entry | None:
+        """A linearizable read of ``(ns, key)`` from PostgreSQL (strong namespaces only)."""
+        return await self.require_strong(ns, "consistency=strong").strong_read(ns, key)

@@ -21,12 +21,11 @@ from edgekv.config import Config, ConfigError
 from edgekv.http.app import create_app
 from edgekv.http.protocol import NodeRunner
 from edgekv.node import Node
-from edgekv.peers.replicator import Replicator
-from edgekv.upstream.connector import Upstream
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
+_BACKLOG = 128  # aiohttp's TCPSite default
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +48,23 @@ def check_protected_mode(config: Config) -> None:
 
 @contextlib.asynccontextmanager
 async def running_node(config: Config) -> AsyncIterator[RunningNode]:
-    """Open the node, serve its API, and on exit stop serving and close it.
+    """Bind the address, open the node, serve its API; on exit stop serving and close it.
 
-    Leaving the block stops accepting connections, lets in-flight requests
-    finish (up to ``shutdown_timeout``), then commits queued writes.
+    The socket is bound first: the node is built whole knowing the URL it
+    answers on (with port 0, only binding tells). Leaving the block stops
+    accepting connections, lets in-flight requests finish (up to
+    ``shutdown_timeout``), then commits queued writes.
     """
     check_protected_mode(config)
-    node = Node.open(config)
+    tls = server_tls(config)
+    listeners = _listen(config)
+    try:
+        url = _bound_url(listeners, config)
+        node = await Node.open(config, url)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
     try:
         runner = NodeRunner(
             create_app(node),
@@ -70,27 +79,19 @@ async def running_node(config: Config) -> AsyncIterator[RunningNode]:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, config.host, config.port, ssl_context=server_tls(config))
-            await site.start()
-            url = _bound_url(site, config)
-            node.replicator = Replicator(config, node.store, url, node.metrics.registry)
-            if config.upstream:
-                node.upstream = Upstream(config, node.store, node.metrics.registry)
-                # Tombstones stay until the upstream has them too: else it could
-                # hand the deleted value back.
-                node.replicator.ack_floors.append(node.upstream.acknowledged_seq)
-                await node.upstream.start()
-            await node.replicator.start()
+            for listener in listeners:
+                await web.SockSite(runner, listener, ssl_context=tls).start()
+            await node.start()
             try:
                 yield RunningNode(node, url)
             finally:
-                await node.replicator.stop()
+                await node.stop_replication()
         finally:
             await runner.cleanup()
-            if node.upstream is not None:
-                await node.upstream.stop()
     finally:
-        node.close()
+        for listener in listeners:
+            listener.close()  # those the server took are closed already: a no-op
+        await node.close()
 
 
 def server_tls(config: Config) -> ssl.SSLContext | None:
@@ -105,11 +106,40 @@ def server_tls(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _bound_url(site: web.TCPSite, config: Config) -> str:
-    server = site._server
-    port = config.port
-    if isinstance(server, asyncio.Server) and server.sockets:
-        port = server.sockets[0].getsockname()[1]
+def _listen(config: Config) -> list[socket.socket]:
+    """Listening sockets on every address of the configured host, as asyncio binds them.
+
+    Bound here rather than by aiohttp's ``TCPSite`` so that the URL is known
+    before the node is built; the options are the ones asyncio's
+    ``create_server`` sets (``SO_REUSEADDR``, IPv6 sockets IPv6-only).
+    """
+    host = config.host or None
+    infos = socket.getaddrinfo(host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                listener.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"error while attempting to bind on address {address!r}: {exc.strerror}",
+                ) from None
+            listener.listen(_BACKLOG)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _bound_url(listeners: list[socket.socket], config: Config) -> str:
+    port = listeners[0].getsockname()[1] if listeners else config.port
     host = f"[{config.host}]" if ":" in config.host else config.host
     scheme = "https" if config.tls_cert else "http"
     return f"{scheme}://{host}:{port}"

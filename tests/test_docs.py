@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import click
@@ -41,16 +42,19 @@ def test_every_command_is_documented_with_an_example(path: str, command: click.C
 
 
 def test_every_route_is_in_openapi_and_the_api_doc(tmp_path: Path) -> None:
-    node = Node.open(Config(data_dir=str(tmp_path)))
-    try:
-        app = create_app(node)
-        routes = {
-            (route.method.lower(), route.resource.canonical)
-            for route in app.router.routes()
-            if route.resource is not None and route.method not in ("HEAD", "*")
-        }
-    finally:
-        node.close()
+    async def app_routes() -> set[tuple[str, str]]:
+        node = await Node.open(Config(data_dir=str(tmp_path)), "http://127.0.0.1:8787")
+        try:
+            app = create_app(node)
+            return {
+                (route.method.lower(), route.resource.canonical)
+                for route in app.router.routes()
+                if route.resource is not None and route.method not in ("HEAD", "*")
+            }
+        finally:
+            await node.close()
+
+    routes = asyncio.run(app_routes())
     paths = openapi_document()["paths"]
     documented = {(method, path) for path, item in paths.items() for method in item}
     canonical = {(m, p.replace("{key:(?s:.+)}", "{key}")) for m, p in routes}

@@ -30,8 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekv.store.changelog import CHANGES_AFTER_WITH_DOCUMENTS
-from edgekv.store.paging import read_page
+from edgekv.store.changelog import CHANGES_AFTER_WITH_DOCUMENTS, read_page
 from edgekv_replication.documents import MAX_Y_STATE_BYTES, foreign_roots, is_document
 from edgekv_replication.envelope import MAX_BATCH_CHANGES
 from edgekv_replication.intake import check_changes

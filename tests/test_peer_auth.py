@@ -9,9 +9,7 @@ import aiohttp
 import pytest
 
 from edgekv.config import ConfigError, load_config
-from edgekv.documents import routes as doc_routes
-from edgekv.http import kv_routes
-from edgekv.peers import cluster_routes
+from edgekv.http import cluster_routes, doc_routes, kv_routes
 from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
 from edgekv_replication.envelope import Welcome, decode
 from tests.cluster import Security, wait_for

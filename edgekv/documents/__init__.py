@@ -4,9 +4,10 @@
 ``query``       where / order_by / limit / cursor parsed (the SQL is built in
                 :mod:`edgekv.store.doc_queries`)
 ``indexes``     declaring expression indexes over the materialized JSON
-``routes``      the HTTP API under ``/v1/docs``
 
 The Y documents and their tables (update log, snapshots, materialized JSON)
 are :mod:`edgekv.store.documents`. The sans-IO part (JSON <-> Y, merge
-patches, limits, change encoding) is :mod:`edgekv_replication.documents`. See ``docs/documents.md``.
+patches, limits, change encoding) is :mod:`edgekv_replication.documents`; the
+HTTP routes under ``/v1/docs`` are :mod:`edgekv.http.doc_routes`. See
+``docs/documents.md``.
 """

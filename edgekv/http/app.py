@@ -26,16 +26,14 @@ from aiohttp.hdrs import EXPECT, HOST, ORIGIN
 
 from edgekv.auth import OPEN_ACCESS
 from edgekv.documents import compaction as doc_compaction
-from edgekv.documents import routes as doc_routes
-from edgekv.http import kv_routes
+from edgekv.http import cluster_routes, doc_routes, kv_routes
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
 from edgekv.http.errors import HTTP_STATUS_CODES, ApiError, error_response
 from edgekv.http.openapi import openapi_document
+from edgekv.http.peer_stream import check_peer_secret
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
-from edgekv.peers import cluster_routes
-from edgekv.peers.stream_server import check_peer_secret
 from edgekv.store.faults import is_corruption, is_storage_full
 from edgekv.store.writer import WriterClosed
 

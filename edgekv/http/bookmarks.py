@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Protocol
+
+from aiohttp import web
 
 from edgekv.http.errors import ApiError
 from edgekv.node import Node
 from edgekv_replication.bookmarks import BOOKMARK_HEADER, Bookmark
+from edgekv_replication.versions import encode_version
 
 MAX_BOOKMARKS = 32
 HEADER = BOOKMARK_HEADER
@@ -38,6 +42,33 @@ def parse_bookmarks(text: str) -> list[Bookmark]:
         return [Bookmark.decode(part) for part in parts]
     except ValueError:
         raise ApiError("invalid_bookmark", "bookmark was not issued by EdgeKV") from None
+
+
+class Written(Protocol):
+    """Where a write landed (a key-value or a document write)."""
+
+    @property
+    def hlc(self) -> int:
+        """The write's stamp (0 when nothing changed)."""
+
+    @property
+    def node(self) -> int:
+        """The node whose stamp it is."""
+
+    @property
+    def seq(self) -> int:
+        """The change-log seq after the write."""
+
+
+def write_answer(node: Node, result: Written, count: int = 1) -> web.Response:
+    """The answer to every write: its bookmark, and its version when it stamped one."""
+    node.metrics.writes += count
+    bookmark = Bookmark(node.store.node_id, result.seq, result.hlc).encode()
+    # Both fields are ASCII hex: the JSON is written directly, on the hot path of writes.
+    body = f'{{"bookmark": "{bookmark}"'
+    if result.hlc:
+        body += f', "version": "{encode_version(result.hlc, result.node)}"'
+    return web.Response(text=body + "}", content_type="application/json")
 
 
 def head_bookmark(node: Node) -> str:
@@ -63,7 +94,7 @@ async def wait_until_reached(node: Node, bookmarks: list[Bookmark]) -> None:
     loop = asyncio.get_running_loop()
     timeout = node.config.bookmark_timeout
     deadline = loop.time() + timeout
-    feed = node.replicator.feed if node.replicator is not None else None
+    feed = node.replicator.feed
     while pending:
         remaining = deadline - loop.time()
         if remaining <= 0:
@@ -72,8 +103,5 @@ async def wait_until_reached(node: Node, bookmarks: list[Bookmark]) -> None:
                 f"this node has not yet replicated the session's writes (waited {timeout:g} s)",
                 headers={"Retry-After": str(max(1, math.ceil(timeout)))},
             )
-        if feed is not None:
-            await feed.wait_beyond(feed.seq, min(remaining, _RECHECK_SECONDS))
-        else:
-            await asyncio.sleep(min(remaining, _RECHECK_SECONDS))
+        await feed.wait_beyond(feed.seq, min(remaining, _RECHECK_SECONDS))
         pending = [b for b in pending if not reached(node, b)]

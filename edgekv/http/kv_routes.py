@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 
 from aiohttp import web
 
 from edgekv.auth import Action
 from edgekv.http import bodies, strong
 from edgekv.http import validation as check
+from edgekv.http.bookmarks import write_answer
 from edgekv.http.errors import ApiError
 from edgekv.http.get_many import answer_pieces
 from edgekv.http.sliced import SLICE_BYTES, SlicedPayload
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
-from edgekv.store.kv import Entry, Write, WriteResult
+from edgekv.store.kv import Entry, Write
 from edgekv.upstream.strong import Condition
-from edgekv_replication.bookmarks import Bookmark
-from edgekv_replication.versions import encode_version
 
 routes = web.RouteTableDef()
 # Registration order is match order within /v1/kv: the hot key routes go first.
@@ -37,16 +36,6 @@ def authorize_read(request: web.Request) -> None:
     _authorized(request, "read")
 
 
-def _write_answer(node: Node, result: WriteResult, count: int = 1) -> web.Response:
-    node.metrics.writes += count
-    bookmark = Bookmark(node.store.node_id, result.seq, result.hlc).encode()
-    # Both fields are ASCII hex: the JSON is written directly, on the hot path of writes.
-    body = f'{{"bookmark": "{bookmark}"'
-    if result.hlc:
-        body += f', "version": "{encode_version(result.hlc, result.node)}"'
-    return web.Response(text=body + "}", content_type="application/json")
-
-
 @routes.get("/v1/kv/{ns}/{key:(?s:.+)}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
 def get_value(request: web.Request) -> web.Response | Awaitable[web.Response]:
     """Return a key's raw value; metadata and expiration in headers."""
@@ -54,7 +43,7 @@ def get_value(request: web.Request) -> web.Response | Awaitable[web.Response]:
     key = check.path_key(request, node.config)
     if request.query_string and _consistency(request) == "strong":
         return _strong_get(node, ns, key)  # a coroutine: the endpoint awaits it
-    return _value_response(node.store.get(ns, key))
+    return _value_response(node.read(ns, key))
 
 
 def _consistency(request: web.Request) -> str:
@@ -65,7 +54,11 @@ def _consistency(request: web.Request) -> str:
 
 
 async def _strong_get(node: Node, ns: str, key: bytes) -> web.Response:
-    return _value_response(await strong.read(node, ns, key))
+    try:
+        entry = await node.read_strong(ns, key)
+    except strong.STRONG_ERRORS as exc:
+        raise strong.api_error(exc) from None
+    return _value_response(entry)
 
 
 def _value_response(entry: Entry | None) -> web.Response:
@@ -102,17 +95,18 @@ async def put_value(request: web.Request) -> web.Response:
 
 
 async def _write_one(request: web.Request, node: Node, ns: str, write: Write) -> web.Response:
-    """Write one key: locally, or in PostgreSQL (with its condition) in a strong namespace."""
-    upstream = strong.strong_upstream(node, ns)
-    if upstream is None:
-        if "If-Match" in request.headers or "If-None-Match" in request.headers:
-            strong.require_strong(node, ns, "a conditional write")
-        result = await node.store.write(ns, [write])
-    else:
-        condition = strong.header_condition(request, write.key)
-        conditions = [] if condition is None else [condition]
-        result = await strong.write(node, upstream, ns, [write], conditions)
-    return _write_answer(node, result)
+    """Write one key, with the condition of its ``If-Match`` / ``If-None-Match`` if any."""
+    headers = request.headers
+    conditions: Sequence[Condition] = ()
+    try:
+        if "If-Match" in headers or "If-None-Match" in headers:
+            node.require_strong(ns, "a conditional write")  # before the header is parsed
+            condition = strong.header_condition(request, write.key)
+            conditions = () if condition is None else (condition,)
+        result = await node.write(ns, [write], conditions)
+    except strong.STRONG_ERRORS as exc:
+        raise strong.api_error(exc) from None
+    return write_answer(node, result)
 
 
 @routes.delete("/v1/kv/{ns}/{key:(?s:.+)}")
@@ -153,25 +147,30 @@ async def bulk(request: web.Request) -> web.Response:
     node, ns = _authorized(request, "write")
     body = await bodies.read_within(request, node.config.max_request_bytes)
     writes = await bodies.parse_off_loop(body, lambda document: _bulk_writes(document, node))
-    upstream = strong.strong_upstream(node, ns)
-    if upstream is None:
-        result = await node.store.write(ns, writes)
-    else:
-        result = await strong.write(node, upstream, ns, writes, [])
-    return _write_answer(node, result, len(writes))
+    try:
+        result = await node.write(ns, writes)
+    except strong.STRONG_ERRORS as exc:
+        raise strong.api_error(exc) from None
+    return write_answer(node, result, len(writes))
 
 
 @routes.post("/v1/kv/{ns}/_txn")
 async def transaction(request: web.Request) -> web.Response:
     """Check conditions and apply puts and deletes in one linearizable transaction."""
     node, ns = _authorized(request, "write")
-    upstream = strong.require_strong(node, ns, "a transaction")
+    try:
+        node.require_strong(ns, "a transaction")
+    except strong.STRONG_ERRORS as exc:
+        raise strong.api_error(exc) from None
     body = await bodies.read_within(request, node.config.max_request_bytes)
     conditions, writes = await bodies.parse_off_loop(
         body, lambda document: _transaction(document, node)
     )
-    result = await strong.write(node, upstream, ns, writes, conditions)
-    return _write_answer(node, result, len(writes))
+    try:
+        result = await node.write(ns, writes, conditions)
+    except strong.STRONG_ERRORS as exc:
+        raise strong.api_error(exc) from None
+    return write_answer(node, result, len(writes))
 
 
 def _bulk_writes(document: Mapping[str, object], node: Node) -> list[Write]:

@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 
 from edgekv import __version__
-from edgekv.documents import api_spec as documents_spec
+from edgekv.http import openapi_documents as documents_spec
 from edgekv.http.openapi_parts import AUTH_ERRORS as _AUTH_ERRORS
 from edgekv.http.openapi_parts import BAD_INPUT as _BAD
 from edgekv.http.openapi_parts import BOOKMARK as _BOOKMARK

@@ -1,8 +1,9 @@
-"""Strong namespaces in the HTTP API: conditions, transactions and strong reads.
+"""Strong namespaces in the HTTP API: conditions parsed, strong failures answered.
 
 Writes to a strong namespace run in a PostgreSQL transaction through the
-upstream connector and are applied locally once committed; a failed condition
-answers 409 ``precondition_failed`` with the key's current version. Conditions
+upstream connector and are applied locally once committed (the node routes
+them: :meth:`edgekv.node.Node.write`); a failed condition answers 409
+``precondition_failed`` with the key's current version. Conditions
 (``If-Match``, ``If-None-Match: *``), ``POST /v1/kv/{ns}/_txn`` and
 ``?consistency=strong`` are refused on eventual namespaces, where they could
 not be kept across PoPs.
@@ -10,35 +11,16 @@ not be kept across PoPs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
-from edgekv.node import Node
-from edgekv.store.kv import Entry, Write, WriteResult
-from edgekv.upstream.connector import Upstream, UpstreamUnavailable
+from edgekv.node import Node, StrongNamespaceRequired
+from edgekv.upstream.connector import UpstreamUnavailable
 from edgekv.upstream.strong import Condition, InvalidUpstreamRow, PreconditionFailed
 from edgekv_replication.versions import decode_version, encode_version
-
-
-def strong_upstream(node: Node, ns: str) -> Upstream | None:
-    """The connector when ``ns`` is a strong namespace here, else None."""
-    upstream = node.upstream
-    return upstream if upstream is not None and upstream.is_strong(ns) else None
-
-
-def require_strong(node: Node, ns: str, what: str) -> Upstream:
-    """The connector of strong namespace ``ns``, or raise ``strong_namespace_required``."""
-    upstream = strong_upstream(node, ns)
-    if upstream is None:
-        raise ApiError(
-            "strong_namespace_required",
-            f"{what} needs a strong namespace; {ns!r} is eventually consistent "
-            "(declare it in strong_namespaces, with an upstream)",
-        )
-    return upstream
 
 
 def header_condition(request: web.Request, key: bytes) -> Condition | None:
@@ -68,20 +50,21 @@ def _version(text: object, where: str) -> tuple[int, int]:
         raise ApiError("invalid_request", f"{where}: {text!r} is not an EdgeKV version") from None
 
 
-async def write(
-    node: Node,
-    upstream: Upstream,
-    ns: str,
-    writes: Sequence[Write],
-    conditions: Sequence[Condition],
-) -> WriteResult:
-    """Run a strong write and map its failures to API errors."""
-    try:
-        return await upstream.strong_write(ns, writes, conditions)
-    except PreconditionFailed as failed:
-        first = failed.failures[0]
+STRONG_ERRORS = (
+    PreconditionFailed,
+    UpstreamUnavailable,
+    InvalidUpstreamRow,
+    StrongNamespaceRequired,
+)
+"""What the node's strong operations raise; :func:`api_error` answers each."""
+
+
+def api_error(exc: Exception) -> ApiError:
+    """The API error of one of :data:`STRONG_ERRORS`."""
+    if isinstance(exc, PreconditionFailed):
+        first = exc.failures[0]
         current = None if first.current is None else encode_version(*first.current)
-        raise ApiError(
+        return ApiError(
             "precondition_failed",
             f"condition on key {first.key.decode('utf-8', 'replace')!r} does not hold",
             details={
@@ -91,30 +74,17 @@ async def write(
                         "key": f.key.decode("utf-8", "replace"),
                         "version": None if f.current is None else encode_version(*f.current),
                     }
-                    for f in failed.failures
+                    for f in exc.failures
                 ],
             },
-        ) from None
-    except UpstreamUnavailable as exc:
-        raise unavailable(exc) from None
-    except InvalidUpstreamRow as exc:
-        raise ApiError("upstream_invalid", str(exc)) from None
-
-
-def unavailable(exc: UpstreamUnavailable) -> ApiError:
-    """The 503 of a strong operation that could not reach PostgreSQL."""
-    return ApiError("upstream_unavailable", str(exc), headers={"Retry-After": "1"})
-
-
-async def read(node: Node, ns: str, key: bytes) -> Entry | None:
-    """A linearizable read of ``(ns, key)`` from PostgreSQL."""
-    upstream = require_strong(node, ns, "consistency=strong")
-    try:
-        return await upstream.strong_read(ns, key)
-    except UpstreamUnavailable as exc:
-        raise unavailable(exc) from None
-    except InvalidUpstreamRow as exc:
-        raise ApiError("upstream_invalid", str(exc)) from None
+        )
+    if isinstance(exc, UpstreamUnavailable):
+        return ApiError("upstream_unavailable", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, InvalidUpstreamRow):
+        return ApiError("upstream_invalid", str(exc))
+    if isinstance(exc, StrongNamespaceRequired):
+        return ApiError("strong_namespace_required", str(exc))
+    raise TypeError(f"not a strong-operation error: {exc!r}")
 
 
 def transaction_conditions(document: Mapping[str, object], node: Node) -> list[Condition]:

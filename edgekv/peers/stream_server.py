@@ -1,26 +1,24 @@
-"""The serving side of pull streams: ``GET /v1/peer/stream`` (WebSocket).
+"""The serving side of pull streams, apart from the WebSocket itself.
 
-The server speaks first (Welcome), reads the puller's Hello, then sends its
+The server speaks first (:func:`welcome`), reads the puller's Hello
+(:func:`admit` decides whether and where the stream resumes), then sends its
 member list and batches of "changes with seq > cursor" in pages; once caught
 up it waits for new commits and sends them as they land, with an empty batch
-as heartbeat when idle.
+as heartbeat when idle (:func:`serve`). The route ``GET /v1/peer/stream`` and
+its WebSocket I/O are :mod:`edgekv.http.peer_stream`: it sends through a
+:class:`StreamOutlet` and hands what the puller says to :func:`take`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from aiohttp import WSMsgType, web
-
-from edgekv.http.errors import ApiError
-from edgekv.http.state import NODE
 from edgekv.peers.replicator import Replicator
-from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER
+from edgekv.peers.wire import RESYNC_REQUIRED
 from edgekv.store.changelog import PAGE_BYTES
 from edgekv.tasks import wait_event
 from edgekv_replication.envelope import (
@@ -28,12 +26,10 @@ from edgekv_replication.envelope import (
     Ack,
     Batch,
     Defer,
-    EnvelopeError,
     Hello,
     Members,
     Progress,
     Welcome,
-    decode,
     encode,
 )
 from edgekv_replication.session import Deferral, make_batch, resume_point
@@ -51,90 +47,59 @@ FIRST_IN_FLIGHT = 4
 every peer at once; before it can ask a relaying peer to defer an origin it
 pulls directly, that peer's stream sends a window of relayed copies it then
 decodes for nothing (a whole window was a sixth of a 100,000-key catch-up)."""
-PULLER_MESSAGE_BYTES = 1024 * 1024
-"""The largest message a puller may send (Hello, Ack, Progress, Defer: a few
-bytes per member). Pages flow the other way, up to the 64 MiB message limit;
-a stream need not buffer that much of what a puller sends."""
 HEARTBEAT_SECONDS = 1.0
-HELLO_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 1.0
 
 
-def check_peer_secret(request: web.Request) -> None:
-    """Refuse a peer request without the cluster secret (401, logged)."""
-    config = request.app[NODE].config
-    presented = request.headers.get(SECRET_HEADER, "")
-    if config.cluster_secret is None:
-        if not config.tokens:
-            return  # protected mode: loopback only, every local caller trusted
-        reason = "no cluster_secret is configured on this node"
-    elif hmac.compare_digest(presented.encode(), config.cluster_secret.encode()):
-        return
-    else:
-        reason = "wrong or missing cluster secret"
-    log.warning("refused peer request from %s: %s", request.remote, reason)
-    raise ApiError("unauthorized", f"peer authentication failed: {reason}")
+class StreamOutlet(Protocol):
+    """Where a stream's messages go: the WebSocket of :mod:`edgekv.http.peer_stream`."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stream is closed (by either side)."""
+
+    async def send(self, data: bytes) -> None:
+        """Send one message; return once it may be followed by the next."""
+
+    async def close(self, code: int, message: bytes) -> None:
+        """Close the stream with a close code and a reason."""
 
 
-async def peer_stream(request: web.Request) -> web.StreamResponse:
-    """Serve one pull stream to a peer (authenticated by the app's peer-route wrapper)."""
-    node = request.app[NODE]
-    replicator = node.replicator
-    if replicator is None or replicator.stopping:
-        raise ApiError("unavailable", "replication is not running")
-    # A short close timeout: a stopping node must not wait long for a silent peer.
-    ws = web.WebSocketResponse(max_msg_size=PULLER_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
-    await ws.prepare(request)
-    store = node.store
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a stream is closed right after the puller's Hello: a close code and reason."""
+
+    code: int
+    reason: bytes
+
+
+def welcome(replicator: Replicator) -> Welcome:
+    """The first message of every stream: who this node is and how far its log goes."""
     me = replicator.identity
-    await ws.send_bytes(encode(Welcome(me.node, me.incarnation, me.name, store.seq)))
-    try:
-        message = await ws.receive(timeout=HELLO_TIMEOUT)
-        if message.type != WSMsgType.BINARY:
-            raise EnvelopeError("expected a binary Hello")
-        hello = decode(message.data)
-        if not isinstance(hello, Hello):
-            raise EnvelopeError("expected Hello")
-    except (EnvelopeError, TimeoutError) as exc:
-        log.warning("refused peer stream from %s: %s", request.remote, exc)
-        await ws.close(code=1007, message=str(exc)[:100].encode())
-        return ws
+    return Welcome(me.node, me.incarnation, me.name, replicator.store.seq)
+
+
+async def admit(replicator: Replicator, hello: Hello) -> int | Refusal:
+    """The cursor to serve the puller of ``hello`` from, or why it is refused.
+
+    An admitted puller is acknowledged up to its cursor and becomes a member
+    this node pulls from in turn.
+    """
+    store = replicator.store
     if replicator.membership.is_removed(hello.node):
-        await ws.close(code=4403, message=b"removed from the cluster")
-        return ws
-    cursor = resume_point(hello, me, store.seq)
+        return Refusal(4403, b"removed from the cluster")
+    cursor = resume_point(hello, replicator.identity, store.seq)
     if store.must_resync(hello.node, cursor):
         # Tombstones it never saw are gone here, so resuming could resurrect their keys.
         log.warning("peer %x is behind collected tombstones; it must re-sync", hello.node)
-        await ws.close(code=RESYNC_REQUIRED, message=b"resync required")
-        return ws
+        return Refusal(RESYNC_REQUIRED, b"resync required")
     await store.record_ack(hello.node, cursor)
     await replicator.membership.introduce(hello.node, hello.url, hello.name)
     replicator.ensure_pullers()
-    served = _Served()
-    closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node, served))
-    replicator.streams.add(ws)
-    transport = request.transport
-    outlet = _Outlet(ws, transport, node.config.peer_stall_timeout)
-    try:
-        await _stream(outlet, replicator, cursor, hello.node, hello.echo, closed, served)
-    except StreamStalled as stalled:
-        log.warning("closed the stream to peer %x at %s: %s", hello.node, request.remote, stalled)
-        replicator.metrics.stalled.labels(f"{hello.node:016x}").inc()
-        if transport is not None:
-            transport.abort()  # a close would wait for the unsent bytes; drop them now
-    except (ConnectionResetError, RuntimeError) as exc:  # the peer went away mid-send
-        log.info("peer stream to %x ended: %s", hello.node, exc)
-    finally:
-        replicator.streams.discard(ws)
-        closed.cancel()
-        with contextlib.suppress(Exception):
-            await ws.close()
-    return ws
+    return cursor
 
 
 @dataclass
-class _Served:
+class Served:
     """What the puller told the server about one stream."""
 
     deferral: Deferral = field(default_factory=Deferral)
@@ -143,91 +108,33 @@ class _Served:
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def _read_acks(
-    ws: web.WebSocketResponse, replicator: Replicator, peer: int, served: _Served
+async def take(
+    replicator: Replicator, peer: int, served: Served, message: Ack | Defer | Progress
 ) -> None:
-    """Record the puller's acknowledgements, deferrals and progress; returns when it closes."""
-    async for message in ws:
-        if message.type != WSMsgType.BINARY:
-            continue
-        try:
-            decoded = decode(message.data)
-        except EnvelopeError as exc:
-            log.warning("bad message from peer %x: %s", peer, exc)
-            return
-        if isinstance(decoded, Progress):
-            served.applied = max(served.applied or 0, decoded.applied)
-            served.progressed.set()
-        elif isinstance(decoded, Ack):
-            await replicator.store.record_ack(peer, decoded.cursor)
-        elif isinstance(decoded, Defer):
-            served.deferral.update(decoded.marks)
+    """Record one of the puller's acknowledgements, deferrals or progress reports."""
+    if isinstance(message, Progress):
+        served.applied = max(served.applied or 0, message.applied)
+        served.progressed.set()
+    elif isinstance(message, Ack):
+        await replicator.store.record_ack(peer, message.cursor)
+    else:
+        served.deferral.update(message.marks)
 
 
-class StreamStalled(Exception):
-    """The peer read nothing of what is queued for it for ``peer_stall_timeout``."""
-
-
-@dataclass
-class _Outlet:
-    """Sends a stream's messages, bounding what waits unsent for a peer that does not read.
-
-    aiohttp writes a message into the transport at once and then, above the
-    transport's high-water mark (64 KiB), awaits a drain with no deadline:
-    a peer that never reads held each stream's last page for good. Here a
-    send that must wait is watched: once the peer has read nothing of what
-    is queued for ``stall_seconds``, :class:`StreamStalled` is raised. While
-    it waits a stream holds one message twice (the message, and its unsent
-    part copied into the transport's buffer) plus the high-water mark.
-    """
-
-    ws: web.WebSocketResponse
-    transport: asyncio.Transport | None
-    stall_seconds: float
-
-    async def send(self, data: bytes) -> None:
-        """Send one message; raise :class:`StreamStalled` if the peer stops reading."""
-        transport = self.transport
-        if transport is None or (
-            transport.get_write_buffer_size() + len(data) <= transport.get_write_buffer_limits()[0]
-        ):
-            # Below the low-water mark the write cannot pause the transport:
-            # aiohttp returns without waiting (heartbeats, live changes).
-            await self.ws.send_bytes(data)
-            return
-        sending = asyncio.ensure_future(self.ws.send_bytes(data))
-        del data  # the send holds it; an exception raised here must not keep it alive
-        loop = asyncio.get_running_loop()
-        look_every = min(1.0, self.stall_seconds / 4)
-        queued, since = -1, loop.time()
-        while not (await asyncio.wait((sending,), timeout=look_every))[0]:
-            if self.ws.closed:
-                # Closed meanwhile (the node stops): a close would wait behind the
-                # unsent bytes for as long as the peer does not read. Drop them.
-                sending.cancel()
-                transport.abort()
-                raise ConnectionResetError("the stream closed while a message waited for the peer")
-            left = transport.get_write_buffer_size()
-            if queued < 0 or left < queued:  # the first look (after the write), or progress
-                queued, since = left, loop.time()
-            elif loop.time() - since >= self.stall_seconds:
-                sending.cancel()
-                raise StreamStalled(
-                    f"it read none of the {left} bytes queued for it in {self.stall_seconds:g} s"
-                )
-        sending.result()
-
-
-async def _stream(
-    outlet: _Outlet,
+async def serve(
+    outlet: StreamOutlet,
     replicator: Replicator,
     cursor: int,
     peer: int,
     echo: bool,
     closed: asyncio.Future[None],
-    served: _Served,
+    served: Served,
 ) -> None:
-    ws = outlet.ws
+    """Send the puller everything after ``cursor``, then new commits, until the stream ends.
+
+    ``closed`` completes when the puller closes its side; ``served`` is what it
+    reported meanwhile (through :func:`take`), which paces the sending.
+    """
     store = replicator.store
     sent_members = None
     label = f"{peer:016x}"
@@ -236,7 +143,7 @@ async def _stream(
     deferral = served.deferral
     in_flight: deque[int] = deque()  # where each batch sent past the puller's progress ends
     window = FIRST_IN_FLIGHT
-    while not closed.done() and not ws.closed and not replicator.stopping:
+    while not closed.done() and not outlet.closed and not replicator.stopping:
         # A send below the socket's high-water mark returns without suspending:
         # let the puller's Progress and Defer in before each page.
         await asyncio.sleep(0)
@@ -265,7 +172,7 @@ async def _stream(
             data, count, upto = page
             del page  # only the encoded message stays alive while it is sent
             if len(data) > MAX_MESSAGE_BYTES:
-                await _refuse_oversized(ws, peer, cursor, len(data))
+                await _refuse_oversized(outlet, peer, cursor, len(data))
                 return
             await outlet.send(data)
             del data
@@ -320,7 +227,7 @@ def _next_page(
     return encode(batch), len(changes), upto
 
 
-async def _refuse_oversized(ws: web.WebSocketResponse, peer: int, cursor: int, size: int) -> None:
+async def _refuse_oversized(outlet: StreamOutlet, peer: int, cursor: int, size: int) -> None:
     """Close a stream whose next page cannot be sent: one change is over the message limit.
 
     Only a node configured with ``max_value_bytes`` near the 64 MiB message
@@ -335,4 +242,4 @@ async def _refuse_oversized(ws: web.WebSocketResponse, peer: int, cursor: int, s
         size,
         MAX_MESSAGE_BYTES,
     )
-    await ws.close(code=1009, message=b"change too large for a peer message")
+    await outlet.close(1009, b"change too large for a peer message")

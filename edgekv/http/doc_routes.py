@@ -20,11 +20,11 @@ from edgekv.auth import Action
 from edgekv.documents import indexes, query
 from edgekv.http import bodies
 from edgekv.http import validation as check
+from edgekv.http.bookmarks import write_answer
 from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.store.documents import DocWriteResult
-from edgekv_replication.bookmarks import Bookmark
 from edgekv_replication.documents import MAX_DOCUMENT_BYTES, DocumentError, decode_state_vector
 from edgekv_replication.versions import encode_version
 
@@ -91,12 +91,7 @@ async def _write(node: Node, pending: Awaitable[DocWriteResult]) -> web.Response
         result = await pending
     except DocumentError as error:
         raise ApiError(error.code, error.message) from None
-    node.metrics.writes += 1
-    bookmark = Bookmark(node.store.node_id, result.seq, result.hlc).encode()
-    body = f'{{"bookmark": "{bookmark}"'
-    if result.hlc:
-        body += f', "version": "{encode_version(result.hlc, result.node)}"'
-    return web.Response(text=body + "}", content_type="application/json")
+    return write_answer(node, result)
 
 
 def _started(call: Any, *args: Any) -> Awaitable[DocWriteResult]:
@@ -154,7 +149,7 @@ async def declare_index(request: web.Request) -> web.Response:
 def get_document(request: web.Request) -> web.Response:
     """The document's JSON and version."""
     node, collection, doc_id = _target(request, "read")
-    found = node.store.documents.get(collection, doc_id)
+    found = node.documents.get(collection, doc_id)
     if found is None:
         raise ApiError("not_found", "no such document")
     return web.Response(
@@ -171,7 +166,7 @@ async def put_document(request: web.Request) -> web.Response:
     body = _parse_json(await _document_body(request, "document body"))
     if not isinstance(body, dict):
         raise ApiError("invalid_json", "a document is a JSON object")
-    return await _write(node, _started(node.store.documents.put, collection, doc_id, body))
+    return await _write(node, _started(node.documents.put, collection, doc_id, body))
 
 
 @routes.patch("/v1/docs/{collection}/{id}")
@@ -181,14 +176,14 @@ async def patch_document(request: web.Request) -> web.Response:
     body = _parse_json(await _document_body(request, "merge patch"))
     if not isinstance(body, dict):
         raise ApiError("invalid_patch", "a merge patch of a document is a JSON object")
-    return await _write(node, _started(node.store.documents.patch, collection, doc_id, body))
+    return await _write(node, _started(node.documents.patch, collection, doc_id, body))
 
 
 @routes.delete("/v1/docs/{collection}/{id}")
 async def delete_document(request: web.Request) -> web.Response:
     """Delete the document; deleting an absent one succeeds."""
     node, collection, doc_id = _target(request, "write")
-    return await _write(node, node.store.documents.delete(collection, doc_id))
+    return await _write(node, node.documents.delete(collection, doc_id))
 
 
 @routes.get("/v1/docs/{collection}/{id}/ystate")  # type: ignore[arg-type]  # sync read
@@ -206,7 +201,7 @@ def get_ystate(request: web.Request) -> web.Response:
         except (binascii.Error, ValueError):
             raise ApiError("invalid_parameter", "sv must be a base64 Y state vector") from None
     try:
-        update = node.store.documents.ystate(collection, doc_id, state_vector)
+        update = node.documents.ystate(collection, doc_id, state_vector)
     except ValueError:
         raise ApiError("invalid_parameter", "sv is not a Y state vector") from None
     if update is None:
@@ -221,7 +216,7 @@ async def post_yupdate(request: web.Request) -> web.Response:
     update = await _document_body(request, "Y update")
     if not update:
         raise ApiError("invalid_yupdate", "the body must be a binary Y update")
-    return await _write(node, node.store.documents.apply_client_update(collection, doc_id, update))
+    return await _write(node, node.documents.apply_client_update(collection, doc_id, update))
 
 
 @routes.get("/v1/docs/{collection}")  # type: ignore[arg-type]  # sync read
@@ -242,7 +237,7 @@ def query_documents(request: web.Request) -> web.Response:
         )
     except query.QueryError as error:
         raise ApiError(error.code, error.message) from None
-    body = query.answer(node.store.documents.query_rows, page, node.config.max_query_bytes)
+    body = query.answer(node.documents.query_rows, page, node.config.max_query_bytes)
     return web.Response(text=body, content_type="application/json")
 
 
