@@ -49,7 +49,7 @@ import aiohttp
 
 from bench.servers import ServerProcess
 from edgekv_replication.envelope import Batch, Hello, Welcome, decode, encode
-from jepsen_like.proxy import TcpProxy
+from testkit.proxy import TcpProxy
 
 _READY = re.compile(r"serving (http://\S+) node=([0-9a-f]+)")
 TARGET_PROPAGATION_VS_PUT_P99 = 3.0

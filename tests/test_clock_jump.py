@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.cluster import stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import stored_state, wait_converged
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 HOUR_MS = 3_600_000
 MAX_OFFSET_MS = 500  # the default max_clock_offset

@@ -18,8 +18,9 @@ from edgekv_client import (
     Unavailable,
     _docs,
 )
-from tests.cluster import Cluster, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import Cluster
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 _collections = itertools.count()
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from tests.cluster import Cluster, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import Cluster
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 from tests.test_http_bounds import watched
 
 StartNode = Callable[..., NodeProcess]

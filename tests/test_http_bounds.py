@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from edgekv_client import Client
-from tests.nodeproc import NodeProcess, Response, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import Response, assert_error
 
 MIB = 1024 * 1024
 VALUE_BYTES = 25 * MIB

@@ -21,7 +21,8 @@ import pytest
 
 from edgekv_client.bookmarks import Bookmark, decode_version
 from edgekv_client.codes import ERROR_CODES
-from tests.nodeproc import NodeProcess, Response, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import Response, assert_error
 
 # -- helpers -------------------------------------------------------------------
 

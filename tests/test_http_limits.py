@@ -17,7 +17,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tests.nodeproc import NodeProcess, Response, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import Response, assert_error
 
 MIB = 1024 * 1024
 SMALL_VALUE_LIMIT = 1000

@@ -18,8 +18,9 @@ import pytest
 from edgekv.auth import token_toml
 from edgekv_client import Client
 from edgekv_client.errors import InvalidRequest
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.rawhttp import address, exchange, parse
+from testkit.processes import NodeProcess
+from testkit.rawhttp import address, exchange, parse
+from testkit.responses import Response, assert_error
 
 HEADER_TIMEOUT = 1.5
 IDLE_TIMEOUT = 3.0

@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, Hello, Members, Welcome, decode, encode
-from tests.cluster import stored_state, wait_for
+from testkit.cluster import stored_state
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 from tests.intake_cases import LIMIT_ARGS, good_change, invalid_changes
-from tests.nodeproc import NodeProcess
 
 FAKE = 0x1234
 FAKE_NAME = "fakepeer"

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.pg import DSN
+from testkit.pg import DSN
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,9 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cluster import Cluster, wait_for
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.pg import DSN
+from testkit.cluster import Cluster
+from testkit.pg import DSN
+from testkit.processes import NodeProcess
+from testkit.responses import Response, assert_error
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgekv_client.codes import ERROR_CODES
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.rawhttp import exchange, parse, request
+from testkit.processes import NodeProcess
+from testkit.rawhttp import exchange, parse, request
+from testkit.responses import Response, assert_error
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,10 @@ from edgekv.http import kv_routes
 from edgekv.peers import cluster_routes
 from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
 from edgekv_replication.envelope import Welcome, decode
-from tests.cluster import Security, wait_for
-from tests.nodeproc import NodeProcess, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import assert_error
+from testkit.security import Security
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 

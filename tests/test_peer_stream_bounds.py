@@ -26,8 +26,8 @@ import pytest
 
 from edgekv.store.paging import PAGE_BYTES
 from edgekv_replication.envelope import MAX_MESSAGE_BYTES, Hello, Welcome, decode, encode
-from tests.cluster import wait_for
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 SECRET = "s3cret-for-bounds"
 SECRET_ARGS = ["--cluster-secret", SECRET]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from jepsen_like.proxy import TcpProxy
-from tests.cluster import wait_for
+from testkit.proxy import TcpProxy
+from testkit.waiting import wait_for
 
 
 @pytest.fixture

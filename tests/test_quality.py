@@ -1,4 +1,4 @@
-"""Static checks of the three packages: ruff and mypy --strict."""
+"""Static checks: ruff over the repository's code, mypy --strict over what pyproject lists."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def test_ruff_is_clean() -> None:
             "tests",
             "bench",
             "jepsen_like",
+            "testkit",
             "examples",
         ],
         cwd=ROOT,

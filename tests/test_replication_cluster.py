@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import Cluster, stored_state, wait_converged
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 
 @pytest.fixture

@@ -15,8 +15,10 @@ from aiohttp import web
 from edgekv.peers.stream_server import FIRST_IN_FLIGHT, IN_FLIGHT, PAGE_SIZE
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, Hello, Progress, Welcome, decode, encode
-from tests.cluster import Security, stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import stored_state, wait_converged
+from testkit.processes import NodeProcess
+from testkit.security import Security
+from testkit.waiting import wait_for
 
 SECRET = "s3cret-for-tests"
 

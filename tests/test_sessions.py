@@ -10,7 +10,8 @@ import pytest
 from edgekv_client import Client, InvalidRequest, Unavailable
 from edgekv_client._core import Request as client_request
 from edgekv_client.bookmarks import BOOKMARK_HEADER, BookmarkSet
-from tests.cluster import Cluster, wait_converged, wait_for
+from testkit.cluster import Cluster, wait_converged
+from testkit.waiting import wait_for
 
 
 @pytest.fixture

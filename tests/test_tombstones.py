@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgekv.store.store import Store, Write
-from tests.cluster import Cluster, stored_state, wait_converged, wait_for
+from testkit.cluster import Cluster, stored_state, wait_converged
+from testkit.waiting import wait_for
 
 FAST_GC = ("--tombstone-horizon", "1", "--tombstone-gc-interval", "0.1")
 

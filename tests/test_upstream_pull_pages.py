@@ -8,10 +8,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from tests.cluster import wait_for
+from testkit.pg import DSN, query
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 from tests.intake_cases import HLC
-from tests.nodeproc import NodeProcess
-from tests.pg import DSN, query
 
 StartNode = Callable[..., NodeProcess]
 MIB = 1024 * 1024

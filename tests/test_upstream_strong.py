@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from edgekv_client import AsyncClient, Client, InvalidRequest, PreconditionFailed, _core
-from jepsen_like.proxy import TcpProxy
-from tests.cluster import wait_for
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.pg import DSN, PREFIX, query, via
+from testkit.pg import DSN, PREFIX, query, via
+from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
+from testkit.responses import Response, assert_error
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 

@@ -12,10 +12,12 @@ from pathlib import Path
 import asyncpg
 
 from edgekv.upstream.sql import Statements
-from jepsen_like.proxy import TcpProxy
-from tests.cluster import Security, stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
-from tests.pg import DSN, query, via
+from testkit.cluster import stored_state, wait_converged
+from testkit.pg import DSN, query, via
+from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
+from testkit.security import Security
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 
 MIB = 1024 * 1024
 
