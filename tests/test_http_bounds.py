@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from edgekv_client import Client
 from testkit.processes import NodeProcess
+from testkit.rawhttp import address
 from testkit.responses import Response, assert_error
 
 MIB = 1024 * 1024
@@ -83,8 +83,7 @@ def watched(node: NodeProcess, send: Callable[[], Any]) -> tuple[Any, Watch]:
 
 def chunked(node: NodeProcess, method: str, path: str, chunks: Iterator[bytes]) -> Response:
     """Send a body without Content-Length (chunked transfer encoding)."""
-    parts = urlsplit(node.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn = http.client.HTTPConnection(*address(node), timeout=120)
     try:
         conn.request(method, path, body=chunks, encode_chunked=True)
         answer = conn.getresponse()

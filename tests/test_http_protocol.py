@@ -69,6 +69,7 @@ def test_a_connection_dripping_its_headers_is_closed_after_header_timeout(
     assert HEADER_TIMEOUT - 0.1 <= took < IDLE_TIMEOUT, took
 
 
+@pytest.mark.slow
 def test_a_connection_that_sends_nothing_is_closed_after_idle_timeout(
     impatient: NodeProcess,
 ) -> None:
@@ -79,6 +80,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_idle_timeout(
     assert IDLE_TIMEOUT - 0.1 <= took < IDLE_TIMEOUT + 2, took
 
 
+@pytest.mark.slow
 def test_a_keep_alive_connection_is_closed_after_idle_timeout_but_serves_until_then(
     impatient: NodeProcess,
 ) -> None:

@@ -307,7 +307,7 @@ _PATH_PIECES = st.sampled_from(
     ]
 )
 _TEXT = (
-    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
     | _PATH_PIECES
 )
 

@@ -217,6 +217,7 @@ PER_STREAM_BOUND = 2 * (PAGE_BYTES + LOG_VALUE_BYTES)
 transport's buffer); a message is a page, at most PAGE_BYTES plus one change."""
 
 
+@pytest.mark.slow
 def test_peers_that_never_read_hold_bounded_memory_and_are_closed(
     start_node: Callable[..., NodeProcess],
 ) -> None:

@@ -199,6 +199,7 @@ def test_peer_links_over_tls(tmp_path: Path, start_node: Callable[..., NodeProce
         a.request("GET", "/healthz", ssl_context=ssl.create_default_context())
 
 
+@pytest.mark.slow
 async def test_a_puller_reporting_progress_gets_only_a_window_of_batches_ahead(
     start_node: Callable[..., NodeProcess],
 ) -> None:

@@ -26,6 +26,7 @@ def tombstones(cluster: Cluster, i: int) -> list[bytes]:
     return [row[1] for row in stored_state(cluster.nodes[i]) if row[2] is None]
 
 
+@pytest.mark.slow
 def test_acknowledged_tombstones_are_collected_everywhere(fast_gc_cluster: Cluster) -> None:
     cluster = fast_gc_cluster
     for k in range(20):
@@ -38,6 +39,7 @@ def test_acknowledged_tombstones_are_collected_everywhere(fast_gc_cluster: Clust
     assert sorted(row[1] for row in rows) == sorted(f"k{k}".encode() for k in range(1, 20, 2))
 
 
+@pytest.mark.slow
 def test_member_cut_off_past_the_horizon_cannot_resurrect_deletes(
     fast_gc_cluster: Cluster,
 ) -> None:

@@ -56,7 +56,11 @@ def test_large_rows_are_pulled_a_budget_at_a_time_and_all_arrive(
     )
     try:
         for i in range(ROWS):
-            wait_for(lambda i=i: node.request("GET", f"/v1/kv/u/big{i}").status == 200, 30)
+
+            def pulled(i: int = i) -> bool:
+                return node.request("GET", f"/v1/kv/u/big{i}").status == 200
+
+            wait_for(pulled, 30)
     finally:
         done.set()
         sampler.join()
