@@ -113,8 +113,7 @@ def _serve_node(variant: str, data_dir: Path, keys: int, value_size: int) -> Non
     from edgekv.http.state import NODE, PRINCIPAL
     from edgekv.metrics import Metrics
     from edgekv.node import Node
-    from edgekv.store.kv import Entry
-    from edgekv.store.store import Store
+    from edgekv.store.kv import Entry, KeyValues
 
     if "metrics" in variant:
         Metrics.observe_request = lambda *args: None  # type: ignore[method-assign]
@@ -124,10 +123,13 @@ def _serve_node(variant: str, data_dir: Path, keys: int, value_size: int) -> Non
             for key, value in dataset(keys, value_size).items()
         }
 
-        def cached_get(self: Store, ns: str, key: bytes, now: float | None = None) -> Entry | None:
+        def cached_get(
+            self: KeyValues, ns: str, key: bytes, now: float | None = None
+        ) -> Entry | None:
             return cached.get((ns, key))
 
-        Store.get = cached_get  # type: ignore[method-assign]
+        # Before the node opens: the store hands out KeyValues.get bound to its instance.
+        KeyValues.get = cached_get  # type: ignore[method-assign]
     if variant == "node-middleware":
 
         def create_app(node: Node) -> web.Application:

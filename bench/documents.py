@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from bench.loadgen import RESULT_MARKER, wrk_path
 from bench.servers import node_process
+from edgekv.config import Config
 from edgekv.documents import indexes, query
 from edgekv.store.doc_queries import Query
 from edgekv.store.store import Store
@@ -174,6 +175,10 @@ async def _populate(store: Store, count: int) -> None:
     await asyncio.gather(*pending)
 
 
+DEFAULTS = Config()
+"""The node's default settings: the query page and index limits the route runs with."""
+
+
 def queries(work: Path, repeats: int, count: int) -> dict[str, Any]:
     """Indexed node query vs the same SQL on sqlite3 vs the unindexed node query."""
     data = work / "query-node"
@@ -191,10 +196,10 @@ def queries(work: Path, repeats: int, count: int) -> dict[str, Any]:
             def node_path() -> str:
                 # What the route does: parse, run, write the answer (query.answer).
                 built = query.build("people", where, "age", 100, None)
-                return query.answer(store.documents.query_rows, built, 1 << 30)
+                return query.answer(store.documents.query_rows, built, DEFAULTS.max_query_bytes)
 
             unindexed = _timed(node_path, max(3, repeats // 20))
-            await indexes.declare(store, "people", "age", 8)
+            await indexes.declare(store, "people", "age", DEFAULTS.max_indexes_per_collection)
             direct = sqlite3.connect(store.path)
             try:
                 times: dict[str, list[float]] = {"indexed": [], "sqlite3": []}

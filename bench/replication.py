@@ -3,7 +3,7 @@
 Three nodes on loopback, each pulling from the other two, all with their
 defaults (``synchronous=full``). Propagation runs on a cluster whose nodes pull
 from each other directly; catch-up on a second one whose every pull link goes
-through a proxy the benchmark controls (``jepsen_like.proxy``), so that a node
+through a proxy the benchmark controls (``testkit.proxy``), so that a node
 can be cut off. (A Python proxy on every link costs a hop and CPU per message
 on the same two cores: through proxies, propagation p99 came out 2-4x higher.)
 Two measurements, each against a baseline taken in the same run:
@@ -49,7 +49,7 @@ import aiohttp
 
 from bench.servers import ServerProcess
 from edgekv_replication.envelope import Batch, Hello, Welcome, decode, encode
-from jepsen_like.proxy import TcpProxy
+from testkit.proxy import TcpProxy
 
 _READY = re.compile(r"serving (http://\S+) node=([0-9a-f]+)")
 TARGET_PROPAGATION_VS_PUT_P99 = 3.0

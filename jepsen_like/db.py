@@ -1,6 +1,6 @@
 """The system under test: N real ``edgekv serve`` processes with a proxy on every link.
 
-Node ``i`` pulls from node ``j`` through its own :class:`TcpProxy`
+Node ``i`` pulls from node ``j`` through its own :class:`~testkit.proxy.TcpProxy`
 ``links[i, j]``, so a partition is a set of cut proxies. When a strong
 workload runs, every node also reaches PostgreSQL through a proxy of its own
 (``pg_links[i]``), and the cluster shares one schema made for the run.
@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jepsen_like.proxy import TcpProxy
-from tests.cluster import Security
-from tests.nodeproc import NodeProcess
-
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+from testkit.pg import via
+from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
+from testkit.security import Security
 
 
 @dataclass
@@ -105,7 +104,7 @@ class Db:
             args.append("--test-broken-merge=true")
         if o.upstream_dsn is not None:
             args += [
-                f"--upstream={_via(self.pg_links[i], o.upstream_dsn)}",
+                f"--upstream={via(self.pg_links[i], o.upstream_dsn)}",
                 f"--upstream-schema={o.upstream_schema}",
                 *[f"--strong-namespaces={ns}" for ns in o.strong_namespaces],
             ]
@@ -247,9 +246,3 @@ class Db:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"node n{i} does not answer after healing")
                 time.sleep(0.1)
-
-
-def _via(proxy: TcpProxy, dsn: str) -> str:
-    parts = urlsplit(dsn)
-    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return parts._replace(netloc=f"{auth}127.0.0.1:{proxy.port}").geturl()

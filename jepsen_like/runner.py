@@ -23,7 +23,7 @@ from typing import Any
 
 from jepsen_like import report
 from jepsen_like.convergence import converge_after_heal, kv_join
-from jepsen_like.db import DEFAULT_PG_DSN, Db, DbOptions
+from jepsen_like.db import Db, DbOptions
 from jepsen_like.history import History, Op, pairs
 from jepsen_like.nemesis import (
     CLOCK_NEMESIS_MAX_OFFSET_S,
@@ -37,6 +37,7 @@ from jepsen_like.nemesis import (
 from jepsen_like.stats import quantiles
 from jepsen_like.workloads import WORKLOADS
 from jepsen_like.workloads.base import Process, Workload, outcome_of_error
+from testkit.pg import DSN
 
 log = logging.getLogger("jepsen_like")
 
@@ -52,7 +53,8 @@ class RunOptions:
     nemeses: list[str] = field(default_factory=lambda: ["partition", "kill"])
     seed: int = 0
     broken_merge: bool = False
-    pg_dsn: str = os.environ.get("EDGEKV_TEST_PG_DSN", DEFAULT_PG_DSN)
+    pg_dsn: str = DSN
+    """The PostgreSQL of strong workloads (``EDGEKV_TEST_PG_DSN``, as the tests)."""
     recovery_timeout: float = 90.0
     tombstone_horizon: float | None = None
     """The nodes' tombstone horizon; None: longer than any fault."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: fresh stores, real node processes, HTTP helpers."""
+"""Shared fixtures: fresh stores, real node processes, the test PostgreSQL; the ``pg`` marker."""
 
 from __future__ import annotations
 
@@ -9,10 +9,27 @@ from pathlib import Path
 import pytest
 
 from edgekv.store.store import Store
-from tests.nodeproc import NodeProcess
-from tests.pg import pg_proxy, pg_schema, pg_schemas_dropped  # noqa: F401  (fixtures of the upstream tests)
+from testkit.pg import PREFIX, query, server_port
+from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
 
 _namespaces = itertools.count()
+_schemas = itertools.count()
+
+PG_FIXTURES = frozenset({"pg_schema", "pg_proxy", "pg_schemas_dropped"})
+"""Fixtures that reach the test PostgreSQL: a test using one is marked ``pg``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``pg`` every test that needs PostgreSQL, so no test can be left unmarked.
+
+    A test needs it when it uses a PostgreSQL fixture, or when its module says
+    so (``pytestmark = pytest.mark.pg``, for tests that reach the server
+    through :mod:`testkit.pg` directly).
+    """
+    for item in items:
+        if PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pg)
 
 
 @pytest.fixture
@@ -54,3 +71,25 @@ def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProces
 def ns() -> str:
     """A namespace no other test uses."""
     return f"t{next(_namespaces)}"
+
+
+@pytest.fixture
+def pg_schema(pg_schemas_dropped: None) -> str:
+    """A schema name no other test (or test run) uses."""
+    return f"{PREFIX}{next(_schemas)}"
+
+
+@pytest.fixture(scope="session")
+def pg_schemas_dropped() -> Iterator[None]:
+    """Drop this run's schemas at its end, when no node uses them any more."""
+    yield
+    for row in query("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", PREFIX):
+        query(f"DROP SCHEMA IF EXISTS {row['nspname']} CASCADE")
+
+
+@pytest.fixture
+def pg_proxy() -> Iterator[TcpProxy]:
+    """A proxy in front of the test server, for cutting the upstream off."""
+    proxy = TcpProxy(server_port())
+    yield proxy
+    proxy.close()

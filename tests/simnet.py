@@ -344,9 +344,9 @@ class Network:
     def connect(self) -> int:
         """Open a stream on every link that is up and has none (the pull loops' retry)."""
         opened = 0
-        for server, puller in self.links & self.blocked:
+        for server_name, puller_name in self.links & self.blocked:
             # A connection attempt that fails: the server is not pulled directly.
-            self.replicas[puller].relays.stream_ended(self.replicas[server].node)
+            self.replicas[puller_name].relays.stream_ended(self.replicas[server_name].node)
         for link in sorted(self.links - self.blocked - set(self.streams)):
             server, puller = self.replicas[link[0]], self.replicas[link[1]]
             stream = Stream(server, puller, PullSession(puller.identity, echo=puller.recovered))
@@ -440,12 +440,12 @@ class Network:
         elif isinstance(message, Batch):
             session.accept(message)
             if message.mark is not None:
-                puller.relays.pulling(session.peer.node)  # type: ignore[union-attr]
+                puller.relays.pulling(session.peer.node)
             applied, held = puller.apply_batch(message, session)
             self.stats["changes_received"] += len(message.changes)
             self.stats["applied"] += applied
             self.stats["held"] += held
-            server = session.peer.node  # type: ignore[union-attr]
+            server = session.peer.node
             puller.relays.committed(server, message.mark)
             if puller.relays.must_restart(server):
                 raise _Restart("defers an origin no longer pulled directly")

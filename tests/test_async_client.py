@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgekv_client import AsyncClient, Client, InvalidRequest, NotFound, TooLarge, _core
-from tests.cluster import Security
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
+from testkit.security import Security
 
 
 async def test_every_method(shared_node: NodeProcess, ns: str) -> None:

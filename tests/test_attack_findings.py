@@ -19,9 +19,11 @@ import pycrdt
 import pytest
 
 from edgekv.auth import new_token, token_toml
-from tests.cluster import Cluster, wait_for
-from tests.nodeproc import NodeProcess, assert_error
-from tests.rawhttp import exchange, parse, request
+from testkit.cluster import Cluster
+from testkit.processes import NodeProcess
+from testkit.rawhttp import exchange, parse, request
+from testkit.responses import assert_error
+from testkit.waiting import wait_for
 
 ADMIN = new_token()
 TENANT = new_token()

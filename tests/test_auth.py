@@ -11,7 +11,7 @@ import pytest
 
 from edgekv.auth import Authenticator, TokenSpec, hash_token, new_token, parse_tokens, token_toml
 from edgekv.config import load_config
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 
 
 def test_scopes_grant_by_namespace_glob() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 
 
 def edgekv(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

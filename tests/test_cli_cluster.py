@@ -11,8 +11,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cluster import Security, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
+from testkit.security import Security
+from testkit.waiting import wait_for
 
 
 def edgekv(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.cluster import stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
+import pytest
+
+from testkit.cluster import stored_state, wait_converged
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 HOUR_MS = 3_600_000
 MAX_OFFSET_MS = 500  # the default max_clock_offset
@@ -51,9 +54,11 @@ def member(node: NodeProcess, of: NodeProcess) -> dict[str, Any]:
 
 
 def stamp_of(node: NodeProcess, key: bytes) -> int:
-    return next(row[5] for row in stored_state(node) if row[1] == key)
+    stamp: int = next(row[5] for row in stored_state(node) if row[1] == key)
+    return stamp
 
 
+@pytest.mark.slow
 def test_a_clock_jump_ahead_is_reported_and_its_writes_reach_peers_at_once(
     tmp_path: Path, start_node: Callable[..., NodeProcess]
 ) -> None:
@@ -99,11 +104,11 @@ def test_a_clock_jump_ahead_is_reported_and_its_writes_reach_peers_at_once(
 
     # Both writes reach the peers promptly: none is held for the hour.
     for peer in (b, c):
-        wait_for(
-            lambda peer=peer: peer.request("GET", "/v1/kv/jump/k2").status == 200,
-            timeout=10,
-            what="k2 at a peer",
-        )
+
+        def arrived(peer: NodeProcess = peer) -> bool:
+            return peer.request("GET", "/v1/kv/jump/k2").status == 200
+
+        wait_for(arrived, timeout=10, what="k2 at a peer")
         assert peer.request("GET", "/v1/kv/jump/k1").body == b"while ahead"
         assert status(peer)["node"]["held_changes"] == 0
     state = wait_converged(nodes, timeout=10)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from edgekv_client import Client, LocalReader, StorageFull
-from tests.cluster import wait_for
-from tests.nodeproc import NodeProcess, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import assert_error
+from testkit.waiting import wait_for
 
 PAGE = 4096
 FILLER = base64.b64encode(b"x" * 1500).decode()

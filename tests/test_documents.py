@@ -119,7 +119,7 @@ def test_patch_edits_the_same_through_the_binding_and_the_public_api(
     doc = _doc_with(start)
     editor = ydoc.Editor(doc)
     current: Any = ydoc.read_json(doc)
-    patches = [
+    patches: list[dict[str, Any]] = [
         {"a": 2, "big": 2**62 + 1, "o": {"y": {"w": 3.5, "z": None}, "x": "s"}},
         {"l": [{"k": [1, 2]}], "new": {"k": None, "v": {"deep": True}}, "t": None},
         {"o": None, "a": 2},  # a value equal to the current one is not written
@@ -226,7 +226,7 @@ _values = st.recursive(
     max_leaves=4,
 )
 _objects = st.dictionaries(st.sampled_from("abcd"), _values, max_size=3)
-_step = st.one_of(
+_step: st.SearchStrategy[tuple[str, int, Any]] = st.one_of(
     st.tuples(st.just("replace"), st.integers(0, 2), _objects),
     st.tuples(st.just("patch"), st.integers(0, 2), _objects),
     st.tuples(st.just("delete"), st.integers(0, 2), st.just({})),

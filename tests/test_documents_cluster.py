@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from tests.cluster import Cluster, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import Cluster
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 
 @pytest.fixture
@@ -159,6 +160,7 @@ def test_pycrdt_client_syncing_through_ystate_and_yupdate_converges_with_patches
     assert mine["from_http"] == 1
 
 
+@pytest.mark.slow
 def test_restart_and_partition_keep_documents_and_converge(tls_cluster: Cluster) -> None:
     cluster = tls_cluster
     assert all(node.url.startswith("https://") for node in cluster.nodes)

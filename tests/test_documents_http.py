@@ -11,8 +11,9 @@ from urllib.parse import quote
 import pytest
 
 from edgekv.documents import query
-from tests.cluster import wait_for
-from tests.nodeproc import NodeProcess, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import assert_error
+from testkit.waiting import wait_for
 
 _collections = itertools.count()
 

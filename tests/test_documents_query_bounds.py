@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.nodeproc import NodeProcess
-from tests.test_http_bounds import watched
+from testkit.processes import NodeProcess
+from testkit.resources import watched
 
 StartNode = Callable[..., NodeProcess]
 MIB = 1024 * 1024

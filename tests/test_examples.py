@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -13,77 +13,23 @@ import base64
 import http.client
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from edgekv_client import Client
-from tests.nodeproc import NodeProcess, Response, assert_error
+from testkit.processes import NodeProcess
+from testkit.rawhttp import address
+from testkit.resources import watched
+from testkit.responses import Response, assert_error
 
 MIB = 1024 * 1024
 VALUE_BYTES = 25 * MIB
 BIG_NAMES = [f"big{i}" for i in range(4)]
-SMALL_GET_BOUND = 3.0
-"""Seconds a small GET may take while a big request is served (main: 14 s for get-many)."""
-
-
-class Watch:
-    """While a big request runs: the node's peak RSS, and the slowest small GET from another
-    client (a GET is always in flight, so one of them lands while the request is parsed)."""
-
-    def __init__(self, node: NodeProcess) -> None:
-        self.node = node
-        self.baseline = node.rss_bytes()
-        self.peak = self.baseline
-        self.slowest_get = 0.0
-        self._done = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._sample, daemon=True),
-            threading.Thread(target=self._probe, daemon=True),
-        ]
-
-    def _sample(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, self.node.rss_bytes())
-            self._done.wait(0.002)
-
-    def _probe(self) -> None:
-        while not self._done.is_set():
-            started = time.perf_counter()
-            answer = self.node.request("GET", "/v1/kv/probe/small", timeout=120)
-            assert answer.status == 200
-            self.slowest_get = max(self.slowest_get, time.perf_counter() - started)
-            self._done.wait(0.005)
-
-    def __enter__(self) -> Watch:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(150)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
-
-
-def watched(node: NodeProcess, send: Callable[[], Any]) -> tuple[Any, Watch]:
-    with Watch(node) as watch:
-        result = send()
-    assert watch.slowest_get < SMALL_GET_BOUND, watch.slowest_get
-    return result, watch
-
-
 def chunked(node: NodeProcess, method: str, path: str, chunks: Iterator[bytes]) -> Response:
     """Send a body without Content-Length (chunked transfer encoding)."""
-    parts = urlsplit(node.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn = http.client.HTTPConnection(*address(node), timeout=120)
     try:
         conn.request(method, path, body=chunks, encode_chunked=True)
         answer = conn.getresponse()

@@ -22,7 +22,8 @@ import pytest
 from edgekv_replication.bookmarks import Bookmark
 from edgekv_replication.codes import ERROR_CODES
 from edgekv_replication.versions import decode_version
-from tests.nodeproc import NodeProcess, Response, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import Response, assert_error
 
 # -- helpers -------------------------------------------------------------------
 
@@ -719,7 +720,7 @@ def test_bulk_applies_operations_in_order(shared_node: NodeProcess, ns: str) -> 
     assert get(shared_node, ns, "back").body == b"again"
 
 
-BAD_LAST_OPS: list[tuple[str, dict[str, Any], str]] = [
+BAD_LAST_OPS: list[tuple[str, Any, str]] = [
     ("bad-base64", {"op": "put", "key": "z", "value": "not base64!"}, "invalid_json"),
     ("base64-bad-padding", {"op": "put", "key": "z", "value": "abc"}, "invalid_json"),
     ("value-not-string", {"op": "put", "key": "z", "value": 5}, "invalid_json"),

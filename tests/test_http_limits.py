@@ -13,11 +13,13 @@ import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 
-from tests.nodeproc import NodeProcess, Response, assert_error
+from testkit.processes import NodeProcess
+from testkit.rawhttp import address
+from testkit.responses import Response, assert_error
 
 MIB = 1024 * 1024
 SMALL_VALUE_LIMIT = 1000
@@ -186,8 +188,7 @@ def test_rejected_overwrite_keeps_the_old_value(small_node: NodeProcess, ns: str
 
 def test_chunked_value_over_limit_writes_nothing(small_node: NodeProcess, ns: str) -> None:
     """Without a Content-Length the limit still holds."""
-    parts = urlsplit(small_node.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(*address(small_node), timeout=30)
     try:
         chunks = iter([b"x" * 600, b"y" * 401])
         conn.request("PUT", kv_path(ns, "chunked"), body=chunks, encode_chunked=True)

@@ -18,8 +18,9 @@ import pytest
 from edgekv.auth import token_toml
 from edgekv_client import Client
 from edgekv_client.errors import InvalidRequest
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.rawhttp import address, exchange, parse
+from testkit.processes import NodeProcess
+from testkit.rawhttp import address, exchange, parse
+from testkit.responses import Response, assert_error
 
 HEADER_TIMEOUT = 1.5
 IDLE_TIMEOUT = 3.0
@@ -68,6 +69,7 @@ def test_a_connection_dripping_its_headers_is_closed_after_header_timeout(
     assert HEADER_TIMEOUT - 0.1 <= took < IDLE_TIMEOUT, took
 
 
+@pytest.mark.slow
 def test_a_connection_that_sends_nothing_is_closed_after_idle_timeout(
     impatient: NodeProcess,
 ) -> None:
@@ -78,6 +80,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_idle_timeout(
     assert IDLE_TIMEOUT - 0.1 <= took < IDLE_TIMEOUT + 2, took
 
 
+@pytest.mark.slow
 def test_a_keep_alive_connection_is_closed_after_idle_timeout_but_serves_until_then(
     impatient: NodeProcess,
 ) -> None:

@@ -32,8 +32,9 @@ from edgekv_replication.intake import (
     check_changes,
     member_problem,
 )
+from testkit.processes import NodeProcess
+from testkit.responses import assert_error
 from tests.intake_cases import LIMIT_ARGS, LIMITS, good_change, invalid_changes
-from tests.nodeproc import NodeProcess, assert_error
 
 # -- the checks themselves --------------------------------------------------------------
 

@@ -34,8 +34,9 @@ from edgekv.store.changelog import CHANGES_AFTER_WITH_DOCUMENTS, read_page
 from edgekv_replication.documents import MAX_Y_STATE_BYTES, foreign_roots, is_document
 from edgekv_replication.envelope import MAX_BATCH_CHANGES
 from edgekv_replication.intake import check_changes
+from testkit.processes import NodeProcess
+from testkit.responses import Response
 from tests.intake_cases import LIMIT_ARGS, LIMITS
-from tests.nodeproc import NodeProcess, Response
 
 NAMESPACES = ["n1", "n2"]
 COLLECTION = "c1"

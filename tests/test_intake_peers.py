@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, Hello, Members, Welcome, decode, encode
-from tests.cluster import stored_state, wait_for
+from testkit.cluster import stored_state
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 from tests.intake_cases import LIMIT_ARGS, good_change, invalid_changes
-from tests.nodeproc import NodeProcess
 
 FAKE = 0x1234
 FAKE_NAME = "fakepeer"
@@ -137,6 +138,7 @@ def assert_nothing_stored(node: NodeProcess) -> None:
     assert (listing.status, listing.json()["keys"]) == (200, [])
 
 
+@pytest.mark.slow
 def test_batches_holding_an_invalid_change_are_refused_whole(
     start_node: Callable[..., NodeProcess], fake_peer: FakePeer
 ) -> None:
@@ -158,12 +160,12 @@ def test_batches_holding_an_invalid_change_are_refused_whole(
             node = start_puller(start_node, fake_peer)
         wait_for(lambda: fake_peer.ended > ended, 20, "the node to close the stream")
         label = f"from peer '{FAKE_NAME}' ({FAKE:016x})"
-        wait_for(lambda: label in last_error(node), 10, "last_error")  # type: ignore[arg-type]
-        error = last_error(node)  # type: ignore[arg-type]
+        wait_for(lambda: label in last_error(node), 10, "last_error")
+        error = last_error(node)
         # Refused by the envelope (not even a change: an empty namespace) or by the
         # limits, which name the change.
         assert "refused a message" in error or f"change {position} " in error, error
-        assert_nothing_stored(node)  # type: ignore[arg-type]
+        assert_nothing_stored(node)
         assert all(hello.cursor == 0 for hello in fake_peer.hellos)
 
     refused()

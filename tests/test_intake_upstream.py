@@ -7,10 +7,11 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 
 from edgekv_replication.changes import Change
-from tests.cluster import stored_state, wait_for
+from testkit.cluster import stored_state
+from testkit.pg import DSN, query
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 from tests.intake_cases import LIMIT_ARGS, invalid_changes
-from tests.nodeproc import NodeProcess
-from tests.pg import DSN, query
 
 StartNode = Callable[..., NodeProcess]
 

@@ -30,7 +30,9 @@ class Builder:
     ) -> None:
         """An invocation at ``start`` and its completion at ``end`` (None: never completed)."""
         base = {"process": process, "f": f, "node": fields.pop("node", 0)}
-        given = {k: fields.pop(k) for k in ("key", "value", "expected", "where") if k in fields}
+        given: dict[str, Any] = {
+            k: fields.pop(k) for k in ("key", "value", "expected", "where") if k in fields
+        }
         self.ops.append({**base, **given, "type": "invoke", "time": start})
         if end is not None:
             self.ops.append({**base, **given, "type": kind, "time": end, **fields})
@@ -162,7 +164,7 @@ def test_session_catches_a_stale_read_after_its_own_write() -> None:
     b = Builder()
     b.op(0, "write", 0.0, 0.1, key="s", value="x", version=v(50), node=0)
     b.op(0, "read", 0.2, 0.3, key="s", value="old", version=v(40), node=1)
-    final = {"nodes": {"n0": {}, "n1": {}}}
+    final: dict[str, Any] = {"nodes": {"n0": {}, "n1": {}}}
     result = check_session(b.done(), final)
     assert result["valid"] is False
     assert result["read_your_writes_violations"] == 1

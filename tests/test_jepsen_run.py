@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.pg import DSN
+import pytest
+
+from testkit.pg import DSN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +35,8 @@ def run_harness(out: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     return done.returncode, results, output
 
 
+@pytest.mark.slow
+@pytest.mark.pg  # the cas workload runs against the test PostgreSQL
 def test_short_seeded_run_with_partitions_and_kills_passes(tmp_path: Path) -> None:
     code, results, output = run_harness(
         tmp_path,
@@ -61,6 +65,7 @@ def test_short_seeded_run_with_partitions_and_kills_passes(tmp_path: Path) -> No
     assert "<svg" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_broken_merge_is_caught(tmp_path: Path) -> None:
     code, results, output = run_harness(
         tmp_path,

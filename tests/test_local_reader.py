@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgekv_client import Client, IncompatibleStore, LocalReader
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 
 
 def test_local_reads_match_http(shared_node: NodeProcess, ns: str) -> None:

@@ -19,9 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cluster import Cluster, wait_for
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.pg import DSN
+from testkit.cluster import Cluster
+from testkit.pg import DSN
+from testkit.processes import NodeProcess
+from testkit.responses import Response, assert_error
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 
@@ -165,6 +167,7 @@ _JSON = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 
 MIB = 1024 * 1024
 

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgekv_replication.codes import ERROR_CODES
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.rawhttp import exchange, parse, request
+from testkit.processes import NodeProcess
+from testkit.rawhttp import exchange, parse, request
+from testkit.responses import Response, assert_error
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +307,7 @@ _PATH_PIECES = st.sampled_from(
     ]
 )
 _TEXT = (
-    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
     | _PATH_PIECES
 )
 

@@ -12,8 +12,10 @@ from edgekv.config import ConfigError, load_config
 from edgekv.http import cluster_routes, doc_routes, kv_routes
 from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
 from edgekv_replication.envelope import Welcome, decode
-from tests.cluster import Security, wait_for
-from tests.nodeproc import NodeProcess, assert_error
+from testkit.processes import NodeProcess
+from testkit.responses import assert_error
+from testkit.security import Security
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 

@@ -26,8 +26,8 @@ import pytest
 
 from edgekv.store.changelog import PAGE_BYTES
 from edgekv_replication.envelope import MAX_MESSAGE_BYTES, Hello, Welcome, decode, encode
-from tests.cluster import wait_for
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 
 SECRET = "s3cret-for-bounds"
 SECRET_ARGS = ["--cluster-secret", SECRET]
@@ -217,6 +217,7 @@ PER_STREAM_BOUND = 2 * (PAGE_BYTES + LOG_VALUE_BYTES)
 transport's buffer); a message is a page, at most PAGE_BYTES plus one change."""
 
 
+@pytest.mark.slow
 def test_peers_that_never_read_hold_bounded_memory_and_are_closed(
     start_node: Callable[..., NodeProcess],
 ) -> None:

@@ -38,7 +38,7 @@ async def test_batches_submitted_back_to_back_all_commit_in_order(store: Store) 
 
 async def test_a_batch_behind_a_failed_one_applies_nothing(store: Store) -> None:
     good = _change(store, b"first", 1)
-    broken = _change(store, b"second", 2)._replace(key=None)  # violates NOT NULL in SQLite
+    broken = _change(store, b"second", 2)._replace(key=None)  # type: ignore[arg-type]  # violates NOT NULL in SQLite
     behind = _change(store, b"third", 3)
     futures = [
         store.apply_changes(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from jepsen_like.proxy import TcpProxy
-from tests.cluster import wait_for
+from testkit.proxy import TcpProxy
+from testkit.waiting import wait_for
 
 
 @pytest.fixture
@@ -80,7 +80,11 @@ def test_closing_while_connections_arrive_leaves_no_socket_open(
         ]
         for client in clients:
             client.start()
-        wait_for(lambda attempts=attempts: len(attempts) >= 40, what="connections arriving")
+
+        def arriving(attempts: list[int] = attempts) -> bool:
+            return len(attempts) >= 40
+
+        wait_for(arriving, what="connections arriving")
         proxy.close()
         stop.set()
         for client in clients:

@@ -10,15 +10,30 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
-from tests.cluster import Cluster, stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import Cluster, stored_state, wait_converged
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
+
+
+class MakeCluster(Protocol):
+    """Starts a cluster in the test's directory; every one made is closed afterwards."""
+
+    def __call__(
+        self,
+        n: int = 3,
+        topology: str = "mesh",
+        args: tuple[str, ...] = (),
+        secure: bool = True,
+        tls: bool = False,
+    ) -> Cluster: ...
 
 
 @pytest.fixture
-def cluster_factory(tmp_path: Path) -> Iterator[type[Cluster]]:
+def cluster_factory(tmp_path: Path) -> Iterator[MakeCluster]:
     made: list[Cluster] = []
 
     class Made(Cluster):
@@ -66,10 +81,14 @@ def visible(cluster: Cluster, i: int, ns: str) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(
     ("topology", "security"),
-    [("mesh", "tls"), ("line", "tokens"), ("mesh", "open-loopback")],
+    [
+        pytest.param("mesh", "tls", marks=pytest.mark.slow),
+        ("line", "tokens"),
+        ("mesh", "open-loopback"),
+    ],
 )
 def test_concurrent_writes_converge(
-    cluster_factory: type[Cluster], topology: str, security: str
+    cluster_factory: MakeCluster, topology: str, security: str
 ) -> None:
     """With tokens and a cluster secret (and TLS), and once as the trusting loopback cluster."""
     cluster = cluster_factory(
@@ -86,7 +105,7 @@ def test_concurrent_writes_converge(
 
 
 def test_node_cut_off_keeps_serving_and_converges_after_heal(
-    cluster_factory: type[Cluster],
+    cluster_factory: MakeCluster,
 ) -> None:
     cluster = cluster_factory(3)
     cluster.put(0, "part", "before", b"1")
@@ -107,8 +126,9 @@ def test_node_cut_off_keeps_serving_and_converges_after_heal(
     assert view.get("before") in (None, b"concurrent overwrite")
 
 
+@pytest.mark.slow
 def test_sigkill_during_replication_restarts_and_converges(
-    cluster_factory: type[Cluster],
+    cluster_factory: MakeCluster,
 ) -> None:
     cluster = cluster_factory(3)
     stop = threading.Event()
@@ -133,7 +153,8 @@ def test_sigkill_during_replication_restarts_and_converges(
     assert {row[1].decode() for row in rows} == set(written)
 
 
-def test_wiped_node_resyncs_from_zero(cluster_factory: type[Cluster]) -> None:
+@pytest.mark.slow
+def test_wiped_node_resyncs_from_zero(cluster_factory: MakeCluster) -> None:
     cluster = cluster_factory(3)
     for i in range(50):
         cluster.put(i % 3, "wipe", f"k{i}", str(i).encode())
@@ -148,7 +169,8 @@ def test_wiped_node_resyncs_from_zero(cluster_factory: type[Cluster]) -> None:
     assert len(rows) == 51
 
 
-def test_expired_entry_reads_absent_on_every_node(cluster_factory: type[Cluster]) -> None:
+@pytest.mark.slow
+def test_expired_entry_reads_absent_on_every_node(cluster_factory: MakeCluster) -> None:
     cluster = cluster_factory(3)
     expires = int(time.time()) + 2
     cluster.put(0, "exp", "short", b"x", f"?expiration={expires}")
@@ -158,7 +180,8 @@ def test_expired_entry_reads_absent_on_every_node(cluster_factory: type[Cluster]
     assert all(n.request("GET", "/v1/kv/exp/short").status == 404 for n in cluster.nodes)
 
 
-def test_nodes_with_live_streams_stop_cleanly(cluster_factory: type[Cluster]) -> None:
+@pytest.mark.slow
+def test_nodes_with_live_streams_stop_cleanly(cluster_factory: MakeCluster) -> None:
     cluster = cluster_factory(3)
     cluster.put(0, "stop", "k", b"v")
     wait_converged(cluster.nodes)
@@ -193,7 +216,7 @@ def relayed_by(node: NodeProcess, peer: str) -> float:
 
 
 def test_a_mesh_sends_each_write_once_and_relays_around_a_cut_link(
-    cluster_factory: type[Cluster],
+    cluster_factory: MakeCluster,
 ) -> None:
     cluster = cluster_factory(3, "mesh")
     _, b, c = cluster.nodes
@@ -223,7 +246,7 @@ def test_a_mesh_sends_each_write_once_and_relays_around_a_cut_link(
 
 
 def test_a_healed_node_gets_what_it_missed_from_the_origin_not_relayed(
-    cluster_factory: type[Cluster],
+    cluster_factory: MakeCluster,
 ) -> None:
     cluster = cluster_factory(3, "mesh")
     a, b, c = cluster.nodes
@@ -246,8 +269,9 @@ def test_a_healed_node_gets_what_it_missed_from_the_origin_not_relayed(
     assert relayed_by(c, "n1") - relayed_before < keys / 2
 
 
+@pytest.mark.slow
 def test_tls_cluster_with_tokens_loses_no_acknowledged_write_to_a_partition_and_a_sigkill(
-    cluster_factory: type[Cluster],
+    cluster_factory: MakeCluster,
 ) -> None:
     """Three nodes as a multi-host deployment runs them (tokens, cluster secret, TLS):
     concurrent writers at every node, node 2 cut off, node 1 SIGKILLed and restarted,

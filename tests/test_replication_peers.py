@@ -15,8 +15,10 @@ from aiohttp import web
 from edgekv.peers.stream_server import FIRST_IN_FLIGHT, IN_FLIGHT, PAGE_SIZE
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, Hello, Progress, Welcome, decode, encode
-from tests.cluster import Security, stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
+from testkit.cluster import stored_state, wait_converged
+from testkit.processes import NodeProcess
+from testkit.security import Security
+from testkit.waiting import wait_for
 
 SECRET = "s3cret-for-tests"
 
@@ -197,6 +199,7 @@ def test_peer_links_over_tls(tmp_path: Path, start_node: Callable[..., NodeProce
         a.request("GET", "/healthz", ssl_context=ssl.create_default_context())
 
 
+@pytest.mark.slow
 async def test_a_puller_reporting_progress_gets_only_a_window_of_batches_ahead(
     start_node: Callable[..., NodeProcess],
 ) -> None:

@@ -233,7 +233,7 @@ class ReplicationMachine(RuleBasedStateMachine):
 
 
 ReplicationMachine.TestCase.settings = SIM_SETTINGS
-TestReplicationMachine = ReplicationMachine.TestCase
+TestReplicationMachine = pytest.mark.slow(ReplicationMachine.TestCase)
 
 
 # -- deterministic scenarios -------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from edgekv_client import BookmarkSet, Client, InvalidRequest, Unavailable
 from edgekv_client._core import Request as client_request
 from edgekv_replication.bookmarks import BOOKMARK_HEADER
-from tests.cluster import Cluster, wait_converged, wait_for
+from testkit.cluster import Cluster, wait_converged
+from testkit.waiting import wait_for
 
 
 @pytest.fixture
@@ -36,6 +37,7 @@ def test_session_reads_its_write_at_another_pop(pair: Cluster) -> None:
             assert there.get("s", f"k{i}") == f"v{i}".encode()
 
 
+@pytest.mark.slow
 def test_cut_link_makes_the_read_wait_then_fail_never_stale(pair: Cluster) -> None:
     a, b = pair.nodes
     with Client(a.url, token=pair.token).session() as session, session.at(b.url) as there:

@@ -10,7 +10,8 @@ import pytest
 
 from edgekv.store.kv import Write
 from edgekv.store.store import Store
-from tests.cluster import Cluster, stored_state, wait_converged, wait_for
+from testkit.cluster import Cluster, stored_state, wait_converged
+from testkit.waiting import wait_for
 
 FAST_GC = ("--tombstone-horizon", "1", "--tombstone-gc-interval", "0.1")
 
@@ -26,6 +27,7 @@ def tombstones(cluster: Cluster, i: int) -> list[bytes]:
     return [row[1] for row in stored_state(cluster.nodes[i]) if row[2] is None]
 
 
+@pytest.mark.slow
 def test_acknowledged_tombstones_are_collected_everywhere(fast_gc_cluster: Cluster) -> None:
     cluster = fast_gc_cluster
     for k in range(20):
@@ -38,6 +40,7 @@ def test_acknowledged_tombstones_are_collected_everywhere(fast_gc_cluster: Clust
     assert sorted(row[1] for row in rows) == sorted(f"k{k}".encode() for k in range(1, 20, 2))
 
 
+@pytest.mark.slow
 def test_member_cut_off_past_the_horizon_cannot_resurrect_deletes(
     fast_gc_cluster: Cluster,
 ) -> None:

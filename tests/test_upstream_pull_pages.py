@@ -8,10 +8,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from tests.cluster import wait_for
+from testkit.pg import DSN, query
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
 from tests.intake_cases import HLC
-from tests.nodeproc import NodeProcess
-from tests.pg import DSN, query
 
 StartNode = Callable[..., NodeProcess]
 MIB = 1024 * 1024
@@ -56,7 +56,11 @@ def test_large_rows_are_pulled_a_budget_at_a_time_and_all_arrive(
     )
     try:
         for i in range(ROWS):
-            wait_for(lambda i=i: node.request("GET", f"/v1/kv/u/big{i}").status == 200, 30)
+
+            def pulled(i: int = i) -> bool:
+                return node.request("GET", f"/v1/kv/u/big{i}").status == 200
+
+            wait_for(pulled, 30)
     finally:
         done.set()
         sampler.join()

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from edgekv_client import AsyncClient, Client, InvalidRequest, PreconditionFailed, _core
-from jepsen_like.proxy import TcpProxy
-from tests.cluster import wait_for
-from tests.nodeproc import NodeProcess, Response, assert_error
-from tests.pg import DSN, PREFIX, query, via
+from testkit.pg import DSN, PREFIX, query, via
+from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
+from testkit.responses import Response, assert_error
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 
@@ -40,6 +41,7 @@ def _upstream_state(node: NodeProcess) -> str:
     return str(node.request("GET", "/v1/cluster/status").json()["upstream"]["state"])
 
 
+@pytest.mark.slow
 def test_concurrent_compare_and_set_increments_lose_no_update(
     start_node: StartNode, pg_schema: str
 ) -> None:
@@ -81,7 +83,11 @@ def test_concurrent_compare_and_set_increments_lose_no_update(
     assert int(final.body) == total
     # Both PoPs' local copies converge on it too.
     for pop in pops:
-        wait_for(lambda pop=pop: pop.request("GET", "/v1/kv/bank/counter").body == final.body)
+
+        def converged(pop: NodeProcess = pop) -> bool:
+            return pop.request("GET", "/v1/kv/bank/counter").body == final.body
+
+        wait_for(converged)
 
 
 def test_create_only_succeeds_once(start_node: StartNode, pg_schema: str) -> None:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 import pytest
 
 from edgekv_replication.hlc import pack_hlc
-from tests.cluster import wait_for
+from testkit.pg import DSN, query
+from testkit.processes import NodeProcess
+from testkit.responses import assert_error
+from testkit.waiting import wait_for
 from tests.intake_cases import HLC, LIMIT_ARGS, LIMITS
-from tests.nodeproc import NodeProcess, assert_error
-from tests.pg import DSN, query
 
 StartNode = Callable[..., NodeProcess]
 DAY_AHEAD = pack_hlc(int(time.time() * 1000) + 86_400_000, 0)

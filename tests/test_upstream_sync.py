@@ -8,14 +8,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import pytest
 
 from edgekv.store.pg.statements import Statements
-from jepsen_like.proxy import TcpProxy
-from tests.cluster import Security, stored_state, wait_converged, wait_for
-from tests.nodeproc import NodeProcess
-from tests.pg import DSN, query, via
+from testkit.cluster import stored_state, wait_converged
+from testkit.pg import DSN, query, via
+from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
+from testkit.security import Security
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 
@@ -161,6 +165,7 @@ def _rows_or_none(schema: str) -> dict[tuple[str, bytes], bytes | None] | None:
         return None
 
 
+@pytest.mark.slow
 def test_outage_in_the_middle_of_a_write_load_loses_nothing(
     start_node: StartNode, pg_schema: str, pg_proxy: TcpProxy, tmp_path: Path
 ) -> None:
@@ -212,10 +217,11 @@ def test_outage_in_the_middle_of_a_write_load_loses_nothing(
     assert answer.status == 200
 
 
-def _upstream(node: NodeProcess) -> dict[str, object]:
+def _upstream(node: NodeProcess) -> dict[str, Any]:
     return dict(node.request("GET", "/v1/cluster/status").json()["upstream"])
 
 
+@pytest.mark.slow
 def test_documents_merge_through_postgres(
     start_node: StartNode, pg_schema: str, tmp_path: Path
 ) -> None:

@@ -111,6 +111,8 @@ async def test_an_op_failing_after_its_edit_leaves_the_document_to_the_next_op(
         )
 
     await store.writer.submit(poison_logging)
+    failed: object
+    patched: object
     failed, patched = await asyncio.gather(
         store.documents.patch("c", "d", {"x": "poison"}),
         store.documents.patch("c", "d", {"x": "fine"}),  # its Y item follows x's last one

@@ -5,6 +5,8 @@
 >>> kv.put("flags", "beta", "on")  # doctest: +SKIP
 """
 
+from typing import TYPE_CHECKING
+
 from edgekv_client._collections import AsyncCollection, Collection
 from edgekv_client._core import Entry, ListPage, Namespace
 from edgekv_client._docs import Document, DocumentPage
@@ -25,6 +27,9 @@ from edgekv_client.errors import (
 )
 from edgekv_client.local import IncompatibleStore, LocalReader
 from edgekv_replication.bookmarks import Bookmark
+
+if TYPE_CHECKING:  # imported lazily at run time (see __getattr__); typed as the classes
+    from edgekv_client.aio import AsyncClient, AsyncSession
 
 __all__ = [
     "ApiError",

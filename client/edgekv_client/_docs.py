@@ -22,7 +22,7 @@ MERGE_PATCH_TYPE = "application/merge-patch+json"
 Filter = str | tuple[str, str, Any]
 """A ``where`` filter: ``"age>=30"`` as the API reads it, or ``("age", ">=", 30)``."""
 
-Where = str | Mapping[str, Any] | Iterable[Filter]
+Where = Filter | Mapping[str, Any] | Iterable[Filter]
 """Filters that all hold: one filter, a list of them, or ``{field: value}`` for equality."""
 
 _OPERATORS = frozenset({"==", "=", "!=", "<", "<=", ">", ">="})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from edgekv_client import _core, _http
 from edgekv_client._collections import Collection
@@ -44,7 +44,7 @@ class Client:
         self._retries = retries
         self._conn: _http.Connection | None = None
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -31,6 +31,10 @@ with its own ``seq``), ``doc_waiting`` (remote updates whose dependencies
 have not arrived) and ``doc_indexes`` (declared query indexes). Version 6
 adds ``strong_namespaces``: namespaces this node learned from the upstream are
 strong, remembered so they stay strong across a restart while it is down.
+Version 7 adds ``resync_required``: members left out of a tombstone
+collection (out of contact longer than the tombstone horizon) with the
+``purged_seq`` of then; they must re-sync from zero whatever cursor they
+present. :data:`SCHEMA_VERSION` is the number of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
 """Pull-session logic, free of I/O: what to say, what to apply, where the cursor goes.
 
-A node pulls from each peer "changes with seq > cursor". The puller opens with
-:class:`~edgekv_replication.envelope.Hello` naming its cursor and the peer
-incarnation that cursor belongs to; the server answers
-:class:`~edgekv_replication.envelope.Welcome` with the cursor it will resume
-from (0 when its incarnation changed: a wiped or replaced peer is re-synced
-from zero) and then streams batches. The puller applies a batch and advances
-its cursor in one transaction, so a crash never skips a change.
+A node pulls from each peer "changes with seq > cursor". The server speaks
+first: :class:`~edgekv_replication.envelope.Welcome` names it (node id,
+incarnation, name) and the head of its log. The puller answers
+:class:`~edgekv_replication.envelope.Hello` with its own identity, its cursor
+and the server incarnation that cursor belongs to; the server resumes from
+that cursor (:func:`resume_point`: from 0 when the incarnation changed -- a
+wiped or replaced peer is re-synced from zero -- or the cursor is past its
+head), sends its member list, then streams batches. The puller applies a
+batch and advances its cursor in one transaction, so a crash never skips a
+change.
 
 These classes hold no sockets and no database: a node drives them over
 WebSockets and SQLite, the simulated network in the tests over lists.

@@ -4,7 +4,7 @@ The SQL stays within what PostgreSQL-compatible distributed engines
 (CockroachDB, YugabyteDB) also run: no extensions, no LISTEN/NOTIFY, no
 advisory locks, no system columns.
 
-How the change log over PostgreSQL never skips a row (DESIGN.md, Upstream):
+How the change log over PostgreSQL never skips a row (docs/design.md, Upstream):
 every transaction that hands out ``seq`` numbers (from one sequence) holds the
 lock of the single ``sequencer`` row from before its first number until it
 commits. Such transactions run one at a time, so all numbers of one are

@@ -2,25 +2,21 @@
 
 ``EDGEKV_TEST_PG_DSN`` names it (default: the server on 127.0.0.1:5432, user
 postgres, database ``test``). Tests never stop that server: outages are made
-by cutting a :class:`~jepsen_like.proxy.TcpProxy` in front of it.
+by cutting a :class:`~testkit.proxy.TcpProxy` in front of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
 
-from jepsen_like.proxy import TcpProxy
+from testkit.proxy import TcpProxy
 
 DSN = os.environ.get("EDGEKV_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-_schemas = itertools.count()
 
 
 def query(sql: str, *args: Any, dsn: str = DSN) -> list[asyncpg.Record]:
@@ -49,25 +45,4 @@ def server_port(dsn: str = DSN) -> int:
 
 
 PREFIX = f"edgekv_test_{os.getpid()}_"
-
-
-@pytest.fixture
-def pg_schema(pg_schemas_dropped: None) -> str:
-    """A schema name no other test (or test run) uses."""
-    return f"{PREFIX}{next(_schemas)}"
-
-
-@pytest.fixture(scope="session")
-def pg_schemas_dropped() -> Iterator[None]:
-    """Drop this run's schemas at its end, when no node uses them any more."""
-    yield
-    for row in query("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", PREFIX):
-        query(f"DROP SCHEMA IF EXISTS {row['nspname']} CASCADE")
-
-
-@pytest.fixture
-def pg_proxy() -> Iterator[TcpProxy]:
-    """A proxy in front of the test server, for cutting the upstream off."""
-    proxy = TcpProxy(server_port())
-    yield proxy
-    proxy.close()
+"""Every schema this test run makes starts with it (dropped at the run's end)."""

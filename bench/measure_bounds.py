@@ -1,7 +1,7 @@
 """Measure peak RSS and event-loop stall of large requests against a real node.
 
 Run from the checkout to measure (the node runs the code of the current directory):
-    python -m tests.measure_bounds [scenario ...]
+    python -m bench.measure_bounds [scenario ...]
 Peak RSS is VmHWM (reset through /proc/PID/clear_refs before each scenario);
 the stall is the longest a small GET from another client waited meanwhile.
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.nodeproc import NodeProcess
+from testkit.processes import NodeProcess
 
 MIB = 1024 * 1024
 

@@ -6,7 +6,8 @@ import contextlib
 import socket
 from urllib.parse import urlsplit
 
-from tests.nodeproc import NodeProcess, Response
+from testkit.processes import NodeProcess
+from testkit.responses import Response
 
 
 def address(node: NodeProcess) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""Real ``edgekv serve`` processes on loopback, for integration tests."""
+"""Real ``edgekv serve`` processes on loopback, for the tests and the fault-injection harness."""
 
 from __future__ import annotations
 
@@ -16,38 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgekv_replication.codes import ERROR_CODES
+from testkit.responses import Response
 
 _READY = re.compile(r"serving (https?://\S+) node=([0-9a-f]+)")
-
-
-@dataclass
-class Response:
-    """An HTTP answer: status, headers and raw body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def error_code(self) -> str:
-        return str(self.json()["error"]["code"])
-
-
-def assert_error(response: Response, code: str) -> None:
-    """The response is exactly the documented error shape for ``code``."""
-    assert response.status == ERROR_CODES[code].status, (code, response.status, response.body[:300])
-    assert response.headers.get("Content-Type", "").startswith("application/json"), (
-        response.headers,
-        response.body[:300],
-    )
-    body = response.json()
-    assert body == {"error": {"code": code, "message": body["error"]["message"]}}, body
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
 
 
 @dataclass
