@@ -25,6 +25,7 @@ The imports are read with :mod:`ast`, so nothing is imported to check them.
 from __future__ import annotations
 
 import ast
+import itertools
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -234,14 +235,31 @@ def package_edges(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return edges
 
 
-def witnesses(graph: dict[str, set[str]], group: Iterable[str]) -> Iterator[str]:
-    """The module imports that tie a group of units together."""
-    units = set(group)
-    for importer, imported in sorted(graph.items()):
-        for name in sorted(imported):
-            ends = (unit_of(importer), unit_of(name))
-            if ends[0] != ends[1] and set(ends) <= units:
-                yield f"  {importer} -> {name}"
+def shortest_cycle(edges: dict[str, set[str]], group: list[str]) -> list[str]:
+    """A shortest closed path through ``group[0]`` inside ``group`` (its first node repeated)."""
+    start, inside = group[0], set(group)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for successor in sorted(edges.get(node, set()) & inside):
+                if successor == start:
+                    return [*paths[node], start]
+                if successor not in paths:
+                    paths[successor] = [*paths[node], successor]
+                    following.append(successor)
+        frontier = following
+    return group
+
+
+def witnesses(graph: dict[str, set[str]], path: list[str]) -> Iterator[str]:
+    """The module imports behind each step of a cycle of units."""
+    for here, there in itertools.pairwise(path):
+        for importer, imported in sorted(graph.items()):
+            for name in sorted(imported):
+                if unit_of(importer) == here and unit_of(name) == there:
+                    yield f"  {importer} -> {name}"
 
 
 GRAPH = import_graph()
@@ -273,8 +291,12 @@ def test_no_module_imports_a_higher_layer() -> None:
 
 
 def test_no_two_packages_import_each_other() -> None:
-    found = cycles(package_edges(GRAPH))
-    report = [f"{' <-> '.join(group)}:\n" + "\n".join(witnesses(GRAPH, group)) for group in found]
+    edges = package_edges(GRAPH)
+    found = cycles(edges)
+    report = []
+    for group in found:
+        path = shortest_cycle(edges, group)
+        report.append(" -> ".join(path) + ":\n" + "\n".join(witnesses(GRAPH, path)))
     assert not found, "packages in an import cycle:\n" + "\n".join(report)
 
 
@@ -352,4 +374,11 @@ def test_the_check_finds_an_upward_import_and_a_cycle() -> None:
         "edgekv.peers.feed (services) -> edgekv.node (node)",
         "edgekv.store.kv (store) -> edgekv.http.errors (http)",
     ]
-    assert cycles(package_edges(graph)) == [["edgekv.http", "edgekv.store"]]
+    edges = package_edges(graph)
+    assert cycles(edges) == [["edgekv.http", "edgekv.store"]]
+    path = shortest_cycle(edges, ["edgekv.http", "edgekv.store"])
+    assert path == ["edgekv.http", "edgekv.store", "edgekv.http"]
+    assert list(witnesses(graph, path)) == [
+        "  edgekv.http.errors -> edgekv.store.kv",
+        "  edgekv.store.kv -> edgekv.http.errors",
+    ]
