@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -359,6 +360,27 @@ def test_the_tools_never_import_the_tests() -> None:
         if name.split(".")[0] == "tests"
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def where_things_live() -> list[tuple[str, list[str]]]:
+    """The rows of docs/design.md's "Where does X live": (concept, paths it names)."""
+    text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    section = text.split("## Where does X live", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] not in ("Concept", "---"):
+            rows.append((cells[0], re.findall(r"`([^`]+)`", cells[1])))
+    return rows
+
+
+def test_the_design_table_names_modules_that_exist() -> None:
+    rows = where_things_live()
+    assert len(rows) > 20, "docs/design.md lost its table"
+    unnamed = [concept for concept, paths in rows if not paths]
+    assert not unnamed, f"rows naming no module: {unnamed}"
+    missing = [path for _, paths in rows for path in paths if not (ROOT / path).exists()]
+    assert not missing, f"docs/design.md names paths that do not exist: {missing}"
 
 
 def test_the_check_finds_an_upward_import_and_a_cycle() -> None:
