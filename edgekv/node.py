@@ -14,6 +14,7 @@ from edgekv.auth import Authenticator, LoopbackGuard
 from edgekv.config import Config
 from edgekv.metrics import Metrics
 from edgekv.peers.replicator import Replicator
+from edgekv.skewed_clock import skewed_clock_for
 from edgekv.store.broken_merge import KEEP_LOCAL
 from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.store.merge import LAST_WRITER_WINS
@@ -72,10 +73,11 @@ class Node:
         store = Store(
             config.data_dir,
             synchronous=config.synchronous,
-            clock_offset_ms=config.test_clock_offset_ms,
             max_clock_offset_ms=int(config.max_clock_offset * 1000),
             read_cache_entries=config.read_cache_entries,
-            adjustable_clock=config.test_clock_offset_file is not None,
+            wall_clock_ms=skewed_clock_for(
+                config.test_clock_offset_ms, config.test_clock_offset_file
+            ),
             merge_statement=KEEP_LOCAL if config.test_broken_merge else LAST_WRITER_WINS,
             allow_new_node=config.allow_new_node,
         )

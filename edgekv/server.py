@@ -11,7 +11,6 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
@@ -162,8 +161,6 @@ async def serve_forever(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with running_node(config) as running:
-        if config.test_clock_offset_file is not None:
-            _follow_test_clock_file(running.node, config.test_clock_offset_file)
         # Everything allocated so far lives as long as the process: keep the
         # collector from re-scanning it on every collection of the hot path.
         gc.freeze()
@@ -171,19 +168,6 @@ async def serve_forever(config: Config) -> None:
         await stop.wait()
         log.info("stopping: finishing in-flight requests")
     log.info("stopped")
-
-
-def _follow_test_clock_file(node: Node, path: str) -> None:
-    """Test only: set the clock offset from ``path`` now and on every SIGUSR1."""
-
-    def reload() -> None:
-        try:
-            node.store.clock_offset_ms = int(Path(path).read_text().strip() or 0)
-        except (OSError, ValueError) as exc:
-            log.warning("test clock offset file %s unreadable: %s", path, exc)
-
-    reload()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, reload)
 
 
 def serve(config: Config) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgekv.skewed_clock import SkewedClock
 from edgekv.store.kv import Write
 from edgekv.store.store import Store
 from edgekv_replication import COUNTER_BITS, HybridLogicalClock, unpack_hlc
@@ -134,10 +135,11 @@ def test_peers_not_heard_from_stop_counting() -> None:
 
 
 async def test_a_restart_does_not_bring_a_capped_jump_back(tmp_path: Path) -> None:
-    store = Store(tmp_path, adjustable_clock=True)
+    skewed = SkewedClock()
+    store = Store(tmp_path, wall_clock_ms=skewed)
     true_ms = time.time_ns() // 1_000_000
     store.peer_clocks.observe(1, true_ms)
-    store.clock_offset_ms = HOUR_MS
+    skewed.offset_ms = HOUR_MS
     first = await store.write("ns", [Write(b"k", b"while ahead")])
     assert first.hlc >> COUNTER_BITS < true_ms + HOUR_MS // 2
     store.close()

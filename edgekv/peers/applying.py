@@ -21,7 +21,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Histogram
 
 from edgekv.peers.membership import LinkStatus
 from edgekv.peers.recent import RecentStamps
@@ -33,13 +35,19 @@ from edgekv_replication.hlc import COUNTER_BITS
 from edgekv_replication.relays import RelayDeferrals
 from edgekv_replication.session import PullSession
 
-if TYPE_CHECKING:
-    from edgekv.peers.replicator import ReplicationMetrics
-
 MAX_APPLYING = 16
 """Batches of one stream submitted to the writer ahead of the oldest commit."""
 REPORT_EVERY = 4
 """Committed batches per Progress report (the server sends 32 ahead of the last)."""
+
+
+class ApplyMetrics(Protocol):
+    """The replication metrics an applier counts in (the replicator's, by their shape:
+    naming its class here would tie the two modules into an import cycle)."""
+
+    received: Counter
+    applied: Counter
+    apply_seconds: Histogram
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,7 @@ class StreamApplier:
         link: LinkStatus,
         recent: RecentStamps,
         max_offset_ms: int,
-        metrics: ReplicationMetrics,
+        metrics: ApplyMetrics,
         relays: RelayDeferrals,
         on_applied: Callable[[int], None],
     ) -> None:

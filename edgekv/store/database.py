@@ -76,9 +76,8 @@ class Database:
         self,
         data_dir: str | Path,
         synchronous: str,
-        clock_offset_ms: int,
         max_clock_offset_ms: int,
-        adjustable_clock: bool,
+        wall_clock_ms: Callable[[], int] | None,
         allow_new_node: bool,
         invalidate: Callable[[Iterable[tuple[str, bytes]]], None],
     ) -> None:
@@ -89,6 +88,8 @@ class Database:
         (:mod:`edgekv.store.datadir`); a database too damaged to open raises
         :class:`DataDirError` naming the file. ``invalidate`` is the read
         cache's: the writer calls it with the keys of each commit.
+        ``wall_clock_ms`` is the wall clock the node's stamps read (None: the
+        system clock).
         """
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -98,9 +99,7 @@ class Database:
         """Damage found in the database file, and its background check."""
         try:
             refuse_emptied_database(self.path, allow_new_node)
-            self._open(
-                synchronous, clock_offset_ms, max_clock_offset_ms, adjustable_clock, invalidate
-            )
+            self._open(synchronous, max_clock_offset_ms, wall_clock_ms, invalidate)
         except sqlite3.DatabaseError as exc:
             self._lock.release()
             if not is_corruption(exc):
@@ -117,9 +116,8 @@ class Database:
     def _open(
         self,
         synchronous: str,
-        clock_offset_ms: int,
         max_clock_offset_ms: int,
-        adjustable_clock: bool,
+        wall_clock_ms: Callable[[], int] | None,
         invalidate: Callable[[Iterable[tuple[str, bytes]]], None],
     ) -> None:
         write_conn = connect(self.path, synchronous)
@@ -135,12 +133,10 @@ class Database:
             incarnation, hlc = _after_unclean_shutdown(write_conn, hlc, max_clock_offset_ms)
         write_conn.execute(_OPENED)
         self.identity = NodeIdentity(node_id, incarnation, created_ms)
-        self.clock_offset_ms = clock_offset_ms
-        """Test only: the shift of this node's wall clock (read on every stamp when set)."""
         self.clock = (
-            HybridLogicalClock(hlc, lambda: time.time_ns() // 1_000_000 + self.clock_offset_ms)
-            if clock_offset_ms or adjustable_clock
-            else HybridLogicalClock(hlc)
+            HybridLogicalClock(hlc)
+            if wall_clock_ms is None
+            else HybridLogicalClock(hlc, wall_clock_ms)
         )
         self.writer = Writer(write_conn, self.clock, seq, invalidate=invalidate)
         self.reader = connect(self.path, synchronous)

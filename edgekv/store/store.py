@@ -38,28 +38,27 @@ class Store:
         self,
         data_dir: str | Path,
         synchronous: str = "full",
-        clock_offset_ms: int = 0,
         max_clock_offset_ms: int = 500,
         read_cache_entries: int = 100_000,
-        adjustable_clock: bool = False,
+        wall_clock_ms: Callable[[], int] | None = None,
         merge_statement: str = LAST_WRITER_WINS,
         allow_new_node: bool = False,
     ) -> None:
         """Open (creating and migrating if needed) the database in ``data_dir``.
 
         See :class:`~edgekv.store.database.Database` for the directory lock and
-        the errors. ``clock_offset_ms`` shifts this node's wall clock, and
-        ``adjustable_clock`` lets :attr:`clock_offset_ms` change while it runs
-        (fault-injection tests only). ``merge_statement`` merges a remote
+        the errors. ``wall_clock_ms`` is the wall clock new stamps read
+        (None: the system clock; the node passes a
+        :class:`~edgekv.skewed_clock.SkewedClock` only under its test settings).
+        ``merge_statement`` merges a remote
         key-value change: :data:`~edgekv.store.merge.LAST_WRITER_WINS`.
         """
         self.cache: ReadCache[Entry] = ReadCache(read_cache_entries)
         self.database = Database(
             data_dir,
             synchronous,
-            clock_offset_ms,
             max_clock_offset_ms,
-            adjustable_clock,
+            wall_clock_ms,
             allow_new_node,
             invalidate=self.cache.invalidate,
         )
@@ -126,15 +125,6 @@ class Store:
     def seq(self) -> int:
         """The seq of the newest committed change."""
         return self.writer.seq
-
-    @property
-    def clock_offset_ms(self) -> int:
-        """Test only: the shift of this node's wall clock (adjustable with ``adjustable_clock``)."""
-        return self.database.clock_offset_ms
-
-    @clock_offset_ms.setter
-    def clock_offset_ms(self, offset_ms: int) -> None:
-        self.database.clock_offset_ms = offset_ms
 
     def on_commit(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(seq)`` after each commit that changed data (new changes to send)."""
