@@ -24,7 +24,7 @@ the core's own code, the functions a node calls:
 
 A :class:`Replica` is a dictionary :class:`~edgekv_replication.log.Log`: its
 pages and deferral windows are answered by the rules of
-:mod:`edgekv_replication.log` and :class:`~edgekv_replication.session.Deferral`,
+:mod:`edgekv_replication.log` and :class:`~edgekv_replication.relays.Deferral`,
 which a node's SQLite log answers in SQL (``tests/test_log_twins.py`` holds
 the SQL to those rules). What stays here is storage -- a write moves its key
 to the next local seq; an applied remote change takes a new local seq too (so
@@ -60,9 +60,8 @@ from edgekv_replication.envelope import (
 )
 from edgekv_replication.hlc import COUNTER_BITS, HybridLogicalClock
 from edgekv_replication.log import PAGE_BYTES, changes_page, page_leaving_out
-from edgekv_replication.relays import OriginMarks, RelayDeferrals
+from edgekv_replication.relays import Deferral, OriginMarks, RelayDeferrals
 from edgekv_replication.session import (
-    Deferral,
     Identity,
     PeerCursor,
     ProtocolError,

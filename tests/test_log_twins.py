@@ -9,7 +9,7 @@ for the node only if the two answer alike: these properties hold the SQL
 (:class:`~edgekv.store.changelog.ChangeLog`,
 :data:`~edgekv.store.merge.LAST_WRITER_WINS`) to the rules
 (:func:`~edgekv_replication.log.page_leaving_out`,
-:meth:`~edgekv_replication.session.Deferral.advance`,
+:meth:`~edgekv_replication.relays.Deferral.advance`,
 :func:`~edgekv_replication.changes.wins` through
 :func:`~edgekv_replication.session.plan_apply`) on random logs, marks and
 pages, over a real store.
@@ -31,7 +31,8 @@ from edgekv.store.store import Store
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch
 from edgekv_replication.log import page_leaving_out
-from edgekv_replication.session import Deferral, PeerCursor, plan_apply
+from edgekv_replication.relays import Deferral
+from edgekv_replication.session import PeerCursor, plan_apply
 
 X, Y, Z, PULLER = 0x1111, 0x2222, 0x3333, 0x4444
 NODES = (X, Y, Z, PULLER)

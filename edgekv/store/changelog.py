@@ -11,7 +11,7 @@ Pages are bounded in rows and bytes by the rules of
 :mod:`edgekv_replication.log` (:func:`~edgekv_replication.log.read_page`).
 :class:`ChangeLog` is the node's :class:`~edgekv_replication.log.Log`: it
 answers in SQL what :func:`~edgekv_replication.log.page_leaving_out` and
-:meth:`~edgekv_replication.session.Deferral.advance` answer in Python over a
+:meth:`~edgekv_replication.relays.Deferral.advance` answer in Python over a
 dictionary log (the simulated network's); ``tests/test_log_twins.py`` holds
 the two to the same answers on random logs. The SQL stays for speed: the
 rows a stream leaves out never become Python objects.
@@ -26,7 +26,7 @@ from edgekv.store.documents import DocumentStore
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX
 from edgekv_replication.log import PAGE_BYTES, read_page
-from edgekv_replication.session import Deferral
+from edgekv_replication.relays import Deferral
 
 _CHANGES_AFTER = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"

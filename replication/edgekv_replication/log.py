@@ -24,12 +24,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from itertools import islice, takewhile
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from edgekv_replication.changes import Change
-
-if TYPE_CHECKING:  # session.py imports this module for Log
-    from edgekv_replication.session import Deferral
+from edgekv_replication.relays import Deferral
 
 MIB = 1024 * 1024
 PAGE_BYTES = 8 * MIB
@@ -66,7 +64,7 @@ class Log(Protocol):
     def advance_window(self, deferral: Deferral, upto: int) -> None:
         """Move ``deferral``'s window past what its marks cover, up to ``upto``.
 
-        The rule is :meth:`~edgekv_replication.session.Deferral.advance`.
+        The rule is :meth:`~edgekv_replication.relays.Deferral.advance`.
         """
         ...
 

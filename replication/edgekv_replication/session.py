@@ -22,14 +22,14 @@ and a dictionary log (both through :class:`~edgekv_replication.log.Log`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgekv_replication.changes import Change, wins
-from edgekv_replication.documents import is_document
 from edgekv_replication.envelope import Ack, Batch, Defer, Hello, Progress, Welcome
 from edgekv_replication.hlc import COUNTER_BITS
 from edgekv_replication.log import Log
+from edgekv_replication.relays import Deferral
 
 PAGE_SIZE = 500
 """Changes a batch holds at most (and a page of the log reads)."""
@@ -156,71 +156,6 @@ def resume_point(hello: Hello, me: Identity, head: int) -> int:
     if hello.server_incarnation != me.incarnation or hello.cursor > head:
         return 0
     return hello.cursor
-
-
-@dataclass
-class Deferral:
-    """The server's side of a puller's :class:`~edgekv_replication.envelope.Defer`.
-
-    Key-value changes written by a deferred origin stay out of the stream:
-    the puller gets them from that origin directly. Those at or below the
-    origin's mark the puller already holds; the others hold the puller's saved
-    cursor back (``window``) until a later mark covers them, so that if the
-    puller loses its direct link it can ask for them again by resuming from
-    the saved cursor. Document changes are never deferred (Y updates carry
-    no stamp order to cover them with).
-    """
-
-    marks: dict[int, int] = field(default_factory=dict)
-    """Deferred origin -> the newest mark the puller sent for it."""
-    window: int | None = None
-    """The seq of the first deferred change sent past that no mark covers yet."""
-
-    def update(self, marks: Iterable[tuple[int, int]]) -> None:
-        """Take a Defer message: new origins, newer marks."""
-        for origin, mark in marks:
-            if mark > self.marks.get(origin, -1):
-                self.marks[origin] = mark
-
-    def defers(self, change: Change) -> bool:
-        """Whether ``change`` stays out of the stream."""
-        return change.node in self.marks and not is_document(change)
-
-    def covers(self, change: Change) -> bool:
-        """Whether the puller holds ``change`` (or newer) already, by its origin's mark."""
-        return change.hlc <= self.marks.get(change.node, -1)
-
-    def split(self, changes: Sequence[Change]) -> list[Change]:
-        """The changes of a page to send; opens the window at a deferred one not covered."""
-        if not self.marks:
-            return list(changes)
-        send = []
-        for change in changes:
-            if not self.defers(change):
-                send.append(change)
-            elif self.window is None and not self.covers(change):
-                self.window = change.seq
-        return send
-
-    def advance(self, sent_past: Iterable[Change]) -> None:
-        """Move the window past what the marks now cover.
-
-        ``sent_past``: the log from the window up to where the stream has got
-        (no further), in seq order.
-        """
-        if self.window is not None:
-            self.window = self.first_uncovered(sent_past)
-
-    def first_uncovered(self, changes: Iterable[Change]) -> int | None:
-        """The seq of the first of ``changes`` deferred and not covered by a mark, if any."""
-        for change in changes:
-            if self.defers(change) and not self.covers(change):
-                return change.seq
-        return None
-
-    def durable(self, upto: int) -> int:
-        """How far the puller may save its cursor with a batch ending at ``upto``."""
-        return upto if self.window is None else min(upto, self.window - 1)
 
 
 @dataclass(frozen=True, slots=True)
