@@ -54,7 +54,7 @@ from testkit.proxy import TcpProxy
 _READY = re.compile(r"serving (http://\S+) node=([0-9a-f]+)")
 TARGET_PROPAGATION_VS_PUT_P99 = 3.0
 TARGET_CATCHUP_VS_SQLITE = 0.70
-PAGE_ROWS = 500  # the node's stream page size (edgekv.peers.stream_server.PAGE_SIZE)
+PAGE_ROWS = 500  # the node's stream page size (edgekv_replication.session.PAGE_SIZE)
 OBSERVER_IDS = (0x0B5E_0001, 0x0B5E_0002)
 
 

@@ -9,28 +9,32 @@ dicts, a link is two lists of bytes and time is an integer, so a hypothesis
 state machine can explore thousands of schedules a second, deterministically.
 
 Only storage and transport are simulated. Everything the protocol decides is
-the core's own code, exactly as a node calls it:
+the core's own code, the functions a node calls:
 
 * stamps come from :class:`~edgekv_replication.hlc.HybridLogicalClock` (its
   wall clock is the network's time plus a per-replica skew);
 * every message is :func:`~edgekv_replication.envelope.encode`-d on send and
   :func:`~edgekv_replication.envelope.decode`-d on receipt;
 * the puller runs :class:`~edgekv_replication.session.PullSession` and
-  :func:`~edgekv_replication.session.plan_apply`; the server answers with
-  :func:`~edgekv_replication.session.resume_point` and
-  :func:`~edgekv_replication.session.make_batch`.
+  :func:`~edgekv_replication.session.plan_apply`; the server runs
+  :class:`~edgekv_replication.session.ServeSession` (admission, the next
+  batch, deferrals, heartbeats), as ``edgekv.peers.stream_server`` does;
+* relays run :class:`~edgekv_replication.relays.OriginMarks` and
+  :class:`~edgekv_replication.relays.RelayDeferrals`.
 
-The storage rules mirror ``edgekv.store.store.Store`` (whose table *is* the
-log): a write moves its key to the next local seq; an applied remote change
-takes a new local seq too (so it relays) and moves the clock past its stamp; a
-change that loses last-writer-wins is a no-op and takes no seq; a change
-stamped more than ``max_offset_ms`` ahead of the local wall clock is held --
-neither applied nor dropped -- until the clock catches up. The stream rules
-mirror ``edgekv.peers.stream_server`` and ``edgekv.peers.replicator``: Welcome,
-Hello with the cursor for that incarnation, Members, then pages of "changes
-with seq > cursor"; each batch is applied and its cursor persisted together; a
-payload that does not decode or a batch that does not continue at the cursor
-tears the stream down, and the pull loop re-opens it from the persisted cursor.
+A :class:`Replica` is a dictionary :class:`~edgekv_replication.log.Log`: its
+pages and deferral windows are answered by the rules of
+:mod:`edgekv_replication.log` and :class:`~edgekv_replication.relays.Deferral`,
+which a node's SQLite log answers in SQL (``tests/test_log_twins.py`` holds
+the SQL to those rules). What stays here is storage -- a write moves its key
+to the next local seq; an applied remote change takes a new local seq too (so
+it relays) and moves the clock past its stamp; a change that loses
+last-writer-wins (:func:`~edgekv_replication.changes.wins`, the rule of the
+node's upsert) is a no-op and takes no seq; held changes wait for the clock --
+and the network: links, partitions, and message loss, duplication,
+re-ordering and corruption. A payload that does not decode or a batch that
+does not continue at the cursor tears the stream down, and the pull loop
+re-opens it from the persisted cursor.
 """
 
 from __future__ import annotations
@@ -38,32 +42,34 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from edgekv_replication.changes import Change, is_live, wins
 from edgekv_replication.envelope import (
+    Ack,
     Batch,
     Defer,
     EnvelopeError,
     Hello,
     Members,
+    Progress,
     Welcome,
     decode,
     encode,
 )
 from edgekv_replication.hlc import COUNTER_BITS, HybridLogicalClock
-from edgekv_replication.relays import OriginMarks, RelayDeferrals
+from edgekv_replication.log import PAGE_BYTES, changes_page, page_leaving_out
+from edgekv_replication.relays import Deferral, OriginMarks, RelayDeferrals
 from edgekv_replication.session import (
-    Deferral,
     Identity,
     PeerCursor,
     ProtocolError,
     PullSession,
+    Refusal,
+    ServeSession,
     is_too_far_ahead,
-    make_batch,
     plan_apply,
-    resume_point,
 )
 
 Slot = tuple[str, bytes]
@@ -223,10 +229,37 @@ class Replica:
         self.clock.observe(change.hlc)
         return True
 
-    def changes_after(self, cursor: int, limit: int) -> list[Change]:
+    # -- the Log a stream's server pages (the node's is SQLite) --------------------
+
+    def _entries(self, cursor: int) -> Iterator[Change]:
+        """The log's changes with seq > ``cursor``, in seq order."""
+        return (self.state[slot] for seq, slot in self.log.items() if seq > cursor)
+
+    def stretch(self, after: int, upto: int) -> Iterator[Change]:
+        """The log's changes with ``after`` < seq <= ``upto``, in seq order."""
+        return itertools.takewhile(lambda change: change.seq <= upto, self._entries(after))
+
+    def changes_after(self, cursor: int, limit: int, max_bytes: int = PAGE_BYTES) -> list[Change]:
         """Up to ``limit`` states of the local log with seq > ``cursor``, in seq order."""
-        seqs = (seq for seq in self.log if seq > cursor)
-        return [self.state[self.log[seq]] for seq in itertools.islice(seqs, limit)]
+        return changes_page(self._entries, cursor, limit, max_bytes)
+
+    def page_after(
+        self,
+        cursor: int,
+        limit: int,
+        leave_out: int,
+        head: int,
+        deferral: Deferral | None = None,
+        max_bytes: int = PAGE_BYTES,
+    ) -> tuple[list[Change], int]:
+        """A stream's page, by the rule the node's SQL answers by."""
+        return page_leaving_out(self._entries, cursor, limit, leave_out, head, deferral, max_bytes)
+
+    def advance_window(self, deferral: Deferral, upto: int) -> None:
+        """Move ``deferral``'s window on, by :meth:`Deferral.advance` over this log."""
+        window = deferral.window
+        if window is not None:
+            deferral.advance(self.stretch(window - 1, upto))
 
     def apply_batch(self, batch: Batch, session: PullSession) -> tuple[int, int]:
         """Apply a checked batch and persist the cursor, "in one transaction"."""
@@ -269,21 +302,19 @@ class Stream:
     server: Replica
     puller: Replica
     session: PullSession
+    serving: ServeSession
+    """The server's side of the stream."""
     down: list[bytes] = field(default_factory=list)
     up: list[bytes] = field(default_factory=list)
-    server_cursor: int | None = None
-    """Where the server's side of the stream is (None until it has read a Hello)."""
-    echo: bool = False
-    """The puller asked for its own changes too (Hello.echo)."""
-    deferral: Deferral = field(default_factory=Deferral)
-    """The server's side: origins the puller asked it to defer (Defer messages)."""
+    admitted: bool = False
+    """The server has read and admitted the puller's Hello."""
     deferred: dict[int, int] = field(default_factory=dict)
     """The puller's side: what it last asked the server to defer."""
 
     @property
     def established(self) -> bool:
         """Both handshake messages got through."""
-        return self.server_cursor is not None and self.session.peer is not None
+        return self.admitted and self.session.peer is not None
 
     def queue(self, direction: str) -> list[bytes]:
         """The message queue of one direction."""
@@ -349,10 +380,11 @@ class Network:
             self.replicas[puller_name].relays.stream_ended(self.replicas[server_name].node)
         for link in sorted(self.links - self.blocked - set(self.streams)):
             server, puller = self.replicas[link[0]], self.replicas[link[1]]
-            stream = Stream(server, puller, PullSession(puller.identity, echo=puller.recovered))
+            session = PullSession(puller.identity, echo=puller.recovered)
+            serving = ServeSession(server.identity, page_size=self.page_size)
+            stream = Stream(server, puller, session, serving)
             self.streams[link] = stream
-            welcome = Welcome(server.node, server.incarnation, server.name, server.seq)
-            stream.down.append(encode(welcome))
+            stream.down.append(encode(serving.welcome(server.seq)))
             self.stats["opened"] += 1
             opened += 1
         return opened
@@ -460,16 +492,20 @@ class Network:
 
     def _server_receives(self, stream: Stream, data: bytes) -> None:
         message = decode(data)
-        if stream.server_cursor is not None:
-            if isinstance(message, Defer):
-                stream.deferral.update(message.marks)
+        serving = stream.serving
+        if stream.admitted:
+            if isinstance(message, (Ack, Defer, Progress)):
+                serving.on_message(message)
             return  # anything else after the Hello is drained
         if not isinstance(message, Hello):
             raise EnvelopeError("expected Hello")
         server = stream.server
         self.hellos.append(((server.name, stream.puller.name), message))
-        stream.server_cursor = resume_point(message, server.identity, server.seq)
-        stream.echo = message.echo
+        # No tombstone collection here: nobody must re-sync; nobody is removed.
+        admitted = serving.on_hello(message, server.seq, lambda node, cursor: False, False)
+        if isinstance(admitted, Refusal):
+            raise _TornDown(admitted.reason.decode())
+        stream.admitted = True
         members = tuple(
             (r.node, f"sim://{r.name}", r.name, False, self.now_ms) for r in self.replicas.values()
         )
@@ -477,34 +513,25 @@ class Network:
         self._pump(stream)
 
     def _pump(self, stream: Stream, heartbeat: bool = False) -> int:
-        """Send the server's pages after its stream cursor (or a heartbeat when caught up)."""
-        cursor = stream.server_cursor
-        if cursor is None:
+        """Send the server's batches after its stream cursor (or a heartbeat when caught up)."""
+        if not stream.admitted:
             return 0
-        server, sent, deferral = stream.server, 0, stream.deferral
-        if deferral.window is not None:
-            window = deferral.window
-            deferral.advance(
-                server.state[slot] for seq, slot in server.log.items() if window <= seq <= cursor
+        server, serving, sent = stream.server, stream.serving, 0
+        while serving.may_send():
+            batch = serving.next_batch(
+                server, server.seq, server.wall_ms(), server.marks.at, PAGE_BYTES
             )
-        while True:
-            head = server.seq
-            changes = server.changes_after(cursor, self.page_size)
-            if not (changes or head > cursor):
+            if batch is None:
                 break
-            leave_out = None if stream.echo else stream.puller.node
-            mark = server.marks.at(changes[-1].seq if changes else max(cursor, head))
-            batch = make_batch(changes, cursor, head, server.wall_ms(), leave_out, deferral, mark)
-            self.stats["deferred_left_out"] += len(changes) - len(batch.changes)
+            stretch = server.stretch(batch.after, batch.upto)
+            self.stats["deferred_left_out"] += sum(map(serving.deferral.defers, stretch))
             stream.down.append(encode(batch))
-            cursor = batch.upto
+            serving.sent(batch)
             sent += 1
         if heartbeat and not sent:
-            mark = server.marks.at(cursor)
-            batch = make_batch([], cursor, cursor, server.wall_ms(), None, deferral, mark)
-            stream.down.append(encode(batch))
+            mark = server.marks.at(serving.cursor)
+            stream.down.append(encode(serving.heartbeat(server.wall_ms(), mark)))
             sent += 1
-        stream.server_cursor = cursor
         return sent
 
     def pump(self) -> int:

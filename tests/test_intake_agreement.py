@@ -30,10 +30,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekv.store.changelog import CHANGES_AFTER_WITH_DOCUMENTS, read_page
+from edgekv.store.changelog import CHANGES_AFTER_WITH_DOCUMENTS
 from edgekv_replication.documents import MAX_Y_STATE_BYTES, foreign_roots, is_document
 from edgekv_replication.envelope import MAX_BATCH_CHANGES
 from edgekv_replication.intake import check_changes
+from edgekv_replication.log import read_page
 from testkit.processes import NodeProcess
 from testkit.responses import Response
 from tests.intake_cases import LIMIT_ARGS, LIMITS

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edgekv.store.changelog import CHANGE_OVERHEAD_BYTES
 from edgekv.store.store import Store
 from edgekv_replication.changes import Change
+from edgekv_replication.log import CHANGE_OVERHEAD_BYTES
 from edgekv_replication.session import PeerCursor
 
 WRITER, PULLER = 0x1111, 0x3333

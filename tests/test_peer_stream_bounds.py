@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from edgekv.store.changelog import PAGE_BYTES
 from edgekv_replication.envelope import MAX_MESSAGE_BYTES, Hello, Welcome, decode, encode
+from edgekv_replication.log import PAGE_BYTES
 from testkit.processes import NodeProcess
 from testkit.waiting import wait_for
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from edgekv.store.store import Store
 from edgekv_replication.changes import Change
-from edgekv_replication.session import Deferral, PeerCursor
+from edgekv_replication.relays import Deferral
+from edgekv_replication.session import PeerCursor
 
 X, Y, PULLER = 0x1111, 0x2222, 0x3333
 

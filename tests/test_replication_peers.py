@@ -12,9 +12,9 @@ import msgpack
 import pytest
 from aiohttp import web
 
-from edgekv.peers.stream_server import FIRST_IN_FLIGHT, IN_FLIGHT, PAGE_SIZE
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, Hello, Progress, Welcome, decode, encode
+from edgekv_replication.session import FIRST_IN_FLIGHT, IN_FLIGHT, PAGE_SIZE
 from testkit.cluster import stored_state, wait_converged
 from testkit.processes import NodeProcess
 from testkit.security import Security

@@ -3,7 +3,8 @@
 Only the I/O lives here: the cluster-secret check, the handshake's messages,
 reading what the puller sends and sending without waiting for ever on a peer
 that stops reading. What to send and when (admission, paging, the flow-control
-window) is :mod:`edgekv.peers.stream_server`.
+window) is the sans-IO :class:`~edgekv_replication.session.ServeSession`,
+driven by :mod:`edgekv.peers.stream_server`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from edgekv.http.state import NODE
 from edgekv.peers import stream_server as stream
 from edgekv.peers.replicator import Replicator
 from edgekv.peers.wire import SECRET_HEADER
-from edgekv_replication.envelope import Ack, Defer, EnvelopeError, Hello, Progress, decode, encode
+from edgekv_replication.envelope import Ack, Defer, EnvelopeError, Hello, Progress, decode
+from edgekv_replication.session import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     # A short close timeout: a stopping node must not wait long for a silent peer.
     ws = web.WebSocketResponse(max_msg_size=PULLER_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
     await ws.prepare(request)
-    await ws.send_bytes(encode(stream.welcome(replicator)))
+    served, welcome = stream.open_stream(replicator)
+    await ws.send_bytes(welcome)
     try:
         message = await ws.receive(timeout=HELLO_TIMEOUT)
         if message.type != WSMsgType.BINARY:
@@ -70,17 +73,16 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
         log.warning("refused peer stream from %s: %s", request.remote, exc)
         await ws.close(code=1007, message=str(exc)[:100].encode())
         return ws
-    cursor = await stream.admit(replicator, hello)
-    if isinstance(cursor, stream.Refusal):
+    cursor = await stream.admit(replicator, served, hello)
+    if isinstance(cursor, Refusal):
         await ws.close(code=cursor.code, message=cursor.reason)
         return ws
-    served = stream.Served()
     closed = asyncio.ensure_future(_read_acks(ws, replicator, hello.node, served))
     replicator.streams.add(ws)
     transport = request.transport
     outlet = _Outlet(ws, transport, node.config.peer_stall_timeout)
     try:
-        await stream.serve(outlet, replicator, cursor, hello.node, hello.echo, closed, served)
+        await stream.serve(outlet, replicator, served, closed)
     except StreamStalled as stalled:
         log.warning("closed the stream to peer %x at %s: %s", hello.node, request.remote, stalled)
         replicator.metrics.stalled.labels(f"{hello.node:016x}").inc()
@@ -109,7 +111,7 @@ async def _read_acks(
             log.warning("bad message from peer %x: %s", peer, exc)
             return
         if isinstance(decoded, (Progress, Ack, Defer)):
-            await stream.take(replicator, peer, served, decoded)
+            await stream.take(replicator, served, decoded)
 
 
 class StreamStalled(Exception):

@@ -28,7 +28,7 @@ from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
 from edgekv.peers.outbox import Outbox
 from edgekv.peers.recent import RecentStamps
-from edgekv.peers.wire import RESYNC_REQUIRED, SECRET_HEADER, STREAM_PATH
+from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
 from edgekv.store.store import Store
 from edgekv.tasks import wait_event
 from edgekv_replication.envelope import (
@@ -45,7 +45,7 @@ from edgekv_replication.envelope import (
 from edgekv_replication.hlc import COUNTER_BITS
 from edgekv_replication.intake import MEMBER_STAMP_MARGIN_MS, Refused, check_changes, limits_of
 from edgekv_replication.relays import RelayDeferrals
-from edgekv_replication.session import Identity, ProtocolError, PullSession
+from edgekv_replication.session import RESYNC_REQUIRED, Identity, ProtocolError, PullSession
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,3 @@ STREAM_PATH = "/v1/peer/stream"
 
 SECRET_HEADER = "EdgeKV-Cluster-Secret"
 """The header that carries the cluster secret on every peer request."""
-
-RESYNC_REQUIRED = 4410
-"""WebSocket close code: the puller is behind tombstones collected at the server."""

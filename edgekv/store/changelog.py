@@ -7,39 +7,26 @@ peer streams and the upstream (:meth:`ChangeLog.changes_after`,
 :meth:`ChangeLog.page_after`), and keeps a stream's deferral window
 (:meth:`ChangeLog.advance_window`).
 
-Pages are bounded in bytes as well as in rows.
-A page goes to a peer as one WebSocket message, and the receiver refuses a
-message over ``MAX_MESSAGE_BYTES`` (64 MiB): 500 rows of large values would
-never replicate. So a page is read row by row with a running total of its
-bytes and ends at the change that reaches the budget. That change is kept
-(its value was read anyway), so a page holds at most :data:`PAGE_BYTES` plus
-one change -- with values up to 25 MiB, about 33 MiB.
-
-The total is kept in the one loop that turns rows into changes, instead of
-a ``length()`` pre-pass in SQLite: measured on 500-row pages of small
-values, the pre-pass (a second scan of the rows) cost 29 % of the page read,
-the running total 10 %.
+Pages are bounded in rows and bytes by the rules of
+:mod:`edgekv_replication.log` (:func:`~edgekv_replication.log.read_page`).
+:class:`ChangeLog` is the node's :class:`~edgekv_replication.log.Log`: it
+answers in SQL what :func:`~edgekv_replication.log.page_leaving_out` and
+:meth:`~edgekv_replication.relays.Deferral.advance` answer in Python over a
+dictionary log (the simulated network's); ``tests/test_log_twins.py`` holds
+the two to the same answers on random logs. The SQL stays for speed: the
+rows a stream leaves out never become Python objects.
 """
 
 from __future__ import annotations
 
-import functools
 import sqlite3
-from collections.abc import Iterable
 from itertools import chain
-from typing import Any
 
 from edgekv.store.documents import DocumentStore
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX
-from edgekv_replication.session import Deferral
-
-MIB = 1024 * 1024
-PAGE_BYTES = 8 * MIB
-"""The byte budget of one page of the log (see the module docstring)."""
-CHANGE_OVERHEAD_BYTES = 64
-"""What a change costs on the wire besides its key, value and metadata (the
-msgpack array, stamps, seq), so that a page of many small changes counts."""
+from edgekv_replication.log import PAGE_BYTES, read_page
+from edgekv_replication.relays import Deferral
 
 _CHANGES_AFTER = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
@@ -64,30 +51,6 @@ _PAGE_LEAVING_OUT = (
     " WHERE seq > ? AND seq <= ? AND node != ?"
 )
 
-_as_change = functools.partial(tuple.__new__, Change)
-
-
-def read_page(rows: Iterable[tuple[Any, ...]], max_bytes: int) -> tuple[list[Change], bool]:
-    """Changes from ``rows`` (columns in Change order) until they reach ``max_bytes``.
-
-    Returns the changes and whether the budget ended the page (then the
-    last change is the one that reached it, and no later row was read).
-    """
-    changes: list[Change] = []
-    append = changes.append
-    total = 0
-    for row in rows:
-        append(_as_change(row))
-        value, metadata = row[2], row[3]
-        total += CHANGE_OVERHEAD_BYTES + len(row[1])
-        if value is not None:
-            total += len(value)
-        if metadata is not None:
-            total += len(metadata)
-        if total >= max_bytes:
-            return changes, True
-    return changes, False
-
 
 def _uncovered(deferral: Deferral) -> str:
     """SQL: the row is a deferred origin's, stamped above its mark (bound by _mark_params)."""
@@ -99,7 +62,7 @@ def _mark_params(deferral: Deferral) -> list[int]:
 
 
 class ChangeLog:
-    """Pages of the change log, for peer streams and the upstream."""
+    """Pages of the change log, for peer streams and the upstream: the node's ``Log``."""
 
     def __init__(self, reader: sqlite3.Connection, documents: DocumentStore) -> None:
         """Read with ``reader``; ``documents`` tells whether document tables join the log."""
@@ -135,6 +98,8 @@ class ChangeLog:
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[Change], int]:
         """A page of changes after ``cursor``, without ``leave_out``'s own or deferred ones.
+
+        The SQL twin of :func:`~edgekv_replication.log.page_leaving_out`.
 
         Returns up to ``limit`` changes not written by node ``leave_out`` nor
         deferred by ``deferral`` (whose window it opens as
@@ -172,7 +137,8 @@ class ChangeLog:
     def advance_window(self, deferral: Deferral, upto: int) -> None:
         """Move ``deferral``'s window past what its marks cover, up to ``upto`` (sent so far).
 
-        The SQL twin of :meth:`Deferral.advance`; it reads the key-value rows
+        The SQL twin of :meth:`Deferral.advance` (and, from the page's first
+        row, of :meth:`Deferral.first_uncovered`); it reads the key-value rows
         only, as document changes are never deferred.
         """
         if deferral.window is not None:

@@ -1,11 +1,11 @@
-"""Relay suppression: origin marks (the serving side) and deferrals (the pulling side).
+"""Relay suppression: origin marks and deferrals (the serving side), what to defer (the puller).
 
 In a mesh every change reaches a node once from its origin and once more
 relayed by each other peer. A node that pulls an origin directly asks its
 other peers to defer that origin's changes
 (:class:`~edgekv_replication.envelope.Defer`), and sends them the origin's
 mark so their streams know what it holds already
-(:class:`~edgekv_replication.session.Deferral`). An origin is deferred only
+(:class:`Deferral`). An origin is deferred only
 while its own stream is up and sends marks. When that stream ends, every
 stream that defers it is restarted: it resumes from its saved cursor, which
 never passed a deferred change the marks did not cover, so the relayed
@@ -16,7 +16,7 @@ seq ``upto``, the mark ``W``: every write this node stamped at or below ``W`` li
 or below ``upto`` (or its key has moved on to a newer state there). A puller
 that committed that batch therefore holds all of them, and can ask its other
 peers to leave this node's writes out of their streams up to ``W``
-(:class:`~edgekv_replication.session.Deferral`).
+(:class:`Deferral`).
 
 Why the marks hold: local writes are stamped and logged by the single writer
 in one order, so a checkpoint taken after each commit -- the seq it reached
@@ -27,16 +27,19 @@ flight (:meth:`OriginMarks.stamping_outside`). After an unclean stop a strong
 write may have been stamped and never logged, so such a node claims no mark
 until it is restarted cleanly.
 
-Both classes are free of I/O: a node and the simulated network run them alike.
+The classes are free of I/O: a node and the simulated network run them alike.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
+from edgekv_replication.changes import Change
+from edgekv_replication.documents import is_document
 from edgekv_replication.hlc import HybridLogicalClock
 
 KEPT = 100_000
@@ -156,3 +159,68 @@ class RelayDeferrals:
     def must_restart(self, server: int) -> bool:
         """Whether the stream from ``server`` defers an origin no longer pulled directly."""
         return server in self._restart
+
+
+@dataclass
+class Deferral:
+    """The server's side of a puller's :class:`~edgekv_replication.envelope.Defer`.
+
+    Key-value changes written by a deferred origin stay out of the stream:
+    the puller gets them from that origin directly. Those at or below the
+    origin's mark the puller already holds; the others hold the puller's saved
+    cursor back (``window``) until a later mark covers them, so that if the
+    puller loses its direct link it can ask for them again by resuming from
+    the saved cursor. Document changes are never deferred (Y updates carry
+    no stamp order to cover them with).
+    """
+
+    marks: dict[int, int] = field(default_factory=dict)
+    """Deferred origin -> the newest mark the puller sent for it."""
+    window: int | None = None
+    """The seq of the first deferred change sent past that no mark covers yet."""
+
+    def update(self, marks: Iterable[tuple[int, int]]) -> None:
+        """Take a Defer message: new origins, newer marks."""
+        for origin, mark in marks:
+            if mark > self.marks.get(origin, -1):
+                self.marks[origin] = mark
+
+    def defers(self, change: Change) -> bool:
+        """Whether ``change`` stays out of the stream."""
+        return change.node in self.marks and not is_document(change)
+
+    def covers(self, change: Change) -> bool:
+        """Whether the puller holds ``change`` (or newer) already, by its origin's mark."""
+        return change.hlc <= self.marks.get(change.node, -1)
+
+    def split(self, changes: Sequence[Change]) -> list[Change]:
+        """The changes of a page to send; opens the window at a deferred one not covered."""
+        if not self.marks:
+            return list(changes)
+        send = []
+        for change in changes:
+            if not self.defers(change):
+                send.append(change)
+            elif self.window is None and not self.covers(change):
+                self.window = change.seq
+        return send
+
+    def advance(self, sent_past: Iterable[Change]) -> None:
+        """Move the window past what the marks now cover.
+
+        ``sent_past``: the log from the window up to where the stream has got
+        (no further), in seq order.
+        """
+        if self.window is not None:
+            self.window = self.first_uncovered(sent_past)
+
+    def first_uncovered(self, changes: Iterable[Change]) -> int | None:
+        """The seq of the first of ``changes`` deferred and not covered by a mark, if any."""
+        for change in changes:
+            if self.defers(change) and not self.covers(change):
+                return change.seq
+        return None
+
+    def durable(self, upto: int) -> int:
+        """How far the puller may save its cursor with a batch ending at ``upto``."""
+        return upto if self.window is None else min(upto, self.window - 1)
