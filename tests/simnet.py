@@ -463,7 +463,8 @@ class Network:
             if not isinstance(message, Welcome):
                 raise ProtocolError("expected Welcome")
             remembered = puller.cursors.get(message.node, PeerCursor())
-            hello = session.on_welcome(message, remembered)
+            # No tombstone collection here (see below): nothing for a peer to have missed.
+            hello = session.on_welcome(message, remembered, acked=0, purged=0)
             puller.relays.stream_started(message.node)
             stream.up.append(encode(hello))
         elif isinstance(message, Members):

@@ -178,3 +178,62 @@ def test_the_sql_merge_keeps_what_last_writer_wins_keeps(
         for change in plan.apply:
             in_rule[(change.ns, change.key)] = change
     assert in_sql == {slot: change.state() for slot, change in in_rule.items()}
+
+
+@TWIN_SETTINGS
+@given(
+    changes=writes(keys=16),
+    edits=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 3)), min_size=1, max_size=8),
+    compact=st.booleans(),
+    split=st.integers(0, 24),
+    cursor=st.integers(0, 24),
+    limit=st.integers(1, 6),
+    leave_out=st.sampled_from((*NODES, None)),
+    deferred=st.one_of(st.none(), marks),
+    max_bytes=st.sampled_from([0, 100, 300, 8 * 1024 * 1024]),
+)
+def test_sql_pages_with_documents_answer_as_the_page_rule_over_the_same_rows(
+    changes: list[Change],
+    edits: list[tuple[str, int]],
+    compact: bool,
+    split: int,
+    cursor: int,
+    limit: int,
+    leave_out: int | None,
+    deferred: dict[int, int] | None,
+    max_bytes: int,
+) -> None:
+    """With document rows in the log a page is ``limit`` rows of it, filtered in Python.
+
+    Those rows (key-value entries, document updates, compacted updates, as
+    :meth:`ChangeLog.changes_after` reads them) given to the rule as the whole
+    log up to the last of them: the page and where it ends are the rule's.
+    ``leave_out`` None: the node's own document changes are the ones left out.
+    """
+
+    async def body(store: Store) -> None:
+        # Key-value writes before and after the document edits, so the rows interleave.
+        await store.apply_changes(changes[:split], X, PeerCursor(1, 1), max_offset_ms=NO_HOLD_MS)
+        for doc_id, n in edits:
+            await store.documents.put("users", doc_id, {"n": n})
+        if compact:  # a document's log folded into one update at its newest seq
+            await store.documents.compact(sorted({("users", doc_id) for doc_id, _ in edits}))
+        await store.apply_changes(changes[split:], X, PeerCursor(1, 2), max_offset_ms=NO_HOLD_MS)
+        assert store.documents.present
+        left_out = store.identity.node_id if leave_out is None else leave_out
+        head = store.seq
+        in_sql = in_rule = None
+        if deferred is not None:
+            in_sql, in_rule = Deferral(), Deferral()
+            in_sql.update(deferred.items())
+            in_rule.update(deferred.items())
+        at = min(cursor, head)
+        rows = store.changes_after(at, limit, max_bytes)
+        rows_end = rows[-1].seq if rows else at
+        got = store.log.page_after(at, limit, left_out, head, in_sql, max_bytes)
+        want = page_leaving_out(_entries(rows), at, limit, left_out, rows_end, in_rule, max_bytes)
+        assert got == want
+        if in_sql is not None and in_rule is not None:
+            assert in_sql.window == in_rule.window
+
+    _with_store(body)

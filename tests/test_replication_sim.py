@@ -29,8 +29,14 @@ from hypothesis.stateful import (
 )
 
 from edgekv_replication.changes import Change, merge_entries
-from edgekv_replication.envelope import Hello, decode
-from edgekv_replication.session import Identity, resume_point
+from edgekv_replication.envelope import Hello, Welcome, decode
+from edgekv_replication.session import (
+    Identity,
+    PeerCursor,
+    ProtocolError,
+    PullSession,
+    resume_point,
+)
 from tests.simnet import (
     DOWN,
     UP,
@@ -512,3 +518,18 @@ def test_resume_point_resets_for_another_incarnation() -> None:
     assert resume_point(Hello(2, 3, "", "", 5, 7), me, head=9) == 5
     assert resume_point(Hello(2, 3, "", "", 5, 6), me, head=9) == 0
     assert resume_point(Hello(2, 3, "", "", 10, 7), me, head=9) == 0
+
+
+def test_a_peer_that_missed_collected_tombstones_is_refused_before_hello() -> None:
+    me = Identity(node=1, incarnation=7)
+    welcome = Welcome(2, 3, "b", 9)
+    remembered = PeerCursor(incarnation=3, cursor=4)
+    with pytest.raises(ProtocolError, match="re-sync in full"):
+        PullSession(me).on_welcome(welcome, remembered, acked=4, purged=5)
+    refused = PullSession(me)
+    with pytest.raises(ProtocolError):
+        refused.on_welcome(welcome, remembered, acked=0, purged=1)
+    assert refused.peer is None  # refused before taking the peer on
+    # Acknowledged up to the newest collected tombstone (or none collected): resumed.
+    assert PullSession(me).on_welcome(welcome, remembered, acked=5, purged=5).cursor == 4
+    assert PullSession(me).on_welcome(welcome, remembered, acked=0, purged=0).cursor == 4

@@ -9,16 +9,32 @@ here imports aiohttp: the async handle only awaits its client.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgekv_client import _docs
 from edgekv_client._core import Request
 from edgekv_client._docs import Document, DocumentPage, Where
 from edgekv_client.errors import NotFound
 
+# What a handle needs of its client, as protocols: the clients import this
+# module to make handles, so naming their classes here would tie the modules
+# in a cycle (even as a type-only import). Defined for the type checker only:
+# building Protocol classes would add to every ``import edgekv_client``.
 if TYPE_CHECKING:
-    from edgekv_client.aio import AsyncClient
-    from edgekv_client.client import Client
+
+    class Sender(Protocol):
+        """A blocking client or session: sends a request, returns its decoded JSON answer."""
+
+        _token: str | None
+
+        def _json(self, request: Request) -> Any: ...
+
+    class AsyncSender(Protocol):
+        """An async client or session: :class:`Sender`, awaited."""
+
+        _token: str | None
+
+        async def _json(self, request: Request) -> Any: ...
 
 
 class Collection:
@@ -31,7 +47,7 @@ class Collection:
     ['ann']
     """
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: Sender, name: str) -> None:
         """Handle collection ``name`` through ``client`` (or a session)."""
         self.client = client
         self.name = name
@@ -111,7 +127,7 @@ class Collection:
 class AsyncCollection:
     """The documents of one collection, through an async client: :class:`Collection`, awaited."""
 
-    def __init__(self, client: AsyncClient, name: str) -> None:
+    def __init__(self, client: AsyncSender, name: str) -> None:
         """Handle collection ``name`` through ``client`` (or an async session)."""
         self.client = client
         self.name = name

@@ -317,14 +317,12 @@ class Replicator:
                 if peer == self.identity.node or self._pulled_nodes.setdefault(peer, url) != url:
                     return peer
                 label = f"{peer:016x}"
-                acked = self.store.peer_acks().get(peer, (0, 0))[0]
-                if acked < self.store.purged_seq():
-                    # Its data may still hold keys whose tombstones we collected.
-                    raise ProtocolError(
-                        "peer has not seen tombstones collected here; "
-                        "it must re-sync in full (wipe its data directory)"
-                    )
-                hello = session.on_welcome(welcome, self.store.peer_cursor(peer))
+                hello = session.on_welcome(
+                    welcome,
+                    self.store.peer_cursor(peer),
+                    acked=self.store.peer_acks().get(peer, (0, 0))[0],
+                    purged=self.store.purged_seq(),
+                )
                 self._reconnected.set()
                 self._reconnected = asyncio.Event()
                 await self.membership.introduce(peer, url, welcome.name)

@@ -46,6 +46,7 @@ from edgekv.store.writer import Txn, Writer
 from edgekv_replication import documents as ydoc
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DocumentError
+from edgekv_replication.versions import encode_version
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -342,7 +343,7 @@ class DocumentStore:
                 txn.take_seq(),
                 *slot,
                 delta,
-                ydoc.encode_stamp(*version),
+                encode_version(*version),
                 origin.hlc,
                 origin.node,
             ),
@@ -466,7 +467,7 @@ class DocumentStore:
         )
         # The folded update is this node's change, stamped with the newest write it holds.
         txn.conn.execute(
-            _LOG, (newest_seq, *slot, folded, ydoc.encode_stamp(*version), version[0], self.node_id)
+            _LOG, (newest_seq, *slot, folded, encode_version(*version), version[0], self.node_id)
         )
         txn.conn.execute(
             "UPDATE docs SET snapshot = NULL, snap_seq = NULL, snap_hlc = NULL, snap_node = NULL,"

@@ -45,6 +45,7 @@ from typing import Any
 from pycrdt import Array, Doc, Map, Subscription, TransactionEvent, get_update, merge_updates
 
 from edgekv_replication.changes import Change
+from edgekv_replication.versions import encode_version
 
 DOC_NS_PREFIX = "@doc:"
 """Namespace prefix of document changes (never a valid key-value namespace)."""
@@ -121,13 +122,8 @@ def document_change(
     ``version`` is the newest write the update includes when that is not
     ``(hlc, node)`` itself (a compacted snapshot); it travels in ``metadata``.
     """
-    metadata = None if version is None else encode_stamp(*version)
+    metadata = None if version is None else encode_version(*version)
     return Change(document_ns(collection), doc_id.encode(), update, metadata, None, hlc, node, seq)
-
-
-def encode_stamp(hlc: int, node: int) -> str:
-    """A version as 32 hex digits (as ``edgekv_replication.versions.encode_version``)."""
-    return f"{hlc:016x}{node:016x}"
 
 
 def version_of(change: Change) -> tuple[int, int]:
@@ -159,7 +155,7 @@ def merge_document_changes(a: Change, b: Change) -> Change:
     newest = max(version_of(a), version_of(b))
     stamp = max((a.hlc, a.node), (b.hlc, b.node))
     merged = merge_updates(a.value, b.value)
-    return Change(a.ns, a.key, merged, encode_stamp(*newest), None, stamp[0], stamp[1], 0)
+    return Change(a.ns, a.key, merged, encode_version(*newest), None, stamp[0], stamp[1], 0)
 
 
 # -- JSON values ------------------------------------------------------------------

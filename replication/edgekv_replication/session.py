@@ -94,8 +94,21 @@ class PullSession:
     saved: int = 0
     """The cursor saved with the last committed batch: what to acknowledge."""
 
-    def on_welcome(self, welcome: Welcome, remembered: PeerCursor) -> Hello:
-        """Take the server's identity; return our Hello with the cursor to resume from."""
+    def on_welcome(
+        self, welcome: Welcome, remembered: PeerCursor, acked: int, purged: int
+    ) -> Hello:
+        """Take the server's identity; return our Hello with the cursor to resume from.
+
+        ``acked``: how far the server has acknowledged *our* log; ``purged``: the
+        seq of the newest tombstone collected here. A server that has not seen
+        every collected tombstone is refused (ProtocolError): its data may
+        still hold keys they deleted, so it must re-sync in full.
+        """
+        if acked < purged:
+            raise ProtocolError(
+                "peer has not seen tombstones collected here; "
+                "it must re-sync in full (wipe its data directory)"
+            )
         if welcome.node == self.me.node:
             raise ProtocolError("connected to itself")
         self.peer = Identity(welcome.node, welcome.incarnation, welcome.name)
