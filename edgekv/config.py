@@ -22,8 +22,6 @@ from edgekv.store.pg.statements import check_schema_name
 from edgekv_replication.intake import NAMESPACE
 
 MIB = 1024 * 1024
-NAMESPACE_PATTERN = NAMESPACE
-"""Namespace names (the one pattern of :mod:`edgekv_replication.intake`)."""
 
 
 class ConfigError(ValueError):
@@ -490,7 +488,7 @@ def _check_consistency(config: Config) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for ns in config.strong_namespaces:
-        if not NAMESPACE_PATTERN.fullmatch(ns):
+        if not NAMESPACE.fullmatch(ns):
             raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
     if config.cluster_secret is not None and not config.cluster_secret.strip():
         # An empty secret would match a peer request that carries none.

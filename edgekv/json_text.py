@@ -36,11 +36,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-# One decoder for every request: json.loads with options builds a new one each time.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""One decoder for every request (json.loads with options builds a new one each time);
+no NaN or Infinity."""
 # The escapes of UTF-16 surrogates (an escaped backslash before one is a false alarm,
 # which the exact check then clears).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def may_hold_surrogate(text: str) -> bool:
+    """Whether JSON ``text`` escapes a UTF-16 surrogate (then only a whole parse can tell
+    a lone one from a pair); one substring search for the usual text."""
+    return "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
 
 
 def strict_json(text: str | bytes) -> Any:
@@ -55,10 +62,10 @@ def strict_json(text: str | bytes) -> Any:
     elif not text.isascii():
         _check_encodable(text)  # a header aiohttp decoded with "surrogateescape"
     try:
-        value = _DECODER.decode(text)
+        value = DECODER.decode(text)
     except RecursionError:
         raise NestedTooDeeply("JSON nested too deeply") from None
-    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+    if may_hold_surrogate(text):
         try:
             _check_encodable(json.dumps(value, ensure_ascii=False))
         except RecursionError:

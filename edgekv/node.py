@@ -117,15 +117,10 @@ class Node:
         finally:
             self.store.close()
 
-    def strong_upstream(self, ns: str) -> Upstream | None:
-        """The connector when ``ns`` is a strong namespace here, else None."""
-        upstream = self.upstream
-        return upstream if upstream is not None and upstream.is_strong(ns) else None
-
     def require_strong(self, ns: str, what: str) -> Upstream:
         """The connector of strong namespace ``ns``, or raise :class:`StrongNamespaceRequired`."""
-        upstream = self.strong_upstream(ns)
-        if upstream is None:
+        upstream = self.upstream
+        if upstream is None or not upstream.is_strong(ns):
             raise StrongNamespaceRequired(ns, what)
         return upstream
 
@@ -141,7 +136,7 @@ class Node:
         :class:`~edgekv.upstream.strong.InvalidUpstreamRow`).
         """
         upstream = self.upstream
-        if upstream is not None and upstream.is_strong(ns):  # strong_upstream, inlined: hot path
+        if upstream is not None and upstream.is_strong(ns):
             return await upstream.strong_write(ns, writes, conditions)
         if conditions:
             raise StrongNamespaceRequired(ns, "a conditional write")

@@ -26,16 +26,20 @@ from aiohttp.hdrs import EXPECT, HOST, ORIGIN
 
 from edgekv.auth import OPEN_ACCESS
 from edgekv.documents import compaction as doc_compaction
+from edgekv.documents.query import QueryError
 from edgekv.http import cluster_routes, doc_routes, kv_routes
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
-from edgekv.http.errors import HTTP_STATUS_CODES, ApiError, error_response
+from edgekv.http.errors import ApiError, error_response, from_http_exception
 from edgekv.http.openapi import openapi_document
 from edgekv.http.peer_stream import check_peer_secret
 from edgekv.http.state import NODE, PRINCIPAL
+from edgekv.http.strong import STRONG_ERRORS
+from edgekv.http.strong import api_error as strong_api_error
 from edgekv.node import Node
 from edgekv.store.faults import is_corruption, is_storage_full
 from edgekv.store.writer import WriterClosed
+from edgekv_replication.documents import DocumentError
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +139,14 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
                 response.headers[BOOKMARK_HEADER] = head_bookmark(node)
         except ApiError as error:
             response = error_response(error)
+        except STRONG_ERRORS as exc:  # the node's strong operations, from any route
+            response = error_response(strong_api_error(exc))
+        except (DocumentError, QueryError) as error:  # bad document input, found below HTTP
+            response = error_response(ApiError(error.code, error.message))
         except web.HTTPException as exc:  # aiohttp's own, e.g. 413 from request.read()
-            code = HTTP_STATUS_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "")
-            if not code:
+            if exc.status < 400:  # a redirect is not an error
                 raise
-            response = error_response(ApiError(code, exc.reason or code))
+            response = error_response(from_http_exception(exc))
         except web.RequestPayloadError as exc:
             # The body broke off mid-way or its framing is invalid: the client's fault.
             unreadable = ApiError("invalid_request", f"unreadable request body: {exc}")

@@ -26,6 +26,7 @@ from aiohttp.hdrs import CONTENT_ENCODING
 from edgekv.config import Config
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
+from edgekv.json_text import DECODER, may_hold_surrogate
 
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ def json_object_in_steps(body: bytes) -> Mapping[str, Any]:
     stepped reading does not expect is parsed again whole, for the exact error."""
     try:
         text = body.decode("utf-8")
-        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        if may_hold_surrogate(text):
             # Rare: the whole parse decides whether it is a lone surrogate (invalid_unicode).
             return check.json_object(body)
         document, end = _object_in_steps(text, _skip(text, 0))
@@ -104,14 +105,6 @@ def json_object_in_steps(body: bytes) -> Mapping[str, Any]:
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _skip(text: str, at: int) -> int:
@@ -128,7 +121,7 @@ def _object_in_steps(text: str, at: int) -> tuple[dict[str, Any], int]:
     if text[at] == "}":
         return document, at + 1
     while True:
-        name, at = _DECODER.raw_decode(text, at)
+        name, at = DECODER.raw_decode(text, at)
         if not isinstance(name, str):
             raise ValueError("a member name is a string")
         at = _skip(text, at)
@@ -138,7 +131,7 @@ def _object_in_steps(text: str, at: int) -> tuple[dict[str, Any], int]:
         if text[at] == "[":
             document[name], at = _array_in_steps(text, at)
         else:
-            document[name], at = _DECODER.raw_decode(text, at)
+            document[name], at = DECODER.raw_decode(text, at)
         at = _skip(text, at)
         if text[at] == "}":
             return document, at + 1
@@ -153,7 +146,7 @@ def _array_in_steps(text: str, at: int) -> tuple[list[Any], int]:
     if text[at] == "]":
         return items, at + 1
     while True:
-        item, at = _DECODER.raw_decode(text, at)
+        item, at = DECODER.raw_decode(text, at)
         items.append(item)
         at = _skip(text, at)
         if text[at] == "]":

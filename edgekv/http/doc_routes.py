@@ -25,7 +25,8 @@ from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.store.documents import DocWriteResult
-from edgekv_replication.documents import MAX_DOCUMENT_BYTES, DocumentError, decode_state_vector
+from edgekv_replication import intake
+from edgekv_replication.documents import MAX_DOCUMENT_BYTES, decode_state_vector
 from edgekv_replication.versions import encode_version
 
 routes = web.RouteTableDef()
@@ -55,19 +56,13 @@ def authorize_read(request: web.Request) -> None:
 
 
 def document_id(text: str, max_bytes: int) -> str:
-    """A valid document id, or ``invalid_document_id``."""
-    if not text or text in (".", "..") or text.startswith("_") or "/" in text:
-        raise ApiError(
-            "invalid_document_id",
-            "a document id is non-empty, has no '/', does not start with '_' "
-            "and is not '.' or '..'",
-        )
+    """A valid document id (the rules of the peers' intake), or ``invalid_document_id``."""
     try:
-        size = len(text.encode())
+        intake.check_document_id(text.encode(), max_bytes)
     except UnicodeEncodeError:
         raise ApiError("invalid_document_id", "a document id must be valid UTF-8") from None
-    if size > max_bytes:
-        raise ApiError("invalid_document_id", f"a document id is at most {max_bytes} bytes")
+    except intake.Refused as refusal:
+        raise ApiError(refusal.code, refusal.message) from None
     return text
 
 
@@ -87,20 +82,7 @@ def _parse_json(body: bytes) -> Any:
 
 
 async def _write(node: Node, pending: Awaitable[DocWriteResult]) -> web.Response:
-    try:
-        result = await pending
-    except DocumentError as error:
-        raise ApiError(error.code, error.message) from None
-    return write_answer(node, result)
-
-
-def _started(call: Any, *args: Any) -> Awaitable[DocWriteResult]:
-    """Start a store write, turning input errors raised before queueing into API errors."""
-    try:
-        future: Awaitable[DocWriteResult] = call(*args)
-    except DocumentError as error:
-        raise ApiError(error.code, error.message) from None
-    return future
+    return write_answer(node, await pending)
 
 
 def _item(doc_id: str, text: str, hlc: int, node: int) -> str:
@@ -135,12 +117,9 @@ async def declare_index(request: web.Request) -> web.Response:
     field = body.get("field") if isinstance(body, dict) else None
     if not isinstance(field, str):
         raise ApiError("invalid_json", 'body must be {"field": "dotted.path"}')
-    try:
-        index, created = await indexes.declare(
-            node.store, collection, field, node.config.max_indexes_per_collection
-        )
-    except query.QueryError as error:
-        raise ApiError(error.code, error.message) from None
+    index, created = await indexes.declare(
+        node.store, collection, field, node.config.max_indexes_per_collection
+    )
     answer = {"field": index.field, "name": index.name, "created_ms": index.created_ms}
     return web.json_response(answer, status=201 if created else 200)
 
@@ -166,7 +145,7 @@ async def put_document(request: web.Request) -> web.Response:
     body = _parse_json(await _document_body(request, "document body"))
     if not isinstance(body, dict):
         raise ApiError("invalid_json", "a document is a JSON object")
-    return await _write(node, _started(node.documents.put, collection, doc_id, body))
+    return await _write(node, node.documents.put(collection, doc_id, body))
 
 
 @routes.patch("/v1/docs/{collection}/{id}")
@@ -176,7 +155,7 @@ async def patch_document(request: web.Request) -> web.Response:
     body = _parse_json(await _document_body(request, "merge patch"))
     if not isinstance(body, dict):
         raise ApiError("invalid_patch", "a merge patch of a document is a JSON object")
-    return await _write(node, _started(node.documents.patch, collection, doc_id, body))
+    return await _write(node, node.documents.patch(collection, doc_id, body))
 
 
 @routes.delete("/v1/docs/{collection}/{id}")
@@ -227,16 +206,13 @@ def query_documents(request: web.Request) -> web.Response:
     where = params.getall("where", [])
     for text in where:
         check.utf8_query_value(request, text, "invalid_parameter")
-    try:
-        page = query.build(
-            collection,
-            where,
-            params.get("order_by"),
-            query.parse_limit(params.get("limit")),
-            params.get("cursor"),
-        )
-    except query.QueryError as error:
-        raise ApiError(error.code, error.message) from None
+    page = query.build(
+        collection,
+        where,
+        params.get("order_by"),
+        query.parse_limit(params.get("limit")),
+        params.get("cursor"),
+    )
     body = query.answer(node.documents.query_rows, page, node.config.max_query_bytes)
     return web.Response(text=body, content_type="application/json")
 

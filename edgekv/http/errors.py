@@ -1,8 +1,9 @@
 """API errors: raised by code, rendered in the one error shape.
 
 Handlers raise :class:`ApiError` with a code from
-:data:`edgekv_replication.codes.ERROR_CODES`; the middleware in
-:mod:`edgekv.http.app` renders ``{"error": {"code": ..., "message": ...}}``
+:data:`edgekv_replication.codes.ERROR_CODES`; the wrapper around every route
+(:mod:`edgekv.http.app`) and the connection protocol (:mod:`edgekv.http.protocol`,
+for what aiohttp refuses itself) render ``{"error": {"code": ..., "message": ...}}``
 with that code's status. This is the only place codes become statuses.
 """
 
@@ -49,6 +50,17 @@ def error_response(error: ApiError) -> web.Response:
         content_type="application/json",
         headers=error.headers,
     )
+
+
+def from_http_exception(exc: web.HTTPException) -> ApiError:
+    """The API error for one of aiohttp's own HTTP exceptions (routing, body size)."""
+    if exc.status >= 500:
+        code = "internal_error"
+    else:
+        code = HTTP_STATUS_CODES.get(exc.status, "invalid_request")
+    allow = exc.headers.get("Allow")
+    headers = {"Allow": allow} if allow is not None else None
+    return ApiError(code, exc.reason or code, headers=headers)
 
 
 # aiohttp's own HTTP exceptions (routing, body size) mapped to our codes.

@@ -54,11 +54,7 @@ def _consistency(request: web.Request) -> str:
 
 
 async def _strong_get(node: Node, ns: str, key: bytes) -> web.Response:
-    try:
-        entry = await node.read_strong(ns, key)
-    except strong.STRONG_ERRORS as exc:
-        raise strong.api_error(exc) from None
-    return _value_response(entry)
+    return _value_response(await node.read_strong(ns, key))
 
 
 def _value_response(entry: Entry | None) -> web.Response:
@@ -98,15 +94,11 @@ async def _write_one(request: web.Request, node: Node, ns: str, write: Write) ->
     """Write one key, with the condition of its ``If-Match`` / ``If-None-Match`` if any."""
     headers = request.headers
     conditions: Sequence[Condition] = ()
-    try:
-        if "If-Match" in headers or "If-None-Match" in headers:
-            node.require_strong(ns, "a conditional write")  # before the header is parsed
-            condition = strong.header_condition(request, write.key)
-            conditions = () if condition is None else (condition,)
-        result = await node.write(ns, [write], conditions)
-    except strong.STRONG_ERRORS as exc:
-        raise strong.api_error(exc) from None
-    return write_answer(node, result)
+    if "If-Match" in headers or "If-None-Match" in headers:
+        node.require_strong(ns, "a conditional write")  # before the header is parsed
+        condition = strong.header_condition(request, write.key)
+        conditions = () if condition is None else (condition,)
+    return write_answer(node, await node.write(ns, [write], conditions))
 
 
 @routes.delete("/v1/kv/{ns}/{key:(?s:.+)}")
@@ -147,30 +139,19 @@ async def bulk(request: web.Request) -> web.Response:
     node, ns = _authorized(request, "write")
     body = await bodies.read_within(request, node.config.max_request_bytes)
     writes = await bodies.parse_off_loop(body, lambda document: _bulk_writes(document, node))
-    try:
-        result = await node.write(ns, writes)
-    except strong.STRONG_ERRORS as exc:
-        raise strong.api_error(exc) from None
-    return write_answer(node, result, len(writes))
+    return write_answer(node, await node.write(ns, writes), len(writes))
 
 
 @routes.post("/v1/kv/{ns}/_txn")
 async def transaction(request: web.Request) -> web.Response:
     """Check conditions and apply puts and deletes in one linearizable transaction."""
     node, ns = _authorized(request, "write")
-    try:
-        node.require_strong(ns, "a transaction")
-    except strong.STRONG_ERRORS as exc:
-        raise strong.api_error(exc) from None
+    node.require_strong(ns, "a transaction")
     body = await bodies.read_within(request, node.config.max_request_bytes)
     conditions, writes = await bodies.parse_off_loop(
         body, lambda document: _transaction(document, node)
     )
-    try:
-        result = await node.write(ns, writes, conditions)
-    except strong.STRONG_ERRORS as exc:
-        raise strong.api_error(exc) from None
-    return write_answer(node, result, len(writes))
+    return write_answer(node, await node.write(ns, writes, conditions), len(writes))
 
 
 def _bulk_writes(document: Mapping[str, object], node: Node) -> list[Write]:
@@ -222,11 +203,7 @@ def _bulk_write(index: int, op: object, node: Node) -> Write:
             raise ApiError("invalid_json", 'op must be "put" or "delete"')
         bodies.refuse_unknown_fields(op, _PUT_FIELDS)
         value = check.base64_value(op.get("value"), "value")
-        if len(value) > node.config.max_value_bytes:
-            raise ApiError(
-                "value_too_large",
-                f"value is {len(value)} bytes; the limit is {node.config.max_value_bytes}",
-            )
+        check.value_size(len(value), node.config)
         ttl, at = op.get("ttl"), op.get("expiration")
         if isinstance(ttl, str) or isinstance(at, str):
             raise ApiError("invalid_expiration", "ttl and expiration are integers of seconds")

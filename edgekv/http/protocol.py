@@ -28,7 +28,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from edgekv.http.errors import HTTP_STATUS_CODES, ApiError, error_response
+from edgekv.http.errors import ApiError, error_response, from_http_exception
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +124,9 @@ def in_error_shape(handler: RequestHandlerFn) -> RequestHandlerFn:
         except web.HTTPException as exc:
             if exc.status < 400:  # a redirect is not an error
                 raise
-            code = HTTP_STATUS_CODES.get(exc.status, "invalid_request")
-            if exc.status >= 500:
-                code = "internal_error"
-            return error_response(ApiError(code, exc.reason or code, headers=_allow(exc)))
+            return error_response(from_http_exception(exc))
 
     return answer
-
-
-def _allow(exc: web.HTTPException) -> dict[str, str]:
-    allow = exc.headers.get("Allow")
-    return {"Allow": allow} if allow is not None else {}
 
 
 class NodeServer(web.Server):

@@ -23,8 +23,6 @@ from edgekv.store.peer_state import MemberRow
 from edgekv.store.store import Store
 from edgekv_replication.intake import screen_members
 
-MemberTuple = MemberRow
-
 
 @dataclass
 class LinkStatus:
@@ -53,12 +51,12 @@ class Membership:
         self._me = me
         self.max_ahead_ms = max_ahead_ms
         self.links: dict[int, LinkStatus] = {}
-        self._members: list[MemberTuple] | None = None
+        self._members: list[MemberRow] | None = None
         """The member table as last read; every change to it goes through this class."""
         self.seed_links: dict[str, LinkStatus] = {}
         """Seeds not reached yet (no node id known), by URL."""
 
-    def members(self) -> list[MemberTuple]:
+    def members(self) -> list[MemberRow]:
         """Every known member (removed ones included, so removals spread).
 
         Read from the database once, then kept: every stream page asks.
@@ -67,7 +65,7 @@ class Membership:
             self._members = self._store.members()
         return self._members
 
-    async def _save(self, members: list[MemberTuple]) -> None:
+    async def _save(self, members: list[MemberRow]) -> None:
         await self._store.upsert_members(members)
         self._members = None
 
@@ -79,7 +77,7 @@ class Membership:
         """Whether ``node`` was removed from the cluster."""
         return any(n == node and removed for n, _, _, removed, _ in self.members())
 
-    async def learn(self, members: list[MemberTuple]) -> tuple[bool, list[tuple[int, str]]]:
+    async def learn(self, members: list[MemberRow]) -> tuple[bool, list[tuple[int, str]]]:
         """Merge members heard from a peer: whether anything changed, and those refused.
 
         Refused (with why): entries stamped more than ``max_ahead_ms`` ahead of

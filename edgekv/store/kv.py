@@ -124,13 +124,6 @@ class KeyValues:
             return None
         return entry
 
-    def get_many(
-        self, ns: str, keys: Sequence[bytes], now: float | None = None
-    ) -> list[Entry | None]:
-        """Return the live entries of ``keys`` in order (None where absent)."""
-        at = time.time() if now is None else now
-        return [self.get(ns, key, at) for key in keys]
-
     def value_size(self, ns: str, key: bytes, now: float | None = None) -> int | None:
         """Return the size in bytes of the live value at ``(ns, key)`` without reading it.
 

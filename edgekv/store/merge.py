@@ -26,7 +26,7 @@ from edgekv.store.writer import Txn, Writer
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, is_document
 from edgekv_replication.hlc import COUNTER_BITS
-from edgekv_replication.session import PeerCursor, is_too_far_ahead
+from edgekv_replication.session import PeerCursor, is_too_far_ahead, stamp_too_far_ahead
 
 LAST_WRITER_WINS = UPSERT.replace(
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", "VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -61,7 +61,8 @@ _is_document_ns = methodcaller("startswith", DOC_NS_PREFIX)
 
 
 _ROW_PARAMS = 9
-"""Parameters per row of ``_UPSERT_CHANGE``: a Change's eight fields, then the local seq."""
+"""Parameters per row of the merge statement (``LAST_WRITER_WINS``): a Change's eight
+fields, then the local seq."""
 ROWS_PER_STATEMENT = 128
 """Remote changes upserted per statement: one multi-row VALUES costs about
 two thirds of ``executemany`` per row (one step instead of one per row)."""
@@ -144,7 +145,7 @@ class Merger:
             ready: Sequence[Change] = changes
             newest = max(map(_hlc, changes), default=0)
             # Checked one by one only when the newest stamp is too far ahead.
-            if (newest >> COUNTER_BITS) > wall_ms + max_offset_ms:
+            if stamp_too_far_ahead(newest, wall_ms, max_offset_ms):
                 ready = [c for c in changes if not is_too_far_ahead(c, wall_ms, max_offset_ms)]
                 newest = max(map(_hlc, ready), default=0)
             held = len(changes) - len(ready)
@@ -207,7 +208,7 @@ class Merger:
         """Apply held changes that are no longer too far ahead; return how many."""
 
         def op(txn: Txn) -> int:
-            limit_hlc = (txn.clock.wall_ms() + max_offset_ms + 1) << 16
+            limit_hlc = (txn.clock.wall_ms() + max_offset_ms + 1) << COUNTER_BITS
             rows = txn.conn.execute(_HELD, (limit_hlc,)).fetchall()
             for row in rows:
                 self._merge(txn, Change(*row[1:]))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from edgekv.store.writer import Txn, Writer
+from edgekv_replication.hlc import COUNTER_BITS
 from edgekv_replication.session import PeerCursor
 
 T = TypeVar("T")
@@ -39,11 +40,12 @@ class CursorMoved(RuntimeError):
     """A batch's transaction found the peer's cursor elsewhere than it continues from."""
 
 
+_CURSOR = "SELECT incarnation, cursor FROM peer_cursors WHERE peer = ?"
+
+
 def check_cursor(conn: sqlite3.Connection, peer: int, after: PeerCursor) -> None:
     """Raise :class:`CursorMoved` unless ``peer``'s saved cursor is ``after``."""
-    row = conn.execute(
-        "SELECT incarnation, cursor FROM peer_cursors WHERE peer = ?", (peer,)
-    ).fetchone()
+    row = conn.execute(_CURSOR, (peer,)).fetchone()
     # Another incarnation's log (or none yet) is read from zero.
     saved = row[1] if row and row[0] == after.incarnation else 0
     if saved != after.cursor:
@@ -63,9 +65,7 @@ class PeerState:
 
     def peer_cursor(self, peer: int) -> PeerCursor:
         """Return how far the log of ``peer`` has been applied here."""
-        row = self._reader.execute(
-            "SELECT incarnation, cursor FROM peer_cursors WHERE peer = ?", (peer,)
-        ).fetchone()
+        row = self._reader.execute(_CURSOR, (peer,)).fetchone()
         return PeerCursor(*row) if row else PeerCursor()
 
     def peer_cursors(self) -> dict[int, PeerCursor]:
@@ -167,7 +167,7 @@ class PeerState:
 
         def op(txn: Txn) -> int:
             where = " FROM kv WHERE seq <= ? AND hlc < ? AND (value IS NULL OR expiration < ?)"
-            expired_before = (before_hlc >> 16) // 1000
+            expired_before = (before_hlc >> COUNTER_BITS) // 1000
             params = (acked_seq, before_hlc, expired_before)
             newest = txn.conn.execute("SELECT max(seq)" + where, params).fetchone()[0]
             if newest is None:

@@ -24,7 +24,7 @@ the local clock, kept until it catches up) and ``members``. Version 3 adds
 ``node_state.purged_seq`` (the newest collected tombstone) and
 ``node_state.clean_shutdown``. Version 4 adds the view ``kv_v1``, the
 documented read interface of ``edgekv_client.LocalReader``. Version 5 adds
-the document store (:mod:`edgekv.documents`): ``docs`` (per document its
+the document store (:mod:`edgekv.store.documents`): ``docs`` (per document its
 materialized JSON, its compacted Y snapshot and the snapshot's place in the
 change log), ``doc_log`` (Y updates not yet folded into the snapshot, each
 with its own ``seq``), ``doc_waiting`` (remote updates whose dependencies

@@ -86,7 +86,6 @@ class Store:
         # The pieces' methods, bound once: no wrapper call per request or page.
         kv = self.kv
         self.get = kv.get
-        self.get_many = kv.get_many
         self.value_size = kv.value_size
         self.list_keys = kv.list_keys
         self.write = kv.write

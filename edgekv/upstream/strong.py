@@ -30,8 +30,8 @@ from edgekv.store.pg.connection import PgConnection
 from edgekv.store.pg.statements import Statements
 from edgekv_replication import HybridLogicalClock
 from edgekv_replication.changes import Change
-from edgekv_replication.hlc import pack_hlc
 from edgekv_replication.intake import Limits, Refused, check_change, check_stamp
+from edgekv_replication.session import stamp_too_far_ahead
 
 MUST_EXIST = "*"
 """``If-Match: *``: the key must hold a live value."""
@@ -146,7 +146,7 @@ def _row_problem(ns: str, key: bytes, refused: Refused) -> str:
 def _too_far_ahead(hlc: int, clock: HybridLogicalClock, max_ahead_ms: int) -> bool:
     # Following such a stamp would stamp every later write of this node far
     # ahead (at MAX_HLC: no later stamp at all, every write failing).
-    return hlc > pack_hlc(clock.wall_ms() + max_ahead_ms, 0xFFFF)
+    return stamp_too_far_ahead(hlc, clock.wall_ms(), max_ahead_ms)
 
 
 def _stamped(

@@ -175,9 +175,3 @@ _TABLE = (
 
 ERROR_CODES: dict[str, ErrorCode] = {entry.code: entry for entry in _TABLE}
 """Every error code of the API, by code."""
-
-
-def status_of(code: str) -> int:
-    """Return the HTTP status for ``code`` (500 for an unknown code)."""
-    entry = ERROR_CODES.get(code)
-    return entry.status if entry else 500

@@ -3,10 +3,10 @@
 One layer for every way in: the HTTP routes (``edgekv.http.validation``
 delegates here and turns :class:`Refused` into its ``ApiError``), pull
 streams from peers (each decoded batch, before anything of it is applied)
-and the PostgreSQL upstream (each pulled page). A replicated change is held
-to what the HTTP API would have accepted from a client, so whatever a peer
-or an upstream row holds, every node can list it, serve it (metadata goes
-into a response header) and delete it.
+and the PostgreSQL upstream (each pulled row, and each row a strong operation
+reads). A replicated change is held to what the HTTP API would have accepted
+from a client, so whatever a peer or an upstream row holds, every node can
+list it, serve it (metadata goes into a response header) and delete it.
 
 Free of I/O and of the node's configuration: the configurable sizes come in
 a :class:`Limits`. The checks of one change cost about a microsecond, next
@@ -23,7 +23,6 @@ from typing import Protocol
 
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, MAX_Y_STATE_BYTES
-from edgekv_replication.envelope import MAX_BATCH_CHANGES
 
 NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """A namespace (and a document collection) name."""
@@ -69,8 +68,8 @@ class Refused(ValueError):
     """Data that breaks a limit; ``code`` names the rule.
 
     For what the API checks too, the code is the API's (``edgekv_replication.codes``);
-    ``invalid_change`` and ``batch_too_large`` name rules only replicated data
-    can break (they appear in logs and a link's ``last_error``, never in an answer).
+    ``invalid_change`` names rules only replicated data can break (it appears in
+    logs and a link's ``last_error``, never in an answer).
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -248,13 +247,10 @@ def _check_document_change(
 def check_changes(changes: Sequence[Change], limits: Limits) -> None:
     """Check a batch of replicated changes: all of them are valid, or none is taken.
 
-    The refusal names the first bad change (its position, namespace and key).
+    The refusal names the first bad change (its position, namespace and key). How many
+    changes a batch holds is bounded before this, as the envelope is decoded
+    (:data:`~edgekv_replication.envelope.MAX_BATCH_CHANGES`).
     """
-    if len(changes) > MAX_BATCH_CHANGES:
-        raise Refused(
-            "batch_too_large",
-            f"a batch of {len(changes)} changes; at most {MAX_BATCH_CHANGES} are taken",
-        )
     # The common case in one pass of inline tests (a call per check would cost
     # more than the checks); anything it does not plainly pass -- a document
     # change, or a bad one -- goes through check_change, which says what is wrong.

@@ -299,9 +299,14 @@ class ServeSession:
         return Batch(cursor, cursor, (), wall_ms, self.deferral.durable(cursor), mark)
 
 
+def stamp_too_far_ahead(hlc: int, local_wall_ms: int, max_offset_ms: int) -> bool:
+    """Whether a stamp is further ahead of our clock than we accept (or follow) yet."""
+    return (hlc >> COUNTER_BITS) > local_wall_ms + max_offset_ms
+
+
 def is_too_far_ahead(change: Change, local_wall_ms: int, max_offset_ms: int) -> bool:
     """Whether ``change`` is stamped further ahead of our clock than we accept yet."""
-    return (change.hlc >> COUNTER_BITS) > local_wall_ms + max_offset_ms
+    return stamp_too_far_ahead(change.hlc, local_wall_ms, max_offset_ms)
 
 
 @dataclass(frozen=True, slots=True)
