@@ -198,6 +198,13 @@ SETTINGS: tuple[Setting, ...] = (
         "seeds (false: a fixed topology such as a line or hub and spokes).",
     ),
     Setting(
+        "console",
+        bool,
+        True,
+        "Serve the operator web console at /ui/ (admin token) and keep the last hour of "
+        "this node's metrics for its charts (docs/console.md).",
+    ),
+    Setting(
         "advertise_url",
         str,
         None,
@@ -398,6 +405,7 @@ class Config:
     shutdown_timeout: float = 10.0
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True
+    console: bool = True
     advertise_url: str | None = None
     peer_stall_timeout: float = 30.0
     cluster_secret: str | None = None
