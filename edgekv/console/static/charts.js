@@ -39,8 +39,10 @@ export function lineChart({ title, times, series, unit = "" }) {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": title,
   });
   const known = series.flatMap((one) => one.values.filter((v) => v !== null));
-  const top = Math.max(1e-9, ...known, 0);
   const bottom = Math.min(0, ...known);
+  let top = Math.max(0, ...known);
+  if (top <= bottom) top = bottom + 1; // a flat series still gets a scale
+
   const first = times.length ? times[0] : 0;
   const last = times.length ? times[times.length - 1] : 1;
   const span = Math.max(last - first, 1);

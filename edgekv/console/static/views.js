@@ -20,6 +20,11 @@ export function h(tag, props = {}, ...children) {
   return element;
 }
 
+// replaceChildren, leaving out the parts a view did not show (null).
+function fill(element, ...children) {
+  element.replaceChildren(...children.filter((child) => child !== null && child !== undefined));
+}
+
 function errorLine(error) {
   const text = error instanceof ApiError ? error.message : String(error);
   return h("p", { className: "error", role: "alert" }, text);
@@ -233,7 +238,7 @@ export async function keysView(root, signal, params) {
         h("td", {}, h("a", { href: "#", onclick: (event) => { event.preventDefault(); open(ns, key.name); } }, key.name)),
         h("td", {}, key.expiration ? new Date(key.expiration * 1000).toISOString() : ""),
         h("td", {}, key.metadata ? JSON.stringify(key.metadata) : "")));
-      results.replaceChildren(
+      fill(results,
         h("table", { id: "keys" }, h("thead", {}, h("tr", {}, h("th", {}, "key"), h("th", {}, "expires"), h("th", {}, "metadata"))),
           h("tbody", {}, rows)),
         rows.length ? null : h("p", {}, "No keys."),
@@ -357,7 +362,7 @@ export async function documentsView(root, signal) {
       indexes.replaceChildren(h("p", {}, "Indexes: ",
         declared.indexes.length ? declared.indexes.map((i) => i.field).join(", ") : "none"));
       const fields = [...new Set(page.documents.flatMap((d) => Object.keys(d.doc)))].slice(0, 8);
-      results.replaceChildren(h("table", { id: "documents" },
+      fill(results, h("table", { id: "documents" },
         h("thead", {}, h("tr", {}, h("th", {}, "id"), ...fields.map((f) => h("th", {}, f)))),
         h("tbody", {}, page.documents.map((d) => h("tr", { className: "doc-row", dataset: { id: d.id } },
           h("td", {}, h("a", { href: "#", onclick: (event) => { event.preventDefault(); open(collection, d.id); } }, d.id)),
@@ -389,6 +394,13 @@ export async function feedView(root, signal) {
   const prefixInput = h("input", { id: "feed-prefix", placeholder: "key prefix" });
   const list = h("tbody", {});
   let newest = 0;
+  // Origins by name: the members as this node knows them (ids stay as a tooltip).
+  const names = new Map();
+  try {
+    const status = await api(paths.status);
+    names.set(status.node.node_id, status.node.name);
+    for (const member of status.members) if (member.node_id) names.set(member.node_id, member.name);
+  } catch { /* ids alone, then */ }
   const form = h("form", { id: "feed-filter", onsubmit: (event) => { event.preventDefault(); newest = 0; refresh(); } },
     nsInput, prefixInput, h("button", { type: "submit" }, "Filter"));
   root.replaceChildren(h("div", { id: "feed" },
@@ -411,7 +423,7 @@ export async function feedView(root, signal) {
         h("td", {}, new Date(wall).toLocaleTimeString()),
         h("td", {}, change.op), h("td", {}, change.ns), h("td", {}, change.key),
         h("td", { className: change.preview_kind === "hex" ? "hex" : "" }, value),
-        h("td", {}, change.origin));
+        h("td", { title: change.origin }, names.get(change.origin) ?? change.origin));
       }));
       newest = Math.max(newest, ...page.changes.map((c) => c.seq));
     } catch (error) {
