@@ -183,6 +183,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "console",
+        bool,
+        True,
+        "Serve the operator web console at /ui/ (admin token) and keep the last hour of "
+        "this node's metrics for its charts (docs/console.md).",
+    ),
+    Setting(
         "peer",
         str,
         (),
@@ -196,13 +203,6 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "Replicate with every member learned from peers (true), or only with the --peer "
         "seeds (false: a fixed topology such as a line or hub and spokes).",
-    ),
-    Setting(
-        "console",
-        bool,
-        True,
-        "Serve the operator web console at /ui/ (admin token) and keep the last hour of "
-        "this node's metrics for its charts (docs/console.md).",
     ),
     Setting(
         "advertise_url",
@@ -403,9 +403,9 @@ class Config:
     read_cache_entries: int = 100_000
     bookmark_timeout: float = 2.0
     shutdown_timeout: float = 10.0
+    console: bool = True
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True
-    console: bool = True
     advertise_url: str | None = None
     peer_stall_timeout: float = 30.0
     cluster_secret: str | None = None
