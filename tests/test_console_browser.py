@@ -272,3 +272,55 @@ def test_charts_draw_the_sampled_metrics(page: Page, cluster: Cluster) -> None:
     expect(reads).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+ L"))
     expect(page.locator("path[data-series=n1]")).to_have_count(1)
     _screenshot(page, "charts")
+
+
+def test_cluster_view_stays_readable_at_48_members(page: Page, cluster: Cluster) -> None:
+    """Layout at fleet size: the real node's status document, its member rows multiplied.
+
+    Forty-eight PoPs are more processes than a test machine holds, so the page
+    gets n0's own answer with 48 rows made from its real ones (same fields), in
+    six regions, three of them down and some lagging.
+    """
+    status = json.loads(cluster.nodes[0].request("GET", "/v1/cluster/status").body)
+    template = next(m for m in status["members"] if m["state"] == "up")
+    regions = ["fra", "ams", "lhr", "iad", "sfo", "nrt"]
+    members = []
+    for i in range(48):
+        region, index = regions[i % 6], i // 6 + 1
+        down = i in (7, 20, 33)
+        members.append(
+            {
+                **template,
+                "node_id": f"{i:016x}",
+                "name": f"{region}-{index}",
+                "url": f"https://{region}-{index}.edge.example:8787",
+                "state": "down" if down else "up",
+                "lag_changes": 1200 if down else i % 5,
+                "lag_ms": 90_000 if down else 20 + i * 3,
+                "last_error": "ClientConnectorError: connection refused" if down else None,
+            }
+        )
+    status["members"] = members
+    page.route(
+        "**/v1/cluster/status",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(status)
+        ),
+    )
+    page.goto(page.url.split("#")[0] + "#cluster")
+    page.reload()
+    rows = page.locator("#members tr.member")
+    expect(rows).to_have_count(48, timeout=WAIT_MS)
+    regions_shown = page.locator("#members tr.region th")
+    expect(regions_shown).to_have_count(6)
+    # Regions with a down member first; within a region, the down member first.
+    first_rows = rows.evaluate_all("rows => rows.slice(0, 3).map(r => r.dataset.state)")
+    assert first_rows[0] == "down"
+    down_names = page.locator("#members tr.member[data-state=down]").evaluate_all(
+        "rows => rows.map(r => r.dataset.name)"
+    )
+    assert sorted(down_names) == sorted(m["name"] for m in members if m["state"] == "down")
+    assert len(down_names) == 3
+    # One screen wide: nothing scrolls sideways.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    _screenshot(page, "cluster-48")

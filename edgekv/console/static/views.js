@@ -40,6 +40,14 @@ function ago(ms) {
 
 // ---- cluster -------------------------------------------------------------
 
+function duration(ms) {
+  if (ms === null || ms === undefined) return "–";
+  const size = Math.abs(ms);
+  if (size < 10_000) return `${Math.round(ms)} ms`;
+  if (size < 120_000) return `${Math.round(ms / 1000)} s`;
+  return `${Math.round(ms / 60_000)} min`;
+}
+
 // A member's region: its name up to the last "-" ("fra-1" is in "fra",
 // "eu-west-2" in "eu-west"); a name without one has no region.
 export function regionOf(name) {
@@ -74,12 +82,12 @@ export function groupMembers(members) {
 function memberRow(member) {
   return h("tr", { className: `member state-${member.state}`,
     dataset: { state: member.state, name: member.name, node: member.node_id ?? "" } },
-  h("td", {}, member.name || "(seed)", h("div", { className: "sub" }, member.url)),
+  // One line a member (the URL as a tooltip), so 48 and more fit a screen or two.
+  h("td", { title: member.url }, member.name || member.url),
   h("td", {}, h("span", { className: `badge ${member.state}` }, member.state)),
   h("td", { className: "num" }, formatNumber(member.lag_changes)),
-  h("td", { className: "num" }, member.lag_ms === null ? "–" : `${formatNumber(member.lag_ms)} ms`),
-  h("td", { className: "num" },
-    member.clock_offset_ms === null ? "–" : `${formatNumber(member.clock_offset_ms)} ms`),
+  h("td", { className: "num" }, duration(member.lag_ms)),
+  h("td", { className: "num" }, duration(member.clock_offset_ms)),
   h("td", {}, ago(member.last_contact_ms)),
   h("td", { className: "last-error" }, member.last_error || ""));
 }
