@@ -136,11 +136,12 @@ export async function clusterView(root, signal) {
   const render = async () => {
     try {
       const status = await api(paths.status);
+      if (signal.aborted) return; // answered after the operator moved to another view
       document.getElementById("node-name").textContent = status.node.name;
       root.replaceChildren(renderCluster(status),
         h("p", { className: "sub" }, `updated ${new Date().toLocaleTimeString()}`));
     } catch (error) {
-      root.replaceChildren(errorLine(error));
+      if (!signal.aborted) root.replaceChildren(errorLine(error));
     }
   };
   await render();
@@ -158,6 +159,7 @@ export async function chartsView(root, signal) {
   const render = async () => {
     try {
       const history = await api(paths.history);
+      if (signal.aborted) return;
       const t = history.t;
       const peers = Object.entries(history.lag_ms).map(([id, peer]) =>
         ({ name: peer.name || id, values: peer.values }));
@@ -176,7 +178,7 @@ export async function chartsView(root, signal) {
         lineChart({ title: "Database size", times: t, unit: "B",
           series: [{ name: "database and WAL", values: history.db_bytes }] })));
     } catch (error) {
-      root.replaceChildren(errorLine(error));
+      if (!signal.aborted) root.replaceChildren(errorLine(error));
     }
   };
   await render();
