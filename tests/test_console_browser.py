@@ -150,6 +150,17 @@ def test_key_browser_prefix_search_and_binary_and_json_values(page: Page, cluste
     expect(page.locator("#edit")).to_have_count(0)  # binary is not edited as text
     _screenshot(page, "keys-hex")
 
+    # A large value: the first 64 KiB shown, the whole value behind the download link.
+    big = bytes(range(256)) * 800  # 200 KiB
+    cluster.put(0, "shop", "big", big)
+    page.click("#key-search button[type=submit]")
+    page.click("#keys tr.key-row[data-key=big] a")
+    expect(page.locator("#truncated")).to_contain_text("first 64.0 KiB shown")
+    assert page.inner_text("#value-text").count("\n") + 1 == 64 * 1024 // 16
+    with page.expect_download() as download:
+        page.click("#download")
+    assert Path(download.value.path()).read_bytes() == big
+
     page.click("#keys tr.key-row[data-key=config] a")
     expect(page.locator("#value-kind")).to_have_text("json")
     assert json.loads(page.inner_text("#value-text")) == config

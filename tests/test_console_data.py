@@ -12,6 +12,7 @@ import pytest
 from edgekv.auth import new_token, token_toml
 from edgekv.console.sampler import History, request_totals
 from edgekv.http.admin_routes import PREVIEW_BYTES
+from edgekv.http.console_routes import FILES
 from edgekv.store.kv import Write
 from edgekv.store.store import Store
 from testkit.processes import NodeProcess
@@ -161,3 +162,10 @@ def test_a_node_with_the_console_off_serves_none_of_it(
 ) -> None:
     node = start_node(args=["--console", "false"])
     assert_error(node.request("GET", path), "not_found")
+
+
+def test_the_console_serves_exactly_the_files_it_ships() -> None:
+    static = Path(__file__).resolve().parent.parent / "edgekv" / "console" / "static"
+    assert set(FILES) == {path.name for path in static.iterdir()}
+    pyproject = (static.parent.parent.parent / "pyproject.toml").read_text()
+    assert '"console/static/*"' in pyproject  # shipped as package data
