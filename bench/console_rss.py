@@ -93,6 +93,12 @@ def main() -> None:
                     measure(Path(scratch), console, round_no, args.open_seconds)
                 )
 
+    for console in (True, False):
+        per_round = ", ".join(
+            f"{r['idle_rss'] / MIB:.2f} MiB {r['gets_per_s']:.0f} GET/s" for r in results[console]
+        )
+        print(f"console {'on ' if console else 'off'}: {per_round}")
+
     def median(console: bool, name: str) -> float:
         return statistics.median(r[name] for r in results[console])
 

@@ -4,7 +4,7 @@ A background task reads counters the node keeps anyway (request tallies in
 :class:`~edgekv.metrics.Metrics`, the replication ``applied`` counter, each
 link's lag, the held-back count, the database size) every
 :data:`SAMPLE_INTERVAL` seconds into fixed-size arrays: nothing is added to the
-request path, and the history costs a few KiB plus 2.9 KiB per peer, whether
+request path, and the history costs a few KiB plus 2.8 KiB per peer, whether
 or not anyone looks at it.
 """
 
