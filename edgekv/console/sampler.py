@@ -98,7 +98,8 @@ class History:
             range(start, start + self.count) if start + self.count <= self.capacity
             else [*range(start, self.capacity), *range(self._next)]
         )  # fmt: skip
-        return [None if math.isnan(column[i]) else column[i] for i in indices]
+        # Rounded: float32's 3.4000000953674316 is 3.4 to a chart, and a third of the JSON.
+        return [None if math.isnan(column[i]) else round(column[i], 3) for i in indices]
 
     def document(self) -> dict[str, Any]:
         """The history as JSON: oldest sample first; null where a value was unknown."""
