@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,10 @@ from playwright.sync_api import Browser, Page, expect
 
 from testkit.browser import chromium
 from testkit.cluster import Cluster
+from testkit.pg import via
 from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
+from testkit.security import Security
 from testkit.waiting import wait_for
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img" / "console"
@@ -123,7 +126,7 @@ def test_key_browser_prefix_search_and_binary_and_json_values(page: Page, cluste
         cluster.put(0, "shop", key, f"value of {key}".encode())
     cluster.put(0, "shop", "blob", bytes(range(256)) * 4)
     config = {"plan": "pro", "limits": {"rps": 100}}
-    cluster.put(0, "shop", "config", json.dumps(config).encode())
+    cluster.put(0, "shop", "config", json.dumps(config).encode(), "?expiration=4102444800")
 
     page.goto(page.url.split("#")[0] + "#keys")
     ns_link = page.locator("a.ns-link[data-ns=shop]")
@@ -167,6 +170,7 @@ def test_key_browser_prefix_search_and_binary_and_json_values(page: Page, cluste
     expect(page.locator("#value-text")).to_contain_text('  "plan": "pro"')  # pretty-printed
     version = cluster.nodes[0].request("GET", "/v1/kv/shop/config").headers["ETag"].strip('"')
     expect(page.locator("#value-version")).to_have_text(version)
+    expect(page.locator("#value-expiration")).to_have_text("2100-01-01T00:00:00.000Z")
     _screenshot(page, "keys-json")
 
 
@@ -335,3 +339,26 @@ def test_cluster_view_stays_readable_at_48_members(page: Page, cluster: Cluster)
     # One screen wide: nothing scrolls sideways.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     _screenshot(page, "cluster-48")
+
+
+def test_cluster_view_shows_the_upstream_and_its_outage(
+    browser: Browser,
+    start_node: Callable[..., NodeProcess],
+    pg_schema: str,
+    pg_proxy: TcpProxy,
+    tmp_path: Path,
+) -> None:
+    security = Security(tmp_path / "security")
+    upstream = ["--upstream", via(pg_proxy), "--upstream-schema", pg_schema]
+    node = security.starter(start_node)("up", upstream)
+    page = browser.new_page()
+    _log_in(page, node, security.token)
+    row = page.locator("#upstream tr.member")
+    expect(row).to_have_class(re.compile(r"state-up"), timeout=WAIT_MS)
+    expect(row).to_contain_text(f"127.0.0.1:{pg_proxy.port}")
+    pg_proxy.cut()
+    node.request("PUT", "/v1/kv/app/k", body=b"v")  # a change to push, into the outage
+    expect(row).to_have_class(re.compile(r"state-down"), timeout=WAIT_MS)
+    expect(row.locator(".last-error")).not_to_be_empty()
+    _screenshot(page, "cluster-upstream-down")
+    page.close()

@@ -274,7 +274,7 @@ export async function keysView(root, signal, params) {
           h("dt", {}, "version"), h("dd", { id: "value-version" }, version),
           h("dt", {}, "size"), h("dd", {}, formatNumber(bytes.length, "B")),
           h("dt", {}, "metadata"), h("dd", { id: "value-metadata" }, meta ?? "none"),
-          h("dt", {}, "expires"), h("dd", {}, expiration ? new Date(Number(expiration) * 1000).toISOString() : "never")),
+          h("dt", {}, "expires"), h("dd", { id: "value-expiration" }, expiration ? new Date(Number(expiration) * 1000).toISOString() : "never")),
         h("p", {}, h("span", { className: "badge", id: "value-kind" }, shown.kind), " ",
           shown.truncated ? h("span", { id: "truncated" }, `first ${formatNumber(SHOWN_BYTES, "B")} shown; `) : null,
           download),
