@@ -362,3 +362,39 @@ def test_cluster_view_shows_the_upstream_and_its_outage(
     expect(row.locator(".last-error")).not_to_be_empty()
     _screenshot(page, "cluster-upstream-down")
     page.close()
+
+
+def test_in_protected_mode_the_console_needs_no_token(
+    browser: Browser, start_node: Callable[..., NodeProcess]
+) -> None:
+    node = start_node("protected", ["--node-name", "fra-1"])  # no tokens: loopback only
+    assert node.request("PUT", "/v1/kv/app/k", body=b"v").status == 200
+    page = browser.new_page()
+    page.goto(f"{node.url}/ui/")
+    page.click("#login button[type=submit]")  # the token field left empty
+    expect(page.locator(".this-node h2")).to_have_text("This node: fra-1", timeout=WAIT_MS)
+    expect(page.locator("#members tr.member")).to_have_count(0)
+    assert page.evaluate("sessionStorage.getItem('edgekv.token')") == ""
+    page.goto(f"{node.url}/ui/#keys?ns=app")
+    expect(page.locator("#keys tr.key-row[data-key=k]")).to_have_count(1, timeout=WAIT_MS)
+    page.close()
+
+
+def test_keys_and_values_are_shown_as_text_never_as_markup(page: Page, cluster: Cluster) -> None:
+    hostile = '<img src=x onerror="window.pwned=1">'
+    node = cluster.nodes[0]
+    path = "/v1/kv/xss/" + "%3Cimg%20src%3Dx%20onerror%3D%22window.pwned%3D1%22%3E"
+    answer = node.request("PUT", path, body=hostile.encode())
+    assert answer.status == 200, answer.body
+    page.goto(page.url.split("#")[0] + "#keys?ns=xss")
+    row = page.locator("#keys tr.key-row")
+    expect(row).to_have_count(1, timeout=WAIT_MS)
+    expect(row).to_have_attribute("data-key", hostile)
+    row.locator("a").click()
+    expect(page.locator("#value-text")).to_have_text(hostile)
+    page.goto(page.url.split("#")[0] + "#feed")
+    expect(page.locator("#changes tr.change", has_text=hostile).first).to_be_visible(
+        timeout=WAIT_MS
+    )
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#view img").count() == 0
