@@ -183,6 +183,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "console",
+        bool,
+        True,
+        "Serve the operator web console at /ui/ (admin token) and keep the last hour of "
+        "this node's metrics for its charts (docs/console.md).",
+    ),
+    Setting(
         "peer",
         str,
         (),
@@ -396,6 +403,7 @@ class Config:
     read_cache_entries: int = 100_000
     bookmark_timeout: float = 2.0
     shutdown_timeout: float = 10.0
+    console: bool = True
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True
     advertise_url: str | None = None

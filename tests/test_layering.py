@@ -62,6 +62,7 @@ LAYER_OF = {
     "edgekv.documents.*": "services",
     "edgekv.node": "node",
     "edgekv.http.*": "http",
+    "edgekv.console.*": "http",
     "edgekv.server": "server",
     "edgekv.cli": "cli",
     "edgekv.__main__": "cli",

@@ -25,9 +25,10 @@ from aiohttp import HttpVersion11, web
 from aiohttp.hdrs import EXPECT, HOST, ORIGIN
 
 from edgekv.auth import OPEN_ACCESS
+from edgekv.console.sampler import Sampler
 from edgekv.documents import compaction as doc_compaction
 from edgekv.documents.query import QueryError
-from edgekv.http import cluster_routes, doc_routes, kv_routes
+from edgekv.http import admin_routes, cluster_routes, console_routes, doc_routes, kv_routes
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
 from edgekv.http.errors import ApiError, error_response, from_http_exception
@@ -258,6 +259,13 @@ def create_app(node: Node) -> web.Application:
         *_route_defs(cluster_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.peer_routes, Access.PEER),
     ]
+    if node.config.console:  # the web console (docs/console.md) and its admin routes
+        routes += [
+            *_route_defs(console_routes.routes, Access.PUBLIC),
+            *_route_defs(admin_routes.routes, Access.CLIENT),
+        ]
+        sampler = app[admin_routes.SAMPLER] = Sampler(node)
+        app.cleanup_ctx.append(sampler.running)
     for method, path, handler, access in routes:
         wrapped = _endpoint(node, handler, _PATTERN.sub(r"{\1}", path), access)
         if method == "GET":

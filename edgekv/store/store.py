@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from edgekv.store.browse import Browse
 from edgekv.store.cache import ReadCache
 from edgekv.store.changelog import ChangeLog
 from edgekv.store.database import Database, NodeIdentity
@@ -78,6 +79,8 @@ class Store:
         self.kv = KeyValues(database.reader, self.writer, self.cache, node_id)
         self.log = ChangeLog(database.reader, self.documents)
         self.peers = PeerState(database.reader, self.writer)
+        self.browse = Browse(database.reader)
+        """Bounded read-only views for the operator console."""
         self.merger = Merger(self.writer, self.documents, self.peers, node_id, merge_statement)
         self.origin_marks = OriginMarks(self.clock, self.writer.seq, valid=database.clean)
         """Marks of this node's own writes for its pull streams."""
