@@ -1,11 +1,24 @@
 // Real `edgekv serve` processes for the tests: started here, on free ports, with
-// tokens and a cluster secret (as a deployment runs), and stopped when a test file ends.
+// tokens and a cluster secret (as a deployment runs), and killed when the test file's process exits.
 import { spawn, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after } from "node:test";
+
+// Cleanup runs when the test file's process exits (synchronously): node:test's `after`
+// would stop a node started in a `before` hook as soon as that hook ends.
+const cleanups = [];
+const after = (cleanup) => cleanups.unshift(cleanup);
+process.on("exit", () => {
+  for (const cleanup of cleanups) {
+    try {
+      cleanup();
+    } catch (error) {
+      console.error("cleanup failed:", error);
+    }
+  }
+});
 
 const PYTHON = process.env.PYTHON ?? "python3";
 export const PG_DSN = process.env.EDGEKV_TEST_PG_DSN ?? "postgresql://postgres@127.0.0.1:5432/test";
@@ -58,6 +71,10 @@ export async function startNode(creds, name, args = []) {
   const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
   try {
     const { url, nodeId } = await ready;
+    // The node must not keep the test process alive: it is killed when that process exits.
+    child.unref();
+    child.stdout.unref();
+    child.stderr.unref();
     return { url, nodeId, token: creds.token, readToken: creds.readToken, stop, output: () => output };
   } finally {
     clearTimeout(timer);
