@@ -92,22 +92,22 @@ export class Collection<T = JsonObject> {
   }
 
   /** Replace the document (creating it). Retried like a put: a replace applied twice gives the same document. */
-  put(id: string, doc: T, options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
+  async put(id: string, doc: T, options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
     return this.#write("PUT", id, doc, "application/json", options.signal);
   }
 
   /** Apply an RFC 7386 merge patch (null removes a field); `NotFound` when the document does not exist. */
-  patch(id: string, patch: Partial<T> | JsonObject, options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
+  async patch(id: string, patch: Partial<T> | JsonObject, options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
     return this.#write("PATCH", id, patch, "application/merge-patch+json", options.signal);
   }
 
   /** Delete the document (succeeds when absent). */
-  delete(id: string, options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
+  async delete(id: string, options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
     return this.#transport.json({ method: "DELETE", path: this.#path(id), idempotent: true, signal: options.signal });
   }
 
   /** One page of the documents matching every filter of `where`. */
-  queryPage(options: QueryOptions = {}): Promise<DocumentPage<T>> {
+  async queryPage(options: QueryOptions = {}): Promise<DocumentPage<T>> {
     const pairs: [string, unknown][] = filters(options.where).map((text) => ["where", text]);
     pairs.push(["order_by", options.orderBy], ["limit", options.limit], ["cursor", options.cursor]);
     return this.#transport.json({ method: "GET", path: this.#base + query(pairs), idempotent: true, signal: options.signal });
@@ -129,7 +129,7 @@ export class Collection<T = JsonObject> {
   }
 
   /** Declare an index on `field` (a dotted path) at this PoP, for queries to use (admin scope). */
-  createIndex(field: string, options: { signal?: AbortSignal } = {}): Promise<Index> {
+  async createIndex(field: string, options: { signal?: AbortSignal } = {}): Promise<Index> {
     const call = { method: "POST", path: `${this.#base}/_indexes`, headers: { "content-type": "application/json" }, body: JSON.stringify({ field }), idempotent: true, signal: options.signal };
     return this.#transport.json(call);
   }

@@ -116,6 +116,9 @@ async function decode(source: Response | Uint8Array<ArrayBuffer>, type: ValueTyp
   return type === "json" ? source.json() : source.text();
 }
 
+/** What the transport reads: JSON is read as text and parsed by the caller, outside retries. */
+const textFor = (type: ValueType | undefined): ValueType | undefined => (type === "json" ? "text" : type);
+
 export class Namespace {
   readonly name: string;
   readonly #transport: Transport;
@@ -152,7 +155,8 @@ export class Namespace {
       return values;
     }
     try {
-      return await this.#transport.run(this.#getCall(key, options), (response) => decode(response, options.type));
+      const value = await this.#transport.run(this.#getCall(key, options), (response) => decode(response, textFor(options.type)));
+      return options.type === "json" ? JSON.parse(value as string) : value;
     } catch (error) {
       if (error instanceof NotFound) return null;
       throw error;
@@ -190,18 +194,20 @@ export class Namespace {
       return values;
     }
     try {
-      return await this.#transport.run(this.#getCall(key, options), async (response) => {
+      const entry = await this.#transport.run(this.#getCall(key, options), async (response) => {
         const headers = response.headers;
         const metadata = headers.get("edgekv-metadata");
         const expiration = headers.get("edgekv-expiration");
         return {
-          value: await decode(response, options.type),
+          value: await decode(response, textFor(options.type)),
           metadata: metadata ? JSON.parse(metadata) : null,
           cacheStatus: null,
           version: headers.get("etag")?.replace(/"/g, "") ?? null,
           expiration: expiration ? Number(expiration) : null,
         };
       });
+      if (options.type === "json") entry.value = JSON.parse(entry.value as string);
+      return entry;
     } catch (error) {
       if (error instanceof NotFound) return result(null);
       throw error;
@@ -210,17 +216,25 @@ export class Namespace {
 
   /** Write `value` (text as UTF-8, bytes, or a stream); answers its bookmark and version. */
   put(key: string, value: PutValue, options: PutOptions = {}): Written {
-    const headers: Record<string, string> = { "content-type": "application/octet-stream", ...conditions(options) };
-    if (options.metadata != null) headers["EdgeKV-Metadata"] = asciiJson(options.metadata);
-    const body = value instanceof ReadableStream || typeof value === "string" ? value : bytesOf(value);
-    const path = keyPath(this.name, key) + query([["ttl", options.expirationTtl], ["expiration", options.expiration]]);
-    return this.#transport.json<WriteResult>({ method: "PUT", path, headers, body, idempotent: !isConditional(headers), signal: options.signal }) as Written;
+    return this.#put(key, value, options) as Written;
   }
 
   /** Delete `key` (succeeds when absent: the delete wins over older writes replicating in). */
   delete(key: string, options: DeleteOptions = {}): Written {
+    return this.#delete(key, options) as Written;
+  }
+
+  async #put(key: string, value: PutValue, options: PutOptions): Promise<WriteResult> {
+    const headers: Record<string, string> = { "content-type": "application/octet-stream", ...conditions(options) };
+    if (options.metadata != null) headers["EdgeKV-Metadata"] = asciiJson(options.metadata);
+    const body = value instanceof ReadableStream || typeof value === "string" ? value : bytesOf(value);
+    const path = keyPath(this.name, key) + query([["ttl", options.expirationTtl], ["expiration", options.expiration]]);
+    return this.#transport.json({ method: "PUT", path, headers, body, idempotent: !isConditional(headers), signal: options.signal });
+  }
+
+  async #delete(key: string, options: DeleteOptions): Promise<WriteResult> {
     const headers = conditions(options);
-    return this.#transport.json<WriteResult>({ method: "DELETE", path: keyPath(this.name, key), headers, idempotent: !isConditional(headers), signal: options.signal }) as Written;
+    return this.#transport.json({ method: "DELETE", path: keyPath(this.name, key), headers, idempotent: !isConditional(headers), signal: options.signal });
   }
 
   /** One page of live keys in byte order; pass `cursor` of one page to get the next. */
