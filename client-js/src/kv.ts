@@ -254,7 +254,7 @@ export class Namespace {
   }
 
   /** Apply up to 10 000 puts and deletes atomically (all or none); never retried. */
-  bulk(operations: BulkOperation[], options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
+  async bulk(operations: BulkOperation[], options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
     return this.#transport.json(this.#post("_bulk", { operations: operations.map(wireOperation) }, false, options.signal));
   }
 
@@ -262,7 +262,7 @@ export class Namespace {
    * Strong namespaces: check every condition, then apply every operation, in one
    * linearizable transaction; `PreconditionFailed` (its `details.failed` lists the keys) when one fails.
    */
-  transaction(operations: BulkOperation[], conditions: Condition[] = [], options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
+  async transaction(operations: BulkOperation[], conditions: Condition[] = [], options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
     return this.#transport.json(this.#post("_txn", { conditions, operations: operations.map(wireOperation) }, false, options.signal));
   }
 

@@ -112,9 +112,9 @@ export class Transport {
     }
     try {
       const response = await this.#fetch(this.#base + call.path, init);
-      if (response.status >= 400) throw await errorOf(response);
       const seen = this.bookmarks && response.headers.get(BOOKMARK_HEADER);
       if (seen) this.bookmarks!.add(seen);
+      if (response.status >= 400) throw await errorOf(response);
       return await read(response);
     } catch (error) {
       if (outer?.aborted) throw outer.reason; // the caller's own abort, as fetch would
