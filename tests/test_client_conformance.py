@@ -185,6 +185,8 @@ class Runner:
         if "current_version" in expect:
             assert isinstance(error, edgekv_client.PreconditionFailed)
             assert error.current_version == self.ref(expect["current_version"])
+        if "failed_keys" in expect:
+            assert [item["key"] for item in error.details["failed"]] == expect["failed_keys"]
 
     def check(self, step: dict[str, Any], expect: dict[str, Any], result: Any) -> None:
         if "save_version" in step:

@@ -113,6 +113,7 @@ class Runner {
         assert.ok(error instanceof PreconditionFailed);
         assert.equal(error.currentVersion, this.ref(expect.current_version));
       }
+      if ("failed_keys" in expect) assert.deepEqual(error.details.failed.map((f) => f.key), expect.failed_keys);
       return;
     }
     assert.ok(!("error" in expect), `expected ${expect.error}, got ${JSON.stringify(result)}`);

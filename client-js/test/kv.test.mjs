@@ -2,7 +2,7 @@
 // 0 bytes and 25 MiB values, streams, get-many past the node's answer budget.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
-import { EdgeKV, NotFound, TooLarge, ValueTooLargeError, InvalidKeyError, InvalidUnicodeError } from "../dist/index.js";
+import { EdgeKV, NotFound, TooLarge, ValueTooLargeError, InvalidKeyError, InvalidMetadataError, InvalidUnicodeError, MetadataTooLargeError } from "../dist/index.js";
 import { credentials, startNode } from "./nodes.mjs";
 
 const MiB = 1024 * 1024;
@@ -131,6 +131,9 @@ describe("put", () => {
     await ns.put("k", "v", { metadata: { emoji: "🚀", cjk: "漢字" } });
     assert.deepEqual((await ns.getWithMetadata("k")).metadata, { emoji: "🚀", cjk: "漢字" });
     await assert.rejects(ns.put("bad", "v", { metadata: { bad: "\ud800" } }), InvalidUnicodeError);
+    await assert.rejects(ns.put("bad", "v", { metadata: "not an object" }), InvalidMetadataError);
+    await assert.rejects(ns.put("bad", "v", { metadata: { big: "m".repeat(1100) } }), MetadataTooLargeError);
+    assert.equal(await ns.get("bad"), null);
   });
 });
 
