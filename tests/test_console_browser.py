@@ -2,13 +2,17 @@
 
 Against a real three-PoP cluster with tokens and a cluster secret; node n2 is
 cut off by its proxies, so n0's console shows it down. Each test saves a
-screenshot to docs/img/console/, which docs/console.md shows.
+screenshot: to docs/img/console/ (which docs/console.md shows) when
+EDGEKV_UPDATE_SCREENSHOTS=1, else to the session's temporary directory, so a
+test run leaves the working tree as it found it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from testkit.proxy import TcpProxy
 from testkit.security import Security
 from testkit.waiting import wait_for
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img" / "console"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img" / "console"
 WAIT_MS = 15_000
 """How long the page gets to show what a test waits for (polling, not sleeping)."""
 
@@ -77,8 +81,12 @@ def page(browser: Browser, cluster: Cluster) -> Iterator[Page]:
 
 
 def _screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    if os.environ.get("EDGEKV_UPDATE_SCREENSHOTS") == "1":
+        folder = DOCS_SCREENSHOTS
+    else:
+        folder = Path(tempfile.gettempdir()) / "edgekv-console-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def test_login_refuses_a_wrong_token_and_keeps_the_right_one_out_of_cookies(
