@@ -240,6 +240,23 @@ SETTINGS: tuple[Setting, ...] = (
         "PEM CA bundle that peers' certificates must chain to (default: system CAs).",
     ),
     Setting(
+        "rate_limit",
+        float,
+        0.0,
+        "Requests per second each token may make on average (0: no limit); a token's own "
+        "rate_limit overrides it. Over the limit a request gets 429 rate_limited with "
+        "Retry-After. Reloaded on SIGHUP.",
+        minimum=0,
+    ),
+    Setting(
+        "rate_limit_burst",
+        int,
+        0,
+        "Requests a token may make at once before rate_limit applies (0: one second's "
+        "worth of its rate).",
+        minimum=0,
+    ),
+    Setting(
         "max_clock_offset",
         float,
         0.5,
@@ -405,6 +422,8 @@ class Config:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    rate_limit: float = 0.0
+    rate_limit_burst: int = 0
     max_clock_offset: float = 0.5
     tombstone_horizon: float = 7 * 86400.0
     tombstone_gc_interval: float = 60.0

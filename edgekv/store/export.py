@@ -1,0 +1,89 @@
+"""Live key-value entries in ``(ns, key)`` order, a page at a time, for export.
+
+Pages are bounded in rows and in bytes of values, and each one resumes after
+the last ``(ns, key)`` of the one before, so an export of any size holds one
+page in memory. Namespaces starting with ``_edgekv.`` (the node's own, such
+as its runtime tokens) are never exported.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import NamedTuple
+
+from edgekv.store.kv import prefix_upper_bound
+
+RESERVED_PREFIX = "_edgekv."
+"""Namespaces the node keeps for itself; no client route reads or writes them."""
+
+_COLUMNS = "SELECT ns, key, value, metadata, expiration FROM kv"
+_LIVE = (
+    " value IS NOT NULL AND (expiration IS NULL OR expiration > ?)"
+    " AND substr(ns, 1, 8) != '_edgekv.'"
+)
+_ALL = _COLUMNS + " WHERE (ns, key) > (?, ?) AND" + _LIVE + " ORDER BY ns, key LIMIT ?"
+_ONE_NS = (
+    _COLUMNS
+    + " WHERE ns = ? AND key > ? AND key >= ? AND key < ? AND"
+    + _LIVE
+    + " ORDER BY ns, key LIMIT ?"
+)
+
+
+class ExportRow(NamedTuple):
+    """One live entry: namespace, key bytes, value, metadata JSON text, expiration."""
+
+    ns: str
+    key: bytes
+    value: bytes
+    metadata: str | None
+    expiration: int | None
+
+
+class ExportCursor:
+    """Walks the live entries of every namespace, or of one with a prefix, page by page."""
+
+    def __init__(
+        self,
+        reader: sqlite3.Connection,
+        namespace: str | None = None,
+        prefix: bytes = b"",
+        page_rows: int = 1000,
+        page_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        """Read with ``reader``; ``prefix`` only with ``namespace``."""
+        self._reader = reader
+        self._namespace = namespace
+        self._prefix = prefix
+        self._upper = prefix_upper_bound(prefix)
+        self._after: tuple[str, bytes] = (namespace or "", b"")
+        self._rows = page_rows
+        self._bytes = page_bytes
+        self.done = False
+
+    def next_page(self, now: float | None = None) -> list[ExportRow]:
+        """The next page of entries (empty once :attr:`done`)."""
+        if self.done:
+            return []
+        at = time.time() if now is None else now
+        ns, key = self._after
+        if self._namespace is None:
+            cursor = self._reader.execute(_ALL, (ns, key, at, self._rows))
+        else:
+            cursor = self._reader.execute(
+                _ONE_NS, (self._namespace, key, self._prefix, self._upper, at, self._rows)
+            )
+        page: list[ExportRow] = []
+        size = 0
+        for row in cursor:
+            page.append(ExportRow(*row))
+            size += len(row[2])
+            if size >= self._bytes:
+                break
+        cursor.close()
+        if len(page) < self._rows and size < self._bytes:
+            self.done = True
+        if page:
+            self._after = (page[-1].ns, page[-1].key)
+        return page
