@@ -252,7 +252,8 @@ SETTINGS: tuple[Setting, ...] = (
         "rate_limit_burst",
         int,
         0,
-        "Requests a token may make at once before rate_limit applies (0: one second's "
+        "Requests a token without a rate_limit of its own may make at once before rate_limit "
+        "applies (0, and for tokens with their own: one second's "
         "worth of its rate).",
         minimum=0,
     ),

@@ -1,9 +1,10 @@
 """Per-token request-rate limits: a token bucket per token.
 
-Each token may make ``rate`` requests per second on average and up to
-``burst`` at once (its own ``rate_limit``, else the node's ``rate_limit``;
-0 means no limit). A request over the limit is answered 429 ``rate_limited``
-with ``Retry-After``: the whole seconds until the bucket holds a request
+Each token may make ``rate`` requests per second on average (its own
+``rate_limit``, else the node's ``rate_limit``; 0 means no limit) and up to
+``rate_limit_burst`` at once when it has no rate of its own (else, and when
+``rate_limit_burst`` is 0, one second's worth, at least one request). A
+request over the limit is answered 429 ``rate_limited`` with ``Retry-After``: the whole seconds until the bucket holds a request
 again. Buckets are kept per token hash, so memory grows with the number of
 tokens that authenticated, never with the requests or unknown tokens.
 """
@@ -40,10 +41,12 @@ class RateLimiter:
 
     def retry_after(self, spec: TokenSpec) -> int | None:
         """Take one request from ``spec``'s bucket; None if allowed, else the seconds to wait."""
-        rate = self._rate if spec.rate_limit is None else spec.rate_limit
+        own = spec.rate_limit is not None
+        rate = spec.rate_limit if spec.rate_limit is not None else self._rate
         if rate <= 0:
             return None
-        capacity = float(self._burst) if self._burst > 0 else max(1.0, rate)
+        # The node's burst goes with the node's rate; a token's own rate bursts one second's worth.
+        capacity = float(self._burst) if self._burst > 0 and not own else max(1.0, rate)
         now = self._clock()
         bucket = self._buckets.get(spec.hash)
         if bucket is None:
