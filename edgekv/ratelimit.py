@@ -1,12 +1,14 @@
 """Per-token request-rate limits: a token bucket per token.
 
 Each token may make ``rate`` requests per second on average (its own
-``rate_limit``, else the node's ``rate_limit``; 0 means no limit) and up to
-``rate_limit_burst`` at once when it has no rate of its own (else, and when
-``rate_limit_burst`` is 0, one second's worth, at least one request). A
-request over the limit is answered 429 ``rate_limited`` with ``Retry-After``: the whole seconds until the bucket holds a request
-again. Buckets are kept per token hash, so memory grows with the number of
-tokens that authenticated, never with the requests or unknown tokens.
+``rate_limit``, else the node's ``rate_limit``; 0 means no limit). A token
+without a rate of its own may make up to ``rate_limit_burst`` requests at
+once; a token with one (and every token when ``rate_limit_burst`` is 0) one
+second's worth, at least one request. A request over the limit is answered
+429 ``rate_limited`` with ``Retry-After``: the whole seconds until the bucket
+holds a request again. Buckets are kept per token hash, so memory grows with
+the number of tokens that authenticated, never with the requests or with
+unknown tokens.
 """
 
 from __future__ import annotations
