@@ -38,4 +38,6 @@ def unpack(commit: str, dest: Path) -> dict[str, str]:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
     paths = [dest, dest / "replication", dest / "client"]
-    return {"PYTHONPATH": ":".join(str(path) for path in paths)}
+    # PYTHONSAFEPATH: `python -m` would otherwise put the working directory (this
+    # version's checkout, in a test run) ahead of PYTHONPATH.
+    return {"PYTHONPATH": ":".join(str(path) for path in paths), "PYTHONSAFEPATH": "1"}
