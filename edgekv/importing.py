@@ -22,8 +22,10 @@ import base64
 import binascii
 import json
 import os
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,8 @@ class Item:
     operation: dict[str, Any]
     size: int
     """Bytes of the file read up to and including this item (for progress)."""
+    encoded_bytes: int
+    """About the bytes of JSON the operation takes in a request (for batching)."""
 
 
 def ndjson_items(path: Path, namespace: str | None) -> Iterator[Item]:
@@ -71,7 +75,7 @@ def ndjson_items(path: Path, namespace: str | None) -> Iterator[Item]:
                 operation["metadata"] = entry["metadata"]
             if entry.get("expiration") is not None:
                 operation["expiration"] = entry["expiration"]
-            yield Item(number, ns, operation, done)
+            yield Item(number, ns, operation, done, len(raw))
 
 
 def workers_kv_items(path: Path, namespace: str) -> Iterator[Item]:
@@ -83,7 +87,8 @@ def workers_kv_items(path: Path, namespace: str) -> Iterator[Item]:
     if not isinstance(document, list):
         raise ImportFileError(f"{path}: a Workers KV bulk file is a JSON array")
     for number, entry in enumerate(document, start=1):
-        yield Item(number, namespace, _workers_kv_operation(number, entry), number)
+        operation = _workers_kv_operation(number, entry)
+        yield Item(number, namespace, operation, number, len(json.dumps(operation)))
 
 
 def _workers_kv_operation(number: int, entry: object) -> dict[str, Any]:
@@ -143,7 +148,7 @@ def batches(
         if isinstance(at, int) and at <= (time.time() if now is None else now) + 1:
             expired += 1
             continue
-        encoded = len(json.dumps(item.operation))
+        encoded = item.encoded_bytes
         if batch is not None and (
             batch.ns != item.ns
             or len(batch.operations) >= max_operations
@@ -186,3 +191,55 @@ class ProgressFile:
     def remove(self) -> None:
         """The import completed: a next run starts from the beginning."""
         self.path.unlink(missing_ok=True)
+
+
+class PipelinedSender:
+    """Sends batches from a thread of its own while the caller reads the next ones.
+
+    One request is in flight at a time and requests go in order, so the
+    progress file (saved after each acknowledged request) always names a prefix
+    of the file; reading and encoding the next batch overlaps the node's work
+    on the current one. After a failed request nothing more is sent, and
+    :meth:`submit` or :meth:`close` raises its error.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Batch], None],
+        progress: ProgressFile,
+        on_sent: Callable[[Batch], None],
+        depth: int = 2,
+    ) -> None:
+        """Send each batch with ``send``; record it in ``progress``; then ``on_sent``."""
+        self._send = send
+        self._progress = progress
+        self._on_sent = on_sent
+        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="import-sender", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain without sending: an earlier request failed
+            try:
+                self._send(batch)
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
+                continue
+            self._progress.save(batch.last)
+            self._on_sent(batch)
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` (waiting while ``depth`` are queued)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """Wait until every queued batch is sent; raise the error of a failed one."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error

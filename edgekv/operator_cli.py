@@ -147,13 +147,16 @@ def backup(url: str | None, token: str | None, data_dir: Path | None, out: Path)
 
 
 def _backup_remote(url: str, token: str | None, partial: Path) -> Any:
-    from edgekv.store.backup import copy_verified, read_manifest
+    from edgekv.store.backup import BackupError, copy_verified, parse_manifest
 
     with _bytes_bar() as bar:
         task = bar.add_task("snapshot", total=None)
         response = open_request(url, token, "GET", "/v1/admin/backup", timeout=3600.0)
         try:
-            manifest = read_manifest(response)
+            header = response.getheader("EdgeKV-Backup-Manifest")
+            if header is None:
+                raise BackupError("the node sent no EdgeKV-Backup-Manifest header")
+            manifest = parse_manifest(header)
             bar.update(task, description="backup", total=manifest.db_bytes)
             with partial.open("wb") as handle:
                 handle.write(manifest.line())
@@ -360,17 +363,22 @@ def import_(
     Example: edgekv import --format workers-kv --namespace flags export.json --url http://127.0.0.1:8787
     """
     from edgekv.importing import (
+        Batch,
         ImportFileError,
+        PipelinedSender,
         ProgressFile,
         batches,
         ndjson_items,
         workers_kv_items,
     )
+    from edgekv.operator_http import KeepAlive
 
     if file_format == "workers-kv" and namespace is None:
         raise click.UsageError("--format workers-kv needs --namespace")
     progress = ProgressFile(progress_file or file.with_name(file.name + ".progress"))
-    written = expired_total = 0
+    counts = {"written": 0, "skipped_expired": 0}
+    connection = KeepAlive(url, token)
+    stopped_at: int | None = None
     try:
         after = progress.done()
         if after:
@@ -384,28 +392,36 @@ def import_(
             total = float(sum(1 for _ in workers_kv_items(file, namespace)))
         with _stop_between_requests() as asked, _count_bar() as bar:
             task = bar.add_task("import", total=total)
-            for request, expired in batches(items, after, batch):
-                request_json(
-                    url,
-                    token,
-                    "POST",
-                    f"/v1/kv/{quote(request.ns, safe='')}/_bulk",
-                    {"operations": request.operations},
-                )
-                progress.save(request.last)
-                written += len(request.operations)
-                expired_total += expired
+
+            def send(request: Batch) -> None:
+                path = f"/v1/kv/{quote(request.ns, safe='')}/_bulk"
+                connection.post(path, request.body())
+
+            def sent(request: Batch) -> None:
+                counts["written"] += len(request.operations)
                 bar.update(task, completed=request.size)
-                if asked:
-                    click.echo(
-                        f"stopped after item {request.last}; run the command again to resume",
-                        err=True,
-                    )
-                    sys.exit(130)
+
+            sender = PipelinedSender(send, progress, sent)
+            try:
+                for request, expired in batches(items, after, batch):
+                    if asked:
+                        stopped_at = request.last - len(request.operations)
+                        break
+                    counts["skipped_expired"] += expired
+                    sender.submit(request)
+            finally:
+                sender.close()
     except (ImportFileError, OperatorError) as exc:
-        _fail(f"{exc} (written so far: {written}; run again to resume)")
+        _fail(f"{exc} (written so far: {counts['written']}; run again to resume)")
+    finally:
+        connection.close()
+    if stopped_at is not None:
+        click.echo(
+            f"stopped after item {progress.done()}; run the command again to resume", err=True
+        )
+        sys.exit(130)
     progress.remove()
-    click.echo(json.dumps({"written": written, "skipped_expired": expired_total}))
+    click.echo(json.dumps(counts))
 
 
 # -- runtime tokens ------------------------------------------------------------------

@@ -63,6 +63,46 @@ def request_json(
         response.close()
 
 
+class KeepAlive:
+    """One connection to a node, reused for request after request (an import's)."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 120.0) -> None:
+        """Talk to the node at ``url`` with ``token``."""
+        self._url = url
+        parts = urlsplit(url)
+        self._base = parts.path.rstrip("/")
+        host, port = parts.hostname or "127.0.0.1", parts.port
+        self._conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            context = ssl.create_default_context()
+            self._conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        else:
+            self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def post(self, path: str, body: bytes) -> Any:
+        """POST a JSON body; return the JSON answer of a 2xx, else raise OperatorError."""
+        try:
+            self._conn.request("POST", self._base + path, body=body, headers=self._headers)
+            response = self._conn.getresponse()
+            raw = response.read()
+        except OSError as exc:
+            self._conn.close()
+            raise OperatorError(f"cannot reach {self._url}: {exc}") from None
+        except http.client.HTTPException as exc:
+            self._conn.close()
+            raise OperatorError(f"{self._url} broke the connection: {exc!r}") from None
+        if response.status >= 300:
+            raise OperatorError(_error_text(response.status, raw))
+        return json.loads(raw)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
 def _error_text(status: int, raw: bytes) -> str:
     try:
         error = json.loads(raw)["error"]

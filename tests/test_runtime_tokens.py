@@ -94,12 +94,16 @@ def test_token_revoked_at_one_pop_is_refused_at_every_pop(tmp_path: Path) -> Non
         made = a.request("POST", "/v1/admin/tokens", json_body={"name": "fn", "scopes": ["read:*"]})
         secret = made.json()["token"]
         assert b.request("PUT", "/v1/kv/s/k", body="v").status == 200
+
+        def answers(node: NodeProcess, status: int) -> Callable[[], bool]:
+            return lambda: _as(node, secret, "GET", "/v1/kv/s/k") == status
+
         for node in (a, b, c):
-            wait_for(lambda n=node: _as(n, secret, "GET", "/v1/kv/s/k") == 200, what="token")
+            wait_for(answers(node, 200), what="token")
         assert a.request("DELETE", f"/v1/admin/tokens/{made.json()['id']}").status == 200
         assert _as(a, secret, "GET", "/v1/kv/s/k") == 401
         for node in (b, c):
-            wait_for(lambda n=node: _as(n, secret, "GET", "/v1/kv/s/k") == 401, what="revoke")
+            wait_for(answers(node, 401), what="revoke")
         # No client token reads the tokens' namespace, even where it replicated to.
         assert c.request("GET", f"/v1/kv/{RESERVED}").status == 403
     finally:

@@ -2,8 +2,9 @@
 
 ``GET /v1/admin/backup`` snapshots the database on a thread of its own with
 SQLite's backup API (:mod:`edgekv.store.backup`) while the node goes on
-serving, then streams the backup file: its manifest line (checksum
-included), then the snapshot. ``GET /v1/admin/export`` streams live entries
+serving, then sends the snapshot (by sendfile) with its manifest, checksum
+included, in the ``EdgeKV-Backup-Manifest`` header: the backup file is that
+manifest's line followed by the body. ``GET /v1/admin/export`` streams live entries
 as NDJSON a page at a time. ``/v1/admin/tokens`` lists, creates and revokes
 the tokens kept in the node's database (:mod:`edgekv.runtime_tokens`).
 """
@@ -12,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import secrets
-from pathlib import Path
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -27,10 +32,11 @@ from edgekv.runtime_tokens import check_request, token_id
 from edgekv.store.backup import snapshot
 from edgekv.store.export import ExportCursor, ExportRow
 
+T = TypeVar("T")
 routes = web.RouteTableDef()
 """Client routes: a bearer token with the admin scope."""
 
-_CHUNK = 1024 * 1024
+MANIFEST_HEADER = "EdgeKV-Backup-Manifest"
 _BACKUP_LOCK = asyncio.Lock()
 """One backup at a time (per process): two would only share the disk."""
 
@@ -50,28 +56,49 @@ async def backup(request: web.Request) -> web.StreamResponse:
     temporary = db_path.with_name(f"{db_path.name}.backup-{secrets.token_hex(6)}")
     async with _BACKUP_LOCK:
         try:
-            manifest = await asyncio.to_thread(snapshot, db_path, temporary)
-            response = web.StreamResponse(
+            manifest = await _in_background_thread(snapshot, db_path, temporary)
+            # The snapshot goes out by sendfile, off the event loop's hands; the manifest,
+            # which heads the backup file, goes in a header.
+            response = web.FileResponse(
+                temporary,
                 headers={
                     "Content-Type": "application/octet-stream",
-                    "EdgeKV-Backup-Sha256": manifest.sha256,
-                }
+                    MANIFEST_HEADER: manifest.line().decode("ascii").strip(),
+                },
             )
-            line = manifest.line()
-            response.content_length = len(line) + manifest.db_bytes
             await response.prepare(request)
-            await response.write(line)
-            await _send_file(response, temporary)
-            await response.write_eof()
             return response
         finally:
             temporary.unlink(missing_ok=True)
 
 
-async def _send_file(response: web.StreamResponse, path: Path) -> None:
-    with path.open("rb") as handle:
-        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
-            await response.write(chunk)
+async def _in_background_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run ``function`` on a thread of its own at the lowest CPU priority (Linux threads
+    are scheduled one by one): a backup takes only what the node's own work leaves."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        with contextlib.suppress(OSError):  # not Linux: the same thread, unniced
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        try:
+            result = function(*args)
+        except BaseException as exc:  # handed to the waiting request
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=run, name="edgekv-backup", daemon=True).start()
+    return await done
+
+
+def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 def export_line(row: ExportRow) -> str:
