@@ -159,7 +159,7 @@ def import_rate(url: str, source: Path, ns: str, progress: Path) -> float:
     written = [0]
 
     def send(request: Batch) -> None:
-        connection.post(f"/v1/kv/{ns}/_bulk", request.body())
+        connection.send(*request.request())
 
     def sent(request: Batch) -> None:
         written[0] += len(request.operations)

@@ -1,19 +1,20 @@
 """Import files into a node in bulk requests, resumable after an interruption.
 
 Two formats: EdgeKV's own export (NDJSON, one entry per line: ``ns``,
-``key``, ``value`` in base64, ``metadata``, ``expiration``) and the JSON
+``key``, ``value`` in base64, ``metadata``, ``expiration``; or a document:
+``collection``, ``id``, ``document``) and the JSON
 array ``wrangler kv bulk put`` takes (``key``, ``value``, ``base64``,
 ``expiration``, ``expiration_ttl``, ``metadata``), for moving from Workers KV.
 
 Items are sent as bulk requests (``POST /v1/kv/{ns}/_bulk``) of consecutive
-items of one namespace. After each acknowledged request the progress file
-records the number of the last item it held (written to a new file and
-renamed over the old, so it is never half-written); a later run with the
-same progress file starts after it. Ctrl-C (SIGINT) or SIGTERM stops the
-import between requests, so an interrupted and resumed import sends each
-item once; only a hard kill during a request can send that request again
-(its writes are the same values again). The progress file is removed when
-the import completes.
+items of one namespace; a document as a PUT of its own. After each
+acknowledged request the progress file records the number of the last item
+it held (written to a new file and renamed over the old, so it is never
+half-written); a later run with the same progress file starts after it.
+Ctrl-C (SIGINT) or SIGTERM stops the import between requests, so an
+interrupted and resumed import sends each item once; only a hard kill during
+a request can send that request again (its writes are the same values
+again). The progress file is removed when the import completes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 """Most bytes of JSON one bulk request carries (well below max_request_bytes)."""
@@ -49,6 +51,11 @@ class Item:
     """Bytes of the file read up to and including this item (for progress)."""
     encoded_bytes: int
     """About the bytes of JSON the operation takes in a request (for batching)."""
+    kind: str = "kv"
+    """``kv`` (an operation of a bulk request) or ``document`` (a PUT of its own)."""
+
+
+DOCUMENT = "document"
 
 
 def ndjson_items(path: Path, namespace: str | None) -> Iterator[Item]:
@@ -63,6 +70,11 @@ def ndjson_items(path: Path, namespace: str | None) -> Iterator[Item]:
             number += 1
             try:
                 entry = json.loads(raw)
+                if "collection" in entry:  # a document: PUT whole, one request each
+                    collection = namespace or entry["collection"]
+                    document = {"id": entry["id"], "document": entry["document"]}
+                    yield Item(number, collection, document, done, len(raw), DOCUMENT)
+                    continue
                 ns = namespace or entry["ns"]
                 operation: dict[str, Any] = {
                     "op": "put",
@@ -121,17 +133,24 @@ def _workers_kv_operation(number: int, entry: object) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class Batch:
-    """Consecutive items of one namespace: one bulk request."""
+    """Consecutive items of one namespace: one bulk request (or one document's PUT)."""
 
     ns: str
+    kind: str = "kv"
     operations: list[dict[str, Any]] = field(default_factory=list)
     last: int = 0
     size: int = 0
     body_bytes: int = 0
 
-    def body(self) -> bytes:
-        """The bulk request's body."""
-        return json.dumps({"operations": self.operations}, separators=(",", ":")).encode()
+    def request(self) -> tuple[str, str, bytes]:
+        """The request that writes this batch: method, path and body."""
+        ns = quote(self.ns, safe="")
+        if self.kind == DOCUMENT:
+            (document,) = self.operations
+            path = f"/v1/docs/{ns}/{quote(document['id'], safe='')}"
+            return "PUT", path, json.dumps(document["document"], separators=(",", ":")).encode()
+        body = json.dumps({"operations": self.operations}, separators=(",", ":")).encode()
+        return "POST", f"/v1/kv/{ns}/_bulk", body
 
 
 def batches(
@@ -151,6 +170,8 @@ def batches(
         encoded = item.encoded_bytes
         if batch is not None and (
             batch.ns != item.ns
+            or batch.kind != item.kind
+            or item.kind == DOCUMENT
             or len(batch.operations) >= max_operations
             or batch.body_bytes + encoded > MAX_BATCH_BYTES
         ):
@@ -158,7 +179,7 @@ def batches(
             expired = 0
             batch = None
         if batch is None:
-            batch = Batch(item.ns)
+            batch = Batch(item.ns, item.kind)
         batch.operations.append(item.operation)
         batch.last, batch.size = item.number, item.size
         batch.body_bytes += encoded + 1

@@ -256,8 +256,14 @@ def restore(backup_file: Path, data_dir: Path, tombstone_horizon: float) -> None
 @click.command()
 @_url_option()
 @_token_option
-@click.option("--namespace", default=None, help="Only this namespace (default: every one).")
-@click.option("--prefix", default=None, help="Only keys starting with this (with --namespace).")
+@click.option(
+    "--namespace",
+    default=None,
+    help="Only this namespace and the collection of this name (default: every one).",
+)
+@click.option(
+    "--prefix", default=None, help="Only keys and ids starting with this (with --namespace)."
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -267,7 +273,8 @@ def restore(backup_file: Path, data_dir: Path, tombstone_horizon: float) -> None
 def export(
     url: str, token: str | None, namespace: str | None, prefix: str | None, out: Path | None
 ) -> None:
-    """Write every live key as NDJSON: ns, key, value (base64), metadata, expiration.
+    """Write every live key as NDJSON (ns, key, value in base64, metadata, expiration),
+    then every live document (collection, id, document).
 
     Streamed: memory stays constant however many keys there are.
 
@@ -394,8 +401,7 @@ def import_(
             task = bar.add_task("import", total=total)
 
             def send(request: Batch) -> None:
-                path = f"/v1/kv/{quote(request.ns, safe='')}/_bulk"
-                connection.post(path, request.body())
+                connection.send(*request.request())
 
             def sent(request: Batch) -> None:
                 counts["written"] += len(request.operations)

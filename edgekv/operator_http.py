@@ -82,10 +82,10 @@ class KeepAlive:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
 
-    def post(self, path: str, body: bytes) -> Any:
-        """POST a JSON body; return the JSON answer of a 2xx, else raise OperatorError."""
+    def send(self, method: str, path: str, body: bytes) -> Any:
+        """Send a JSON body; return the JSON answer of a 2xx, else raise OperatorError."""
         try:
-            self._conn.request("POST", self._base + path, body=body, headers=self._headers)
+            self._conn.request(method, self._base + path, body=body, headers=self._headers)
             response = self._conn.getresponse()
             raw = response.read()
         except OSError as exc:

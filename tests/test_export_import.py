@@ -71,20 +71,43 @@ def test_export_then_import_of_100000_keys_round_trips_byte_for_byte(
     assert answer.body == base64.b64decode(sample["value"])
 
 
-def test_export_filters_and_skips_the_reserved_namespace(
+def test_export_filters_hides_the_reserved_namespace_and_carries_documents(
     tmp_path: Path, start_node: Callable[..., NodeProcess]
 ) -> None:
     node = start_node("a")
     for key in ("p1", "p2", "q1"):
         assert node.request("PUT", f"/v1/kv/n1/{key}", body=key).status == 200
     assert node.request("PUT", "/v1/kv/n2/p1", body="x").status == 200
+    for doc_id, document in (("pdoc", {"a": 1, "t": "é"}), ("qdoc", {"b": [1, 2]})):
+        assert node.request("PUT", f"/v1/docs/n1/{doc_id}", json_body=document).status == 200
     node.request("POST", "/v1/admin/tokens", json_body={"name": "t", "scopes": ["admin"]})
     every = edgekv("export", "--url", node.url)
-    keys = [(json.loads(line)["ns"], json.loads(line)["key"]) for line in every.stdout.splitlines()]
-    assert keys == [("n1", "p1"), ("n1", "p2"), ("n1", "q1"), ("n2", "p1")]
+    lines = [json.loads(line) for line in every.stdout.splitlines()]
+    assert [(e.get("ns"), e.get("key")) for e in lines if "ns" in e] == [
+        ("n1", "p1"),
+        ("n1", "p2"),
+        ("n1", "q1"),
+        ("n2", "p1"),
+    ]
+    assert [(e["collection"], e["id"], e["document"]) for e in lines if "id" in e] == [
+        ("n1", "pdoc", {"a": 1, "t": "é"}),
+        ("n1", "qdoc", {"b": [1, 2]}),
+    ]
     some = edgekv("export", "--url", node.url, "--namespace", "n1", "--prefix", "p")
-    assert [json.loads(line)["key"] for line in some.stdout.splitlines()] == ["p1", "p2"]
+    assert [
+        json.loads(line).get("key") or json.loads(line)["id"] for line in some.stdout.splitlines()
+    ] == ["p1", "p2", "pdoc"]
     assert node.request("GET", "/v1/admin/export?prefix=p").status == 400
+    # Documents come back with the rest.
+    source = tmp_path / "all.ndjson"
+    source.write_text(every.stdout)
+    other = start_node("b")
+    imported = edgekv("import", str(source), "--url", other.url)
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["written"] == 6
+    assert other.request("GET", "/v1/docs/n1/qdoc").json()["doc"] == {"b": [1, 2]}
+    again = edgekv("export", "--url", other.url)
+    assert again.stdout == every.stdout
 
 
 def test_interrupted_import_resumes_and_writes_each_line_once(

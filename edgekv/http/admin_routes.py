@@ -30,7 +30,7 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.runtime_tokens import check_request, token_id
 from edgekv.store.backup import snapshot
-from edgekv.store.export import ExportCursor, ExportRow
+from edgekv.store.export import DocumentCursor, DocumentRow, ExportCursor, ExportRow
 
 T = TypeVar("T")
 routes = web.RouteTableDef()
@@ -113,7 +113,8 @@ def export_line(row: ExportRow) -> str:
 
 @routes.get("/v1/admin/export")
 async def export(request: web.Request) -> web.StreamResponse:
-    """Every live entry (of one namespace, with a prefix) as NDJSON, streamed page by page."""
+    """Every live entry, then every live document (of one namespace and the collection of
+    the same name, with a key or id prefix) as NDJSON, streamed page by page."""
     node = _admin(request)
     query = request.query
     namespace = query.get("namespace")
@@ -124,15 +125,29 @@ async def export(request: web.Request) -> web.StreamResponse:
         prefix = check.prefix(prefix_text, node.config)
     elif "prefix" in query:
         raise ApiError("invalid_parameter", "prefix needs namespace")
-    cursor = ExportCursor(node.store.database.reader, namespace, prefix)
+    reader = node.store.database.reader
+    cursor = ExportCursor(reader, namespace, prefix)
+    documents = DocumentCursor(reader, namespace, prefix.decode("utf-8"))
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     while not cursor.done:
         page = cursor.next_page()
         if page:
             await response.write("".join(map(export_line, page)).encode("utf-8"))
+    while not documents.done:
+        doc_page = documents.next_page()
+        if doc_page:
+            await response.write("".join(map(document_line, doc_page)).encode("utf-8"))
     await response.write_eof()
     return response
+
+
+def document_line(row: DocumentRow) -> str:
+    """One NDJSON line of an exported document: its JSON as stored (compact)."""
+    return (
+        f'{{"collection":{json.dumps(row.collection)},"id":{json.dumps(row.id)},'
+        f'"document":{row.json}}}\n'
+    )
 
 
 @routes.get("/v1/admin/tokens")
