@@ -510,6 +510,8 @@ def _check_consistency(config: Config) -> None:
     for ns in config.strong_namespaces:
         if not NAMESPACE.fullmatch(ns):
             raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
+        if ns.startswith("_edgekv."):
+            raise ConfigError(f"strong_namespaces: {ns!r} is reserved for the node itself")
     if config.cluster_secret is not None and not config.cluster_secret.strip():
         # An empty secret would match a peer request that carries none.
         raise ConfigError("cluster_secret must not be empty")

@@ -1,8 +1,13 @@
-"""The per-token token bucket."""
+"""The per-token token bucket, and the settings that feed it."""
 
 from __future__ import annotations
 
-from edgekv.auth import TokenSpec
+from pathlib import Path
+
+import pytest
+
+from edgekv.auth import TokenSpec, hash_token, new_token, parse_tokens, token_toml
+from edgekv.config import ConfigError, load_config
 from edgekv.ratelimit import RateLimiter
 
 
@@ -47,3 +52,24 @@ def test_buckets_are_per_token() -> None:
     assert limiter.retry_after(spec("a")) is None
     assert limiter.retry_after(spec("a")) == 1
     assert limiter.retry_after(spec("b")) is None
+
+
+def test_config_tokens_take_a_rate_limit_and_refuse_a_bad_one(tmp_path: Path) -> None:
+    token = new_token()
+    entry = {"name": "fn", "hash": hash_token(token), "scopes": ["read:x"], "rate_limit": 5}
+    (spec_,) = parse_tokens([entry])
+    assert spec_.rate_limit == 5.0
+    for bad in (-1, "5", True):
+        with pytest.raises(ValueError, match="rate_limit"):
+            parse_tokens([{**entry, "rate_limit": bad}])
+    config_file = tmp_path / "edgekv.toml"
+    config_file.write_text(token_toml("fn", token, ["read:x"]) + "rate_limit = 2.5\n")
+    # A top-level rate_limit after a [[tokens]] table belongs to that token in TOML.
+    (loaded,) = load_config(env={}, config_file=config_file).tokens
+    assert loaded.rate_limit == 2.5
+
+
+def test_reserved_namespaces_cannot_be_declared_strong() -> None:
+    env = {"EDGEKV_UPSTREAM": "postgresql://x/y", "EDGEKV_STRONG_NAMESPACES": "_edgekv.tokens"}
+    with pytest.raises(ConfigError, match="reserved"):
+        load_config(env=env)

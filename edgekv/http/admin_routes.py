@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,8 +38,8 @@ routes = web.RouteTableDef()
 """Client routes: a bearer token with the admin scope."""
 
 MANIFEST_HEADER = "EdgeKV-Backup-Manifest"
-_BACKUP_LOCK = asyncio.Lock()
-"""One backup at a time (per process): two would only share the disk."""
+_BACKUP_LOCKS: weakref.WeakKeyDictionary[Node, asyncio.Lock] = weakref.WeakKeyDictionary()
+"""One backup at a time per node: two would only share the disk."""
 
 
 def _admin(request: web.Request) -> Node:
@@ -54,7 +55,8 @@ async def backup(request: web.Request) -> web.StreamResponse:
     db_path = node.store.path
     # Next to the database: the same file system, which has room for a copy of it.
     temporary = db_path.with_name(f"{db_path.name}.backup-{secrets.token_hex(6)}")
-    async with _BACKUP_LOCK:
+    lock = _BACKUP_LOCKS.setdefault(node, asyncio.Lock())
+    async with lock:
         try:
             manifest = await _in_background_thread(snapshot, db_path, temporary)
             # The snapshot goes out by sendfile, off the event loop's hands; the manifest,
