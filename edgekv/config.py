@@ -227,6 +227,21 @@ SETTINGS: tuple[Setting, ...] = (
         "give it that no other local user can read. Exclusive with cluster_secret.",
     ),
     Setting(
+        "cluster_secret_accept",
+        str,
+        None,
+        "A second secret this node accepts from peers but never sends, for rotating the "
+        "cluster secret with no pause in replication (see docs/operations.md). Prefer "
+        "cluster_secret_accept_file.",
+    ),
+    Setting(
+        "cluster_secret_accept_file",
+        str,
+        None,
+        "File holding cluster_secret_accept (surrounding whitespace ignored). Exclusive "
+        "with cluster_secret_accept.",
+    ),
+    Setting(
         "tls_cert",
         str,
         None,
@@ -420,6 +435,8 @@ class Config:
     peer_stall_timeout: float = 30.0
     cluster_secret: str | None = None
     cluster_secret_file: str | None = None
+    cluster_secret_accept: str | None = None
+    cluster_secret_accept_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -488,6 +505,13 @@ def load_config(
         if values.get("cluster_secret") is not None:
             raise ConfigError("give cluster_secret or cluster_secret_file, not both")
         values["cluster_secret"] = _read_secret_file(Path(values["cluster_secret_file"]))
+    if values.get("cluster_secret_accept_file") is not None:
+        if values.get("cluster_secret_accept") is not None:
+            raise ConfigError("give cluster_secret_accept or cluster_secret_accept_file, not both")
+        accept_file = Path(values["cluster_secret_accept_file"])
+        values["cluster_secret_accept"] = _read_secret_file(
+            accept_file, "cluster_secret_accept_file"
+        )
     config = Config(**values, tokens=tokens)
     _check_consistency(config)
     return config
@@ -515,6 +539,11 @@ def _check_consistency(config: Config) -> None:
     if config.cluster_secret is not None and not config.cluster_secret.strip():
         # An empty secret would match a peer request that carries none.
         raise ConfigError("cluster_secret must not be empty")
+    if config.cluster_secret_accept is not None:
+        if not config.cluster_secret_accept.strip():
+            raise ConfigError("cluster_secret_accept must not be empty")
+        if config.cluster_secret is None:
+            raise ConfigError("cluster_secret_accept goes with a cluster_secret")
     if config.tokens and config.peer and not config.cluster_secret:
         raise ConfigError(
             "a node with tokens that replicates needs cluster_secret, "
@@ -522,13 +551,13 @@ def _check_consistency(config: Config) -> None:
         )
 
 
-def _read_secret_file(path: Path) -> str:
+def _read_secret_file(path: Path, setting: str = "cluster_secret_file") -> str:
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cluster_secret_file {path}: cannot read it: {exc}") from None
+        raise ConfigError(f"{setting} {path}: cannot read it: {exc}") from None
     if not secret:
-        raise ConfigError(f"cluster_secret_file {path} is empty")
+        raise ConfigError(f"{setting} {path} is empty")
     return secret
 
 
