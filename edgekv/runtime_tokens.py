@@ -8,9 +8,10 @@ at one PoP is known at every PoP once the change has reached it; no client
 route reads or writes a namespace starting with ``_edgekv.``
 (:func:`edgekv.http.validation.namespace`), and none is exported.
 
-Authentication looks the presented token's hash up by key: one read through
-the store's cache, which every commit (local or replicated) invalidates, so a
-revoke takes effect at a PoP with the commit that brings it there.
+Authentication looks the presented token's hash up by key: one indexed read
+of SQLite, past the read cache (a caller choosing random tokens must not
+evict the entries clients read), so a revoke takes effect at a PoP with the
+commit that brings it there.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class RuntimeTokens:
 
     def lookup(self, token_hash: str) -> TokenSpec | None:
         """The live token with this stored hash, or None (unknown or revoked)."""
-        entry = self._store.get(TOKENS_NAMESPACE, token_hash.encode("ascii"))
+        entry = self._store.kv.peek(TOKENS_NAMESPACE, token_hash.encode("ascii"))
         if entry is None:
             self._parsed.pop(token_hash, None)
             return None
@@ -103,7 +104,7 @@ class RuntimeTokens:
         while True:
             keys = self._store.list_keys(TOKENS_NAMESPACE, b"", after, 1000)
             for listed in keys:
-                entry = self._store.get(TOKENS_NAMESPACE, listed.key)
+                entry = self._store.kv.peek(TOKENS_NAMESPACE, listed.key)
                 token_hash = listed.key.decode("ascii")
                 spec = None if entry is None else _spec(token_hash, entry.value)
                 if spec is not None and entry is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,13 @@ from testkit.security import Security
 from testkit.waiting import wait_for
 
 
-def edgekv(*args: str) -> subprocess.CompletedProcess[str]:
+def edgekv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgekv", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "edgekv", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
 
 
@@ -113,7 +118,9 @@ def test_stopped_node_backup_and_horizon_refusals(
 
 @pytest.mark.slow
 def test_restored_node_rejoins_without_resurrecting_deletes(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path, 3, args=["--tombstone-gc-interval", "0.2"])
+    cluster = Cluster(tmp_path, 3, args=["--tombstone-gc-interval", "0.2"], tls=True)
+    # The CLI verifies the nodes' certificates against the test CA, as an operator's would.
+    tls_env = {**os.environ, "SSL_CERT_FILE": str(tmp_path / "security" / "ca.pem")}
     try:
         a, b, c = cluster.nodes
         for i in range(20):
@@ -122,8 +129,9 @@ def test_restored_node_rejoins_without_resurrecting_deletes(tmp_path: Path) -> N
         token = cluster.token
         assert token is not None
         out = tmp_path / "a.ekvbackup"
-        done = edgekv("backup", "--url", a.url, "--token", token, "--out", str(out))
+        done = edgekv("backup", "--url", a.url, "--token", token, "--out", str(out), env=tls_env)
         assert done.returncode == 0, done.stderr
+        assert a.url.startswith("https://")
         # After the backup: deletes (at another PoP and at a itself), overwrites, new keys.
         for i in range(5):
             cluster.delete(1, "t", f"k{i}")
