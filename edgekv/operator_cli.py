@@ -401,7 +401,11 @@ def import_(
             task = bar.add_task("import", total=total)
 
             def send(request: Batch) -> None:
-                connection.send(*request.request())
+                try:
+                    connection.send(*request.request())
+                except OperatorError as exc:
+                    first = request.last - len(request.operations) + 1
+                    raise OperatorError(f"items {first}-{request.last}: {exc}") from None
 
             def sent(request: Batch) -> None:
                 counts["written"] += len(request.operations)

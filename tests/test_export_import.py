@@ -194,3 +194,14 @@ def test_import_from_workers_kv_bulk_json(
     )
     assert failed.returncode == 1
     assert "not base64" in failed.stderr
+    meta = tmp_path / "meta.json"
+    meta.write_text(
+        json.dumps([{"key": "a", "value": "1"}, {"key": "b", "value": "2", "metadata": 7}])
+    )
+    refused_meta = edgekv(
+        "import", str(meta), "--url", node.url, "--format", "workers-kv", "--namespace", "wk2"
+    )
+    assert refused_meta.returncode == 1
+    assert "items 1-2: 400 invalid_metadata: operations[1]" in refused_meta.stderr
+    assert node.request("GET", "/v1/kv/wk2/a").status == 404  # a bulk request is all or none
+    assert not (tmp_path / "meta.json.progress").exists()  # nothing acknowledged
