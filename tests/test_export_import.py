@@ -194,12 +194,12 @@ def test_import_from_workers_kv_bulk_json(
     )
     assert failed.returncode == 1
     assert "not base64" in failed.stderr
-    meta = tmp_path / "meta.json"
-    meta.write_text(
+    meta_file = tmp_path / "meta.json"
+    meta_file.write_text(
         json.dumps([{"key": "a", "value": "1"}, {"key": "b", "value": "2", "metadata": 7}])
     )
     refused_meta = edgekv(
-        "import", str(meta), "--url", node.url, "--format", "workers-kv", "--namespace", "wk2"
+        "import", str(meta_file), "--url", node.url, "--format", "workers-kv", "--namespace", "wk2"
     )
     assert refused_meta.returncode == 1
     assert "items 1-2: 400 invalid_metadata: operations[1]" in refused_meta.stderr
