@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO
 
 from edgekv.store.datadir import DataDirError, DataDirLock
-from edgekv.store.restored import RestoreMark, read_mark, write_mark
+from edgekv.store.restored import MARK_FILENAME, RestoreMark, read_mark, write_mark
 from edgekv_replication import new_node_id
 
 FORMAT = "edgekv-backup"
@@ -311,5 +311,8 @@ def check_restored(data_dir: Path, tombstone_horizon: float, now_ms: int | None 
         check_age(mark.backup_created_ms, tombstone_horizon, now)
     except RestoreRefused as refusal:
         raise DataDirError(
-            f"{data_dir} was restored from a backup and has not rejoined: {refusal}"
+            f"{data_dir} was restored from a backup and has not rejoined every member yet "
+            f"(the mark {MARK_FILENAME} goes once each has pulled this node's log and it has "
+            f"pulled theirs; remove members that are gone for good, with edgekv cluster "
+            f"remove at another PoP, before restoring): {refusal}"
         ) from None
