@@ -157,5 +157,12 @@ def test_restored_node_rejoins_without_resurrecting_deletes(tmp_path: Path) -> N
             assert answer.status == 404
         # Rejoined every member: the restore mark goes, so later starts are ordinary.
         wait_for(lambda: not (a.data_dir / "edgekv.restored").exists(), what="rejoin")
+        # The operator removes the old identity; the restored node, at its URL, stays pulled.
+        assert b.request("DELETE", f"/v1/cluster/members/{old_id}").status == 200
+        cluster.put(0, "t", "after-removal", b"a")
+        cluster.put(1, "t", "after-removal-b", b"b")
+        state = wait_converged(cluster.nodes)
+        keys = {row[1] for row in state if row[2] is not None}
+        assert {b"after-removal", b"after-removal-b"} <= keys
     finally:
         cluster.close()

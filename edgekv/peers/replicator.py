@@ -317,6 +317,7 @@ class Replicator:
                 self.membership.seed_links.pop(url, None)
                 if peer == self.identity.node or self._pulled_nodes.setdefault(peer, url) != url:
                     return peer
+                self._forget_others_at(url, peer)
                 label = f"{peer:016x}"
                 hello = session.on_welcome(
                     welcome,
@@ -382,6 +383,14 @@ class Replicator:
             self._link_failed(peer, url, None)
             self.relays.stream_ended(peer, failed=not restarting)
         return peer
+
+    def _forget_others_at(self, url: str, peer: int) -> None:
+        """``url`` now answers as ``peer``: whoever answered there before (a wiped or
+        restored node's old identity) is pulled there no more, so removing that old
+        member does not stop the pull loop that now serves ``peer``."""
+        for node, known_url in list(self._pulled_nodes.items()):
+            if known_url == url and node != peer:
+                del self._pulled_nodes[node]
 
     def _link_failed(self, peer: int | None, url: str, error: str | None) -> None:
         # A seed that never answered has no node id yet: its status is kept by URL.
