@@ -110,6 +110,7 @@ def test_export_filters_hides_the_reserved_namespace_and_carries_documents(
     assert again.stdout == every.stdout
 
 
+@pytest.mark.slow
 def test_interrupted_import_resumes_and_writes_each_line_once(
     tmp_path: Path, start_node: Callable[..., NodeProcess]
 ) -> None:
