@@ -23,7 +23,8 @@ PATHS: dict[str, Any] = {
     "/v1/admin/backup": {
         "get": {
             "summary": "A consistent snapshot of the database, taken while the node serves "
-            "(admin): a manifest line (JSON, with the sha256 of the rest) then the SQLite file",
+            "(admin): the SQLite file, its manifest (JSON, with its sha256) in the "
+            "EdgeKV-Backup-Manifest header",
             "responses": {
                 "200": {
                     "description": "backup file",
