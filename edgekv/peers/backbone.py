@@ -249,6 +249,7 @@ class Backbone:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                log.debug("backbone failure", exc_info=True)
                 self._set_state("down", f"{type(exc).__name__}: {exc}")
             await self._close()
             # Origins taken from the backbone come relayed by regional peers meanwhile.
@@ -327,7 +328,9 @@ class Backbone:
         """Every own write stamped at or before this wall-clock ms is on the backbone."""
         position = self.published_seq
         if position >= self.store.seq:
-            return self.store.clock.last >> COUNTER_BITS
+            # All of the log is out. A write stamped now commits within the
+            # writer's turn; the second of slack (and the floor's margin) cover it.
+            return max(self.store.clock.last >> COUNTER_BITS, self.store.clock.wall_ms() - 1000)
         mark = self.store.origin_marks.at(position)
         return None if mark is None else mark >> COUNTER_BITS
 
@@ -351,7 +354,9 @@ class Backbone:
             fetched_ms = self.store.clock.wall_ms()
             try:
                 messages = await subscription.fetch(FETCH_MESSAGES, timeout=1)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                messages = []
+            if not messages:  # nothing pending when the fetch began: all of it applied
                 self.pending = 0
                 self.metrics.pending.set(0)
                 self.caught_up_ms = fetched_ms

@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -24,7 +25,6 @@ from prometheus_client.registry import Collector
 
 from edgekv.config import Config
 from edgekv.peers.applying import StreamApplier
-from edgekv.peers.backbone import Backbone
 from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
 from edgekv.peers.outbox import Outbox
@@ -54,6 +54,9 @@ from edgekv_replication.session import (
     PullSession,
 )
 from edgekv_replication.topology import direct_peers
+
+if TYPE_CHECKING:
+    from edgekv.peers.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +236,9 @@ class Replicator:
         self.backbone: Backbone | None = None
         """The NATS JetStream backbone, when ``backbone`` is configured."""
         if config.backbone:
+            # nats-py is the optional extra ``edgekv[nats]``: imported only when used.
+            from edgekv.peers.backbone import Backbone
+
             self.backbone = Backbone(
                 config,
                 store,
