@@ -8,8 +8,8 @@ import pytest
 from edgekv_replication.backbone import (
     INCARNATION_HEADER,
     NODE_HEADER,
-    State,
     StampFloor,
+    State,
     changes_subject,
     decode_state,
     encode_state,
