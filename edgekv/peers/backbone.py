@@ -36,6 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -76,6 +77,22 @@ MEMBERS_EVERY = 10
 """State reports per one that carries the member list (and whenever it changed)."""
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
 REFUSED_RETRY_SECONDS = 5.0
+HOLD_SECONDS = 1.0
+"""Redelivery delay of a batch held back behind another of its origin."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """What to do with one consumed message, once the batches before it committed."""
+
+    message: Msg
+    hold: float = 0.0
+    """Hand it back (``nak``) to come again after this many seconds; 0: acknowledge."""
+    origin: int = 0
+    region: str = ""
+    batch: Batch | None = None
+    done: asyncio.Future[Any] | None = None
+    """Its batch's commit; None: acknowledged without applying."""
 
 
 class BackboneMetrics:
@@ -159,8 +176,8 @@ class Backbone:
         self.floor = StampFloor(margin_ms=2 * self._max_offset_ms + 2000)
         self.origins: set[int] = set()
         """Origins whose changes this node takes from the backbone (relay deferral)."""
-        self._refused: dict[int, int] = {}
-        """Origins stalled at a refused batch: the batch's end (seq of the origin)."""
+        self._held: dict[int, int] = {}
+        """Origins held at a batch (refused, or of a node not known yet): its end."""
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
         self._wake_publisher = asyncio.Event()
@@ -368,10 +385,16 @@ class Backbone:
                 self.caught_up_ms = fetched_ms
 
     async def _take(self, messages: list[Msg]) -> None:
-        """Apply ``messages`` (group-committed), then acknowledge them, in order."""
+        """Apply ``messages`` (group-committed), then acknowledge them, in order.
+
+        Per origin, batches apply in order: once one is held back (refused by
+        intake, or from a node not known to be a member yet, whose region
+        therefore is not known), every later one of that origin is handed back
+        too (``nak``) until it goes through.
+        """
         regions = self.membership.regions()
         mine = self.config.region
-        pending: list[tuple[Msg, asyncio.Future[Any] | None, int, Batch | None]] = []
+        taken: list[_Taken] = []
         planned: dict[int, PeerCursor] = {}
         for message in messages:
             try:
@@ -383,21 +406,26 @@ class Backbone:
                 # Malformed beyond any origin's cursor: no node of ours sent it.
                 log.warning("refused a backbone message on %s: %s", message.subject, exc)
                 self.last_error = f"refused a message on {message.subject}: {exc}"
-                pending.append((message, None, 0, None))
+                taken.append(_Taken(message))
                 continue
             self.membership.heard(origin)
-            if origin == self.node or regions.get(origin, "") == mine:
-                pending.append((message, None, origin, None))  # own, or in-region: peers
+            region = regions.get(origin)
+            if origin == self.node or region == mine:
+                taken.append(_Taken(message))  # own, or in-region: over peer streams
                 continue
             saved = planned.get(origin) or self.store.peer_cursor(origin)
             cursor = saved.cursor if saved.incarnation == incarnation else 0
-            after = PeerCursor(incarnation, cursor)
             if decoded.upto <= cursor:
-                pending.append((message, None, origin, None))  # applied already
+                taken.append(_Taken(message))  # applied already
                 continue
-            if self._refused.get(origin, decoded.upto) < decoded.upto:
-                # Stalled behind its refused batch, as a peer stream that keeps sending it.
-                pending.append((message, None, -origin, None))
+            if self._held.get(origin, decoded.upto) < decoded.upto:
+                taken.append(_Taken(message, hold=HOLD_SECONDS))  # behind a held batch
+                continue
+            if region is None:
+                # Its region decides whether it comes from here or from peers: wait
+                # for its member entry (state reports and peer streams bring it).
+                self._held[origin] = decoded.upto
+                taken.append(_Taken(message, hold=HOLD_SECONDS))
                 continue
             try:
                 check_changes(decoded.changes, self.limits)
@@ -408,44 +436,45 @@ class Backbone:
                 )
                 log.warning("%s", why)
                 self.last_error = why
-                self._refused[origin] = decoded.upto
-                pending.append((message, None, -origin, None))
+                self._held[origin] = decoded.upto
+                taken.append(_Taken(message, hold=REFUSED_RETRY_SECONDS))
                 continue
-            self._refused.pop(origin, None)
-            target = PeerCursor(incarnation, decoded.upto)
-            planned[origin] = target
-            if origin not in self.origins and decoded.mark is not None:
+            self._held.pop(origin, None)
+            after = PeerCursor(incarnation, cursor)
+            target = planned[origin] = PeerCursor(incarnation, decoded.upto)
+            if decoded.mark is not None:
                 self.origins.add(origin)
-            done: asyncio.Future[Any] | None
+            done: asyncio.Future[Any]
             if decoded.changes:
                 done = self.store.apply_changes(
                     decoded.changes, origin, target, self._max_offset_ms, after=after
                 )
             else:
                 done = self.store.save_peer_cursor(origin, target, after=after)
-            pending.append((message, done, origin, decoded))
-        for message, done, origin, batch in pending:
-            if origin < 0:
-                await message.nak(delay=REFUSED_RETRY_SECONDS)
+            taken.append(_Taken(message, origin=origin, region=region, batch=decoded, done=done))
+        for item in taken:
+            if item.hold:
+                await item.message.nak(delay=item.hold)
                 continue
-            if done is not None:
-                try:
-                    await done
-                except Exception as exc:
-                    # Not acknowledged: JetStream delivers it again after ack_wait.
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("backbone batch of %016x failed to apply: %s", origin, exc)
-                    raise
-                if batch is not None:
-                    region = regions.get(origin) or "unknown"
-                    self.metrics.consumed.labels(region).inc(len(batch.changes))
-                    if batch.changes:
-                        newest_ms = batch.changes[-1].hlc >> COUNTER_BITS
-                        self.lag_ms = max(0, self.store.clock.wall_ms() - newest_ms)
-                    self._on_applied(origin, batch.mark)
-            else:
+            if item.done is None:
                 self.metrics.skipped.inc()
-            await message.ack()
+                await item.message.ack()
+                continue
+            try:
+                await item.done
+            except Exception as exc:
+                # Not acknowledged: JetStream delivers it again after ack_wait, and
+                # the batches after it found the cursor short and applied nothing.
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("backbone batch of %016x failed to apply: %s", item.origin, exc)
+                raise
+            assert item.batch is not None
+            self.metrics.consumed.labels(item.region).inc(len(item.batch.changes))
+            if item.batch.changes:
+                newest_ms = item.batch.changes[-1].hlc >> COUNTER_BITS
+                self.lag_ms = max(0, self.store.clock.wall_ms() - newest_ms)
+            self._on_applied(item.origin, item.batch.mark)
+            await item.message.ack()
         self.last_contact_ms = self.store.clock.wall_ms()
 
     # -- state reports -------------------------------------------------------------

@@ -360,9 +360,12 @@ class Replicator:
                 # Its writes other peers hold must come relayed now.
                 self.relays.stream_ended(node)
                 self.membership.links.pop(node, None)
-                if not removed:
+                regions = self.membership.regions()
+                same_region = regions.get(node, "") in (self.identity.region, "")
+                if not removed and (same_region or not self.has_backbone):
                     # Pulled again one day, it is read from zero: tombstones collected
                     # meanwhile would refuse the old cursor (the others relayed them).
+                    # (Another region's cursor is the backbone's now: left as it is.)
                     self.store.save_peer_cursor(node, PeerCursor())
         for url in urls:
             if url == self.identity.url or url in self._pullers:
