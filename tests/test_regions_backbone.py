@@ -191,3 +191,82 @@ def test_regions_joined_only_through_postgresql_converge(
     # No stream crosses the regions: eu's nodes reach us1 only through PostgreSQL.
     for member in status(us1)["members"]:
         assert member["direct"] is False, member
+
+
+def member(node: NodeProcess, other: NodeProcess) -> dict[str, Any]:
+    """``other``'s row in ``node``'s status."""
+    rows = [m for m in status(node)["members"] if m["node_id"] == other.node_id]
+    assert rows, f"{other.node_id} unknown to {node.node_id}"
+    return rows[0]
+
+
+@pytest.mark.slow
+def test_members_join_go_down_and_are_removed_across_regions(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    args = [*_backbone(nats_server, "RegionsMembers"), "--member-down-timeout", "1.5"]
+    eu1 = region_node("eu1", "eu", [], *args)
+    eu2 = region_node("eu2", "eu", [eu1], *args)
+    us1 = region_node("us1", "us", [eu2], *args)
+    wait_for(lambda: knows_everyone([eu1, eu2, us1]), 30, "every node knows every member")
+    for k in range(20):
+        eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v")
+    # A node joining later through one seed -- of the other region -- reaches everyone.
+    us2 = region_node("us2", "us", [eu1], *args)
+    nodes = [eu1, eu2, us1, us2]
+    wait_for(lambda: knows_everyone(nodes), 30, "the newcomer knows and is known by all")
+    assert len(wait_converged(nodes)) == 20
+    assert member(us2, us1)["direct"] and not member(us2, eu1)["direct"], [
+        (m["name"], m["node_id"], m["direct"], m["state"]) for m in status(us2)["members"]
+    ]
+
+    # A member of the other region stops: shown down after the timeout, logged once.
+    us1.kill()
+    wait_for(lambda: member(eu1, us1)["state"] == "down", 20, "us1 shown down at eu1")
+    for k in range(5):  # time passes, with traffic over the backbone
+        us2.request("PUT", f"/v1/kv/later/k{k}", body=b"v")
+        wait_converged([eu1, us2])
+    said = [line for line in eu1.output if "unreachable for more than" in line]
+    assert len(said) == 1, said
+
+    # Its removal at one region spreads to the other.
+    answer = eu1.request("DELETE", f"/v1/cluster/members/{us1.node_id}")
+    assert answer.status == 200, answer.body
+    wait_for(lambda: member(us2, us1)["state"] == "removed", 20, "removal reaches us2")
+
+
+@pytest.mark.slow
+def test_killed_nodes_restart_and_lose_nothing_acknowledged(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    backbone = _backbone(nats_server, "RegionsRestart")
+    eu1 = region_node("eu1", "eu", [], *backbone)
+    us1 = region_node("us1", "us", [eu1], *backbone)
+    wait_for(lambda: knows_everyone([eu1, us1]), 30, "every node knows every member")
+    acknowledged = []
+    for k in range(200):
+        if eu1.request("PUT", f"/v1/kv/ns/e{k}", body=b"v").status == 200:
+            acknowledged.append(f"e{k}")
+        if k == 100:
+            us1.kill()  # while it consumes
+        if k == 150:
+            eu1.kill()  # while it publishes: an unclean stop, a new incarnation
+            break
+    us1.start()
+    eu1.start()
+    for k in range(10):
+        assert us1.request("PUT", f"/v1/kv/ns/u{k}", body=b"v").status == 200
+        acknowledged.append(f"u{k}")
+    try:
+        state = wait_converged([eu1, us1], 60)
+    except AssertionError:
+        keys = [{row[1] for row in stored_state(n)} for n in (eu1, us1)]
+        raise AssertionError(
+            keys[0] ^ keys[1],
+            [len(stored_state(n)) for n in (eu1, us1)],
+            status(eu1)["backbone"],
+            status(us1)["backbone"],
+            "".join(eu1.output[-30:]),
+            "".join(us1.output[-30:]),
+        ) from None
+    assert {row[1].decode() for row in state} == set(acknowledged)

@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
 from edgekv.peers.membership import Membership
+from edgekv.store.peer_state import CursorMoved
 from edgekv.store.store import Store
 from edgekv_replication.backbone import (
     INCARNATION_HEADER,
@@ -462,6 +463,12 @@ class Backbone:
                 continue
             try:
                 await item.done
+            except CursorMoved as exc:
+                # The origin's cursor moved meanwhile (a stream from it, as a seed of
+                # another region, ran a moment): take the batch again from the new one.
+                log.info("backbone batch of %016x taken again: %s", item.origin, exc)
+                await item.message.nak(delay=0.2)
+                continue
             except Exception as exc:
                 # Not acknowledged: JetStream delivers it again after ack_wait, and
                 # the batches after it found the cursor short and applied nothing.

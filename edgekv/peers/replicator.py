@@ -476,6 +476,11 @@ class Replicator:
                     ended = stream_end_reason(ws.close_code, ws.exception())
                     log.warning("stream from %s ended: %s", url, ended)
                     self._link_failed(peer, url, ended)
+        except asyncio.CancelledError:
+            if peer is not None and self._pulled_nodes.get(peer) != url:
+                # Let go (no longer a chosen peer): what it ran after that leaves no link.
+                self.membership.links.pop(peer, None)
+            raise
         except (EnvelopeError, ProtocolError) as exc:
             log.warning("stream from %s refused: %s", url, exc)
             self._link_failed(peer, url, str(exc))
@@ -529,8 +534,10 @@ class Replicator:
                     f"refused a message from {self._peer_label(peer)}: {exc}"
                 ) from None
             if isinstance(decoded, Members):
-                if await self._learn_members(decoded, peer):
-                    self.ensure_pullers()
+                # Even when nothing is new (the backbone may have told it first):
+                # a seed outside the chosen peers is let go once its list is in.
+                await self._learn_members(decoded, peer)
+                self.ensure_pullers()
                 continue
             if not isinstance(decoded, Batch):
                 raise ProtocolError(f"unexpected {type(decoded).__name__}")
