@@ -102,6 +102,30 @@ class _LinkCollector(Collector):
             up.add_metric(label, 1 if link.state == "up" else 0)
         yield from families.values()
         yield up
+        replicator = self._replicator
+        me = replicator.identity
+        info = GaugeMetricFamily(
+            "edgekv_node_info",
+            "This node (1), labelled with its region.",
+            labels=["node", "region"],
+        )
+        info.add_metric([f"{me.node:016x}", me.region], 1)
+        yield info
+        members = GaugeMetricFamily(
+            "edgekv_members",
+            "Members known to this node, by region and state (up, down, joining, removed).",
+            labels=["region", "state"],
+        )
+        timeout_ms = int(replicator.config.member_down_timeout * 1000)
+        counts: dict[tuple[str, str], int] = {}
+        for node, _, _, removed, _, region in replicator.membership.members():
+            if node == me.node:
+                continue
+            state = "removed" if removed else replicator.membership.state(node, timeout_ms)
+            counts[region or "unknown", state] = counts.get((region or "unknown", state), 0) + 1
+        for (region, state), count in sorted(counts.items()):
+            members.add_metric([region, state], count)
+        yield members
         yield GaugeMetricFamily(
             "edgekv_repl_held_changes",
             "Remote changes held back because they are stamped too far ahead.",
