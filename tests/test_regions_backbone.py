@@ -195,7 +195,9 @@ def test_regions_joined_only_through_postgresql_converge(
 
 def member(node: NodeProcess, other: NodeProcess) -> dict[str, Any]:
     """``other``'s row in ``node``'s status."""
-    rows = [m for m in status(node)["members"] if m["node_id"] == other.node_id]
+    rows: list[dict[str, Any]] = [
+        m for m in status(node)["members"] if m["node_id"] == other.node_id
+    ]
     assert rows, f"{other.node_id} unknown to {node.node_id}"
     return rows[0]
 
