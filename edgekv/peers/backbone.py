@@ -182,6 +182,12 @@ class Backbone:
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
         self._wake_publisher = asyncio.Event()
+        saved = store.peer_cursor(PUBLISHED)
+        self._last_upto = saved.cursor if saved.incarnation == self.incarnation else 0
+        """The end of the last batch published (saved): the next one continues from it."""
+        self._position = self._last_upto
+        """How far the log has been read for publishing (pages without own changes
+        are passed over, unsaved: a restart reads them again, cheaply)."""
         store.on_commit(lambda _: self._wake_publisher.set())
 
     # -- status --------------------------------------------------------------
@@ -189,8 +195,7 @@ class Backbone:
     @property
     def published_seq(self) -> int:
         """How far this node's log is published (its own changes in it)."""
-        saved = self.store.peer_cursor(PUBLISHED)
-        return saved.cursor if saved.incarnation == self.incarnation else 0
+        return self._position
 
     def status(self) -> dict[str, Any]:
         """The ``backbone`` object of ``cluster status``."""
@@ -311,7 +316,7 @@ class Backbone:
         max_bytes = max(1024, self._nc.max_payload // 2)
         while True:
             self._wake_publisher.clear()
-            position = self.published_seq
+            position = self._position
             head = self.store.seq
             self.metrics.unpublished.set(max(0, head - position))
             if position >= head:
@@ -322,9 +327,11 @@ class Backbone:
             if page and page[-1].seq > upto:
                 upto = page[-1].seq
             own = tuple(change for change in page if change.node == self.node)
-            mark = self.store.origin_marks.at(upto)
             if own:
-                batch = Batch(position, upto, own, self.store.clock.wall_ms(), upto, mark)
+                # ``after`` is the previous batch's end, so consumers can tell a
+                # batch is missing (redelivered later) and wait for it.
+                mark = self.store.origin_marks.at(upto)
+                batch = Batch(self._last_upto, upto, own, self.store.clock.wall_ms(), upto, mark)
                 await js.publish(
                     subject,
                     encode(batch),
@@ -335,8 +342,10 @@ class Backbone:
                     },
                 )
                 self.metrics.published.inc(len(own))
+                await self.store.save_peer_cursor(PUBLISHED, PeerCursor(self.incarnation, upto))
+                self._last_upto = upto
+            self._position = upto
             self.last_contact_ms = self.store.clock.wall_ms()
-            await self.store.save_peer_cursor(PUBLISHED, PeerCursor(self.incarnation, upto))
 
     async def _wait_publisher(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -421,6 +430,18 @@ class Backbone:
                 continue
             if self._held.get(origin, decoded.upto) < decoded.upto:
                 taken.append(_Taken(message, hold=HOLD_SECONDS))  # behind a held batch
+                continue
+            if decoded.after > cursor:
+                # The batch before it is still out (delivered before a restart and
+                # not acknowledged, it comes again after ack_wait): wait for it.
+                if origin not in self._held:
+                    self.last_error = (
+                        f"changes of {origin:016x} after seq {cursor} not consumed yet "
+                        f"(the next batch continues from {decoded.after}): waiting for them"
+                    )
+                    log.info("backbone: %s", self.last_error)
+                self._held[origin] = decoded.upto
+                taken.append(_Taken(message, hold=HOLD_SECONDS))
                 continue
             if region is None:
                 # Its region decides whether it comes from here or from peers: wait
