@@ -18,6 +18,7 @@ from testkit.cluster import stored_state, wait_converged
 from testkit.nats_server import NatsServer
 from testkit.pg import DSN
 from testkit.processes import NodeProcess
+from testkit.proxy import TcpProxy
 from testkit.security import Security
 from testkit.waiting import wait_for
 
@@ -271,3 +272,36 @@ def test_killed_nodes_restart_and_lose_nothing_acknowledged(
             "".join(us1.output[-30:]),
         ) from None
     assert {row[1].decode() for row in state} == set(acknowledged)
+
+
+@pytest.mark.slow
+def test_a_node_cut_from_the_backbone_gets_other_regions_from_its_peers(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    """Its deferrals of other regions' origins end: regional peers relay them meanwhile."""
+    backbone = _backbone(nats_server, "RegionsRelay")
+    proxy = TcpProxy(nats_server.port)
+    try:
+        eu1 = region_node("eu1", "eu", [], *backbone)
+        cut_off = [
+            arg.replace(nats_server.url, f"nats://127.0.0.1:{proxy.port}") for arg in backbone
+        ]
+        eu2 = region_node("eu2", "eu", [eu1], *cut_off)
+        us1 = region_node("us1", "us", [eu1], *backbone)
+        nodes = [eu1, eu2, us1]
+        wait_for(lambda: knows_everyone(nodes), 30, "every node knows every member")
+        us1.request("PUT", "/v1/kv/ns/before", body=b"v")
+        wait_converged(nodes)
+        proxy.cut()
+        wait_for(lambda: status(eu2)["backbone"]["state"] == "down", 20, "eu2's backbone down")
+        for k in range(10):
+            assert us1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v").status == 200
+        # eu2 has no backbone, yet gets us1's writes: relayed by eu1.
+        assert len(wait_converged(nodes)) == 11
+        assert status(eu2)["backbone"]["state"] == "down"
+        proxy.heal()
+        wait_for(lambda: status(eu2)["backbone"]["state"] == "up", 30, "eu2's backbone back")
+        us1.request("PUT", "/v1/kv/ns/after", body=b"v")
+        assert len(wait_converged(nodes)) == 12
+    finally:
+        proxy.close()
