@@ -305,3 +305,30 @@ def test_a_node_cut_from_the_backbone_gets_other_regions_from_its_peers(
         assert len(wait_converged(nodes)) == 12
     finally:
         proxy.close()
+
+
+@pytest.mark.slow
+def test_a_node_off_the_backbone_past_the_horizon_must_resync(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    args = [
+        *_backbone(nats_server, "RegionsResync"),
+        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+    ]
+    proxy = TcpProxy(nats_server.port)
+    try:
+        eu1 = region_node("eu1", "eu", [], *args)
+        via_proxy = [arg.replace(nats_server.url, f"nats://127.0.0.1:{proxy.port}") for arg in args]
+        us1 = region_node("us1", "us", [eu1], *via_proxy)
+        wait_for(lambda: knows_everyone([eu1, us1]), 30, "every node knows every member")
+        proxy.cut()
+        wait_for(lambda: status(us1)["backbone"]["state"] == "down", 20, "us1's backbone down")
+        eu1.request("PUT", "/v1/kv/ns/k", body=b"v")
+        eu1.request("DELETE", "/v1/kv/ns/k")
+        # eu1 stops waiting for us1 after the horizon and collects the tombstone.
+        wait_for(lambda: tombstones(eu1) == 0 and stored_state(eu1) == [], 30, "collected")
+        proxy.heal()
+        wait_for(lambda: status(us1)["backbone"]["state"] == "resync_required", 30, "us1 refused")
+        assert "wipe its data directory" in status(us1)["backbone"]["last_error"]
+    finally:
+        proxy.close()
