@@ -74,8 +74,9 @@ PUBLISHED = 0
 PAGE_CHANGES = 500
 FETCH_MESSAGES = 64
 STATE_INTERVAL = 1.0
-MEMBERS_EVERY = 10
-"""State reports per one that carries the member list (and whenever it changed)."""
+MEMBERS_EVERY = 60
+"""State reports per one that carries the member list (and whenever it changed): a
+list of 1,000 members is about 80 KB, which every node receives from every node."""
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
 REFUSED_RETRY_SECONDS = 5.0
 HOLD_SECONDS = 1.0
