@@ -370,3 +370,21 @@ def test_each_change_reaches_each_node_about_once(
     per_change = [(_received(n) - b) / from_others for n, b in zip(nodes, before, strict=True)]
     assert all(ratio >= 1 for ratio in per_change), per_change  # every change arrived
     assert sum(per_change) / len(per_change) <= 1.2, per_change  # the goal
+
+
+@pytest.mark.slow
+def test_a_node_starts_and_takes_writes_while_the_backbone_is_down(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    nats_server.stop()
+    eu1 = region_node("eu1", "eu", [], *_backbone(nats_server, "RegionsLateNats"))
+    wait_for(lambda: status(eu1)["backbone"]["state"] == "down", 20, "backbone shown down")
+    assert status(eu1)["backbone"]["last_error"]
+    for k in range(5):
+        assert eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v").status == 200
+    assert status(eu1)["backbone"]["lag_changes"] == 5
+    nats_server.start()
+    us1 = region_node("us1", "us", [eu1], *_backbone(nats_server, "RegionsLateNats"))
+    wait_for(lambda: status(eu1)["backbone"]["state"] == "up", 30, "backbone up")
+    assert len(wait_converged([eu1, us1])) == 5
+    assert status(eu1)["backbone"]["lag_changes"] == 0

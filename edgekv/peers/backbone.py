@@ -323,6 +323,9 @@ class Backbone:
             name=f"edgekv-{self.node:016x}",
             connect_timeout=2,
             allow_reconnect=False,  # reconnecting is ours: one path for every failure
+            # Else nats-py retries the first connection itself, for about two minutes.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
             ping_interval=1,
             max_outstanding_pings=3,
             disconnected_cb=closed,
