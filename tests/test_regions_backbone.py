@@ -103,6 +103,13 @@ def test_two_regions_over_nats_converge_through_a_backbone_partition(
         for member in document["members"]:
             assert member["direct"] == (member["region"] == region), member
 
+    # Read-your-writes across regions: a bookmark of eu1 waits at us2 for the backbone.
+    written = eu1.request("PUT", "/v1/kv/ns/bookmarked", body=b"here")
+    bookmark = json.loads(written.body)["bookmark"]
+    read = us2.request("GET", "/v1/kv/ns/bookmarked", headers={"EdgeKV-Bookmark": bookmark})
+    assert (read.status, read.body) == (200, b"here")
+    assert eu1.request("DELETE", "/v1/kv/ns/bookmarked").status == 200
+
     # Concurrent writes and deletes in both regions, to the same keys.
     for round_ in range(3):
         for i, node in enumerate(nodes):
@@ -110,7 +117,7 @@ def test_two_regions_over_nats_converge_through_a_backbone_partition(
                 node.request("PUT", f"/v1/kv/ns/k{k}", body=f"{node.node_id}-{round_}".encode())
             node.request("DELETE", f"/v1/kv/ns/k{(i + round_) % 10}")
     state = wait_converged(nodes)
-    assert len(state) == 10
+    assert len(state) == 11  # the ten keys and the bookmarked one's tombstone
 
     # The backbone goes down: writes are still acknowledged in both regions.
     nats_server.stop()
