@@ -104,8 +104,8 @@ def test_two_regions_over_nats_converge_through_a_backbone_partition(
             assert member["direct"] == (member["region"] == region), member
 
     # Read-your-writes across regions: a bookmark of eu1 waits at us2 for the backbone.
-    written = eu1.request("PUT", "/v1/kv/ns/bookmarked", body=b"here")
-    bookmark = json.loads(written.body)["bookmark"]
+    answer = eu1.request("PUT", "/v1/kv/ns/bookmarked", body=b"here")
+    bookmark = json.loads(answer.body)["bookmark"]
     read = us2.request("GET", "/v1/kv/ns/bookmarked", headers={"EdgeKV-Bookmark": bookmark})
     assert (read.status, read.body) == (200, b"here")
     assert eu1.request("DELETE", "/v1/kv/ns/bookmarked").status == 200
