@@ -395,3 +395,23 @@ def test_a_node_starts_and_takes_writes_while_the_backbone_is_down(
     wait_for(lambda: status(eu1)["backbone"]["state"] == "up", 30, "backbone up")
     assert len(wait_converged([eu1, us1])) == 5
     assert status(eu1)["backbone"]["lag_changes"] == 0
+
+
+@pytest.mark.slow
+def test_a_node_stopped_past_the_horizon_must_resync(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    args = [
+        *_backbone(nats_server, "RegionsStopped"),
+        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+    ]
+    eu1 = region_node("eu1", "eu", [], *args)
+    us1 = region_node("us1", "us", [eu1], *args)
+    wait_for(lambda: knows_everyone([eu1, us1]), 30, "every node knows every member")
+    us1.stop()
+    eu1.request("PUT", "/v1/kv/ns/k", body=b"v")
+    eu1.request("DELETE", "/v1/kv/ns/k")
+    wait_for(lambda: stored_state(eu1) == [], 30, "the tombstone collected without us1")
+    us1.start()
+    wait_for(lambda: status(us1)["backbone"]["state"] == "resync_required", 30, "us1 refused")
+    assert stored_state(us1) == []  # it took nothing from the backbone either

@@ -183,6 +183,12 @@ class Backbone:
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         """Monotonic time since when the backbone has been down (None: up, or not tried)."""
+        last_contact = store.peer_acks().get(PUBLISHED)
+        if last_contact is not None:
+            # The last contact saved before this start counts too: a node stopped for
+            # longer than the horizon must re-sync as one cut off that long.
+            away_s = max(0, store.clock.wall_ms() - last_contact[1]) / 1000
+            self._down_since = time.monotonic() - away_s
         self._nc: Client | None = None
         self._wake_publisher = asyncio.Event()
         saved = store.peer_cursor(PUBLISHED)
@@ -560,6 +566,8 @@ class Backbone:
             if with_members:
                 sent_members = members
             count += 1
+            # When the backbone was last reached, kept over a restart (see _down_since).
+            await self.store.record_ack(PUBLISHED, self._last_upto)
             self._observe_floor()
             await asyncio.sleep(STATE_INTERVAL)
 
