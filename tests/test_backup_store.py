@@ -43,9 +43,9 @@ async def test_restore_is_a_new_node_that_waits_for_every_member(
     long_ago = int(time.time() * 1000) - 30 * DAY_MS
     await store.upsert_members(
         [
-            (store.node_id, "http://self", "self", False, long_ago),
-            (old_member, "http://a", "a", False, long_ago),
-            (other_member, "http://b", "b", False, long_ago),
+            (store.node_id, "http://self", "self", False, long_ago, ""),
+            (old_member, "http://a", "a", False, long_ago, ""),
+            (other_member, "http://b", "b", False, long_ago, ""),
         ]
     )
     await store.record_ack(old_member, 5)

@@ -149,7 +149,7 @@ class Sampler:
             values["applied_per_s"] = (applied - last_applied) / elapsed
         self._previous = (at, reads, writes, applied)
         membership = node.replicator.membership
-        names = {member: name for member, _, name, _, _ in membership.members()}
+        names = {member: name for member, _, name, _, _, _ in membership.members()}
         lags = {
             f"{peer:016x}": (names.get(peer, ""), link.lag_ms if link.state == "up" else None)
             for peer, link in membership.links.items()

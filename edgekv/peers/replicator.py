@@ -720,7 +720,7 @@ class Replicator:
             return
         cursors = self.store.peer_cursors()
         old_node = int(mark.old_node_id, 16)
-        for node, url, _, removed, _ in self.membership.members():
+        for node, url, _, removed, _, _ in self.membership.members():
             # The backed-up node itself (at this URL, or elsewhere and gone) is no peer.
             if removed or node in (self.identity.node, old_node) or url == self.identity.url:
                 continue
