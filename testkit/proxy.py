@@ -56,8 +56,14 @@ class TcpProxy:
     """
 
     def __init__(
-        self, target: int | None = None, shape: LinkShape | None = None, seed: int | None = None
+        self,
+        target: int | None = None,
+        shape: LinkShape | None = None,
+        seed: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """Listen on a free port. ``loop``: run on that (running) event loop, shared
+        with other proxies, instead of a thread of this proxy's own (for hundreds of links)."""
         self.target = target
         self.shape = shape or LinkShape()
         self._rng = random.Random(seed)
@@ -70,6 +76,12 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread: threading.Thread | None = None
+        if loop is not None:
+            self._loop = loop
+            self._call(lambda: loop.add_reader(self._listener, self._on_readable))
+            return
         self._loop = asyncio.new_event_loop()
         self._loop.add_reader(self._listener, self._on_readable)
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -89,7 +101,9 @@ class TcpProxy:
                 conn.close()
                 continue
             conn.setblocking(False)
-            self._loop.create_task(self._relay(conn))
+            task = self._loop.create_task(self._relay(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _relay(self, conn: socket.socket) -> None:
         try:
@@ -209,6 +223,9 @@ class TcpProxy:
     def close(self) -> None:
         """Drop every connection, stop listening, and end the proxy's thread."""
         self.cut()
+        if self._thread is None:
+            self._close_on_shared_loop()
+            return
 
         async def stop() -> None:
             self._loop.remove_reader(self._listener)
@@ -226,3 +243,18 @@ class TcpProxy:
         asyncio.run_coroutine_threadsafe(stop(), self._loop)
         self._thread.join(10)
         self._loop.close()
+
+    def _close_on_shared_loop(self) -> None:
+        """As :meth:`close`, on a loop that goes on serving other proxies."""
+
+        async def stop() -> None:
+            self._loop.remove_reader(self._listener)
+            self._listener.close()
+            # As in close(): each task runs first, so it closes the socket it was handed.
+            if self._tasks:
+                _, slow = await asyncio.wait(set(self._tasks), timeout=1)
+                for task in slow:
+                    task.cancel()
+            await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
