@@ -21,6 +21,9 @@ from edgekv.auth import TokenSpec, parse_tokens
 from edgekv.store.pg.statements import check_schema_name
 from edgekv_replication.intake import NAMESPACE
 
+REGION = NAMESPACE
+"""A region name: the same alphabet and length as a namespace."""
+
 MIB = 1024 * 1024
 
 
@@ -196,6 +199,42 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "Replicate with every member learned from peers (true), or only with the --peer "
         "seeds (false: a fixed topology such as a line or hub and spokes).",
+    ),
+    Setting(
+        "region",
+        str,
+        "default",
+        "Region of this node (a name such as eu-west). With a backbone, peer streams run "
+        "only between members of one region; other regions' changes come over the backbone.",
+    ),
+    Setting(
+        "max_region_peers",
+        int,
+        16,
+        "Most members this node pulls from directly (a stable choice among its region's "
+        "members; the others' changes reach it relayed).",
+        minimum=1,
+    ),
+    Setting(
+        "backbone",
+        str,
+        None,
+        "NATS server with JetStream joining the regions (nats://host:4222); each node "
+        "publishes its own changes to it and consumes the other regions'.",
+    ),
+    Setting(
+        "backbone_stream",
+        str,
+        "EDGEKV",
+        "Name of the JetStream stream (and subject prefix) of the backbone; one per cluster.",
+    ),
+    Setting(
+        "member_down_timeout",
+        float,
+        30.0,
+        "Seconds without word from a member (stream or backbone) before status shows it "
+        "down; logged once per change of state.",
+        minimum=0.1,
     ),
     Setting(
         "advertise_url",
@@ -398,6 +437,11 @@ class Config:
     shutdown_timeout: float = 10.0
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True
+    region: str = "default"
+    max_region_peers: int = 16
+    backbone: str | None = None
+    backbone_stream: str = "EDGEKV"
+    member_down_timeout: float = 30.0
     advertise_url: str | None = None
     peer_stall_timeout: float = 30.0
     cluster_secret: str | None = None
@@ -490,6 +534,14 @@ def _check_consistency(config: Config) -> None:
     for ns in config.strong_namespaces:
         if not NAMESPACE.fullmatch(ns):
             raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
+    if not REGION.fullmatch(config.region):
+        raise ConfigError(f"region: {config.region!r} does not match [A-Za-z0-9_.-]{{1,64}}")
+    if not REGION.fullmatch(config.backbone_stream) or "." in config.backbone_stream:
+        raise ConfigError(
+            f"backbone_stream: {config.backbone_stream!r} does not match [A-Za-z0-9_-]{{1,64}}"
+        )
+    if config.backbone is not None and not config.backbone.startswith(("nats://", "tls://")):
+        raise ConfigError("backbone must be a nats:// (or tls://) URL")
     if config.cluster_secret is not None and not config.cluster_secret.strip():
         # An empty secret would match a peer request that carries none.
         raise ConfigError("cluster_secret must not be empty")

@@ -134,7 +134,7 @@ class Replica:
         """Persisted: how far each peer node's log (of one incarnation) is applied here."""
         self.recovered = False
         """Reopened after losing its last commits: asks peers for echoes of its own writes."""
-        self.members: dict[int, tuple[int, str, str, bool, int]] = {}
+        self.members: dict[int, tuple[int, str, str, bool, int, str]] = {}
         self.marks = OriginMarks(self.clock, 0, valid=True)
         """Checkpoints of this replica's own writes (the marks its streams send)."""
         self.relays = RelayDeferrals()
@@ -508,7 +508,8 @@ class Network:
             raise _TornDown(admitted.reason.decode())
         stream.admitted = True
         members = tuple(
-            (r.node, f"sim://{r.name}", r.name, False, self.now_ms) for r in self.replicas.values()
+            (r.node, f"sim://{r.name}", r.name, False, self.now_ms, "")
+            for r in self.replicas.values()
         )
         stream.down.append(encode(Members(members)))
         self._pump(stream)

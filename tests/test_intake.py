@@ -83,7 +83,7 @@ def test_a_batch_over_the_limit_is_refused_while_decoding() -> None:
     changes = tuple(good_change("n", b"k", seq=i + 1) for i in range(MAX_BATCH_CHANGES + 1))
     with pytest.raises(EnvelopeError, match="at most 5000 changes"):
         decode(encode(Batch(0, len(changes), changes, 0)))
-    members = tuple((i, "http://x", "x", False, 1) for i in range(MAX_BATCH_CHANGES + 1))
+    members = tuple((i, "http://x", "x", False, 1, "") for i in range(MAX_BATCH_CHANGES + 1))
     with pytest.raises(EnvelopeError, match="too large"):
         decode(encode(Members(members)))
 
@@ -91,12 +91,12 @@ def test_a_batch_over_the_limit_is_refused_while_decoding() -> None:
 def test_member_entries_stamped_far_ahead_are_refused() -> None:
     now = 1_700_000_000_000
     ahead = 500 + MEMBER_STAMP_MARGIN_MS
-    assert member_problem((1, "http://a:1", "a", False, now + ahead), now, ahead) is None
+    assert member_problem((1, "http://a:1", "a", False, now + ahead, ""), now, ahead) is None
     assert "ahead" in str(
-        member_problem((1, "http://a:1", "a", False, now + ahead + 1), now, ahead)
+        member_problem((1, "http://a:1", "a", False, now + ahead + 1, ""), now, ahead)
     )
-    assert member_problem((1, "ftp://a", "a", False, now), now, ahead) is not None
-    assert member_problem((1, "http://a b", "a", False, now), now, ahead) is not None
+    assert member_problem((1, "ftp://a", "a", False, now, ""), now, ahead) is not None
+    assert member_problem((1, "http://a b", "a", False, now, ""), now, ahead) is not None
 
 
 def _config() -> Any:

@@ -202,10 +202,12 @@ def test_a_removed_member_stays_removed_when_a_peer_stamps_it_in_2100(
     now_ms = int(time.time() * 1000)
     year_2100_ms = 4_102_444_800_000
     release = threading.Event()
-    fake_peer.scripts.put([encode(Members(((ghost, ghost_url, "ghost", False, now_ms),))), release])
+    fake_peer.scripts.put(
+        [encode(Members(((ghost, ghost_url, "ghost", False, now_ms, ""),))), release]
+    )
     fake_peer.scripts.put(
         [
-            encode(Members(((ghost, ghost_url, "ghost", False, year_2100_ms),))),
+            encode(Members(((ghost, ghost_url, "ghost", False, year_2100_ms, ""),))),
             batch_of([good_change("p", b"after")]),
         ]
     )

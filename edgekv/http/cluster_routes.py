@@ -35,19 +35,23 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
     keys = store.live_count()
     me = replicator.identity
     members = []
-    for member, url, name, removed, _ in replicator.membership.members():
+    membership = replicator.membership
+    timeout_ms = int(replicator.config.member_down_timeout * 1000)
+    for member, url, name, removed, _, region in membership.members():
         if member == me.node:
             continue
-        link = replicator.membership.links.get(member)
+        link = membership.links.get(member)
         members.append(
             {
                 "node_id": f"{member:016x}",
                 "name": name,
                 "url": url,
-                "state": "removed" if removed else (link.state if link else "joining"),
+                "region": region or None,
+                "direct": link is not None,
+                "state": "removed" if removed else membership.state(member, timeout_ms),
                 "lag_changes": link.lag_changes if link else None,
                 "lag_ms": link.lag_ms if link else None,
-                "last_contact_ms": link.last_contact_ms if link else None,
+                "last_contact_ms": membership.last_contact_ms(member),
                 "clock_offset_ms": link.clock_offset_ms if link else None,
                 "last_error": link.last_error if link else None,
             }
@@ -58,6 +62,8 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
                 "node_id": None,
                 "name": "",
                 "url": url,
+                "region": None,
+                "direct": True,
                 "state": link.state,
                 "lag_changes": None,
                 "lag_ms": None,
@@ -72,6 +78,7 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
             "incarnation": f"{me.incarnation:016x}",
             "name": me.name,
             "url": me.url,
+            "region": me.region,
             "seq": store.seq,
             "keys": keys,
             "db_bytes": store.size_bytes(),
@@ -84,6 +91,8 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
     }
     if node.upstream is not None:
         document["upstream"] = node.upstream.status()
+    if replicator.backbone is not None:
+        document["backbone"] = replicator.backbone.status()
     return document
 
 

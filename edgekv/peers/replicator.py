@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from edgekv.config import Config
 from edgekv.peers.applying import StreamApplier
+from edgekv.peers.backbone import Backbone
 from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
 from edgekv.peers.outbox import Outbox
@@ -45,7 +46,14 @@ from edgekv_replication.envelope import (
 from edgekv_replication.hlc import COUNTER_BITS
 from edgekv_replication.intake import MEMBER_STAMP_MARGIN_MS, Refused, check_changes, limits_of
 from edgekv_replication.relays import RelayDeferrals
-from edgekv_replication.session import RESYNC_REQUIRED, Identity, ProtocolError, PullSession
+from edgekv_replication.session import (
+    RESYNC_REQUIRED,
+    Identity,
+    PeerCursor,
+    ProtocolError,
+    PullSession,
+)
+from edgekv_replication.topology import direct_peers
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +191,7 @@ class Replicator:
             store.identity.incarnation,
             config.display_name,
             config.advertise_url or url,
+            config.region,
         )
         self.membership = Membership(
             store, store.node_id, int(config.max_clock_offset * 1000) + MEMBER_STAMP_MARGIN_MS
@@ -214,6 +223,29 @@ class Replicator:
         """Whether the stamps were last seen ahead of the peers' clocks (likewise)."""
         self.ack_floors: list[Callable[[], int]] = []
         """More acknowledgements tombstone collection waits for (the upstream's)."""
+        self.stamp_floors: list[Callable[[], int | None]] = []
+        """Stamps below which tombstones may go as far as the backbone is concerned."""
+        self.has_backbone = bool(config.backbone or config.upstream)
+        """Whether something other than peer streams joins the regions."""
+        self._seed_nodes: dict[str, int] = {}
+        """Seeds' node ids, by URL, once they answered."""
+        self._reachability_logged = False
+        self.backbone: Backbone | None = None
+        """The NATS JetStream backbone, when ``backbone`` is configured."""
+        if config.backbone:
+            self.backbone = Backbone(
+                config,
+                store,
+                self.membership,
+                registry,
+                on_applied=self.applied_from_backbone,
+                on_down=self.backbone_down,
+                on_members=self.ensure_pullers,
+            )
+            # Tombstones stay until this node's own are on the backbone, and until
+            # every member's older writes are there and consumed everywhere.
+            self.ack_floors.append(lambda: self.backbone.published_seq if self.backbone else 0)
+            self.stamp_floors.append(self.backbone.stamp_floor)
 
     def wall_ms(self) -> int:
         """This node's wall clock, as its HLC reads it."""
@@ -227,7 +259,13 @@ class Replicator:
         )
         self._background.append(asyncio.create_task(self._release_held_loop()))
         self._background.append(asyncio.create_task(self._collect_tombstones_loop()))
+        # This node's own entry (with its region) travels in every member list.
+        await self.membership.introduce(
+            self.identity.node, self.identity.url, self.identity.name, self.identity.region
+        )
         self.ensure_pullers()
+        if self.backbone is not None:
+            await self.backbone.start()
 
     async def stop(self) -> None:
         """Stop every loop and close connections (new peer streams are refused from now)."""
@@ -237,6 +275,8 @@ class Replicator:
             *(ws.close(code=1001, message=b"node stopping") for ws in list(self.streams)),
             return_exceptions=True,
         )
+        if self.backbone is not None:
+            await self.backbone.stop()
         tasks = [*self._pullers.values(), *self._background]
         for task in tasks:
             task.cancel()
@@ -245,16 +285,67 @@ class Replicator:
             await self._session.close()
         self.metrics.registry.unregister(self._collector)
 
+    def direct_peers(self) -> set[int]:
+        """The members this node pulls from: a bounded choice within its region.
+
+        (:func:`edgekv_replication.topology.direct_peers`; a member whose region
+        is not known yet counts as in this one.)
+        """
+        regions = self.membership.regions()
+        members = {
+            node: regions.get(node) or self.identity.region
+            for node in self.membership.active_urls()
+        }
+        limit = self.config.max_region_peers
+        return set(
+            direct_peers(
+                self.identity.node,
+                members,
+                self.identity.region,
+                limit,
+                backbone=self.has_backbone,
+            )
+        )
+
+    def pullers(self) -> set[int]:
+        """The members expected to pull from this node (by the same rule, computed for them)."""
+        regions = self.membership.regions()
+        members = {n: regions.get(n) or self.identity.region for n in self.membership.active_urls()}
+        members[self.identity.node] = self.identity.region
+        limit = self.config.max_region_peers
+        return {
+            node
+            for node, region in members.items()
+            if node != self.identity.node
+            and self.identity.node
+            in direct_peers(node, members, region, limit, backbone=self.has_backbone)
+        }
+
+    def wanted(self, node: int) -> bool:
+        """Whether this node should pull from ``node`` now."""
+        if not self.config.peer_discovery:
+            return True  # a fixed topology: the seeds, whatever their region
+        return node in self.direct_peers()
+
     def ensure_pullers(self) -> None:
-        """Start a pull loop for every seed and active member that has none."""
+        """Start a pull loop for every seed and chosen member that has none; stop the others."""
         if self._session is None:
             return
         active_nodes = self.membership.active_urls()
-        urls = set(self.config.peer)
+        chosen = self.direct_peers() if self.config.peer_discovery else set(active_nodes)
+        urls = {
+            url
+            for url in self.config.peer
+            # A seed is pulled until it answers, then as any member is.
+            if url not in self._seed_nodes
+            or self._seed_nodes[url] in chosen
+            or not self.config.peer_discovery
+        }
         if self.config.peer_discovery:
-            urls |= set(active_nodes.values())
+            urls |= {active_nodes[node] for node in chosen}
         for node, url in list(self._pulled_nodes.items()):
-            if node not in active_nodes and self.membership.is_removed(node):
+            removed = node not in active_nodes and self.membership.is_removed(node)
+            if removed or (self.config.peer_discovery and node not in chosen):
                 task = self._pullers.pop(url, None)
                 if task:
                     task.cancel()
@@ -262,6 +353,11 @@ class Replicator:
                 self.store.peer_clocks.forget(node)
                 # Its writes other peers hold must come relayed now.
                 self.relays.stream_ended(node)
+                self.membership.links.pop(node, None)
+                if not removed:
+                    # Pulled again one day, it is read from zero: tombstones collected
+                    # meanwhile would refuse the old cursor (the others relayed them).
+                    self.store.save_peer_cursor(node, PeerCursor())
         for url in urls:
             if url == self.identity.url or url in self._pullers:
                 continue
@@ -314,6 +410,8 @@ class Replicator:
                     raise ProtocolError("expected Welcome")
                 peer = welcome.node
                 self.membership.seed_links.pop(url, None)
+                if url in self.config.peer:
+                    self._seed_nodes[url] = peer
                 if peer == self.identity.node or self._pulled_nodes.setdefault(peer, url) != url:
                     return peer
                 label = f"{peer:016x}"
@@ -325,7 +423,7 @@ class Replicator:
                 )
                 self._reconnected.set()
                 self._reconnected = asyncio.Event()
-                await self.membership.introduce(peer, url, welcome.name)
+                await self.membership.introduce(peer, url, welcome.name, welcome.region)
                 await ws.send_bytes(encode(hello))
                 self.metrics.reconnects.labels(label).inc()
                 link = self.membership.link(peer)
@@ -471,6 +569,25 @@ class Replicator:
         name = next((m[2] for m in self.membership.members() if m[0] == peer), "")
         return f"peer {name!r} ({peer:016x})" if name else f"peer {peer:016x}"
 
+    def applied_from_backbone(self, origin: int, mark: int | None) -> None:
+        """A backbone batch of ``origin`` committed: its regional relays may be deferred.
+
+        The backbone then counts as ``origin``'s own stream (see
+        :mod:`edgekv_replication.relays`): the peer streams are asked to leave
+        its changes out, up to its mark, so each reaches this node once.
+        """
+        if mark is None:
+            return  # an origin that claims no marks is never deferred
+        self.relays.pulling(origin)
+        self.relays.committed(origin, mark)
+        for other, open_stream in self._open_streams.items():
+            self._ask_to_defer(other, open_stream, due=False)
+
+    def backbone_down(self, origins: set[int]) -> None:
+        """The backbone went down: the streams deferring its origins restart without them."""
+        for origin in origins:
+            self.relays.stream_ended(origin)
+
     def _ask_to_defer(self, peer: int, stream: _OpenStream, due: bool) -> None:
         """Send the stream from ``peer`` what it should defer, when that grew (or is ``due``)."""
         wanted = self.relays.wanted(peer)
@@ -483,10 +600,24 @@ class Replicator:
         while True:
             await asyncio.sleep(HELD_RELEASE_INTERVAL)
             self._watch_clock()
+            self._watch_members()
             if self.store.held_count():
                 released = await self.store.release_held(self._max_offset_ms)
                 if released:
                     log.info("applied %d held-back changes", released)
+
+    def _watch_members(self) -> None:
+        """Log each member turning unreachable (or reachable again), once per change."""
+        timeout_ms = int(self.config.member_down_timeout * 1000)
+        for node, reachable in self.membership.watch(timeout_ms):
+            if reachable:
+                log.info("%s is reachable again", self._peer_label(node))
+            else:
+                log.warning(
+                    "%s unreachable for more than %.0f s (member_down_timeout)",
+                    self._peer_label(node),
+                    self.config.member_down_timeout,
+                )
 
     def _watch_clock(self) -> None:
         """Log when this node's clock or stamps start (or stop) running ahead of its peers'."""
@@ -540,15 +671,30 @@ class Replicator:
         horizon_ms = int(self.config.tombstone_horizon * 1000)
         acks = self.store.peer_acks()
         acked, left_out = [], []
-        for node, _, _, removed, learned_ms in self.membership.members():
+        # Only the members that pull from this node acknowledge its log; the
+        # others get its changes relayed by them, or over the backbone.
+        pullers = self.pullers() if self.config.peer_discovery else None
+        for node, _, _, removed, learned_ms, _ in self.membership.members():
             if removed or node == self.identity.node:
                 continue
             cursor, heard_ms = acks.get(node, (0, learned_ms))
+            if pullers is not None and node not in pullers:
+                # Pulling from here while its view of the members differs: wait for it,
+                # but never leave it out (it does not depend on this node's log).
+                if node in acks and heard_ms >= now_ms - horizon_ms:
+                    acked.append(cursor)
+                continue
             if heard_ms >= now_ms - horizon_ms:
                 acked.append(cursor)
             else:
                 left_out.append(node)
         acked.extend(floor() for floor in self.ack_floors)
         acked_seq = min(acked, default=self.store.seq)
-        before_hlc = (now_ms - horizon_ms) << COUNTER_BITS
+        before_ms = now_ms - horizon_ms
+        for floor in self.stamp_floors:
+            floor_ms = floor()
+            before_ms = min(before_ms, -1 if floor_ms is None else floor_ms)
+        if before_ms < 0:
+            return 0
+        before_hlc = before_ms << COUNTER_BITS
         return await self.store.collect_tombstones(acked_seq, before_hlc, left_out)

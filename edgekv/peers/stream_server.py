@@ -83,7 +83,7 @@ async def admit(replicator: Replicator, served: Served, hello: Hello) -> int | R
             log.warning("peer %x is behind collected tombstones; it must re-sync", hello.node)
         return cursor
     await store.record_ack(hello.node, cursor)
-    await replicator.membership.introduce(hello.node, hello.url, hello.name)
+    await replicator.membership.introduce(hello.node, hello.url, hello.name, hello.region)
     replicator.ensure_pullers()
     return cursor
 

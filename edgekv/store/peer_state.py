@@ -21,8 +21,8 @@ from edgekv_replication.hlc import COUNTER_BITS
 from edgekv_replication.session import PeerCursor
 
 T = TypeVar("T")
-MemberRow = tuple[int, str, str, bool, int]
-"""A member: ``(node, url, name, removed, updated_ms)``."""
+MemberRow = tuple[int, str, str, bool, int, str]
+"""A member: ``(node, url, name, removed, updated_ms, region)`` (region "": not known)."""
 
 SAVE_CURSOR = (
     "INSERT INTO peer_cursors (peer, incarnation, cursor, updated_ms) VALUES (?, ?, ?, ?)"
@@ -33,7 +33,7 @@ HOLD = (
     "INSERT INTO held_changes (ns, key, value, metadata, expiration, hlc, node)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_MEMBERS = "SELECT node, url, name, removed, updated_ms FROM members ORDER BY node"
+_MEMBERS = "SELECT node, url, name, removed, updated_ms, region FROM members ORDER BY node"
 
 
 class CursorMoved(RuntimeError):
@@ -76,17 +76,19 @@ class PeerState:
     def members(self) -> list[MemberRow]:
         """Every member row, removed ones included, by node id."""
         rows = self._reader.execute(_MEMBERS)
-        return [(int(n), str(u), str(nm), bool(r), int(t)) for n, u, nm, r, t in rows]
+        return [(int(n), str(u), str(nm), bool(r), int(t), str(rg)) for n, u, nm, r, t, rg in rows]
 
     def upsert_members(self, members: Sequence[MemberRow]) -> asyncio.Future[None]:
         """Insert or replace member rows (last writer by ``updated_ms`` decided by the caller)."""
 
         def op(txn: Txn) -> None:
             txn.conn.executemany(
-                "INSERT INTO members (node, url, name, removed, updated_ms) VALUES (?, ?, ?, ?, ?)"
+                "INSERT INTO members (node, url, name, removed, updated_ms, region)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (node) DO UPDATE SET url = excluded.url, name = excluded.name,"
-                " removed = excluded.removed, updated_ms = excluded.updated_ms",
-                [(n, u, nm, int(r), t) for n, u, nm, r, t in members],
+                " removed = excluded.removed, updated_ms = excluded.updated_ms,"
+                " region = excluded.region",
+                [(n, u, nm, int(r), t, rg) for n, u, nm, r, t, rg in members],
             )
 
         return self.writer.submit(op)

@@ -34,7 +34,8 @@ strong, remembered so they stay strong across a restart while it is down.
 Version 7 adds ``resync_required``: members left out of a tombstone
 collection (out of contact longer than the tombstone horizon) with the
 ``purged_seq`` of then; they must re-sync from zero whatever cursor they
-present. :data:`SCHEMA_VERSION` is the number of :data:`MIGRATIONS`.
+present. Version 8 adds ``members.region`` (empty: not known yet).
+:data:`SCHEMA_VERSION` is the number of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -192,6 +193,11 @@ def _v7_resync_required(db: sqlite_utils.Database) -> None:
     db.table("resync_required").create({"peer": int, "purged_seq": int}, pk="peer")
 
 
+def _v8_member_regions(db: sqlite_utils.Database) -> None:
+    # Each member's region: peer streams run within a region (edgekv_replication.topology).
+    db.execute("ALTER TABLE members ADD COLUMN region TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
@@ -200,6 +206,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v5_documents,
     _v6_strong_namespaces,
     _v7_resync_required,
+    _v8_member_regions,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

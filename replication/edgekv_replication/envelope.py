@@ -50,6 +50,8 @@ class Hello:
     """Send the puller its own changes too. Normally they are left out: it has
     them. A node that may have lost its last commits (an unclean stop) asks
     for them, so copies its peers hold come back."""
+    region: str = ""
+    """The puller's region ("": a node of a version without regions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class Welcome:
     incarnation: int
     name: str
     head: int
+    region: str = ""
+    """The server's region ("": a node of a version without regions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +91,13 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Members:
-    """The members the sender knows: ``(node, url, name, removed, updated_ms)`` each."""
+    """The members the sender knows: ``(node, url, name, removed, updated_ms, region)`` each.
 
-    members: tuple[tuple[int, str, str, bool, int], ...]
+    ``region`` is "" when not known (an entry from a node of a version without
+    regions, which sends five fields).
+    """
+
+    members: tuple[tuple[int, str, str, bool, int, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +168,7 @@ def encode(message: Message) -> bytes:
             message.cursor,
             message.server_incarnation,
             message.echo,
+            message.region,
         ]
     elif isinstance(message, Members):
         body = [list(member) for member in message.members]
@@ -170,7 +179,7 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, Progress):
         body = [message.applied]
     else:
-        body = [message.node, message.incarnation, message.name, message.head]
+        body = [message.node, message.incarnation, message.name, message.head, message.region]
     packed: bytes = msgpack.packb([VERSION, _KINDS[type(message)], body], use_bin_type=True)
     return packed
 
@@ -218,9 +227,13 @@ def _decode(data: bytes) -> Message:
     if type(body) is not tuple:
         raise EnvelopeError("body must be an array")
     if kind == 1:
-        return Hello(*_fields(body, (_u63, _u63, _text, _text, _u63, _u63, _bool)))
+        if len(body) == 7:  # from a node without regions
+            body = (*body, "")
+        return Hello(*_fields(body, (_u63, _u63, _text, _text, _u63, _u63, _bool, _text)))
     if kind == 2:
-        return Welcome(*_fields(body, (_u63, _u63, _text, _u63)))
+        if len(body) == 4:  # from a node without regions
+            body = (*body, "")
+        return Welcome(*_fields(body, (_u63, _u63, _text, _u63, _text)))
     if kind == 3:
         if len(body) == 4:  # from a node that defers nothing
             body = (*body, body[1], None)
@@ -246,11 +259,15 @@ def _decode(data: bytes) -> Message:
     raise EnvelopeError(f"unknown message kind {kind!r}")
 
 
-def _member(item: object) -> tuple[int, str, str, bool, int]:
+def _member(item: object) -> tuple[int, str, str, bool, int, str]:
     if type(item) is not tuple:
         raise EnvelopeError("a member must be an array")
-    node, url, name, removed, updated_ms = _fields(item, (_u63, _text, _text, _bool, _u63))
-    return (node, url, name, removed, updated_ms)
+    if len(item) == 5:  # from a node without regions
+        item = (*item, "")
+    node, url, name, removed, updated_ms, region = _fields(
+        item, (_u63, _text, _text, _bool, _u63, _text)
+    )
+    return (node, url, name, removed, updated_ms, region)
 
 
 def _pair(item: object) -> tuple[int, int]:

@@ -327,12 +327,12 @@ def _short(value: object) -> str:
 
 
 def member_problem(member: Sequence[object], now_ms: int, max_ahead_ms: int) -> str | None:
-    """Why a member entry ``(node, url, name, removed, updated_ms)`` is refused, or None.
+    """Why a member entry ``(node, url, name, removed, updated_ms, region)`` is refused, or None.
 
     ``max_ahead_ms``: how far ahead of ``now_ms`` its stamp may lie (see
     :data:`MEMBER_STAMP_MARGIN_MS`).
     """
-    node, url, name, removed, updated_ms = member
+    node, url, name, removed, updated_ms, region = member
     if type(node) is not int or not 0 <= node <= _I64:
         return "node id out of range"
     if type(updated_ms) is not int or updated_ms > now_ms + max_ahead_ms:
@@ -345,6 +345,8 @@ def member_problem(member: Sequence[object], now_ms: int, max_ahead_ms: int) -> 
         return "name is not printable text of at most 256 characters"
     if type(removed) is not bool:
         return "removed is not a boolean"
+    if type(region) is not str or (region and not NAMESPACE.fullmatch(region)):
+        return "region does not match [A-Za-z0-9_.-]{1,64}"
     return None
 
 
@@ -353,8 +355,8 @@ def _printable(text: str) -> bool:
 
 
 def screen_members(
-    members: Iterable[tuple[int, str, str, bool, int]], now_ms: int, max_ahead_ms: int
-) -> tuple[list[tuple[int, str, str, bool, int]], list[tuple[int, str]]]:
+    members: Iterable[tuple[int, str, str, bool, int, str]], now_ms: int, max_ahead_ms: int
+) -> tuple[list[tuple[int, str, str, bool, int, str]], list[tuple[int, str]]]:
     """Split member entries into those taken and ``(node, why)`` for those refused."""
     taken, refused = [], []
     for member in members:

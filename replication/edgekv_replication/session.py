@@ -61,6 +61,7 @@ class Identity:
     incarnation: int
     name: str = ""
     url: str = ""
+    region: str = ""
 
 
 @dataclass
@@ -111,7 +112,7 @@ class PullSession:
             )
         if welcome.node == self.me.node:
             raise ProtocolError("connected to itself")
-        self.peer = Identity(welcome.node, welcome.incarnation, welcome.name)
+        self.peer = Identity(welcome.node, welcome.incarnation, welcome.name, "", welcome.region)
         same_incarnation = remembered.incarnation == welcome.incarnation
         # Another incarnation is another log: start it from zero.
         self.cursor = remembered.cursor if same_incarnation else 0
@@ -125,6 +126,7 @@ class PullSession:
             self.cursor,
             welcome.incarnation,
             self.echo,
+            self.me.region,
         )
 
     def accept(self, batch: Batch) -> PeerCursor:
@@ -212,7 +214,7 @@ class ServeSession:
 
     def welcome(self, head: int) -> Welcome:
         """The first message of every stream: who this node is and how far its log goes."""
-        return Welcome(self.me.node, self.me.incarnation, self.me.name, head)
+        return Welcome(self.me.node, self.me.incarnation, self.me.name, head, self.me.region)
 
     def on_hello(
         self, hello: Hello, head: int, must_resync: Callable[[int, int], bool], removed: bool

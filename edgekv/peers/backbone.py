@@ -1,0 +1,509 @@
+"""The NATS JetStream backbone between regions (``--backbone nats://host:4222``).
+
+Three loops over one connection:
+
+* **publish**: this node's own changes (origin == itself), paged from its log
+  in seq order, as envelope batches on ``<stream>.changes.<node>`` with a
+  ``Nats-Msg-Id`` per batch (a batch published again after a restart is
+  dropped by JetStream). The position is saved in SQLite (a cursor under the
+  reserved peer id :data:`PUBLISHED`) after JetStream acknowledged the
+  batch, so a restart resumes from it and nothing acknowledged locally is
+  skipped; local writes never wait for the backbone.
+* **consume**: a durable pull consumer over every node's changes. Changes of
+  this node's own region are acknowledged and skipped (they come over peer
+  streams); the others are checked by the one intake rule and applied as a
+  peer batch, moving that origin's cursor (``peer_cursors``, keyed by the
+  origin, holding the origin's seq) in the same transaction. The message is
+  acknowledged to JetStream only after that commit: a crash before it gets
+  the message again, and the origin's cursor then shows it is applied
+  already, so nothing is lost or applied twice. A batch refused by intake
+  is not acknowledged (redelivered later, the origin stalled, the reason in
+  status and the log), exactly as a peer stream that keeps sending it.
+* **state**: once a second a report on plain NATS (not stored): published and
+  caught-up positions for tombstone collection
+  (:class:`~edgekv_replication.backbone.StampFloor`), and now and then the
+  member list, so membership spreads across regions.
+
+Any failure closes the connection; the node retries with backoff, and status
+shows the backbone down with its lag meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edgekv.config import Config
+from edgekv.peers.membership import Membership
+from edgekv.store.store import Store
+from edgekv_replication.backbone import (
+    INCARNATION_HEADER,
+    NODE_HEADER,
+    StampFloor,
+    State,
+    changes_subject,
+    decode_state,
+    encode_state,
+    message_id,
+    origin_of,
+)
+from edgekv_replication.envelope import Batch, EnvelopeError, decode, encode
+from edgekv_replication.hlc import COUNTER_BITS
+from edgekv_replication.intake import Refused, check_changes, limits_of
+from edgekv_replication.session import PeerCursor
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = 0
+"""The reserved peer id under which the publish position is saved (node ids are never 0)."""
+PAGE_CHANGES = 500
+FETCH_MESSAGES = 64
+STATE_INTERVAL = 1.0
+MEMBERS_EVERY = 10
+"""State reports per one that carries the member list (and whenever it changed)."""
+RETRY_MIN, RETRY_MAX = 0.2, 5.0
+REFUSED_RETRY_SECONDS = 5.0
+
+
+class BackboneMetrics:
+    """Backbone counters and gauges in the node's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Create the metrics in ``registry``."""
+        self.published = Counter(
+            "edgekv_backbone_changes_published",
+            "Own changes published to the backbone.",
+            registry=registry,
+        )
+        self.consumed = Counter(
+            "edgekv_backbone_changes_consumed",
+            "Changes of other regions consumed from the backbone, by origin region.",
+            ["region"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "edgekv_backbone_messages_skipped",
+            "Backbone messages acknowledged without applying (own region, own, already applied).",
+            registry=registry,
+        )
+        self.up = Gauge(
+            "edgekv_backbone_up", "1 while the backbone is connected.", registry=registry
+        )
+        self.pending = Gauge(
+            "edgekv_backbone_pending_messages",
+            "Messages in the backbone not yet consumed by this node.",
+            registry=registry,
+        )
+        self.unpublished = Gauge(
+            "edgekv_backbone_unpublished_seq",
+            "Seqs of this node's log not yet published (others' rows among them are skipped).",
+            registry=registry,
+        )
+
+
+class Backbone:
+    """This node's side of the NATS JetStream backbone."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        membership: Membership,
+        registry: CollectorRegistry,
+        on_applied: Callable[[int, int | None], None],
+        on_down: Callable[[set[int]], None],
+        on_members: Callable[[], None],
+    ) -> None:
+        """Prepare the backbone of ``store``.
+
+        ``on_applied(origin, mark)``: a batch of ``origin`` carrying ``mark``
+        committed here (relay deferral). ``on_down(origins)``: the backbone
+        went down (deferrals of those origins, resting on it, end).
+        ``on_members()``: the member table changed (streams may need starting).
+        """
+        assert config.backbone is not None
+        self.config = config
+        self.url = config.backbone
+        self.stream = config.backbone_stream
+        self.store = store
+        self.membership = membership
+        self.node = store.identity.node_id
+        self.incarnation = store.identity.incarnation
+        self.limits = limits_of(config)
+        self.metrics = BackboneMetrics(registry)
+        self._on_applied = on_applied
+        self._on_down = on_down
+        self._on_members = on_members
+        self._max_offset_ms = int(config.max_clock_offset * 1000)
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.last_contact_ms: int | None = None
+        self.pending = 0
+        self.lag_ms = 0
+        self.caught_up_ms: int | None = None
+        self.reports: dict[int, tuple[int | None, int | None, int]] = {}
+        """Each node's last report: (published_ms, caught_up_ms, when heard)."""
+        self.floor = StampFloor(margin_ms=2 * self._max_offset_ms + 2000)
+        self.origins: set[int] = set()
+        """Origins whose changes this node takes from the backbone (relay deferral)."""
+        self._refused: dict[int, int] = {}
+        """Origins stalled at a refused batch: the batch's end (seq of the origin)."""
+        self._task: asyncio.Task[None] | None = None
+        self._nc: Client | None = None
+        self._wake_publisher = asyncio.Event()
+        store.on_commit(lambda _: self._wake_publisher.set())
+
+    # -- status --------------------------------------------------------------
+
+    @property
+    def published_seq(self) -> int:
+        """How far this node's log is published (its own changes in it)."""
+        saved = self.store.peer_cursor(PUBLISHED)
+        return saved.cursor if saved.incarnation == self.incarnation else 0
+
+    def status(self) -> dict[str, Any]:
+        """The ``backbone`` object of ``cluster status``."""
+        return {
+            "url": self.url,
+            "stream": self.stream,
+            "state": self.state,
+            "published_seq": self.published_seq,
+            "lag_changes": max(0, self.store.seq - self.published_seq),
+            "pending_messages": self.pending,
+            "lag_ms": self.lag_ms,
+            "last_contact_ms": self.last_contact_ms,
+            "last_error": self.last_error,
+        }
+
+    def stamp_floor(self) -> int | None:
+        """Tombstones stamped before this wall-clock ms may go, as far as the backbone goes."""
+        return self.floor.floor
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (and keep reconnecting) in the background."""
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop every loop and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close()
+
+    async def _close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 2)
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        if state == "down" and self.state != "down":
+            log.warning("backbone %s unreachable: %s", self.url, error)
+        elif state == "up" and self.state != "up":
+            log.info("backbone %s connected (stream %s)", self.url, self.stream)
+        self.state = state
+        self.metrics.up.set(1 if state == "up" else 0)
+        if error is not None:
+            self.last_error = error
+
+    async def _run(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            lost = asyncio.Event()
+            try:
+                await self._connect(lost)
+                self._set_state("up", None)
+                delay = RETRY_MIN
+                loops = [
+                    asyncio.create_task(self._publish_loop()),
+                    asyncio.create_task(self._consume_loop()),
+                    asyncio.create_task(self._state_loop()),
+                    asyncio.create_task(lost.wait()),
+                ]
+                try:
+                    done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in loops:
+                        task.cancel()
+                    await asyncio.gather(*loops, return_exceptions=True)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                raise ConnectionError("the connection to the backbone was lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._set_state("down", f"{type(exc).__name__}: {exc}")
+            await self._close()
+            # Origins taken from the backbone come relayed by regional peers meanwhile.
+            origins, self.origins = self.origins, set()
+            self._on_down(origins)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(RETRY_MAX, delay * 2)
+
+    async def _connect(self, lost: asyncio.Event) -> None:
+        async def closed() -> None:
+            lost.set()
+
+        async def error(exc: Exception) -> None:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+        self._nc = await nats.connect(
+            self.url,
+            name=f"edgekv-{self.node:016x}",
+            connect_timeout=2,
+            allow_reconnect=False,  # reconnecting is ours: one path for every failure
+            ping_interval=1,
+            max_outstanding_pings=3,
+            disconnected_cb=closed,
+            closed_cb=closed,
+            error_cb=error,
+        )
+        js = self._nc.jetstream(timeout=5)
+        try:
+            await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(
+                StreamConfig(name=self.stream, subjects=[f"{self.stream}.changes.*"])
+            )
+
+    # -- publishing -------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        assert self._nc is not None
+        js = self._nc.jetstream(timeout=5)
+        subject = changes_subject(self.stream, self.node)
+        max_bytes = max(1024, self._nc.max_payload // 2)
+        while True:
+            self._wake_publisher.clear()
+            position = self.published_seq
+            head = self.store.seq
+            self.metrics.unpublished.set(max(0, head - position))
+            if position >= head:
+                await self._wait_publisher(STATE_INTERVAL)
+                continue
+            page = self.store.changes_after(position, PAGE_CHANGES, max_bytes)
+            upto = page[-1].seq if len(page) == PAGE_CHANGES else head
+            if page and page[-1].seq > upto:
+                upto = page[-1].seq
+            own = tuple(change for change in page if change.node == self.node)
+            mark = self.store.origin_marks.at(upto)
+            if own:
+                batch = Batch(position, upto, own, self.store.clock.wall_ms(), upto, mark)
+                await js.publish(
+                    subject,
+                    encode(batch),
+                    headers={
+                        "Nats-Msg-Id": message_id(self.node, self.incarnation, upto),
+                        NODE_HEADER: f"{self.node:016x}",
+                        INCARNATION_HEADER: f"{self.incarnation:016x}",
+                    },
+                )
+                self.metrics.published.inc(len(own))
+            self.last_contact_ms = self.store.clock.wall_ms()
+            await self.store.save_peer_cursor(PUBLISHED, PeerCursor(self.incarnation, upto))
+
+    async def _wait_publisher(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake_publisher.wait(), seconds)
+
+    def published_ms(self) -> int | None:
+        """Every own write stamped at or before this wall-clock ms is on the backbone."""
+        position = self.published_seq
+        if position >= self.store.seq:
+            return self.store.clock.last >> COUNTER_BITS
+        mark = self.store.origin_marks.at(position)
+        return None if mark is None else mark >> COUNTER_BITS
+
+    # -- consuming ----------------------------------------------------------------
+
+    async def _consume_loop(self) -> None:
+        assert self._nc is not None
+        js = self._nc.jetstream(timeout=5)
+        subscription = await js.pull_subscribe(
+            f"{self.stream}.changes.*",
+            durable=f"edgekv-{self.node:016x}",
+            stream=self.stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=10,
+                max_ack_pending=10_000,
+            ),
+        )
+        while True:
+            fetched_ms = self.store.clock.wall_ms()
+            try:
+                messages = await subscription.fetch(FETCH_MESSAGES, timeout=1)
+            except nats.errors.TimeoutError:
+                self.pending = 0
+                self.metrics.pending.set(0)
+                self.caught_up_ms = fetched_ms
+                continue
+            await self._take(messages)
+            self.pending = messages[-1].metadata.num_pending
+            self.metrics.pending.set(self.pending)
+            if self.pending == 0:
+                self.caught_up_ms = fetched_ms
+
+    async def _take(self, messages: list[Msg]) -> None:
+        """Apply ``messages`` (group-committed), then acknowledge them, in order."""
+        regions = self.membership.regions()
+        mine = self.config.region
+        pending: list[tuple[Msg, asyncio.Future[Any] | None, int, Batch | None]] = []
+        planned: dict[int, PeerCursor] = {}
+        for message in messages:
+            try:
+                origin, incarnation = origin_of(message.subject, message.headers)
+                decoded = decode(message.data)
+                if not isinstance(decoded, Batch):
+                    raise EnvelopeError(f"expected a Batch, got {type(decoded).__name__}")
+            except EnvelopeError as exc:
+                # Malformed beyond any origin's cursor: no node of ours sent it.
+                log.warning("refused a backbone message on %s: %s", message.subject, exc)
+                self.last_error = f"refused a message on {message.subject}: {exc}"
+                pending.append((message, None, 0, None))
+                continue
+            self.membership.heard(origin)
+            if origin == self.node or regions.get(origin, "") == mine:
+                pending.append((message, None, origin, None))  # own, or in-region: peers
+                continue
+            saved = planned.get(origin) or self.store.peer_cursor(origin)
+            cursor = saved.cursor if saved.incarnation == incarnation else 0
+            after = PeerCursor(incarnation, cursor)
+            if decoded.upto <= cursor:
+                pending.append((message, None, origin, None))  # applied already
+                continue
+            if self._refused.get(origin, decoded.upto) < decoded.upto:
+                # Stalled behind its refused batch, as a peer stream that keeps sending it.
+                pending.append((message, None, -origin, None))
+                continue
+            try:
+                check_changes(decoded.changes, self.limits)
+            except Refused as refusal:
+                why = (
+                    f"refused a backbone batch of {origin:016x} (seq {decoded.after + 1}.."
+                    f"{decoded.upto}): {refusal.code}: {refusal}"
+                )
+                log.warning("%s", why)
+                self.last_error = why
+                self._refused[origin] = decoded.upto
+                pending.append((message, None, -origin, None))
+                continue
+            self._refused.pop(origin, None)
+            target = PeerCursor(incarnation, decoded.upto)
+            planned[origin] = target
+            if origin not in self.origins and decoded.mark is not None:
+                self.origins.add(origin)
+            done: asyncio.Future[Any] | None
+            if decoded.changes:
+                done = self.store.apply_changes(
+                    decoded.changes, origin, target, self._max_offset_ms, after=after
+                )
+            else:
+                done = self.store.save_peer_cursor(origin, target, after=after)
+            pending.append((message, done, origin, decoded))
+        for message, done, origin, batch in pending:
+            if origin < 0:
+                await message.nak(delay=REFUSED_RETRY_SECONDS)
+                continue
+            if done is not None:
+                try:
+                    await done
+                except Exception as exc:
+                    # Not acknowledged: JetStream delivers it again after ack_wait.
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("backbone batch of %016x failed to apply: %s", origin, exc)
+                    raise
+                if batch is not None:
+                    region = regions.get(origin) or "unknown"
+                    self.metrics.consumed.labels(region).inc(len(batch.changes))
+                    if batch.changes:
+                        newest_ms = batch.changes[-1].hlc >> COUNTER_BITS
+                        self.lag_ms = max(0, self.store.clock.wall_ms() - newest_ms)
+                    self._on_applied(origin, batch.mark)
+            else:
+                self.metrics.skipped.inc()
+            await message.ack()
+        self.last_contact_ms = self.store.clock.wall_ms()
+
+    # -- state reports -------------------------------------------------------------
+
+    async def _state_loop(self) -> None:
+        assert self._nc is not None
+        nc = self._nc
+        await nc.subscribe(f"{self.stream}.state.*", cb=self._on_state)
+        sent_members: object = None
+        count = 0
+        while True:
+            members = self.membership.members()
+            with_members = members != sent_members or count % MEMBERS_EVERY == 0
+            state = State(
+                self.node,
+                self.config.region,
+                self.published_ms(),
+                self.caught_up_ms,
+                tuple(members) if with_members else (),
+            )
+            await nc.publish(f"{self.stream}.state.{self.node:016x}", encode_state(state))
+            if with_members:
+                sent_members = members
+            count += 1
+            self._observe_floor()
+            await asyncio.sleep(STATE_INTERVAL)
+
+    async def _on_state(self, message: Msg) -> None:
+        try:
+            state = decode_state(message.data)
+        except EnvelopeError as exc:
+            log.warning("refused a backbone state report on %s: %s", message.subject, exc)
+            return
+        if not message.subject.endswith(f".{state.node:016x}") or state.node == self.node:
+            return
+        self.membership.heard(state.node)
+        self.reports[state.node] = (
+            state.published_ms,
+            state.caught_up_ms,
+            self.store.clock.wall_ms(),
+        )
+        if state.members:
+            changed, refused = await self.membership.learn(list(state.members))
+            for node, why in refused:
+                log.warning("refused member %016x reported over the backbone: %s", node, why)
+            if changed:
+                self._on_members()
+
+    def _observe_floor(self) -> None:
+        """Feed the tombstone floor every counted member's latest report."""
+        now_ms = self.store.clock.wall_ms()
+        horizon_ms = int(self.config.tombstone_horizon * 1000)
+        reports: list[tuple[int | None, int | None]] = [(self.published_ms(), self.caught_up_ms)]
+        for node, _, _, removed, learned_ms, _ in self.membership.members():
+            if removed or node == self.node:
+                continue
+            published_ms, caught_up_ms, heard_ms = self.reports.get(node, (None, None, 0))
+            if max(heard_ms, learned_ms) < now_ms - horizon_ms:
+                continue  # out of contact past the horizon: it must re-sync
+            reports.append((published_ms, caught_up_ms))
+        self.floor.observe(now_ms, reports)
+
+
+def now_ms() -> int:
+    """The wall clock in ms (for tests)."""
+    return time.time_ns() // 1_000_000
