@@ -23,6 +23,8 @@ _STATE_STYLE = {"up": "green", "down": "red", "joining": "yellow", "removed": "d
 _STATE_RANK = {"down": 0, "joining": 1, "up": 2, "removed": 3}
 """Worst first: a member down needs a look before one still joining."""
 _NO_REGION = ""
+_UNNAMED = (_NO_REGION, "default")
+"""Regions that mean "regions not in use": none given, and the node's default."""
 
 Member = dict[str, Any]
 
@@ -74,7 +76,7 @@ def worst_first(members: Iterable[Member]) -> list[tuple[str, list[Member]]]:
 def summary_text(members: Sequence[Member], backbone: dict[str, Any] | None) -> Text:
     """One line: how many members in each state, the worst lag and whose, the backbone."""
     states = Counter(member["state"] for member in members)
-    regions = {region_of(member) for member in members} - {_NO_REGION}
+    regions = {region_of(member) for member in members} - set(_UNNAMED)
     parts: list[tuple[str, str] | str] = [(_count(len(members), "member"), "bold")]
     if regions:
         parts.append(f" in {_count(len(regions), 'region')}")
@@ -105,12 +107,23 @@ def summary_text(members: Sequence[Member], backbone: dict[str, Any] | None) -> 
     return Text.assemble(*parts)
 
 
-def _member_row(member: Member) -> list[str | Text]:
+def _via(member: Member, backbone_from: str | None) -> str:
+    """How this node gets the member's changes: its own stream, relayed by peers, or
+    the backbone (``backbone_from``: this node's region when it has a backbone)."""
+    if member.get("direct", True):
+        return "peer"
+    if backbone_from is not None and region_of(member) != backbone_from:
+        return "backbone"
+    return "relayed"
+
+
+def _member_row(member: Member, backbone_from: str | None) -> list[str | Text]:
     state = member["state"]
     offset = member["clock_offset_ms"]
     return [
         f"{member['name'] or '?'} {(member['node_id'] or '')[:8]}",
         member["url"],
+        _via(member, backbone_from),
         Text(state, style=_STATE_STYLE.get(state, "")),
         "-" if member["lag_changes"] is None else str(member["lag_changes"]),
         "-" if member["lag_ms"] is None else str(member["lag_ms"]),
@@ -127,6 +140,7 @@ def _service_row(label: str, service: dict[str, Any], where: str) -> list[str | 
     return [
         label,
         where,
+        "",
         Text(state, style=_STATE_STYLE.get(state, "yellow")),
         "-" if lag is None else str(lag),
         "-",
@@ -134,6 +148,13 @@ def _service_row(label: str, service: dict[str, Any], where: str) -> list[str | 
         "-",
         service.get("last_error") or "",
     ]
+
+
+def _table() -> Table:
+    table = Table(show_edge=False)
+    for column in ("member", "url", "via", "state", "lag", "lag ms", "contact", "clock", "error"):
+        table.add_column(column)
+    return table
 
 
 def status_renderable(status: dict[str, Any], region: str | None = None) -> Group:
@@ -152,27 +173,31 @@ def status_renderable(status: dict[str, Any], region: str | None = None) -> Grou
     if region is not None:
         members = [m for m in members if region_of(m) == region]
     backbone = status.get("backbone")
-    table = Table(show_edge=False)
-    for column in ("member", "url", "state", "lag", "lag ms", "contact", "clock", "last error"):
-        table.add_column(column)
-    groups = worst_first(members)
-    titled = len(groups) > 1 or any(name for name, _ in groups)
-    for name, rows in groups:
-        if titled:
-            up = sum(m["state"] == "up" for m in rows)
-            table.add_row(Text(f"region {name or '(none)'}: {up}/{len(rows)} up", style="bold"))
-        for member in rows:
-            table.add_row(*_member_row(member))
-        table.add_section()
-    upstream = status.get("upstream")
-    if upstream is not None:
-        table.add_row(
-            *_service_row("upstream", upstream, f"{upstream['url']} ({upstream['schema']})")
-        )
-    if backbone is not None:
-        table.add_row(*_service_row("backbone", backbone, str(backbone.get("url", ""))))
+    backbone_from = None if backbone is None else region_of(me)
     lines: list[Text | Table] = [header, summary_text(members, backbone)]
     if region is not None and not members:
         lines.append(Text(f"no member in region {region!r}", style="yellow"))
-    lines.append(table)
+    groups = worst_first(members)
+    # One region that is no region at all (a cluster without regions): no heading.
+    titled = len(groups) > 1 or any(name not in _UNNAMED for name, _ in groups)
+    for name, rows in groups:
+        # A table per region, its heading a line of its own: a heading row in
+        # a shared table would wrap inside the narrow first column.
+        if titled:
+            up = sum(m["state"] == "up" for m in rows)
+            lines.append(Text(f"region {name or '(none)'}: {up}/{len(rows)} up", style="bold"))
+        table = _table()
+        for member in rows:
+            table.add_row(*_member_row(member, backbone_from))
+        lines.append(table)
+    services = _table()
+    upstream = status.get("upstream")
+    if upstream is not None:
+        services.add_row(
+            *_service_row("upstream", upstream, f"{upstream['url']} ({upstream['schema']})")
+        )
+    if backbone is not None:
+        services.add_row(*_service_row("backbone", backbone, str(backbone.get("url", ""))))
+    if services.row_count:
+        lines.append(services)
     return Group(*lines)

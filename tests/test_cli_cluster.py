@@ -31,8 +31,8 @@ def test_cluster_status_table_and_json(
 ) -> None:
     security = Security(tmp_path / "security")  # tokens and a cluster secret
     start_node = security.starter(start_node)
-    a = start_node("a", ["--node-name", "fra"])
-    b = start_node("b", ["--node-name", "ams", "--peer", a.url])
+    a = start_node("a", ["--node-name", "fra", "--region", "eu-central"])
+    b = start_node("b", ["--node-name", "ams", "--region", "eu-west", "--peer", a.url])
     wait_for(
         lambda: (
             [m["state"] for m in b.request("GET", "/v1/cluster/status").json()["members"]] == ["up"]
@@ -44,13 +44,16 @@ def test_cluster_status_table_and_json(
     )
     assert document["node"]["name"] == "ams"
     assert document["members"][0]["name"] == "fra"
+    assert document["members"][0]["region"] == "eu-central"
     assert edgekv("cluster", "status", "--url", b.url).returncode != 0  # no token, no status
     table = edgekv("cluster", "status", "--url", b.url, "--token", security.token)
     assert table.returncode == 0
     assert "fra" in table.stdout
     assert "up" in table.stdout
     assert "seq" in table.stdout
-    assert "1 member: 1 up, 0 down, 0 joining" in table.stdout
+    assert "1 member in 1 region: 1 up, 0 down, 0 joining" in table.stdout
+    assert "region eu-central: 1/1 up" in table.stdout
+    assert "eu-west" in table.stdout  # this node's own region, in the header
     elsewhere = edgekv(
         "cluster", "status", "--url", b.url, "--token", security.token, "--region", "elsewhere"
     )
@@ -66,6 +69,7 @@ def _member(i: int, region: str, state: str = "up", lag: int = 0) -> dict[str, A
         "name": f"pop-{i:02d}",
         "url": f"https://pop-{i:02d}.example:8787",
         "region": region,
+        "direct": region == "region-0" and i % 12 < 8,
         "state": state,
         "lag_changes": lag,
         "lag_ms": lag * 10,
@@ -130,6 +134,8 @@ def test_status_of_48_members_summarises_then_groups_regions_worst_first() -> No
     at = members.index("pop-41")
     assert members[at : at + 2] == ["pop-41", "pop-40"]  # larger lag first
     assert any(line.lstrip().startswith("backbone") and "nats://" in line for line in lines)
+    via = {line.split()[0]: line.split("│")[2].strip() for line in lines[2:] if "pop-" in line}
+    assert (via["pop-00"], via["pop-10"], via["pop-20"]) == ("peer", "relayed", "backbone")
 
 
 def test_status_region_filter_shows_one_region_and_counts_it() -> None:
@@ -144,7 +150,7 @@ def test_status_region_filter_shows_one_region_and_counts_it() -> None:
 def test_status_without_regions_renders_one_group_without_headings() -> None:
     status = _status_of_48()
     for member in status["members"]:
-        del member["region"]
+        del member["region"], member["direct"]
     del status["node"]["region"], status["backbone"]
     lines = _render(status)
     assert lines[1].startswith("48 members: 45 up, 2 down, 1 joining")
