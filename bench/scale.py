@@ -1,0 +1,585 @@
+"""Benchmark at scale: N real PoPs over a modelled WAN, three topologies, and the simulator.
+
+One run starts, per topology, ``--pops`` real ``edgekv serve`` processes (48 =
+4 regions x 12 by default) with tokens and a cluster secret, every link
+through a latency proxy shaped by the WAN matrix (:mod:`testkit.wan`: 2 ms RTT
+within a region; 40, 80 or 150 ms between regions), and measures:
+
+- **propagation**: a fixed set of probe writes, one at a time at random PoPs
+  under the background load; from the write's acknowledgement until every
+  PoP reads it (each PoP polled every ``POLL_MS``): p50 and p99;
+- **connections per node**: established TCP sockets of each node's process
+  while idle (peer streams both ways, the backbone or upstream connections);
+- **changes received per write per node**: from ``/metrics`` over the loaded
+  window, every change a node received (peer streams, backbone messages
+  including the ones it skips, upstream rows) divided by the writes made
+  anywhere times (N - 1): 1.0 means each PoP got each change exactly once;
+- **CPU per node**, idle and under a modest load (``--rate`` writes/s spread
+  over all PoPs), from ``/proc/<pid>/stat``; **RSS per node**.
+
+Topologies (``--topologies``):
+
+- ``mesh``: every PoP pulls from every other (``--peer-discovery false``, a
+  proxy per directed link, shaped by the two regions);
+- ``nats``: ``--region`` + ``--max-region-peers`` + ``--backbone nats://``
+  (a NATS server with JetStream started for the run);
+- ``pg``: ``--region`` + ``--max-region-peers`` + ``--upstream`` (the test
+  PostgreSQL, a schema of the run's own, dropped after).
+
+In the two regional topologies each node advertises its own inbound proxy
+(intra-region shape: every peer stream stays in the region), and each region
+reaches the one backbone server (NATS or PostgreSQL) through a proxy of its
+own. One server cannot sit at every pair's distance, so each region's delay
+to it is the least-squares fit of "delay(a) + delay(b) = one-way delay
+between a and b" over the region pairs (printed with its worst error); a
+JetStream cluster per region joined by gateways through the proxies would be
+exact (the next step). A topology whose settings the node lacks is skipped
+with a message. A 3-PoP mesh's idle CPU is measured too: the issue's goal
+compares idle CPU per PoP at 48 PoPs with it.
+
+Then the simulator (:mod:`testkit.simscale`) at ``--sim-pops`` (300 and
+1,000 PoPs in 20 regions): convergence after a write and after a region
+heals, messages per write, fan-out.
+
+Develop with few PoPs and short windows (the machine is shared)::
+
+    python -m bench.scale --pops 8 --idle-seconds 3 --load-seconds 5 --probes 5 --sim-pops 60
+
+The figures in docs/performance.md ("Scale") come from the defaults on a quiet
+machine::
+
+    python -m bench.scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from testkit.pg import DSN, query, server_port
+from testkit.processes import NodeProcess
+from testkit.security import Security
+from testkit.simscale import simulate
+from testkit.waiting import wait_for
+from testkit.wan import WanModel, wan_model
+
+POLL_MS = 5
+"""How often a probe's reader polls each PoP: the resolution of propagation."""
+PROBE_TIMEOUT = 30.0
+RESULTS = Path(__file__).parent / "results"
+RECEIVED = (
+    "edgekv_repl_changes_received",
+    "edgekv_backbone_changes_consumed",
+    "edgekv_backbone_messages_skipped",
+    "edgekv_upstream_changes_pulled",
+)
+"""Counters of changes arriving at a node, by path (absent ones count 0)."""
+NEEDS = {
+    "mesh": (),
+    "nats": ("--region", "--max-region-peers", "--backbone"),
+    "pg": ("--region", "--max-region-peers", "--upstream"),
+}
+"""The ``edgekv serve`` flags each topology needs."""
+
+
+# -- the WAN: proxies -----------------------------------------------------------------
+
+
+class ProxyHub:
+    """Shaped proxies in a process of their own (``bench.proxy_hub``)."""
+
+    def __init__(self, shapes: list[tuple[float, float]]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.proxy_hub"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.ports: list[int] = self._ask({"links": shapes})["ports"]
+
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return answer
+
+    def forward(self, targets: list[int]) -> None:
+        self._ask({"targets": targets})
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def backbone_delays(wan: WanModel) -> tuple[dict[str, float], float]:
+    """Each region's one-way delay to a single backbone server, and the fit's worst error.
+
+    Least squares of ``d[a] + d[b] = rtt(a, b) / 2`` over the region pairs
+    (normal equations, solved by Gauss-Jordan: at most a few dozen regions).
+    """
+    regions = wan.regions
+    n = len(regions)
+    if n == 1:
+        return {regions[0]: wan.rtt_ms(regions[0], regions[0]) / 2}, 0.0
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    matrix = [[0.0] * n for _ in range(n)]
+    rhs = [0.0] * n
+    for a, b in pairs:
+        target = wan.rtt_ms(regions[a], regions[b]) / 2
+        for i in (a, b):
+            matrix[i][a] += 1
+            matrix[i][b] += 1
+            rhs[i] += target
+    if n == 2:  # one equation, two unknowns: split it
+        half = wan.rtt_ms(regions[0], regions[1]) / 4
+        return {regions[0]: half, regions[1]: half}, 0.0
+    for col in range(n):
+        pivot = matrix[col][col]
+        for j in range(n):
+            matrix[col][j] /= pivot
+        rhs[col] /= pivot
+        for row in range(n):
+            if row != col and matrix[row][col]:
+                factor = matrix[row][col]
+                for j in range(n):
+                    matrix[row][j] -= factor * matrix[col][j]
+                rhs[row] -= factor * rhs[col]
+    delays = {regions[i]: max(0.5, rhs[i]) for i in range(n)}
+    worst = max(
+        abs(delays[regions[a]] + delays[regions[b]] - wan.rtt_ms(regions[a], regions[b]) / 2)
+        for a, b in pairs
+    )
+    return delays, worst
+
+
+# -- the cluster ------------------------------------------------------------------------
+
+
+@dataclass
+class ScaleCluster:
+    """``pops`` nodes of one topology, every link through the proxy hub."""
+
+    work: Path
+    pops: int
+    wan: WanModel
+    topology: str
+    security: Security
+    backbone_url: Callable[[int], str] | None = None
+    """For the regional topologies: the backbone flag's URL given a proxy port."""
+    backbone_target: int = 0
+    nodes: list[NodeProcess] = field(default_factory=list)
+    hub: ProxyHub | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    def region(self, i: int) -> str:
+        regions = self.wan.regions
+        return regions[i * len(regions) // self.pops]
+
+    def start(self) -> None:
+        shapes: list[tuple[float, float]] = []
+        targets: list[int | str] = []  # a node index, or "backbone"
+        args: list[list[str]] = [[] for _ in range(self.pops)]
+        if self.topology == "mesh":
+            links = [(i, j) for i in range(self.pops) for j in range(self.pops) if i != j]
+            for i, j in links:
+                shape = self.wan.shape(self.region(i), self.region(j))
+                shapes.append((shape.delay_ms, shape.jitter_ms))
+                targets.append(j)
+            hub = ProxyHub(shapes)
+            for (i, _), port in zip(links, hub.ports, strict=True):
+                args[i].append(f"--peer=http://127.0.0.1:{port}")
+            for i in range(self.pops):
+                args[i][:0] = ["--peer-discovery", "false"]
+        else:
+            delays, _ = backbone_delays(self.wan)
+            for i in range(self.pops):
+                shape = self.wan.shape(self.region(i), self.region(i))
+                shapes.append((shape.delay_ms, shape.jitter_ms))
+                targets.append(i)
+            for region in self.wan.regions:
+                delay = delays[region]
+                shapes.append((delay, delay * self.wan.jitter_fraction))
+                targets.append("backbone")
+            hub = ProxyHub(shapes)
+            inbound = hub.ports[: self.pops]
+            to_backbone = dict(zip(self.wan.regions, hub.ports[self.pops :], strict=True))
+            seeds: dict[str, int] = {}
+            for i in range(self.pops):
+                seeds.setdefault(self.region(i), i)
+            first = seeds[self.region(0)]
+            for i in range(self.pops):
+                region = self.region(i)
+                seed = seeds[region] if seeds[region] != i else first
+                assert self.backbone_url is not None
+                args[i] = [
+                    *("--region", region, "--max-region-peers", "16"),
+                    *("--advertise-url", f"http://127.0.0.1:{inbound[i]}"),
+                    *self.backbone_args(self.backbone_url(to_backbone[region])),
+                ]
+                if seed != i:
+                    args[i].append(f"--peer=http://127.0.0.1:{inbound[seed]}")
+        self.hub = hub
+        secure = self.security.node_args()
+        self.nodes = [
+            self.security.apply(
+                NodeProcess(
+                    self.work / f"n{i:02d}",
+                    ["--node-name", f"pop-{i:02d}", *secure, *args[i], *self.extra_args],
+                )
+            )
+            for i in range(self.pops)
+        ]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda node: node.start(60), self.nodes))
+        hub.forward(
+            [
+                self.backbone_target if target == "backbone" else self.nodes[int(target)].port
+                for target in targets
+            ]
+        )
+
+    def backbone_args(self, url: str) -> list[str]:
+        if self.topology == "nats":
+            return ["--backbone", url, "--backbone-stream", f"BENCH{secrets.token_hex(4)}"]
+        return ["--upstream", url, "--upstream-schema", PG_SCHEMA]
+
+    def formed(self) -> bool:
+        """Every node sees every other member, and its backbone (if any) up."""
+        for node in self.nodes:
+            status = node.request("GET", "/v1/cluster/status").json()
+            members = [m for m in status["members"] if m["node_id"]]
+            if len(members) < self.pops - 1 or any(m["state"] != "up" for m in members):
+                return False
+            for service in ("backbone", "upstream"):
+                if service in status and status[service]["state"] != "up":
+                    return False
+        return True
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        if self.hub is not None:
+            self.hub.close()
+
+
+PG_SCHEMA = f"edgekv_bench_scale_{os.getpid()}"
+
+
+def _dsn_at(port: int) -> str:
+    """The test PostgreSQL's DSN, reached through the proxy on ``port``."""
+    parts = urlsplit(DSN)
+    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{auth}127.0.0.1:{port}"))
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def established_sockets(pid: int) -> int:
+    """TCP connections of process ``pid`` in state ESTABLISHED."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "01":
+                    established.add(parts[9])
+    return len(inodes & established)
+
+
+@contextlib.contextmanager
+def cpu_window(nodes: list[NodeProcess], into: list[float]) -> Iterator[None]:
+    """CPU per node (fraction of one core) over the block."""
+    pids = [node.proc.pid for node in nodes if node.proc is not None]
+    before = [cpu_seconds(pid) for pid in pids]
+    started = time.monotonic()
+    yield
+    elapsed = time.monotonic() - started
+    into[:] = [(cpu_seconds(pid) - b) / elapsed for pid, b in zip(pids, before, strict=True)]
+
+
+def received_and_written(nodes: list[NodeProcess]) -> tuple[float, float]:
+    """Changes received (every path) and local writes, summed over the nodes."""
+    received = written = 0.0
+    for node in nodes:
+        text = node.request("GET", "/metrics").body.decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                name = sample.name.removesuffix("_total")
+                if name in RECEIVED:
+                    received += sample.value
+                elif name == "edgekv_kv_writes":
+                    written += sample.value
+    return received, written
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def load(
+    session: aiohttp.ClientSession, urls: list[str], rate: float, stop: asyncio.Event
+) -> int:
+    """Open-loop writes at ``rate`` per second over all PoPs until ``stop``; returns count."""
+    rng = random.Random(1)
+    sent, started = 0, time.monotonic()
+    pending: set[asyncio.Task[Any]] = set()
+    while not stop.is_set():
+        due = started + sent / rate
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        url = f"{rng.choice(urls)}/v1/kv/load/k{rng.randrange(1000)}"
+        task = asyncio.create_task(session.put(url, data=rng.randbytes(100)))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        sent += 1
+    for response in await asyncio.gather(*pending, return_exceptions=True):
+        if isinstance(response, aiohttp.ClientResponse):
+            response.release()
+    return sent
+
+
+async def probe(session: aiohttp.ClientSession, urls: list[str], key: str, writer: int) -> float:
+    """Write at PoP ``writer``; the time (ms) from its acknowledgement until every PoP reads it."""
+    value = secrets.token_hex(8)
+    async with session.put(f"{urls[writer]}/v1/kv/probe/{key}", data=value) as answer:
+        assert answer.status == 200, await answer.text()
+    acked = time.monotonic()
+
+    async def seen(url: str) -> float:
+        while time.monotonic() - acked < PROBE_TIMEOUT:
+            async with session.get(f"{url}/v1/kv/probe/{key}") as answer:
+                if answer.status == 200 and await answer.text() == value:
+                    return time.monotonic()
+            await asyncio.sleep(POLL_MS / 1000)
+        raise AssertionError(f"probe {key} not readable at {url} after {PROBE_TIMEOUT} s")
+
+    arrivals = await asyncio.gather(*(seen(url) for url in urls))
+    return (max(arrivals) - acked) * 1000
+
+
+async def loaded_phase(
+    cluster: ScaleCluster, rate: float, seconds: float, probes: int
+) -> dict[str, Any]:
+    nodes = cluster.nodes
+    urls = [node.url for node in nodes]
+    headers = {"Authorization": f"Bearer {cluster.security.token}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        stop = asyncio.Event()
+        received0, written0 = await asyncio.to_thread(received_and_written, nodes)
+        cpu: list[float] = []
+        with cpu_window(nodes, cpu):
+            writer = asyncio.create_task(load(session, urls, rate, stop))
+            await asyncio.sleep(seconds)
+            stop.set()
+            sent = await writer
+        await asyncio.sleep(2)  # the last writes arrive everywhere before the counters are read
+        received1, written1 = await asyncio.to_thread(received_and_written, nodes)
+        # Probes under the same load, measured after the CPU window (their polling is not load).
+        stop = asyncio.Event()
+        writer = asyncio.create_task(load(session, urls, rate, stop))
+        rng = random.Random(2)
+        times = []
+        for i in range(probes):
+            times.append(await probe(session, urls, f"p{i}", rng.randrange(len(urls))))
+            await asyncio.sleep(0.2)
+        stop.set()
+        await writer
+    writes = written1 - written0
+    return {
+        "writes_per_second": round(sent / seconds, 1),
+        "changes_received_per_write_per_node": round(
+            (received1 - received0) / writes / (len(nodes) - 1), 3
+        ),
+        "cpu_loaded_per_node_mean": round(statistics.fmean(cpu), 4),
+        "cpu_loaded_per_node_max": round(max(cpu), 4),
+        "propagation_p50_ms": round(percentile(times, 0.5), 1),
+        "propagation_p99_ms": round(percentile(times, 0.99), 1),
+        "propagation_max_ms": round(max(times), 1),
+        "probes": len(times),
+    }
+
+
+def idle_phase(cluster: ScaleCluster, seconds: float) -> dict[str, Any]:
+    cpu: list[float] = []
+    with cpu_window(cluster.nodes, cpu):
+        time.sleep(seconds)
+    pids = [node.proc.pid for node in cluster.nodes if node.proc is not None]
+    connections = [established_sockets(pid) for pid in pids]
+    rss = [node.rss_bytes() / 2**20 for node in cluster.nodes]
+    return {
+        "cpu_idle_per_node_mean": round(statistics.fmean(cpu), 4),
+        "cpu_idle_per_node_max": round(max(cpu), 4),
+        "connections_per_node_mean": round(statistics.fmean(connections), 1),
+        "connections_per_node_max": max(connections),
+        "rss_mib_per_node_mean": round(statistics.fmean(rss), 1),
+        "rss_mib_per_node_max": round(max(rss), 1),
+    }
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def serve_flags() -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "edgekv", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+
+
+@contextlib.contextmanager
+def nats_server(work: Path) -> Iterator[int]:
+    """A NATS server with JetStream of the run's own (the shared one stays untouched)."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    command = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(work / "nats")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as conn:
+                return conn.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 20, "nats-server listening")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def run_topology(args: argparse.Namespace, topology: str, pops: int, work: Path) -> dict[str, Any]:
+    wan = wan_model(args.regions)
+    security = Security(work / "security")
+    with contextlib.ExitStack() as stack:
+        cluster = ScaleCluster(work / topology, pops, wan, topology, security)
+        if topology == "nats":
+            port = stack.enter_context(nats_server(work))
+            cluster.backbone_url, cluster.backbone_target = (
+                (lambda p: f"nats://127.0.0.1:{p}"),
+                port,
+            )
+        elif topology == "pg":
+            cluster.backbone_url, cluster.backbone_target = _dsn_at, server_port()
+            stack.callback(query, f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+        stack.callback(cluster.close)
+        started = time.monotonic()
+        cluster.start()
+        wait_for(cluster.formed, args.form_timeout, f"{topology}: every member up")
+        formed_s = time.monotonic() - started
+        figures: dict[str, Any] = {"topology": topology, "pops": pops, "formed_s": round(formed_s)}
+        figures |= idle_phase(cluster, args.idle_seconds)
+        if args.load_seconds > 0:
+            figures |= asyncio.run(loaded_phase(cluster, args.rate, args.load_seconds, args.probes))
+        return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--pops", type=int, default=48)
+    parser.add_argument("--regions", type=int, default=4)
+    parser.add_argument("--topologies", default="mesh,nats,pg")
+    parser.add_argument("--rate", type=float, default=100.0, help="background writes per second")
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--load-seconds", type=float, default=30.0)
+    parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--baseline-pops", type=int, default=3, help="0: no baseline run")
+    parser.add_argument("--sim-pops", default="300,1000", help="empty: no simulator runs")
+    parser.add_argument("--form-timeout", type=float, default=180.0)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    flags = serve_flags()
+    wan = wan_model(args.regions)
+    delays, error = backbone_delays(wan)
+    print(
+        f"WAN: {args.regions} regions, RTTs {sorted({wan.rtt_ms(a, b) for a in wan.regions for b in wan.regions})} ms"
+    )
+    print(
+        f"backbone server delays per region (ms, one way): {delays} (worst pair error {error:.1f} ms)"
+    )
+    results: dict[str, Any] = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "real": [],
+        "sim": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="edgekv-scale-") as tmp:
+        work = Path(tmp)
+        runs = [(t, args.pops) for t in args.topologies.split(",") if t]
+        if args.baseline_pops:
+            runs.append(("mesh", args.baseline_pops))
+        for topology, pops in runs:
+            missing = [flag for flag in NEEDS[topology] if flag not in flags]
+            if missing:
+                print(f"SKIPPED {topology}: this edgekv serve has no {', '.join(missing)}")
+                results["real"].append({"topology": topology, "pops": pops, "skipped": missing})
+                continue
+            print(f"-- {topology}, {pops} PoPs", flush=True)
+            baseline = pops == args.baseline_pops and pops != args.pops
+            one = argparse.Namespace(**{**vars(args), "load_seconds": 0.0}) if baseline else args
+            figures = run_topology(one, topology, pops, work / f"{topology}-{pops}")
+            print(json.dumps(figures), flush=True)
+            results["real"].append(figures)
+    for pops in [int(p) for p in args.sim_pops.split(",") if p]:
+        started = time.monotonic()
+        figures = simulate(pops, 20).summary()
+        figures["wall_s"] = round(time.monotonic() - started, 1)
+        print(json.dumps(figures), flush=True)
+        results["sim"].append(figures)
+    RESULTS.mkdir(exist_ok=True)
+    output = args.output or RESULTS / f"scale-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    output.write_text(json.dumps(results, indent=2))
+    print(f"written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
