@@ -199,6 +199,10 @@ class ScaleCluster:
     nodes: list[NodeProcess] = field(default_factory=list)
     hub: ProxyHub | None = None
     extra_args: list[str] = field(default_factory=list)
+    waiting_for: str = ""
+    stream: str = field(default_factory=lambda: f"BENCH{secrets.token_hex(4)}")
+    """The backbone's JetStream stream: one per cluster."""
+    """What :meth:`formed` saw missing last."""
 
     def region(self, i: int) -> str:
         regions = self.wan.regions
@@ -269,7 +273,7 @@ class ScaleCluster:
 
     def backbone_args(self, url: str) -> list[str]:
         if self.topology == "nats":
-            return ["--backbone", url, "--backbone-stream", f"BENCH{secrets.token_hex(4)}"]
+            return ["--backbone", url, "--backbone-stream", self.stream]
         return ["--upstream", url, "--upstream-schema", PG_SCHEMA]
 
     def formed(self) -> bool:
@@ -277,10 +281,13 @@ class ScaleCluster:
         for node in self.nodes:
             status = node.request("GET", "/v1/cluster/status").json()
             members = [m for m in status["members"] if m["node_id"]]
+            states = sorted(m["state"] for m in members)
+            self.waiting_for = f"{node.url}: members {states}"
             if len(members) < self.pops - 1 or any(m["state"] != "up" for m in members):
                 return False
             for service in ("backbone", "upstream"):
                 if service in status and status[service]["state"] != "up":
+                    self.waiting_for = f"{node.url}: {service} {status[service]}"
                     return False
         return True
 
@@ -512,7 +519,11 @@ def run_topology(args: argparse.Namespace, topology: str, pops: int, work: Path)
         stack.callback(cluster.close)
         started = time.monotonic()
         cluster.start()
-        wait_for(cluster.formed, args.form_timeout, f"{topology}: every member up")
+        try:
+            wait_for(cluster.formed, args.form_timeout, f"{topology}: every member up")
+        except AssertionError:
+            log = "".join(cluster.nodes[-1].output[-30:])
+            raise AssertionError(f"{topology}: {cluster.waiting_for}\n{log}") from None
         formed_s = time.monotonic() - started
         figures: dict[str, Any] = {"topology": topology, "pops": pops, "formed_s": round(formed_s)}
         figures |= idle_phase(cluster, args.idle_seconds)
@@ -540,12 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     flags = serve_flags()
     wan = wan_model(args.regions)
     delays, error = backbone_delays(wan)
-    print(
-        f"WAN: {args.regions} regions, RTTs {sorted({wan.rtt_ms(a, b) for a in wan.regions for b in wan.regions})} ms"
-    )
-    print(
-        f"backbone server delays per region (ms, one way): {delays} (worst pair error {error:.1f} ms)"
-    )
+    rtts = sorted({wan.rtt_ms(a, b) for a in wan.regions for b in wan.regions})
+    print(f"WAN: {args.regions} regions, RTTs {rtts} ms")
+    rounded = {region: round(delay, 1) for region, delay in delays.items()}
+    print(f"backbone server delay per region (ms one way): {rounded}, worst error {error:.1f}")
     results: dict[str, Any] = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "real": [],
