@@ -382,18 +382,26 @@ async def load(
     """Open-loop writes at ``rate`` per second over all PoPs until ``stop``; returns count."""
     rng = random.Random(1)
     sent, started = 0, time.monotonic()
-    pending: set[asyncio.Task[Any]] = set()
+    pending: set[asyncio.Task[None]] = set()
+
+    failed: list[str] = []
+
+    async def put(url: str, value: bytes) -> None:
+        async with session.put(url, data=value) as answer:
+            if answer.status != 200:
+                failed.append(f"{url}: {answer.status} {await answer.text()}")
+
     while not stop.is_set():
         due = started + sent / rate
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         url = f"{rng.choice(urls)}/v1/kv/load/k{rng.randrange(1000)}"
-        task = asyncio.create_task(session.put(url, data=rng.randbytes(100)))
+        task = asyncio.create_task(put(url, rng.randbytes(100)))
         pending.add(task)
         task.add_done_callback(pending.discard)
         sent += 1
-    for response in await asyncio.gather(*pending, return_exceptions=True):
-        if isinstance(response, aiohttp.ClientResponse):
-            response.release()
+    await asyncio.gather(*pending)
+    if failed:
+        raise AssertionError(f"{len(failed)} load writes failed, first {failed[0]}")
     return sent
 
 
