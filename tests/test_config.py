@@ -64,3 +64,30 @@ def test_invalid_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
         load_config(env={}, config_file=broken)
     with pytest.raises(ConfigError, match="not found"):
         load_config(env={}, config_file=tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize(
+    ("cli", "message"),
+    [
+        ({"region": "eu west"}, "region"),
+        ({"backbone_stream": "EDGE.KV"}, "backbone_stream"),
+        ({"backbone": "http://127.0.0.1:4222"}, "nats://"),
+        ({"max_region_peers": "0"}, "at least 1"),
+    ],
+)
+def test_region_and_backbone_settings_are_checked(cli: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(cli, env={})
+
+
+def test_region_and_backbone_settings_are_taken() -> None:
+    config = load_config(
+        {"region": "eu-west", "backbone": "nats://127.0.0.1:4222", "max_region_peers": "4"},
+        env={},
+    )
+    assert (config.region, config.backbone, config.max_region_peers) == (
+        "eu-west",
+        "nats://127.0.0.1:4222",
+        4,
+    )
+    assert load_config(env={}).region == "default"

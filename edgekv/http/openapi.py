@@ -191,6 +191,10 @@ def openapi_document() -> dict[str, Any]:
             "/v1/cluster/status": {
                 "get": {
                     "summary": "This node and every member: state, lag, clock offset (admin)",
+                    "description": "With regions, `region` in `node` and in every member, "
+                    "`direct` per member, and with a NATS backbone a `backbone` object "
+                    "(state, url, stream, published_seq, lag_changes, pending_messages, "
+                    "lag_ms, last_contact_ms, last_error).",
                     "responses": {
                         "200": {"description": "status document"},
                         **_AUTH_ERRORS,

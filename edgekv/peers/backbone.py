@@ -36,6 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -48,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
 from edgekv.peers.membership import Membership
+from edgekv.store.peer_state import CursorMoved
 from edgekv.store.store import Store
 from edgekv_replication.backbone import (
     INCARNATION_HEADER,
@@ -76,6 +78,22 @@ MEMBERS_EVERY = 10
 """State reports per one that carries the member list (and whenever it changed)."""
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
 REFUSED_RETRY_SECONDS = 5.0
+HOLD_SECONDS = 1.0
+"""Redelivery delay of a batch held back behind another of its origin."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """What to do with one consumed message, once the batches before it committed."""
+
+    message: Msg
+    hold: float = 0.0
+    """Hand it back (``nak``) to come again after this many seconds; 0: acknowledge."""
+    origin: int = 0
+    region: str = ""
+    batch: Batch | None = None
+    done: asyncio.Future[Any] | None = None
+    """Its batch's commit; None: acknowledged without applying."""
 
 
 class BackboneMetrics:
@@ -159,11 +177,17 @@ class Backbone:
         self.floor = StampFloor(margin_ms=2 * self._max_offset_ms + 2000)
         self.origins: set[int] = set()
         """Origins whose changes this node takes from the backbone (relay deferral)."""
-        self._refused: dict[int, int] = {}
-        """Origins stalled at a refused batch: the batch's end (seq of the origin)."""
+        self._held: dict[int, int] = {}
+        """Origins held at a batch (refused, or of a node not known yet): its end."""
         self._task: asyncio.Task[None] | None = None
         self._nc: Client | None = None
         self._wake_publisher = asyncio.Event()
+        saved = store.peer_cursor(PUBLISHED)
+        self._last_upto = saved.cursor if saved.incarnation == self.incarnation else 0
+        """The end of the last batch published (saved): the next one continues from it."""
+        self._position = self._last_upto
+        """How far the log has been read for publishing (pages without own changes
+        are passed over, unsaved: a restart reads them again, cheaply)."""
         store.on_commit(lambda _: self._wake_publisher.set())
 
     # -- status --------------------------------------------------------------
@@ -171,8 +195,7 @@ class Backbone:
     @property
     def published_seq(self) -> int:
         """How far this node's log is published (its own changes in it)."""
-        saved = self.store.peer_cursor(PUBLISHED)
-        return saved.cursor if saved.incarnation == self.incarnation else 0
+        return self._position
 
     def status(self) -> dict[str, Any]:
         """The ``backbone`` object of ``cluster status``."""
@@ -249,6 +272,7 @@ class Backbone:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                log.debug("backbone failure", exc_info=True)
                 self._set_state("down", f"{type(exc).__name__}: {exc}")
             await self._close()
             # Origins taken from the backbone come relayed by regional peers meanwhile.
@@ -292,7 +316,7 @@ class Backbone:
         max_bytes = max(1024, self._nc.max_payload // 2)
         while True:
             self._wake_publisher.clear()
-            position = self.published_seq
+            position = self._position
             head = self.store.seq
             self.metrics.unpublished.set(max(0, head - position))
             if position >= head:
@@ -303,9 +327,11 @@ class Backbone:
             if page and page[-1].seq > upto:
                 upto = page[-1].seq
             own = tuple(change for change in page if change.node == self.node)
-            mark = self.store.origin_marks.at(upto)
             if own:
-                batch = Batch(position, upto, own, self.store.clock.wall_ms(), upto, mark)
+                # ``after`` is the previous batch's end, so consumers can tell a
+                # batch is missing (redelivered later) and wait for it.
+                mark = self.store.origin_marks.at(upto)
+                batch = Batch(self._last_upto, upto, own, self.store.clock.wall_ms(), upto, mark)
                 await js.publish(
                     subject,
                     encode(batch),
@@ -316,8 +342,10 @@ class Backbone:
                     },
                 )
                 self.metrics.published.inc(len(own))
+                await self.store.save_peer_cursor(PUBLISHED, PeerCursor(self.incarnation, upto))
+                self._last_upto = upto
+            self._position = upto
             self.last_contact_ms = self.store.clock.wall_ms()
-            await self.store.save_peer_cursor(PUBLISHED, PeerCursor(self.incarnation, upto))
 
     async def _wait_publisher(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -327,7 +355,9 @@ class Backbone:
         """Every own write stamped at or before this wall-clock ms is on the backbone."""
         position = self.published_seq
         if position >= self.store.seq:
-            return self.store.clock.last >> COUNTER_BITS
+            # All of the log is out. A write stamped now commits within the
+            # writer's turn; the second of slack (and the floor's margin) cover it.
+            return max(self.store.clock.last >> COUNTER_BITS, self.store.clock.wall_ms() - 1000)
         mark = self.store.origin_marks.at(position)
         return None if mark is None else mark >> COUNTER_BITS
 
@@ -351,7 +381,9 @@ class Backbone:
             fetched_ms = self.store.clock.wall_ms()
             try:
                 messages = await subscription.fetch(FETCH_MESSAGES, timeout=1)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                messages = []
+            if not messages:  # nothing pending when the fetch began: all of it applied
                 self.pending = 0
                 self.metrics.pending.set(0)
                 self.caught_up_ms = fetched_ms
@@ -363,10 +395,16 @@ class Backbone:
                 self.caught_up_ms = fetched_ms
 
     async def _take(self, messages: list[Msg]) -> None:
-        """Apply ``messages`` (group-committed), then acknowledge them, in order."""
+        """Apply ``messages`` (group-committed), then acknowledge them, in order.
+
+        Per origin, batches apply in order: once one is held back (refused by
+        intake, or from a node not known to be a member yet, whose region
+        therefore is not known), every later one of that origin is handed back
+        too (``nak``) until it goes through.
+        """
         regions = self.membership.regions()
         mine = self.config.region
-        pending: list[tuple[Msg, asyncio.Future[Any] | None, int, Batch | None]] = []
+        taken: list[_Taken] = []
         planned: dict[int, PeerCursor] = {}
         for message in messages:
             try:
@@ -378,21 +416,38 @@ class Backbone:
                 # Malformed beyond any origin's cursor: no node of ours sent it.
                 log.warning("refused a backbone message on %s: %s", message.subject, exc)
                 self.last_error = f"refused a message on {message.subject}: {exc}"
-                pending.append((message, None, 0, None))
+                taken.append(_Taken(message))
                 continue
             self.membership.heard(origin)
-            if origin == self.node or regions.get(origin, "") == mine:
-                pending.append((message, None, origin, None))  # own, or in-region: peers
+            region = regions.get(origin)
+            if origin == self.node or region == mine:
+                taken.append(_Taken(message))  # own, or in-region: over peer streams
                 continue
             saved = planned.get(origin) or self.store.peer_cursor(origin)
             cursor = saved.cursor if saved.incarnation == incarnation else 0
-            after = PeerCursor(incarnation, cursor)
             if decoded.upto <= cursor:
-                pending.append((message, None, origin, None))  # applied already
+                taken.append(_Taken(message))  # applied already
                 continue
-            if self._refused.get(origin, decoded.upto) < decoded.upto:
-                # Stalled behind its refused batch, as a peer stream that keeps sending it.
-                pending.append((message, None, -origin, None))
+            if self._held.get(origin, decoded.upto) < decoded.upto:
+                taken.append(_Taken(message, hold=HOLD_SECONDS))  # behind a held batch
+                continue
+            if decoded.after > cursor:
+                # The batch before it is still out (delivered before a restart and
+                # not acknowledged, it comes again after ack_wait): wait for it.
+                if origin not in self._held:
+                    self.last_error = (
+                        f"changes of {origin:016x} after seq {cursor} not consumed yet "
+                        f"(the next batch continues from {decoded.after}): waiting for them"
+                    )
+                    log.info("backbone: %s", self.last_error)
+                self._held[origin] = decoded.upto
+                taken.append(_Taken(message, hold=HOLD_SECONDS))
+                continue
+            if region is None:
+                # Its region decides whether it comes from here or from peers: wait
+                # for its member entry (state reports and peer streams bring it).
+                self._held[origin] = decoded.upto
+                taken.append(_Taken(message, hold=HOLD_SECONDS))
                 continue
             try:
                 check_changes(decoded.changes, self.limits)
@@ -403,44 +458,51 @@ class Backbone:
                 )
                 log.warning("%s", why)
                 self.last_error = why
-                self._refused[origin] = decoded.upto
-                pending.append((message, None, -origin, None))
+                self._held[origin] = decoded.upto
+                taken.append(_Taken(message, hold=REFUSED_RETRY_SECONDS))
                 continue
-            self._refused.pop(origin, None)
-            target = PeerCursor(incarnation, decoded.upto)
-            planned[origin] = target
-            if origin not in self.origins and decoded.mark is not None:
+            self._held.pop(origin, None)
+            after = PeerCursor(incarnation, cursor)
+            target = planned[origin] = PeerCursor(incarnation, decoded.upto)
+            if decoded.mark is not None:
                 self.origins.add(origin)
-            done: asyncio.Future[Any] | None
+            done: asyncio.Future[Any]
             if decoded.changes:
                 done = self.store.apply_changes(
                     decoded.changes, origin, target, self._max_offset_ms, after=after
                 )
             else:
                 done = self.store.save_peer_cursor(origin, target, after=after)
-            pending.append((message, done, origin, decoded))
-        for message, done, origin, batch in pending:
-            if origin < 0:
-                await message.nak(delay=REFUSED_RETRY_SECONDS)
+            taken.append(_Taken(message, origin=origin, region=region, batch=decoded, done=done))
+        for item in taken:
+            if item.hold:
+                await item.message.nak(delay=item.hold)
                 continue
-            if done is not None:
-                try:
-                    await done
-                except Exception as exc:
-                    # Not acknowledged: JetStream delivers it again after ack_wait.
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("backbone batch of %016x failed to apply: %s", origin, exc)
-                    raise
-                if batch is not None:
-                    region = regions.get(origin) or "unknown"
-                    self.metrics.consumed.labels(region).inc(len(batch.changes))
-                    if batch.changes:
-                        newest_ms = batch.changes[-1].hlc >> COUNTER_BITS
-                        self.lag_ms = max(0, self.store.clock.wall_ms() - newest_ms)
-                    self._on_applied(origin, batch.mark)
-            else:
+            if item.done is None:
                 self.metrics.skipped.inc()
-            await message.ack()
+                await item.message.ack()
+                continue
+            try:
+                await item.done
+            except CursorMoved as exc:
+                # The origin's cursor moved meanwhile (a stream from it, as a seed of
+                # another region, ran a moment): take the batch again from the new one.
+                log.info("backbone batch of %016x taken again: %s", item.origin, exc)
+                await item.message.nak(delay=0.2)
+                continue
+            except Exception as exc:
+                # Not acknowledged: JetStream delivers it again after ack_wait, and
+                # the batches after it found the cursor short and applied nothing.
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("backbone batch of %016x failed to apply: %s", item.origin, exc)
+                raise
+            assert item.batch is not None
+            self.metrics.consumed.labels(item.region).inc(len(item.batch.changes))
+            if item.batch.changes:
+                newest_ms = item.batch.changes[-1].hlc >> COUNTER_BITS
+                self.lag_ms = max(0, self.store.clock.wall_ms() - newest_ms)
+            self._on_applied(item.origin, item.batch.mark)
+            await item.message.ack()
         self.last_contact_ms = self.store.clock.wall_ms()
 
     # -- state reports -------------------------------------------------------------

@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -24,7 +25,6 @@ from prometheus_client.registry import Collector
 
 from edgekv.config import Config
 from edgekv.peers.applying import StreamApplier
-from edgekv.peers.backbone import Backbone
 from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
 from edgekv.peers.outbox import Outbox
@@ -54,6 +54,9 @@ from edgekv_replication.session import (
     PullSession,
 )
 from edgekv_replication.topology import direct_peers
+
+if TYPE_CHECKING:
+    from edgekv.peers.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,30 @@ class _LinkCollector(Collector):
             up.add_metric(label, 1 if link.state == "up" else 0)
         yield from families.values()
         yield up
+        replicator = self._replicator
+        me = replicator.identity
+        info = GaugeMetricFamily(
+            "edgekv_node_info",
+            "This node (1), labelled with its region.",
+            labels=["node", "region"],
+        )
+        info.add_metric([f"{me.node:016x}", me.region], 1)
+        yield info
+        members = GaugeMetricFamily(
+            "edgekv_members",
+            "Members known to this node, by region and state (up, down, joining, removed).",
+            labels=["region", "state"],
+        )
+        timeout_ms = int(replicator.config.member_down_timeout * 1000)
+        counts: dict[tuple[str, str], int] = {}
+        for node, _, _, removed, _, region in replicator.membership.members():
+            if node == me.node:
+                continue
+            state = "removed" if removed else replicator.membership.state(node, timeout_ms)
+            counts[region or "unknown", state] = counts.get((region or "unknown", state), 0) + 1
+        for (region, state), count in sorted(counts.items()):
+            members.add_metric([region, state], count)
+        yield members
         yield GaugeMetricFamily(
             "edgekv_repl_held_changes",
             "Remote changes held back because they are stamped too far ahead.",
@@ -233,6 +260,9 @@ class Replicator:
         self.backbone: Backbone | None = None
         """The NATS JetStream backbone, when ``backbone`` is configured."""
         if config.backbone:
+            # nats-py is the optional extra ``edgekv[nats]``: imported only when used.
+            from edgekv.peers.backbone import Backbone
+
             self.backbone = Backbone(
                 config,
                 store,
@@ -354,9 +384,12 @@ class Replicator:
                 # Its writes other peers hold must come relayed now.
                 self.relays.stream_ended(node)
                 self.membership.links.pop(node, None)
-                if not removed:
+                regions = self.membership.regions()
+                same_region = regions.get(node, "") in (self.identity.region, "")
+                if not removed and (same_region or not self.has_backbone):
                     # Pulled again one day, it is read from zero: tombstones collected
                     # meanwhile would refuse the old cursor (the others relayed them).
+                    # (Another region's cursor is the backbone's now: left as it is.)
                     self.store.save_peer_cursor(node, PeerCursor())
         for url in urls:
             if url == self.identity.url or url in self._pullers:
@@ -467,6 +500,11 @@ class Replicator:
                     ended = stream_end_reason(ws.close_code, ws.exception())
                     log.warning("stream from %s ended: %s", url, ended)
                     self._link_failed(peer, url, ended)
+        except asyncio.CancelledError:
+            if peer is not None and self._pulled_nodes.get(peer) != url:
+                # Let go (no longer a chosen peer): what it ran after that leaves no link.
+                self.membership.links.pop(peer, None)
+            raise
         except (EnvelopeError, ProtocolError) as exc:
             log.warning("stream from %s refused: %s", url, exc)
             self._link_failed(peer, url, str(exc))
@@ -520,8 +558,10 @@ class Replicator:
                     f"refused a message from {self._peer_label(peer)}: {exc}"
                 ) from None
             if isinstance(decoded, Members):
-                if await self._learn_members(decoded, peer):
-                    self.ensure_pullers()
+                # Even when nothing is new (the backbone may have told it first):
+                # a seed outside the chosen peers is let go once its list is in.
+                await self._learn_members(decoded, peer)
+                self.ensure_pullers()
                 continue
             if not isinstance(decoded, Batch):
                 raise ProtocolError(f"unexpected {type(decoded).__name__}")

@@ -1,0 +1,273 @@
+"""Regions joined by a backbone, with real processes: NATS JetStream, or PostgreSQL alone.
+
+Every node runs with tokens, a cluster secret and TLS (testkit.security), peer
+discovery on: which streams run is the nodes' own choice
+(edgekv_replication.topology), not the test's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testkit.cluster import stored_state, wait_converged
+from testkit.nats_server import NatsServer
+from testkit.pg import DSN
+from testkit.processes import NodeProcess
+from testkit.security import Security
+from testkit.waiting import wait_for
+
+Start = Callable[..., NodeProcess]
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A NATS server with JetStream of this test's own (it may stop it)."""
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def region_node(tmp_path: Path) -> Iterator[Start]:
+    """Start a node of a region; every node of a test shares one set of credentials (TLS)."""
+    security = Security(tmp_path / "security", tls=True)
+    started: list[NodeProcess] = []
+
+    def start(name: str, region: str, seeds: list[NodeProcess], *extra: str) -> NodeProcess:
+        args = [
+            *security.node_args(),
+            *("--node-name", name, "--region", region),
+            *(f"--peer={seed.url}" for seed in seeds),
+            *extra,
+        ]
+        node = security.apply(NodeProcess(tmp_path / name, args)).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+def status(node: NodeProcess) -> dict[str, Any]:
+    answer = node.request("GET", "/v1/cluster/status")
+    assert answer.status == 200, answer.body
+    document: dict[str, Any] = json.loads(answer.body)
+    return document
+
+
+def knows_everyone(nodes: list[NodeProcess]) -> bool:
+    """Every node lists every other, with its region, and reports it up."""
+    for node in nodes:
+        members = {m["node_id"]: m for m in status(node)["members"] if m["node_id"]}
+        others = {other.node_id for other in nodes if other is not node}
+        if not others <= members.keys():
+            return False
+        if any(members[o]["region"] is None or members[o]["state"] != "up" for o in others):
+            return False
+    return True
+
+
+def tombstones(node: NodeProcess) -> int:
+    return sum(1 for row in stored_state(node) if row[2] is None)
+
+
+def _backbone(nats: NatsServer, stream: str) -> list[str]:
+    return ["--backbone", nats.url, "--backbone-stream", stream]
+
+
+@pytest.mark.slow
+def test_two_regions_over_nats_converge_through_a_backbone_partition(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    backbone = _backbone(nats_server, "RegionsPartition")
+    eu1 = region_node("eu1", "eu", [], *backbone)
+    eu2 = region_node("eu2", "eu", [eu1], *backbone)
+    # Joins through a seed of the other region: the rest comes from its member list.
+    us1 = region_node("us1", "us", [eu1], *backbone)
+    us2 = region_node("us2", "us", [us1], *backbone)
+    nodes = [eu1, eu2, us1, us2]
+    wait_for(lambda: knows_everyone(nodes), 30, "every node knows every member")
+    # Peer streams stay within a region; the other region is reached by the backbone.
+    for node, region in ((eu1, "eu"), (us2, "us")):
+        document = status(node)
+        assert document["node"]["region"] == region
+        assert document["backbone"]["state"] == "up"
+        for member in document["members"]:
+            assert member["direct"] == (member["region"] == region), member
+
+    # Concurrent writes and deletes in both regions, to the same keys.
+    for round_ in range(3):
+        for i, node in enumerate(nodes):
+            for k in range(10):
+                node.request("PUT", f"/v1/kv/ns/k{k}", body=f"{node.node_id}-{round_}".encode())
+            node.request("DELETE", f"/v1/kv/ns/k{(i + round_) % 10}")
+    state = wait_converged(nodes)
+    assert len(state) == 10
+
+    # The backbone goes down: writes are still acknowledged in both regions.
+    nats_server.stop()
+    wait_for(lambda: status(eu1)["backbone"]["state"] == "down", 20, "backbone shown down")
+    written = []
+    for node in (eu1, us2):
+        for k in range(20):
+            answer = node.request("PUT", f"/v1/kv/cut/{node.node_id}-{k}", body=b"v")
+            assert answer.status == 200
+            written.append(f"{node.node_id}-{k}")
+        assert node.request("DELETE", "/v1/kv/ns/k1").status == 200
+    # Each region converges within itself meanwhile.
+    wait_converged([eu1, eu2])
+    assert status(eu1)["backbone"]["lag_changes"] > 0  # its writes wait to be published
+    nats_server.start()
+    state = wait_converged(nodes, 60)
+    keys = {row[1].decode() for row in state if row[0] == "cut"}
+    assert keys == set(written)  # nothing acknowledged while the backbone was down is lost
+    # (A node may converge from its regional peer before its own connection is back.)
+    wait_for(
+        lambda: all(status(node)["backbone"]["state"] == "up" for node in nodes),
+        30,
+        "every node reconnected to the backbone",
+    )
+    assert all(status(node)["backbone"]["lag_changes"] == 0 for node in nodes)
+
+
+@pytest.mark.slow
+def test_tombstones_are_collected_with_regions_and_a_backbone(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    args = [
+        *_backbone(nats_server, "RegionsTombstones"),
+        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+    ]
+    eu1 = region_node("eu1", "eu", [], *args)
+    eu2 = region_node("eu2", "eu", [eu1], *args)
+    us1 = region_node("us1", "us", [eu1], *args)
+    nodes = [eu1, eu2, us1]
+    wait_for(lambda: knows_everyone(nodes), 30, "every node knows every member")
+    for k in range(10):
+        eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v")
+        us1.request("PUT", f"/v1/kv/ns/u{k}", body=b"v")
+    wait_converged(nodes)
+    for k in range(10):
+        eu2.request("DELETE", f"/v1/kv/ns/k{k}")
+        us1.request("DELETE", f"/v1/kv/ns/u{k}")
+    state = wait_converged(nodes)
+    assert sum(1 for row in state if row[2] is None) == 20
+    # Every member holds every delete, on both sides of the backbone: they go.
+    wait_for(lambda: all(tombstones(node) == 0 for node in nodes), 60, "tombstones collected")
+    assert all(stored_state(node) == [] for node in nodes)
+    # And nothing deleted comes back from the backbone's history.
+    eu1.request("PUT", "/v1/kv/ns/after", body=b"v")
+    state = wait_converged(nodes)
+    assert [row[1] for row in state] == [b"after"]
+
+
+@pytest.mark.slow
+@pytest.mark.pg
+def test_regions_joined_only_through_postgresql_converge(
+    region_node: Start, pg_schema: str
+) -> None:
+    upstream = ["--upstream", DSN, "--upstream-schema", pg_schema]
+    eu1 = region_node("eu1", "eu", [], *upstream)
+    eu2 = region_node("eu2", "eu", [eu1], *upstream)
+    us1 = region_node("us1", "us", [eu1], *upstream)
+    nodes = [eu1, eu2, us1]
+    wait_for(
+        lambda: {m["region"] for m in status(us1)["members"] if m["node_id"]} == {"eu"},
+        30,
+        "us1 learns the members of eu",
+    )
+    for node in nodes:
+        for k in range(10):
+            node.request("PUT", f"/v1/kv/ns/k{k}", body=node.node_id.encode())
+        node.request("DELETE", "/v1/kv/ns/k3")
+    state = wait_converged(nodes)
+    assert len(state) == 10
+    # No stream crosses the regions: eu's nodes reach us1 only through PostgreSQL.
+    for member in status(us1)["members"]:
+        assert member["direct"] is False, member
+
+
+def member(node: NodeProcess, other: NodeProcess) -> dict[str, Any]:
+    """``other``'s row in ``node``'s status."""
+    rows: list[dict[str, Any]] = [
+        m for m in status(node)["members"] if m["node_id"] == other.node_id
+    ]
+    assert rows, f"{other.node_id} unknown to {node.node_id}"
+    return rows[0]
+
+
+@pytest.mark.slow
+def test_members_join_go_down_and_are_removed_across_regions(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    args = [*_backbone(nats_server, "RegionsMembers"), "--member-down-timeout", "1.5"]
+    eu1 = region_node("eu1", "eu", [], *args)
+    eu2 = region_node("eu2", "eu", [eu1], *args)
+    us1 = region_node("us1", "us", [eu2], *args)
+    wait_for(lambda: knows_everyone([eu1, eu2, us1]), 30, "every node knows every member")
+    for k in range(20):
+        eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v")
+    # A node joining later through one seed -- of the other region -- reaches everyone.
+    us2 = region_node("us2", "us", [eu1], *args)
+    nodes = [eu1, eu2, us1, us2]
+    wait_for(lambda: knows_everyone(nodes), 30, "the newcomer knows and is known by all")
+    assert len(wait_converged(nodes)) == 20
+    assert member(us2, us1)["direct"]
+    assert not member(us2, eu1)["direct"]  # the seed of the other region was let go
+
+    # A member of the other region stops: shown down after the timeout, logged once.
+    us1.kill()
+    wait_for(lambda: member(eu1, us1)["state"] == "down", 20, "us1 shown down at eu1")
+    for k in range(5):  # time passes, with traffic over the backbone
+        us2.request("PUT", f"/v1/kv/later/k{k}", body=b"v")
+        wait_converged([eu1, us2])
+    said = [line for line in eu1.output if "unreachable for more than" in line]
+    assert len(said) == 1, said
+
+    # Its removal at one region spreads to the other.
+    answer = eu1.request("DELETE", f"/v1/cluster/members/{us1.node_id}")
+    assert answer.status == 200, answer.body
+    wait_for(lambda: member(us2, us1)["state"] == "removed", 20, "removal reaches us2")
+
+
+@pytest.mark.slow
+def test_killed_nodes_restart_and_lose_nothing_acknowledged(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    backbone = _backbone(nats_server, "RegionsRestart")
+    eu1 = region_node("eu1", "eu", [], *backbone)
+    us1 = region_node("us1", "us", [eu1], *backbone)
+    wait_for(lambda: knows_everyone([eu1, us1]), 30, "every node knows every member")
+    acknowledged = []
+    for k in range(200):
+        if eu1.request("PUT", f"/v1/kv/ns/e{k}", body=b"v").status == 200:
+            acknowledged.append(f"e{k}")
+        if k == 100:
+            us1.kill()  # while it consumes
+        if k == 150:
+            eu1.kill()  # while it publishes: an unclean stop, a new incarnation
+            break
+    us1.start()
+    eu1.start()
+    for k in range(10):
+        assert us1.request("PUT", f"/v1/kv/ns/u{k}", body=b"v").status == 200
+        acknowledged.append(f"u{k}")
+    try:
+        state = wait_converged([eu1, us1], 60)
+    except AssertionError:
+        keys = [{row[1] for row in stored_state(n)} for n in (eu1, us1)]
+        raise AssertionError(
+            keys[0] ^ keys[1],
+            [len(stored_state(n)) for n in (eu1, us1)],
+            status(eu1)["backbone"],
+            status(us1)["backbone"],
+            "".join(eu1.output[-30:]),
+            "".join(us1.output[-30:]),
+        ) from None
+    assert {row[1].decode() for row in state} == set(acknowledged)
