@@ -5,9 +5,11 @@ One run starts, per topology, ``--pops`` real ``edgekv serve`` processes (48 =
 through a latency proxy shaped by the WAN matrix (:mod:`testkit.wan`: 2 ms RTT
 within a region; 40, 80 or 150 ms between regions), and measures:
 
-- **propagation**: a fixed set of probe writes, one at a time at random PoPs
-  under the background load; from the write's acknowledgement until every
-  PoP reads it (each PoP polled every ``POLL_MS``): p50 and p99;
+- **propagation**: a fixed set of probe writes (``--probes``, 5 a second at
+  random PoPs) under the background load; from the write's acknowledgement
+  until it has committed -- is readable -- at every PoP: a log observer on
+  each node (a peer stream without a URL, straight to the node) notes when
+  each probe commits there; p50 and p99;
 - **connections per node**: established TCP sockets of each node's process
   while idle (peer streams both ways, the backbone or upstream connections);
 - **changes received per write per node**: from ``/metrics`` over the loaded
@@ -77,6 +79,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
+from edgekv_replication.envelope import Batch, Hello, Welcome, decode, encode
 from testkit.pg import DSN, query, server_port
 from testkit.processes import NodeProcess
 from testkit.security import Security
@@ -84,8 +88,10 @@ from testkit.simscale import simulate
 from testkit.waiting import wait_for
 from testkit.wan import WanModel, wan_model
 
-POLL_MS = 5
-"""How often a probe's reader polls each PoP: the resolution of propagation."""
+PROBE_RATE = 5.0
+"""Probe writes per second (on top of the background load), each at a random PoP."""
+OBSERVER_BASE = 0x0B5E_5CA1_0000
+"""Node ids of the log observers (one per node; no member has such an id)."""
 PROBE_TIMEOUT = 30.0
 RESULTS = Path(__file__).parent / "results"
 RECEIVED = (
@@ -405,28 +411,79 @@ async def load(
     return sent
 
 
+class Observers:
+    """A log-tailing stream on every node: when each probe key commits there.
+
+    An observer is a peer stream without a URL (a tool, not a member): the node
+    sends it every change it commits, own writes and applied ones alike, so a
+    key's arrival there is the moment it became readable at that PoP. The
+    streams go to the nodes directly, not through the WAN proxies.
+    """
+
+    def __init__(self, cluster: ScaleCluster) -> None:
+        self.cluster = cluster
+        self.arrivals: dict[bytes, dict[int, float]] = {}
+        self.changed = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        ready = [asyncio.Event() for _ in self.cluster.nodes]
+        self.tasks = [
+            asyncio.create_task(self._tail(session, i, node.url, ready[i]))
+            for i, node in enumerate(self.cluster.nodes)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in ready)), 60)
+
+    async def _tail(
+        self, session: aiohttp.ClientSession, i: int, url: str, ready: asyncio.Event
+    ) -> None:
+        headers = {SECRET_HEADER: self.cluster.security.secret}
+        async with session.ws_connect(url + STREAM_PATH, headers=headers) as ws:
+            welcome = decode(await ws.receive_bytes())
+            assert isinstance(welcome, Welcome)
+            me = OBSERVER_BASE + i
+            await ws.send_bytes(
+                encode(Hello(me, 1, "observer", "", welcome.head, welcome.incarnation))
+            )
+            ready.set()
+            async for message in ws:
+                batch = decode(message.data)
+                if not isinstance(batch, Batch):
+                    continue
+                now = time.monotonic()
+                for change in batch.changes:
+                    if change.ns == "probe":
+                        self.arrivals.setdefault(change.key, {}).setdefault(i, now)
+                        self.changed.set()
+
+    async def everywhere(self, key: bytes, within: float) -> float | None:
+        """When ``key`` had committed at every node (None: not ``within`` seconds)."""
+        deadline = time.monotonic() + within
+        while len(self.arrivals.get(key, {})) < len(self.cluster.nodes):
+            self.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
+        return max(self.arrivals[key].values())
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 async def probe(
-    session: aiohttp.ClientSession, urls: list[str], key: str, writer: int
+    session: aiohttp.ClientSession, observers: Observers, key: str, url: str
 ) -> float | None:
-    """Write at PoP ``writer``; the time (ms) from its acknowledgement until every PoP
-    reads it, None if some PoP did not within ``PROBE_TIMEOUT``."""
-    value = secrets.token_hex(8)
-    async with session.put(f"{urls[writer]}/v1/kv/probe/{key}", data=value) as answer:
+    """Write at ``url``; the time (ms) from its acknowledgement until every PoP committed
+    it, None if some PoP did not within ``PROBE_TIMEOUT``."""
+    async with session.put(f"{url}/v1/kv/probe/{key}", data=secrets.token_bytes(16)) as answer:
         assert answer.status == 200, await answer.text()
     acked = time.monotonic()
-
-    async def seen(url: str) -> float | None:
-        while time.monotonic() - acked < PROBE_TIMEOUT:
-            async with session.get(f"{url}/v1/kv/probe/{key}") as answer:
-                if answer.status == 200 and await answer.text() == value:
-                    return time.monotonic()
-            await asyncio.sleep(POLL_MS / 1000)
-        return None
-
-    arrivals = await asyncio.gather(*(seen(url) for url in urls))
-    if None in arrivals:
-        return None
-    return (max(a for a in arrivals if a is not None) - acked) * 1000
+    everywhere = await observers.everywhere(key.encode(), PROBE_TIMEOUT)
+    return None if everywhere is None else max(0.0, everywhere - acked) * 1000
 
 
 async def loaded_phase(
@@ -451,22 +508,28 @@ async def loaded_phase(
         hub_cpu = hub_seconds / (time.monotonic() - started)
         await asyncio.sleep(2)  # the last writes arrive everywhere before the counters are read
         received1, written1 = await asyncio.to_thread(received_and_written, nodes)
-        # Probes under the same load, measured after the CPU window (their polling is not load).
+        # Probes under the same load, after the CPU window (the observers are load too):
+        # PROBE_RATE a second, each from its acknowledgement until it is everywhere.
+        observers = Observers(cluster)
+        await observers.start(session)
         stop = asyncio.Event()
         writer = asyncio.create_task(load(session, urls, rate, stop))
         rng = random.Random(2)
-        times: list[float] = []
-        late = 0
+        started = time.monotonic()
+        timings = []
         try:
             for i in range(probes):
-                took = await probe(session, urls, f"p{i}", rng.randrange(len(urls)))
-                if took is None:
-                    late += 1  # counted at the timeout in the percentiles: a lower bound
-                times.append(PROBE_TIMEOUT * 1000 if took is None else took)
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(max(0.0, started + i / PROBE_RATE - time.monotonic()))
+                url = rng.choice(urls)
+                timings.append(asyncio.create_task(probe(session, observers, f"p{i}", url)))
+            took = await asyncio.gather(*timings)
         finally:
             stop.set()
             await writer
+            await observers.stop()
+        late = sum(1 for t in took if t is None)
+        # A probe not everywhere in time counts at the timeout: the percentiles are lower bounds.
+        times = [PROBE_TIMEOUT * 1000 if t is None else t for t in took]
     writes = written1 - written0
     return {
         "writes_per_second": round(sent / seconds, 1),
