@@ -113,37 +113,57 @@ NEEDS = {
 
 
 class ProxyHub:
-    """Shaped proxies in a process of their own (``bench.proxy_hub``)."""
+    """Shaped proxies in ``processes`` processes of their own (``bench.proxy_hub``).
 
-    def __init__(self, shapes: list[tuple[float, float]]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.proxy_hub"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.ports: list[int] = self._ask({"links": shapes})["ports"]
+    Links are dealt round-robin over the processes, so a machine with cores
+    to spare relays in parallel; :attr:`ports` is in the order of the shapes.
+    """
 
-    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(message) + "\n")
-        self.proc.stdin.flush()
-        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+    def __init__(self, shapes: list[tuple[float, float]], processes: int = 1) -> None:
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.proxy_hub"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(max(1, min(processes, len(shapes))))
+        ]
+        count = len(self.procs)
+        dealt = [
+            self._ask(proc, {"links": shapes[k::count]})["ports"]
+            for k, proc in enumerate(self.procs)
+        ]
+        self.ports: list[int] = [dealt[i % count][i // count] for i in range(len(shapes))]
+
+    @staticmethod
+    def _ask(proc: subprocess.Popen[str], message: dict[str, Any]) -> dict[str, Any]:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(json.dumps(message) + "\n")
+        proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(proc.stdout.readline())
         return answer
 
     def forward(self, targets: list[int]) -> None:
-        self._ask({"targets": targets})
+        count = len(self.procs)
+        for k, proc in enumerate(self.procs):
+            self._ask(proc, {"targets": targets[k::count]})
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(proc.pid) for proc in self.procs)
 
     def close(self) -> None:
-        assert self.proc.stdin is not None
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        for proc in self.procs:
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def backbone_delays(wan: WanModel) -> tuple[dict[str, float], float]:
@@ -205,6 +225,7 @@ class ScaleCluster:
     nodes: list[NodeProcess] = field(default_factory=list)
     hub: ProxyHub | None = None
     extra_args: list[str] = field(default_factory=list)
+    proxy_processes: int = 1
     waiting_for: str = ""
     stream: str = field(default_factory=lambda: f"BENCH{secrets.token_hex(4)}")
     """The backbone's JetStream stream: one per cluster."""
@@ -224,7 +245,7 @@ class ScaleCluster:
                 shape = self.wan.shape(self.region(i), self.region(j))
                 shapes.append((shape.delay_ms, shape.jitter_ms))
                 targets.append(j)
-            hub = ProxyHub(shapes)
+            hub = ProxyHub(shapes, self.proxy_processes)
             for (i, _), port in zip(links, hub.ports, strict=True):
                 args[i].append(f"--peer=http://127.0.0.1:{port}")
             for i in range(self.pops):
@@ -239,7 +260,7 @@ class ScaleCluster:
                 delay = delays[region]
                 shapes.append((delay, delay * self.wan.jitter_fraction))
                 targets.append("backbone")
-            hub = ProxyHub(shapes)
+            hub = ProxyHub(shapes, self.proxy_processes)
             inbound = hub.ports[: self.pops]
             to_backbone = dict(zip(self.wan.regions, hub.ports[self.pops :], strict=True))
             seeds: dict[str, int] = {}
@@ -498,13 +519,13 @@ async def loaded_phase(
         received0, written0 = await asyncio.to_thread(received_and_written, nodes)
         cpu: list[float] = []
         assert cluster.hub is not None
-        hub_cpu_before, started = cpu_seconds(cluster.hub.proc.pid), time.monotonic()
+        hub_cpu_before, started = cluster.hub.cpu_seconds(), time.monotonic()
         with cpu_window(nodes, cpu):
             writer = asyncio.create_task(load(session, urls, rate, stop))
             await asyncio.sleep(seconds)
             stop.set()
             sent = await writer
-        hub_seconds = cpu_seconds(cluster.hub.proc.pid) - hub_cpu_before
+        hub_seconds = cluster.hub.cpu_seconds() - hub_cpu_before
         hub_cpu = hub_seconds / (time.monotonic() - started)
         await asyncio.sleep(2)  # the last writes arrive everywhere before the counters are read
         received1, written1 = await asyncio.to_thread(received_and_written, nodes)
@@ -538,7 +559,8 @@ async def loaded_phase(
         ),
         "cpu_loaded_per_node_mean": round(statistics.fmean(cpu), 4),
         "cpu_loaded_per_node_max": round(max(cpu), 4),
-        # The proxies relay every byte: near 1.0 (a core) they, not the nodes, set the pace.
+        # The proxies relay every byte: near one core per proxy process, they and
+        # not the nodes set the pace.
         "cpu_loaded_proxy_hub": round(hub_cpu, 3),
         "propagation_p50_ms": round(percentile(times, 0.5), 1),
         "propagation_p99_ms": round(percentile(times, 0.99), 1),
@@ -605,6 +627,7 @@ def run_topology(args: argparse.Namespace, topology: str, pops: int, work: Path)
     security = Security(work / "security")
     with contextlib.ExitStack() as stack:
         cluster = ScaleCluster(work / topology, pops, wan, topology, security)
+        cluster.proxy_processes = args.proxy_processes
         if topology == "nats":
             port = stack.enter_context(nats_server(work))
             cluster.backbone_url, cluster.backbone_target = (
@@ -644,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-pops", type=int, default=3, help="0: no baseline run")
     parser.add_argument("--sim-pops", default="300,1000", help="empty: no simulator runs")
     parser.add_argument("--form-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--proxy-processes", type=int, default=1, help="processes the latency proxies run in"
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     flags = serve_flags()
