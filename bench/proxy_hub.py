@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 import threading
 
@@ -25,6 +26,10 @@ from testkit.wan import LinkShape
 
 
 def main() -> None:
+    # A listener per link and two sockets per connection: 48 PoPs in a full mesh
+    # need about 7,000 descriptors, beyond a common soft limit of 1,024.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
