@@ -74,8 +74,9 @@ PUBLISHED = 0
 PAGE_CHANGES = 500
 FETCH_MESSAGES = 64
 STATE_INTERVAL = 1.0
-MEMBERS_EVERY = 10
-"""State reports per one that carries the member list (and whenever it changed)."""
+MEMBERS_EVERY = 60
+"""State reports per one that carries the member list (and whenever it changed): a
+list of 1,000 members is about 80 KB, which every node receives from every node."""
 RETRY_MIN, RETRY_MAX = 0.2, 5.0
 REFUSED_RETRY_SECONDS = 5.0
 HOLD_SECONDS = 1.0
@@ -180,6 +181,8 @@ class Backbone:
         self._held: dict[int, int] = {}
         """Origins held at a batch (refused, or of a node not known yet): its end."""
         self._task: asyncio.Task[None] | None = None
+        self._down_since: float | None = None
+        """Monotonic time since when the backbone has been down (None: up, or not tried)."""
         self._nc: Client | None = None
         self._wake_publisher = asyncio.Event()
         saved = store.peer_cursor(PUBLISHED)
@@ -238,6 +241,7 @@ class Backbone:
     def _set_state(self, state: str, error: str | None) -> None:
         if state == "down" and self.state != "down":
             log.warning("backbone %s unreachable: %s", self.url, error)
+            self._down_since = time.monotonic()
         elif state == "up" and self.state != "up":
             log.info("backbone %s connected (stream %s)", self.url, self.stream)
         self.state = state
@@ -251,7 +255,11 @@ class Backbone:
             lost = asyncio.Event()
             try:
                 await self._connect(lost)
+                if self._out_of_contact_too_long():
+                    await self._close()
+                    return
                 self._set_state("up", None)
+                self._down_since = None
                 delay = RETRY_MIN
                 loops = [
                     asyncio.create_task(self._publish_loop()),
@@ -280,6 +288,28 @@ class Backbone:
             self._on_down(origins)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(RETRY_MAX, delay * 2)
+
+    def _out_of_contact_too_long(self) -> bool:
+        """Whether the backbone was down past the tombstone horizon: then re-sync, as a peer.
+
+        The other members stopped waiting for this node's reports after the
+        horizon and may have collected tombstones of keys it still holds, or
+        writes it has not published yet: publishing them now could bring
+        deleted keys back. It stays off the backbone (regional peers refuse it
+        likewise, close code 4410) until its data directory is wiped.
+        """
+        horizon = self.config.tombstone_horizon
+        if self._down_since is None or time.monotonic() - self._down_since <= horizon:
+            return False
+        self.state = "resync_required"
+        self.metrics.up.set(0)
+        self.last_error = (
+            f"out of contact with the backbone for more than tombstone_horizon ({horizon:g} s): "
+            "tombstones may have been collected without this node; re-sync in full "
+            "(wipe its data directory)"
+        )
+        log.error("backbone %s: %s", self.url, self.last_error)
+        return True
 
     async def _connect(self, lost: asyncio.Event) -> None:
         async def closed() -> None:

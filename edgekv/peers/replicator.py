@@ -182,6 +182,12 @@ class ReplicationMetrics:
         )
 
 
+def _log_failure(done: asyncio.Future[None]) -> None:
+    """Log a background write that failed (nothing waits for it)."""
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("resetting a peer cursor failed: %s", done.exception())
+
+
 def stream_end_reason(close_code: int | None, error: BaseException | None) -> str:
     """Why a pull stream ended, for the link's ``last_error`` and the log."""
     if error is not None:
@@ -256,7 +262,6 @@ class Replicator:
         """Whether something other than peer streams joins the regions."""
         self._seed_nodes: dict[str, int] = {}
         """Seeds' node ids, by URL, once they answered."""
-        self._reachability_logged = False
         self.backbone: Backbone | None = None
         """The NATS JetStream backbone, when ``backbone`` is configured."""
         if config.backbone:
@@ -351,12 +356,6 @@ class Replicator:
             in direct_peers(node, members, region, limit, backbone=self.has_backbone)
         }
 
-    def wanted(self, node: int) -> bool:
-        """Whether this node should pull from ``node`` now."""
-        if not self.config.peer_discovery:
-            return True  # a fixed topology: the seeds, whatever their region
-        return node in self.direct_peers()
-
     def ensure_pullers(self) -> None:
         """Start a pull loop for every seed and chosen member that has none; stop the others."""
         if self._session is None:
@@ -390,7 +389,8 @@ class Replicator:
                     # Pulled again one day, it is read from zero: tombstones collected
                     # meanwhile would refuse the old cursor (the others relayed them).
                     # (Another region's cursor is the backbone's now: left as it is.)
-                    self.store.save_peer_cursor(node, PeerCursor())
+                    reset = self.store.save_peer_cursor(node, PeerCursor())
+                    reset.add_done_callback(_log_failure)
         for url in urls:
             if url == self.identity.url or url in self._pullers:
                 continue
