@@ -62,8 +62,6 @@ import json
 import os
 import random
 import secrets
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -598,28 +596,6 @@ def serve_flags() -> str:
         check=True,
         env={**os.environ, "COLUMNS": "200"},
     ).stdout
-
-
-@contextlib.contextmanager
-def nats_server(work: Path) -> Iterator[int]:
-    """A NATS server with JetStream of the run's own (the shared one stays untouched)."""
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        port = probe_socket.getsockname()[1]
-    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    command = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(work / "nats")]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-
-        def listening() -> bool:
-            with socket.socket() as conn:
-                return conn.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(listening, 20, "nats-server listening")
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def run_topology(args: argparse.Namespace, topology: str, pops: int, work: Path) -> dict[str, Any]:
