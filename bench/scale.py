@@ -79,6 +79,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
 from edgekv_replication.envelope import Batch, Hello, Welcome, decode, encode
+from testkit.nats_server import NatsServer
 from testkit.pg import DSN, query, server_port
 from testkit.processes import NodeProcess
 from testkit.security import Security
@@ -333,6 +334,10 @@ class ScaleCluster:
 
 
 PG_SCHEMA = f"edgekv_bench_scale_{os.getpid()}"
+
+
+def _nats_at(port: int) -> str:
+    return f"nats://127.0.0.1:{port}"
 
 
 def _dsn_at(port: int) -> str:
@@ -605,11 +610,11 @@ def run_topology(args: argparse.Namespace, topology: str, pops: int, work: Path)
         cluster = ScaleCluster(work / topology, pops, wan, topology, security)
         cluster.proxy_processes = args.proxy_processes
         if topology == "nats":
-            port = stack.enter_context(nats_server(work))
-            cluster.backbone_url, cluster.backbone_target = (
-                (lambda p: f"nats://127.0.0.1:{p}"),
-                port,
-            )
+            # A NATS server of the run's own: the machine's shared one stays untouched.
+            nats = NatsServer(work / "nats").start()
+            stack.callback(nats.stop)
+            cluster.backbone_url = _nats_at
+            cluster.backbone_target = nats.port
         elif topology == "pg":
             cluster.backbone_url, cluster.backbone_target = _dsn_at, server_port()
             stack.callback(query, f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
