@@ -85,7 +85,7 @@ from testkit.processes import NodeProcess
 from testkit.security import Security
 from testkit.simscale import simulate
 from testkit.waiting import wait_for
-from testkit.wan import WanModel, wan_model
+from testkit.wan import WanModel, hub_delays, wan_model
 
 PROBE_RATE = 5.0
 """Probe writes per second (on top of the background load), each at a random PoP."""
@@ -165,47 +165,6 @@ class ProxyHub:
                 proc.wait(10)
 
 
-def backbone_delays(wan: WanModel) -> tuple[dict[str, float], float]:
-    """Each region's one-way delay to a single backbone server, and the fit's worst error.
-
-    Least squares of ``d[a] + d[b] = rtt(a, b) / 2`` over the region pairs
-    (normal equations, solved by Gauss-Jordan: at most a few dozen regions).
-    """
-    regions = wan.regions
-    n = len(regions)
-    if n == 1:
-        return {regions[0]: wan.rtt_ms(regions[0], regions[0]) / 2}, 0.0
-    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
-    matrix = [[0.0] * n for _ in range(n)]
-    rhs = [0.0] * n
-    for a, b in pairs:
-        target = wan.rtt_ms(regions[a], regions[b]) / 2
-        for i in (a, b):
-            matrix[i][a] += 1
-            matrix[i][b] += 1
-            rhs[i] += target
-    if n == 2:  # one equation, two unknowns: split it
-        half = wan.rtt_ms(regions[0], regions[1]) / 4
-        return {regions[0]: half, regions[1]: half}, 0.0
-    for col in range(n):
-        pivot = matrix[col][col]
-        for j in range(n):
-            matrix[col][j] /= pivot
-        rhs[col] /= pivot
-        for row in range(n):
-            if row != col and matrix[row][col]:
-                factor = matrix[row][col]
-                for j in range(n):
-                    matrix[row][j] -= factor * matrix[col][j]
-                rhs[row] -= factor * rhs[col]
-    delays = {regions[i]: max(0.5, rhs[i]) for i in range(n)}
-    worst = max(
-        abs(delays[regions[a]] + delays[regions[b]] - wan.rtt_ms(regions[a], regions[b]) / 2)
-        for a, b in pairs
-    )
-    return delays, worst
-
-
 # -- the cluster ------------------------------------------------------------------------
 
 
@@ -250,7 +209,7 @@ class ScaleCluster:
             for i in range(self.pops):
                 args[i][:0] = ["--peer-discovery", "false"]
         else:
-            delays, _ = backbone_delays(self.wan)
+            delays, _ = hub_delays(self.wan)
             for i in range(self.pops):
                 shape = self.wan.shape(self.region(i), self.region(i))
                 shapes.append((shape.delay_ms, shape.jitter_ms))
@@ -655,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     flags = serve_flags()
     wan = wan_model(args.regions)
-    delays, error = backbone_delays(wan)
+    delays, error = hub_delays(wan)
     rtts = sorted({wan.rtt_ms(a, b) for a in wan.regions for b in wan.regions})
     print(f"WAN: {args.regions} regions, RTTs {rtts} ms")
     rounded = {region: round(delay, 1) for region, delay in delays.items()}

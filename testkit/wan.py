@@ -107,3 +107,48 @@ def wan_model(n_regions: int, per_continent: int | None = None) -> WanModel:
         size = per_continent or 5
         continents = tuple(i // size for i in range(n_regions))
     return WanModel(names, continents)
+
+
+def hub_delays(wan: WanModel) -> tuple[dict[str, float], float]:
+    """Each region's one-way delay to one server all regions share, and the fit's worst error.
+
+    A single backbone server (NATS, PostgreSQL) cannot sit at every pair's
+    distance; the real-process harness and ``bench.scale`` delay each region's
+    link to it by these.
+
+    Least squares of ``d[a] + d[b] = rtt(a, b) / 2`` over the region pairs
+    (normal equations, solved by Gauss-Jordan: at most a few dozen regions).
+    """
+    regions = wan.regions
+    n = len(regions)
+    if n == 1:
+        return {regions[0]: wan.rtt_ms(regions[0], regions[0]) / 2}, 0.0
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    matrix = [[0.0] * n for _ in range(n)]
+    rhs = [0.0] * n
+    for a, b in pairs:
+        target = wan.rtt_ms(regions[a], regions[b]) / 2
+        for i in (a, b):
+            matrix[i][a] += 1
+            matrix[i][b] += 1
+            rhs[i] += target
+    if n == 2:  # one equation, two unknowns: split it
+        half = wan.rtt_ms(regions[0], regions[1]) / 4
+        return {regions[0]: half, regions[1]: half}, 0.0
+    for col in range(n):
+        pivot = matrix[col][col]
+        for j in range(n):
+            matrix[col][j] /= pivot
+        rhs[col] /= pivot
+        for row in range(n):
+            if row != col and matrix[row][col]:
+                factor = matrix[row][col]
+                for j in range(n):
+                    matrix[row][j] -= factor * matrix[col][j]
+                rhs[row] -= factor * rhs[col]
+    delays = {regions[i]: max(0.5, rhs[i]) for i in range(n)}
+    worst = max(
+        abs(delays[regions[a]] + delays[regions[b]] - wan.rtt_ms(regions[a], regions[b]) / 2)
+        for a, b in pairs
+    )
+    return delays, worst

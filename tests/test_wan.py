@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testkit.wan import LinkShape, wan_model
+from testkit.wan import LinkShape, hub_delays, wan_model
 
 
 def test_four_regions_have_every_inter_region_rtt() -> None:
@@ -34,3 +34,18 @@ def test_impossible_shapes_are_refused() -> None:
         LinkShape(delay_ms=-1)
     with pytest.raises(ValueError, match="positive rate"):
         LinkShape(bytes_per_second=0)
+
+
+def test_hub_delays_put_one_server_near_every_pair() -> None:
+    two = wan_model(2)
+    delays, error = hub_delays(two)
+    assert delays == {"r00": 10.0, "r01": 10.0}  # 40 ms RTT: 20 ms one way, halved
+    assert error == 0.0
+    four = wan_model(4)
+    delays, error = hub_delays(four)
+    for a in four.regions:
+        for b in four.regions:
+            if a < b:
+                assert abs(delays[a] + delays[b] - four.rtt_ms(a, b) / 2) <= error
+    assert error < 20  # one server cannot be exact for 40/80/150 ms; the fit says how far
+    assert delays["r03"] == max(delays.values())  # the far region is farthest from the server
