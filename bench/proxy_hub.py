@@ -10,7 +10,9 @@ Protocol on stdin/stdout, one JSON document per line:
 1. ``{"links": [[delay_ms, jitter_ms], ...]}`` -> ``{"ports": [...]}``: a
    listening proxy per link (ports are known before the nodes start);
 2. ``{"targets": [port, ...]}`` -> ``{"ok": true}``: where each forwards;
-3. end of stdin: every proxy closes and the process exits.
+3. ``{"cut": [index, ...]}`` / ``{"heal": [index, ...]}`` -> ``{"ok": true}``:
+   cut links (open connections dropped, new ones refused) or heal them;
+4. end of stdin: every proxy closes and the process exits.
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ def main() -> None:
     for proxy, target in zip(proxies, targets, strict=True):
         proxy.target = target
     print(json.dumps({"ok": True}), flush=True)
-    sys.stdin.read()  # until the benchmark closes our stdin
+    for line in sys.stdin:  # until the benchmark closes our stdin
+        order = json.loads(line)
+        for index in order.get("cut", []):
+            proxies[index].cut()
+        for index in order.get("heal", []):
+            proxies[index].heal()
+        print(json.dumps({"ok": True}), flush=True)
     for proxy in proxies:
         proxy.close()
     loop.call_soon_threadsafe(loop.stop)

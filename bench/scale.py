@@ -17,7 +17,13 @@ within a region; 40, 80 or 150 ms between regions), and measures:
   including the ones it skips, upstream rows) divided by the writes made
   anywhere times (N - 1): 1.0 means each PoP got each change exactly once;
 - **CPU per node**, idle and under a modest load (``--rate`` writes/s spread
-  over all PoPs), from ``/proc/<pid>/stat``; **RSS per node**.
+  over all PoPs), from ``/proc/<pid>/stat``; **RSS per node**;
+- **faults** (``--fault-seconds``, 30 by default), each under writes of new
+  keys at ``--rate``: a region cut from the backbone (its link to the server),
+  the NATS server stopped and started again, a node SIGKILLed and restarted;
+  then the time from the heal until every PoP holds every acknowledged write
+  (read from their SQLite files), and how many any PoP still lacks after 300 s
+  (``lost``: must be 0).
 
 Topologies (``--topologies``):
 
@@ -62,6 +68,7 @@ import json
 import os
 import random
 import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -149,6 +156,20 @@ class ProxyHub:
         for k, proc in enumerate(self.procs):
             self._ask(proc, {"targets": targets[k::count]})
 
+    def cut(self, links: list[int]) -> None:
+        """Cut the links at these indices of :attr:`ports` (heal with :meth:`heal`)."""
+        self._order("cut", links)
+
+    def heal(self, links: list[int]) -> None:
+        self._order("heal", links)
+
+    def _order(self, what: str, links: list[int]) -> None:
+        count = len(self.procs)
+        for k, proc in enumerate(self.procs):
+            mine = [i // count for i in links if i % count == k]
+            if mine:
+                self._ask(proc, {what: mine})
+
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(proc.pid) for proc in self.procs)
 
@@ -185,6 +206,9 @@ class ScaleCluster:
     extra_args: list[str] = field(default_factory=list)
     proxy_processes: int = 1
     waiting_for: str = ""
+    backbone_links: dict[str, int] = field(default_factory=dict)
+    """Each region's link to the backbone server (an index into the hub's links)."""
+    nats: NatsServer | None = None
     stream: str = field(default_factory=lambda: f"BENCH{secrets.token_hex(4)}")
     """The backbone's JetStream stream: one per cluster."""
     """What :meth:`formed` saw missing last."""
@@ -219,6 +243,7 @@ class ScaleCluster:
                 shapes.append((delay, delay * self.wan.jitter_fraction))
                 targets.append("backbone")
             hub = ProxyHub(shapes, self.proxy_processes)
+            self.backbone_links = {r: self.pops + k for k, r in enumerate(self.wan.regions)}
             inbound = hub.ports[: self.pops]
             to_backbone = dict(zip(self.wan.regions, hub.ports[self.pops :], strict=True))
             seeds: dict[str, int] = {}
@@ -532,6 +557,96 @@ async def loaded_phase(
     }
 
 
+FAULTS = {
+    "mesh": ("kill",),
+    "nats": ("region", "backbone", "kill"),
+    "pg": ("region", "kill"),
+}
+"""The faults run per topology: a region cut from the backbone, the NATS server
+stopped (the shared PostgreSQL is not), a node SIGKILLed and restarted."""
+
+
+def fault_keys(node: NodeProcess, ns: str) -> set[str]:
+    """The keys of ``ns`` a node holds, straight from its SQLite file."""
+    uri = f"file:{node.data_dir / 'edgekv.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
+        rows = conn.execute("SELECT key FROM kv WHERE ns = ?", (ns,)).fetchall()
+    return {key.decode() if isinstance(key, bytes) else key for (key,) in rows}
+
+
+async def fault_phase(
+    cluster: ScaleCluster, fault: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Writes of new keys at ``rate`` over all PoPs while ``fault`` lasts ``seconds``;
+    after the heal, the time until every PoP holds every acknowledged write."""
+    nodes, hub = cluster.nodes, cluster.hub
+    assert hub is not None
+    ns = f"fault-{fault}"
+    rng = random.Random(fault)
+    acked: list[str] = []
+    victim = rng.randrange(len(nodes))
+    region = cluster.region(victim)
+    headers = {"Authorization": f"Bearer {cluster.security.token}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        stop = asyncio.Event()
+
+        async def put(i: int) -> None:
+            key = f"w{i:06d}"
+            url = f"{rng.choice(nodes).url}/v1/kv/{ns}/{key}"
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.put(url, data=b"v", timeout=aiohttp.ClientTimeout(5)) as a:
+                    if a.status == 200:
+                        acked.append(key)
+
+        async def writes() -> None:
+            started, sent, tasks = time.monotonic(), 0, []
+            while not stop.is_set():
+                await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(put(sent)))
+                sent += 1
+            await asyncio.gather(*tasks)
+
+        writer = asyncio.create_task(writes())
+        await asyncio.sleep(1)
+        if fault == "region":
+            label = f"region {region} cut from the backbone"
+            hub.cut([cluster.backbone_links[region]])
+        elif fault == "backbone":
+            label = "NATS server stopped"
+            assert cluster.nats is not None
+            cluster.nats.stop()
+        else:
+            label = f"pop-{victim:02d} SIGKILLed"
+            nodes[victim].kill()
+        await asyncio.sleep(seconds)
+        if fault == "region":
+            hub.heal([cluster.backbone_links[region]])
+        elif fault == "backbone":
+            assert cluster.nats is not None
+            await asyncio.to_thread(cluster.nats.start)
+        else:
+            await asyncio.to_thread(nodes[victim].start, 60)
+        healed = time.monotonic()
+        await asyncio.sleep(1)
+        stop.set()
+        await writer
+    wanted = set(acked)
+    pending = list(range(len(nodes)))
+    deadline = healed + 300
+    while pending and time.monotonic() < deadline:
+        pending = [i for i in pending if not wanted <= fault_keys(nodes[i], ns)]
+        if pending:
+            await asyncio.sleep(0.1)
+    missing = max((len(wanted - fault_keys(node, ns)) for node in nodes), default=0)
+    return {
+        "fault": f"{label} for {seconds:g} s under {rate:g} writes/s",
+        "acknowledged": len(wanted),
+        "lost": missing,
+        "converged_after_heal_s": None if pending else round(time.monotonic() - healed, 1),
+    }
+
+
 def idle_phase(cluster: ScaleCluster, seconds: float) -> dict[str, Any]:
     cpu: list[float] = []
     with cpu_window(cluster.nodes, cpu):
@@ -570,7 +685,7 @@ def run_topology(args: argparse.Namespace, topology: str, pops: int, work: Path)
         cluster.proxy_processes = args.proxy_processes
         if topology == "nats":
             # A NATS server of the run's own: the machine's shared one stays untouched.
-            nats = NatsServer(work / "nats").start()
+            nats = cluster.nats = NatsServer(work / "nats").start()
             stack.callback(nats.stop)
             cluster.backbone_url = _nats_at
             cluster.backbone_target = nats.port
@@ -590,6 +705,11 @@ def run_topology(args: argparse.Namespace, topology: str, pops: int, work: Path)
         figures |= idle_phase(cluster, args.idle_seconds)
         if args.load_seconds > 0:
             figures |= asyncio.run(loaded_phase(cluster, args.rate, args.load_seconds, args.probes))
+        if args.fault_seconds > 0:
+            figures["faults"] = [
+                asyncio.run(fault_phase(cluster, fault, args.rate, args.fault_seconds))
+                for fault in FAULTS[topology]
+            ]
         return figures
 
 
@@ -607,6 +727,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-pops", type=int, default=3, help="0: no baseline run")
     parser.add_argument("--sim-pops", default="300,1000", help="empty: no simulator runs")
     parser.add_argument("--form-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--fault-seconds",
+        type=float,
+        default=30.0,
+        help="length of each fault (region cut, backbone stopped, SIGKILL); 0: no faults",
+    )
     parser.add_argument(
         "--proxy-processes", type=int, default=1, help="processes the latency proxies run in"
     )
@@ -637,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"-- {topology}, {pops} PoPs", flush=True)
             baseline = pops == args.baseline_pops and pops != args.pops
-            one = argparse.Namespace(**{**vars(args), "load_seconds": 0.0}) if baseline else args
+            idle_only = {"load_seconds": 0.0, "fault_seconds": 0.0}
+            one = argparse.Namespace(**{**vars(args), **idle_only}) if baseline else args
             figures = run_topology(one, topology, pops, work / f"{topology}-{pops}")
             print(json.dumps(figures), flush=True)
             results["real"].append(figures)
