@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgekv_replication.backbone import (
     INCARNATION_HEADER,
     NODE_HEADER,
+    Consumption,
     StampFloor,
     State,
+    Take,
     changes_subject,
     decode_state,
     encode_state,
@@ -58,3 +64,48 @@ def test_the_floor_waits_for_every_member_to_publish_and_catch_up() -> None:
     assert floor.observe(1200, [(900, 1150), (950, 1101)]) == 500
     assert floor.observe(1400, [(1300, 1400), (1350, 1390)]) == 900
     assert floor.floor == 900
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ends=st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=12),
+    order=st.randoms(use_true_random=False),
+    redelivered=st.sets(st.integers(min_value=0, max_value=11), max_size=4),
+)
+def test_batches_of_an_origin_apply_in_order_however_they_arrive(
+    ends: list[int], order: random.Random, redelivered: set[int]
+) -> None:
+    """Delivered in any order (redeliveries after newer ones), each applies once, in order."""
+    bounds, upto = [], 0
+    for step in ends:
+        bounds.append((upto, upto + step))
+        upto += step
+    queue = list(range(len(bounds)))
+    order.shuffle(queue)
+    queue += [i for i in redelivered if i < len(bounds)]  # delivered again, later
+    consumption = Consumption(me=1, region="us")
+    cursor, applied = 0, []
+    for _ in range(10_000):
+        if not queue:
+            break
+        i = queue.pop(0)
+        after, end = bounds[i]
+        take = consumption.decide(7, "eu", after, end, cursor)
+        if take is Take.APPLY:
+            applied.append(i)
+            cursor = end
+        elif take is Take.HOLD:
+            queue.append(i)  # handed back: comes again later
+    assert applied == list(range(len(bounds)))
+    assert cursor == upto
+
+
+def test_own_regional_and_unknown_origins() -> None:
+    consumption = Consumption(me=1, region="us")
+    assert consumption.decide(1, "us", 0, 5, 0) is Take.SKIP  # own
+    assert consumption.decide(2, "us", 0, 5, 0) is Take.SKIP  # in-region: peers bring it
+    assert consumption.decide(3, None, 0, 5, 0) is Take.HOLD  # region not known yet
+    assert consumption.decide(3, None, 5, 9, 0) is Take.HOLD  # and everything after it
+    assert consumption.decide(3, "eu", 0, 5, 0) is Take.APPLY  # known now
+    consumption.refused(4, 5)
+    assert consumption.decide(4, "eu", 5, 9, 0) is Take.HOLD  # behind a refused batch

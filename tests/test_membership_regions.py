@@ -49,3 +49,12 @@ async def test_unreachable_members_are_reported_once_per_change(store: Store) ->
     members.heard(7)
     assert members.watch(timeout_ms=1000) == [(7, True)]
     assert members.state(7, 1000) == "up"
+
+
+async def test_an_introduction_no_member_list_would_carry_is_not_recorded(store: Store) -> None:
+    members = Membership(store, store.node_id, max_ahead_ms=10_000)
+    await members.introduce(7, "http://a:1", "a", "not a region!")
+    await members.introduce(8, "ftp://b", "b", "eu")
+    assert members.members() == []
+    await members.introduce(9, "http://c:1", "c", "eu")
+    assert members.regions() == {9: "eu"}

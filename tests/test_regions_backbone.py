@@ -103,6 +103,13 @@ def test_two_regions_over_nats_converge_through_a_backbone_partition(
         for member in document["members"]:
             assert member["direct"] == (member["region"] == region), member
 
+    # Read-your-writes across regions: a bookmark of eu1 waits at us2 for the backbone.
+    answer = eu1.request("PUT", "/v1/kv/ns/bookmarked", body=b"here")
+    bookmark = json.loads(answer.body)["bookmark"]
+    read = us2.request("GET", "/v1/kv/ns/bookmarked", headers={"EdgeKV-Bookmark": bookmark})
+    assert (read.status, read.body) == (200, b"here")
+    assert eu1.request("DELETE", "/v1/kv/ns/bookmarked").status == 200
+
     # Concurrent writes and deletes in both regions, to the same keys.
     for round_ in range(3):
         for i, node in enumerate(nodes):
@@ -110,7 +117,7 @@ def test_two_regions_over_nats_converge_through_a_backbone_partition(
                 node.request("PUT", f"/v1/kv/ns/k{k}", body=f"{node.node_id}-{round_}".encode())
             node.request("DELETE", f"/v1/kv/ns/k{(i + round_) % 10}")
     state = wait_converged(nodes)
-    assert len(state) == 10
+    assert len(state) == 11  # the ten keys and the bookmarked one's tombstone
 
     # The backbone goes down: writes are still acknowledged in both regions.
     nats_server.stop()
@@ -370,3 +377,41 @@ def test_each_change_reaches_each_node_about_once(
     per_change = [(_received(n) - b) / from_others for n, b in zip(nodes, before, strict=True)]
     assert all(ratio >= 1 for ratio in per_change), per_change  # every change arrived
     assert sum(per_change) / len(per_change) <= 1.2, per_change  # the goal
+
+
+@pytest.mark.slow
+def test_a_node_starts_and_takes_writes_while_the_backbone_is_down(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    nats_server.stop()
+    eu1 = region_node("eu1", "eu", [], *_backbone(nats_server, "RegionsLateNats"))
+    wait_for(lambda: status(eu1)["backbone"]["state"] == "down", 20, "backbone shown down")
+    assert status(eu1)["backbone"]["last_error"]
+    for k in range(5):
+        assert eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v").status == 200
+    assert status(eu1)["backbone"]["lag_changes"] == 5
+    nats_server.start()
+    us1 = region_node("us1", "us", [eu1], *_backbone(nats_server, "RegionsLateNats"))
+    wait_for(lambda: status(eu1)["backbone"]["state"] == "up", 30, "backbone up")
+    assert len(wait_converged([eu1, us1])) == 5
+    assert status(eu1)["backbone"]["lag_changes"] == 0
+
+
+@pytest.mark.slow
+def test_a_node_stopped_past_the_horizon_must_resync(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    args = [
+        *_backbone(nats_server, "RegionsStopped"),
+        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+    ]
+    eu1 = region_node("eu1", "eu", [], *args)
+    us1 = region_node("us1", "us", [eu1], *args)
+    wait_for(lambda: knows_everyone([eu1, us1]), 30, "every node knows every member")
+    us1.stop()
+    eu1.request("PUT", "/v1/kv/ns/k", body=b"v")
+    eu1.request("DELETE", "/v1/kv/ns/k")
+    wait_for(lambda: stored_state(eu1) == [], 30, "the tombstone collected without us1")
+    us1.start()
+    wait_for(lambda: status(us1)["backbone"]["state"] == "resync_required", 30, "us1 refused")
+    assert stored_state(us1) == []  # it took nothing from the backbone either

@@ -54,8 +54,10 @@ from edgekv.store.store import Store
 from edgekv_replication.backbone import (
     INCARNATION_HEADER,
     NODE_HEADER,
+    Consumption,
     StampFloor,
     State,
+    Take,
     changes_subject,
     decode_state,
     encode_state,
@@ -178,11 +180,17 @@ class Backbone:
         self.floor = StampFloor(margin_ms=2 * self._max_offset_ms + 2000)
         self.origins: set[int] = set()
         """Origins whose changes this node takes from the backbone (relay deferral)."""
-        self._held: dict[int, int] = {}
-        """Origins held at a batch (refused, or of a node not known yet): its end."""
+        self.consumption = Consumption(self.node, config.region)
+        """Which consumed batches apply, in order per origin."""
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         """Monotonic time since when the backbone has been down (None: up, or not tried)."""
+        last_contact = store.peer_acks().get(PUBLISHED)
+        if last_contact is not None:
+            # The last contact saved before this start counts too: a node stopped for
+            # longer than the horizon must re-sync as one cut off that long.
+            away_s = max(0, store.clock.wall_ms() - last_contact[1]) / 1000
+            self._down_since = time.monotonic() - away_s
         self._nc: Client | None = None
         self._wake_publisher = asyncio.Event()
         saved = store.peer_cursor(PUBLISHED)
@@ -323,6 +331,9 @@ class Backbone:
             name=f"edgekv-{self.node:016x}",
             connect_timeout=2,
             allow_reconnect=False,  # reconnecting is ours: one path for every failure
+            # Else nats-py retries the first connection itself, for about two minutes.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
             ping_interval=1,
             max_outstanding_pings=3,
             disconnected_cb=closed,
@@ -433,7 +444,6 @@ class Backbone:
         too (``nak``) until it goes through.
         """
         regions = self.membership.regions()
-        mine = self.config.region
         taken: list[_Taken] = []
         planned: dict[int, PeerCursor] = {}
         for message in messages:
@@ -450,33 +460,20 @@ class Backbone:
                 continue
             self.membership.heard(origin)
             region = regions.get(origin)
-            if origin == self.node or region == mine:
-                taken.append(_Taken(message))  # own, or in-region: over peer streams
-                continue
             saved = planned.get(origin) or self.store.peer_cursor(origin)
             cursor = saved.cursor if saved.incarnation == incarnation else 0
-            if decoded.upto <= cursor:
-                taken.append(_Taken(message))  # applied already
+            held_before = origin in self.consumption.held
+            take = self.consumption.decide(origin, region, decoded.after, decoded.upto, cursor)
+            if take is Take.SKIP:
+                taken.append(_Taken(message))
                 continue
-            if self._held.get(origin, decoded.upto) < decoded.upto:
-                taken.append(_Taken(message, hold=HOLD_SECONDS))  # behind a held batch
-                continue
-            if decoded.after > cursor:
-                # The batch before it is still out (delivered before a restart and
-                # not acknowledged, it comes again after ack_wait): wait for it.
-                if origin not in self._held:
+            if take is Take.HOLD:
+                if not held_before and decoded.after > cursor:
                     self.last_error = (
                         f"changes of {origin:016x} after seq {cursor} not consumed yet "
                         f"(the next batch continues from {decoded.after}): waiting for them"
                     )
                     log.info("backbone: %s", self.last_error)
-                self._held[origin] = decoded.upto
-                taken.append(_Taken(message, hold=HOLD_SECONDS))
-                continue
-            if region is None:
-                # Its region decides whether it comes from here or from peers: wait
-                # for its member entry (state reports and peer streams bring it).
-                self._held[origin] = decoded.upto
                 taken.append(_Taken(message, hold=HOLD_SECONDS))
                 continue
             try:
@@ -488,10 +485,10 @@ class Backbone:
                 )
                 log.warning("%s", why)
                 self.last_error = why
-                self._held[origin] = decoded.upto
+                self.consumption.refused(origin, decoded.upto)
                 taken.append(_Taken(message, hold=REFUSED_RETRY_SECONDS))
                 continue
-            self._held.pop(origin, None)
+            assert region is not None
             after = PeerCursor(incarnation, cursor)
             target = planned[origin] = PeerCursor(incarnation, decoded.upto)
             if decoded.mark is not None:
@@ -557,6 +554,8 @@ class Backbone:
             if with_members:
                 sent_members = members
             count += 1
+            # When the backbone was last reached, kept over a restart (see _down_since).
+            await self.store.record_ack(PUBLISHED, self._last_upto)
             self._observe_floor()
             await asyncio.sleep(STATE_INTERVAL)
 

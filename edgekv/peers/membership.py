@@ -16,12 +16,15 @@ taken once the clock has caught up.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from edgekv.store.peer_state import MemberRow
 from edgekv.store.store import Store
-from edgekv_replication.intake import screen_members
+from edgekv_replication.intake import member_problem, screen_members
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,7 +125,13 @@ class Membership:
         region = region or (current[5] if current else "")
         if current and (current[3] or (current[1], current[2], current[5]) == (url, name, region)):
             return  # removed members stay removed; unchanged ones stay as they are
-        await self._save([(node, url, name, False, _now_ms(), region)])
+        entry = (node, url, name, False, _now_ms(), region)
+        problem = member_problem(entry, _now_ms(), self.max_ahead_ms)
+        if problem is not None:
+            # Every other node would refuse the entry when advertised: keep it out here too.
+            log.warning("not recording member %016x as it introduced itself: %s", node, problem)
+            return
+        await self._save([entry])
 
     async def remove(self, node: int) -> bool:
         """Mark ``node`` removed; False if it is unknown."""

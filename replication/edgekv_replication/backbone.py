@@ -25,10 +25,11 @@ applied). The floor keeps, for each moment it saw every member's
 
 from __future__ import annotations
 
+import enum
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -151,6 +152,52 @@ def _member(item: Any) -> tuple[int, str, str, bool, int, str]:
         raise EnvelopeError(f"malformed member entry {item!r}")
     node, url, name, removed, updated_ms, region = item
     return (node, url, name, removed, updated_ms, region)
+
+
+class Take(enum.Enum):
+    """What a consumer does with one batch of the backbone."""
+
+    SKIP = "skip"
+    """Acknowledge it unapplied: own, of this region (peer streams bring it), or applied."""
+    APPLY = "apply"
+    """Check it (intake) and apply it, moving the origin's cursor to its end."""
+    HOLD = "hold"
+    """Hand it back to come again: a batch of its origin before it is still out."""
+
+
+@dataclass
+class Consumption:
+    """Per origin, batches apply in order, each exactly once (sans-IO).
+
+    JetStream delivers a message not acknowledged before a crash again only
+    after its ``ack_wait``, so after newer ones; a batch continues from the
+    previous one's end (``after``), and one that does not continue the
+    origin's cursor waits (:attr:`Take.HOLD`), as does every later one of the
+    origin, until the missing one has applied. So do the batches of a node not
+    known as a member yet (its region decides where its changes come from)
+    and those behind a batch intake refused (:meth:`refused`).
+    """
+
+    me: int
+    region: str
+    held: dict[int, int] = field(default_factory=dict)
+    """Origin -> the end of its batch that holds the others back."""
+
+    def decide(self, origin: int, region: str | None, after: int, upto: int, cursor: int) -> Take:
+        """What to do with ``origin``'s batch ``(after, upto]``; ``cursor``: applied so far."""
+        if origin == self.me or region == self.region or upto <= cursor:
+            return Take.SKIP
+        if self.held.get(origin, upto) < upto:
+            return Take.HOLD  # behind a held batch
+        if after > cursor or region is None:
+            self.held[origin] = upto
+            return Take.HOLD
+        self.held.pop(origin, None)
+        return Take.APPLY
+
+    def refused(self, origin: int, upto: int) -> None:
+        """Intake refused ``origin``'s batch ending at ``upto``: it and later ones wait."""
+        self.held[origin] = upto
 
 
 class StampFloor:
