@@ -297,10 +297,14 @@ def cluster() -> None:
 @client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
-def cluster_status(url: str, token: str | None, as_json: bool, watch: bool) -> None:
-    """Show each member's state, lag, last contact, clock offset and last error.
+@click.option("--region", help="Show only the members of this region.")
+def cluster_status(
+    url: str, token: str | None, as_json: bool, watch: bool, region: str | None
+) -> None:
+    """Show a summary line, then each member's state, lag, last contact, clock offset
+    and last error, grouped by region, worst first.
 
-    Example: edgekv cluster status --watch
+    Example: edgekv cluster status --watch --region eu-west
     """
     from rich.console import Console
     from rich.live import Live
@@ -315,12 +319,12 @@ def cluster_status(url: str, token: str | None, as_json: bool, watch: bool) -> N
             click.echo(json.dumps(status, indent=2))
             return
         if not watch:
-            Console().print(status_renderable(status))
+            Console().print(status_renderable(status, region))
             return
-        with Live(status_renderable(status), refresh_per_second=2) as live:
+        with Live(status_renderable(status, region), refresh_per_second=2) as live:
             while True:
                 time.sleep(1)
-                live.update(status_renderable(client.cluster_status()))
+                live.update(status_renderable(client.cluster_status(), region))
     except EdgeKVError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -4,6 +4,8 @@ Example::
 
     python -m jepsen_like run --nodes 5 --time-limit 60 --workload all \\
         --nemesis all --seed 7 --out runs/7
+    python -m jepsen_like run --nodes 6 --topology regions --regions 2 \\
+        --nemesis partition,kill,region,backbone --time-limit 300 --out runs/regions
 
 Exits 0 only when every checker passes.
 """
@@ -41,8 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument(
         "--nemesis",
         default="partition,kill",
-        help="comma-separated: partition, kill, pause, clock, upstream; all; none",
+        help="comma-separated: partition, kill, pause, clock, upstream, region, backbone "
+        "(the last two with --topology regions); all; none",
     )
+    go.add_argument(
+        "--topology",
+        choices=("mesh", "regions"),
+        default="mesh",
+        help="mesh: every node pulls from every other; regions: nodes in --regions regions "
+        "of the WAN model (latency proxies), peer links within a region, a NATS JetStream "
+        "backbone between them",
+    )
+    go.add_argument("--regions", type=int, default=2, help="regions of --topology regions")
     go.add_argument("--seed", type=int, default=0)
     go.add_argument("--out", type=Path, required=True, help="directory for history and reports")
     go.add_argument(
@@ -88,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             tombstone_horizon=args.tombstone_horizon,
             node_args=tuple(args.node_arg),
             secure=not args.no_auth,
+            topology=args.topology,
+            regions=args.regions,
             command=command_line(),
         )
     except ValueError as exc:

@@ -5,7 +5,15 @@ Node ``i`` pulls from node ``j`` through its own :class:`~testkit.proxy.TcpProxy
 workload runs, every node also reaches PostgreSQL through a proxy of its own
 (``pg_links[i]``), and the cluster shares one schema made for the run.
 Clock offsets are written to a file per node and announced with SIGUSR1
-(the test-only setting ``test_clock_offset_file``). By default the nodes run
+(the test-only setting ``test_clock_offset_file``).
+
+With ``topology="regions"`` the nodes sit in the regions of the WAN model
+(:mod:`testkit.wan`): peer links only within a region, shaped by it (2 ms
+RTT), and a NATS JetStream backbone of the run's own
+(:class:`~testkit.nats_server.NatsServer`) between the regions, each node
+reaching it through a proxy of its own delayed by its region's share of the
+inter-region RTTs (:func:`testkit.wan.hub_delays`), so a region can
+be cut from the backbone and the server stopped. By default the nodes run
 the way a multi-host deployment must: an admin token in a TOML config (every
 client of the run carries it) and a cluster secret read from a file.
 """
@@ -24,10 +32,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from testkit.nats_server import NatsServer
 from testkit.pg import via
 from testkit.processes import NodeProcess
 from testkit.proxy import TcpProxy
 from testkit.security import Security
+from testkit.wan import LinkShape, WanModel, hub_delays, wan_model
 
 
 @dataclass
@@ -46,6 +56,10 @@ class DbOptions:
     extra_args: tuple[str, ...] = ()
     secure: bool = True
     """Tokens and a cluster secret (False: the trusting loopback configuration)."""
+    topology: str = "mesh"
+    """``mesh``: every node pulls from every other; ``regions``: see the module text."""
+    regions: int = 2
+    """Regions of the ``regions`` topology (nodes dealt in blocks, as in bench.scale)."""
 
 
 @dataclass
@@ -60,6 +74,16 @@ class Db:
     paused: set[int] = field(default_factory=set)
     killed: set[int] = field(default_factory=set)
     security: Security | None = None
+    backbone_links: list[TcpProxy] = field(default_factory=list)
+    """Node ``i``'s link to the NATS server (``regions`` topology)."""
+    nats: NatsServer | None = None
+    wan: WanModel | None = None
+
+    def region(self, i: int) -> str:
+        """Node ``i``'s region (``regions`` topology)."""
+        assert self.wan is not None
+        regions = self.wan.regions
+        return regions[i * len(regions) // self.options.nodes]
 
     @property
     def token(self) -> str | None:
@@ -71,7 +95,10 @@ class Db:
         n = self.options.nodes
         if self.options.secure:
             self.security = Security(self.base / "security")
-        self.links = {(i, j): TcpProxy() for i in range(n) for j in range(n) if i != j}
+        if self.options.topology == "regions":
+            self._start_backbone(n)
+        else:
+            self.links = {(i, j): TcpProxy() for i in range(n) for j in range(n) if i != j}
         if self.options.upstream_dsn is not None:
             port = urlsplit(self.options.upstream_dsn).port or 5432
             self.pg_links = [TcpProxy(port) for _ in range(n)]
@@ -85,9 +112,34 @@ class Db:
         for (_, j), proxy in self.links.items():
             proxy.target = self.nodes[j].port
 
+    def _start_backbone(self, n: int) -> None:
+        """Regions, their shaped in-region links, the NATS server and a link to it per node."""
+        self.wan = wan = wan_model(self.options.regions)
+        self.links = {
+            (i, j): TcpProxy(shape=wan.shape(self.region(i), self.region(j)))
+            for i in range(n)
+            for j in range(n)
+            if i != j and self.region(i) == self.region(j)
+        }
+        self.nats = NatsServer(self.base / "nats").start()
+        delays, _ = hub_delays(wan)
+        self.backbone_links = [
+            TcpProxy(
+                self.nats.port,
+                LinkShape(delays[self.region(i)], delays[self.region(i)] * wan.jitter_fraction),
+            )
+            for i in range(n)
+        ]
+
     def _args(self, i: int) -> list[str]:
         o = self.options
         peers = [f"--peer={p.url}" for (a, _), p in self.links.items() if a == i]
+        if o.topology == "regions":
+            peers += [
+                f"--region={self.region(i)}",
+                f"--backbone=nats://127.0.0.1:{self.backbone_links[i].port}",
+                f"--backbone-stream=JEPSEN{self.nats.port if self.nats else 0}",
+            ]
         args = [
             "--peer-discovery=false",
             f"--node-name=n{i}",
@@ -122,9 +174,29 @@ class Db:
     # -- faults -----------------------------------------------------------------
 
     def cut(self, links: Iterable[tuple[int, int]]) -> None:
-        """Cut the given pull links ``(puller, server)``."""
+        """Cut the given pull links ``(puller, server)`` (those that exist: with regions,
+        only links within a region do)."""
         for link in links:
-            self.links[link].cut()
+            if link in self.links:
+                self.links[link].cut()
+
+    def cut_region(self, region: str) -> None:
+        """Cut ``region``'s nodes off the backbone (their peer links stay)."""
+        for i, proxy in enumerate(self.backbone_links):
+            if self.region(i) == region:
+                proxy.cut()
+
+    def stop_backbone(self) -> None:
+        """Stop the NATS server (JetStream keeps its store for the restart)."""
+        if self.nats is not None and self.nats.proc is not None:
+            self.nats.stop()
+
+    def heal_backbone(self) -> None:
+        """The NATS server running and every node's link to it open."""
+        if self.nats is not None and self.nats.proc is None:
+            self.nats.start()
+        for proxy in self.backbone_links:
+            proxy.heal()
 
     def heal_network(self) -> None:
         """Let every peer link through again."""
@@ -189,6 +261,7 @@ class Db:
             self.restart(i)
         self.heal_network()
         self.heal_upstream()
+        self.heal_backbone()
 
     def close(self) -> None:
         """Stop every node and proxy."""
@@ -197,8 +270,10 @@ class Db:
         for i, node in enumerate(self.nodes):
             node.kill()
             (self.base / f"n{i}.log").write_text("".join(node.output))
-        for proxy in [*self.links.values(), *self.pg_links]:
+        for proxy in [*self.links.values(), *self.pg_links, *self.backbone_links]:
             proxy.close()
+        if self.nats is not None:
+            self.nats.stop()
 
     # -- observation --------------------------------------------------------------
 

@@ -14,7 +14,11 @@ Kinds:
 - ``pause``: SIGSTOP nodes, SIGCONT when it ends;
 - ``clock``: ``bump`` nodes' clocks by up to ±5 minutes, or ``strobe`` a
   clock between its true time and an offset every few tens of milliseconds;
-- ``upstream``: PostgreSQL unreachable from some or all nodes.
+- ``upstream``: PostgreSQL unreachable from some or all nodes;
+- ``region`` (``--topology regions``): one region cut from the backbone (its
+  nodes' links to the NATS server), healed when the fault ends;
+- ``backbone`` (``--topology regions``): the NATS server stopped, then started
+  again on its port and JetStream store.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from typing import Any
 
 from jepsen_like.db import Db
 
-KINDS = ("partition", "kill", "pause", "clock", "upstream")
+KINDS = ("partition", "kill", "pause", "clock", "upstream", "region", "backbone")
+REGION_KINDS = ("region", "backbone")
+"""Kinds that need ``--topology regions`` (a backbone between regions)."""
 PARTITION_MODES = ("isolate", "halves", "ring", "bridge", "one-way")
 MAX_CLOCK_BUMP_MS = 5 * 60 * 1000
 # Nodes accept stamps this far ahead while clocks are skewed: two opposite
@@ -89,8 +95,12 @@ def plan(
     time_limit: float,
     quiet: tuple[float, float] = (3.0, 6.0),
     active: tuple[float, float] = (3.0, 8.0),
+    regions: int = 1,
 ) -> list[Fault]:
-    """The faults of a run: alternate quiet gaps and faults until ``time_limit``."""
+    """The faults of a run: alternate quiet gaps and faults until ``time_limit``.
+
+    ``regions``: how many regions the nodes are in (the ``region`` kind cuts one).
+    """
     faults: list[Fault] = []
     if not kinds:
         return faults
@@ -104,14 +114,18 @@ def plan(
         if not deck:
             deck = list(kinds)
             rng.shuffle(deck)
-        fault = _fault(rng, deck.pop(), nodes)
+        fault = _fault(rng, deck.pop(), nodes, regions)
         fault.start, fault.end = round(t, 3), round(t + length, 3)
         faults.append(fault)
         t += length + rng.uniform(*quiet)
 
 
-def _fault(rng: random.Random, kind: str, n: int) -> Fault:
+def _fault(rng: random.Random, kind: str, n: int, regions: int = 1) -> Fault:
     everyone = list(range(n))
+    if kind == "region":
+        return Fault(0, 0, kind, f"r{rng.randrange(regions):02d}")
+    if kind == "backbone":
+        return Fault(0, 0, kind, "stop")
     if kind == "partition":
         mode = rng.choice(PARTITION_MODES)
         cut = partition_links(rng, mode, n)
@@ -198,6 +212,10 @@ class Injector:
                 self._strobe.start()
         elif fault.kind == "upstream":
             db.cut_upstream(fault.nodes)
+        elif fault.kind == "region":
+            db.cut_region(fault.mode)
+        elif fault.kind == "backbone":
+            db.stop_backbone()
 
     def _strobe_clocks(self, fault: Fault) -> None:
         flip = False
@@ -226,6 +244,8 @@ class Injector:
                 db.set_clock_offset(i, 0)
         elif fault.kind == "upstream":
             db.heal_upstream()
+        elif fault.kind in REGION_KINDS:
+            db.heal_backbone()
 
 
 def run_schedule(

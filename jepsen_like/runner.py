@@ -28,6 +28,7 @@ from jepsen_like.history import History, Op, pairs
 from jepsen_like.nemesis import (
     CLOCK_NEMESIS_MAX_OFFSET_S,
     CLOCK_NEMESIS_TOMBSTONE_HORIZON_S,
+    REGION_KINDS,
     TOMBSTONE_HORIZON_S,
     Fault,
     Injector,
@@ -62,6 +63,9 @@ class RunOptions:
     """Extra ``edgekv serve`` flags for every node."""
     secure: bool = True
     """Nodes with tokens and a cluster secret; False: the trusting loopback configuration."""
+    topology: str = "mesh"
+    """``mesh``, or ``regions``: regions over the WAN model joined by a NATS backbone."""
+    regions: int = 2
     command: str = ""
 
 
@@ -71,8 +75,15 @@ def run(options: RunOptions) -> dict[str, Any]:
     workloads = [WORKLOADS[name]() for name in options.workloads]
     strong = tuple(ns for w in workloads for ns in w.strong_namespaces)
     nemeses = [k for k in options.nemeses if k != "upstream" or strong]
+    regions = options.regions if options.topology == "regions" else 1
+    if options.topology != "regions":  # nothing to cut or stop between regions
+        nemeses = [k for k in nemeses if k not in REGION_KINDS]
     schedule = plan(
-        random.Random(f"{options.seed}:nemesis"), nemeses, options.nodes, options.time_limit
+        random.Random(f"{options.seed}:nemesis"),
+        nemeses,
+        options.nodes,
+        options.time_limit,
+        regions=regions,
     )
     schema = f"jepsen_{options.seed}_{os.getpid()}_{int(time.time())}"
     db = Db(
@@ -88,6 +99,8 @@ def run(options: RunOptions) -> dict[str, Any]:
             broken_merge=options.broken_merge,
             extra_args=options.node_args,
             secure=options.secure,
+            topology=options.topology,
+            regions=regions,
         ),
     )
     started = time.monotonic()

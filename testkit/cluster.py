@@ -17,6 +17,7 @@ from testkit.processes import NodeProcess
 from testkit.proxy import TcpProxy
 from testkit.security import Security
 from testkit.waiting import wait_for
+from testkit.wan import WanModel
 
 State = list[tuple[Any, ...]]
 
@@ -49,12 +50,19 @@ class Cluster:
         args: Iterable[str] = (),
         secure: bool = True,
         tls: bool = False,
+        wan: WanModel | None = None,
     ) -> None:
+        """``wan``: node ``i`` sits in region ``wan.regions[i * regions // n]`` and
+        each link is shaped by the two regions (delay, jitter) from the latency matrix."""
         assert secure or not tls, "TLS here comes with the rest of the secure configuration"
         self.security = Security(base / "security", tls) if secure else None
         scheme = self.security.scheme if self.security else "http"
         secure_args = self.security.node_args() if self.security else []
-        self.links = {edge: TcpProxy() for edge in edges(n, topology)}
+        self.regions = [wan.regions[i * len(wan.regions) // n] if wan else "" for i in range(n)]
+        self.links = {
+            (i, j): TcpProxy(shape=wan.shape(self.regions[i], self.regions[j]) if wan else None)
+            for i, j in edges(n, topology)
+        }
         self.nodes = []
         for i in range(n):
             peers = [

@@ -82,3 +82,28 @@ def test_broken_merge_is_caught(tmp_path: Path) -> None:
     errors = results["checkers"]["register"]["errors"]
     assert any(error["error"] == "nodes disagree" for error in errors), errors
     assert "INVALID" in output
+
+
+@pytest.mark.slow
+def test_regions_run_with_a_region_cut_and_the_backbone_stopped_passes(tmp_path: Path) -> None:
+    # Two regions of the WAN model joined by a NATS JetStream backbone of the
+    # run's own: a region cut from it, then the server stopped and started.
+    code, results, output = run_harness(
+        tmp_path,
+        "--nodes=4",
+        "--topology=regions",
+        "--regions=2",
+        "--time-limit=25",
+        "--workload=set,register",
+        "--nemesis=region,backbone",
+        "--seed=5",
+    )
+    assert code == 0, output
+    assert results["valid"] is True
+    assert {fault["kind"] for fault in results["faults"]} == {"region", "backbone"}
+    checkers = results["checkers"]
+    assert checkers["set"]["lost_count"] == 0
+    assert checkers["set"]["acknowledged"] > 100
+    assert all(c["converged_after_heal_s"] is not None for c in checkers.values())
+    # The backbone stop reached the nodes (through their links to it).
+    assert "backbone nats://127.0.0.1:" in (tmp_path / "nodes" / "n0.log").read_text()

@@ -4,7 +4,7 @@ Why: the merge laws (tests/test_replication_merge.py) show the LWW join is a
 join; they do not show the *protocol* delivers every state to every replica.
 Cursors, page boundaries, relays, held changes and incarnations are where a
 change can silently go missing. These tests run the real sans-IO core over the
-in-memory network of :mod:`tests.simnet`: a hypothesis state machine explores
+in-memory network of :mod:`testkit.simnet`: a hypothesis state machine explores
 fault schedules and, after healing everything and letting clocks catch up,
 requires every replica to hold exactly the join of all surviving writes;
 deterministic tests pin the individual mechanisms; and a deliberately broken
@@ -37,7 +37,7 @@ from edgekv_replication.session import (
     PullSession,
     resume_point,
 )
-from tests.simnet import (
+from testkit.simnet import (
     DOWN,
     UP,
     Network,
