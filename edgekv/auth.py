@@ -176,6 +176,23 @@ class LoopbackGuard:
         local = scheme in ("http", "https") and _authority_is_loopback(origin)
         return self._remember(self._local_origins, origin, local)
 
+    @staticmethod
+    def foreign_subresource(method: str, fetch_site: str | None, fetch_mode: str | None) -> bool:
+        """Whether a request without ``Origin`` is a page of another site loading from us.
+
+        A browser sends no ``Origin`` with a cross-site ``<script>``, ``<img>``
+        or ``no-cors`` GET, but its answer still shows (load or error events,
+        a value run as a script), so such a load would tell another site
+        whether a key exists. Current browsers (Chrome 76, Firefox 90,
+        Safari 16.4 and later) label it ``Sec-Fetch-Site: cross-site``. A top-level
+        navigation (``Sec-Fetch-Mode: navigate``) by GET shows its page to
+        the user, not to the site that linked to it, so a link to the console
+        still works.
+        """
+        if fetch_site != "cross-site":
+            return False
+        return not (fetch_mode == "navigate" and method in ("GET", "HEAD"))
+
     def _remember(self, known: set[Any], value: str, local: bool) -> bool:
         if local and len(known) < self._REMEMBERED:
             known.add(value)

@@ -7,13 +7,18 @@ failed before the fix it names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from edgekv.store.browse import DETAIL_BYTES
+from testkit.browser import chromium
 from testkit.processes import NodeProcess
+from testkit.responses import assert_error
 
 MIB = 1024 * 1024
 
@@ -73,3 +78,94 @@ def test_a_tenant_s_large_values_do_not_make_the_live_feed_read_them(
     assert pages > 1  # the budget cut a page short, and the cursor went on from there
     expected = [("small", "h")] + [(f"big/{i:02d}", chr(65 + i)) for i in reversed(range(values))]
     assert seen == expected
+
+
+@pytest.fixture
+def protected(start_node: Callable[..., NodeProcess]) -> NodeProcess:
+    node = start_node()
+    assert node.request("PUT", "/v1/kv/app/secret", body=b"the launch code").status == 200
+    return node
+
+
+_READS = ("/v1/kv/app/secret", "/v1/kv/app/missing", "/v1/kv/app?limit=5", "/v1/admin/changes")
+
+
+def test_protected_mode_refuses_another_site_s_subresource_loads_without_origin(
+    protected: NodeProcess,
+) -> None:
+    """A page's ``<script>``/``<img>``/``no-cors`` GET to another site carries no
+    ``Origin``: the Host and Origin checks let it through, and its load or error
+    event told the page whether a key exists. The browser's ``Sec-Fetch-Site``
+    says where it came from."""
+    for path in _READS:
+        for mode, dest in (("no-cors", "script"), ("no-cors", "image"), ("cors", "empty")):
+            headers = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": mode}
+            answer = protected.request("GET", path, headers={**headers, "Sec-Fetch-Dest": dest})
+            assert_error(answer, "untrusted_origin")
+        frame = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+        # A top-level link from another site shows the answer to the user only: served.
+        assert protected.request("GET", path, headers=frame).status in (200, 404)
+        # The same site, the node's own pages, and a typed URL: served.
+        for site in ("same-origin", "same-site", "none"):
+            answer = protected.request("GET", path, headers={"Sec-Fetch-Site": site})
+            assert answer.status in (200, 404), (path, site, answer.status)
+    # A navigation that is not a read (a cross-site form post) is refused too.
+    form = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    answer = protected.request("POST", "/v1/kv/app/_bulk", body=b"{}", headers=form)
+    assert_error(answer, "untrusted_origin")
+    assert protected.request("GET", "/ui/", headers=form).status == 200  # a link to the console
+
+
+@pytest.fixture
+def attacker_site(tmp_path: Path) -> Iterator[int]:
+    """A plain web server on 127.0.0.1 serving the attacker's page; its port."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><title>a page</title>")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+_PROBE = """async (urls) => {
+  // Does the key exist? A script element fires "load" for a 200, "error" otherwise.
+  const events = [];
+  for (const url of urls) {
+    events.push(await new Promise((resolve) => {
+      const script = document.createElement("script");
+      script.src = url;
+      script.onload = () => resolve("load");
+      script.onerror = () => resolve("error");
+      document.head.append(script);
+    }));
+  }
+  return events;
+}"""
+
+
+@pytest.mark.slow
+def test_in_a_browser_another_site_cannot_tell_whether_a_key_exists(
+    protected: NodeProcess, attacker_site: int
+) -> None:
+    urls = [f"{protected.url}/v1/kv/app/secret", f"{protected.url}/v1/kv/app/missing"]
+    rules = "--host-resolver-rules=MAP evil.example 127.0.0.1"
+    with chromium([rules]) as browser:
+        page = browser.new_page()
+        page.goto(f"http://evil.example:{attacker_site}/")
+        assert page.evaluate(_PROBE, urls) == ["error", "error"]
+        # The control: a loopback page's probe tells them apart, so the node's
+        # check (not the browser) made the answers alike above.
+        page.goto(f"http://127.0.0.1:{attacker_site}/")
+        assert page.evaluate(_PROBE, urls) == ["load", "error"]
+        # A link from another site to the console still opens it.
+        page.goto(f"http://evil.example:{attacker_site}/")
+        page.set_content(f'<a id="go" href="{protected.url}/ui/">console</a>')
+        with page.expect_navigation():
+            page.click("#go")
+        assert page.url == f"{protected.url}/ui/"
+        assert page.title() != ""
+        assert "untrusted_origin" not in page.content()
