@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekv.store.browse import DETAIL_BYTES
+from edgekv.store.browse import DETAIL_BYTES, EXPIRY_CHECKED_BYTES
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
 from testkit.browser import chromium
 from testkit.processes import NodeProcess
 from testkit.responses import assert_error
@@ -78,6 +80,41 @@ def test_a_tenant_s_large_values_do_not_make_the_live_feed_read_them(
     assert pages > 1  # the budget cut a page short, and the cursor went on from there
     expected = [("small", "h")] + [(f"big/{i:02d}", chr(65 + i)) for i in reversed(range(values))]
     assert seen == expected
+
+
+@pytest.mark.slow
+def test_a_tenant_s_expiring_large_values_do_not_make_the_namespace_list_read_them(
+    start_node: Callable[..., NodeProcess],
+) -> None:
+    """``/v1/admin/namespaces`` (the console's Keys view) skips expired keys, and a
+    row's expiration is stored after its value: a tenant's large values with a
+    ttl made every listing read all of them, on the event loop."""
+    node = start_node()
+    for i in range(8):
+        value = b"v" * (2 * MIB)
+        assert node.request("PUT", f"/v1/kv/tenant/big/{i}?ttl=3600", body=value).status == 200
+    small = b"s" * EXPIRY_CHECKED_BYTES
+    assert node.request("PUT", "/v1/kv/app/small?ttl=3600", body=small).status == 200
+    assert node.request("PUT", "/v1/kv/app/forever", body=b"x").status == 200
+
+    started = _bytes_read(node)
+    answer = node.request("GET", "/v1/admin/namespaces")
+    assert _bytes_read(node) - started < 2 * MIB
+    assert answer.json()["namespaces"] == [
+        {"name": "app", "keys": 2},
+        {"name": "tenant", "keys": 8},
+    ]
+
+
+async def test_namespace_counts_check_the_expiry_of_small_values_only(store: Store) -> None:
+    """The documented trade: an expired key with a value over EXPIRY_CHECKED_BYTES
+    counts until purged; every smaller one is checked."""
+    big = b"b" * (EXPIRY_CHECKED_BYTES + 1)
+    expiring = [Write(b"small", b"s", expiration=10), Write(b"big", big, expiration=10)]
+    await store.write("a", expiring)
+    await store.write("b", [Write(b"edge", b"e" * EXPIRY_CHECKED_BYTES, expiration=10)])
+    assert store.browse.namespaces(now=5.0, limit=10) == [("a", 2), ("b", 1)]
+    assert store.browse.namespaces(now=50.0, limit=10) == [("a", 1)]
 
 
 @pytest.fixture

@@ -14,10 +14,17 @@ from dataclasses import dataclass
 
 from edgekv.store.kv import prefix_upper_bound
 
+# A row's expiration is stored after its value (see _RECENT below): reading it
+# for a large value would walk the value's pages, so a row whose value exceeds
+# EXPIRY_CHECKED_BYTES is counted without it (live until purged). The OR stops
+# at the first true term, and a NULL and length() are read from the row's header.
 _NAMESPACES = (
     "SELECT ns, count(*) FROM kv WHERE value IS NOT NULL"
-    " AND (expiration IS NULL OR expiration > ?) GROUP BY ns ORDER BY ns LIMIT ?"
+    " AND (expiration IS NULL OR length(value) > ? OR expiration > ?)"
+    " GROUP BY ns ORDER BY ns LIMIT ?"
 )
+EXPIRY_CHECKED_BYTES = 16 * 1024
+"""Largest value whose row's expiration the namespace counts check."""
 _COLLECTIONS = (
     "SELECT collection, count(*) FROM docs WHERE json IS NOT NULL"
     " GROUP BY collection ORDER BY collection LIMIT ?"
@@ -63,8 +70,12 @@ class Browse:
         self._reader = reader
 
     def namespaces(self, now: float, limit: int) -> list[tuple[str, int]]:
-        """Namespaces holding live keys at ``now``, with their counts, in name order."""
-        rows = self._reader.execute(_NAMESPACES, (now, limit)).fetchall()
+        """Namespaces holding live keys at ``now``, with their counts, in name order.
+
+        A key whose value exceeds :data:`EXPIRY_CHECKED_BYTES` counts until
+        its expired row is purged, so the scan reads no large value.
+        """
+        rows = self._reader.execute(_NAMESPACES, (EXPIRY_CHECKED_BYTES, now, limit)).fetchall()
         return [(str(ns), int(count)) for ns, count in rows]
 
     def collections(self, limit: int) -> list[tuple[str, int]]:
