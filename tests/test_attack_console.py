@@ -135,22 +135,33 @@ def test_protected_mode_refuses_another_site_s_subresource_loads_without_origin(
     event told the page whether a key exists. The browser's ``Sec-Fetch-Site``
     says where it came from."""
     for path in _READS:
-        for mode, dest in (("no-cors", "script"), ("no-cors", "image"), ("cors", "empty")):
+        loads = (
+            ("no-cors", "script"),
+            ("no-cors", "image"),
+            ("cors", "empty"),
+            ("navigate", "iframe"),
+        )
+        for mode, dest in loads:
             headers = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": mode}
             answer = protected.request("GET", path, headers={**headers, "Sec-Fetch-Dest": dest})
             assert_error(answer, "untrusted_origin")
-        frame = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+        link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
         # A top-level link from another site shows the answer to the user only: served.
-        assert protected.request("GET", path, headers=frame).status in (200, 404)
+        top = {**link, "Sec-Fetch-Dest": "document"}
+        assert protected.request("GET", path, headers=top).status in (200, 404)
         # The same site, the node's own pages, and a typed URL: served.
         for site in ("same-origin", "same-site", "none"):
             answer = protected.request("GET", path, headers={"Sec-Fetch-Site": site})
             assert answer.status in (200, 404), (path, site, answer.status)
     # A navigation that is not a read (a cross-site form post) is refused too.
-    form = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
-    answer = protected.request("POST", "/v1/kv/app/_bulk", body=b"{}", headers=form)
+    link = {
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "navigate",
+        "Sec-Fetch-Dest": "document",
+    }
+    answer = protected.request("POST", "/v1/kv/app/_bulk", body=b"{}", headers=link)
     assert_error(answer, "untrusted_origin")
-    assert protected.request("GET", "/ui/", headers=form).status == 200  # a link to the console
+    assert protected.request("GET", "/ui/", headers=link).status == 200  # a link to the console
 
 
 @pytest.fixture
