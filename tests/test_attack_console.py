@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from edgekv.auth import new_token, token_toml
 from edgekv.store.browse import DETAIL_BYTES, EXPIRY_CHECKED_BYTES
-from edgekv.store.kv import Write
+from edgekv.store.kv import LIST_CHECKED_BYTES, LIST_READ_BYTES, Write
 from edgekv.store.store import Store
 from testkit.browser import chromium
 from testkit.processes import NodeProcess
@@ -115,6 +116,78 @@ async def test_namespace_counts_check_the_expiry_of_small_values_only(store: Sto
     await store.write("b", [Write(b"edge", b"e" * EXPIRY_CHECKED_BYTES, expiration=10)])
     assert store.browse.namespaces(now=5.0, limit=10) == [("a", 2), ("b", 1)]
     assert store.browse.namespaces(now=50.0, limit=10) == [("a", 1)]
+
+
+@pytest.mark.slow
+def test_a_tenant_s_large_values_do_not_make_listing_their_names_read_them(
+    start_node: Callable[..., NodeProcess], tmp_path: Path
+) -> None:
+    """The console's Keys view lists names (``GET /v1/kv/{ns}``), with their
+    expiration and metadata, which SQLite stores after the value: any token that
+    may read its own namespace made one page of names read every value in it."""
+    tenant = new_token()
+    config = tmp_path / "edgekv.toml"
+    config.write_text(token_toml("tenant", tenant, ["read:tenant", "write:tenant"]))
+    node = start_node(args=["--config", str(config)])
+    node.token = tenant
+    values = 12
+    for i in range(values):
+        headers = {"EdgeKV-Metadata": f'{{"i": {i}}}'}
+        answer = node.request(
+            "PUT", f"/v1/kv/tenant/big/{i:02d}?ttl=3600", body=b"v" * (4 * MIB), headers=headers
+        )
+        assert answer.status == 200
+
+    listed: list[tuple[str, object]] = []
+    cursor = None
+    while True:
+        started = _bytes_read(node)
+        path = "/v1/kv/tenant?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        page = node.request("GET", path)
+        assert page.status == 200
+        assert _bytes_read(node) - started < LIST_READ_BYTES + 4 * MIB + 2 * MIB
+        body = page.json()
+        listed += [(k["name"], k["metadata"]) for k in body["keys"]]
+        assert all(k["expiration"] is not None for k in body["keys"])
+        cursor = body["cursor"]
+        assert body["list_complete"] is (cursor is None)
+        if cursor is None:
+            break
+    assert listed == [(f"big/{i:02d}", {"i": i}) for i in range(values)]
+
+
+async def test_a_list_page_cut_short_by_large_values_resumes_where_it_stopped(
+    store: Store,
+) -> None:
+    big = b"b" * (LIST_CHECKED_BYTES + 1)
+    await store.write(
+        "ns",
+        [
+            Write(b"a", big, metadata='{"m":1}'),
+            Write(b"b", big, expiration=10),  # expired at now=50
+            Write(b"c", big, expiration=100),
+            Write(b"d", b"small", expiration=10),  # expired: left out by the query
+            Write(b"e", big),  # no expiration nor metadata: nothing to read
+            Write(b"f", big, metadata='{"m":2}'),
+        ],
+    )
+    pages: list[list[bytes]] = []
+    after = None
+    while True:
+        # Room for one large row a page (always at least one).
+        rows, after = store.list_page("ns", after=after, limit=10, now=50.0, read_bytes=1)
+        pages.append([row.key for row in rows])
+        if after is None:
+            break
+    assert pages == [[b"a"], [], [b"c", b"e"], [b"f"]]
+    rows, after = store.list_page("ns", limit=10, now=50.0)
+    assert after is None
+    assert rows == [
+        (b"a", None, '{"m":1}'),
+        (b"c", 100, None),
+        (b"e", None, None),
+        (b"f", None, '{"m":2}'),
+    ]
 
 
 @pytest.fixture
