@@ -30,10 +30,10 @@ _VALUE_SIZE = "SELECT length(value), expiration FROM kv WHERE ns = ? AND key = ?
 # within LIST_READ_BYTES. length() and typeof() read the row's header only (a
 # result column "x IS NOT NULL" reads x itself; in WHERE, SQLite's jump does not).
 _LIST = (
-    "SELECT key, length(value),"
-    " length(value) > ?1 AND (typeof(expiration) <> 'null' OR typeof(metadata) <> 'null'),"
-    " CASE WHEN length(value) <= ?1 THEN expiration END,"
-    " CASE WHEN length(value) <= ?1 THEN metadata END"
+    "SELECT key, CASE WHEN length(value) <= ?1 THEN expiration END,"
+    " CASE WHEN length(value) <= ?1 THEN metadata END,"
+    " CASE WHEN length(value) > ?1"
+    " AND (typeof(expiration) <> 'null' OR typeof(metadata) <> 'null') THEN length(value) END"
     " FROM kv WHERE ns = ?2 AND key {op} ?3 AND key < ?4 AND value IS NOT NULL"
     " AND (expiration IS NULL OR length(value) > ?1 OR expiration > ?5)"
     " ORDER BY key LIMIT ?6"
@@ -198,11 +198,14 @@ class KeyValues:
         rows = self._reader.execute(
             sql, (LIST_CHECKED_BYTES, ns, low, prefix_upper_bound(prefix), at, limit)
         ).fetchall()
+        more_after = rows[-1][0] if len(rows) == limit else None
+        if not any(row[3] for row in rows):  # the usual page: no large row to read alone
+            return [ListedKey(*row[:3]) for row in rows], more_after
         listed: list[ListedKey] = []
         read = 0
-        for index, (key, size, deferred, expiration, metadata) in enumerate(rows):
-            if deferred:
-                read += size
+        for index, (key, expiration, metadata, deferred_size) in enumerate(rows):
+            if deferred_size:
+                read += deferred_size
                 if index and read > read_bytes:
                     return listed, rows[index - 1][0]
                 row = self._reader.execute(_LISTED_ROW, (ns, key)).fetchone()
@@ -212,7 +215,7 @@ class KeyValues:
                 if expiration is not None and expiration <= at:
                     continue  # expired: as the query leaves out a small value's row
             listed.append(ListedKey(key, expiration, metadata))
-        return listed, rows[-1][0] if len(rows) == limit else None
+        return listed, more_after
 
     # -- writes: queued to the writer, acknowledged after commit ---------------
 
