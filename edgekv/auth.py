@@ -217,6 +217,26 @@ class LoopbackGuard:
         local = scheme in ("http", "https") and _authority_is_loopback(origin)
         return self._remember(self._local_origins, origin, local)
 
+    @staticmethod
+    def foreign_subresource(
+        method: str, fetch_site: str | None, fetch_mode: str | None, fetch_dest: str | None
+    ) -> bool:
+        """Whether a request without ``Origin`` is a page of another site loading from us.
+
+        A browser sends no ``Origin`` with a cross-site ``<script>``, ``<img>``,
+        ``<iframe>`` or ``no-cors`` GET, but its answer still shows (load or
+        error events, a value run as a script), so such a load would tell
+        another site whether a key exists. Current browsers (Chrome 80,
+        Firefox 90, Safari 16.4 and later) label it ``Sec-Fetch-Site:
+        cross-site``. A top-level navigation by GET (``Sec-Fetch-Mode:
+        navigate``, ``Sec-Fetch-Dest: document``) shows its page to the user,
+        not to the site that linked to it, so a link to the console still works.
+        """
+        if fetch_site != "cross-site":
+            return False
+        top_level = fetch_mode == "navigate" and fetch_dest in ("document", None)
+        return not (top_level and method in ("GET", "HEAD"))
+
     def _remember(self, known: set[Any], value: str, local: bool) -> bool:
         if local and len(known) < self._REMEMBERED:
             known.add(value)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import HttpVersion11, web
-from aiohttp.hdrs import EXPECT, HOST, ORIGIN
+from aiohttp.hdrs import EXPECT, HOST, ORIGIN, SEC_FETCH_DEST, SEC_FETCH_MODE, SEC_FETCH_SITE
 
 from edgekv.auth import OPEN_ACCESS
 from edgekv.console.sampler import Sampler
@@ -113,6 +113,13 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
                     raise ApiError("untrusted_origin", _UNTRUSTED_HOST)
                 origin = headers.get(ORIGIN)
                 if origin is not None and not guard.local_origin(origin):
+                    raise ApiError("untrusted_origin", _UNTRUSTED_ORIGIN)
+                if origin is None and guard.foreign_subresource(
+                    request.method,
+                    headers.get(SEC_FETCH_SITE),
+                    headers.get(SEC_FETCH_MODE),
+                    headers.get(SEC_FETCH_DEST),
+                ):
                     raise ApiError("untrusted_origin", _UNTRUSTED_ORIGIN)
             if check_secret:
                 check_peer_secret(request)

@@ -118,9 +118,9 @@ def list_keys(request: web.Request) -> web.Response:
     prefix = check.prefix(prefix_text, node.config)
     limit = check.limit(query.get("limit"), node.config)
     after = check.decode_cursor(query.get("cursor"))
-    rows = node.store.list_keys(ns, prefix, after, limit + 1)
-    complete = len(rows) <= limit
-    rows = rows[:limit]
+    rows, resume_after = node.store.list_page(ns, prefix, after, limit + 1)
+    if len(rows) > limit:
+        rows, resume_after = rows[:limit], rows[limit - 1].key
     keys = [
         {
             "name": row.key.decode("utf-8"),
@@ -129,8 +129,8 @@ def list_keys(request: web.Request) -> web.Response:
         }
         for row in rows
     ]
-    cursor = None if complete else check.encode_cursor(rows[-1].key)
-    return web.json_response({"keys": keys, "list_complete": complete, "cursor": cursor})
+    cursor = None if resume_after is None else check.encode_cursor(resume_after)
+    return web.json_response({"keys": keys, "list_complete": cursor is None, "cursor": cursor})
 
 
 @routes.post("/v1/kv/{ns}/_bulk")

@@ -23,12 +23,26 @@ from edgekv.store.writer import Txn, Writer
 _GET = "SELECT value, metadata, expiration, hlc, node, seq FROM kv WHERE ns = ? AND key = ?"
 # length() of a BLOB reads the record header only, not the value's overflow pages.
 _VALUE_SIZE = "SELECT length(value), expiration FROM kv WHERE ns = ? AND key = ?"
+# A row's expiration and metadata are stored after its value, so reading either
+# walks a large value's overflow pages: a page of a thousand names of 25 MiB
+# values would read 25 GB. The listing reads them in SQL only for values up to
+# LIST_CHECKED_BYTES; a larger value's row ("deferred") is read on its own,
+# within LIST_READ_BYTES. length() and typeof() read the row's header only (a
+# result column "x IS NOT NULL" reads x itself; in WHERE, SQLite's jump does not).
 _LIST = (
-    "SELECT key, expiration, metadata FROM kv"
-    " WHERE ns = ? AND key {op} ? AND key < ? AND value IS NOT NULL"
-    " AND (expiration IS NULL OR expiration > ?)"
-    " ORDER BY key LIMIT ?"
+    "SELECT key, CASE WHEN length(value) <= ?1 THEN expiration END,"
+    " CASE WHEN length(value) <= ?1 THEN metadata END,"
+    " CASE WHEN length(value) > ?1"
+    " AND (typeof(expiration) <> 'null' OR typeof(metadata) <> 'null') THEN length(value) END"
+    " FROM kv WHERE ns = ?2 AND key {op} ?3 AND key < ?4 AND value IS NOT NULL"
+    " AND (expiration IS NULL OR length(value) > ?1 OR expiration > ?5)"
+    " ORDER BY key LIMIT ?6"
 )
+_LISTED_ROW = "SELECT expiration, metadata FROM kv WHERE ns = ? AND key = ? AND value IS NOT NULL"
+LIST_CHECKED_BYTES = 16 * 1024
+"""Largest value whose row's expiration and metadata a listing reads in its one query."""
+LIST_READ_BYTES = 32 * 1024 * 1024
+"""Most bytes of larger values one list page reads past (always one row): then it ends early."""
 _LIST_FROM = _LIST.format(op=">=")
 _LIST_AFTER = _LIST.format(op=">")
 # Last writer wins by (hlc, node); the row takes the next seq only when it changes.
@@ -164,7 +178,25 @@ class KeyValues:
         """Return up to ``limit`` live keys of ``ns`` starting with ``prefix``, in byte order.
 
         ``after`` resumes a listing after that key; because it names a key rather
-        than a position, it stays valid while others write.
+        than a position, it stays valid while others write. Only the keys of one
+        :meth:`list_page`: fewer than asked when large values cut it short.
+        """
+        return self.list_page(ns, prefix, after, limit, now)[0]
+
+    def list_page(
+        self,
+        ns: str,
+        prefix: bytes = b"",
+        after: bytes | None = None,
+        limit: int = 1000,
+        now: float | None = None,
+        read_bytes: int = LIST_READ_BYTES,
+    ) -> tuple[list[ListedKey], bytes | None]:
+        """Up to ``limit`` live keys as :meth:`list_keys`, and the key to resume after.
+
+        The resume key is None once the listing is complete. A page ends early,
+        with a resume key, when the rows of values over :data:`LIST_CHECKED_BYTES`
+        it read pass ``read_bytes`` (it always reads one).
         """
         if after is not None and after >= prefix:
             sql, low = _LIST_AFTER, after
@@ -172,9 +204,26 @@ class KeyValues:
             sql, low = _LIST_FROM, prefix
         at = time.time() if now is None else now
         rows = self._reader.execute(
-            sql, (ns, low, prefix_upper_bound(prefix), at, limit)
+            sql, (LIST_CHECKED_BYTES, ns, low, prefix_upper_bound(prefix), at, limit)
         ).fetchall()
-        return [ListedKey(*row) for row in rows]
+        more_after = rows[-1][0] if len(rows) == limit else None
+        if not any(row[3] for row in rows):  # the usual page: no large row to read alone
+            return [ListedKey(*row[:3]) for row in rows], more_after
+        listed: list[ListedKey] = []
+        read = 0
+        for index, (key, expiration, metadata, deferred_size) in enumerate(rows):
+            if deferred_size:
+                read += deferred_size
+                if index and read > read_bytes:
+                    return listed, rows[index - 1][0]
+                row = self._reader.execute(_LISTED_ROW, (ns, key)).fetchone()
+                if row is None:
+                    continue  # deleted since the query above
+                expiration, metadata = row
+                if expiration is not None and expiration <= at:
+                    continue  # expired: as the query leaves out a small value's row
+            listed.append(ListedKey(key, expiration, metadata))
+        return listed, more_after
 
     # -- writes: queued to the writer, acknowledged after commit ---------------
 

@@ -91,6 +91,7 @@ class Store:
         self.get = kv.get
         self.value_size = kv.value_size
         self.list_keys = kv.list_keys
+        self.list_page = kv.list_page
         self.write = kv.write
         self.write_value = kv.write_value
         self.live_count = kv.live_count
