@@ -16,6 +16,7 @@ from edgekv.metrics import Metrics
 from edgekv.peers.replicator import Replicator
 from edgekv.skewed_clock import skewed_clock_for
 from edgekv.store.broken_merge import KEEP_LOCAL
+from edgekv.store.crdts import CounterWrite
 from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.store.merge import LAST_WRITER_WINS
 from edgekv.store.store import Store
@@ -32,6 +33,15 @@ class StrongNamespaceRequired(Exception):
             f"{what} needs a strong namespace; {ns!r} is eventually consistent "
             "(declare it in strong_namespaces, with an upstream)"
         )
+
+
+class CounterOutOfBounds(Exception):
+    """A bounded counter add that would leave its bounds; nothing was added."""
+
+    def __init__(self, value: int, message: str) -> None:
+        """``value``: the counter's current value."""
+        super().__init__(message)
+        self.value = value
 
 
 class Node:
@@ -145,3 +155,28 @@ class Node:
     async def read_strong(self, ns: str, key: bytes) -> Entry | None:
         """A linearizable read of ``(ns, key)`` from PostgreSQL (strong namespaces only)."""
         return await self.require_strong(ns, "consistency=strong").strong_read(ns, key)
+
+    # -- counters (edgekv_replication.counters) --------------------------------------
+
+    async def counter_value(self, ns: str, key: bytes) -> tuple[int, tuple[int, int] | None]:
+        """The counter's value and version (None: never written) as this PoP holds it."""
+        state = self.store.crdts.counter(ns, key)
+        return state.value, state.version
+
+    async def counter_add(
+        self,
+        ns: str,
+        key: bytes,
+        amount: int,
+        expiration: int | None = None,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> CounterWrite:
+        """Add ``amount`` at this PoP. Bounds (``low``/``high``) need a strong namespace."""
+        if low is not None or high is not None:
+            raise StrongNamespaceRequired(ns, "a bounded counter add (min/max)")
+        return await self.store.crdts.counter_add(ns, key, amount, expiration)
+
+    async def counter_reset(self, ns: str, key: bytes) -> WriteResult:
+        """Reset the counter: remove every contribution this PoP has seen."""
+        return await self.store.crdts.counter_reset(ns, key)

@@ -27,7 +27,7 @@ from aiohttp.hdrs import EXPECT, HOST, ORIGIN
 from edgekv.auth import OPEN_ACCESS
 from edgekv.documents import compaction as doc_compaction
 from edgekv.documents.query import QueryError
-from edgekv.http import cluster_routes, doc_routes, kv_routes
+from edgekv.http import cluster_routes, counter_routes, doc_routes, kv_routes, set_routes
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
 from edgekv.http.errors import ApiError, error_response, from_http_exception
@@ -83,6 +83,8 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
         if handler in kv_routes.SESSION_READS
         else doc_routes.authorize_read
         if handler in doc_routes.SESSION_READS
+        else kv_routes.authorize_read
+        if handler in counter_routes.SESSION_READS | set_routes.SESSION_READS
         else None
     )
     honours_bookmarks = authorize_read is not None
@@ -255,6 +257,8 @@ def create_app(node: Node) -> web.Application:
         *SYSTEM_ROUTES,
         *_route_defs(kv_routes.routes, Access.CLIENT),
         *_route_defs(doc_routes.routes, Access.CLIENT),
+        *_route_defs(counter_routes.routes, Access.CLIENT),
+        *_route_defs(set_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.peer_routes, Access.PEER),
     ]

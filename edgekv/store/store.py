@@ -8,6 +8,7 @@ Each concept lives in one module, and this class only assembles them:
 ``merge``       remote changes merged in, with the peer's cursor
 ``peer_state``  cursors, acks, re-sync, members, strong namespaces, held changes
 ``documents``   JSON documents as Y documents; ``doc_queries`` their queries and indexes
+``crdts``       counters and sets, as groups of key-value rows
 
 The hot methods (:meth:`get`, :meth:`list_keys`, :meth:`write`,
 :meth:`apply_changes`, :meth:`page_after`, ...) are the pieces' own bound
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from edgekv.store.cache import ReadCache
 from edgekv.store.changelog import ChangeLog
+from edgekv.store.crdts import Crdts
 from edgekv.store.database import Database, NodeIdentity
 from edgekv.store.documents import DocumentStore
 from edgekv.store.kv import Entry, KeyValues
@@ -77,6 +79,8 @@ class Store:
         """JSON documents (Y documents); their changes share this change log."""
         self.kv = KeyValues(database.reader, self.writer, self.cache, node_id)
         self.log = ChangeLog(database.reader, self.documents)
+        self.crdts = Crdts(database.reader, self.writer, node_id)
+        """Counters and sets: groups of this log's rows (edgekv_replication.counters, .orsets)."""
         self.peers = PeerState(database.reader, self.writer)
         self.merger = Merger(self.writer, self.documents, self.peers, node_id, merge_statement)
         self.origin_marks = OriginMarks(self.clock, self.writer.seq, valid=database.clean)

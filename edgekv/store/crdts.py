@@ -1,0 +1,269 @@
+"""Counters and sets in SQLite: their rows of ``kv``, read and written by their own rules.
+
+A counter or a set is a group of ``kv`` rows, one per node (and, for a set,
+per member) -- see :mod:`edgekv_replication.counters` and
+:mod:`edgekv_replication.orsets` for the rows and their merge. Each row is an
+ordinary last-writer-wins entry of the change log, so replication, the
+upstream and tombstone collection take them as they are; this module only
+reads a group's rows and writes this node's row inside one writer op, so an
+add is a read-modify-write no other write interleaves with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgekv.store.kv import UPSERT, WriteResult
+from edgekv.store.writer import Txn, Writer
+from edgekv_replication import counters, orsets
+
+_ROWS = (
+    "SELECT key, value, expiration, hlc, node FROM kv"
+    " WHERE ns = ? AND key >= ? AND key < ? AND value IS NOT NULL ORDER BY key"
+)
+_SET_ROWS_PAGE = _ROWS + " LIMIT ?"
+_NEWEST = (
+    "SELECT hlc, node FROM kv WHERE ns = ? AND key >= ? AND key < ?"
+    " ORDER BY hlc DESC, node DESC LIMIT 1"
+)
+_SET_ROWS_READ = 512
+"""Rows read per step of a set listing (a member has a row per node that wrote it)."""
+
+
+class SetFull(Exception):
+    """An add that would take a set past ``max_set_members``; nothing was applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterWrite:
+    """Where a counter write landed, and the value this node then sees."""
+
+    hlc: int
+    node: int
+    seq: int
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """A counter as read: its value and version (None: never written here)."""
+
+    value: int
+    version: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetPage:
+    """A page of a set's members, sorted; ``more`` when members follow ``members[-1]``."""
+
+    members: list[str]
+    more: bool
+    version: tuple[int, int] | None
+
+
+def _contributions(rows: Sequence[Any]) -> list[counters.Contribution]:
+    found = []
+    for raw_key, value, expiration, hlc, _ in rows:
+        _, origin = counters.split_row_key(raw_key)
+        found.append(counters.Contribution(origin, counters.decode_row(value), hlc, expiration))
+    return found
+
+
+def _member_rows(rows: Sequence[Any]) -> list[orsets.MemberRow]:
+    found = []
+    for raw_key, value, _, hlc, _ in rows:
+        _, member, origin = orsets.split_row_key(raw_key)
+        found.append(orsets.MemberRow(member, origin, orsets.decode_row(value), hlc))
+    return found
+
+
+class Crdts:
+    """Counters and sets of one node; created by :class:`~edgekv.store.store.Store`."""
+
+    def __init__(self, reader: sqlite3.Connection, writer: Writer, node_id: int) -> None:
+        """Read with ``reader``, write this node's rows with ``writer`` as ``node_id``."""
+        self._reader = reader
+        self.writer = writer
+        self.node_id = node_id
+
+    # -- counters -----------------------------------------------------------------------
+
+    def counter(self, ns: str, key: bytes, now: float | None = None) -> CounterState:
+        """The counter's value and version as this node holds it."""
+        low, high = counters.rows_range(key)
+        rows = _contributions(
+            self._reader.execute(_ROWS, (counters.counter_ns(ns), low, high)).fetchall()
+        )
+        if not rows:
+            return CounterState(0, None)
+        at = time.time() if now is None else now
+        return CounterState(counters.value_of(rows, at), counters.version_of(rows))
+
+    def counter_add(
+        self, ns: str, key: bytes, amount: int, expiration: int | None = None
+    ) -> asyncio.Future[CounterWrite]:
+        """Add ``amount`` (raises :class:`~edgekv_replication.counters.CounterOverflow`)."""
+
+        def op(txn: Txn) -> CounterWrite:
+            change_ns = counters.counter_ns(ns)
+            rows = self._counter_rows(txn.conn, change_ns, key)
+            stamp = txn.clock.now()
+            row, row_expiration, value = counters.plan_add(
+                rows, self.node_id, amount, stamp, time.time(), expiration
+            )
+            seq = self._put(
+                txn, change_ns, counters.row_key(key, self.node_id), counters.encode_row(row),
+                row_expiration, stamp,
+            )  # fmt: skip
+            return CounterWrite(stamp, self.node_id, seq, value)
+
+        return self.writer.submit(op, single_statement=True)
+
+    def counter_reset(self, ns: str, key: bytes) -> asyncio.Future[WriteResult]:
+        """Remove every contribution this node holds (observed-remove)."""
+
+        def op(txn: Txn) -> WriteResult:
+            change_ns = counters.counter_ns(ns)
+            rows = self._counter_rows(txn.conn, change_ns, key)
+            if not rows:
+                return WriteResult(0, self.node_id, txn.seq)
+            stamp = txn.clock.now()
+            row = counters.plan_reset(rows, self.node_id, stamp)
+            own = next((c for c in rows if c.node == self.node_id), None)
+            seq = self._put(
+                txn, change_ns, counters.row_key(key, self.node_id), counters.encode_row(row),
+                own.expiration if own else None, stamp,
+            )  # fmt: skip
+            return WriteResult(stamp, self.node_id, seq)
+
+        return self.writer.submit(op, single_statement=True)
+
+    @staticmethod
+    def _counter_rows(
+        conn: sqlite3.Connection, change_ns: str, key: bytes
+    ) -> list[counters.Contribution]:
+        low, high = counters.rows_range(key)
+        return _contributions(conn.execute(_ROWS, (change_ns, low, high)).fetchall())
+
+    def _put(
+        self, txn: Txn, ns: str, key: bytes, value: bytes, expiration: int | None, stamp: int
+    ) -> int:
+        txn.conn.execute(
+            UPSERT, (txn.next_seq(), ns, key, value, None, expiration, stamp, self.node_id)
+        )
+        txn.touched.append((ns, key))
+        return txn.take_seq()
+
+    # -- sets ---------------------------------------------------------------------------
+
+    def set_page(
+        self,
+        ns: str,
+        key: bytes,
+        prefix: str = "",
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> SetPage:
+        """Up to ``limit`` members starting with ``prefix``, sorted, after member ``after``."""
+        change_ns = orsets.set_ns(ns)
+        low, high = orsets.rows_range(key, prefix)
+        if after is not None:
+            low = max(low, orsets.after_member(key, after))
+        members: list[str] = []
+        pending: list[orsets.MemberRow] = []
+        while True:
+            raw = self._reader.execute(
+                _SET_ROWS_PAGE, (change_ns, low, high, _SET_ROWS_READ)
+            ).fetchall()
+            rows = _member_rows(raw)
+            # A member's rows may continue past this read: hold the last member back.
+            complete = len(raw) < _SET_ROWS_READ
+            for row in rows:
+                if pending and pending[0].member != row.member:
+                    if orsets.is_present(pending):
+                        members.append(pending[0].member)
+                        if len(members) > limit:
+                            break
+                    pending = []
+                pending.append(row)
+            if len(members) > limit:
+                break
+            if complete:
+                if pending and orsets.is_present(pending):
+                    members.append(pending[0].member)
+                break
+            low = bytes(raw[-1][0]) + b"\x00"
+        newest = self._reader.execute(_NEWEST, (change_ns, *orsets.rows_range(key))).fetchone()
+        version = (int(newest[0]), int(newest[1])) if newest else None
+        return SetPage(members[:limit], len(members) > limit, version)
+
+    def set_update(
+        self,
+        ns: str,
+        key: bytes,
+        add: Sequence[str],
+        remove: Sequence[str],
+        max_members: int,
+        clear: bool = False,
+    ) -> asyncio.Future[WriteResult]:
+        """Remove ``remove`` (every member, with ``clear``), then add ``add``, atomically.
+
+        Raises :class:`SetFull` (nothing applied) if the set would pass ``max_members``.
+        """
+
+        def op(txn: Txn) -> WriteResult:
+            change_ns = orsets.set_ns(ns)
+            result = WriteResult(0, self.node_id, txn.seq)
+            if clear:
+                by_member: dict[str, list[orsets.MemberRow]] = {}
+                for row in self._set_rows(txn.conn, change_ns, key, None):
+                    by_member.setdefault(row.member, []).append(row)
+                remove_plan = list(by_member.items())
+            else:
+                remove_plan = [(m, self._set_rows(txn.conn, change_ns, key, m)) for m in remove]
+            for member, rows in remove_plan:
+                new = orsets.plan_remove(rows, self.node_id)
+                if new is not None:
+                    stamp = txn.clock.now()
+                    result = self._put_member(txn, change_ns, key, member, new, stamp)
+            added = [(m, self._set_rows(txn.conn, change_ns, key, m)) for m in add]
+            newcomers = sum(1 for _, rows in added if not orsets.is_present(rows))
+            if newcomers and self._count(txn.conn, change_ns, key) + newcomers > max_members:
+                raise SetFull(
+                    f"the set would hold more than max_set_members ({max_members}) members"
+                )
+            for member, rows in added:
+                stamp = txn.clock.now()  # the add's stamp is its row's
+                new = orsets.plan_add(rows, self.node_id, stamp)
+                result = self._put_member(txn, change_ns, key, member, new, stamp)
+            return result
+
+        return self.writer.submit(op)
+
+    @staticmethod
+    def _set_rows(
+        conn: sqlite3.Connection, change_ns: str, key: bytes, member: str | None
+    ) -> list[orsets.MemberRow]:
+        if member is None:
+            low, high = orsets.rows_range(key)
+        else:
+            low = key + orsets.KEY_SEPARATOR + member.encode() + orsets.NODE_SEPARATOR
+            high = low + orsets.KEY_SEPARATOR
+        return _member_rows(conn.execute(_ROWS, (change_ns, low, high)).fetchall())
+
+    def _count(self, conn: sqlite3.Connection, change_ns: str, key: bytes) -> int:
+        return sum(1 for _ in orsets.members_of(self._set_rows(conn, change_ns, key, None)))
+
+    def _put_member(
+        self, txn: Txn, change_ns: str, key: bytes, member: str, row: orsets.Row, stamp: int
+    ) -> WriteResult:
+        seq = self._put(
+            txn, change_ns, orsets.row_key(key, member, self.node_id), orsets.encode_row(row),
+            None, stamp,
+        )  # fmt: skip
+        return WriteResult(stamp, self.node_id, seq)

@@ -1,0 +1,127 @@
+"""Counters and sets between real node processes: no acknowledged update is lost."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testkit.cluster import Cluster, wait_converged
+from testkit.processes import NodeProcess
+from testkit.waiting import wait_for
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[list[Cluster]]:
+    made: list[Cluster] = []
+    yield made
+    for cluster in made:
+        cluster.close()
+
+
+def counter(node: NodeProcess, path: str) -> int:
+    answer = node.request("GET", f"/v1/counters/{path}")
+    assert answer.status == 200, answer.body
+    value = json.loads(answer.body)["value"]
+    assert isinstance(value, int)
+    return value
+
+
+def members(node: NodeProcess, path: str) -> list[str]:
+    answer = node.request("GET", f"/v1/sets/{path}")
+    assert answer.status == 200, answer.body
+    found = json.loads(answer.body)["members"]
+    assert isinstance(found, list)
+    return found
+
+
+def add(node: NodeProcess, path: str, amount: int) -> int | None:
+    """The value the node answers, or None if the add was not acknowledged."""
+    answer = node.request("POST", f"/v1/counters/{path}", json_body={"add": amount})
+    if answer.status != 200:
+        return None
+    value = json.loads(answer.body)["value"]
+    assert isinstance(value, int)
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tls", [False, True])
+def test_three_pops_adding_through_a_partition_end_with_every_acknowledged_add(
+    make_cluster: list[Cluster], tmp_path: Path, tls: bool
+) -> None:
+    cluster = Cluster(tmp_path / "c", 3, tls=tls)
+    make_cluster.append(cluster)
+    acknowledged = [0, 0, 0]
+
+    def work(i: int, rounds: int) -> None:
+        for r in range(rounds):
+            amount = (i + 1) * (3 if r % 4 else -1)
+            if add(cluster.nodes[i], "hits/page", amount) is not None:
+                acknowledged[i] += amount
+
+    def burst(rounds: int) -> None:
+        threads = [threading.Thread(target=work, args=(i, rounds)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    burst(10)
+    cluster.isolate(2)
+    burst(15)
+    # Cut off, node 2 sees its own adds at once, not the others'.
+    assert counter(cluster.nodes[2], "hits/page") != sum(acknowledged)
+    cluster.heal()
+    burst(5)
+    wait_converged(cluster.nodes)
+    assert [counter(node, "hits/page") for node in cluster.nodes] == [sum(acknowledged)] * 3
+
+
+def test_a_reset_removes_what_it_saw_and_a_concurrent_add_survives(
+    make_cluster: list[Cluster], tmp_path: Path
+) -> None:
+    cluster = Cluster(tmp_path / "c", 2)
+    make_cluster.append(cluster)
+    a, b = cluster.nodes
+    assert add(a, "q/k", 7) == 7
+    assert add(b, "q/k", 3) == 10 or True  # b may not have a's add yet
+    wait_for(lambda: counter(a, "q/k") == 10 and counter(b, "q/k") == 10, 20, "both adds")
+    cluster.isolate(1)
+    assert a.request("DELETE", "/v1/counters/q/k").status == 200
+    assert counter(a, "q/k") == 0
+    assert add(b, "q/k", 5) == 15
+    cluster.heal()
+    wait_converged(cluster.nodes)
+    # The reset removed the 10 it saw; the 5 it did not see survives, everywhere.
+    assert [counter(a, "q/k"), counter(b, "q/k")] == [5, 5]
+
+
+def test_concurrent_add_and_remove_of_a_member_across_a_partition_ends_with_it_present(
+    make_cluster: list[Cluster], tmp_path: Path
+) -> None:
+    cluster = Cluster(tmp_path / "c", 3)
+    make_cluster.append(cluster)
+    a, b, c = cluster.nodes
+    answer = a.request("POST", "/v1/sets/tags/post1", json_body={"add": ["red", "blue"]})
+    assert answer.status == 200, answer.body
+    wait_for(
+        lambda: all(members(node, "tags/post1") == ["blue", "red"] for node in cluster.nodes),
+        20,
+        "the adds everywhere",
+    )
+    cluster.isolate(2)
+    assert b.request("POST", "/v1/sets/tags/post1", json_body={"remove": ["red"]}).status == 200
+    assert c.request("POST", "/v1/sets/tags/post1", json_body={"add": ["red"]}).status == 200
+    assert members(b, "tags/post1") == ["blue"]
+    cluster.heal()
+    wait_converged(cluster.nodes)
+    # Add wins: c's add was not seen by b's remove.
+    assert [members(node, "tags/post1") for node in cluster.nodes] == [["blue", "red"]] * 3
+    # A remove that has seen every add removes the member everywhere.
+    assert a.request("POST", "/v1/sets/tags/post1", json_body={"remove": ["red"]}).status == 200
+    wait_converged(cluster.nodes)
+    assert [members(node, "tags/post1") for node in cluster.nodes] == [["blue"]] * 3
