@@ -35,15 +35,6 @@ class StrongNamespaceRequired(Exception):
         )
 
 
-class CounterOutOfBounds(Exception):
-    """A bounded counter add that would leave its bounds; nothing was added."""
-
-    def __init__(self, value: int, message: str) -> None:
-        """``value``: the counter's current value."""
-        super().__init__(message)
-        self.value = value
-
-
 class Node:
     """Everything one running PoP owns. Open with :meth:`open`, close with :meth:`close`."""
 
@@ -158,7 +149,7 @@ class Node:
 
     # -- counters (edgekv_replication.counters) --------------------------------------
 
-    async def counter_value(self, ns: str, key: bytes) -> tuple[int, tuple[int, int] | None]:
+    def counter_value(self, ns: str, key: bytes) -> tuple[int, tuple[int, int] | None]:
         """The counter's value and version (None: never written) as this PoP holds it."""
         state = self.store.crdts.counter(ns, key)
         return state.value, state.version
@@ -172,11 +163,19 @@ class Node:
         low: int | None = None,
         high: int | None = None,
     ) -> CounterWrite:
-        """Add ``amount`` at this PoP. Bounds (``low``/``high``) need a strong namespace."""
+        """Add ``amount``: at this PoP, or in a strong namespace atomically in PostgreSQL,
+        where ``low``/``high`` bound the value (:class:`CounterOutOfBounds`); bounds
+        elsewhere raise :class:`StrongNamespaceRequired`."""
+        upstream = self.upstream
+        if upstream is not None and upstream.is_strong(ns):
+            return await upstream.strong_counter_add(ns, key, amount, expiration, low, high)
         if low is not None or high is not None:
             raise StrongNamespaceRequired(ns, "a bounded counter add (min/max)")
         return await self.store.crdts.counter_add(ns, key, amount, expiration)
 
     async def counter_reset(self, ns: str, key: bytes) -> WriteResult:
-        """Reset the counter: remove every contribution this PoP has seen."""
+        """Reset the counter: remove every contribution this PoP (or, strong, PostgreSQL) holds."""
+        upstream = self.upstream
+        if upstream is not None and upstream.is_strong(ns):
+            return await upstream.strong_counter_reset(ns, key)
         return await self.store.crdts.counter_reset(ns, key)

@@ -27,7 +27,7 @@ _MEMBER_JSON_BYTES = 6 * MAX_MEMBER_BYTES + 8
 """A member's most bytes in JSON (every character \\u-escaped), with its quotes and comma."""
 
 
-@routes.get("/v1/sets/{ns}/{key:(?s:.+)}")
+@routes.get("/v1/sets/{ns}/{key:(?s:.+)}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
 def get_members(request: web.Request) -> web.Response:
     """A page of the set's members, sorted; ``cursor`` resumes after the last one."""
     node, ns = authorized(request, "read")

@@ -64,6 +64,15 @@ class CounterOverflow(ValueError):
     """An add that would take a counter (or a node's sums) beyond 64 bits."""
 
 
+class CounterOutOfBounds(ValueError):
+    """A bounded add (``min``/``max``, strong namespaces) that would leave its bounds."""
+
+    def __init__(self, value: int, message: str) -> None:
+        """``value``: the counter's value, unchanged."""
+        super().__init__(message)
+        self.value = value
+
+
 class BadRow(ValueError):
     """A counter row that does not decode as one (refused at intake)."""
 
@@ -265,6 +274,14 @@ def plan_reset(rows: list[Contribution], node: int, stamp: int) -> Row:
     # row's state only grows here); resets of rows it no longer holds stay.
     resets = {**row.resets, **observed_resets(rows)}
     return Row(row.epoch, row.p, row.n, resets)
+
+
+def check_bounds(value: int, before: int, low: int | None, high: int | None) -> None:
+    """Raise :class:`CounterOutOfBounds` if ``value`` (after an add) leaves ``[low, high]``."""
+    if low is not None and value < low:
+        raise CounterOutOfBounds(before, f"the add would take the counter to {value}, below {low}")
+    if high is not None and value > high:
+        raise CounterOutOfBounds(before, f"the add would take the counter to {value}, above {high}")
 
 
 # -- replicas, for properties and the simulated network -------------------------------
