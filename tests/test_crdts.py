@@ -232,7 +232,9 @@ def test_set_rows_round_trip(row: orsets.Row) -> None:
     assert orsets.decode_row(orsets.encode_row(row)) == row
 
 
-@given(st.text(min_size=1, max_size=20).filter(lambda m: "\x00" not in m), st.integers(0, 2**63 - 1))
+@given(
+    st.text(min_size=1, max_size=20).filter(lambda m: "\x00" not in m), st.integers(0, 2**63 - 1)
+)
 def test_set_row_keys_round_trip_and_list_in_member_order(member: str, node: int) -> None:
     try:
         member.encode()
