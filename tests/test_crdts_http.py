@@ -230,11 +230,13 @@ def test_a_bounded_strong_counter_is_an_exact_quota_across_pops(
     assert sorted(taken) == list(range(10))
     assert refused == [409] * 22
     assert {(e["code"], e["value"]) for e in errors} == {("counter_out_of_bounds", 0)}
-    for pop in pops:
-        wait_for(
-            lambda pop=pop: pop.request("GET", "/v1/counters/quota/seats").json()["value"] == 0,
-            what="the strong counter at every PoP",
+
+    def drained() -> bool:
+        return all(
+            pop.request("GET", "/v1/counters/quota/seats").json()["value"] == 0 for pop in pops
         )
+
+    wait_for(drained, what="the strong counter at every PoP")
     answer = pops[1].request("POST", "/v1/counters/quota/seats", json_body={"add": 5, "max": 4})
     assert answer.status == 409
     assert answer.json()["error"]["value"] == 0
