@@ -302,6 +302,35 @@ class Replica:
             orsets.set_ns(ns), orsets.row_key(key, member, self.node), orsets.encode_row(row)
         )
 
+    def retire_set_rows(self, ns: str, key: bytes) -> list[Change]:
+        """Retire what this replica's set rows no longer need (:func:`orsets.retired`).
+
+        Settled -- every member has acknowledged it, the tombstones' rule -- is
+        answered by looking at every replica: each holds the row's state or a newer one.
+        """
+        low, high = orsets.rows_range(key)
+        groups: dict[str, list[orsets.MemberRow]] = {}
+        for (row_ns, row_key), c in sorted(self.state.items()):
+            if row_ns == orsets.set_ns(ns) and low <= row_key < high:
+                _, member, node = orsets.split_row_key(row_key)
+                row = orsets.decode_row(c.value) if c.value is not None else orsets.Row()
+                groups.setdefault(member, []).append(orsets.MemberRow(member, node, row, c.hlc))
+
+        def settled(row: orsets.MemberRow) -> bool:
+            slot = (orsets.set_ns(ns), orsets.row_key(key, row.member, row.node))
+            held = [r.state.get(slot) for r in self.network.replicas.values()]
+            return all(c is not None and c.hlc >= row.hlc for c in held)
+
+        written = []
+        for member, rows in groups.items():
+            new = orsets.retired(rows, self.node, settled)
+            if new is not None:
+                value = None if new is orsets.RETIRE else orsets.encode_row(new)
+                written.append(
+                    self.put(orsets.set_ns(ns), orsets.row_key(key, member, self.node), value)
+                )
+        return written
+
     def set_members(self, ns: str, key: bytes) -> list[str]:
         """The set's members as a read here answers them."""
         return list(orsets.members_of(self.member_rows(ns, key)))

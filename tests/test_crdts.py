@@ -115,7 +115,7 @@ class Spec:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["add", "reset", "set_add", "set_remove", "sync"]),
+        st.sampled_from(["add", "reset", "set_add", "set_remove", "retire", "sync"]),
         st.integers(0, 2),
         st.integers(0, 2),
         st.integers(-5, 9),
@@ -155,6 +155,19 @@ def _apply(
         if removed is not None:
             r.members[(member, r.node)] = orsets.MemberRow(member, r.node, removed, r.stamp())
         spec.covered |= {o for o in r.seen if spec.member_adds.get(o) == member}
+    elif kind == "retire":
+        rows = [row for (m, _), row in r.members.items() if m == member]
+
+        def settled(row: orsets.MemberRow) -> bool:  # what the ack rule guarantees
+            slot = (row.member, row.node)
+            return all(
+                slot in other.members and other.members[slot].hlc >= row.hlc for other in replicas
+            )
+
+        new = orsets.retired(rows, r.node, settled)
+        if new is not None:
+            # A tombstone is a row with nothing in it; collecting it later removes nothing.
+            r.members[(member, r.node)] = orsets.MemberRow(member, r.node, new, r.stamp())
     else:  # deliver i's rows to j
         target = replicas[j]
         target.counter = counters.merge_replicas(target.counter, r.counter)
@@ -252,3 +265,24 @@ def test_set_row_keys_round_trip_and_list_in_member_order(member: str, node: int
 def test_bad_members_are_refused(member: object) -> None:
     with pytest.raises(orsets.BadMember):
         orsets.check_member(member)
+
+
+def _member(node: int, added: int, removed: dict[int, int] | None = None) -> orsets.MemberRow:
+    return orsets.MemberRow("m", node, orsets.Row(added, removed or {}), max(added, 1))
+
+
+def test_a_covered_add_is_retired_and_an_empty_row_goes() -> None:
+    rows = [_member(1, 5), _member(2, 0, {1: 5})]
+    assert orsets.retired(rows, 1, lambda r: True) is orsets.RETIRE
+    # The remover keeps its removal while the covered add is held anywhere it may be.
+    assert orsets.retired(rows, 2, lambda r: True) is None
+    retired_rows = [_member(1, 0), _member(2, 0, {1: 5})]
+    assert orsets.retired(retired_rows, 2, lambda r: False) is None
+    assert orsets.retired(retired_rows, 2, lambda r: True) is orsets.RETIRE
+
+
+def test_an_add_made_after_a_removal_is_not_retired() -> None:
+    rows = [_member(1, 9), _member(2, 0, {1: 5})]
+    assert orsets.retired(rows, 1, lambda r: True) is None
+    assert orsets.retired(rows, 2, lambda r: True) is orsets.RETIRE
+    assert orsets.is_present(rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.cluster import Cluster, wait_converged
+from testkit.cluster import Cluster, stored_state, wait_converged
 from testkit.processes import NodeProcess
 from testkit.waiting import wait_for
 
@@ -125,3 +125,42 @@ def test_concurrent_add_and_remove_of_a_member_across_a_partition_ends_with_it_p
     assert a.request("POST", "/v1/sets/tags/post1", json_body={"remove": ["red"]}).status == 200
     wait_converged(cluster.nodes)
     assert [members(node, "tags/post1") for node in cluster.nodes] == [["blue"]] * 3
+
+
+def set_rows(node: NodeProcess) -> list[tuple[object, ...]]:
+    return [row for row in stored_state(node) if str(row[0]).startswith("@set:")]
+
+
+def counter_rows(node: NodeProcess) -> list[tuple[object, ...]]:
+    return [row for row in stored_state(node) if str(row[0]).startswith("@ctr:")]
+
+
+@pytest.mark.slow
+def test_removed_members_and_expired_counters_leave_no_rows_behind(
+    make_cluster: list[Cluster], tmp_path: Path
+) -> None:
+    fast_gc = ("--tombstone-horizon", "1", "--tombstone-gc-interval", "0.2")
+    cluster = Cluster(tmp_path / "c", 3, args=fast_gc)
+    make_cluster.append(cluster)
+    a, b, c = cluster.nodes
+    assert a.request("POST", "/v1/sets/t/s", json_body={"add": ["gone", "kept"]}).status == 200
+    assert b.request("POST", "/v1/sets/t/s", json_body={"add": ["gone"]}).status == 200
+    wait_converged(cluster.nodes)
+    assert c.request("POST", "/v1/sets/t/s", json_body={"remove": ["gone"]}).status == 200
+    answer = a.request("POST", "/v1/counters/t/window", json_body={"add": 3, "ttl": 1})
+    assert answer.status == 200
+
+    # Every row of the removed member (two adds, one removal) retires and is collected.
+    def only_kept_rows() -> bool:
+        keys = [row[1] for node in cluster.nodes for row in set_rows(node)]
+        return len(keys) == 3 and all(
+            isinstance(key, bytes) and key.startswith(b"s\xffkept\x00") for key in keys
+        )
+
+    wait_for(only_kept_rows, 30, "the removed member's rows collected")
+    wait_for(lambda: all(not counter_rows(n) for n in cluster.nodes), 30, "expired counter rows")
+    assert [members(node, "t/s") for node in cluster.nodes] == [["kept"]] * 3
+    # The member can come back, and its new add is not taken for a removed one.
+    assert b.request("POST", "/v1/sets/t/s", json_body={"add": ["gone"]}).status == 200
+    wait_converged(cluster.nodes)
+    assert [members(node, "t/s") for node in cluster.nodes] == [["gone", "kept"]] * 3

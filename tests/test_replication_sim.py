@@ -175,6 +175,11 @@ class ReplicationMachine(RuleBasedStateMachine):
             if added_member == member and held.get(node, 0) >= stamp:
                 self.covered.add(("set", index))
 
+    @rule(name=st.sampled_from(NAMES))
+    def retire_set_rows(self, name: str) -> None:
+        for change in self.net[name].retire_set_rows("ns", CRDT_KEY):
+            self._wrote(change)
+
     # -- the network -------------------------------------------------------------
 
     @rule(pair=st.sampled_from(PAIRS))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,11 @@ _SET_ROWS_PAGE = _ROWS + " LIMIT ?"
 _NEWEST = (
     "SELECT hlc, node FROM kv WHERE ns = ? AND key >= ? AND key < ?"
     " ORDER BY hlc DESC, node DESC LIMIT 1"
+)
+# Every set row, tombstones too, grouped by set and member (the retiring pass).
+_ALL_SET_ROWS = (
+    "SELECT ns, key, value, hlc, node, seq FROM kv"
+    " WHERE ns >= '" + orsets.SET_NS_PREFIX + "' AND ns < '@set;' ORDER BY ns, key"
 )
 _SET_ROWS_READ = 512
 """Rows read per step of a set listing (a member has a row per node that wrote it)."""
@@ -151,7 +156,7 @@ class Crdts:
         return _contributions(conn.execute(_ROWS, (change_ns, low, high)).fetchall())
 
     def _put(
-        self, txn: Txn, ns: str, key: bytes, value: bytes, expiration: int | None, stamp: int
+        self, txn: Txn, ns: str, key: bytes, value: bytes | None, expiration: int | None, stamp: int
     ) -> int:
         txn.conn.execute(
             UPSERT, (txn.next_seq(), ns, key, value, None, expiration, stamp, self.node_id)
@@ -267,3 +272,52 @@ class Crdts:
             None, stamp,
         )  # fmt: skip
         return WriteResult(stamp, self.node_id, seq)
+
+    def retire_set_rows(self, acked_seq: int) -> asyncio.Future[int]:
+        """Retire covered adds and settled removals in this node's set rows; return how many.
+
+        ``acked_seq``: every member has applied this node's log up to here (see
+        :func:`~edgekv_replication.orsets.retired`). A row left empty becomes a
+        tombstone, which tombstone collection deletes later.
+        """
+
+        def op(txn: Txn) -> int:
+            changed = 0
+            for (change_ns, key, member), group in _member_groups(txn.conn.execute(_ALL_SET_ROWS)):
+                if not any(r.node == self.node_id for r, _ in group):
+                    continue
+                seqs = {r.node: seq for r, seq in group}
+
+                def settled(row: orsets.MemberRow, seqs: dict[int, int] = seqs) -> bool:
+                    return seqs[row.node] <= acked_seq
+
+                new = orsets.retired([r for r, _ in group], self.node_id, settled)
+                if new is None:
+                    continue
+                value = None if new is orsets.RETIRE else orsets.encode_row(new)
+                self._put(
+                    txn, change_ns, orsets.row_key(key, member, self.node_id), value, None,
+                    txn.clock.now(),
+                )  # fmt: skip
+                changed += 1
+            return changed
+
+        return self.writer.submit(op)
+
+
+def _member_groups(
+    rows: Iterable[Any],
+) -> Iterator[tuple[tuple[str, bytes, str], list[tuple[orsets.MemberRow, int]]]]:
+    """Set rows (tombstones as empty rows) grouped by (namespace, set key, member)."""
+    group: list[tuple[orsets.MemberRow, int]] = []
+    slot: tuple[str, bytes, str] | None = None
+    for ns, raw_key, value, hlc, _, seq in rows:
+        key, member, origin = orsets.split_row_key(raw_key)
+        row = orsets.decode_row(value) if value is not None else orsets.Row()
+        if (ns, key, member) != slot:
+            if slot is not None:
+                yield slot, group
+            slot, group = (ns, key, member), []
+        group.append((orsets.MemberRow(member, origin, row, hlc), seq))
+    if slot is not None:
+        yield slot, group

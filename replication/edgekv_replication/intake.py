@@ -318,8 +318,13 @@ def check_crdt_row(
         raise Refused("invalid_change", "a counter or set row is written by its own node only")
     if metadata is not None:
         raise Refused("invalid_change", "a counter or set row has no metadata")
+    if value is None and not is_counter:
+        check_expiration(expiration)
+        if expiration is not None:
+            raise Refused("invalid_change", "a set row has no expiration")
+        return  # a retired set row (orsets.retired): its writer's tombstone
     if type(value) is not bytes:
-        raise Refused("invalid_change", "a counter or set row is never deleted")
+        raise Refused("invalid_change", "a counter row is never deleted")
     try:
         counters.decode_row(value) if is_counter else orsets.decode_row(value)
     except ValueError as exc:

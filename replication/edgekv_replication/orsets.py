@@ -29,7 +29,7 @@ Standard library only: the client's :class:`LocalReader` decodes rows too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -229,6 +229,46 @@ def plan_remove(rows: list[MemberRow], node: int) -> Row | None:
         if r.row.added:
             removed[r.node] = max(removed.get(r.node, 0), r.row.added)
     return Row(own.row.added if own else 0, removed)
+
+
+RETIRE = Row()
+"""What :func:`retired` answers for a row that may go: its writer deletes it (a tombstone)."""
+
+
+def retired(rows: list[MemberRow], node: int, settled: Callable[[MemberRow], bool]) -> Row | None:
+    """``node``'s row of a member with what is no longer needed taken out; None: unchanged.
+
+    The collection of removed members' metadata, run by each node on its own rows:
+
+    * an add that a removal covers is retired (``added`` set to 0): it can never
+      count again, and the row no longer needs a removal to hold it down;
+    * a removal of an origin's add is dropped once that origin's row here holds
+      no add it covers (retired, or added anew since) and that row is
+      ``settled`` -- every member has acknowledged it (the tombstones' rule), so
+      no replica can still hold the covered add without its retirement;
+    * a row left with neither is answered :data:`RETIRE`: its writer deletes it,
+      and the tombstone is collected by the tombstones' rule.
+    """
+    own = next((r for r in rows if r.node == node), None)
+    if own is None:
+        return None
+    removed: dict[int, int] = {}
+    for r in rows:
+        for origin, hlc in r.row.removed.items():
+            removed[origin] = max(removed.get(origin, 0), hlc)
+    added = own.row.added if own.row.added > removed.get(node, 0) else 0
+    by_node = {r.node: r for r in rows}
+    kept = {}
+    for origin, hlc in own.row.removed.items():
+        target = by_node.get(origin)
+        if target is None:
+            continue  # its row is gone here: collected, after every member had its tombstone
+        if 0 < target.row.added <= hlc or not settled(target):
+            kept[origin] = hlc
+    new = Row(added, kept)
+    if new == own.row:
+        return None
+    return RETIRE if not added and not kept else new
 
 
 # -- replicas, for properties and the simulated network -------------------------------
