@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgekv.store.cache import ReadCache
 from edgekv.store.kv import UPSERT, WriteResult
 from edgekv.store.writer import Txn, Writer
 from edgekv_replication import counters, orsets
@@ -60,6 +61,8 @@ class CounterState:
 
     value: int
     version: tuple[int, int] | None
+    changes_at: float | None = None
+    """When a row's expiration changes the value (None: never): a cached state ends then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,12 @@ class SetPage:
 
 
 def _contributions(rows: Sequence[Any]) -> list[counters.Contribution]:
-    found = []
-    for raw_key, value, expiration, hlc, _ in rows:
-        _, origin = counters.split_row_key(raw_key)
-        found.append(counters.Contribution(origin, counters.decode_row(value), hlc, expiration))
-    return found
+    # A row's node is its origin: the node in its key, as intake holds every row to.
+    decode, contribution = counters.decode_row, counters.Contribution
+    return [
+        contribution(node, decode(value), hlc, expiration)
+        for _, value, expiration, hlc, node in rows
+    ]
 
 
 def _member_rows(rows: Sequence[Any]) -> list[orsets.MemberRow]:
@@ -90,24 +94,57 @@ def _member_rows(rows: Sequence[Any]) -> list[orsets.MemberRow]:
 class Crdts:
     """Counters and sets of one node; created by :class:`~edgekv.store.store.Store`."""
 
-    def __init__(self, reader: sqlite3.Connection, writer: Writer, node_id: int) -> None:
-        """Read with ``reader``, write this node's rows with ``writer`` as ``node_id``."""
+    def __init__(
+        self, reader: sqlite3.Connection, writer: Writer, node_id: int, cache_entries: int = 0
+    ) -> None:
+        """Read with ``reader``, write this node's rows with ``writer`` as ``node_id``.
+
+        ``cache_entries``: how many counters' states to keep (as the key-value read
+        cache keeps entries), kept exact by :meth:`invalidate` after every commit.
+        """
         self._reader = reader
         self.writer = writer
         self.node_id = node_id
+        self.cache: ReadCache[CounterState] = ReadCache(cache_entries)
+
+    def invalidate(self, slots: Iterable[tuple[str, bytes]]) -> None:
+        """Forget the counters a commit touched (``slots``: the rows' ``(ns, key)``).
+
+        Called by the writer after each commit, before it acknowledges the writes
+        (through the store, with the key-value cache's slots).
+        """
+        if not self.cache:
+            self.cache.invalidate(())  # moves the generation on: no fill from before
+            return
+        self.cache.invalidate(
+            (ns, key[: -counters.ROW_SUFFIX_BYTES])
+            for ns, key in slots
+            if ns.startswith(counters.CTR_NS_PREFIX)
+        )
 
     # -- counters -----------------------------------------------------------------------
 
     def counter(self, ns: str, key: bytes, now: float | None = None) -> CounterState:
         """The counter's value and version as this node holds it."""
-        low, high = counters.rows_range(key)
-        rows = _contributions(
-            self._reader.execute(_ROWS, (counters.counter_ns(ns), low, high)).fetchall()
-        )
-        if not rows:
-            return CounterState(0, None)
         at = time.time() if now is None else now
-        return CounterState(counters.value_of(rows, at), counters.version_of(rows))
+        slot = (counters.counter_ns(ns), key)
+        cached = self.cache.lookup(slot)
+        if isinstance(cached, CounterState) and (
+            cached.changes_at is None or at < cached.changes_at
+        ):
+            return cached
+        generation = self.cache.generation
+        low, high = counters.rows_range(key)
+        rows = _contributions(self._reader.execute(_ROWS, (slot[0], low, high)).fetchall())
+        if not rows:
+            state = CounterState(0, None)
+        else:
+            ahead = [c.expiration for c in rows if c.expiration is not None and c.expiration > at]
+            state = CounterState(
+                counters.value_of(rows, at), counters.version_of(rows), min(ahead, default=None)
+            )
+        self.cache.fill(slot, state, generation)
+        return state
 
     def counter_add(
         self, ns: str, key: bytes, amount: int, expiration: int | None = None

@@ -18,7 +18,7 @@ extra call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edgekv.store.cache import ReadCache
@@ -62,7 +62,7 @@ class Store:
             max_clock_offset_ms,
             wall_clock_ms,
             allow_new_node,
-            invalidate=self.cache.invalidate,
+            invalidate=self._invalidate,
         )
         database = self.database
         self.path = database.path
@@ -79,7 +79,7 @@ class Store:
         """JSON documents (Y documents); their changes share this change log."""
         self.kv = KeyValues(database.reader, self.writer, self.cache, node_id)
         self.log = ChangeLog(database.reader, self.documents)
-        self.crdts = Crdts(database.reader, self.writer, node_id)
+        self.crdts = Crdts(database.reader, self.writer, node_id, read_cache_entries)
         """Counters and sets: groups of this log's rows (edgekv_replication.counters, .orsets)."""
         self.peers = PeerState(database.reader, self.writer)
         self.merger = Merger(self.writer, self.documents, self.peers, node_id, merge_statement)
@@ -118,6 +118,13 @@ class Store:
         self.held_count = peers.held_count
         self.read_all = database.read_all
         self.size_bytes = database.size_bytes
+
+    def _invalidate(self, slots: Iterable[tuple[str, bytes]]) -> None:
+        """After a commit: forget what it touched in the read caches (entries, counters)."""
+        if self.crdts.cache:
+            slots = list(slots)  # read twice
+        self.crdts.invalidate(slots)
+        self.cache.invalidate(slots)
 
     @property
     def node_id(self) -> int:

@@ -54,6 +54,8 @@ CTR_NS_PREFIX = "@ctr:"
 """Namespace prefix of counter rows (``@`` and ``:`` are never in a key-value namespace)."""
 SEPARATOR = b"\xff"
 """Between a counter's key and a row's node: no UTF-8 key holds this byte."""
+ROW_SUFFIX_BYTES = 17
+"""A row key is the counter's key followed by these: the separator and 16 hex digits."""
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
 MAX_ROW_BYTES = 64 * 1024
@@ -128,12 +130,29 @@ def rows_range(key: bytes) -> tuple[bytes, bytes]:
 # -- rows as bytes ------------------------------------------------------------------
 
 
+_DECODED: dict[bytes, Row] = {}
+"""Rows by their stored bytes, as encoded here or decoded before: a counter's rows are
+read on every add, and most of them (other PoPs', and this one's own last state) were
+seen already. Rows are immutable; the dict is bounded (oldest out first)."""
+_DECODED_MAX = 8192
+
+
+def _remember(value: bytes, row: Row) -> None:
+    if len(_DECODED) >= _DECODED_MAX:
+        del _DECODED[next(iter(_DECODED))]
+    _DECODED[value] = row
+
+
 def encode_row(row: Row) -> bytes:
     """A row's stored value: compact JSON, resets by origin in hex."""
-    body: dict[str, Any] = {"e": row.epoch, "p": row.p, "n": row.n}
     if row.resets:
+        body: dict[str, Any] = {"e": row.epoch, "p": row.p, "n": row.n}
         body["b"] = {f"{origin:016x}": list(base) for origin, base in sorted(row.resets.items())}
-    return json.dumps(body, separators=(",", ":")).encode()
+        value = json.dumps(body, separators=(",", ":")).encode()
+    else:  # the common row, as json.dumps writes it, without its machinery
+        value = b'{"e":%d,"p":%d,"n":%d}' % (row.epoch, row.p, row.n)
+    _remember(value, row)
+    return value
 
 
 def _u63(value: object) -> int:
@@ -144,6 +163,15 @@ def _u63(value: object) -> int:
 
 def decode_row(value: bytes) -> Row:
     """The row a stored value holds; BadRow if it is not a counter row."""
+    known = _DECODED.get(value)
+    if known is not None:
+        return known
+    row = _decode_row(value)
+    _remember(value, row)
+    return row
+
+
+def _decode_row(value: bytes) -> Row:
     if len(value) > MAX_ROW_BYTES:
         raise BadRow(f"a counter row of {len(value)} bytes; the limit is {MAX_ROW_BYTES}")
     try:
