@@ -2,9 +2,11 @@
 
 A strong counter is held in the same rows as any counter (one per node, see
 :mod:`edgekv_replication.counters`), but every add and reset reads and writes
-them in PostgreSQL under an advisory lock of the counter, so adds take turns
-and each sees every earlier one: a bounded add (``min``/``max``) is exact, as a
-quota needs. The row written comes back to the PoP like any strong write and
+them in PostgreSQL holding the lock of one row, the counter's own key (a
+placeholder, as multi-key transactions lock absent keys: never committed), so
+adds take turns and each sees every earlier one: a bounded add
+(``min``/``max``) is exact, as a quota needs. No advisory lock: the SQL stays
+what PostgreSQL-compatible engines take. The row written comes back to the PoP like any strong write and
 reaches the other PoPs through the upstream's log.
 """
 
@@ -44,7 +46,9 @@ async def run(
     change_ns = counters.counter_ns(ns)
     low, high = counters.rows_range(key)
     async with conn.transaction():
-        await conn.execute(sql.counter_lock, change_ns, key)
+        # The counter's key itself (its rows carry a suffix): a row to lock, dropped below.
+        await conn.execute(sql.placeholders, change_ns, [key])
+        await conn.fetch(sql.read_for_update, change_ns, [key])
         rows = []
         for record in await conn.fetch(sql.counter_rows, change_ns, low, high):
             change = Change(
@@ -84,4 +88,5 @@ async def run(
             node_id,
         )
         await conn.execute(sql.write, *written.state())
+        await conn.execute(sql.drop_placeholders, change_ns, [key])
     return written, value

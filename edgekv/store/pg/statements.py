@@ -247,15 +247,6 @@ class Statements:
         )
 
     @property
-    def counter_lock(self) -> str:
-        """Serialize strong operations on one counter (``$1`` its change namespace, ``$2`` key).
-
-        An advisory lock rather than row locks: a counter's rows are one per node,
-        and a node's first add inserts a row no lock could have covered.
-        """
-        return "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || encode($2, 'hex'), 0))"
-
-    @property
     def counter_rows(self) -> str:
         """Every row of one counter: keys in ``[$2, $3)`` (edgekv_replication.counters)."""
         return (
