@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from edgekv.store.crdts import SetFull
+from edgekv.store.crdts import RowTooLarge, SetFull
 from edgekv.store.store import Store
 from edgekv_replication import counters, orsets
 from edgekv_replication.changes import Change
@@ -55,3 +55,24 @@ async def test_a_set_update_over_the_limit_applies_nothing(store: Store) -> None
     with pytest.raises(SetFull):
         await store.crdts.set_update("ns", b"s", ["c", "d", "e"], ["a"], 3)
     assert store.crdts.set_page("ns", b"s").members == ["a", "b"]
+
+
+async def test_a_reset_whose_row_would_pass_the_rows_limit_writes_nothing(store: Store) -> None:
+    # A counter touched by more PoPs than one row can reset (about a thousand).
+    many = [
+        Change(
+            counters.counter_ns("ns"),
+            counters.row_key(b"c", node),
+            counters.encode_row(counters.Row(1, 2**62, 2**62)),
+            None,
+            None,
+            1 << 16,
+            node,
+        )
+        for node in range(1, 1600)
+    ]
+    await store.apply_changes(many, 5, PeerCursor(1, 1), 10**9)
+    before = store.seq
+    with pytest.raises(RowTooLarge):
+        await store.crdts.counter_reset("ns", b"c")
+    assert store.seq == before

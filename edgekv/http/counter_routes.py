@@ -19,6 +19,7 @@ from edgekv.http import validation as check
 from edgekv.http.bookmarks import write_answer
 from edgekv.http.errors import ApiError
 from edgekv.http.kv_routes import authorized
+from edgekv.store.crdts import RowTooLarge
 from edgekv_replication import intake
 from edgekv_replication.bookmarks import Bookmark
 from edgekv_replication.counters import CounterOutOfBounds, CounterOverflow
@@ -61,6 +62,8 @@ async def add_to_counter(request: web.Request) -> web.Response:
         raise ApiError("counter_overflow", str(exc)) from None
     except CounterOutOfBounds as exc:
         raise ApiError("counter_out_of_bounds", str(exc), details={"value": exc.value}) from None
+    except RowTooLarge as exc:
+        raise ApiError("invalid_request", str(exc)) from None
     node.metrics.writes += 1
     bookmark = Bookmark(node.store.node_id, written.seq, written.hlc).encode()
     # Every field is a number or ASCII hex: the JSON is written directly (hot path).
@@ -95,7 +98,10 @@ async def reset_counter(request: web.Request) -> web.Response:
     """Reset: remove every contribution this PoP has seen (adds it has not seen survive)."""
     node, ns = authorized(request, "write")
     key = check.path_key(request, node.config)
-    return write_answer(node, await node.counter_reset(ns, key))
+    try:
+        return write_answer(node, await node.counter_reset(ns, key))
+    except RowTooLarge as exc:
+        raise ApiError("invalid_request", str(exc)) from None
 
 
 SESSION_READS = frozenset({get_counter})

@@ -16,7 +16,7 @@ from edgekv.http import validation as check
 from edgekv.http.bookmarks import write_answer
 from edgekv.http.errors import ApiError
 from edgekv.http.kv_routes import authorized
-from edgekv.store.crdts import SetFull
+from edgekv.store.crdts import RowTooLarge, SetFull
 from edgekv_replication import intake
 from edgekv_replication.orsets import MAX_MEMBER_BYTES
 from edgekv_replication.versions import encode_version
@@ -77,6 +77,8 @@ async def update_set(request: web.Request) -> web.Response:
         written = await node.store.crdts.set_update(ns, key, add, remove, config.max_set_members)
     except SetFull as exc:
         raise ApiError("set_full", str(exc)) from None
+    except RowTooLarge as exc:
+        raise ApiError("invalid_request", str(exc)) from None
     return write_answer(node, written)
 
 
@@ -85,7 +87,12 @@ async def clear_set(request: web.Request) -> web.Response:
     """Clear: remove every member this PoP has seen (adds it has not seen survive)."""
     node, ns = authorized(request, "write")
     key = check.path_key(request, node.config)
-    written = await node.store.crdts.set_update(ns, key, [], [], node.config.max_set_members, True)
+    try:
+        written = await node.store.crdts.set_update(
+            ns, key, [], [], node.config.max_set_members, True
+        )
+    except RowTooLarge as exc:
+        raise ApiError("invalid_request", str(exc)) from None
     return write_answer(node, written)
 
 

@@ -41,6 +41,10 @@ _SET_ROWS_READ = 512
 """Rows read per step of a set listing (a member has a row per node that wrote it)."""
 
 
+class RowTooLarge(ValueError):
+    """A reset or removal whose row would exceed the rows' limit (about a thousand PoPs)."""
+
+
 class SetFull(Exception):
     """An add that would take a set past ``max_set_members``; nothing was applied."""
 
@@ -195,6 +199,12 @@ class Crdts:
     def _put(
         self, txn: Txn, ns: str, key: bytes, value: bytes | None, expiration: int | None, stamp: int
     ) -> int:
+        # What peers' intake would refuse is never written: it would halt replication.
+        if value is not None and len(value) > counters.MAX_ROW_BYTES:
+            raise RowTooLarge(
+                f"the row would be {len(value)} bytes, over {counters.MAX_ROW_BYTES}: too many "
+                "PoPs' contributions in one reset or removal"
+            )
         txn.conn.execute(
             UPSERT, (txn.next_seq(), ns, key, value, None, expiration, stamp, self.node_id)
         )

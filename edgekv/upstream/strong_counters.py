@@ -6,8 +6,9 @@ them in PostgreSQL holding the lock of one row, the counter's own key (a
 placeholder, as multi-key transactions lock absent keys: never committed), so
 adds take turns and each sees every earlier one: a bounded add
 (``min``/``max``) is exact, as a quota needs. No advisory lock: the SQL stays
-what PostgreSQL-compatible engines take. The row written comes back to the PoP like any strong write and
-reaches the other PoPs through the upstream's log.
+what PostgreSQL-compatible engines take. The row written comes back to the
+PoP like any strong write and reaches the other PoPs through the upstream's
+log.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from edgekv.store.crdts import RowTooLarge
 from edgekv.store.pg.connection import PgConnection
 from edgekv.store.pg.statements import Statements
 from edgekv.upstream.strong import InvalidUpstreamRow
@@ -78,10 +80,13 @@ async def run(
             )
         stamp = clock.now()
         row, expiration, value = plan(rows, stamp, time.time())
+        stored = counters.encode_row(row)
+        if len(stored) > counters.MAX_ROW_BYTES:  # what no peer's intake would take
+            raise RowTooLarge(f"the counter's row would be {len(stored)} bytes")
         written = Change(
             change_ns,
             counters.row_key(key, node_id),
-            counters.encode_row(row),
+            stored,
             None,
             expiration,
             stamp,
