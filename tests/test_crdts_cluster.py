@@ -83,6 +83,7 @@ def test_three_pops_adding_through_a_partition_end_with_every_acknowledged_add(
     assert [counter(node, "hits/page") for node in cluster.nodes] == [sum(acknowledged)] * 3
 
 
+@pytest.mark.slow
 def test_a_reset_removes_what_it_saw_and_a_concurrent_add_survives(
     make_cluster: list[Cluster], tmp_path: Path
 ) -> None:
@@ -102,6 +103,7 @@ def test_a_reset_removes_what_it_saw_and_a_concurrent_add_survives(
     assert [counter(a, "q/k"), counter(b, "q/k")] == [5, 5]
 
 
+@pytest.mark.slow
 def test_concurrent_add_and_remove_of_a_member_across_a_partition_ends_with_it_present(
     make_cluster: list[Cluster], tmp_path: Path
 ) -> None:
