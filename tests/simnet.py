@@ -331,6 +331,28 @@ class Replica:
                 )
         return written
 
+    def retire_counter_rows(self, ns: str, key: bytes) -> Change | None:
+        """Drop this replica's spent counter resets (:func:`counters.retired`), settled as
+        :meth:`retire_set_rows` says."""
+        rows = self.counter_rows(ns, key)
+        own = next((c for c in rows if c.node == self.node), None)
+        if own is None:
+            return None
+
+        def settled(row: counters.Contribution) -> bool:
+            slot = (counters.counter_ns(ns), counters.row_key(key, row.node))
+            held = [r.state.get(slot) for r in self.network.replicas.values()]
+            return all(c is not None and c.hlc >= row.hlc for c in held)
+
+        stamp = self.clock.now()
+        new = counters.retired(rows, self.node, stamp, settled)
+        if new is None:
+            return None
+        return self.put(
+            counters.counter_ns(ns), counters.row_key(key, self.node), counters.encode_row(new),
+            None, own.expiration, stamp=stamp,
+        )  # fmt: skip
+
     def set_members(self, ns: str, key: bytes) -> list[str]:
         """The set's members as a read here answers them."""
         return list(orsets.members_of(self.member_rows(ns, key)))

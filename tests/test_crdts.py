@@ -170,6 +170,18 @@ def _apply(
         if new is not None:
             # A tombstone is a row with nothing in it; collecting it later removes nothing.
             r.members[(member, r.node)] = orsets.MemberRow(member, r.node, new, r.stamp())
+
+        def counter_settled(row: Contribution) -> bool:
+            return all(
+                row.node in other.counter and other.counter[row.node].hlc >= row.hlc
+                for other in replicas
+            )
+
+        stamp = r.stamp()
+        retired_row = counters.retired(list(r.counter.values()), r.node, stamp, counter_settled)
+        if retired_row is not None:
+            own = r.counter[r.node]
+            r.counter[r.node] = Contribution(r.node, retired_row, stamp, own.expiration)
     else:  # deliver i's rows to j
         target = replicas[j]
         target.counter = counters.merge_replicas(target.counter, r.counter)
@@ -339,3 +351,18 @@ def test_a_node_before_counters_refuses_their_rows_whole() -> None:
     with pytest.raises(Refused) as refused:
         check_namespace(_GOOD_COUNTER.ns)
     assert refused.value.code == "invalid_namespace"
+
+
+def test_a_fully_reset_row_starts_a_new_epoch_and_spent_resets_go() -> None:
+    a = Contribution(1, Row(10, 5, 1), 100)
+    w = Contribution(2, Row(20, 0, 0, {1: (10, 5, 1)}), 200)
+    rebased = counters.retired([a, w], 1, 300, lambda c: True)
+    assert rebased == Row(300, 0, 0)
+    # The reset of epoch 10 stays until a's new epoch is settled everywhere.
+    a2 = Contribution(1, rebased, 300)
+    assert counters.retired([a2, w], 2, 400, lambda c: False) is None
+    assert counters.retired([a2, w], 2, 400, lambda c: True) == Row(20, 0, 0)
+    # A row with adds no reset removed keeps its epoch.
+    assert (
+        counters.retired([Contribution(1, Row(10, 6, 1), 100), w], 1, 300, lambda c: True) is None
+    )

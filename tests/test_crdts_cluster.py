@@ -153,6 +153,21 @@ def test_removed_members_and_expired_counters_leave_no_rows_behind(
     assert c.request("POST", "/v1/sets/t/s", json_body={"remove": ["gone"]}).status == 200
     answer = a.request("POST", "/v1/counters/t/window", json_body={"add": 3, "ttl": 1})
     assert answer.status == 200
+    # A counter added to at two PoPs and reset at a third: the spent resets go.
+    assert add(a, "t/votes", 5) == 5
+    assert add(b, "t/votes", 2) is not None
+    wait_for(lambda: all(counter(n, "t/votes") == 7 for n in cluster.nodes), 20, "the adds")
+    assert c.request("DELETE", "/v1/counters/t/votes").status == 200
+
+    def resets_gone() -> bool:
+        rows = [row for n in cluster.nodes for row in counter_rows(n)]
+        votes = [row for row in rows if bytes(row[1]).startswith(b"votes")]
+        return len(votes) == 9 and all(b'"b"' not in bytes(row[2]) for row in votes)
+
+    wait_for(resets_gone, 30, "the spent resets dropped")
+    assert [counter(n, "t/votes") for n in cluster.nodes] == [0, 0, 0]
+    assert add(b, "t/votes", 4) == 4
+    wait_for(lambda: all(counter(n, "t/votes") == 4 for n in cluster.nodes), 20, "a new add")
 
     # Every row of the removed member (two adds, one removal) retires and is collected.
     def only_kept_rows() -> bool:
@@ -162,7 +177,13 @@ def test_removed_members_and_expired_counters_leave_no_rows_behind(
         )
 
     wait_for(only_kept_rows, 30, "the removed member's rows collected")
-    wait_for(lambda: all(not counter_rows(n) for n in cluster.nodes), 30, "expired counter rows")
+    wait_for(
+        lambda: all(
+            all(b"window" not in bytes(row[1]) for row in counter_rows(n)) for n in cluster.nodes
+        ),
+        30,
+        "expired counter rows",
+    )
     assert [members(node, "t/s") for node in cluster.nodes] == [["kept"]] * 3
     # The member can come back, and its new add is not taken for a removed one.
     assert b.request("POST", "/v1/sets/t/s", json_body={"add": ["gone"]}).status == 200

@@ -180,6 +180,12 @@ class ReplicationMachine(RuleBasedStateMachine):
         for change in self.net[name].retire_set_rows("ns", CRDT_KEY):
             self._wrote(change)
 
+    @rule(name=st.sampled_from(NAMES))
+    def retire_counter_rows(self, name: str) -> None:
+        change = self.net[name].retire_counter_rows("ns", CRDT_KEY)
+        if change is not None:
+            self._wrote(change)
+
     # -- the network -------------------------------------------------------------
 
     @rule(pair=st.sampled_from(PAIRS))

@@ -551,6 +551,8 @@ class Replicator:
         acked.extend(floor() for floor in self.ack_floors)
         acked_seq = min(acked, default=self.store.seq)
         before_hlc = (now_ms - horizon_ms) << COUNTER_BITS
-        # Removed set members' metadata this node wrote, retired under the same rule.
+        # Removed set members' metadata and spent counter resets this node wrote,
+        # retired under the same rule.
         await self.store.crdts.retire_set_rows(acked_seq)
+        await self.store.crdts.retire_counter_rows(acked_seq)
         return await self.store.collect_tombstones(acked_seq, before_hlc, left_out)

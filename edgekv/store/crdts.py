@@ -37,6 +37,12 @@ _ALL_SET_ROWS = (
     "SELECT ns, key, value, hlc, node, seq FROM kv"
     " WHERE ns >= '" + orsets.SET_NS_PREFIX + "' AND ns < '@set;' ORDER BY ns, key"
 )
+# Every counter row, a counter's rows together (the retiring pass).
+_ALL_COUNTER_ROWS = (
+    "SELECT ns, key, value, expiration, hlc, node, seq FROM kv WHERE ns >= '"
+    + counters.CTR_NS_PREFIX
+    + "' AND ns < '@ctr;' AND value IS NOT NULL ORDER BY ns, key"
+)
 _SET_ROWS_READ = 512
 """Rows read per step of a set listing (a member has a row per node that wrote it)."""
 
@@ -320,6 +326,36 @@ class Crdts:
         )  # fmt: skip
         return WriteResult(stamp, self.node_id, seq)
 
+    def retire_counter_rows(self, acked_seq: int) -> asyncio.Future[int]:
+        """Drop resets no longer needed from this node's counter rows; return how many changed.
+
+        ``acked_seq``: every member has applied this node's log up to here (see
+        :func:`~edgekv_replication.counters.retired`).
+        """
+
+        def op(txn: Txn) -> int:
+            changed = 0
+            for (change_ns, key), group in _counter_groups(txn.conn.execute(_ALL_COUNTER_ROWS)):
+                own = next((c for c, _ in group if c.node == self.node_id), None)
+                if own is None or (not own.row.resets and not (own.row.p or own.row.n)):
+                    continue
+                seqs = {c.node: seq for c, seq in group}
+
+                def settled(row: counters.Contribution, seqs: dict[int, int] = seqs) -> bool:
+                    return seqs[row.node] <= acked_seq
+
+                stamp = txn.clock.now()
+                new = counters.retired([c for c, _ in group], self.node_id, stamp, settled)
+                if new is not None:
+                    self._put(
+                        txn, change_ns, counters.row_key(key, self.node_id),
+                        counters.encode_row(new), own.expiration, stamp,
+                    )  # fmt: skip
+                    changed += 1
+            return changed
+
+        return self.writer.submit(op)
+
     def retire_set_rows(self, acked_seq: int) -> asyncio.Future[int]:
         """Retire covered adds and settled removals in this node's set rows; return how many.
 
@@ -350,6 +386,24 @@ class Crdts:
             return changed
 
         return self.writer.submit(op)
+
+
+def _counter_groups(
+    rows: Iterable[Any],
+) -> Iterator[tuple[tuple[str, bytes], list[tuple[counters.Contribution, int]]]]:
+    """Counter rows grouped by (namespace, counter key), each with its local seq."""
+    group: list[tuple[counters.Contribution, int]] = []
+    slot: tuple[str, bytes] | None = None
+    for ns, raw_key, value, expiration, hlc, node, seq in rows:
+        here = (ns, raw_key[: -counters.ROW_SUFFIX_BYTES])
+        if here != slot:
+            if slot is not None:
+                yield slot, group
+            slot, group = here, []
+        contribution = counters.Contribution(node, counters.decode_row(value), hlc, expiration)
+        group.append((contribution, seq))
+    if slot is not None:
+        yield slot, group
 
 
 def _member_groups(

@@ -46,7 +46,7 @@ Standard library only: the client's :class:`LocalReader` decodes rows too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,6 +310,39 @@ def check_bounds(value: int, before: int, low: int | None, high: int | None) -> 
         raise CounterOutOfBounds(before, f"the add would take the counter to {value}, below {low}")
     if high is not None and value > high:
         raise CounterOutOfBounds(before, f"the add would take the counter to {value}, above {high}")
+
+
+def retired(
+    rows: list[Contribution], node: int, stamp: int, settled: Callable[[Contribution], bool]
+) -> Row | None:
+    """``node``'s row with the resets no longer needed taken out; None: unchanged.
+
+    How reset contributions are collected, by each node on its own row:
+
+    * a row whose every add a reset has removed (its ``p`` and ``n`` equal the
+      largest reset of its epoch) starts a new epoch at ``stamp``, from zero:
+      it counts nothing either way, and no reset refers to the new epoch;
+    * a reset of another row's epoch is dropped once that row here is of a
+      newer epoch (or gone: collected with its expired counter) and ``settled``
+      -- every member has acknowledged it, the tombstones' rule -- so no replica
+      still holds the old epoch's adds for the reset to remove.
+    """
+    own = next((c for c in rows if c.node == node), None)
+    if own is None:
+        return None
+    row = own.row
+    if (row.p or row.n) and _bases(rows).get((node, row.epoch)) == (row.p, row.n):
+        row = Row(stamp, 0, 0, row.resets)
+    by_node = {c.node: c for c in rows}
+    kept = {}
+    for origin, base in row.resets.items():
+        target = by_node.get(origin)
+        if target is None:
+            continue
+        if target.row.epoch == base[0] or not settled(target):
+            kept[origin] = base
+    new = Row(row.epoch, row.p, row.n, kept)
+    return None if new == own.row else new
 
 
 # -- replicas, for properties and the simulated network -------------------------------
