@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,11 +132,11 @@ def test_concurrent_add_and_remove_of_a_member_across_a_partition_ends_with_it_p
     assert [members(node, "tags/post1") for node in cluster.nodes] == [["blue"]] * 3
 
 
-def set_rows(node: NodeProcess) -> list[tuple[object, ...]]:
+def set_rows(node: NodeProcess) -> list[tuple[Any, ...]]:
     return [row for row in stored_state(node) if str(row[0]).startswith("@set:")]
 
 
-def counter_rows(node: NodeProcess) -> list[tuple[object, ...]]:
+def counter_rows(node: NodeProcess) -> list[tuple[Any, ...]]:
     return [row for row in stored_state(node) if str(row[0]).startswith("@ctr:")]
 
 
