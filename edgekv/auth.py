@@ -21,7 +21,7 @@ import hmac
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -41,6 +41,8 @@ class TokenSpec:
     name: str
     hash: str
     scopes: tuple[str, ...]
+    rate_limit: float | None = None
+    """Requests per second this token may make (None: the node's ``rate_limit``; 0: no limit)."""
 
     def allows(self, action: Action, namespace: str | None = None) -> bool:
         """Whether this token may perform ``action`` on ``namespace``."""
@@ -92,7 +94,7 @@ def _parse_token(index: int, entry: Any) -> TokenSpec:
     where = f"tokens[{index}]"
     if not isinstance(entry, dict):
         raise ValueError(f"{where} must be a table")
-    unknown = set(entry) - {"name", "hash", "scopes"}
+    unknown = set(entry) - {"name", "hash", "scopes", "rate_limit"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     name, token_hash, scopes = entry.get("name"), entry.get("hash"), entry.get("scopes")
@@ -102,7 +104,15 @@ def _parse_token(index: int, entry: Any) -> TokenSpec:
         raise ValueError(f"{where}: hash must look like sha256:<64 hex digits>")
     if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
         raise ValueError(f"{where}: scopes must be a non-empty array of strings")
-    return TokenSpec(name, token_hash, tuple(validate_scope(s) for s in scopes))
+    rate_limit = entry.get("rate_limit")
+    if rate_limit is not None and (
+        isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float) or rate_limit < 0
+    ):
+        raise ValueError(f"{where}: rate_limit must be a number of requests per second, >= 0")
+    scope_specs = tuple(validate_scope(s) for s in scopes)
+    return TokenSpec(
+        name, token_hash, scope_specs, None if rate_limit is None else float(rate_limit)
+    )
 
 
 def token_toml(name: str, token: str, scopes: Sequence[str]) -> str:
@@ -111,32 +121,63 @@ def token_toml(name: str, token: str, scopes: Sequence[str]) -> str:
     return f'[[tokens]]\nname = "{name}"\nhash = "{hash_token(token)}"\nscopes = [{scope_list}]\n'
 
 
+RuntimeLookup = Callable[[str], "TokenSpec | None"]
+"""Finds a token kept in the node's database by its stored hash (``sha256:<hex>``)."""
+
+
 class Authenticator:
-    """Finds the configured token that a request's ``Authorization`` header carries."""
+    """Finds the token that a request's ``Authorization`` header carries.
 
-    __slots__ = ("_tokens",)
+    Tokens come from the config file (replaced on ``SIGHUP`` with
+    :meth:`replace_tokens`) and, when ``runtime`` is given, from the node's
+    database (:mod:`edgekv.runtime_tokens`). Protected mode is fixed at start:
+    it depends on the config file's tokens only, and a reload may not switch it.
+    """
 
-    def __init__(self, tokens: Iterable[TokenSpec]) -> None:
-        """Check presented tokens against ``tokens``."""
+    __slots__ = ("_protected", "_runtime", "_tokens")
+
+    def __init__(self, tokens: Iterable[TokenSpec], runtime: RuntimeLookup | None = None) -> None:
+        """Check presented tokens against ``tokens``, then ``runtime``."""
         self._tokens = tuple(tokens)
+        self._protected = not self._tokens
+        self._runtime = runtime
 
     @property
     def protected_mode(self) -> bool:
         """True when no token is configured (loopback-only, everyone trusted)."""
-        return not self._tokens
+        return self._protected
+
+    @property
+    def config_tokens(self) -> tuple[TokenSpec, ...]:
+        """The config file's tokens, as last loaded."""
+        return self._tokens
+
+    def replace_tokens(self, tokens: Iterable[TokenSpec]) -> None:
+        """Take the config file's tokens anew (``SIGHUP``); raise ValueError if that
+        would switch protected mode on or off, which needs a restart."""
+        new = tuple(tokens)
+        if (not new) != self._protected:
+            raise ValueError(
+                "the reloaded config file would switch protected mode (tokens or none): "
+                "restart the node for that"
+            )
+        self._tokens = new
 
     def authenticate(self, authorization: str | None) -> TokenSpec | None:
         """Return the principal for an ``Authorization`` header, or None if unknown."""
-        if not self._tokens:
+        if self._protected:
             return OPEN_ACCESS
         if not authorization or not authorization.startswith("Bearer "):
             return None
-        presented = hash_token(authorization[7:].strip()).encode("ascii")
+        presented_text = hash_token(authorization[7:].strip())
+        presented = presented_text.encode("ascii")
         found = None
         # Compare against every token so the time taken does not tell which matched.
         for spec in self._tokens:
             if hmac.compare_digest(presented, spec.hash.encode("ascii")):
                 found = spec
+        if found is None and self._runtime is not None:
+            found = self._runtime(presented_text)
         return found
 
 

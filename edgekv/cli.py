@@ -96,7 +96,7 @@ def serve(config_file: str | None, **settings: Any) -> None:
 
     try:
         config = load_config(settings, config_file=config_file)
-        run_server(config)
+        run_server(config, reload=lambda: load_config(settings, config_file=config_file))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except DataDirError as exc:  # exit 1 with the reason, not a traceback
@@ -120,8 +120,26 @@ def token() -> None:
     required=True,
     help="admin, read:PATTERN or write:PATTERN (repeatable; PATTERN a namespace glob).",
 )
-def token_create(name: str, scopes: tuple[str, ...]) -> None:
-    """Print a new token and the config lines that grant it.
+@click.option(
+    "--url",
+    envvar="EDGEKV_URL",
+    default=None,
+    help="Create it at this running node (kept in its database, replicated) instead of "
+    "printing config lines (env EDGEKV_URL).",
+)
+@click.option("--token", "admin_token", envvar="EDGEKV_TOKEN", default=None, help="Admin token.")
+@click.option(
+    "--rate-limit", type=float, default=None, help="Requests per second (default: the node's)."
+)
+def token_create(
+    name: str,
+    scopes: tuple[str, ...],
+    url: str | None,
+    admin_token: str | None,
+    rate_limit: float | None,
+) -> None:
+    """Print a new token and the config lines that grant it (or, with --url, create it
+    at a running node, no restart needed).
 
     The node stores only the token's hash: keep the token itself safe, it is
     shown once.
@@ -134,6 +152,11 @@ def token_create(name: str, scopes: tuple[str, ...]) -> None:
         checked = [validate_scope(scope) for scope in scopes]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
+    if url is not None:
+        from edgekv.operator_cli import create_remote
+
+        create_remote(url, admin_token, name, checked, rate_limit)
+        return
     secret = new_token()
     click.echo(f"token: {secret}")
     click.echo("\nAdd to the node's config file:\n")
@@ -340,6 +363,23 @@ def demo(base_port: int) -> None:
 
     run_demo(base_port)
 
+
+def _add_operator_commands() -> None:
+    """backup, restore, export, import and token list|revoke (edgekv.operator_cli)."""
+    from edgekv import operator_cli
+
+    for command in (
+        operator_cli.backup,
+        operator_cli.restore,
+        operator_cli.export,
+        operator_cli.import_,
+    ):
+        main.add_command(command)
+    token.add_command(operator_cli.token_list)
+    token.add_command(operator_cli.token_revoke)
+
+
+_add_operator_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

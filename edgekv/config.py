@@ -197,6 +197,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "console",
+        bool,
+        True,
+        "Serve the operator web console at /ui/ (admin token) and keep the last hour of "
+        "this node's metrics for its charts (docs/console.md).",
+    ),
+    Setting(
         "peer",
         str,
         (),
@@ -241,6 +248,21 @@ SETTINGS: tuple[Setting, ...] = (
         "give it that no other local user can read. Exclusive with cluster_secret.",
     ),
     Setting(
+        "cluster_secret_accept",
+        str,
+        None,
+        "A second secret this node accepts from peers but never sends, for rotating the "
+        "cluster secret with no pause in replication (see docs/operations.md). Prefer "
+        "cluster_secret_accept_file.",
+    ),
+    Setting(
+        "cluster_secret_accept_file",
+        str,
+        None,
+        "File holding cluster_secret_accept (surrounding whitespace ignored). Exclusive "
+        "with cluster_secret_accept.",
+    ),
+    Setting(
         "tls_cert",
         str,
         None,
@@ -252,6 +274,24 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         None,
         "PEM CA bundle that peers' certificates must chain to (default: system CAs).",
+    ),
+    Setting(
+        "rate_limit",
+        float,
+        0.0,
+        "Requests per second each token may make on average (0: no limit); a token's own "
+        "rate_limit overrides it. Over the limit a request gets 429 rate_limited with "
+        "Retry-After. Reloaded on SIGHUP.",
+        minimum=0,
+    ),
+    Setting(
+        "rate_limit_burst",
+        int,
+        0,
+        "Requests a token without a rate_limit of its own may make at once before rate_limit "
+        "applies (0, and for tokens with their own: one second's "
+        "worth of its rate).",
+        minimum=0,
     ),
     Setting(
         "max_clock_offset",
@@ -412,15 +452,20 @@ class Config:
     read_cache_entries: int = 100_000
     bookmark_timeout: float = 2.0
     shutdown_timeout: float = 10.0
+    console: bool = True
     peer: tuple[str, ...] = ()
     peer_discovery: bool = True
     advertise_url: str | None = None
     peer_stall_timeout: float = 30.0
     cluster_secret: str | None = None
     cluster_secret_file: str | None = None
+    cluster_secret_accept: str | None = None
+    cluster_secret_accept_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    rate_limit: float = 0.0
+    rate_limit_burst: int = 0
     max_clock_offset: float = 0.5
     tombstone_horizon: float = 7 * 86400.0
     tombstone_gc_interval: float = 60.0
@@ -484,6 +529,13 @@ def load_config(
         if values.get("cluster_secret") is not None:
             raise ConfigError("give cluster_secret or cluster_secret_file, not both")
         values["cluster_secret"] = _read_secret_file(Path(values["cluster_secret_file"]))
+    if values.get("cluster_secret_accept_file") is not None:
+        if values.get("cluster_secret_accept") is not None:
+            raise ConfigError("give cluster_secret_accept or cluster_secret_accept_file, not both")
+        accept_file = Path(values["cluster_secret_accept_file"])
+        values["cluster_secret_accept"] = _read_secret_file(
+            accept_file, "cluster_secret_accept_file"
+        )
     config = Config(**values, tokens=tokens)
     _check_consistency(config)
     return config
@@ -506,9 +558,16 @@ def _check_consistency(config: Config) -> None:
     for ns in config.strong_namespaces:
         if not NAMESPACE.fullmatch(ns):
             raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
+        if ns.startswith("_edgekv."):
+            raise ConfigError(f"strong_namespaces: {ns!r} is reserved for the node itself")
     if config.cluster_secret is not None and not config.cluster_secret.strip():
         # An empty secret would match a peer request that carries none.
         raise ConfigError("cluster_secret must not be empty")
+    if config.cluster_secret_accept is not None:
+        if not config.cluster_secret_accept.strip():
+            raise ConfigError("cluster_secret_accept must not be empty")
+        if config.cluster_secret is None:
+            raise ConfigError("cluster_secret_accept goes with a cluster_secret")
     if config.tokens and config.peer and not config.cluster_secret:
         raise ConfigError(
             "a node with tokens that replicates needs cluster_secret, "
@@ -516,13 +575,13 @@ def _check_consistency(config: Config) -> None:
         )
 
 
-def _read_secret_file(path: Path) -> str:
+def _read_secret_file(path: Path, setting: str = "cluster_secret_file") -> str:
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cluster_secret_file {path}: cannot read it: {exc}") from None
+        raise ConfigError(f"{setting} {path}: cannot read it: {exc}") from None
     if not secret:
-        raise ConfigError(f"cluster_secret_file {path} is empty")
+        raise ConfigError(f"{setting} {path} is empty")
     return secret
 
 

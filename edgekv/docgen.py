@@ -2,12 +2,15 @@
 
 ``python -m edgekv.docgen`` rewrites the generated blocks of
 ``docs/configuration.md`` (from :data:`edgekv.config.SETTINGS`) and
-``docs/errors.md`` (from :data:`edgekv_replication.codes.ERROR_CODES`); a test
-fails when a block is stale, so docs cannot drift from the code.
+``docs/errors.md`` (from :data:`edgekv_replication.codes.ERROR_CODES`), and
+writes the same code table as JSON (:data:`CODES_JSON`) for clients in other
+languages (``client-js`` builds its error classes from it); tests fail when a
+block or the JSON is stale, so docs and clients cannot drift from the code.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -42,6 +45,16 @@ def errors_table() -> str:
     return "\n".join(lines)
 
 
+CODES_JSON = "replication/edgekv_replication/codes.json"
+"""The error-code table as JSON, relative to the repository root."""
+
+
+def codes_json() -> str:
+    """Return the error-code table as JSON text: a list of ``{code, status, description}``."""
+    rows = [entry._asdict() for entry in ERROR_CODES.values()]
+    return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+
+
 GENERATORS = {"settings": settings_table, "errors": errors_table}
 FILES = {"settings": "docs/configuration.md", "errors": "docs/errors.md"}
 
@@ -61,6 +74,7 @@ def main(root: Path) -> None:
     for name, relative in FILES.items():
         path = root / relative
         path.write_text(render(path.read_text(), name))
+    (root / CODES_JSON).write_text(codes_json())
 
 
 if __name__ == "__main__":

@@ -9,12 +9,16 @@ and turns its answers and errors into responses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from edgekv.auth import Authenticator, LoopbackGuard
 from edgekv.config import Config
 from edgekv.metrics import Metrics
 from edgekv.peers.replicator import Replicator
+from edgekv.ratelimit import RateLimiter
+from edgekv.runtime_tokens import RuntimeTokens
 from edgekv.skewed_clock import skewed_clock_for
+from edgekv.store.backup import check_restored
 from edgekv.store.broken_merge import KEEP_LOCAL
 from edgekv.store.crdts import CounterWrite
 from edgekv.store.kv import Entry, Write, WriteResult
@@ -50,7 +54,10 @@ class Node:
         self.config = config
         self.store = store
         self.documents = store.documents
-        self.auth = Authenticator(config.tokens)
+        self.runtime_tokens = RuntimeTokens(store)
+        """Tokens created at run time, kept (and replicated) in the node's database."""
+        self.auth = Authenticator(config.tokens, runtime=self.runtime_tokens.lookup)
+        self.rate_limiter = RateLimiter(config.rate_limit, config.rate_limit_burst)
         self.loopback_guard = LoopbackGuard()
         """Protected mode's Host/Origin check, with the verdicts it remembers."""
         self.metrics = metrics
@@ -71,6 +78,7 @@ class Node:
         when another node holds the directory, the database is empty
         (without ``allow_new_node``) or too damaged to open.
         """
+        check_restored(Path(config.data_dir), config.tombstone_horizon)
         store = Store(
             config.data_dir,
             synchronous=config.synchronous,

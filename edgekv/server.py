@@ -9,7 +9,7 @@ import logging
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -154,13 +154,31 @@ def startup_line(running: RunningNode) -> str:
     )
 
 
-async def serve_forever(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+def reload_settings(node: Node, reload: Callable[[], Config]) -> None:
+    """``SIGHUP``: read the config file again and take its tokens and rate limits.
+
+    Other settings need a restart. A file that does not load, or that would
+    switch protected mode on or off, changes nothing (the log says why).
+    """
+    try:
+        config = reload()
+        node.auth.replace_tokens(config.tokens)
+    except (ConfigError, ValueError) as exc:
+        log.error("SIGHUP: the config file was not reloaded: %s", exc)
+        return
+    node.rate_limiter.reconfigure(config.rate_limit, config.rate_limit_burst)
+    log.info("SIGHUP: reloaded the config file: %d token(s)", len(config.tokens))
+
+
+async def serve_forever(config: Config, reload: Callable[[], Config] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; on SIGHUP, ``reload``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with running_node(config) as running:
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, reload_settings, running.node, reload)
         # Everything allocated so far lives as long as the process: keep the
         # collector from re-scanning it on every collection of the hot path.
         gc.freeze()
@@ -170,8 +188,8 @@ async def serve_forever(config: Config) -> None:
     log.info("stopped")
 
 
-def serve(config: Config) -> None:
-    """Run a node in this process until it is signalled to stop."""
+def serve(config: Config, reload: Callable[[], Config] | None = None) -> None:
+    """Run a node in this process until it is signalled to stop (``reload``: on SIGHUP)."""
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -179,4 +197,4 @@ def serve(config: Config) -> None:
         socket.getaddrinfo(config.host, None)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot resolve host {config.host!r}: {exc}") from None
-    asyncio.run(serve_forever(config))
+    asyncio.run(serve_forever(config, reload))

@@ -82,6 +82,7 @@ def test_queries_iterate_every_page(shared_node: NodeProcess, coll: str) -> None
         for i in range(25):
             people.put(f"p{i:02d}", {"age": i, "team": "red" if i % 2 else "blue"})
         assert people.create_index("age")["field"] == "age"
+        assert [index["field"] for index in people.indexes()] == ["age"]
         ages = [d.doc["age"] for d in people.query([("age", ">=", 5)], "-age", page_size=4)]
         assert ages == list(range(24, 4, -1))
         reds = [d.id for d in people.query({"team": "red"}, page_size=3)]
@@ -153,6 +154,7 @@ async def test_every_method_of_the_async_client(shared_node: NodeProcess, coll: 
         for i in range(12):
             await users.put(f"q{i:02d}", {"age": i})
         await users.create_index("age")
+        assert [index["field"] for index in await users.indexes()] == ["age"]
         found = [d.id async for d in users.query([("age", "<", 10)], "age", page_size=4)]
         assert found == [f"q{i:02d}" for i in range(10)]
         assert len([d async for d in users.query(limit=5, page_size=2)]) == 5

@@ -55,6 +55,8 @@ LAYER_OF = {
     "edgekv.config": "support",
     "edgekv.json_text": "support",
     "edgekv.metrics": "support",
+    "edgekv.ratelimit": "support",
+    "edgekv.runtime_tokens": "support",
     "edgekv.skewed_clock": "support",
     "edgekv.tasks": "support",
     "edgekv.peers.*": "services",
@@ -62,12 +64,16 @@ LAYER_OF = {
     "edgekv.documents.*": "services",
     "edgekv.node": "node",
     "edgekv.http.*": "http",
+    "edgekv.console.*": "http",
     "edgekv.server": "server",
     "edgekv.cli": "cli",
     "edgekv.__main__": "cli",
     "edgekv.demo": "cli",
     "edgekv.docgen": "cli",
     "edgekv.status_view": "cli",
+    "edgekv.importing": "cli",
+    "edgekv.operator_cli": "cli",
+    "edgekv.operator_http": "cli",
 }
 """The layer of each module of edgekv and edgekv_replication.
 

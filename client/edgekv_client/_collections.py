@@ -83,6 +83,11 @@ class Collection:
         """Declare an index on ``field`` (a dotted path) at this PoP, for queries to use."""
         return self._write(_docs.index_request(self.name, field, self._token))
 
+    def indexes(self) -> list[dict[str, Any]]:
+        """The indexes declared on the collection (``field``, ``name``, ``created_ms``)."""
+        answer = self.client._json(_docs.indexes_request(self.name, self._token))
+        return list(answer["indexes"])
+
     def query_page(
         self,
         where: Where = (),
@@ -159,6 +164,11 @@ class AsyncCollection:
     async def create_index(self, field: str) -> dict[str, Any]:
         """Declare an index on ``field`` at this PoP, for queries to use."""
         return await self._write(_docs.index_request(self.name, field, self._token))
+
+    async def indexes(self) -> list[dict[str, Any]]:
+        """The indexes declared on the collection (``field``, ``name``, ``created_ms``)."""
+        answer = await self.client._json(_docs.indexes_request(self.name, self._token))
+        return list(answer["indexes"])
 
     async def query_page(
         self,

@@ -99,6 +99,11 @@ def index_request(collection: str, field: str, token: str | None) -> Request:
     return request._replace(idempotent=True)  # declaring an existing index changes nothing
 
 
+def indexes_request(collection: str, token: str | None) -> Request:
+    """The indexes declared on a collection."""
+    return build_request("GET", f"{collection_path(collection)}/_indexes", token)
+
+
 def filter_text(item: Filter) -> str:
     """A filter as the API's ``where`` parameter reads it.
 

@@ -25,9 +25,19 @@ from aiohttp import HttpVersion11, web
 from aiohttp.hdrs import EXPECT, HOST, ORIGIN
 
 from edgekv.auth import OPEN_ACCESS
+from edgekv.console.sampler import Sampler
 from edgekv.documents import compaction as doc_compaction
 from edgekv.documents.query import QueryError
-from edgekv.http import cluster_routes, counter_routes, doc_routes, kv_routes, set_routes
+from edgekv.http import (
+    admin_routes,
+    cluster_routes,
+    console_routes,
+    counter_routes,
+    doc_routes,
+    kv_routes,
+    operator_routes,
+    set_routes,
+)
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
 from edgekv.http.errors import ApiError, error_response, from_http_exception
@@ -74,7 +84,7 @@ class Access(enum.Enum):
 def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Access) -> Handler:
     """Wrap ``handler``: authentication, the one error shape, request metrics, and
     for reads, waiting for the session's bookmarks (:mod:`edgekv.http.bookmarks`)."""
-    auth, observe = node.auth, node.metrics.observe_request
+    auth, observe, limiter = node.auth, node.metrics.observe_request, node.rate_limiter
     is_async = inspect.iscoroutinefunction(handler)
     # A read that honours bookmarks names the check of its token's scope: made before
     # the wait, so a token that may not read there is refused at once, never held.
@@ -115,6 +125,13 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
                 if principal is None:
                     raise ApiError(
                         "unauthorized", "missing or unknown bearer token", headers=_UNAUTHORIZED
+                    )
+                wait = limiter.retry_after(principal)
+                if wait is not None:
+                    raise ApiError(
+                        "rate_limited",
+                        f"token {principal.name!r} is over its rate limit",
+                        headers={"Retry-After": str(wait)},
                     )
                 request[PRINCIPAL] = principal
             elif open_access:
@@ -260,8 +277,16 @@ def create_app(node: Node) -> web.Application:
         *_route_defs(counter_routes.routes, Access.CLIENT),
         *_route_defs(set_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.routes, Access.CLIENT),
+        *_route_defs(operator_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.peer_routes, Access.PEER),
     ]
+    if node.config.console:  # the web console (docs/console.md) and its admin routes
+        routes += [
+            *_route_defs(console_routes.routes, Access.PUBLIC),
+            *_route_defs(admin_routes.routes, Access.CLIENT),
+        ]
+        sampler = app[admin_routes.SAMPLER] = Sampler(node)
+        app.cleanup_ctx.append(sampler.running)
     for method, path, handler, access in routes:
         wrapped = _endpoint(node, handler, _PATTERN.sub(r"{\1}", path), access)
         if method == "GET":

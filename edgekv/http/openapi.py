@@ -10,6 +10,8 @@ from functools import cache
 from typing import Any
 
 from edgekv import __version__
+from edgekv.http import openapi_admin as admin_spec
+from edgekv.http import openapi_console as console_spec
 from edgekv.http import openapi_crdts as crdts_spec
 from edgekv.http import openapi_documents as documents_spec
 from edgekv.http.openapi_parts import AUTH_ERRORS as _AUTH_ERRORS
@@ -219,6 +221,8 @@ def openapi_document() -> dict[str, Any]:
             },
             **documents_spec.PATHS,
             **crdts_spec.PATHS,
+            **console_spec.PATHS,
+            **admin_spec.PATHS,
             "/v1/kv/{ns}": {
                 "get": {
                     "summary": "List keys in byte order, a page at a time",

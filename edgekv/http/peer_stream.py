@@ -43,12 +43,21 @@ def check_peer_secret(request: web.Request) -> None:
         if not config.tokens:
             return  # protected mode: loopback only, every local caller trusted
         reason = "no cluster_secret is configured on this node"
-    elif hmac.compare_digest(presented.encode(), config.cluster_secret.encode()):
+    elif _matches(presented, config.cluster_secret, config.cluster_secret_accept):
         return
     else:
         reason = "wrong or missing cluster secret"
     log.warning("refused peer request from %s: %s", request.remote, reason)
     raise ApiError("unauthorized", f"peer authentication failed: {reason}")
+
+
+def _matches(presented: str, secret: str, also: str | None) -> bool:
+    """Whether ``presented`` is the secret or the one also accepted while it rotates
+    (both compared, in constant time, whichever matches)."""
+    given = presented.encode()
+    current = hmac.compare_digest(given, secret.encode())
+    rotating = also is not None and hmac.compare_digest(given, also.encode())
+    return current or rotating
 
 
 async def peer_stream(request: web.Request) -> web.StreamResponse:

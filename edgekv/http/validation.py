@@ -21,17 +21,23 @@ from aiohttp import web
 from edgekv.config import Config
 from edgekv.http.errors import ApiError
 from edgekv.json_text import NestedTooDeeply, TextNotEncodable, strict_json
+from edgekv.store.export import RESERVED_PREFIX
 from edgekv_replication import intake
 
 _CURSOR = re.compile(r"[A-Za-z0-9_\-]{1,1000}")
 
 
 def namespace(text: str) -> str:
-    """Return a valid namespace name or raise ``invalid_namespace``."""
+    """Return a valid namespace name or raise ``invalid_namespace``; ``forbidden`` for a
+    reserved one (``_edgekv.``: the node's own, such as its runtime tokens), whatever
+    the token: every route that names a namespace or collection takes it from here."""
     try:
-        return intake.check_namespace(text)
+        name = intake.check_namespace(text)
     except intake.Refused as refusal:
         raise _api_error(refusal) from None
+    if name.startswith(RESERVED_PREFIX):
+        raise ApiError("forbidden", f"namespaces starting with {RESERVED_PREFIX} are reserved")
+    return name
 
 
 def key(text: object, config: Config) -> bytes:

@@ -29,6 +29,7 @@ from edgekv.peers.membership import Membership
 from edgekv.peers.outbox import Outbox
 from edgekv.peers.recent import RecentStamps
 from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
+from edgekv.store.restored import clear_mark, read_mark
 from edgekv.store.store import Store
 from edgekv.tasks import wait_event
 from edgekv_replication.envelope import (
@@ -316,6 +317,7 @@ class Replicator:
                 self.membership.seed_links.pop(url, None)
                 if peer == self.identity.node or self._pulled_nodes.setdefault(peer, url) != url:
                     return peer
+                self._forget_others_at(url, peer)
                 label = f"{peer:016x}"
                 hello = session.on_welcome(
                     welcome,
@@ -381,6 +383,14 @@ class Replicator:
             self._link_failed(peer, url, None)
             self.relays.stream_ended(peer, failed=not restarting)
         return peer
+
+    def _forget_others_at(self, url: str, peer: int) -> None:
+        """``url`` now answers as ``peer``: whoever answered there before (a wiped or
+        restored node's old identity) is pulled there no more, so removing that old
+        member does not stop the pull loop that now serves ``peer``."""
+        for node, known_url in list(self._pulled_nodes.items()):
+            if known_url == url and node != peer:
+                del self._pulled_nodes[node]
 
     def _link_failed(self, peer: int | None, url: str, error: str | None) -> None:
         # A seed that never answered has no node id yet: its status is kept by URL.
@@ -530,6 +540,25 @@ class Replicator:
             if collected:
                 log.info("collected %d tombstones", collected)
 
+    def _settle_restore(self, acks: dict[int, tuple[int, int]]) -> None:
+        """Clear a restored directory's mark once it has rejoined every member: each has
+        pulled this node's restored log, and this node has pulled from each."""
+        data_dir = self.store.path.parent
+        mark = read_mark(data_dir)
+        if mark is None:
+            return
+        cursors = self.store.peer_cursors()
+        old_node = int(mark.old_node_id, 16)
+        for node, url, _, removed, _ in self.membership.members():
+            # The backed-up node itself (at this URL, or elsewhere and gone) is no peer.
+            if removed or node in (self.identity.node, old_node) or url == self.identity.url:
+                continue
+            pulled = node in cursors and cursors[node].cursor > 0
+            if not pulled or acks.get(node, (0, 0))[0] < mark.backup_seq:
+                return
+        clear_mark(data_dir)
+        log.info("restored from a backup of %s: rejoined every member", mark.old_node_id)
+
     async def collect_tombstones(self) -> int:
         """Delete tombstones that every current member has acknowledged, past the horizon.
 
@@ -539,6 +568,7 @@ class Replicator:
         now_ms = self.wall_ms()
         horizon_ms = int(self.config.tombstone_horizon * 1000)
         acks = self.store.peer_acks()
+        self._settle_restore(acks)
         acked, left_out = [], []
         for node, _, _, removed, learned_ms in self.membership.members():
             if removed or node == self.identity.node:

@@ -124,6 +124,14 @@ class KeyValues:
             return None
         return entry
 
+    def peek(self, ns: str, key: bytes) -> Entry | None:
+        """The stored entry at ``(ns, key)`` (None if absent or deleted; expiration not
+        applied), read from SQLite without filling the read cache: for lookups by keys an
+        unauthenticated caller chooses (a presented token's hash), which must not evict
+        the entries clients read."""
+        row = self._reader.execute(_GET, (ns, key)).fetchone()
+        return Entry(*row) if row and row[0] is not None else None
+
     def value_size(self, ns: str, key: bytes, now: float | None = None) -> int | None:
         """Return the size in bytes of the live value at ``(ns, key)`` without reading it.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from edgekv.store.browse import Browse
 from edgekv.store.cache import ReadCache
 from edgekv.store.changelog import ChangeLog
 from edgekv.store.crdts import Crdts
@@ -82,6 +83,8 @@ class Store:
         self.crdts = Crdts(database.reader, self.writer, node_id, read_cache_entries)
         """Counters and sets: groups of this log's rows (edgekv_replication.counters, .orsets)."""
         self.peers = PeerState(database.reader, self.writer)
+        self.browse = Browse(database.reader)
+        """Bounded read-only views for the operator console."""
         self.merger = Merger(self.writer, self.documents, self.peers, node_id, merge_statement)
         self.origin_marks = OriginMarks(self.clock, self.writer.seq, valid=database.clean)
         """Marks of this node's own writes for its pull streams."""

@@ -136,6 +136,12 @@ _TABLE = (
         "expectation_failed", 417, "The Expect header holds something other than 100-continue."
     ),
     ErrorCode(
+        "rate_limited",
+        429,
+        "The token made more requests than its rate limit (rate_limit, or the token's own); "
+        "retry after the seconds Retry-After names.",
+    ),
+    ErrorCode(
         "headers_too_large",
         431,
         "The request line or a header is longer than 64 KiB, or the request has more than "

@@ -1,0 +1,154 @@
+"""Bearer tokens kept in the node's database, created and revoked while it runs.
+
+Each token is one key of the reserved namespace ``_edgekv.tokens``: the key is
+the token's stored hash (``sha256:<hex>``, never the token), the value a small
+JSON object with its name, scopes, rate limit and creation time. A revoke is a
+delete. The namespace replicates like any other, so a token created or revoked
+at one PoP is known at every PoP once the change has reached it; no client
+route reads or writes a namespace starting with ``_edgekv.``
+(:func:`edgekv.http.validation.namespace`), and none is exported.
+
+Authentication looks the presented token's hash up by key: one indexed read
+of SQLite, past the read cache (a caller choosing random tokens must not
+evict the entries clients read), so a revoke takes effect at a PoP with the
+commit that brings it there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edgekv.auth import TokenSpec, hash_token, new_token, validate_scope
+from edgekv.store.export import RESERVED_PREFIX
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
+
+TOKENS_NAMESPACE = RESERVED_PREFIX + "tokens"
+ID_DIGITS = 12
+"""Hex digits of the hash that name a token in listings (its id)."""
+_MAX_NAME = 128
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeToken:
+    """A token as listed: its id, spec and creation time."""
+
+    id: str
+    spec: TokenSpec
+    created_ms: int
+
+    def as_json(self) -> dict[str, object]:
+        """The listing's JSON object (never the hash, never the token)."""
+        return {
+            "id": self.id,
+            "name": self.spec.name,
+            "scopes": list(self.spec.scopes),
+            "rate_limit": self.spec.rate_limit,
+            "created_ms": self.created_ms,
+            "source": "runtime",
+        }
+
+
+def token_id(token_hash: str) -> str:
+    """The short id of a token: the first hex digits of its hash."""
+    return token_hash.removeprefix("sha256:")[:ID_DIGITS]
+
+
+def check_request(
+    name: object, scopes: object, rate_limit: object
+) -> tuple[str, tuple[str, ...], float | None]:
+    """The fields of a create request, checked; raise ValueError naming the bad one."""
+    if not isinstance(name, str) or not name or len(name) > _MAX_NAME or not name.isprintable():
+        raise ValueError(f"name must be 1 to {_MAX_NAME} printable characters")
+    if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
+        raise ValueError("scopes must be a non-empty array of strings")
+    if len(scopes) > 64:
+        raise ValueError("at most 64 scopes")
+    checked = tuple(validate_scope(scope) for scope in scopes)
+    if rate_limit is not None and (
+        isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float) or rate_limit < 0
+    ):
+        raise ValueError("rate_limit must be a number of requests per second, >= 0, or null")
+    return name, checked, None if rate_limit is None else float(rate_limit)
+
+
+class RuntimeTokens:
+    """The tokens of the reserved namespace: looked up, listed, created, revoked."""
+
+    def __init__(self, store: Store) -> None:
+        """Keep the tokens in ``store``."""
+        self._store = store
+        self._parsed: dict[str, tuple[int, TokenSpec]] = {}
+        """Parsed records by hash, with the stamp they were parsed at."""
+
+    def lookup(self, token_hash: str) -> TokenSpec | None:
+        """The live token with this stored hash, or None (unknown or revoked)."""
+        entry = self._store.kv.peek(TOKENS_NAMESPACE, token_hash.encode("ascii"))
+        if entry is None:
+            self._parsed.pop(token_hash, None)
+            return None
+        known = self._parsed.get(token_hash)
+        if known is not None and known[0] == entry.hlc:
+            return known[1]
+        spec = _spec(token_hash, entry.value)
+        if spec is not None:
+            self._parsed[token_hash] = (entry.hlc, spec)
+        return spec
+
+    def listed(self) -> list[RuntimeToken]:
+        """Every live token, by id."""
+        found: list[RuntimeToken] = []
+        after: bytes | None = None
+        while True:
+            keys = self._store.list_keys(TOKENS_NAMESPACE, b"", after, 1000)
+            for listed in keys:
+                entry = self._store.kv.peek(TOKENS_NAMESPACE, listed.key)
+                token_hash = listed.key.decode("ascii")
+                spec = None if entry is None else _spec(token_hash, entry.value)
+                if spec is not None and entry is not None:
+                    created = json.loads(entry.value).get("created_ms", 0)
+                    found.append(RuntimeToken(token_id(token_hash), spec, int(created)))
+            if len(keys) < 1000:
+                return sorted(found, key=lambda token: token.id)
+            after = keys[-1].key
+
+    async def create(
+        self, name: str, scopes: Sequence[str], rate_limit: float | None, now_ms: int
+    ) -> tuple[str, RuntimeToken]:
+        """Make a new token; return it (shown once) and its listing."""
+        secret = new_token()
+        token_hash = hash_token(secret)
+        record = {
+            "name": name,
+            "scopes": list(scopes),
+            "rate_limit": rate_limit,
+            "created_ms": now_ms,
+        }
+        value = json.dumps(record, separators=(",", ":")).encode("utf-8")
+        await self._store.write(TOKENS_NAMESPACE, [Write(token_hash.encode("ascii"), value)])
+        spec = TokenSpec(name, token_hash, tuple(scopes), rate_limit)
+        return secret, RuntimeToken(token_id(token_hash), spec, now_ms)
+
+    async def revoke(self, id_or_name: str) -> list[RuntimeToken]:
+        """Delete the tokens whose id or name is ``id_or_name``; return them."""
+        matching = [t for t in self.listed() if id_or_name in (t.id, t.spec.name)]
+        if matching:
+            await self._store.write(
+                TOKENS_NAMESPACE, [Write(t.spec.hash.encode("ascii"), None) for t in matching]
+            )
+        return matching
+
+
+def _spec(token_hash: str, value: bytes) -> TokenSpec | None:
+    """The spec a stored record describes, or None if it is not one (never trusted blindly:
+    it may have come from any peer)."""
+    try:
+        record = json.loads(value)
+        name, scopes, rate_limit = check_request(
+            record.get("name"), record.get("scopes"), record.get("rate_limit")
+        )
+    except (ValueError, AttributeError):
+        return None
+    return TokenSpec(name, token_hash, scopes, rate_limit)
