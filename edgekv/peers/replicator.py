@@ -583,6 +583,6 @@ class Replicator:
         before_hlc = (now_ms - horizon_ms) << COUNTER_BITS
         # Removed set members' metadata and spent counter resets this node wrote,
         # retired under the same rule.
-        await self.store.crdts.retire_set_rows(acked_seq)
-        await self.store.crdts.retire_counter_rows(acked_seq)
+        await self.store.crdts.retire_set_rows(acked_seq, before_hlc)
+        await self.store.crdts.retire_counter_rows(acked_seq, before_hlc)
         return await self.store.collect_tombstones(acked_seq, before_hlc, left_out)

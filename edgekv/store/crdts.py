@@ -326,11 +326,12 @@ class Crdts:
         )  # fmt: skip
         return WriteResult(stamp, self.node_id, seq)
 
-    def retire_counter_rows(self, acked_seq: int) -> asyncio.Future[int]:
+    def retire_counter_rows(self, acked_seq: int, before_hlc: int) -> asyncio.Future[int]:
         """Drop resets no longer needed from this node's counter rows; return how many changed.
 
-        ``acked_seq``: every member has applied this node's log up to here (see
-        :func:`~edgekv_replication.counters.retired`).
+        A row is settled (see :func:`~edgekv_replication.counters.retired`) by the
+        tombstones' rule: at or below ``acked_seq`` (every member has applied this
+        node's log up to here) and stamped before ``before_hlc`` (the horizon).
         """
 
         def op(txn: Txn) -> int:
@@ -342,7 +343,7 @@ class Crdts:
                 seqs = {c.node: seq for c, seq in group}
 
                 def settled(row: counters.Contribution, seqs: dict[int, int] = seqs) -> bool:
-                    return seqs[row.node] <= acked_seq
+                    return seqs[row.node] <= acked_seq and row.hlc < before_hlc
 
                 stamp = txn.clock.now()
                 new = counters.retired([c for c, _ in group], self.node_id, stamp, settled)
@@ -356,12 +357,13 @@ class Crdts:
 
         return self.writer.submit(op)
 
-    def retire_set_rows(self, acked_seq: int) -> asyncio.Future[int]:
+    def retire_set_rows(self, acked_seq: int, before_hlc: int) -> asyncio.Future[int]:
         """Retire covered adds and settled removals in this node's set rows; return how many.
 
-        ``acked_seq``: every member has applied this node's log up to here (see
-        :func:`~edgekv_replication.orsets.retired`). A row left empty becomes a
-        tombstone, which tombstone collection deletes later.
+        A row is settled (see :func:`~edgekv_replication.orsets.retired`) by the
+        tombstones' rule: at or below ``acked_seq`` and stamped before
+        ``before_hlc``. A row left empty becomes a tombstone, which tombstone
+        collection deletes later.
         """
 
         def op(txn: Txn) -> int:
@@ -372,7 +374,7 @@ class Crdts:
                 seqs = {r.node: seq for r, seq in group}
 
                 def settled(row: orsets.MemberRow, seqs: dict[int, int] = seqs) -> bool:
-                    return seqs[row.node] <= acked_seq
+                    return seqs[row.node] <= acked_seq and row.hlc < before_hlc
 
                 new = orsets.retired([r for r, _ in group], self.node_id, settled)
                 if new is None:
