@@ -147,6 +147,20 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "max_set_members",
+        int,
+        10_000,
+        "Most members one set may hold; an add past it is refused whole (409 set_full).",
+        minimum=1,
+    ),
+    Setting(
+        "max_set_request_members",
+        int,
+        1000,
+        "Most members one set request may add and remove together (400 too_many_members).",
+        minimum=1,
+    ),
+    Setting(
         "idle_timeout",
         float,
         60.0,
@@ -470,6 +484,8 @@ class Config:
     max_query_bytes: int = 16 * MIB
     max_request_bytes: int = 100 * MIB
     max_indexes_per_collection: int = 16
+    max_set_members: int = 10_000
+    max_set_request_members: int = 1000
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
     read_cache_entries: int = 100_000

@@ -20,6 +20,7 @@ from edgekv.runtime_tokens import RuntimeTokens
 from edgekv.skewed_clock import skewed_clock_for
 from edgekv.store.backup import check_restored
 from edgekv.store.broken_merge import KEEP_LOCAL
+from edgekv.store.crdts import CounterWrite
 from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.store.merge import LAST_WRITER_WINS
 from edgekv.store.store import Store
@@ -153,3 +154,36 @@ class Node:
     async def read_strong(self, ns: str, key: bytes) -> Entry | None:
         """A linearizable read of ``(ns, key)`` from PostgreSQL (strong namespaces only)."""
         return await self.require_strong(ns, "consistency=strong").strong_read(ns, key)
+
+    # -- counters (edgekv_replication.counters) --------------------------------------
+
+    def counter_value(self, ns: str, key: bytes) -> tuple[int, tuple[int, int] | None]:
+        """The counter's value and version (None: never written) as this PoP holds it."""
+        state = self.store.crdts.counter(ns, key)
+        return state.value, state.version
+
+    async def counter_add(
+        self,
+        ns: str,
+        key: bytes,
+        amount: int,
+        expiration: int | None = None,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> CounterWrite:
+        """Add ``amount``: at this PoP, or in a strong namespace atomically in PostgreSQL,
+        where ``low``/``high`` bound the value (:class:`CounterOutOfBounds`); bounds
+        elsewhere raise :class:`StrongNamespaceRequired`."""
+        upstream = self.upstream
+        if upstream is not None and upstream.is_strong(ns):
+            return await upstream.strong_counter_add(ns, key, amount, expiration, low, high)
+        if low is not None or high is not None:
+            raise StrongNamespaceRequired(ns, "a bounded counter add (min/max)")
+        return await self.store.crdts.counter_add(ns, key, amount, expiration)
+
+    async def counter_reset(self, ns: str, key: bytes) -> WriteResult:
+        """Reset the counter: remove every contribution this PoP (or, strong, PostgreSQL) holds."""
+        upstream = self.upstream
+        if upstream is not None and upstream.is_strong(ns):
+            return await upstream.strong_counter_reset(ns, key)
+        return await self.store.crdts.counter_reset(ns, key)

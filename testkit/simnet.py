@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from edgekv_replication import counters, orsets
 from edgekv_replication.changes import Change, is_live, wins
 from edgekv_replication.envelope import (
     Ack,
@@ -209,9 +210,12 @@ class Replica:
         value: bytes | None,
         metadata: str | None = None,
         expiration: int | None = None,
+        stamp: int | None = None,
     ) -> Change:
-        """A local write (``value=None``: a delete) with a fresh stamp; returns the stored state."""
-        change = Change(ns, key, value, metadata, expiration, self.clock.now(), self.node)
+        """A local write (``value=None``: a delete) with a fresh stamp (or ``stamp``, one
+        taken from the clock for it); returns the stored state."""
+        hlc = self.clock.now() if stamp is None else stamp
+        change = Change(ns, key, value, metadata, expiration, hlc, self.node)
         if not wins(change, self.current(ns, key)):
             # The store would silently keep the old row: the write would be lost.
             raise SimInvariantError(f"{self.name}: a fresh local stamp lost to the stored one")
@@ -228,6 +232,130 @@ class Replica:
         self._store(change._replace(seq=0))
         self.clock.observe(change.hlc)
         return True
+
+    # -- counters and sets: this replica's rows, planned as a node plans them -------
+
+    def counter_rows(self, ns: str, key: bytes) -> list[counters.Contribution]:
+        """The rows of counter ``key`` this replica holds (edgekv.store.crdts reads the same)."""
+        low, high = counters.rows_range(key)
+        return [
+            counters.Contribution(
+                counters.split_row_key(c.key)[1], counters.decode_row(c.value), c.hlc, c.expiration
+            )
+            for (row_ns, row_key), c in sorted(self.state.items())
+            if row_ns == counters.counter_ns(ns) and low <= row_key < high and c.value is not None
+        ]
+
+    def counter_add(self, ns: str, key: bytes, amount: int) -> Change:
+        """Add to a counter: this replica's row, rewritten with a fresh stamp."""
+        rows = self.counter_rows(ns, key)
+        row, expiration, _ = counters.plan_add(
+            rows, self.node, amount, self.clock.now(), self.network.now_ms / 1000
+        )
+        return self.put(
+            counters.counter_ns(ns), counters.row_key(key, self.node), counters.encode_row(row),
+            None, expiration,
+        )  # fmt: skip
+
+    def counter_reset(self, ns: str, key: bytes) -> Change | None:
+        """Reset a counter (observed-remove); None when it holds no row of it."""
+        rows = self.counter_rows(ns, key)
+        if not rows:
+            return None
+        row = counters.plan_reset(rows, self.node, self.clock.now())
+        own = next((c for c in rows if c.node == self.node), None)
+        return self.put(
+            counters.counter_ns(ns), counters.row_key(key, self.node), counters.encode_row(row),
+            None, own.expiration if own else None,
+        )  # fmt: skip
+
+    def counter_value(self, ns: str, key: bytes) -> int:
+        """The counter's value as a read here answers it."""
+        return counters.value_of(self.counter_rows(ns, key), self.network.now_ms / 1000)
+
+    def member_rows(self, ns: str, key: bytes, member: str | None = None) -> list[orsets.MemberRow]:
+        """The rows of set ``key`` (of one member) this replica holds, in key order."""
+        low, high = orsets.rows_range(key)
+        rows = []
+        for (row_ns, row_key), c in sorted(self.state.items()):
+            if row_ns == orsets.set_ns(ns) and low <= row_key < high and c.value is not None:
+                _, found, node = orsets.split_row_key(row_key)
+                if member is None or found == member:
+                    rows.append(orsets.MemberRow(found, node, orsets.decode_row(c.value), c.hlc))
+        return rows
+
+    def set_add(self, ns: str, key: bytes, member: str) -> Change:
+        """Add a member: this replica's row of it, with the add's stamp."""
+        stamp = self.clock.now()  # the add's stamp is its row's, as the node writes it
+        row = orsets.plan_add(self.member_rows(ns, key, member), self.node, stamp)
+        return self.put(
+            orsets.set_ns(ns), orsets.row_key(key, member, self.node), orsets.encode_row(row),
+            stamp=stamp,
+        )  # fmt: skip
+
+    def set_remove(self, ns: str, key: bytes, member: str) -> Change | None:
+        """Remove a member (the adds this replica has seen); None if it is not present."""
+        row = orsets.plan_remove(self.member_rows(ns, key, member), self.node)
+        if row is None:
+            return None
+        return self.put(
+            orsets.set_ns(ns), orsets.row_key(key, member, self.node), orsets.encode_row(row)
+        )
+
+    def retire_set_rows(self, ns: str, key: bytes) -> list[Change]:
+        """Retire what this replica's set rows no longer need (:func:`orsets.retired`).
+
+        Settled -- every member has acknowledged it, the tombstones' rule -- is
+        answered by looking at every replica: each holds the row's state or a newer one.
+        """
+        low, high = orsets.rows_range(key)
+        groups: dict[str, list[orsets.MemberRow]] = {}
+        for (row_ns, row_key), c in sorted(self.state.items()):
+            if row_ns == orsets.set_ns(ns) and low <= row_key < high:
+                _, member, node = orsets.split_row_key(row_key)
+                row = orsets.decode_row(c.value) if c.value is not None else orsets.Row()
+                groups.setdefault(member, []).append(orsets.MemberRow(member, node, row, c.hlc))
+
+        def settled(row: orsets.MemberRow) -> bool:
+            slot = (orsets.set_ns(ns), orsets.row_key(key, row.member, row.node))
+            held = [r.state.get(slot) for r in self.network.replicas.values()]
+            return all(c is not None and c.hlc >= row.hlc for c in held)
+
+        written = []
+        for member, rows in groups.items():
+            new = orsets.retired(rows, self.node, settled)
+            if new is not None:
+                value = None if new is orsets.RETIRE else orsets.encode_row(new)
+                written.append(
+                    self.put(orsets.set_ns(ns), orsets.row_key(key, member, self.node), value)
+                )
+        return written
+
+    def retire_counter_rows(self, ns: str, key: bytes) -> Change | None:
+        """Drop this replica's spent counter resets (:func:`counters.retired`), settled as
+        :meth:`retire_set_rows` says."""
+        rows = self.counter_rows(ns, key)
+        own = next((c for c in rows if c.node == self.node), None)
+        if own is None:
+            return None
+
+        def settled(row: counters.Contribution) -> bool:
+            slot = (counters.counter_ns(ns), counters.row_key(key, row.node))
+            held = [r.state.get(slot) for r in self.network.replicas.values()]
+            return all(c is not None and c.hlc >= row.hlc for c in held)
+
+        stamp = self.clock.now()
+        new = counters.retired(rows, self.node, stamp, settled)
+        if new is None:
+            return None
+        return self.put(
+            counters.counter_ns(ns), counters.row_key(key, self.node), counters.encode_row(new),
+            None, own.expiration, stamp=stamp,
+        )  # fmt: skip
+
+    def set_members(self, ns: str, key: bytes) -> list[str]:
+        """The set's members as a read here answers them."""
+        return list(orsets.members_of(self.member_rows(ns, key)))
 
     # -- the Log a stream's server pages (the node's is SQLite) --------------------
 

@@ -63,7 +63,7 @@ bad_metadata = st.one_of(
     st.text(max_size=40).filter(lambda text: not text.startswith("{")),
 )
 bad_expirations = st.one_of(
-    st.integers(max_value=0),
+    st.integers(min_value=-(1 << 63), max_value=0),  # PostgreSQL stores 64 bits
     st.integers(min_value=MAX_EXPIRATION + 1, max_value=(1 << 63) - 1),
 )
 

@@ -14,7 +14,7 @@ from testkit.processes import NodeProcess
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.parametrize("name", ["feature_flags", "ab_bucket", "session_store"])
+@pytest.mark.parametrize("name", ["feature_flags", "ab_bucket", "session_store", "rate_limiter"])
 def test_example_runs(name: str, start_node: Callable[..., NodeProcess]) -> None:
     a = start_node("a")
     b = start_node("b", ["--peer", a.url])

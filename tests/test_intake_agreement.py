@@ -6,7 +6,8 @@ it forever (metadata holding ``Infinity``, a gzip-inflated value, a document
 change over ``max_value_bytes``...). This property test drives a real node
 with whatever hypothesis makes of every write route -- keys, values,
 metadata headers, ttl/expiration, bulk operations, document bodies and
-patches, Y updates (also to roots other than the document's) -- then reads
+patches, Y updates (also to roots other than the document's), counter adds and
+resets, set updates and clears -- then reads
 the rows the node would send its peers straight from SQLite (read-only, the
 query peers are served from) and runs them through the peers' check,
 :func:`edgekv_replication.intake.check_changes`. Whatever the node answered
@@ -200,6 +201,32 @@ writes = st.one_of(
         st.just("patch"), st.sampled_from(["d1", "d2"]), st.one_of(json_objects, odd_json_texts)
     ),
     st.tuples(st.just("yupdate"), st.sampled_from(["d1", "d2"]), y_edits),
+    st.tuples(
+        st.just("counter"),
+        st.sampled_from(NAMESPACES),
+        keys,
+        st.one_of(
+            st.fixed_dictionaries(
+                {"add": st.one_of(st.integers(-(2**64), 2**64), json_values)},
+                optional={"ttl": st.integers(-2, 10**13), "min": numbers},
+            ),
+            json_values,
+        ),
+    ),
+    st.tuples(st.just("counter_reset"), st.sampled_from(NAMESPACES), keys),
+    st.tuples(
+        st.just("set"),
+        st.sampled_from(NAMESPACES),
+        keys,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "add": st.lists(st.one_of(st.text(max_size=6), json_values), max_size=3),
+                "remove": st.lists(st.text(max_size=6), max_size=3),
+            },
+        ),
+    ),
+    st.tuples(st.just("set_clear"), st.sampled_from(NAMESPACES), keys),
 )
 
 
@@ -212,6 +239,12 @@ def _send(node: NodeProcess, write: tuple[Any, ...]) -> Response:
     if kind == "bulk":
         body = json.dumps({"operations": write[2]})
         return node.request("POST", f"/v1/kv/{write[1]}/_bulk", body=body)
+    if kind in ("counter", "counter_reset", "set", "set_clear"):
+        route = "counters" if kind.startswith("counter") else "sets"
+        crdt_path = f"/v1/{route}/{write[1]}/{quote(write[2], safe='')}"
+        if kind in ("counter_reset", "set_clear"):
+            return node.request("DELETE", crdt_path)
+        return node.request("POST", crdt_path, body=json.dumps(write[3]))
     path = f"/v1/docs/{COLLECTION}/{write[1]}"
     if kind in ("doc", "patch"):
         body = write[2] if isinstance(write[2], str) else json.dumps(write[2])

@@ -82,7 +82,13 @@ exactly one module.
 """
 
 CLIENT_MAY_IMPORT = frozenset(
-    {"edgekv_replication.bookmarks", "edgekv_replication.codes", "edgekv_replication.versions"}
+    {
+        "edgekv_replication.bookmarks",
+        "edgekv_replication.codes",
+        "edgekv_replication.versions",
+        "edgekv_replication.counters",
+        "edgekv_replication.orsets",
+    }
 )
 """The light wire modules the client shares with the node (standard library only,
 so the client installs without the node's dependencies)."""

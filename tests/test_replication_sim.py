@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from edgekv_replication import counters
 from edgekv_replication.changes import Change, merge_entries
 from edgekv_replication.envelope import Hello, Welcome, decode
 from edgekv_replication.session import (
@@ -52,6 +53,9 @@ from testkit.simnet import (
 NAMES = ("a", "b", "c", "d")
 NAMESPACES = ("ns", "docs")
 KEYS = (b"k1", b"k2", b"k3")
+CRDT_KEY = b"c"
+"""The one counter and the one set the replicas update (their rows join the log)."""
+MEMBERS = ("x", "y")
 MAX_OFFSET_MS = 500
 MAX_SKEW_MS = 2_000
 """Up to four times the accepted offset, so changes really are held back."""
@@ -89,6 +93,9 @@ class ReplicationMachine(RuleBasedStateMachine):
             self.net[name].accepts = keep_local  # type: ignore[method-assign]
         self.expected: dict[Slot, Change] = {}
         self.wipes = 0
+        self.counter_adds: list[tuple[int, int, int, int, int]] = []
+        self.member_adds: list[tuple[int, str, int]] = []
+        self.covered: set[tuple[str, int]] = set()
 
     def _wrote(self, change: Change) -> None:
         slot = (change.ns, change.key)
@@ -124,6 +131,60 @@ class ReplicationMachine(RuleBasedStateMachine):
     def put_expiring(self, name: str, key: bytes, value: bytes, ttl: int) -> None:
         expiration = self.net.now_ms // 1000 + ttl
         self._wrote(self.net[name].put("ns", key, value, None, expiration))
+
+    # -- counters and sets ----------------------------------------------------------
+    # Ghost: every add, with what a replica holding it stores (the adding node's row
+    # reached (epoch, p, n); a set add's stamp), and the adds a reset or remove had seen.
+
+    @rule(name=st.sampled_from(NAMES), amount=st.integers(-3, 5))
+    def counter_add(self, name: str, amount: int) -> None:
+        replica = self.net[name]
+        change = replica.counter_add("ns", CRDT_KEY, amount)
+        self._wrote(change)
+        assert change.value is not None
+        row = counters.decode_row(change.value)
+        self.counter_adds.append((replica.node, row.epoch, row.p, row.n, amount))
+
+    @rule(name=st.sampled_from(NAMES))
+    def counter_reset(self, name: str) -> None:
+        replica = self.net[name]
+        held = {c.node: c.row for c in replica.counter_rows("ns", CRDT_KEY)}
+        change = replica.counter_reset("ns", CRDT_KEY)
+        if change is not None:
+            self._wrote(change)
+        for index, (node, epoch, p, n, _) in enumerate(self.counter_adds):
+            row = held.get(node)
+            if row is not None and row.epoch == epoch and row.p >= p and row.n >= n:
+                self.covered.add(("counter", index))
+
+    @rule(name=st.sampled_from(NAMES), member=st.sampled_from(MEMBERS))
+    def set_add(self, name: str, member: str) -> None:
+        replica = self.net[name]
+        change = replica.set_add("ns", CRDT_KEY, member)
+        self._wrote(change)
+        self.member_adds.append((replica.node, member, change.hlc))
+
+    @rule(name=st.sampled_from(NAMES), member=st.sampled_from(MEMBERS))
+    def set_remove(self, name: str, member: str) -> None:
+        replica = self.net[name]
+        held = {r.node: r.row.added for r in replica.member_rows("ns", CRDT_KEY, member)}
+        change = replica.set_remove("ns", CRDT_KEY, member)
+        if change is not None:
+            self._wrote(change)
+        for index, (node, added_member, stamp) in enumerate(self.member_adds):
+            if added_member == member and held.get(node, 0) >= stamp:
+                self.covered.add(("set", index))
+
+    @rule(name=st.sampled_from(NAMES))
+    def retire_set_rows(self, name: str) -> None:
+        for change in self.net[name].retire_set_rows("ns", CRDT_KEY):
+            self._wrote(change)
+
+    @rule(name=st.sampled_from(NAMES))
+    def retire_counter_rows(self, name: str) -> None:
+        change = self.net[name].retire_counter_rows("ns", CRDT_KEY)
+        if change is not None:
+            self._wrote(change)
 
     # -- the network -------------------------------------------------------------
 
@@ -237,6 +298,23 @@ class ReplicationMachine(RuleBasedStateMachine):
         self.net.catch_up_clocks()
         self.net.settle()
         assert_converged(self.net, self.expected)
+        values = {r.name: r.counter_value("ns", CRDT_KEY) for r in self.net.replicas.values()}
+        members = {r.name: r.set_members("ns", CRDT_KEY) for r in self.net.replicas.values()}
+        assert len(set(values.values())) == 1, values
+        assert len({tuple(m) for m in members.values()}) == 1, members
+        if self.wipes == 0:  # a wipe loses the adds only it held: no exact sum then
+            counted = [
+                amount
+                for index, (*_, amount) in enumerate(self.counter_adds)
+                if ("counter", index) not in self.covered
+            ]
+            present = {
+                member
+                for index, (_, member, _) in enumerate(self.member_adds)
+                if ("set", index) not in self.covered
+            }
+            assert set(values.values()) == {sum(counted)}, (values, counted)
+            assert members["a"] == sorted(present), (members, present)
 
 
 ReplicationMachine.TestCase.settings = SIM_SETTINGS

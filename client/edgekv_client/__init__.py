@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from edgekv_client._collections import AsyncCollection, Collection
 from edgekv_client._core import Entry, ListPage, Namespace
+from edgekv_client._crdts import AsyncCounter, AsyncSet, Counter, Set, SetPage
 from edgekv_client._docs import Document, DocumentPage
 from edgekv_client._session import BookmarkSet
 from edgekv_client.client import Client, Session
@@ -35,11 +36,14 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "AsyncCollection",
+    "AsyncCounter",
     "AsyncSession",
+    "AsyncSet",
     "Bookmark",
     "BookmarkSet",
     "Client",
     "Collection",
+    "Counter",
     "Document",
     "DocumentPage",
     "EdgeKVError",
@@ -53,6 +57,8 @@ __all__ = [
     "NotFound",
     "PreconditionFailed",
     "Session",
+    "Set",
+    "SetPage",
     "StorageFull",
     "TooLarge",
     "TransportError",

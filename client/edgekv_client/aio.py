@@ -16,6 +16,7 @@ import aiohttp
 from edgekv_client import _core
 from edgekv_client._collections import AsyncCollection
 from edgekv_client._core import Entry, ListPage, Request
+from edgekv_client._crdts import AsyncCounter, AsyncSet
 from edgekv_client._session import SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 from edgekv_replication.bookmarks import BOOKMARK_HEADER
@@ -145,6 +146,14 @@ class AsyncClient:
     def docs(self, collection: str) -> AsyncCollection:
         """The documents of ``collection``; their methods are awaited."""
         return AsyncCollection(self, collection)
+
+    def counter(self, namespace: str, key: str) -> AsyncCounter:
+        """The counter ``key`` of ``namespace``: ``.add(n)``, ``.value()``, ``.reset()``."""
+        return AsyncCounter(self, namespace, key)
+
+    def set(self, namespace: str, key: str) -> AsyncSet:
+        """The set ``key`` of ``namespace``: ``.add(...)``, ``.remove(...)``, ``.members()``."""
+        return AsyncSet(self, namespace, key)
 
     async def put(
         self,

@@ -10,6 +10,7 @@ from typing import Any, Self
 from edgekv_client import _core, _http
 from edgekv_client._collections import Collection
 from edgekv_client._core import Entry, ListPage, Request
+from edgekv_client._crdts import Counter, Set
 from edgekv_client._session import SessionBookmarks
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 from edgekv_replication.bookmarks import BOOKMARK_HEADER
@@ -161,6 +162,14 @@ class Client:
     def docs(self, collection: str) -> Collection:
         """The documents of ``collection``: ``client.docs("users").get("ann")``."""
         return Collection(self, collection)
+
+    def counter(self, namespace: str, key: str) -> Counter:
+        """The counter ``key`` of ``namespace``: ``.add(n)``, ``.value()``, ``.reset()``."""
+        return Counter(self, namespace, key)
+
+    def set(self, namespace: str, key: str) -> Set:
+        """The set ``key`` of ``namespace``: ``.add(...)``, ``.remove(...)``, ``.members()``."""
+        return Set(self, namespace, key)
 
     def put(
         self,

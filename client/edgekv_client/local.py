@@ -16,6 +16,7 @@ rows only (tombstones are left out; expired rows are not, filter on
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import time
@@ -25,6 +26,7 @@ from types import TracebackType
 
 from edgekv_client._core import Entry
 from edgekv_client.errors import EdgeKVError
+from edgekv_replication import counters, orsets
 from edgekv_replication.versions import encode_version
 
 VIEW = "kv_v1"
@@ -44,6 +46,11 @@ _LIST = (
     " ORDER BY key LIMIT ?"
 )
 _LIST_FROM, _LIST_AFTER = _LIST.format(op=">="), _LIST.format(op=">")
+# A counter's or a set's rows (edgekv_replication.counters, .orsets), in key order.
+_ROWS = (
+    f"SELECT key, value, expiration, hlc, node FROM {VIEW}"
+    " WHERE ns = ? AND key >= ? AND key < ? ORDER BY key"
+)
 
 
 class IncompatibleStore(EdgeKVError):
@@ -125,3 +132,25 @@ class LocalReader:
             if len(rows) < page_size:
                 return
             sql, bound = _LIST_AFTER, rows[-1][0]
+
+    def counter(self, namespace: str, key: str) -> int:
+        """The counter's value as this PoP holds it (0 if never written), as HTTP GET."""
+        low, high = counters.rows_range(key.encode())
+        rows = self._conn.execute(_ROWS, (counters.counter_ns(namespace), low, high)).fetchall()
+        found = [
+            counters.Contribution(
+                counters.split_row_key(raw)[1], counters.decode_row(value), hlc, expiration
+            )
+            for raw, value, expiration, hlc, _ in rows
+        ]
+        return counters.value_of(found, time.time())
+
+    def set_members(self, namespace: str, key: str, prefix: str = "") -> builtins.list[str]:
+        """The set's members (starting with ``prefix``), sorted by their UTF-8 bytes."""
+        low, high = orsets.rows_range(key.encode(), prefix)
+        rows = self._conn.execute(_ROWS, (orsets.set_ns(namespace), low, high)).fetchall()
+        member_rows = []
+        for raw, value, _, hlc, _ in rows:
+            _, member, node = orsets.split_row_key(raw)
+            member_rows.append(orsets.MemberRow(member, node, orsets.decode_row(value), hlc))
+        return list(orsets.members_of(member_rows))

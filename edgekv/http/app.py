@@ -32,9 +32,11 @@ from edgekv.http import (
     admin_routes,
     cluster_routes,
     console_routes,
+    counter_routes,
     doc_routes,
     kv_routes,
     operator_routes,
+    set_routes,
 )
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
@@ -91,6 +93,8 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
         if handler in kv_routes.SESSION_READS
         else doc_routes.authorize_read
         if handler in doc_routes.SESSION_READS
+        else kv_routes.authorize_read
+        if handler in counter_routes.SESSION_READS | set_routes.SESSION_READS
         else None
     )
     honours_bookmarks = authorize_read is not None
@@ -277,6 +281,8 @@ def create_app(node: Node) -> web.Application:
         *SYSTEM_ROUTES,
         *_route_defs(kv_routes.routes, Access.CLIENT),
         *_route_defs(doc_routes.routes, Access.CLIENT),
+        *_route_defs(counter_routes.routes, Access.CLIENT),
+        *_route_defs(set_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.routes, Access.CLIENT),
         *_route_defs(operator_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.peer_routes, Access.PEER),

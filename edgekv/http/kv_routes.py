@@ -31,6 +31,10 @@ def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
     return request.app[NODE], ns
 
 
+authorized = _authorized
+"""The node and namespace of a request whose token may do the action (counters, sets too)."""
+
+
 def authorize_read(request: web.Request) -> None:
     """Raise ``forbidden`` unless the caller may read the request's namespace."""
     _authorized(request, "read")

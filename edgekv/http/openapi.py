@@ -12,6 +12,7 @@ from typing import Any
 from edgekv import __version__
 from edgekv.http import openapi_admin as admin_spec
 from edgekv.http import openapi_console as console_spec
+from edgekv.http import openapi_crdts as crdts_spec
 from edgekv.http import openapi_documents as documents_spec
 from edgekv.http.openapi_parts import AUTH_ERRORS as _AUTH_ERRORS
 from edgekv.http.openapi_parts import BAD_INPUT as _BAD
@@ -114,6 +115,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 **documents_spec.SCHEMAS,
+                **crdts_spec.SCHEMAS,
                 "GetManyRequest": {
                     "type": "object",
                     "required": ["keys"],
@@ -222,6 +224,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **documents_spec.PATHS,
+            **crdts_spec.PATHS,
             **console_spec.PATHS,
             **admin_spec.PATHS,
             "/v1/kv/{ns}": {

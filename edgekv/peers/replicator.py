@@ -767,4 +767,8 @@ class Replicator:
         if before_ms < 0:
             return 0
         before_hlc = before_ms << COUNTER_BITS
+        # Removed set members' metadata and spent counter resets this node wrote,
+        # retired under the same rule.
+        await self.store.crdts.retire_set_rows(acked_seq, before_hlc)
+        await self.store.crdts.retire_counter_rows(acked_seq, before_hlc)
         return await self.store.collect_tombstones(acked_seq, before_hlc, left_out)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from edgekv.store.kv import prefix_upper_bound
 
+# Counters' and sets' rows ("@ctr:", "@set:") are no namespace's keys.
 # A row's expiration is stored after its value (see _RECENT below): reading it
 # for a large value would walk the value's pages, so a row whose value exceeds
 # EXPIRY_CHECKED_BYTES is counted without it (live until purged). The OR stops
 # at the first true term, and a NULL and length() are read from the row's header.
 _NAMESPACES = (
-    "SELECT ns, count(*) FROM kv WHERE value IS NOT NULL"
+    "SELECT ns, count(*) FROM kv WHERE value IS NOT NULL AND substr(ns, 1, 1) != '@'"
     " AND (expiration IS NULL OR length(value) > ? OR expiration > ?)"
     " GROUP BY ns ORDER BY ns LIMIT ?"
 )

@@ -54,6 +54,18 @@ def check_cursor(conn: sqlite3.Connection, peer: int, after: PeerCursor) -> None
         )
 
 
+# A tombstone, or an entry expired before the horizon -- but a counter's row only
+# once every row of its counter has (a live counter still counts its resets): the
+# rows of counter K are the keys K + 0xff + 16 hex digits (edgekv_replication.counters).
+_COLLECTABLE = (
+    " FROM kv WHERE seq <= ?1 AND hlc < ?2 AND (value IS NULL OR (expiration < ?3"
+    " AND (substr(ns, 1, 5) != '@ctr:' OR NOT EXISTS (SELECT 1 FROM kv AS row"
+    " WHERE row.ns = kv.ns AND row.key >= substr(kv.key, 1, length(kv.key) - 16)"
+    " AND row.key < CAST(substr(kv.key, 1, length(kv.key) - 16) || x'ff' AS BLOB)"
+    " AND (row.expiration IS NULL OR row.expiration >= ?3)))))"
+)
+
+
 class PeerState:
     """What one node remembers about its peers."""
 
@@ -168,9 +180,8 @@ class PeerState:
         """
 
         def op(txn: Txn) -> int:
-            where = " FROM kv WHERE seq <= ? AND hlc < ? AND (value IS NULL OR expiration < ?)"
             expired_before = (before_hlc >> COUNTER_BITS) // 1000
-            params = (acked_seq, before_hlc, expired_before)
+            where, params = _COLLECTABLE, (acked_seq, before_hlc, expired_before)
             newest = txn.conn.execute("SELECT max(seq)" + where, params).fetchone()[0]
             if newest is None:
                 return 0

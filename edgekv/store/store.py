@@ -8,6 +8,7 @@ Each concept lives in one module, and this class only assembles them:
 ``merge``       remote changes merged in, with the peer's cursor
 ``peer_state``  cursors, acks, re-sync, members, strong namespaces, held changes
 ``documents``   JSON documents as Y documents; ``doc_queries`` their queries and indexes
+``crdts``       counters and sets, as groups of key-value rows
 
 The hot methods (:meth:`get`, :meth:`list_keys`, :meth:`write`,
 :meth:`apply_changes`, :meth:`page_after`, ...) are the pieces' own bound
@@ -17,12 +18,13 @@ extra call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edgekv.store.browse import Browse
 from edgekv.store.cache import ReadCache
 from edgekv.store.changelog import ChangeLog
+from edgekv.store.crdts import Crdts
 from edgekv.store.database import Database, NodeIdentity
 from edgekv.store.documents import DocumentStore
 from edgekv.store.kv import Entry, KeyValues
@@ -61,7 +63,7 @@ class Store:
             max_clock_offset_ms,
             wall_clock_ms,
             allow_new_node,
-            invalidate=self.cache.invalidate,
+            invalidate=self._invalidate,
         )
         database = self.database
         self.path = database.path
@@ -78,6 +80,8 @@ class Store:
         """JSON documents (Y documents); their changes share this change log."""
         self.kv = KeyValues(database.reader, self.writer, self.cache, node_id)
         self.log = ChangeLog(database.reader, self.documents)
+        self.crdts = Crdts(database.reader, self.writer, node_id, read_cache_entries)
+        """Counters and sets: groups of this log's rows (edgekv_replication.counters, .orsets)."""
         self.peers = PeerState(database.reader, self.writer)
         self.browse = Browse(database.reader)
         """Bounded read-only views for the operator console."""
@@ -118,6 +122,13 @@ class Store:
         self.held_count = peers.held_count
         self.read_all = database.read_all
         self.size_bytes = database.size_bytes
+
+    def _invalidate(self, slots: Iterable[tuple[str, bytes]]) -> None:
+        """After a commit: forget what it touched in the read caches (entries, counters)."""
+        if self.crdts.cache:
+            slots = list(slots)  # read twice
+        self.crdts.invalidate(slots)
+        self.cache.invalidate(slots)
 
     @property
     def node_id(self) -> int:

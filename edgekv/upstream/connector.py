@@ -42,14 +42,16 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
+from edgekv.store.crdts import CounterWrite
 from edgekv.store.kv import Entry, Write, WriteResult
 from edgekv.store.pg.connection import CONNECTION_ERRORS, PgConnection
 from edgekv.store.pg.schema import migrate
 from edgekv.store.pg.statements import PUSH_COLUMNS, Statements
 from edgekv.store.store import Store
 from edgekv.tasks import cancel_and_wait
-from edgekv.upstream import strong
+from edgekv.upstream import strong, strong_counters
 from edgekv.upstream.batching import UpsertBatcher
+from edgekv_replication import counters
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import is_document, merge_document_changes
 from edgekv_replication.intake import Refused, check_change, limits_of
@@ -253,6 +255,68 @@ class Upstream:
         entry = await self._on_upstream(operation)
         self.metrics.strong.labels("ok").inc()
         return entry
+
+    async def strong_counter_add(
+        self,
+        ns: str,
+        key: bytes,
+        amount: int,
+        expiration: int | None,
+        low: int | None,
+        high: int | None,
+    ) -> CounterWrite:
+        """Add to a strong namespace's counter in PostgreSQL, within ``[low, high]``.
+
+        Raises :class:`~edgekv_replication.counters.CounterOutOfBounds` or
+        ``CounterOverflow`` (nothing written), :class:`UpstreamUnavailable`.
+        """
+        node_id = self.store.node_id
+
+        def plan(
+            rows: list[counters.Contribution], stamp: int, now: float
+        ) -> tuple[counters.Row, int | None, int]:
+            planned = counters.plan_add(rows, node_id, amount, stamp, now, expiration)
+            counters.check_bounds(planned[2], counters.value_of(rows, now), low, high)
+            return planned
+
+        result, value = await self._strong_counter(ns, key, plan)
+        return CounterWrite(result.hlc, result.node, result.seq, value)
+
+    async def strong_counter_reset(self, ns: str, key: bytes) -> WriteResult:
+        """Reset a strong namespace's counter in PostgreSQL: every contribution goes."""
+        node_id = self.store.node_id
+
+        def plan(
+            rows: list[counters.Contribution], stamp: int, now: float
+        ) -> tuple[counters.Row, int | None, int]:
+            own = next((c for c in rows if c.node == node_id), None)
+            new = counters.plan_reset(rows, node_id, stamp)
+            return new, own.expiration if own else None, 0
+
+        return (await self._strong_counter(ns, key, plan))[0]
+
+    async def _strong_counter(
+        self, ns: str, key: bytes, plan: strong_counters.Plan
+    ) -> tuple[WriteResult, int]:
+        store = self.store
+
+        async def operation(conn: PgConnection) -> tuple[Change, int]:
+            return await strong_counters.run(
+                conn, self.sql, store.clock, store.node_id, ns, key, plan, self.limits,
+                self.max_ahead_ms,
+            )  # fmt: skip
+
+        with store.origin_marks.stamping_outside():
+            try:
+                change, value = await self._on_upstream(operation)
+            except counters.CounterOutOfBounds:
+                self.metrics.strong.labels("precondition_failed").inc()
+                raise
+            self.metrics.strong.labels("ok").inc()
+            result, seqs = await store.merge_changes([change])
+        for seq in seqs:
+            self._mark_from_upstream(seq - 1, seq)
+        return result, value
 
     async def _on_upstream(self, body: Callable[[PgConnection], Awaitable[T]]) -> T:
         pool = self._pool

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from jepsen_like.workloads.base import Workload
 from jepsen_like.workloads.cas import CasWorkload
+from jepsen_like.workloads.counter import CounterWorkload
 from jepsen_like.workloads.delete_readd import DeleteReaddWorkload
 from jepsen_like.workloads.documents import DocumentsWorkload
+from jepsen_like.workloads.orset import OrsetWorkload
 from jepsen_like.workloads.register import RegisterWorkload
 from jepsen_like.workloads.session import SessionWorkload
 from jepsen_like.workloads.set import SetWorkload
@@ -17,6 +19,8 @@ WORKLOADS: dict[str, type[Workload]] = {
     "documents": DocumentsWorkload,
     "delete-readd": DeleteReaddWorkload,
     "cas": CasWorkload,
+    "counter": CounterWorkload,
+    "orset": OrsetWorkload,
 }
 
 

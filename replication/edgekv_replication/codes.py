@@ -68,6 +68,23 @@ _TABLE = (
         400,
         "The collection already has max_indexes_per_collection declared indexes (16 by default).",
     ),
+    ErrorCode(
+        "counter_overflow",
+        400,
+        "A counter add is not a signed 64-bit integer, or would take the counter's value (or "
+        "this PoP's sum of increments or of decrements) beyond 64 bits; nothing was added.",
+    ),
+    ErrorCode(
+        "invalid_member",
+        400,
+        "A set member is not a non-empty string of at most 512 bytes of UTF-8 without NUL.",
+    ),
+    ErrorCode(
+        "too_many_members",
+        400,
+        "A set request adds and removes more than max_set_request_members members "
+        "(1,000 by default); nothing was applied.",
+    ),
     ErrorCode("unauthorized", 401, "No bearer token, or a token this node does not know."),
     ErrorCode("forbidden", 403, "The token lacks the scope this operation needs."),
     ErrorCode(
@@ -135,6 +152,18 @@ _TABLE = (
         409,
         "A condition of a strong write (If-Match, If-None-Match, a transaction's conditions) "
         "did not hold; nothing was written. The error carries the key's current version.",
+    ),
+    ErrorCode(
+        "set_full",
+        409,
+        "The add would take the set past max_set_members members (10,000 by default); "
+        "nothing was applied.",
+    ),
+    ErrorCode(
+        "counter_out_of_bounds",
+        409,
+        "A bounded counter add (min or max, strong namespaces) would take the value outside "
+        "its bounds; nothing was added. The error carries the current value.",
     ),
     ErrorCode(
         "strong_namespace_required",

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from edgekv_replication import counters, orsets
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, MAX_Y_STATE_BYTES
 
@@ -201,6 +202,46 @@ def check_document_id(raw: object, max_bytes: int) -> None:
         raise Refused("invalid_document_id", "a document id must be valid UTF-8") from None
 
 
+# -- counters and sets, as clients send them ------------------------------------------
+
+
+def check_counter_amount(value: object, name: str = "add") -> int:
+    """A counter add (or bound): a JSON integer within signed 64 bits."""
+    if type(value) is not int:
+        raise Refused("invalid_json", f"{name} must be an integer")
+    if not counters.INT64_MIN <= value <= counters.INT64_MAX:
+        raise Refused("counter_overflow", f"{name} must be a signed 64-bit integer")
+    return value
+
+
+def check_set_members(raw: object, name: str) -> list[str]:
+    """A list of set members (``invalid_json``, ``invalid_member``), without duplicates."""
+    if raw is None:
+        return []
+    if type(raw) is not list:
+        raise Refused("invalid_json", f"{name} must be an array of strings")
+    members: dict[str, None] = {}
+    for index, member in enumerate(raw):
+        try:
+            orsets.check_member(member)
+        except orsets.BadMember as exc:
+            raise Refused("invalid_member", f"{name}[{index}]: {exc}") from None
+        members[member] = None
+    return list(members)
+
+
+def check_set_request(add: list[str], remove: list[str], max_members: int) -> None:
+    """At most ``max_members`` members in one request, none both added and removed."""
+    if len(add) + len(remove) > max_members:
+        raise Refused(
+            "too_many_members",
+            f"{len(add) + len(remove)} members in one request; the limit is {max_members}",
+        )
+    both = set(add).intersection(remove)
+    if both:
+        raise Refused("invalid_request", f"{min(both)!r} is both added and removed")
+
+
 # -- replicated changes ------------------------------------------------------------
 
 
@@ -210,6 +251,9 @@ def check_change(change: Change, limits: Limits) -> None:
     check_stamp(hlc, node)
     if type(ns) is str and ns.startswith(DOC_NS_PREFIX):
         _check_document_change(ns, key, value, metadata, expiration, limits)
+        return
+    if type(ns) is str and ns.startswith((counters.CTR_NS_PREFIX, orsets.SET_NS_PREFIX)):
+        check_crdt_row(ns, key, value, metadata, expiration, node, limits)
         return
     check_namespace(ns)
     check_key_bytes(key, limits.max_key_bytes)
@@ -242,6 +286,52 @@ def _check_document_change(
         raise Refused("invalid_change", "a document change's version is 32 hex digits")
     if expiration is not None:
         raise Refused("invalid_change", "a document change has no expiration")
+
+
+def check_crdt_row(
+    ns: str,
+    key: object,
+    value: object,
+    metadata: object,
+    expiration: object,
+    node: object,
+    limits: Limits,
+) -> None:
+    """Check a counter or set row (:mod:`~edgekv_replication.counters`, ``orsets``).
+
+    The row's node in its key must be the change's writer: a row has one
+    writer, which is what makes last-writer-wins on it a join.
+    """
+    is_counter = ns.startswith(counters.CTR_NS_PREFIX)
+    check_namespace(ns[len(counters.CTR_NS_PREFIX if is_counter else orsets.SET_NS_PREFIX) :])
+    if type(key) is not bytes:
+        raise Refused("invalid_change", "a counter or set row's key is bytes")
+    try:
+        if is_counter:
+            name, writer = counters.split_row_key(key)
+        else:
+            name, _, writer = orsets.split_row_key(key)
+    except ValueError as exc:
+        raise Refused("invalid_change", str(exc)) from None
+    check_key_bytes(name, limits.max_key_bytes)
+    if writer != node:
+        raise Refused("invalid_change", "a counter or set row is written by its own node only")
+    if metadata is not None:
+        raise Refused("invalid_change", "a counter or set row has no metadata")
+    if value is None and not is_counter:
+        check_expiration(expiration)
+        if expiration is not None:
+            raise Refused("invalid_change", "a set row has no expiration")
+        return  # a retired set row (orsets.retired): its writer's tombstone
+    if type(value) is not bytes:
+        raise Refused("invalid_change", "a counter row is never deleted")
+    try:
+        counters.decode_row(value) if is_counter else orsets.decode_row(value)
+    except ValueError as exc:
+        raise Refused("invalid_change", str(exc)) from None
+    if not is_counter and expiration is not None:
+        raise Refused("invalid_change", "a set row has no expiration")
+    check_expiration(expiration)
 
 
 def check_changes(changes: Sequence[Change], limits: Limits) -> None:

@@ -247,6 +247,14 @@ class Statements:
         )
 
     @property
+    def counter_rows(self) -> str:
+        """Every row of one counter: keys in ``[$2, $3)`` (edgekv_replication.counters)."""
+        return (
+            f"SELECT key, value, metadata, expiration, hlc, node FROM {self.kv}"
+            " WHERE ns = $1 AND key >= $2 AND key < $3 AND value IS NOT NULL"
+        )
+
+    @property
     def declare_namespace(self) -> str:
         """Declare a namespace strong (idempotent)."""
         return (
