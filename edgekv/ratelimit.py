@@ -6,9 +6,9 @@ without a rate of its own may make up to ``rate_limit_burst`` requests at
 once; a token with one (and every token when ``rate_limit_burst`` is 0) one
 second's worth, at least one request. A request over the limit is answered
 429 ``rate_limited`` with ``Retry-After``: the whole seconds until the bucket
-holds a request again. Buckets are kept per token hash, so memory grows with
-the number of tokens that authenticated, never with the requests or with
-unknown tokens.
+holds a request again (at most :data:`MAX_RETRY_AFTER`). Buckets are kept
+per token hash, so memory grows with the number of tokens that authenticated,
+never with the requests or with unknown tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ import time
 from collections.abc import Callable
 
 from edgekv.auth import TokenSpec
+
+MAX_RETRY_AFTER = 86_400
+"""Most seconds ``Retry-After`` names: a day. A rate far below one request a day would
+name a wait of more digits than a client parses (1e-300/s) or none at all (past a
+float's range, which ``math.ceil`` refuses)."""
 
 
 class RateLimiter:
@@ -59,4 +64,5 @@ class RateLimiter:
             bucket[0] = available - 1.0
             return None
         bucket[0] = available
-        return max(1, math.ceil((1.0 - available) / rate))
+        wait = (1.0 - available) / rate
+        return max(1, math.ceil(wait)) if wait < MAX_RETRY_AFTER else MAX_RETRY_AFTER

@@ -1,0 +1,159 @@
+"""Defects found by attacking the operator's kit as a hostile client and a hostile peer.
+
+Runtime tokens live in the reserved namespace ``_edgekv.tokens`` and replicate
+like data, so any peer holding the cluster secret (or a node of another
+version) can hand a node token records of its own making. These tests start
+real ``edgekv serve`` processes with tokens and a cluster secret: a "hostile
+peer" whose database holds crafted records, and a victim that pulls from it.
+Every test here failed on main when it was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgekv.auth import TokenSpec, hash_token, new_token
+from edgekv.ratelimit import MAX_RETRY_AFTER, RateLimiter
+from edgekv.runtime_tokens import TOKENS_NAMESPACE
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
+from testkit.processes import NodeProcess
+from testkit.security import Security
+from testkit.waiting import wait_for
+
+KEPT = new_token()
+"""A well-formed runtime token the hostile peer also sends (read:a)."""
+EXPIRED = new_token()
+"""An admin record carrying an expiration in the past: hidden from the listing."""
+EXPIRING = new_token()
+"""An admin record carrying an expiration far ahead."""
+NAN_RATE = new_token()
+"""An admin record whose rate_limit is NaN (JSON that Python's json module accepts)."""
+
+
+def _record(name: str, scopes: list[str], created: object = 1, rate: str = "null") -> bytes:
+    return (
+        f'{{"name":{json.dumps(name)},"scopes":{json.dumps(scopes)},'
+        f'"rate_limit":{rate},"created_ms":{json.dumps(created)}}}'
+    ).encode()
+
+
+def _key(token: str) -> bytes:
+    return hash_token(token).encode("ascii")
+
+
+PLANTED: list[Write] = [
+    Write(_key(EXPIRED), _record("expired", ["admin"]), expiration=1000),
+    Write(_key(EXPIRING), _record("expiring", ["admin"]), expiration=4_000_000_000),
+    Write(_key(NAN_RATE), _record("nan", ["admin"], rate="NaN")),
+    Write(_key(new_token()), _record("late", ["admin"], created="soon")),
+    Write(_key(new_token()), _record("huge", ["admin"], created=10**400)),
+    Write(_key(new_token()), b"[" * 100_000),
+    Write(_key(new_token()), b"[1]"),
+    Write(_key(new_token()), b"\xff\xfe not utf-8"),
+    Write("sha256:é".encode(), _record("odd-key", ["admin"])),
+    Write(_key(KEPT), _record("kept", ["read:a"])),  # last: its arrival means all arrived
+]
+
+
+def _plant(data_dir: Path, writes: list[Write]) -> None:
+    """Write ``writes`` into ``_edgekv.tokens`` of a fresh node's database, as a peer may."""
+
+    async def write() -> None:
+        store = Store(data_dir, allow_new_node=True)
+        try:
+            for planted in writes:  # one write each: one bad row must not hide the others
+                await store.write(TOKENS_NAMESPACE, [planted])
+        finally:
+            store.close()
+
+    asyncio.run(write())
+
+
+@pytest.fixture(scope="module")
+def victim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """A node that pulls from a hostile peer holding the crafted token records."""
+    base = tmp_path_factory.mktemp("attack-operations")
+    security = Security(base / "security")
+    _plant(base / "peer", PLANTED)
+    args = [*security.node_args(), "--peer-discovery", "false"]
+    peer = security.apply(NodeProcess(base / "peer", args).start())
+    node = security.apply(
+        NodeProcess(base / "victim", [*args, f"--peer=http://127.0.0.1:{peer.port}"]).start()
+    )
+    try:
+        wait_for(lambda: _status(node, KEPT, "GET", "/v1/kv/a/k") == 404, timeout=30)
+        yield node
+    finally:
+        node.kill()
+        peer.kill()
+
+
+def _status(node: NodeProcess, token: str, method: str, path: str) -> int:
+    return node.request(method, path, headers={"Authorization": f"Bearer {token}"}).status
+
+
+# -- 1. One malformed record from a peer wedges token listing and revocation ---------
+
+
+def test_malformed_token_records_leave_listing_and_revoke_working(victim: NodeProcess) -> None:
+    listed = victim.request("GET", "/v1/admin/tokens")
+    assert listed.status == 200, listed.body
+    names = sorted(token["name"] for token in listed.json()["tokens"])
+    # Only records the node would itself have written are tokens; the rest are ignored.
+    assert names == ["kept", "test-admin"]
+    revoked = victim.request("DELETE", "/v1/admin/tokens/kept")
+    assert revoked.status == 200, revoked.body
+    assert [token["name"] for token in revoked.json()["revoked"]] == ["kept"]
+    wait_for(lambda: _status(victim, KEPT, "GET", "/v1/kv/a/k") == 401)
+
+
+# -- 2. A record with an expiration authenticates yet can be neither listed nor revoked -
+
+
+@pytest.mark.parametrize("token", [EXPIRED, EXPIRING], ids=["expired", "expiring"])
+def test_token_record_with_an_expiration_grants_nothing(victim: NodeProcess, token: str) -> None:
+    # The listing hides an expired record (and would hide an expiring one once it
+    # expires) while the lookup read past expiration: an admin nobody could revoke.
+    assert _status(victim, token, "GET", "/v1/cluster/status") == 401
+
+
+def test_token_record_with_a_nan_rate_limit_grants_nothing(victim: NodeProcess) -> None:
+    assert _status(victim, NAN_RATE, "GET", "/v1/cluster/status") == 401
+
+
+# -- 3. A tiny rate limit turns every request after the first into a 500 -------------
+
+
+@pytest.mark.parametrize("rate", [1e-320, 1e-300])
+def test_tiny_rate_limit_answers_429_with_a_bounded_retry_after(
+    victim: NodeProcess, rate: float
+) -> None:
+    created = victim.request(
+        "POST",
+        "/v1/admin/tokens",
+        json_body={"name": f"slow-{rate}", "scopes": ["read:a"], "rate_limit": rate},
+    )
+    assert created.status == 200, created.body
+    token = created.json()["token"]
+    assert _status(victim, token, "GET", "/v1/kv/a/k") == 404  # the one request it has
+    again = victim.request("GET", "/v1/kv/a/k", headers={"Authorization": f"Bearer {token}"})
+    assert again.status == 429, again.body
+    assert again.json()["error"]["code"] == "rate_limited"
+    assert again.headers["Retry-After"] == str(MAX_RETRY_AFTER)
+
+
+def test_retry_after_is_at_most_a_day_whatever_the_rate() -> None:
+    limiter = RateLimiter(0.0, clock=lambda: 0.0)
+    for rate in (5e-324, 1e-300, 1e-6, 1 / 86_401):
+        spec = TokenSpec(f"r{rate}", f"sha256:{rate}", ("admin",), rate)
+        assert limiter.retry_after(spec) is None
+        assert limiter.retry_after(spec) == MAX_RETRY_AFTER
+    spec = TokenSpec("hourly", "sha256:hourly", ("admin",), 1 / 3600)
+    assert limiter.retry_after(spec) is None
+    assert limiter.retry_after(spec) == 3600
