@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,91 @@ def test_retry_after_is_at_most_a_day_whatever_the_rate() -> None:
     spec = TokenSpec("hourly", "sha256:hourly", ("admin",), 1 / 3600)
     assert limiter.retry_after(spec) is None
     assert limiter.retry_after(spec) == 3600
+
+
+# -- 4. Backups and exports a client abandons ------------------------------------------
+
+
+def _load(data_dir: Path, megabytes: int = 40) -> None:
+    """A database of ``megabytes`` MiB: a backup of it outlasts the socket buffers."""
+
+    async def write() -> None:
+        store = Store(data_dir, allow_new_node=True)
+        try:
+            for i in range(megabytes):
+                await store.write("big", [Write(f"k{i}".encode(), bytes([i]) * 1024 * 1024)])
+        finally:
+            store.close()
+
+    asyncio.run(write())
+
+
+def _unread(node: NodeProcess, token: str, path: str) -> socket.socket:
+    """A request whose answer its client never reads (a stalled or vanished downloader)."""
+    conn = socket.create_connection(("127.0.0.1", node.port))
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    return conn
+
+
+def _scratch(data_dir: Path) -> list[str]:
+    return sorted(path.name for path in data_dir.iterdir() if ".backup-" in path.name)
+
+
+def _answered(node: NodeProcess, route: str) -> set[str]:
+    """The statuses /metrics counts for GET ``route``."""
+    text = node.request("GET", "/metrics").body.decode()
+    return {
+        line.split('status="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("edgekv_http_requests_total{")
+        and f'route="{route}"' in line
+        and 'method="GET"' in line
+    }
+
+
+@pytest.mark.slow
+def test_restart_removes_the_snapshot_a_killed_backup_left(tmp_path: Path) -> None:
+    security = Security(tmp_path / "security")
+    data = tmp_path / "node"
+    _load(data)
+    args = [*security.node_args(), "--peer-discovery", "false"]
+    node = security.apply(NodeProcess(data, args).start())
+    stalled = _unread(node, security.token, "/v1/admin/backup")
+    try:
+        wait_for(lambda: bool(_scratch(data)), timeout=30)
+        node.kill()  # mid-backup: no finally runs
+    finally:
+        stalled.close()
+    assert _scratch(data), "the kill left the database-sized scratch copy"
+    restarted = security.apply(NodeProcess(data, args).start())
+    try:
+        assert _scratch(data) == []
+        assert restarted.request("GET", "/v1/kv/big/k1").body == b"\x01" * 1024 * 1024
+    finally:
+        restarted.kill()
+
+
+@pytest.mark.slow
+def test_abandoned_backup_and_export_downloads_are_not_server_errors(tmp_path: Path) -> None:
+    security = Security(tmp_path / "security")
+    data = tmp_path / "node"
+    _load(data)
+    node = security.apply(
+        NodeProcess(data, [*security.node_args(), "--peer-discovery", "false"]).start()
+    )
+    try:
+        for route in ("/v1/admin/export", "/v1/admin/backup"):
+            abandoned = _unread(node, security.token, route)
+            abandoned.recv(4096)  # the headers: the answer is under way
+            abandoned.close()
+            wait_for(lambda route=route: bool(_answered(node, route)), timeout=30)  # type: ignore[misc]
+            # Counted as answered, not as a 500 with a logged traceback.
+            assert _answered(node, route) == {"200"}, route
+        assert not any("unhandled error" in line for line in node.output)
+        wait_for(lambda: _scratch(data) == [])
+        assert node.request("GET", "/v1/admin/backup").status == 200
+    finally:
+        node.kill()

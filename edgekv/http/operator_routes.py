@@ -16,7 +16,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import threading
 import weakref
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.runtime_tokens import check_request, token_id
 from edgekv.store.backup import snapshot
+from edgekv.store.datadir import snapshot_scratch_path
 from edgekv.store.export import DocumentCursor, DocumentRow, ExportCursor, ExportRow
 
 T = TypeVar("T")
@@ -53,8 +53,7 @@ async def backup(request: web.Request) -> web.StreamResponse:
     """A consistent snapshot of the database, taken while the node serves, as a backup file."""
     node = _admin(request)
     db_path = node.store.path
-    # Next to the database: the same file system, which has room for a copy of it.
-    temporary = db_path.with_name(f"{db_path.name}.backup-{secrets.token_hex(6)}")
+    temporary = snapshot_scratch_path(db_path)
     lock = _BACKUP_LOCKS.setdefault(node, asyncio.Lock())
     async with lock:
         try:
@@ -68,7 +67,8 @@ async def backup(request: web.Request) -> web.StreamResponse:
                     MANIFEST_HEADER: manifest.line().decode("ascii").strip(),
                 },
             )
-            await response.prepare(request)
+            with contextlib.suppress(ConnectionError):  # the client went away: no one to tell
+                await response.prepare(request)
             return response
         finally:
             temporary.unlink(missing_ok=True)
@@ -131,16 +131,17 @@ async def export(request: web.Request) -> web.StreamResponse:
     cursor = ExportCursor(reader, namespace, prefix)
     documents = DocumentCursor(reader, namespace, prefix.decode("utf-8"))
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    while not cursor.done:
-        page = cursor.next_page()
-        if page:
-            await response.write("".join(map(export_line, page)).encode("utf-8"))
-    while not documents.done:
-        doc_page = documents.next_page()
-        if doc_page:
-            await response.write("".join(map(document_line, doc_page)).encode("utf-8"))
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):  # the client went away: stop reading for it
+        await response.prepare(request)
+        while not cursor.done:
+            page = cursor.next_page()
+            if page:
+                await response.write("".join(map(export_line, page)).encode("utf-8"))
+        while not documents.done:
+            doc_page = documents.next_page()
+            if doc_page:
+                await response.write("".join(map(document_line, doc_page)).encode("utf-8"))
+        await response.write_eof()
     return response
 
 
