@@ -246,3 +246,22 @@ def test_abandoned_backup_and_export_downloads_are_not_server_errors(tmp_path: P
         assert node.request("GET", "/v1/admin/backup").status == 200
     finally:
         node.kill()
+
+
+@pytest.mark.slow
+def test_a_stalled_backup_download_holds_back_no_other_backup(tmp_path: Path) -> None:
+    security = Security(tmp_path / "security")
+    data = tmp_path / "node"
+    _load(data)
+    node = security.apply(
+        NodeProcess(data, [*security.node_args(), "--peer-discovery", "false"]).start()
+    )
+    stalled = _unread(node, security.token, "/v1/admin/backup")
+    try:
+        stalled.recv(4096)  # its snapshot is taken and its download under way, then stalls
+        second = node.request("GET", "/v1/admin/backup", timeout=60)
+        assert second.status == 200
+        assert len(second.body) > 40 * 1024 * 1024
+    finally:
+        stalled.close()
+        node.kill()

@@ -39,7 +39,7 @@ routes = web.RouteTableDef()
 
 MANIFEST_HEADER = "EdgeKV-Backup-Manifest"
 _BACKUP_LOCKS: weakref.WeakKeyDictionary[Node, asyncio.Lock] = weakref.WeakKeyDictionary()
-"""One backup at a time per node: two would only share the disk."""
+"""One snapshot at a time per node: two would only share the disk."""
 
 
 def _admin(request: web.Request) -> Node:
@@ -55,23 +55,25 @@ async def backup(request: web.Request) -> web.StreamResponse:
     db_path = node.store.path
     temporary = snapshot_scratch_path(db_path)
     lock = _BACKUP_LOCKS.setdefault(node, asyncio.Lock())
-    async with lock:
-        try:
+    try:
+        # The snapshot only: a download that stalls (its client stops reading) must not
+        # hold every later backup back; it holds just its own copy.
+        async with lock:
             manifest = await _in_background_thread(snapshot, db_path, temporary)
-            # The snapshot goes out by sendfile, off the event loop's hands; the manifest,
-            # which heads the backup file, goes in a header.
-            response = web.FileResponse(
-                temporary,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    MANIFEST_HEADER: manifest.line().decode("ascii").strip(),
-                },
-            )
-            with contextlib.suppress(ConnectionError):  # the client went away: no one to tell
-                await response.prepare(request)
-            return response
-        finally:
-            temporary.unlink(missing_ok=True)
+        # The snapshot goes out by sendfile, off the event loop's hands; the manifest,
+        # which heads the backup file, goes in a header.
+        response = web.FileResponse(
+            temporary,
+            headers={
+                "Content-Type": "application/octet-stream",
+                MANIFEST_HEADER: manifest.line().decode("ascii").strip(),
+            },
+        )
+        with contextlib.suppress(ConnectionError):  # the client went away: no one to tell
+            await response.prepare(request)
+        return response
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 async def _in_background_thread(function: Callable[..., T], *args: Any) -> T:
