@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekv.auth import TokenSpec, hash_token, new_token
+from edgekv.auth import TokenSpec, hash_token, new_token, parse_tokens
 from edgekv.ratelimit import MAX_RETRY_AFTER, RateLimiter
 from edgekv.runtime_tokens import TOKENS_NAMESPACE
 from edgekv.store.kv import Write
@@ -147,6 +147,14 @@ def test_tiny_rate_limit_answers_429_with_a_bounded_retry_after(
     assert again.status == 429, again.body
     assert again.json()["error"]["code"] == "rate_limited"
     assert again.headers["Retry-After"] == str(MAX_RETRY_AFTER)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf")])
+def test_config_token_with_a_non_finite_rate_limit_is_refused(rate: float) -> None:
+    # TOML spells them nan and inf; NaN compared as no limit at all.
+    entry = {"name": "t", "hash": hash_token(new_token()), "scopes": ["read:a"], "rate_limit": rate}
+    with pytest.raises(ValueError, match="rate_limit"):
+        parse_tokens([entry])
 
 
 def test_retry_after_is_at_most_a_day_whatever_the_rate() -> None:
