@@ -32,6 +32,9 @@ TOKENS_NAMESPACE = RESERVED_PREFIX + "tokens"
 ID_DIGITS = 12
 """Hex digits of the hash that name a token in listings (its id)."""
 _MAX_NAME = 128
+_MAX_RECORD_BYTES = 64 * 1024
+"""Largest record that can be a token (create writes well under 8 KiB: 64 scopes at
+most): a larger one is not parsed on every request that presents its token."""
 _KEY_RE = re.compile(rb"sha256:[0-9a-f]{64}")
 """The key of a token record: what :func:`~edgekv.auth.hash_token` makes."""
 
@@ -162,7 +165,7 @@ def _record(token_hash: str, entry: Entry) -> tuple[TokenSpec, int] | None:
     expiration, which create never sets: the listing would hide it once expired
     while the lookup, which reads past expiration, still took it.
     """
-    if entry.expiration is not None:
+    if entry.expiration is not None or len(entry.value) > _MAX_RECORD_BYTES:
         return None
     try:
         record = strict_json(entry.value)  # bounded nesting, no NaN: RecursionError-free

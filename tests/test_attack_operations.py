@@ -35,6 +35,8 @@ EXPIRING = new_token()
 """An admin record carrying an expiration far ahead."""
 NAN_RATE = new_token()
 """An admin record whose rate_limit is NaN (JSON that Python's json module accepts)."""
+HUGE = new_token()
+"""An admin record of 1 MiB: parsed on every request presenting it, were it a token."""
 
 
 def _record(name: str, scopes: list[str], created: object = 1, rate: str = "null") -> bytes:
@@ -55,6 +57,7 @@ PLANTED: list[Write] = [
     Write(_key(new_token()), _record("late", ["admin"], created="soon")),
     Write(_key(new_token()), _record("huge", ["admin"], created=10**400)),
     Write(_key(new_token()), b"[" * 100_000),
+    Write(_key(HUGE), _record("huge-record", ["admin"])[:-1] + b',"pad":"' + b"x" * 2**20 + b'"}'),
     Write(_key(new_token()), b"[1]"),
     Write(_key(new_token()), b"\xff\xfe not utf-8"),
     Write("sha256:é".encode(), _record("odd-key", ["admin"])),
@@ -124,8 +127,11 @@ def test_token_record_with_an_expiration_grants_nothing(victim: NodeProcess, tok
     assert _status(victim, token, "GET", "/v1/cluster/status") == 401
 
 
-def test_token_record_with_a_nan_rate_limit_grants_nothing(victim: NodeProcess) -> None:
-    assert _status(victim, NAN_RATE, "GET", "/v1/cluster/status") == 401
+@pytest.mark.parametrize("token", [NAN_RATE, HUGE], ids=["nan-rate", "huge"])
+def test_token_record_with_a_nan_rate_or_of_a_megabyte_grants_nothing(
+    victim: NodeProcess, token: str
+) -> None:
+    assert _status(victim, token, "GET", "/v1/cluster/status") == 401
 
 
 # -- 3. A tiny rate limit turns every request after the first into a 500 -------------
