@@ -8,6 +8,11 @@ at one PoP is known at every PoP once the change has reached it; no client
 route reads or writes a namespace starting with ``_edgekv.``
 (:func:`edgekv.http.validation.namespace`), and none is exported.
 
+A node restored from a backup holds the tokens of the backup's moment, those
+revoked since included, until its peers have sent it the revokes: until it
+has rejoined every member (:mod:`edgekv.store.restored`), it takes no runtime
+token at all (config tokens still work).
+
 Authentication looks the presented token's hash up by key: one indexed read
 of SQLite, past the read cache (a caller choosing random tokens must not
 evict the entries clients read), so a revoke takes effect at a PoP with the
@@ -26,6 +31,7 @@ from edgekv.auth import TokenSpec, hash_token, new_token, validate_scope
 from edgekv.json_text import strict_json
 from edgekv.store.export import RESERVED_PREFIX
 from edgekv.store.kv import Entry, Write
+from edgekv.store.restored import MARK_FILENAME
 from edgekv.store.store import Store
 
 TOKENS_NAMESPACE = RESERVED_PREFIX + "tokens"
@@ -93,9 +99,18 @@ class RuntimeTokens:
         self._store = store
         self._parsed: dict[str, tuple[int, TokenSpec]] = {}
         """Parsed records by hash, with the stamp they were parsed at."""
+        self._restore_mark = store.path.parent / MARK_FILENAME
+        self._rejoining = self._restore_mark.exists()
+        """Restored from a backup and not rejoined yet: revokes may still be on their way.
+        Checked again (one stat) per lookup until the replicator clears the mark."""
 
     def lookup(self, token_hash: str) -> TokenSpec | None:
-        """The live token with this stored hash, or None (unknown or revoked)."""
+        """The live token with this stored hash, or None (unknown or revoked, or this
+        node restored from a backup and not rejoined yet)."""
+        if self._rejoining:
+            if self._restore_mark.exists():
+                return None
+            self._rejoining = False
         entry = self._store.kv.peek(TOKENS_NAMESPACE, token_hash.encode("ascii"))
         if entry is None:
             self._parsed.pop(token_hash, None)

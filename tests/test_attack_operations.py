@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from edgekv.ratelimit import MAX_RETRY_AFTER, RateLimiter
 from edgekv.runtime_tokens import TOKENS_NAMESPACE
 from edgekv.store.kv import Write
 from edgekv.store.store import Store
+from testkit.cluster import Cluster
 from testkit.processes import NodeProcess
 from testkit.security import Security
 from testkit.waiting import wait_for
@@ -279,3 +283,49 @@ def test_a_stalled_backup_download_holds_back_no_other_backup(tmp_path: Path) ->
     finally:
         stalled.close()
         node.kill()
+
+
+# -- 5. A node restored from a backup takes the tokens revoked since -----------------
+
+
+def _edgekv(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgekv", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.slow
+def test_restored_node_takes_no_runtime_token_until_it_has_rejoined(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, 2, args=["--tombstone-gc-interval", "0.2"])
+    try:
+        a, b = cluster.nodes
+        made = {
+            name: a.request(
+                "POST", "/v1/admin/tokens", json_body={"name": name, "scopes": ["read:a"]}
+            )
+            for name in ("leaked", "kept")
+        }
+        leaked, kept = (made[name].json()["token"] for name in ("leaked", "kept"))
+        wait_for(lambda: _status(b, leaked, "GET", "/v1/kv/a/k") == 404)
+        out = tmp_path / "a.ekvbackup"
+        assert cluster.token is not None
+        done = _edgekv("backup", "--url", a.url, "--token", cluster.token, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        # After the backup the token leaks and is revoked; every PoP refuses it.
+        assert b.request("DELETE", "/v1/admin/tokens/leaked").status == 200
+        wait_for(lambda: _status(a, leaked, "GET", "/v1/kv/a/k") == 401)
+        a.stop()
+        shutil.move(a.data_dir, tmp_path / "lost-disk")
+        restored = _edgekv("restore", str(out), "--data-dir", str(a.data_dir))
+        assert restored.returncode == 0, restored.stderr
+        cluster.isolate(0)  # the revoke cannot reach the restored node yet
+        a.start()
+        assert _status(a, leaked, "GET", "/v1/kv/a/k") == 401, "a revoked token came back"
+        assert _status(a, kept, "GET", "/v1/kv/a/k") == 401  # fail closed: any runtime token
+        assert a.request("GET", "/v1/cluster/status").status == 200  # config tokens work
+        cluster.heal()
+        wait_for(lambda: not (a.data_dir / "edgekv.restored").exists(), what="rejoin")
+        assert _status(a, kept, "GET", "/v1/kv/a/k") == 404
+        assert _status(a, leaked, "GET", "/v1/kv/a/k") == 401
+    finally:
+        cluster.close()
