@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -349,3 +350,59 @@ def test_protected_mode_refuses_a_browsers_cross_site_request_without_origin(
     for site in ("same-origin", "same-site", "none", None):
         headers: dict[str, str] = {} if site is None else {"Sec-Fetch-Site": site}
         assert node.request("GET", route, headers=headers).status in (200, 404), site
+
+
+# -- 7. A backup on a disk without room for its copy fails the node's writes ---------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 24 MiB filesystem (tmpfs), unmounted afterwards (as tests/test_data_dir.py)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], check=True
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.mark.slow
+def test_backup_without_room_for_its_copy_is_refused_before_copying(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    security = Security(tmp_path / "security")
+    data = small_disk / "node"
+    _load(data, megabytes=13)  # the copy cannot fit in what is left
+    node = security.apply(
+        NodeProcess(data, [*security.node_args(), "--peer-discovery", "false"]).start()
+    )
+    try:
+        statuses: list[int] = []
+        backup: list[int] = []
+
+        def write_meanwhile() -> None:
+            while not backup:
+                put = node.request("PUT", f"/v1/kv/small/k{len(statuses)}", body=b"v" * 20_000)
+                statuses.append(put.status)
+
+        writer = threading.Thread(target=write_meanwhile)
+        writer.start()
+        try:
+            wait_for(lambda: len(statuses) >= 5)
+            answer = node.request("GET", "/v1/admin/backup")
+            backup.append(answer.status)
+        finally:
+            backup.append(0)
+            writer.join(30)
+        assert answer.status == 507, answer.body
+        assert answer.json()["error"]["code"] == "storage_full"
+        assert "no room for the backup's copy" in answer.json()["error"]["message"]
+        # The copy never started: no write was refused for it, and no scratch file is left.
+        assert set(statuses) == {200}, statuses
+        assert not any("disk is full" in line for line in node.output)
+        assert _scratch(data) == []
+    finally:
+        node.kill()

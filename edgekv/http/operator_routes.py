@@ -16,9 +16,11 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import threading
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -40,6 +42,9 @@ routes = web.RouteTableDef()
 MANIFEST_HEADER = "EdgeKV-Backup-Manifest"
 _BACKUP_LOCKS: weakref.WeakKeyDictionary[Node, asyncio.Lock] = weakref.WeakKeyDictionary()
 """One snapshot at a time per node: two would only share the disk."""
+BACKUP_HEADROOM = 64 * 1024 * 1024
+"""Free bytes a backup leaves beside its copy of the database, for the node's own writes
+meanwhile: a copy that filled the disk would fail them too, until it failed itself."""
 
 
 def _admin(request: web.Request) -> Node:
@@ -59,6 +64,7 @@ async def backup(request: web.Request) -> web.StreamResponse:
         # The snapshot only: a download that stalls (its client stops reading) must not
         # hold every later backup back; it holds just its own copy.
         async with lock:
+            _check_room(node, db_path)
             manifest = await _in_background_thread(snapshot, db_path, temporary)
         # The snapshot goes out by sendfile, off the event loop's hands; the manifest,
         # which heads the backup file, goes in a header.
@@ -74,6 +80,19 @@ async def backup(request: web.Request) -> web.StreamResponse:
         return response
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _check_room(node: Node, db_path: Path) -> None:
+    """Refuse a backup whose copy would leave less than :data:`BACKUP_HEADROOM` free."""
+    needed = node.store.size_bytes()  # the copy is at most the database and its log
+    free = shutil.disk_usage(db_path.parent).free
+    if free < needed + BACKUP_HEADROOM:
+        raise ApiError(
+            "storage_full",
+            f"no room for the backup's copy of the database: it needs {needed} bytes and "
+            f"{BACKUP_HEADROOM} more left for the node's writes, and {free} are free "
+            "next to the database; nothing was copied",
+        )
 
 
 async def _in_background_thread(function: Callable[..., T], *args: Any) -> T:
