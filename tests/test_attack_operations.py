@@ -160,6 +160,23 @@ def test_tiny_rate_limit_answers_429_with_a_bounded_retry_after(
     assert again.headers["Retry-After"] == str(MAX_RETRY_AFTER)
 
 
+def test_rate_limit_buckets_of_tokens_gone_idle_are_dropped() -> None:
+    # Runtime tokens come and go (a token per deploy or per CI job): the buckets of
+    # revoked and idle ones must not be kept for the life of the process.
+    clock = [0.0]
+    limiter = RateLimiter(10.0, clock=lambda: clock[0])
+    for i in range(50_000):
+        assert limiter.retry_after(TokenSpec(f"t{i}", f"sha256:{i}", ("admin",))) is None
+    clock[0] += 10.0  # every bucket is full again after a second
+    busy = TokenSpec("busy", "sha256:busy", ("admin",), 0.001)
+    assert limiter.retry_after(busy) is None
+    assert limiter.retry_after(busy) == 1000  # a bucket still short of full is kept
+    for i in range(20_000):  # new tokens: past twice what was kept, the full ones go
+        limiter.retry_after(TokenSpec(f"n{i}", f"sha256:n{i}", ("admin",)))
+    assert limiter.tracked() == 20_000 + 1  # the new ones and busy; none of the 50,000
+    assert limiter.retry_after(busy) == 1000
+
+
 @pytest.mark.parametrize("rate", [float("nan"), float("inf")])
 def test_config_token_with_a_non_finite_rate_limit_is_refused(rate: float) -> None:
     # TOML spells them nan and inf; NaN compared as no limit at all.
