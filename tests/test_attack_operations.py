@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -349,27 +349,7 @@ def test_restored_node_takes_no_runtime_token_until_it_has_rejoined(tmp_path: Pa
         cluster.close()
 
 
-# -- 6. Protected mode: a page of another site makes the node back itself up ----------
-
-
-@pytest.mark.parametrize("route", ["/v1/admin/backup", "/v1/admin/export", "/v1/kv/a/k"])
-def test_protected_mode_refuses_a_browsers_cross_site_request_without_origin(
-    start_node: Callable[..., NodeProcess], route: str
-) -> None:
-    # No tokens: loopback only, every local caller trusted. An <img src> on any web
-    # page sends a GET with no Origin, which browsers mark Sec-Fetch-Site: cross-site.
-    node = start_node("protected")
-    refused = node.request("GET", route, headers={"Sec-Fetch-Site": "cross-site"})
-    assert refused.status == 403, refused.body
-    assert refused.json()["error"]["code"] == "untrusted_origin"
-    assert _scratch(node.data_dir) == []
-    # The node's own console (same-origin), a typed URL (none), tools (no header) work.
-    for site in ("same-origin", "same-site", "none", None):
-        headers: dict[str, str] = {} if site is None else {"Sec-Fetch-Site": site}
-        assert node.request("GET", route, headers=headers).status in (200, 404), site
-
-
-# -- 7. A backup on a disk without room for its copy fails the node's writes ---------
+# -- 6. A backup on a disk without room for its copy fails the node's writes ---------
 
 
 @pytest.fixture

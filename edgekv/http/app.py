@@ -61,8 +61,6 @@ _UNTRUSTED_HOST = (
     "without tokens this node answers only requests to a loopback Host "
     "(127.0.0.1, ::1, localhost); configure tokens to serve other names"
 )
-SEC_FETCH_SITE = "Sec-Fetch-Site"
-"""Where a browser says a request comes from (``cross-site``: a page of another site)."""
 _UNTRUSTED_ORIGIN = (
     "without tokens this node answers no web page whose origin is not loopback; "
     "configure tokens (see CORS in docs/configuration.md)"
@@ -102,9 +100,6 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
     check_secret = access is Access.PEER
     # ...but only callers on this machine: not a web page or a DNS-rebound name.
     local_only = auth.protected_mode
-    # A browser's request from another site that carries no Origin (a GET from an <img>
-    # or a link) is unread by the page, yet its work is done: a backup, an export.
-    refuse_cross_site = local_only and access is Access.CLIENT
     guard = node.loopback_guard
     local_hosts = guard.local_hosts
 
@@ -118,12 +113,6 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
                     raise ApiError("untrusted_origin", _UNTRUSTED_HOST)
                 origin = headers.get(ORIGIN)
                 if origin is not None and not guard.local_origin(origin):
-                    raise ApiError("untrusted_origin", _UNTRUSTED_ORIGIN)
-                if (
-                    refuse_cross_site
-                    and origin is None
-                    and headers.get(SEC_FETCH_SITE) == "cross-site"
-                ):
                     raise ApiError("untrusted_origin", _UNTRUSTED_ORIGIN)
             if check_secret:
                 check_peer_secret(request)

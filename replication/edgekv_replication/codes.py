@@ -74,8 +74,8 @@ _TABLE = (
         "untrusted_origin",
         403,
         "Protected mode (no tokens) serves only loopback: the request's Host or Origin header "
-        "names another host, as a web page or DNS rebinding would, or a browser marks it "
-        "`Sec-Fetch-Site: cross-site` with no Origin. Use a loopback URL, or configure tokens.",
+        "names another host, as a web page or DNS rebinding would. Use a loopback URL, or "
+        "configure tokens.",
     ),
     ErrorCode(
         "not_found",
