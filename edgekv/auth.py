@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -106,7 +107,10 @@ def _parse_token(index: int, entry: Any) -> TokenSpec:
         raise ValueError(f"{where}: scopes must be a non-empty array of strings")
     rate_limit = entry.get("rate_limit")
     if rate_limit is not None and (
-        isinstance(rate_limit, bool) or not isinstance(rate_limit, int | float) or rate_limit < 0
+        isinstance(rate_limit, bool)
+        or not isinstance(rate_limit, int | float)
+        or not math.isfinite(rate_limit)  # TOML has nan and inf: neither is a rate
+        or rate_limit < 0
     ):
         raise ValueError(f"{where}: rate_limit must be a number of requests per second, >= 0")
     scope_specs = tuple(validate_scope(s) for s in scopes)

@@ -6,9 +6,11 @@ without a rate of its own may make up to ``rate_limit_burst`` requests at
 once; a token with one (and every token when ``rate_limit_burst`` is 0) one
 second's worth, at least one request. A request over the limit is answered
 429 ``rate_limited`` with ``Retry-After``: the whole seconds until the bucket
-holds a request again. Buckets are kept per token hash, so memory grows with
-the number of tokens that authenticated, never with the requests or with
-unknown tokens.
+holds a request again (at most :data:`MAX_RETRY_AFTER`). Buckets are kept
+per token hash, so memory grows with the number of tokens that authenticated,
+never with the requests or with unknown tokens; a bucket that has filled up
+again is dropped (a new one starts full) once the buckets have doubled, so
+tokens revoked or idle (runtime tokens come and go) are not kept for good.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from collections.abc import Callable
 
 from edgekv.auth import TokenSpec
 
+MAX_RETRY_AFTER = 86_400
+"""Most seconds ``Retry-After`` names: a day. A rate far below one request a day would
+name a wait of more digits than a client parses (1e-300/s) or none at all (past a
+float's range, which ``math.ceil`` refuses)."""
+
+_FIRST_SWEEP = 1024
+"""Buckets kept before full ones are first dropped; then twice those left (amortised O(1))."""
+
 
 class RateLimiter:
     """The buckets of every token of one node."""
 
-    __slots__ = ("_buckets", "_burst", "_clock", "_rate")
+    __slots__ = ("_buckets", "_burst", "_clock", "_rate", "_sweep_at")
 
     def __init__(
         self, rate: float, burst: int = 0, clock: Callable[[], float] = time.monotonic
@@ -34,7 +44,9 @@ class RateLimiter:
         self._burst = burst
         self._clock = clock
         self._buckets: dict[str, list[float]] = {}
-        """Per token hash: ``[requests available, when last refilled]``."""
+        """Per token hash: ``[requests available, when last refilled, when full again]``."""
+        self._sweep_at = _FIRST_SWEEP
+        """Drop full buckets when a new one would make this many."""
 
     def reconfigure(self, rate: float, burst: int) -> None:
         """Take new node-wide settings (``SIGHUP``); buckets carry on."""
@@ -52,11 +64,24 @@ class RateLimiter:
         now = self._clock()
         bucket = self._buckets.get(spec.hash)
         if bucket is None:
-            bucket = self._buckets[spec.hash] = [capacity, now]
+            if len(self._buckets) >= self._sweep_at:
+                self._drop_full(now)
+            bucket = self._buckets[spec.hash] = [capacity, now, now]
         available = min(capacity, bucket[0] + (now - bucket[1]) * rate)
         bucket[1] = now
-        if available >= 1.0:
-            bucket[0] = available - 1.0
+        allowed = available >= 1.0
+        bucket[0] = available - 1.0 if allowed else available
+        bucket[2] = now + (capacity - bucket[0]) / rate  # inf for the tiniest rates: kept
+        if allowed:
             return None
-        bucket[0] = available
-        return max(1, math.ceil((1.0 - available) / rate))
+        wait = (1.0 - available) / rate
+        return max(1, math.ceil(wait)) if wait < MAX_RETRY_AFTER else MAX_RETRY_AFTER
+
+    def tracked(self) -> int:
+        """How many tokens have a bucket."""
+        return len(self._buckets)
+
+    def _drop_full(self, now: float) -> None:
+        """Forget the buckets that are full again: a fresh one would be the same."""
+        self._buckets = {h: bucket for h, bucket in self._buckets.items() if bucket[2] > now}
+        self._sweep_at = max(_FIRST_SWEEP, 2 * len(self._buckets))

@@ -16,10 +16,11 @@ import base64
 import contextlib
 import json
 import os
-import secrets
+import shutil
 import threading
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -31,6 +32,7 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.runtime_tokens import check_request, token_id
 from edgekv.store.backup import snapshot
+from edgekv.store.datadir import snapshot_scratch_path
 from edgekv.store.export import DocumentCursor, DocumentRow, ExportCursor, ExportRow
 
 T = TypeVar("T")
@@ -39,7 +41,10 @@ routes = web.RouteTableDef()
 
 MANIFEST_HEADER = "EdgeKV-Backup-Manifest"
 _BACKUP_LOCKS: weakref.WeakKeyDictionary[Node, asyncio.Lock] = weakref.WeakKeyDictionary()
-"""One backup at a time per node: two would only share the disk."""
+"""One snapshot at a time per node: two would only share the disk."""
+BACKUP_HEADROOM = 64 * 1024 * 1024
+"""Free bytes a backup leaves beside its copy of the database, for the node's own writes
+meanwhile: a copy that filled the disk would fail them too, until it failed itself."""
 
 
 def _admin(request: web.Request) -> Node:
@@ -53,25 +58,41 @@ async def backup(request: web.Request) -> web.StreamResponse:
     """A consistent snapshot of the database, taken while the node serves, as a backup file."""
     node = _admin(request)
     db_path = node.store.path
-    # Next to the database: the same file system, which has room for a copy of it.
-    temporary = db_path.with_name(f"{db_path.name}.backup-{secrets.token_hex(6)}")
+    temporary = snapshot_scratch_path(db_path)
     lock = _BACKUP_LOCKS.setdefault(node, asyncio.Lock())
-    async with lock:
-        try:
+    try:
+        # The snapshot only: a download that stalls (its client stops reading) must not
+        # hold every later backup back; it holds just its own copy.
+        async with lock:
+            _check_room(node, db_path)
             manifest = await _in_background_thread(snapshot, db_path, temporary)
-            # The snapshot goes out by sendfile, off the event loop's hands; the manifest,
-            # which heads the backup file, goes in a header.
-            response = web.FileResponse(
-                temporary,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    MANIFEST_HEADER: manifest.line().decode("ascii").strip(),
-                },
-            )
+        # The snapshot goes out by sendfile, off the event loop's hands; the manifest,
+        # which heads the backup file, goes in a header.
+        response = web.FileResponse(
+            temporary,
+            headers={
+                "Content-Type": "application/octet-stream",
+                MANIFEST_HEADER: manifest.line().decode("ascii").strip(),
+            },
+        )
+        with contextlib.suppress(ConnectionError):  # the client went away: no one to tell
             await response.prepare(request)
-            return response
-        finally:
-            temporary.unlink(missing_ok=True)
+        return response
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _check_room(node: Node, db_path: Path) -> None:
+    """Refuse a backup whose copy would leave less than :data:`BACKUP_HEADROOM` free."""
+    needed = node.store.size_bytes()  # the copy is at most the database and its log
+    free = shutil.disk_usage(db_path.parent).free
+    if free < needed + BACKUP_HEADROOM:
+        raise ApiError(
+            "storage_full",
+            f"no room for the backup's copy of the database: it needs {needed} bytes and "
+            f"{BACKUP_HEADROOM} more left for the node's writes, and {free} are free "
+            "next to the database; nothing was copied",
+        )
 
 
 async def _in_background_thread(function: Callable[..., T], *args: Any) -> T:
@@ -131,16 +152,17 @@ async def export(request: web.Request) -> web.StreamResponse:
     cursor = ExportCursor(reader, namespace, prefix)
     documents = DocumentCursor(reader, namespace, prefix.decode("utf-8"))
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    while not cursor.done:
-        page = cursor.next_page()
-        if page:
-            await response.write("".join(map(export_line, page)).encode("utf-8"))
-    while not documents.done:
-        doc_page = documents.next_page()
-        if doc_page:
-            await response.write("".join(map(document_line, doc_page)).encode("utf-8"))
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):  # the client went away: stop reading for it
+        await response.prepare(request)
+        while not cursor.done:
+            page = cursor.next_page()
+            if page:
+                await response.write("".join(map(export_line, page)).encode("utf-8"))
+        while not documents.done:
+            doc_page = documents.next_page()
+            if doc_page:
+                await response.write("".join(map(document_line, doc_page)).encode("utf-8"))
+        await response.write_eof()
     return response
 
 

@@ -17,7 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edgekv.store.datadir import DataDirError, DataDirLock, refuse_emptied_database
+from edgekv.store.datadir import (
+    DataDirError,
+    DataDirLock,
+    refuse_emptied_database,
+    remove_stale_snapshots,
+)
 from edgekv.store.faults import StorageHealth, is_corruption
 from edgekv.store.schema import migrate
 from edgekv.store.writer import Writer
@@ -99,6 +104,7 @@ class Database:
         """Damage found in the database file, and its background check."""
         try:
             refuse_emptied_database(self.path, allow_new_node)
+            remove_stale_snapshots(self.path)
             self._open(synchronous, max_clock_offset_ms, wall_clock_ms, invalidate)
         except sqlite3.DatabaseError as exc:
             self._lock.release()

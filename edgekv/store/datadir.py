@@ -14,6 +14,10 @@ Two checks run before SQLite touches the files:
   new id and an empty log. That needs the operator's word
   (``allow_new_node``); a directory with no database at all is a first start
   and needs none.
+
+Once locked, the directory is this node's alone, so scratch copies an online
+backup left behind (a node killed mid-backup) are removed: nothing else can
+be using them, and each is as large as the database.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 LOCK_FILENAME = "edgekv.lock"
+_SNAPSHOT_INFIX = ".backup-"
+"""Scratch snapshots of an online backup are ``<database>.backup-<random hex>``."""
 
 
 class DataDirError(RuntimeError):
@@ -86,3 +93,20 @@ def refuse_emptied_database(db_path: Path, allow_new_node: bool) -> None:
     for suffix in ("-wal", "-shm"):
         db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
     log.warning("%s was empty: starting a new node there (allow_new_node)", db_path)
+
+
+def snapshot_scratch_path(db_path: Path) -> Path:
+    """A new path for an online backup's scratch snapshot, next to the database (the
+    same file system, which has room for a copy of it)."""
+    return db_path.with_name(f"{db_path.name}{_SNAPSHOT_INFIX}{secrets.token_hex(6)}")
+
+
+def remove_stale_snapshots(db_path: Path) -> None:
+    """Remove the scratch snapshots a node stopped mid-backup left (call with the lock held)."""
+    for stale in db_path.parent.glob(f"{db_path.name}{_SNAPSHOT_INFIX}*"):
+        try:
+            stale.unlink()
+        except OSError as exc:  # not worth refusing to start over
+            log.warning("could not remove the stale backup snapshot %s: %s", stale, exc)
+        else:
+            log.info("removed %s, the snapshot of a backup that did not finish", stale)
