@@ -247,13 +247,18 @@ def _decode(data: bytes) -> Message:
         regions = len(body) != 7  # 7: from a node without regions
         if not regions:
             body = (*body, "")
-        fields = _fields(body, (_u63, _u63, _text, _text, _u63, _u63, _bool, _text))
-        return Hello(*fields, regions=regions)
+        node, incarnation, name, url, cursor, server_incarnation, echo, region = _fields(
+            body, (_u63, _u63, _text, _text, _u63, _u63, _bool, _text)
+        )
+        return Hello(
+            node, incarnation, name, url, cursor, server_incarnation, echo, region, regions
+        )
     if kind == 2:
         regions = len(body) != 4  # 4: from a node without regions
         if not regions:
             body = (*body, "")
-        return Welcome(*_fields(body, (_u63, _u63, _text, _u63, _text)), regions=regions)
+        node, incarnation, name, head, region = _fields(body, (_u63, _u63, _text, _u63, _text))
+        return Welcome(node, incarnation, name, head, region, regions)
     if kind == 3:
         if len(body) == 4:  # from a node that defers nothing
             body = (*body, body[1], None)
