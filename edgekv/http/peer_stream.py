@@ -21,9 +21,9 @@ from edgekv.http.errors import ApiError
 from edgekv.http.state import NODE
 from edgekv.peers import stream_server as stream
 from edgekv.peers.replicator import Replicator
-from edgekv.peers.wire import SECRET_HEADER
+from edgekv.peers.wire import FEATURES_HEADER, SECRET_HEADER
 from edgekv_replication.envelope import Ack, Defer, EnvelopeError, Hello, Progress, decode
-from edgekv_replication.session import Refusal
+from edgekv_replication.session import Refusal, reads_regions
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     # A short close timeout: a stopping node must not wait long for a silent peer.
     ws = web.WebSocketResponse(max_msg_size=PULLER_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
     await ws.prepare(request)
-    served, welcome = stream.open_stream(replicator)
+    # A puller of the previous version announces nothing: it reads only its own form.
+    regions = reads_regions(request.headers.get(FEATURES_HEADER, ""))
+    served, welcome = stream.open_stream(replicator, regions)
     await ws.send_bytes(welcome)
     try:
         message = await ws.receive(timeout=HELLO_TIMEOUT)

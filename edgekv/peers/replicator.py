@@ -29,7 +29,7 @@ from edgekv.peers.feed import ChangeFeed
 from edgekv.peers.membership import Membership
 from edgekv.peers.outbox import Outbox
 from edgekv.peers.recent import RecentStamps
-from edgekv.peers.wire import SECRET_HEADER, STREAM_PATH
+from edgekv.peers.wire import FEATURES_HEADER, SECRET_HEADER, STREAM_PATH
 from edgekv.store.restored import clear_mark, read_mark
 from edgekv.store.store import Store
 from edgekv.tasks import wait_event
@@ -48,6 +48,7 @@ from edgekv_replication.hlc import COUNTER_BITS
 from edgekv_replication.intake import MEMBER_STAMP_MARGIN_MS, Refused, check_changes, limits_of
 from edgekv_replication.relays import RelayDeferrals
 from edgekv_replication.session import (
+    FEATURES,
     RESYNC_REQUIRED,
     Identity,
     PeerCursor,
@@ -426,7 +427,10 @@ class Replicator:
         assert self._session is not None
         # After an unclean stop our own last writes may be gone here: ask for echoes.
         session = PullSession(self.identity, echo=self.store.recovered)
-        headers = {SECRET_HEADER: self.config.cluster_secret or ""}
+        headers = {
+            SECRET_HEADER: self.config.cluster_secret or "",
+            FEATURES_HEADER: ", ".join(FEATURES),
+        }
         # Known from an earlier stream on this URL, if any: failures then count for it.
         peer = next((n for n, u in self._pulled_nodes.items() if u == url), None)
         restarting = False
@@ -459,7 +463,8 @@ class Replicator:
                 self._reconnected.set()
                 self._reconnected = asyncio.Event()
                 await self.membership.introduce(peer, url, welcome.name, welcome.region)
-                await ws.send_bytes(encode(hello))
+                # A server of the previous version (no region in its Welcome) reads its own form.
+                await ws.send_bytes(encode(hello, regions=session.regions))
                 self.metrics.reconnects.labels(label).inc()
                 link = self.membership.link(peer)
                 link.state, link.last_error = "up", None

@@ -61,10 +61,15 @@ class Served:
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def open_stream(replicator: Replicator) -> tuple[Served, bytes]:
-    """A new stream's session, and its first message (the Welcome), encoded."""
-    session = ServeSession(replicator.identity)
-    return Served(session), encode(session.welcome(replicator.store.seq))
+def open_stream(replicator: Replicator, regions: bool) -> tuple[Served, bytes]:
+    """A new stream's session, and its first message (the Welcome), encoded.
+
+    ``regions``: the puller announced it reads region fields; a puller of the
+    previous version does not, and gets every message in its form.
+    """
+    session = ServeSession(replicator.identity, regions=regions)
+    welcome = session.welcome(replicator.store.seq)
+    return Served(session), encode(welcome, regions=regions)
 
 
 async def admit(replicator: Replicator, served: Served, hello: Hello) -> int | Refusal:
@@ -121,7 +126,7 @@ async def serve(
             continue
         members = replicator.membership.members()
         if members != sent_members:
-            await outlet.send(encode(Members(tuple(members))))
+            await outlet.send(encode(Members(tuple(members)), regions=session.regions))
             sent_members = members
         data = _next_message(replicator, session)
         if data is not None:

@@ -52,6 +52,9 @@ class Hello:
     for them, so copies its peers hold come back."""
     region: str = ""
     """The puller's region ("": a node of a version without regions)."""
+    regions: bool = True
+    """Whether the puller sent the region field. False: a node of the previous
+    version, which reads only the messages of its own form (see :func:`encode`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,9 @@ class Welcome:
     head: int
     region: str = ""
     """The server's region ("": a node of a version without regions)."""
+    regions: bool = True
+    """Whether the server sent the region field. False: a node of the previous
+    version, which reads only the messages of its own form (see :func:`encode`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +154,14 @@ _KINDS: dict[type[Any], int] = {
 }
 
 
-def encode(message: Message) -> bytes:
-    """Return the wire bytes of ``message``."""
+def encode(message: Message, *, regions: bool = True) -> bytes:
+    """Return the wire bytes of ``message``.
+
+    ``regions=False``: in the form of the previous version, for a peer of that
+    version (its Hello or Welcome came without a region). Its decoder insists
+    on exact field counts, so Hello and Welcome go without their region and
+    member entries with five fields; the other kinds are the same in both.
+    """
     if isinstance(message, Batch):
         body: list[Any] = [
             message.after,
@@ -170,8 +182,11 @@ def encode(message: Message) -> bytes:
             message.echo,
             message.region,
         ]
+        if not regions:
+            del body[7:]
     elif isinstance(message, Members):
-        body = [list(member) for member in message.members]
+        width = 6 if regions else 5
+        body = [list(member[:width]) for member in message.members]
     elif isinstance(message, Ack):
         body = [message.cursor]
     elif isinstance(message, Defer):
@@ -180,6 +195,8 @@ def encode(message: Message) -> bytes:
         body = [message.applied]
     else:
         body = [message.node, message.incarnation, message.name, message.head, message.region]
+        if not regions:
+            del body[4:]
     packed: bytes = msgpack.packb([VERSION, _KINDS[type(message)], body], use_bin_type=True)
     return packed
 
@@ -227,13 +244,21 @@ def _decode(data: bytes) -> Message:
     if type(body) is not tuple:
         raise EnvelopeError("body must be an array")
     if kind == 1:
-        if len(body) == 7:  # from a node without regions
+        regions = len(body) != 7  # 7: from a node without regions
+        if not regions:
             body = (*body, "")
-        return Hello(*_fields(body, (_u63, _u63, _text, _text, _u63, _u63, _bool, _text)))
+        node, incarnation, name, url, cursor, server_incarnation, echo, region = _fields(
+            body, (_u63, _u63, _text, _text, _u63, _u63, _bool, _text)
+        )
+        return Hello(
+            node, incarnation, name, url, cursor, server_incarnation, echo, region, regions
+        )
     if kind == 2:
-        if len(body) == 4:  # from a node without regions
+        regions = len(body) != 4  # 4: from a node without regions
+        if not regions:
             body = (*body, "")
-        return Welcome(*_fields(body, (_u63, _u63, _text, _u63, _text)))
+        node, incarnation, name, head, region = _fields(body, (_u63, _u63, _text, _u63, _text))
+        return Welcome(node, incarnation, name, head, region, regions)
     if kind == 3:
         if len(body) == 4:  # from a node that defers nothing
             body = (*body, body[1], None)

@@ -49,6 +49,18 @@ RESYNC_REQUIRED = 4410
 """WebSocket close code: the puller is behind tombstones collected at the server."""
 
 
+FEATURES = ("regions",)
+"""What a puller of this version announces as it opens a stream (a header of
+the request, see :func:`reads_regions`). The server speaks first, so it must
+know the puller's form before the puller says anything: a puller of the
+previous version announces nothing and refuses a Welcome with a region."""
+
+
+def reads_regions(announced: str) -> bool:
+    """Whether a puller that announced ``announced`` (comma-separated) reads region fields."""
+    return "regions" in (feature.strip() for feature in announced.split(","))
+
+
 class ProtocolError(ValueError):
     """The peer broke the session protocol (out-of-order batch, wrong node)."""
 
@@ -94,6 +106,10 @@ class PullSession:
     """The cursor the batches received so far save (see ``Batch.durable``)."""
     saved: int = 0
     """The cursor saved with the last committed batch: what to acknowledge."""
+    regions: bool = True
+    """The server reads region fields (its Welcome had one); False: it is of the
+    previous version, and what we send it is encoded in that form
+    (``encode(message, regions=False)``)."""
 
     def on_welcome(
         self, welcome: Welcome, remembered: PeerCursor, acked: int, purged: int
@@ -113,6 +129,7 @@ class PullSession:
         if welcome.node == self.me.node:
             raise ProtocolError("connected to itself")
         self.peer = Identity(welcome.node, welcome.incarnation, welcome.name, "", welcome.region)
+        self.regions = welcome.regions
         same_incarnation = remembered.incarnation == welcome.incarnation
         # Another incarnation is another log: start it from zero.
         self.cursor = remembered.cursor if same_incarnation else 0
@@ -211,6 +228,10 @@ class ServeSession:
     """Where each batch sent past the puller's progress ends."""
     marks_seen: dict[int, int] = field(default_factory=dict)
     """The deferral marks the window was last moved for."""
+    regions: bool = True
+    """The puller reads region fields: it announced them (:func:`reads_regions`)
+    and its Hello had one. False: a puller of the previous version; everything
+    sent to it is encoded in that form (``encode(message, regions=False)``)."""
 
     def welcome(self, head: int) -> Welcome:
         """The first message of every stream: who this node is and how far its log goes."""
@@ -231,6 +252,7 @@ class ServeSession:
         if must_resync(hello.node, cursor):
             return Refusal(RESYNC_REQUIRED, b"resync required")
         self.peer, self.cursor, self.echo = hello.node, cursor, hello.echo
+        self.regions = self.regions and hello.regions
         return cursor
 
     def on_message(self, message: Ack | Defer | Progress) -> int | None:
