@@ -109,6 +109,8 @@ class Runner:
         name = step["call"]
         if name.startswith("doc_"):
             return self.doc_call(kv.docs(step["collection"]), name, step)
+        if name.startswith(("counter_", "set_")):
+            return self.crdt_call(kv, name, step)
         ns, key = step["ns"], step.get("key")
         if name == "put":
             return kv.put(
@@ -165,6 +167,30 @@ class Runner:
             return docs.indexes()
         raise AssertionError(f"unknown call {name}")
 
+    def crdt_call(self, kv: Any, name: str, step: dict[str, Any]) -> Any:
+        counter, members = kv.counter(step["ns"], step["key"]), kv.set(step["ns"], step["key"])
+        if name == "counter_add":
+            return counter.add(
+                int(step["add"]),  # a string past 2^53 (see the README)
+                ttl=step.get("ttl"),
+                expiration=step.get("expiration"),
+                minimum=step.get("min"),
+                maximum=step.get("max"),
+            )
+        if name == "counter_value":
+            return counter.value()
+        if name == "counter_reset":
+            return counter.reset()
+        if name == "set_add":
+            return members.add(*step["members"])
+        if name == "set_remove":
+            return members.remove(*step["members"])
+        if name == "set_clear":
+            return members.clear()
+        if name == "set_members":
+            return members.page(step.get("prefix"), step.get("limit"), self.ref(step.get("cursor")))
+        raise AssertionError(f"unknown call {name}")
+
     def run(self, step: dict[str, Any]) -> None:
         expect = step["expect"]
         error: edgekv_client.ApiError | None = None
@@ -187,6 +213,8 @@ class Runner:
             assert error.current_version == self.ref(expect["current_version"])
         if "failed_keys" in expect:
             assert [item["key"] for item in error.details["failed"]] == expect["failed_keys"]
+        for field, want in expect.get("details", {}).items():
+            assert error.details[field] == want, error.details
 
     def check(self, step: dict[str, Any], expect: dict[str, Any], result: Any) -> None:
         if "save_version" in step:
@@ -216,6 +244,10 @@ class Runner:
             assert result["field"] == expect["index"]
         if "fields" in expect:
             assert [index["field"] for index in result] == expect["fields"]
+        if "counter_value" in expect:
+            assert result == expect["counter_value"]
+        if "members" in expect:
+            assert result.members == expect["members"]
 
     @staticmethod
     def check_entry(entry: Any, want: dict[str, Any] | None) -> None:

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from testkit.browser import chromium
 from testkit.cluster import Cluster
+from testkit.nats_server import NatsServer
 from testkit.pg import via
 from testkit.processes import NodeProcess
 from testkit.proxy import TcpProxy
@@ -297,12 +298,16 @@ def test_charts_draw_the_sampled_metrics(page: Page, cluster: Cluster) -> None:
     _screenshot(page, "charts")
 
 
-def test_cluster_view_stays_readable_at_48_members(page: Page, cluster: Cluster) -> None:
+@pytest.mark.parametrize("with_region_field", [True, False], ids=["regions", "older-node"])
+def test_cluster_view_stays_readable_at_48_members(
+    page: Page, cluster: Cluster, with_region_field: bool
+) -> None:
     """Layout at fleet size: the real node's status document, its member rows multiplied.
 
     Forty-eight PoPs are more processes than a test machine holds, so the page
     gets n0's own answer with 48 rows made from its real ones (same fields), in
-    six regions, three of them down and some lagging.
+    six regions, three of them down and some lagging. A node older than regions
+    answers no ``region`` field: the console then groups by the names.
     """
     status = json.loads(cluster.nodes[0].request("GET", "/v1/cluster/status").body)
     template = next(m for m in status["members"] if m["state"] == "up")
@@ -315,6 +320,7 @@ def test_cluster_view_stays_readable_at_48_members(page: Page, cluster: Cluster)
             {
                 **template,
                 "node_id": f"{i:016x}",
+                "region": region,
                 "name": f"{region}-{index}",
                 "url": f"https://{region}-{index}.edge.example:8787",
                 "state": "down" if down else "up",
@@ -323,6 +329,13 @@ def test_cluster_view_stays_readable_at_48_members(page: Page, cluster: Cluster)
                 "last_error": "ClientConnectorError: connection refused" if down else None,
             }
         )
+    if with_region_field:
+        # Names that do not spell the region: the groups come from the field.
+        for member in members:
+            member["name"] = f"pop{int(member['node_id'], 16)}"
+    else:
+        for member in members:
+            del member["region"]
     status["members"] = members
     page.route(
         "**/v1/cluster/status",
@@ -336,9 +349,19 @@ def test_cluster_view_stays_readable_at_48_members(page: Page, cluster: Cluster)
     expect(rows).to_have_count(48, timeout=WAIT_MS)
     regions_shown = page.locator("#members tr.region th")
     expect(regions_shown).to_have_count(6)
+    for region in regions:
+        expect(page.locator(f"#members tr.member[data-region={region}]")).to_have_count(8)
     # Regions with a down member first; within a region, the down member first.
-    first_rows = rows.evaluate_all("rows => rows.slice(0, 3).map(r => r.dataset.state)")
-    assert first_rows[0] == "down"
+    order = rows.evaluate_all("rows => rows.map(r => [r.dataset.region, r.dataset.state])")
+    regions_in_order = list(dict.fromkeys(region for region, _ in order))
+    with_down = {
+        m["region"] if with_region_field else m["name"].split("-")[0]
+        for m in members
+        if m["state"] == "down"
+    }
+    assert set(regions_in_order[:3]) == with_down, regions_in_order
+    for region in regions_in_order[:3]:
+        assert next(state for r, state in order if r == region) == "down"
     down_names = page.locator("#members tr.member[data-state=down]").evaluate_all(
         "rows => rows.map(r => r.dataset.name)"
     )
@@ -346,7 +369,8 @@ def test_cluster_view_stays_readable_at_48_members(page: Page, cluster: Cluster)
     assert len(down_names) == 3
     # One screen wide: nothing scrolls sideways.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    _screenshot(page, "cluster-48")
+    if with_region_field:
+        _screenshot(page, "cluster-48")
 
 
 def test_cluster_view_shows_the_upstream_and_its_outage(
@@ -370,6 +394,55 @@ def test_cluster_view_shows_the_upstream_and_its_outage(
     expect(row.locator(".last-error")).not_to_be_empty()
     _screenshot(page, "cluster-upstream-down")
     page.close()
+
+
+def test_cluster_view_groups_two_regions_and_shows_the_backbone_and_its_outage(
+    browser: Browser, start_node: Callable[..., NodeProcess], tmp_path: Path
+) -> None:
+    """Real processes: eu1 and eu2 in region eu, us1 in region us, joined by a NATS backbone.
+
+    The names do not spell the regions, so the groups can only come from the
+    ``region`` field; eu1 pulls from eu2 and hears of us1 over the backbone.
+    """
+    nats = NatsServer(tmp_path / "nats").start()
+    try:
+        security = Security(tmp_path / "security")
+        start = security.starter(start_node)
+        backbone = ["--backbone", nats.url, "--backbone-stream", "ConsoleRegions"]
+        eu1 = start("eu1", ["--node-name", "alpha", "--region", "eu", *backbone])
+        start("eu2", ["--node-name", "beta", "--region", "eu", f"--peer={eu1.url}", *backbone])
+        start("us1", ["--node-name", "gamma", "--region", "us", f"--peer={eu1.url}", *backbone])
+
+        def both_heard() -> bool:
+            status = json.loads(eu1.request("GET", "/v1/cluster/status").body)
+            members = {(m["name"], m["region"], m["state"]) for m in status["members"]}
+            return members == {("beta", "eu", "up"), ("gamma", "us", "up")}
+
+        wait_for(both_heard, 30, "eu1 hears beta (eu) and gamma (us) up")
+        page = browser.new_page()
+        _log_in(page, eu1, security.token)
+        expect(page.locator("#node-region")).to_have_text("eu", timeout=WAIT_MS)
+        expect(page.locator("#members tr.region th")).to_have_count(2)
+        expect(page.locator("#members tr.region th").first).to_contain_text("eu")
+        eu = page.locator("#members tr.member[data-region=eu]")
+        us = page.locator("#members tr.member[data-region=us]")
+        expect(eu).to_have_attribute("data-name", "beta")
+        expect(us).to_have_attribute("data-name", "gamma")
+        expect(us.locator("td").first).to_contain_text("(not direct)")  # over the backbone
+        row = page.locator("#backbone tr.member")
+        expect(row).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+        expect(row).to_contain_text(f"{nats.url} stream ConsoleRegions")
+        _screenshot(page, "cluster-regions")
+
+        nats.stop()
+        eu1.request("PUT", "/v1/kv/app/k", body=b"v")  # a change to publish, into the outage
+        expect(row).to_have_attribute("data-state", "down", timeout=WAIT_MS)
+        expect(row.locator(".last-error")).not_to_be_empty()
+        expect(row.locator(".lag-changes")).not_to_have_text(re.compile(r"^0 changes"))
+        _screenshot(page, "cluster-backbone-down")
+        page.close()
+    finally:
+        nats.stop()
 
 
 def test_in_protected_mode_the_console_needs_no_token(

@@ -2,10 +2,11 @@
  * The entry point: `new EdgeKV({ url, token })`, its namespaces, collections and sessions.
  *
  * Each feature is a module with a handle class built on the shared `Transport`
- * (`kv.ts`: `namespace()`, `docs.ts`: `docs()`); counters, sets and watch add a
- * module and a method here the same way.
+ * (`kv.ts`: `namespace()`, `docs.ts`: `docs()`, `crdts.ts`: `counter()`, `set()`);
+ * watch adds a module and a method here the same way.
  */
 import { BOOKMARK_HEADER, BookmarkSet } from "./bookmarks.js";
+import { Counter, EdgeSet } from "./crdts.js";
 import { Collection, type JsonObject } from "./docs.js";
 import { Namespace } from "./kv.js";
 import { Transport, type ClientOptions } from "./transport.js";
@@ -44,6 +45,16 @@ export class EdgeKV {
   /** The documents of `collection`. */
   docs<T = JsonObject>(collection: string): Collection<T> {
     return new Collection<T>(this.#transport, collection);
+  }
+
+  /** Counter `key` of namespace `ns`: `add(n)`, `value()`, `reset()`. */
+  counter(ns: string, key: string): Counter {
+    return new Counter(this.#transport, ns, key);
+  }
+
+  /** Add-wins set `key` of namespace `ns`: `add([...])`, `remove([...])`, `members()`, `clear()`. */
+  set(ns: string, key: string): EdgeSet {
+    return new EdgeSet(this.#transport, ns, key);
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * Sending one request: auth, session bookmarks, timeout, retries with backoff,
- * error mapping. Every feature module (key-value, documents, and later
- * counters, sets and watch) builds a `Call` and hands it to `Transport.run`.
+ * error mapping. Every feature module (key-value, documents, counters and sets,
+ * and later watch) builds a `Call` and hands it to `Transport.run`.
  */
 import { BOOKMARK_HEADER, BookmarkSet } from "./bookmarks.js";
 import { EdgeKVError, TransportError, type ApiError } from "./errors.js";

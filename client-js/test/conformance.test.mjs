@@ -48,6 +48,7 @@ class Runner {
   call(step) {
     const kv = this.clients[step.as ?? "admin"];
     if (step.call.startsWith("doc_")) return this.docCall(kv.docs(step.collection), step);
+    if (/^(counter|set)_/.test(step.call)) return this.crdtCall(kv, step);
     const ns = kv.namespace(step.ns);
     switch (step.call) {
       case "put":
@@ -74,6 +75,31 @@ class Runner {
         const conditions = (step.conditions ?? []).map((c) => ("version" in c ? { ...c, version: this.ref(c.version) } : c));
         return ns.transaction(this.operations(step.operations), conditions);
       }
+    }
+    throw new Error(`unknown call ${step.call}`);
+  }
+
+  crdtCall(kv, step) {
+    const counter = kv.counter(step.ns, step.key);
+    const set = kv.set(step.ns, step.key);
+    switch (step.call) {
+      case "counter_add": {
+        // A string of digits is an add past 2^53 (see the README): sent as a bigint.
+        const n = typeof step.add === "string" ? BigInt(step.add) : step.add;
+        return counter.add(n, { min: step.min, max: step.max, ttl: step.ttl, expiration: step.expiration });
+      }
+      case "counter_value":
+        return counter.value();
+      case "counter_reset":
+        return counter.reset();
+      case "set_add":
+        return set.add(step.members);
+      case "set_remove":
+        return set.remove(step.members);
+      case "set_clear":
+        return set.clear();
+      case "set_members":
+        return set.members({ prefix: step.prefix, limit: step.limit, cursor: this.ref(step.cursor) });
     }
     throw new Error(`unknown call ${step.call}`);
   }
@@ -114,6 +140,7 @@ class Runner {
         assert.equal(error.currentVersion, this.ref(expect.current_version));
       }
       if ("failed_keys" in expect) assert.deepEqual(error.details.failed.map((f) => f.key), expect.failed_keys);
+      for (const [field, want] of Object.entries(expect.details ?? {})) assert.deepEqual(error.details[field], want, field);
       return;
     }
     assert.ok(!("error" in expect), `expected ${expect.error}, got ${JSON.stringify(result)}`);
@@ -136,6 +163,8 @@ class Runner {
     if ("ids" in expect) assert.deepEqual(result.documents.map((d) => d.id), expect.ids);
     if ("index" in expect) assert.equal(result.field, expect.index);
     if ("fields" in expect) assert.deepEqual(result.map((i) => i.field), expect.fields);
+    if ("counter_value" in expect) assert.equal(result, expect.counter_value);
+    if ("members" in expect) assert.deepEqual(result.members, expect.members);
   }
 
   checkEntry(entry, want) {

@@ -48,14 +48,20 @@ function duration(ms) {
   return `${Math.round(ms / 60_000)} min`;
 }
 
-// A member's region: its name up to the last "-" ("fra-1" is in "fra",
-// "eu-west-2" in "eu-west"); a name without one has no region.
-export function regionOf(name) {
-  const cut = (name || "").lastIndexOf("-");
-  return cut > 0 ? name.slice(0, cut) : "(no region)";
+const NO_REGION = "(no region)";
+
+// A member's region: its `region` field (null: a node without one, or a seed
+// not heard yet). A status from a node older than regions has no such field;
+// there, the name up to its last "-" stands in ("fra-1" in "fra").
+export function regionOf(member) {
+  if ("region" in member) return member.region || NO_REGION;
+  const name = member.name || "";
+  const cut = name.lastIndexOf("-");
+  return cut > 0 ? name.slice(0, cut) : NO_REGION;
 }
 
-const STATE_RANK = { down: 0, joining: 1, up: 2, removed: 3 };
+// The backbone's states rank with the members': resync_required and down are outages.
+const STATE_RANK = { down: 0, resync_required: 0, joining: 1, connecting: 1, up: 2, removed: 3 };
 
 // Worst first: down before joining before up, then by lag.
 function severity(member) {
@@ -71,7 +77,7 @@ function compare(a, b) {
 export function groupMembers(members) {
   const groups = new Map();
   for (const member of members) {
-    const region = regionOf(member.name);
+    const region = regionOf(member);
     if (!groups.has(region)) groups.set(region, []);
     groups.get(region).push(member);
   }
@@ -80,10 +86,13 @@ export function groupMembers(members) {
 }
 
 function memberRow(member) {
+  const region = regionOf(member);
   return h("tr", { className: `member state-${member.state}`,
-    dataset: { state: member.state, name: member.name, node: member.node_id ?? "" } },
+    dataset: { state: member.state, name: member.name, node: member.node_id ?? "", region } },
   // One line a member (the URL as a tooltip), so 48 and more fit a screen or two.
-  h("td", { title: member.url }, member.name || member.url),
+  h("td", { title: member.url }, member.name || member.url,
+    // Not pulled from directly: its changes come relayed by peers or over the backbone.
+    member.direct === false ? h("span", { className: "sub via" }, " (not direct)") : null),
   h("td", {}, h("span", { className: `badge ${member.state}` }, member.state)),
   h("td", { className: "num" }, formatNumber(member.lag_changes)),
   h("td", { className: "num" }, duration(member.lag_ms)),
@@ -105,18 +114,17 @@ export function renderCluster(status) {
       h("span", { className: "sub" }, ` ${members.length} member(s)${down ? `, ${down} down` : ""}`))));
     rows.push(...members.map(memberRow));
   }
-  const upstream = status.upstream ? h("section", { id: "upstream" }, h("h3", {}, "Upstream"),
-    h("table", {}, h("tbody", {}, h("tr", { className: `member state-${status.upstream.state}` },
-      h("td", {}, status.upstream.url),
-      h("td", {}, h("span", { className: `badge ${status.upstream.state}` }, status.upstream.state)),
-      h("td", { className: "num" }, `${formatNumber(status.upstream.lag_changes)} changes to push`),
-      h("td", {}, ago(status.upstream.last_contact_ms)),
-      h("td", { className: "last-error" }, status.upstream.last_error || ""))))) : null;
+  const upstream = status.upstream ? serviceSection("upstream", "Upstream", status.upstream,
+    status.upstream.url, `${formatNumber(status.upstream.lag_changes)} changes to push`) : null;
+  const bb = status.backbone;
+  const backbone = bb ? serviceSection("backbone", "Backbone", bb, `${bb.url} stream ${bb.stream}`,
+    `${formatNumber(bb.lag_changes)} changes to publish, ${formatNumber(bb.pending_messages ?? 0)} to consume`) : null;
   return h("div", { id: "cluster" },
     h("section", { className: "this-node" },
       h("h2", {}, `This node: ${me.name}`),
       h("dl", {},
         h("dt", {}, "node id"), h("dd", {}, me.node_id),
+        "region" in me ? [h("dt", {}, "region"), h("dd", { id: "node-region" }, me.region || NO_REGION)] : null,
         h("dt", {}, "seq"), h("dd", {}, me.seq),
         h("dt", {}, "keys"), h("dd", {}, formatNumber(me.keys)),
         h("dt", {}, "database"), h("dd", {}, formatNumber(me.db_bytes, "B")),
@@ -129,7 +137,21 @@ export function renderCluster(status) {
         h("thead", {}, h("tr", {}, ...["member", "state", "lag (changes)", "lag (ms)",
           "clock offset", "last contact", "last error"].map((t) => h("th", {}, t)))),
         h("tbody", {}, rows))),
-    upstream);
+    // Links to the outside, worst first like the members.
+    ...[upstream, backbone].filter(Boolean).sort((a, b) => a.rank - b.rank).map((s) => s.section));
+}
+
+// The upstream's or the backbone's row: its state, what it has yet to take, its
+// lag, last contact and last error.
+function serviceSection(id, title, service, where, pending) {
+  return { rank: STATE_RANK[service.state] ?? 0, section: h("section", { id }, h("h3", {}, title),
+    h("table", {}, h("tbody", {}, h("tr", { className: `member state-${service.state}`, dataset: { state: service.state } },
+      h("td", {}, where),
+      h("td", {}, h("span", { className: `badge ${service.state}` }, service.state)),
+      h("td", { className: "num lag-changes" }, pending),
+      "lag_ms" in service ? h("td", { className: "num lag-ms" }, duration(service.lag_ms)) : null,
+      h("td", {}, ago(service.last_contact_ms)),
+      h("td", { className: "last-error" }, service.last_error || ""))))) };
 }
 
 export async function clusterView(root, signal) {
