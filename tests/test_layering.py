@@ -60,6 +60,7 @@ LAYER_OF = {
     "edgekv.peers.*": "services",
     "edgekv.upstream.*": "services",
     "edgekv.documents.*": "services",
+    "edgekv.watch.*": "services",
     "edgekv.node": "node",
     "edgekv.http.*": "http",
     "edgekv.server": "server",
@@ -76,7 +77,12 @@ exactly one module.
 """
 
 CLIENT_MAY_IMPORT = frozenset(
-    {"edgekv_replication.bookmarks", "edgekv_replication.codes", "edgekv_replication.versions"}
+    {
+        "edgekv_replication.bookmarks",
+        "edgekv_replication.codes",
+        "edgekv_replication.versions",
+        "edgekv_replication.watch_tokens",
+    }
 )
 """The light wire modules the client shares with the node (standard library only,
 so the client installs without the node's dependencies)."""

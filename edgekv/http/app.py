@@ -27,7 +27,7 @@ from aiohttp.hdrs import EXPECT, HOST, ORIGIN
 from edgekv.auth import OPEN_ACCESS
 from edgekv.documents import compaction as doc_compaction
 from edgekv.documents.query import QueryError
-from edgekv.http import cluster_routes, doc_routes, kv_routes
+from edgekv.http import cluster_routes, doc_routes, kv_routes, watch_routes
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
 from edgekv.http.errors import ApiError, error_response, from_http_exception
@@ -253,6 +253,7 @@ def create_app(node: Node) -> web.Application:
         )
     routes = [
         *SYSTEM_ROUTES,
+        *_route_defs(watch_routes.routes, Access.CLIENT),  # before {key} and {id} take _watch
         *_route_defs(kv_routes.routes, Access.CLIENT),
         *_route_defs(doc_routes.routes, Access.CLIENT),
         *_route_defs(cluster_routes.routes, Access.CLIENT),

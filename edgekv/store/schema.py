@@ -192,6 +192,12 @@ def _v7_resync_required(db: sqlite_utils.Database) -> None:
     db.table("resync_required").create({"peer": int, "purged_seq": int}, pk="peer")
 
 
+def _v8_collected_origins(db: sqlite_utils.Database) -> None:
+    # Per origin, the newest stamp of a row tombstone collection deleted: a watch
+    # resumed with a vector below it may have missed a delete (it must re-list).
+    db.table("collected_origins").create({"node": int, "hlc": int}, pk="node")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
@@ -200,6 +206,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v5_documents,
     _v6_strong_namespaces,
     _v7_resync_required,
+    _v8_collected_origins,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

@@ -1,0 +1,314 @@
+"""The live tail of the change log, read once per commit and fanned out to every watcher.
+
+One reader for all watchers: after each commit the hub reads the new rows of
+the log (:meth:`~edgekv.store.changelog.ChangeLog.changes_after`) and hands
+each to the watchers whose filter matches, through an index by namespace and
+by prefix (or key), so a change costs a few dictionary lookups whatever the
+number of watchers. Event data is encoded once per change and per variant
+(with or without values) and shared.
+
+Each watcher has a bounded buffer (:class:`Watcher`): one that does not read
+is *cut* once its buffer is full -- the events queued are dropped and its
+stream is closed, and it resumes from the last event it received. Nothing is
+lost by a cut: the token of the last event received names where to resume.
+
+A watcher joins the tail at :attr:`WatchHub.position` after catching up to it
+itself (:mod:`edgekv.watch.catchup`); both run on the event loop, so no
+change falls between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from edgekv.store.store import Store
+from edgekv.watch.kinds import Coverage, Kind, WatchFilter
+from edgekv_replication.changes import Change
+
+_ROUND_PAGES = 8
+"""Pages of the log one dispatch reads before letting other work run."""
+_TAIL_ROWS = 500
+
+
+class TooManyWatchers(Exception):
+    """The node or the token already has as many watchers as it may."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchLimits:
+    """Bounds of the watch feed (settings ``max_watchers`` and the like)."""
+
+    max_watchers: int = 10_000
+    max_watchers_per_token: int = 1_000
+    buffer_bytes: int = 1024 * 1024
+    heartbeat: float = 15.0
+
+
+@dataclass(eq=False, slots=True)
+class Watcher:
+    """One open watch: its filter, its buffer of events, and whether it was cut."""
+
+    kind: Kind
+    filter: WatchFilter
+    principal: str
+    limit: int
+    coverage: Coverage | None = None
+    """After a resume at another node: what the token holds (those changes are skipped)."""
+    queue: collections.deque[tuple[int, bytes]] = field(default_factory=collections.deque)
+    queued_bytes: int = 0
+    cut: bool = False
+    attached: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    on_cut: Callable[[], None] | None = None
+
+    def offer(self, seq: int, data: bytes) -> bool:
+        """Queue an event; False (and the watcher is cut) when the buffer would overflow."""
+        if self.cut:
+            return False
+        size = len(data) + 64
+        if self.queued_bytes + size > self.limit:
+            self.cut = True
+            self.queue.clear()
+            self.queued_bytes = 0
+            self.ready.set()
+            if self.on_cut is not None:
+                self.on_cut()
+            return False
+        self.queue.append((seq, data))
+        self.queued_bytes += size
+        self.ready.set()
+        return True
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """Everything queued, in order (the buffer is empty after)."""
+        items = list(self.queue)
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.ready.clear()
+        return items
+
+
+@dataclass(slots=True)
+class _Space:
+    """The watchers of one namespace or collection, indexed by prefix and by key."""
+
+    by_prefix: dict[bytes, set[Watcher]] = field(default_factory=dict)
+    lengths: list[int] = field(default_factory=list)
+    by_key: dict[bytes, set[Watcher]] = field(default_factory=dict)
+
+    def add(self, watcher: Watcher) -> None:
+        keys = watcher.filter.keys
+        if keys is not None:
+            for key in keys:
+                self.by_key.setdefault(key, set()).add(watcher)
+            return
+        prefix = watcher.filter.prefix
+        self.by_prefix.setdefault(prefix, set()).add(watcher)
+        self.lengths = sorted({len(p) for p in self.by_prefix})
+
+    def remove(self, watcher: Watcher) -> None:
+        keys = watcher.filter.keys
+        if keys is not None:
+            for key in keys:
+                found = self.by_key.get(key)
+                if found is not None:
+                    found.discard(watcher)
+                    if not found:
+                        del self.by_key[key]
+            return
+        prefix = watcher.filter.prefix
+        found = self.by_prefix.get(prefix)
+        if found is not None:
+            found.discard(watcher)
+            if not found:
+                del self.by_prefix[prefix]
+                self.lengths = sorted({len(p) for p in self.by_prefix})
+
+    def empty(self) -> bool:
+        return not self.by_prefix and not self.by_key
+
+    def matching(self, key: bytes) -> list[Watcher]:
+        found: list[Watcher] = []
+        exact = self.by_key.get(key)
+        if exact:
+            found.extend(exact)
+        by_prefix = self.by_prefix
+        size = len(key)
+        for length in self.lengths:
+            if length > size:
+                break
+            hit = by_prefix.get(key[:length])
+            if hit:
+                found.extend(hit)
+        return found
+
+
+class WatchHub:
+    """Every open watcher of a node and the one reader of the log that feeds them."""
+
+    def __init__(
+        self,
+        store: Store,
+        kinds: Mapping[str, Kind],
+        limits: WatchLimits,
+        covered_now: Callable[[], dict[int, int]],
+    ) -> None:
+        """Serve ``kinds`` of ``store``'s changes; ``covered_now`` gives this node's vector.
+
+        ``covered_now()``: origin -> the stamp up to which every write of that
+        origin is in this node's store (or superseded there), read before a
+        round reads the log, so it holds for the round's end.
+        """
+        self._store = store
+        self.kinds = dict(kinds)
+        self.limits = limits
+        self._covered_now = covered_now
+        self.position = store.seq
+        """Every change at or below it has been handed to the watchers attached."""
+        self.covered: dict[int, int] = {}
+        """This node's vector as of :attr:`position`."""
+        self._spaces: dict[tuple[str, str], _Space] = {}
+        self._per_principal: collections.Counter[str] = collections.Counter()
+        self.open_count = 0
+        self.events_sent = 0
+        self.cut_count = 0
+        self.relists = 0
+        self._scheduled = False
+        self._open: set[Watcher] = set()
+        self.closing = False
+        """The node is stopping: every stream ends (its watcher resumes elsewhere)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._node_id = store.node_id
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Follow commits from now on (the store's commit listener)."""
+        self._loop = loop
+        self.position = self._store.seq
+        self.covered = self._covered_now()
+        self._store.on_commit(self._committed)
+
+    # -- watchers ----------------------------------------------------------------
+
+    def open(self, kind: str, watch: WatchFilter, principal: str) -> Watcher:
+        """A new watcher, or :class:`TooManyWatchers` over a limit."""
+        limits = self.limits
+        if self.closing:
+            raise TooManyWatchers("this node is stopping")
+        if self.open_count >= limits.max_watchers:
+            raise TooManyWatchers(f"this node serves at most {limits.max_watchers} watchers")
+        if self._per_principal[principal] >= limits.max_watchers_per_token:
+            raise TooManyWatchers(
+                f"a token may hold at most {limits.max_watchers_per_token} watchers per node"
+            )
+        self.open_count += 1
+        self._per_principal[principal] += 1
+        watcher = Watcher(self.kinds[kind], watch, principal, limits.buffer_bytes)
+        self._open.add(watcher)
+        return watcher
+
+    def stop(self) -> None:
+        """End every stream (the node is stopping); new ones are refused."""
+        self.closing = True
+        for watcher in self._open:
+            watcher.ready.set()
+
+    def attach(self, watcher: Watcher) -> None:
+        """Join the tail: from :attr:`position` on, matching changes are queued to it."""
+        key = (watcher.kind.name, watcher.filter.space)
+        self._spaces.setdefault(key, _Space()).add(watcher)
+        watcher.attached = True
+
+    def close(self, watcher: Watcher) -> None:
+        """The watcher's stream ended: forget it."""
+        if watcher.attached:
+            key = (watcher.kind.name, watcher.filter.space)
+            space = self._spaces.get(key)
+            if space is not None:
+                space.remove(watcher)
+                if space.empty():
+                    del self._spaces[key]
+            watcher.attached = False
+        self._open.discard(watcher)
+        self.open_count -= 1
+        self._per_principal[watcher.principal] -= 1
+        if self._per_principal[watcher.principal] <= 0:
+            del self._per_principal[watcher.principal]
+
+    # -- the tail ------------------------------------------------------------------
+
+    def _committed(self, seq: int) -> None:
+        loop = self._loop
+        if loop is None or self._scheduled:
+            return
+        self._scheduled = True
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            loop.call_soon(self._dispatch)
+        else:
+            loop.call_soon_threadsafe(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Hand the log's new changes to the watchers (some pages; again soon if more)."""
+        self._scheduled = False
+        store = self._store
+        if not self._spaces:  # nobody to tell: a watcher that joins catches up itself
+            self.position = max(self.position, store.seq)
+            self.covered = self._covered_now()
+            return
+        covered = self._covered_now()
+        head = store.seq
+        for _ in range(_ROUND_PAGES):
+            changes = store.changes_after(self.position, _TAIL_ROWS)
+            if not changes:
+                break
+            self._fan_out(changes)
+            self.position = changes[-1].seq
+            if self.position >= head:
+                break
+        else:
+            self._committed(head)  # more to read: let other work run first
+            return
+        self.position = max(self.position, head)
+        self.covered = covered
+
+    def _fan_out(self, changes: list[Change]) -> None:
+        spaces = self._spaces
+        kinds = list(self.kinds.values())
+        node_id = self._node_id
+        done: set[tuple[str, bytes]] = set()
+        for change in changes:
+            for kind in kinds:
+                space_name = kind.space_of(change)
+                if space_name is not None:
+                    break
+            else:
+                continue
+            space = spaces.get((kind.name, space_name))
+            if space is None:
+                continue
+            watchers = space.matching(change.key)
+            if not watchers:
+                continue
+            if kind.name == "docs":
+                # Updates of one document in one round fold into its state now.
+                slot = (change.ns, change.key)
+                if slot in done:
+                    continue
+                done.add(slot)
+            encoded: dict[bool, bytes | None] = {}
+            for watcher in watchers:
+                coverage = watcher.coverage
+                if coverage is not None and kind.resumed_skip(change, coverage):
+                    continue
+                variant = watcher.filter.include_values
+                if variant not in encoded:
+                    encoded[variant] = kind.live(change, watcher.filter, node_id)
+                data = encoded[variant]
+                if data is not None:
+                    watcher.offer(change.seq, data)
