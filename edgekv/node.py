@@ -22,6 +22,7 @@ from edgekv.store.merge import LAST_WRITER_WINS
 from edgekv.store.store import Store
 from edgekv.upstream.connector import Upstream
 from edgekv.upstream.strong import Condition
+from edgekv.watch import metrics as watch_metrics
 from edgekv.watch.hub import WatchHub, WatchLimits
 from edgekv.watch.kinds import DocumentKind, KeyValueKind
 
@@ -75,6 +76,7 @@ class Node:
             self.covered_now,
         )
         """Watch streams: the live tail of the log fanned out to every watcher."""
+        watch_metrics.register(self.watch, metrics.registry)
         self.read = store.get
         """``read(ns, key)``: the local (eventual) value of a key, or None. The store's
         own method, not a wrapper: it is the whole of the hot GET path."""

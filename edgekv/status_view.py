@@ -35,6 +35,7 @@ def status_renderable(status: dict[str, Any]) -> Group:
         (f"{me['name']} ", "bold"),
         f"{me['url']}  node {me['node_id']}  seq {me['seq']}  keys {me['keys']}  "
         f"db {_bytes(me['db_bytes'])}  held {me['held_changes']}",
+        f"  watchers {me['watch']['watchers_open']}" if "watch" in me else "",
     )
     table = Table(show_edge=False)
     for column in ("member", "url", "state", "lag", "lag ms", "contact", "clock", "last error"):
