@@ -11,6 +11,7 @@ from typing import Any
 
 from edgekv import __version__
 from edgekv.http import openapi_documents as documents_spec
+from edgekv.http import openapi_watch as watch_spec
 from edgekv.http.openapi_parts import AUTH_ERRORS as _AUTH_ERRORS
 from edgekv.http.openapi_parts import BAD_INPUT as _BAD
 from edgekv.http.openapi_parts import BOOKMARK as _BOOKMARK
@@ -112,6 +113,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 **documents_spec.SCHEMAS,
+                **watch_spec.SCHEMAS,
                 "GetManyRequest": {
                     "type": "object",
                     "required": ["keys"],
@@ -216,6 +218,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **documents_spec.PATHS,
+            **watch_spec.PATHS,
             "/v1/kv/{ns}": {
                 "get": {
                     "summary": "List keys in byte order, a page at a time",
