@@ -133,16 +133,22 @@ class WatchCursor:
         after: str | None,
         snapshot: bool,
         max_backoff: float,
+        versions: OrderedDict[str, str] | None = None,
         tracked_keys: int = DEFAULT_TRACKED_KEYS,
     ) -> None:
-        """Start at ``urls[0]`` (then the others in turn), from token ``after`` if given."""
+        """Start at ``urls[0]`` (then the others in turn), from token ``after`` if given.
+
+        ``versions``: the newest version delivered per key, shared with an
+        earlier watch this one continues (so a restarted watch does not yield
+        what that one did).
+        """
         self.kind = kind
         self.urls = list(urls)
         self.token = after
         self.snapshot = snapshot
         self._max_backoff = max_backoff
         self._tracked = tracked_keys
-        self._versions: OrderedDict[str, str] = OrderedDict()
+        self._versions: OrderedDict[str, str] = OrderedDict() if versions is None else versions
         self._at = 0
         self._failures = 0
 

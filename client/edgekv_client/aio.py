@@ -7,6 +7,7 @@ answers come from the same I/O-free core, so the two cannot differ.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -123,11 +124,12 @@ class AsyncClient:
         failover: Sequence[str] = (),
         max_backoff: float = 5.0,
         read_timeout: float = 60.0,
+        versions: OrderedDict[str, str] | None = None,
     ) -> AsyncIterator[WatchEvent]:
         """``async for event in kv.watch(ns, prefix=...)``: as :meth:`Client.watch`."""
         events = self._watch(
             "kv", namespace, prefix, keys, include_values, snapshot, after, failover,
-            max_backoff, read_timeout,
+            max_backoff, read_timeout, versions,
         )  # fmt: skip
         async for event in events:
             yield event
@@ -144,8 +146,9 @@ class AsyncClient:
         failover: Sequence[str],
         max_backoff: float,
         read_timeout: float,
+        versions: OrderedDict[str, str] | None = None,
     ) -> AsyncIterator[WatchEvent]:
-        cursor = WatchCursor(kind, [self.url, *failover], after, snapshot, max_backoff)
+        cursor = WatchCursor(kind, [self.url, *failover], after, snapshot, max_backoff, versions)
         timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout, sock_read=read_timeout)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -268,6 +269,7 @@ class Client:
         failover: Sequence[str] = (),
         max_backoff: float = 5.0,
         read_timeout: float = 60.0,
+        versions: OrderedDict[str, str] | None = None,
     ) -> Iterator[WatchEvent]:
         """Follow the changes of ``namespace`` (under ``prefix``, or of ``keys``) for ever.
 
@@ -285,7 +287,7 @@ class Client:
         """
         return self._watch(
             "kv", namespace, prefix, keys, include_values, snapshot, after, failover,
-            max_backoff, read_timeout,
+            max_backoff, read_timeout, versions,
         )  # fmt: skip
 
     def _watch(
@@ -300,8 +302,9 @@ class Client:
         failover: Sequence[str],
         max_backoff: float,
         read_timeout: float,
+        versions: OrderedDict[str, str] | None = None,
     ) -> Iterator[WatchEvent]:
-        cursor = WatchCursor(kind, [self.url, *failover], after, snapshot, max_backoff)
+        cursor = WatchCursor(kind, [self.url, *failover], after, snapshot, max_backoff, versions)
         while True:
             scheme, host, port, base = _core.split_url(cursor.url)
             conn: http.client.HTTPConnection

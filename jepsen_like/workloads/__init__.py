@@ -9,6 +9,7 @@ from jepsen_like.workloads.documents import DocumentsWorkload
 from jepsen_like.workloads.register import RegisterWorkload
 from jepsen_like.workloads.session import SessionWorkload
 from jepsen_like.workloads.set import SetWorkload
+from jepsen_like.workloads.watch import WatchWorkload
 
 WORKLOADS: dict[str, type[Workload]] = {
     "set": SetWorkload,
@@ -17,6 +18,7 @@ WORKLOADS: dict[str, type[Workload]] = {
     "documents": DocumentsWorkload,
     "delete-readd": DeleteReaddWorkload,
     "cas": CasWorkload,
+    "watch": WatchWorkload,
 }
 
 
