@@ -54,7 +54,15 @@ def test_short_seeded_run_with_partitions_and_kills_passes(tmp_path: Path) -> No
     kinds = {fault["kind"] for fault in results["faults"]}
     assert kinds == {"partition", "kill"}, results["faults"]
     checkers = results["checkers"]
-    assert set(checkers) == {"set", "register", "session", "documents", "delete-readd", "cas", "watch"}
+    assert set(checkers) == {
+        "set",
+        "register",
+        "session",
+        "documents",
+        "delete-readd",
+        "cas",
+        "watch",
+    }
     assert checkers["set"]["lost_count"] == 0
     assert checkers["set"]["acknowledged"] > 100
     assert checkers["cas"]["linearizable"] is True
