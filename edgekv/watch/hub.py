@@ -166,10 +166,10 @@ class WatchHub:
         self.kinds = dict(kinds)
         self.limits = limits
         self._covered_now = covered_now
-        self.position = store.seq
-        """Every change at or below it has been handed to the watchers attached."""
-        self.covered: dict[int, int] = {}
-        """This node's vector as of :attr:`position`."""
+        self._position = store.seq
+        self._covered: dict[int, int] = {}
+        self._idle = False
+        """Commits came while no watcher was attached: position and vector are stale."""
         self._spaces: dict[tuple[str, str], _Space] = {}
         self._per_principal: collections.Counter[str] = collections.Counter()
         self.open_count = 0
@@ -186,9 +186,28 @@ class WatchHub:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Follow commits from now on (the store's commit listener)."""
         self._loop = loop
-        self.position = self._store.seq
-        self.covered = self._covered_now()
+        self._idle = True
         self._store.on_commit(self._committed)
+
+    def _catch_up_idle(self) -> None:
+        # With no watcher attached nothing is read per commit (not even the vector):
+        # both are taken now, together, which is what a joining watcher needs.
+        if self._idle and not self._spaces:
+            self._position = max(self._position, self._store.seq)
+            self._covered = self._covered_now()
+            self._idle = False
+
+    @property
+    def position(self) -> int:
+        """Every change at or below it has been handed to the watchers attached."""
+        self._catch_up_idle()
+        return self._position
+
+    @property
+    def covered(self) -> dict[int, int]:
+        """This node's vector as of :attr:`position`."""
+        self._catch_up_idle()
+        return self._covered
 
     # -- watchers ----------------------------------------------------------------
 
@@ -258,24 +277,23 @@ class WatchHub:
         self._scheduled = False
         store = self._store
         if not self._spaces:  # nobody to tell: a watcher that joins catches up itself
-            self.position = max(self.position, store.seq)
-            self.covered = self._covered_now()
+            self._idle = True  # position and vector are brought up to date when read
             return
         covered = self._covered_now()
         head = store.seq
         for _ in range(_ROUND_PAGES):
-            changes = store.changes_after(self.position, _TAIL_ROWS)
+            changes = store.changes_after(self._position, _TAIL_ROWS)
             if not changes:
                 break
             self._fan_out(changes)
-            self.position = changes[-1].seq
-            if self.position >= head:
+            self._position = changes[-1].seq
+            if self._position >= head:
                 break
         else:
             self._committed(head)  # more to read: let other work run first
             return
-        self.position = max(self.position, head)
-        self.covered = covered
+        self._position = max(self._position, head)
+        self._covered = covered
 
     def _fan_out(self, changes: list[Change]) -> None:
         spaces = self._spaces
