@@ -61,8 +61,32 @@ class Watcher:
     queued_bytes: int = 0
     cut: bool = False
     attached: bool = False
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    heartbeat_due: bool = False
+    """Nothing was sent for a heartbeat interval (set by the hub's heartbeat round)."""
+    last_sent: float = 0.0
+    """Loop time of the stream's last write."""
     on_cut: Callable[[], None] | None = None
+    _waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """Let the stream's writer run (events queued, a cut, a heartbeat, a stop)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until there is something to do: events, a cut or a heartbeat due.
+
+        A future per wait, woken directly: no timer per watcher (the hub's
+        heartbeat round covers them all) and no task per wait.
+        """
+        if self.queue or self.cut or self.heartbeat_due:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def offer(self, seq: int, data: bytes) -> bool:
         """Queue an event; False (and the watcher is cut) when the buffer would overflow."""
@@ -73,13 +97,13 @@ class Watcher:
             self.cut = True
             self.queue.clear()
             self.queued_bytes = 0
-            self.ready.set()
+            self.wake()
             if self.on_cut is not None:
                 self.on_cut()
             return False
         self.queue.append((seq, data))
         self.queued_bytes += size
-        self.ready.set()
+        self.wake()
         return True
 
     def take(self) -> list[tuple[int, bytes]]:
@@ -87,7 +111,6 @@ class Watcher:
         items = list(self.queue)
         self.queue.clear()
         self.queued_bytes = 0
-        self.ready.clear()
         return items
 
 
@@ -181,6 +204,7 @@ class WatchHub:
         self.closing = False
         """The node is stopping: every stream ends (its watcher resumes elsewhere)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeats: asyncio.Task[None] | None = None
         self._node_id = store.node_id
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -188,6 +212,19 @@ class WatchHub:
         self._loop = loop
         self._idle = True
         self._store.on_commit(self._committed)
+        self._heartbeats = loop.create_task(self._heartbeat_rounds())
+
+    async def _heartbeat_rounds(self) -> None:
+        """Four times per heartbeat interval, wake the streams that sent nothing for one."""
+        interval = self.limits.heartbeat
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval / 4)
+            quiet_since = loop.time() - interval
+            for watcher in self._open:
+                if watcher.attached and watcher.last_sent <= quiet_since:
+                    watcher.heartbeat_due = True
+                    watcher.wake()
 
     def _catch_up_idle(self) -> None:
         # With no watcher attached nothing is read per commit (not even the vector):
@@ -231,8 +268,10 @@ class WatchHub:
     def stop(self) -> None:
         """End every stream (the node is stopping); new ones are refused."""
         self.closing = True
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
         for watcher in self._open:
-            watcher.ready.set()
+            watcher.wake()
 
     def attach(self, watcher: Watcher) -> None:
         """Join the tail: from :attr:`position` on, matching changes are queued to it."""
@@ -293,7 +332,8 @@ class WatchHub:
             self._committed(head)  # more to read: let other work run first
             return
         self._position = max(self._position, head)
-        self._covered = covered
+        if covered != self._covered:  # a new object only when it changed: streams cache its text
+            self._covered = covered
 
     def _fan_out(self, changes: list[Change]) -> None:
         spaces = self._spaces

@@ -42,7 +42,14 @@ from edgekv.store.store import Store
 from edgekv.watch.hub import Watcher, WatchHub
 from edgekv.watch.kinds import PAGE_ROWS, Coverage, Event
 from edgekv_replication.bookmarks import Bookmark
-from edgekv_replication.watch_tokens import WatchToken, below_any, covers, merged
+from edgekv_replication.watch_tokens import (
+    WatchToken,
+    below_any,
+    covers,
+    encode_token,
+    merged,
+    vector_text,
+)
 
 Write = Callable[[bytes], Awaitable[None]]
 _CUT_WRITE_SECONDS = 1.0
@@ -50,8 +57,24 @@ _CUT_WRITE_SECONDS = 1.0
 
 @dataclass(slots=True)
 class _Position:
+    """Where the watcher has got: a seq here and its vector (with the vector's wire text)."""
+
     seq: int
     vector: dict[int, int]
+    text: str = ""
+    merged_from: dict[int, int] | None = None
+    """The hub vector last merged in: merged again only when the hub's changes."""
+
+    def __post_init__(self) -> None:
+        self.text = vector_text(self.vector)
+
+    def reach(self, seq: int, hub_vector: dict[int, int]) -> None:
+        """Everything up to ``seq`` sent, which the hub's vector holds for."""
+        self.seq = seq
+        if hub_vector is not self.merged_from:
+            self.vector = merged(self.vector, hub_vector)
+            self.text = vector_text(self.vector)
+            self.merged_from = hub_vector
 
 
 def _frame(event: str, data: bytes, token: str | None) -> bytes:
@@ -87,8 +110,10 @@ class WatchStream:
         if self._writing:  # blocked on a client that does not read: nothing more gets through
             self._abort()
 
-    def _token(self, position: _Position) -> str:
-        return WatchToken(self._node_id, self._incarnation, position.seq, position.vector).encode()
+    def _token(self, position: _Position, seq: int | None = None) -> str:
+        """The token at ``position`` (or at ``seq`` with its vector: an event inside a batch)."""
+        at = position.seq if seq is None else seq
+        return encode_token(self._node_id, self._incarnation, at, position.text)
 
     async def run(self, token: WatchToken | None, snapshot: bool) -> None:
         """Serve the stream until the client goes, the watcher is cut or must re-list."""
@@ -157,49 +182,38 @@ class WatchStream:
                 watcher.filter, position.seq, upto, PAGE_ROWS, self._node_id
             )
             events = [e for e in events if not _covered(e, coverage)]
-            frames = [
-                _frame("change", e.data, self._token(_Position(e.seq, position.vector)))
-                for e in events
-            ]
-            position = _Position(end, position.vector)
+            frames = [_frame("change", e.data, self._token(position, e.seq)) for e in events]
+            position.seq = end
             if frames:
                 await self._send(frames, len(frames))
-        position = _Position(hub.position, merged(position.vector, hub.covered))
+        position.reach(hub.position, hub.covered)
         ready = {"bookmark": Bookmark(self._node_id, position.seq, 0).encode()}
         await self._send([_frame("ready", json.dumps(ready).encode(), self._token(position))], 0)
         await self._follow(position)
 
     async def _follow(self, position: _Position) -> None:
         hub, watcher = self._hub, self._watcher
-        heartbeat = hub.limits.heartbeat
         while True:
+            await watcher.wait()
             if hub.closing:
                 await self._send_cut("the node is stopping: resume at another PoP")
                 return
-            if not watcher.queue and not watcher.cut:
-                try:
-                    await asyncio.wait_for(watcher.ready.wait(), heartbeat)
-                except TimeoutError:
-                    frame = b": heartbeat\n\n"
-                    if hub.position > position.seq and not watcher.queue:
-                        position = _Position(hub.position, merged(position.vector, hub.covered))
-                        frame = f"id: {self._token(position)}\n: heartbeat\n\n".encode()
-                    await self._send([frame], 0)
-                    continue
             if watcher.cut:
                 await self._send_cut("the watcher fell behind: resume from the last event id")
                 return
+            watcher.heartbeat_due = False
             items = watcher.take()
-            frames = []
-            last = len(items) - 1
-            for i, (seq, data) in enumerate(items):
-                if i == last:  # everything up to the tail's position is in this batch
-                    position = _Position(hub.position, merged(position.vector, hub.covered))
-                    frames.append(_frame("change", data, self._token(position)))
-                else:
-                    frames.append(
-                        _frame("change", data, self._token(_Position(seq, position.vector)))
-                    )
+            if not items:
+                frame = b": heartbeat\n\n"
+                if hub.position > position.seq:
+                    position.reach(hub.position, hub.covered)
+                    frame = f"id: {self._token(position)}\n: heartbeat\n\n".encode()
+                await self._send([frame], 0)
+                continue
+            frames = [_frame("change", data, self._token(position, seq)) for seq, data in items]
+            # Everything up to the tail's position is in this batch: the last id says so.
+            position.reach(hub.position, hub.covered)
+            frames[-1] = _frame("change", items[-1][1], self._token(position))
             await self._send(frames, len(items))
 
     async def _send(self, frames: list[bytes], events: int) -> None:
@@ -209,6 +223,7 @@ class WatchStream:
         finally:
             self._writing = False
         self._hub.events_sent += events
+        self._watcher.last_sent = asyncio.get_running_loop().time()
 
     async def _send_cut(self, reason: str) -> None:
         data = json.dumps({"reason": reason})

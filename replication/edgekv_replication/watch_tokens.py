@@ -46,8 +46,7 @@ class WatchToken(NamedTuple):
 
     def encode(self) -> str:
         """The wire form: ``w1.<node>.<incarnation>.<seq>.<origin>-<hlc>_...`` (hex)."""
-        vector = "_".join(f"{origin:x}-{hlc:x}" for origin, hlc in sorted(self.covered.items()))
-        return f"{_PREFIX}{self.node:x}.{self.incarnation:x}.{self.seq:x}.{vector}"
+        return encode_token(self.node, self.incarnation, self.seq, vector_text(self.covered))
 
     @classmethod
     def decode(cls, text: str) -> WatchToken:
@@ -71,6 +70,16 @@ class WatchToken(NamedTuple):
                 covered[int(origin, 16)] = int(hlc, 16)
         node, incarnation, seq = (int(part, 16) for part in parts[:3])
         return cls(node, incarnation, seq, covered)
+
+
+def vector_text(covered: Mapping[int, int]) -> str:
+    """The vector part of a token's wire form (a node encodes it once per change of it)."""
+    return "_".join(f"{origin:x}-{hlc:x}" for origin, hlc in sorted(covered.items()))
+
+
+def encode_token(node: int, incarnation: int, seq: int, vector: str) -> str:
+    """A token's wire form from its fields and :func:`vector_text`."""
+    return f"{_PREFIX}{node:x}.{incarnation:x}.{seq:x}.{vector}"
 
 
 def covers(covered: Mapping[int, int], hlc: int, node: int) -> bool:
