@@ -299,6 +299,9 @@ class WatchHub:
 
     def _committed(self, seq: int) -> None:
         loop = self._loop
+        if not self._spaces:  # nobody to tell (the writer's thread may call: a plain flag)
+            self._idle = True
+            return
         if loop is None or self._scheduled:
             return
         self._scheduled = True
