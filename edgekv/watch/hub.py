@@ -342,7 +342,9 @@ class WatchHub:
         spaces = self._spaces
         kinds = list(self.kinds.values())
         node_id = self._node_id
-        done: set[tuple[str, bytes]] = set()
+        # Documents: a document's updates in one round fold into its state now, read
+        # once (per variant) and offered once to each watcher.
+        folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[Watcher]]] = {}
         for change in changes:
             for kind in kinds:
                 space_name = kind.space_of(change)
@@ -356,14 +358,15 @@ class WatchHub:
             watchers = space.matching(change.key)
             if not watchers:
                 continue
+            offered: set[Watcher] | None = None
+            encoded: dict[bool, bytes | None]
             if kind.name == "docs":
-                # Updates of one document in one round fold into its state now.
-                slot = (change.ns, change.key)
-                if slot in done:
-                    continue
-                done.add(slot)
-            encoded: dict[bool, bytes | None] = {}
+                encoded, offered = folded.setdefault((change.ns, change.key), ({}, set()))
+            else:
+                encoded = {}
             for watcher in watchers:
+                if offered is not None and watcher in offered:
+                    continue
                 coverage = watcher.coverage
                 if coverage is not None and kind.resumed_skip(change, coverage):
                     continue
@@ -373,3 +376,5 @@ class WatchHub:
                 data = encoded[variant]
                 if data is not None:
                     watcher.offer(change.seq, data)
+                    if offered is not None:
+                        offered.add(watcher)
