@@ -1,9 +1,10 @@
 """Watch benchmark: many watchers on one node, event delay, memory per watcher, PUT cost.
 
 One node with its defaults (``synchronous=full``; watcher limits raised to fit).
-The benchmark process opens ``--watchers`` watch streams, each on a prefix of
-its own (``p<i>:``), plus ``--whole`` on the whole namespace, and measures, in
-one run:
+A child process opens ``--watchers`` watch streams, each on a prefix of its
+own (``p<i>:``), plus ``--whole`` on the whole namespace, and notes when each
+event arrives; this process writes and notes acknowledgements (one monotonic
+clock for both: ``perf_counter`` is ``CLOCK_MONOTONIC``). Measured, in one run:
 
 * **Event delay**: writes paced at ``--rate`` per second (open loop) spread
   over the prefixes; for every event a watcher receives, its arrival minus the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import sys
 import tempfile
@@ -65,7 +67,6 @@ class Watchers:
     def __init__(self, url: str, prefixes: int, whole: int) -> None:
         self.url = url
         self.filters = [f"p{i}:" for i in range(prefixes)] + [""] * whole
-        self.acked: dict[str, float] = {}
         self.arrivals: list[tuple[str, float]] = []
         self.ready = 0
         self._live = asyncio.Event()
@@ -105,15 +106,6 @@ class Watchers:
         if self.ready + self.ended >= len(self.filters):
             self._live.set()
 
-    def delays(self) -> list[float]:
-        """Arrival minus acknowledgement of every event of a paced write (0 when the event
-        came before this process saw the acknowledgement)."""
-        return [
-            max(0.0, arrived - self.acked[key])
-            for key, arrived in self.arrivals
-            if key in self.acked
-        ]
-
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -146,7 +138,12 @@ async def put_throughput(
 
 
 async def paced_writes(
-    session: aiohttp.ClientSession, watchers: Watchers, rate: float, seconds: float, prefixes: int
+    session: aiohttp.ClientSession,
+    url: str,
+    acked: dict[str, float],
+    rate: float,
+    seconds: float,
+    prefixes: int,
 ) -> int:
     """Writes at ``rate`` per second (open loop), each acknowledged time noted."""
     rng = random.Random(2)
@@ -156,9 +153,9 @@ async def paced_writes(
     pending: set[asyncio.Task[None]] = set()
 
     async def one(key: str) -> None:
-        async with session.put(f"{watchers.url}/v1/kv/{NS}/{key}", data=b"v" * 100) as answer:
+        async with session.put(f"{url}/v1/kv/{NS}/{key}", data=b"v" * 100) as answer:
             await answer.read()
-            watchers.acked[key] = time.perf_counter()
+            acked[key] = time.perf_counter()
 
     while time.perf_counter() - start < seconds:
         key = f"p{rng.randrange(max(prefixes, 1))}:d{sent}"
@@ -172,29 +169,74 @@ async def paced_writes(
     return sent
 
 
+def _watch_process(
+    url: str,
+    prefixes: int,
+    whole: int,
+    live: Any,
+    record: Any,
+    recorded: Any,
+    stop: Any,
+    out: Any,
+) -> None:
+    """The watchers' own process (own event loop, own core share): arrivals back on ``out``."""
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            watchers = Watchers(url, prefixes, whole)
+            await watchers.open(session)
+            live.set()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, record.wait)
+            watchers.recording = True
+            await loop.run_in_executor(None, recorded.wait)
+            watchers.recording = False
+            out.put(watchers.arrivals)
+            await loop.run_in_executor(None, stop.wait)  # attached during the PUT measurement
+            await watchers.close()
+
+    asyncio.run(main())
+
+
 async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, Any]:
     url = node.url
     total = args.watchers + args.whole
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    context = multiprocessing.get_context("spawn")
+    live, record, recorded, stop = (context.Event() for _ in range(4))
+    out = context.Queue()
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await put_throughput(session, url, args.connections, 1.0, args.watchers)  # warm-up
         without = await put_throughput(session, url, args.connections, args.duration, args.watchers)
         rss_before = rss_bytes(node.pid)
-        watchers = Watchers(url, args.watchers, args.whole)
-        await watchers.open(session)
+        child = context.Process(
+            target=_watch_process,
+            args=(url, args.watchers, args.whole, live, record, recorded, stop, out),
+            daemon=True,
+        )
+        child.start()
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, live.wait, 120):
+            raise RuntimeError("the watchers did not become live")
         await asyncio.sleep(1.0)
         rss_with = rss_bytes(node.pid)
-        watchers.recording = True
-        sent = await paced_writes(session, watchers, args.rate, args.duration, args.watchers)
-        watchers.recording = False
+        acked: dict[str, float] = {}
+        record.set()
+        sent = await paced_writes(session, url, acked, args.rate, args.duration, args.watchers)
+        recorded.set()
+        arrivals = await loop.run_in_executor(None, out.get, True, 120)
         with_watchers = await put_throughput(
             session, url, args.connections, args.duration, args.watchers
         )
+        stop.set()
         async with session.get(f"{url}/v1/cluster/status") as answer:
             status = (await answer.json())["node"]["watch"]
-        await watchers.close()
-    delays = watchers.delays()
+    child.join(30)
+    # 0 when an event came before the writer saw its acknowledgement.
+    delays = [max(0.0, at - acked[key]) for key, at in arrivals if key in acked]
     expected = sent * (1 + args.whole)  # each write: its prefix's watcher and every whole one
     return {
         "watchers": args.watchers,
