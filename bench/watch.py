@@ -12,8 +12,9 @@ clock for both: ``perf_counter`` is ``CLOCK_MONOTONIC``). Measured, in one run:
 * **Memory per watcher**: the node's RSS with the watchers attached and live
   minus its RSS before they opened, divided by their number (target <= 64 KiB).
 * **PUT throughput**: closed-loop PUTs (``--connections`` at once) for
-  ``--duration`` seconds without watchers, then the same with them attached;
-  the ratio (target >= 80 %). Both are driven by this process, so the ratio
+  ``--duration`` seconds without watchers, then the same with them attached,
+  ``--rounds`` times alternating; the median of the rounds' ratios (target
+  >= 80 %). Both are driven by this process, so the ratio
   compares like with like; the absolute rates are those of a Python load
   generator on a shared machine.
 
@@ -28,6 +29,7 @@ import asyncio
 import json
 import multiprocessing
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -71,7 +73,6 @@ class Watchers:
         self.ready = 0
         self._live = asyncio.Event()
         self.ended = 0
-        self.events = 0
         self.recording = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -88,16 +89,19 @@ class Watchers:
             async with session.get(f"{self.url}/v1/kv/{NS}/_watch{query}") as response:
                 if response.status != 200:
                     raise RuntimeError(f"watch refused: {response.status} {await response.text()}")
+                live = False
                 async for chunk in response.content.iter_any():
+                    if live and not self.recording:
+                        parser = SseParser()  # not measuring: read and drop, at little cost
+                        continue
                     now = time.perf_counter()
                     for kind, data, _ in parser.feed(chunk):
                         if kind == "ready":
+                            live = True
                             self.ready += 1
                             self._counted()
-                        elif kind == "change":
-                            self.events += 1
-                            if self.recording:
-                                self.arrivals.append((json.loads(data)["key"], now))
+                        elif kind == "change" and self.recording:
+                            self.arrivals.append((json.loads(data)["key"], now))
         finally:
             self.ended += 1
             self._counted()
@@ -200,44 +204,84 @@ def _watch_process(
     asyncio.run(main())
 
 
+class _WatchChild:
+    """The watchers' process of one round: opened live, recording on demand, then closed."""
+
+    def __init__(self, url: str, prefixes: int, whole: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.live, self.record, self.recorded, self.stop = (context.Event() for _ in range(4))
+        self.out = context.Queue()
+        self.process = context.Process(
+            target=_watch_process,
+            args=(
+                url, prefixes, whole, self.live, self.record, self.recorded, self.stop, self.out,
+            ),
+            daemon=True,
+        )  # fmt: skip
+
+    async def open(self) -> None:
+        self.process.start()
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self.live.wait, 120):
+            raise RuntimeError("the watchers did not become live")
+
+    async def arrivals(self) -> list[tuple[str, float]]:
+        self.recorded.set()
+        loop = asyncio.get_running_loop()
+        found: list[tuple[str, float]] = await loop.run_in_executor(None, self.out.get, True, 120)
+        return found
+
+    async def close(self, url: str, session: aiohttp.ClientSession, opened: int) -> None:
+        self.recorded.set()
+        self.stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.process.join, 30)
+        # The node notices a stream's end at its next write (an event or a heartbeat):
+        # one write to a prefix of each, so the next round starts without them.
+        for i in range(opened):
+            async with session.put(f"{url}/v1/kv/{NS}/p{i}:close", data=b"") as answer:
+                await answer.read()
+
+
 async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, Any]:
     url = node.url
     total = args.watchers + args.whole
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    context = multiprocessing.get_context("spawn")
-    live, record, recorded, stop = (context.Event() for _ in range(4))
-    out = context.Queue()
+    without: list[float] = []
+    with_watchers: list[float] = []
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await put_throughput(session, url, args.connections, 1.0, args.watchers)  # warm-up
-        without = await put_throughput(session, url, args.connections, args.duration, args.watchers)
-        rss_before = rss_bytes(node.pid)
-        child = context.Process(
-            target=_watch_process,
-            args=(url, args.watchers, args.whole, live, record, recorded, stop, out),
-            daemon=True,
-        )
-        child.start()
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, live.wait, 120):
-            raise RuntimeError("the watchers did not become live")
-        await asyncio.sleep(1.0)
-        rss_with = rss_bytes(node.pid)
+        rss_before = rss_with = 0
         acked: dict[str, float] = {}
-        record.set()
-        sent = await paced_writes(session, url, acked, args.rate, args.duration, args.watchers)
-        recorded.set()
-        arrivals = await loop.run_in_executor(None, out.get, True, 120)
-        with_watchers = await put_throughput(
-            session, url, args.connections, args.duration, args.watchers
-        )
-        stop.set()
-        async with session.get(f"{url}/v1/cluster/status") as answer:
-            status = (await answer.json())["node"]["watch"]
-    child.join(30)
+        arrivals: list[tuple[str, float]] = []
+        sent = 0
+        status: dict[str, Any] = {}
+        for round_ in range(args.rounds):
+            without.append(
+                await put_throughput(session, url, args.connections, args.duration, args.watchers)
+            )
+            child = _WatchChild(url, args.watchers, args.whole)
+            if round_ == 0:
+                rss_before = rss_bytes(node.pid)
+            await child.open()
+            if round_ == 0:
+                await asyncio.sleep(1.0)
+                rss_with = rss_bytes(node.pid)
+                child.record.set()
+                sent = await paced_writes(
+                    session, url, acked, args.rate, args.duration, args.watchers
+                )
+                arrivals = await child.arrivals()
+            with_watchers.append(
+                await put_throughput(session, url, args.connections, args.duration, args.watchers)
+            )
+            async with session.get(f"{url}/v1/cluster/status") as answer:
+                status = (await answer.json())["node"]["watch"]
+            await child.close(url, session, args.watchers)
     # 0 when an event came before the writer saw its acknowledgement.
     delays = [max(0.0, at - acked[key]) for key, at in arrivals if key in acked]
     expected = sent * (1 + args.whole)  # each write: its prefix's watcher and every whole one
+    ratios = [w / wo for w, wo in zip(with_watchers, without, strict=True)]
     return {
         "watchers": args.watchers,
         "whole_namespace_watchers": args.whole,
@@ -250,10 +294,11 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
         "rss_before_bytes": rss_before,
         "rss_with_watchers_bytes": rss_with,
         "rss_per_watcher_bytes": round((rss_with - rss_before) / total),
-        "put_per_s_without": round(without, 1),
-        "put_per_s_with": round(with_watchers, 1),
-        "put_ratio": round(with_watchers / without, 3),
-        "node_watch_status": status,
+        "put_per_s_without": [round(x, 1) for x in without],
+        "put_per_s_with": [round(x, 1) for x in with_watchers],
+        "put_ratios": [round(r, 3) for r in ratios],
+        "put_ratio": round(statistics.median(ratios), 3),
+        "node_watch_status_last_round": status,
     }
 
 
@@ -264,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="paced writes per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=16, help="closed-loop PUT clients")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="PUT rounds, without and with watchers, alternating"
+    )
     parser.add_argument("--output", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgekv-bench-watch-") as work:
