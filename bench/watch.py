@@ -1,6 +1,7 @@
 """Watch benchmark: many watchers on one node, event delay, memory per watcher, PUT cost.
 
-One node with its defaults (``synchronous=full``; watcher limits raised to fit).
+One node with its defaults (``synchronous=full``; watcher limits raised to fit,
+heartbeats every second so that closed streams are counted out between rounds).
 A child process opens ``--watchers`` watch streams, each on a prefix of its
 own (``p<i>:``), plus ``--whole`` on the whole namespace, and notes when each
 event arrives; this process writes and notes acknowledgements (one monotonic
@@ -231,15 +232,20 @@ class _WatchChild:
         found: list[tuple[str, float]] = await loop.run_in_executor(None, self.out.get, True, 120)
         return found
 
-    async def close(self, url: str, session: aiohttp.ClientSession, opened: int) -> None:
+    async def close(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.record.set()  # a round that measured no delays still passes through
         self.recorded.set()
         self.stop.set()
         await asyncio.get_running_loop().run_in_executor(None, self.process.join, 30)
-        # The node notices a stream's end at its next write (an event or a heartbeat):
-        # one write to a prefix of each, so the next round starts without them.
-        for i in range(opened):
-            async with session.put(f"{url}/v1/kv/{NS}/p{i}:close", data=b"") as answer:
-                await answer.read()
+        # The node notices a stream's end when a write to it fails (heartbeats every
+        # second here): the next round starts once every stream is counted out.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            async with session.get(f"{url}/v1/cluster/status") as answer:
+                if (await answer.json())["node"]["watch"]["watchers_open"] == 0:
+                    return
+            await asyncio.sleep(0.5)
+        raise RuntimeError("the node still counts watchers of the last round")
 
 
 async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, Any]:
@@ -277,7 +283,7 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
             )
             async with session.get(f"{url}/v1/cluster/status") as answer:
                 status = (await answer.json())["node"]["watch"]
-            await child.close(url, session, args.watchers)
+            await child.close(url, session)
     # 0 when an event came before the writer saw its acknowledgement.
     delays = [max(0.0, at - acked[key]) for key, at in arrivals if key in acked]
     expected = sent * (1 + args.whole)  # each write: its prefix's watcher and every whole one
@@ -318,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         node = node_process(Path(work) / "data", Path(work) / "node.log")
         limit = str(args.watchers + args.whole + 10)
         node.command += ["--max-watchers", limit, "--max-watchers-per-token", limit]
+        node.command += ["--watch-heartbeat", "1"]  # closed streams counted out quickly
         node.start()
         try:
             result = asyncio.run(measure(args, node))
