@@ -77,9 +77,14 @@ def vector_text(covered: Mapping[int, int]) -> str:
     return "_".join(f"{origin:x}-{hlc:x}" for origin, hlc in sorted(covered.items()))
 
 
+def token_head(node: int, incarnation: int) -> str:
+    """What every token a node incarnation issues starts with (its seq follows)."""
+    return f"{_PREFIX}{node:x}.{incarnation:x}."
+
+
 def encode_token(node: int, incarnation: int, seq: int, vector: str) -> str:
     """A token's wire form from its fields and :func:`vector_text`."""
-    return f"{_PREFIX}{node:x}.{incarnation:x}.{seq:x}.{vector}"
+    return f"{token_head(node, incarnation)}{seq:x}.{vector}"
 
 
 def covers(covered: Mapping[int, int], hlc: int, node: int) -> bool:
