@@ -63,6 +63,8 @@ class Watcher:
     attached: bool = False
     heartbeat_due: bool = False
     """Nothing was sent for a heartbeat interval (set by the hub's heartbeat round)."""
+    stopping: bool = False
+    """The node is stopping: the stream ends."""
     last_sent: float = 0.0
     """Loop time of the stream's last write."""
     on_cut: Callable[[], None] | None = None
@@ -80,7 +82,7 @@ class Watcher:
         A future per wait, woken directly: no timer per watcher (the hub's
         heartbeat round covers them all) and no task per wait.
         """
-        if self.queue or self.cut or self.heartbeat_due:
+        if self.queue or self.cut or self.heartbeat_due or self.stopping:
             return
         self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -271,6 +273,7 @@ class WatchHub:
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         for watcher in self._open:
+            watcher.stopping = True
             watcher.wake()
 
     def attach(self, watcher: Watcher) -> None:
@@ -342,8 +345,8 @@ class WatchHub:
         spaces = self._spaces
         kinds = list(self.kinds.values())
         node_id = self._node_id
-        # Documents: a document's updates in one round fold into its state now, read
-        # once (per variant) and offered once to each watcher.
+        # A folding kind (documents): a key's changes in one round make one event,
+        # its state now, read once (per variant) and offered once to each watcher.
         folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[Watcher]]] = {}
         for change in changes:
             for kind in kinds:
@@ -360,7 +363,7 @@ class WatchHub:
                 continue
             offered: set[Watcher] | None = None
             encoded: dict[bool, bytes | None]
-            if kind.name == "docs":
+            if kind.folds:
                 encoded, offered = folded.setdefault((change.ns, change.key), ({}, set()))
             else:
                 encoded = {}

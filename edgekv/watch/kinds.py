@@ -80,6 +80,8 @@ class Kind(Protocol):
     """A kind of change a watch follows (key-value entries, documents, ...)."""
 
     name: ClassVar[str]
+    folds: ClassVar[bool]
+    """Several changes of one key in one round of the tail make one event (its state now)."""
 
     def space_of(self, change: Change) -> str | None:
         """The namespace or collection of a log change of this kind, else None."""
@@ -131,6 +133,7 @@ class KeyValueKind:
     """Key-value entries: ``/v1/kv/{ns}/_watch``."""
 
     name: ClassVar[str] = "kv"
+    folds: ClassVar[bool] = False  # a row is one state: each is sent as it was
 
     def __init__(self, reads: WatchReads, inline_bytes: int) -> None:
         """Read with ``reads``; values above ``inline_bytes`` are left out of events."""
@@ -227,6 +230,7 @@ class DocumentKind:
     """Documents: ``/v1/docs/{collection}/_watch``; an event holds the whole document."""
 
     name: ClassVar[str] = "docs"
+    folds: ClassVar[bool] = True  # an event is the document as it is now
 
     def __init__(self, reads: WatchReads, inline_bytes: int) -> None:
         """Read with ``reads``; documents above ``inline_bytes`` of JSON are left out."""
