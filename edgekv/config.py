@@ -161,6 +161,46 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "max_watchers",
+        int,
+        10_000,
+        "Most watch streams (/_watch) this node serves at once; over it a new one gets "
+        "429 too_many_watchers.",
+        minimum=0,
+    ),
+    Setting(
+        "max_watchers_per_token",
+        int,
+        1_000,
+        "Most watch streams one token (in protected mode: all local callers together) "
+        "holds open on this node; over it a new one gets 429 too_many_watchers.",
+        minimum=0,
+    ),
+    Setting(
+        "watch_buffer_bytes",
+        int,
+        1 * MIB,
+        "Bytes of events queued for one watcher that does not read; past them the "
+        "watcher is cut (its stream closed, to resume from its last event id).",
+        minimum=64 * 1024,
+    ),
+    Setting(
+        "watch_value_bytes",
+        int,
+        64 * 1024,
+        "Largest value (or document JSON) a watch event carries; a larger one is left "
+        "out, with value_bytes giving its size (fetch it with GET).",
+        minimum=0,
+    ),
+    Setting(
+        "watch_heartbeat",
+        float,
+        15.0,
+        "Seconds between heartbeat comments on an idle watch stream (keeps proxies from "
+        "closing it; carries a fresh resume token when the log moved on).",
+        minimum=0.05,
+    ),
+    Setting(
         "idle_timeout",
         float,
         60.0,
@@ -486,6 +526,11 @@ class Config:
     max_indexes_per_collection: int = 16
     max_set_members: int = 10_000
     max_set_request_members: int = 1000
+    max_watchers: int = 10_000
+    max_watchers_per_token: int = 1_000
+    watch_buffer_bytes: int = 1 * MIB
+    watch_value_bytes: int = 64 * 1024
+    watch_heartbeat: float = 15.0
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
     read_cache_entries: int = 100_000
@@ -620,6 +665,9 @@ def _check_consistency(config: Config) -> None:
             raise ConfigError("cluster_secret_accept must not be empty")
         if config.cluster_secret is None:
             raise ConfigError("cluster_secret_accept goes with a cluster_secret")
+    if config.watch_buffer_bytes < 2 * config.watch_value_bytes + 64 * 1024:
+        # One event must fit in a watcher's buffer, or it would be cut for ever.
+        raise ConfigError("watch_buffer_bytes must be at least 2 x watch_value_bytes + 64 KiB")
     if config.tokens and config.peer and not config.cluster_secret:
         raise ConfigError(
             "a node with tokens that replicates needs cluster_secret, "

@@ -8,6 +8,7 @@ and turns its answers and errors into responses.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from edgekv.store.merge import LAST_WRITER_WINS
 from edgekv.store.store import Store
 from edgekv.upstream.connector import Upstream
 from edgekv.upstream.strong import Condition
+from edgekv.watch import metrics as watch_metrics
+from edgekv.watch.hub import WatchHub, WatchLimits
+from edgekv.watch.kinds import DocumentKind, KeyValueKind
 
 
 class StrongNamespaceRequired(Exception):
@@ -64,6 +68,23 @@ class Node:
         self.replicator = replicator
         self.upstream = upstream
         """The PostgreSQL connector, when ``upstream`` is configured."""
+        reads = store.watch_reads
+        self.watch = WatchHub(
+            store,
+            {
+                "kv": KeyValueKind(reads, config.watch_value_bytes),
+                "docs": DocumentKind(reads, config.watch_value_bytes),
+            },
+            WatchLimits(
+                config.max_watchers,
+                config.max_watchers_per_token,
+                config.watch_buffer_bytes,
+                config.watch_heartbeat,
+            ),
+            self.covered_now,
+        )
+        """Watch streams: the live tail of the log fanned out to every watcher."""
+        watch_metrics.register(self.watch, metrics.registry)
         self.read = store.get
         """``read(ns, key)``: the local (eventual) value of a key, or None. The store's
         own method, not a wrapper: it is the whole of the hot GET path."""
@@ -107,8 +128,27 @@ class Node:
         store.health.start_check()
         return cls(config, store, metrics, replicator, upstream)
 
+    def covered_now(self) -> dict[int, int]:
+        """Origin -> the stamp up to which all its writes are in this store (or superseded).
+
+        This node's own writes up to its origin mark; each peer's up to the
+        mark of the newest batch committed from its own stream; none past a
+        change held back for clock skew (committed, not yet in ``kv``). What
+        watch tokens claim (:mod:`edgekv_replication.watch_tokens`).
+        """
+        store = self.store
+        vector = dict(self.replicator.relays.marks)
+        own = store.origin_marks.at(store.seq)
+        if own is not None:
+            vector[store.node_id] = own
+        held = store.watch_reads.held_floor()
+        if held is not None:
+            vector = {origin: min(hlc, held - 1) for origin, hlc in vector.items()}
+        return vector
+
     async def start(self) -> None:
         """Start the background work: the upstream connector, then replication."""
+        self.watch.start(asyncio.get_running_loop())
         if self.upstream is not None:
             await self.upstream.start()
         await self.replicator.start()
@@ -116,6 +156,7 @@ class Node:
     async def stop_replication(self) -> None:
         """Close the peer streams and stop pulling (before the HTTP server stops:
         an open stream would hold its shutdown)."""
+        self.watch.stop()
         await self.replicator.stop()
 
     async def close(self) -> None:

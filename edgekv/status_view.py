@@ -168,6 +168,7 @@ def status_renderable(status: dict[str, Any], region: str | None = None) -> Grou
         (f"{me['name']} ", "bold"),
         f"{me['url']}{in_region}  node {me['node_id']}  seq {me['seq']}  keys {me['keys']}  "
         f"db {_bytes(me['db_bytes'])}  held {me['held_changes']}",
+        f"  watchers {me['watch']['watchers_open']}" if "watch" in me else "",
     )
     members: list[Member] = status["members"]
     if region is not None:

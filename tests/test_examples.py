@@ -14,11 +14,14 @@ from testkit.processes import NodeProcess
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.parametrize("name", ["feature_flags", "ab_bucket", "session_store", "rate_limiter"])
+@pytest.mark.parametrize(
+    "name", ["feature_flags", "ab_bucket", "session_store", "rate_limiter", "flag_cache"]
+)
 def test_example_runs(name: str, start_node: Callable[..., NodeProcess]) -> None:
     a = start_node("a")
     b = start_node("b", ["--peer", a.url])
-    args = ["--url", a.url] + (["--other", b.url] if name == "session_store" else [])
+    other = name in ("session_store", "flag_cache")
+    args = ["--url", a.url] + (["--other", b.url] if other else [])
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
         capture_output=True,
@@ -29,3 +32,5 @@ def test_example_runs(name: str, start_node: Callable[..., NodeProcess]) -> None
     assert result.stdout.strip()
     if name == "session_store":
         assert "['book', 'pen']" in result.stdout
+    if name == "flag_cache":
+        assert "after: {'on': True}" in result.stdout

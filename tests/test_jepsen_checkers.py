@@ -16,6 +16,7 @@ from jepsen_like.workloads.documents import check_documents
 from jepsen_like.workloads.register import check_register as check_lww_register
 from jepsen_like.workloads.session import check_session
 from jepsen_like.workloads.set import check_set
+from jepsen_like.workloads.watch import check_watch
 
 
 class Builder:
@@ -341,3 +342,43 @@ def test_cas_drops_unknown_writes_nobody_observed() -> None:
     result = check_cas(b.done(), {"nodes": {}, "strong": {}})
     assert result["valid"] is True
     assert result["per_key"]["c"]["calls"] == 3
+
+
+def _watch_final(views: list[dict[str, list[str]]], backwards: int = 0) -> dict[str, Any]:
+    final = {"k1": ["0002", "put"], "k2": ["0003", "delete"]}
+    watchers = [
+        {"view": view, "backwards": [], "backwards_count": backwards, "events": 3, "moves": 1,
+         "relists": 0, "pops": [0]}
+        for view in views
+    ]  # fmt: skip
+    return {"settled": {"final": final, "watchers": watchers}}
+
+
+def _watch_ops() -> list[dict[str, Any]]:
+    b = Builder()
+    b.op(0, "write", 0.0, 0.1, key="k1", value="0.1")
+    b.op(1, "delete", 0.0, 0.1, key="k2")
+    return b.done()
+
+
+def test_watch_passes_when_every_watcher_ends_at_the_final_state() -> None:
+    agreeing = {"k1": ["0002", "put"], "k2": ["0003", "delete"]}
+    never_saw_the_deleted_key = {"k1": ["0002", "put"]}
+    result = check_watch(_watch_ops(), _watch_final([agreeing, never_saw_the_deleted_key]))
+    assert result["valid"] is True
+    assert result["wrong_count"] == 0
+
+
+def test_watch_catches_a_missed_final_version_and_a_missed_delete() -> None:
+    stale = {"k1": ["0001", "put"], "k2": ["0003", "delete"]}
+    missed_delete = {"k1": ["0002", "put"], "k2": ["0001", "put"]}
+    result = check_watch(_watch_ops(), _watch_final([stale, missed_delete]))
+    assert result["valid"] is False
+    assert {(w["watcher"], w["key"]) for w in result["wrong"]} == {(0, "k1"), (1, "k2")}
+
+
+def test_watch_catches_a_version_going_back() -> None:
+    agreeing = {"k1": ["0002", "put"], "k2": ["0003", "delete"]}
+    result = check_watch(_watch_ops(), _watch_final([agreeing], backwards=1))
+    assert result["valid"] is False
+    assert result["backwards_count"] == 1

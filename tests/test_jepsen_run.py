@@ -63,6 +63,7 @@ def test_short_seeded_run_with_partitions_and_kills_passes(tmp_path: Path) -> No
         "cas",
         "counter",
         "orset",
+        "watch",
     }
     assert checkers["set"]["lost_count"] == 0
     assert checkers["set"]["acknowledged"] > 100

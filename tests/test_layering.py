@@ -62,6 +62,7 @@ LAYER_OF = {
     "edgekv.peers.*": "services",
     "edgekv.upstream.*": "services",
     "edgekv.documents.*": "services",
+    "edgekv.watch.*": "services",
     "edgekv.node": "node",
     "edgekv.http.*": "http",
     "edgekv.console.*": "http",
@@ -88,6 +89,7 @@ CLIENT_MAY_IMPORT = frozenset(
         "edgekv_replication.versions",
         "edgekv_replication.counters",
         "edgekv_replication.orsets",
+        "edgekv_replication.watch_tokens",
     }
 )
 """The light wire modules the client shares with the node (standard library only,

@@ -12,6 +12,7 @@ from edgekv_client._core import Entry, ListPage, Namespace
 from edgekv_client._crdts import AsyncCounter, AsyncSet, Counter, Set, SetPage
 from edgekv_client._docs import Document, DocumentPage
 from edgekv_client._session import BookmarkSet
+from edgekv_client._watch import WatchEvent
 from edgekv_client.client import Client, Session
 from edgekv_client.errors import (
     ApiError,
@@ -64,6 +65,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "Unavailable",
+    "WatchEvent",
 ]
 
 

@@ -8,12 +8,13 @@ here imports aiohttp: the async handle only awaits its client.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edgekv_client import _docs
 from edgekv_client._core import Request
 from edgekv_client._docs import Document, DocumentPage, Where
+from edgekv_client._watch import WatchEvent
 from edgekv_client.errors import NotFound
 
 # What a handle needs of its client, as protocols: the clients import this
@@ -29,12 +30,40 @@ if TYPE_CHECKING:
 
         def _json(self, request: Request) -> Any: ...
 
+        def _watch(
+            self,
+            kind: str,
+            space: str,
+            prefix: str,
+            keys: Sequence[str] | None,
+            include_values: bool,
+            snapshot: bool,
+            after: str | None,
+            failover: Sequence[str],
+            max_backoff: float,
+            read_timeout: float,
+        ) -> Iterator[WatchEvent]: ...
+
     class AsyncSender(Protocol):
         """An async client or session: :class:`Sender`, awaited."""
 
         _token: str | None
 
         async def _json(self, request: Request) -> Any: ...
+
+        def _watch(
+            self,
+            kind: str,
+            space: str,
+            prefix: str,
+            keys: Sequence[str] | None,
+            include_values: bool,
+            snapshot: bool,
+            after: str | None,
+            failover: Sequence[str],
+            max_backoff: float,
+            read_timeout: float,
+        ) -> AsyncIterator[WatchEvent]: ...
 
 
 class Collection:
@@ -55,6 +84,28 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({self.name!r})"
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        ids: Sequence[str] | None = None,
+        include_values: bool = True,
+        snapshot: bool = False,
+        after: str | None = None,
+        failover: Sequence[str] = (),
+        max_backoff: float = 5.0,
+        read_timeout: float = 60.0,
+    ) -> Iterator[WatchEvent]:
+        """Follow the collection's documents (ids under ``prefix``, or ``ids``) for ever.
+
+        As :meth:`edgekv_client.Client.watch`; each event's ``value`` is the
+        whole document (``op`` ``put`` or ``delete``).
+        """
+        return self.client._watch(
+            "docs", self.name, prefix, ids, include_values, snapshot, after, failover,
+            max_backoff, read_timeout,
+        )  # fmt: skip
 
     def get(self, doc_id: str) -> Document | None:
         """The document with its version, or None if absent or deleted."""
@@ -140,6 +191,24 @@ class AsyncCollection:
 
     def __repr__(self) -> str:
         return f"AsyncCollection({self.name!r})"
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        ids: Sequence[str] | None = None,
+        include_values: bool = True,
+        snapshot: bool = False,
+        after: str | None = None,
+        failover: Sequence[str] = (),
+        max_backoff: float = 5.0,
+        read_timeout: float = 60.0,
+    ) -> AsyncIterator[WatchEvent]:
+        """``async for event in users.watch()``: as :meth:`Collection.watch`."""
+        return self.client._watch(
+            "docs", self.name, prefix, ids, include_values, snapshot, after, failover,
+            max_backoff, read_timeout,
+        )  # fmt: skip
 
     async def get(self, doc_id: str) -> Document | None:
         """The document with its version, or None if absent or deleted."""

@@ -7,7 +7,8 @@ answers come from the same I/O-free core, so the two cannot differ.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -18,6 +19,7 @@ from edgekv_client._collections import AsyncCollection
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client._crdts import AsyncCounter, AsyncSet
 from edgekv_client._session import SessionBookmarks
+from edgekv_client._watch import SseParser, WatchCursor, WatchEvent, retry_or_raise, watch_path
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 from edgekv_replication.bookmarks import BOOKMARK_HEADER
 
@@ -110,6 +112,66 @@ class AsyncClient:
         if isinstance(answer, dict) and isinstance(answer.get("bookmark"), str):
             self._remember(answer["bookmark"])
         return answer
+
+    async def watch(
+        self,
+        namespace: str,
+        prefix: str = "",
+        *,
+        keys: Sequence[str] | None = None,
+        include_values: bool = True,
+        snapshot: bool = False,
+        after: str | None = None,
+        failover: Sequence[str] = (),
+        max_backoff: float = 5.0,
+        read_timeout: float = 60.0,
+        versions: OrderedDict[str, str] | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """``async for event in kv.watch(ns, prefix=...)``: as :meth:`Client.watch`."""
+        events = self._watch(
+            "kv", namespace, prefix, keys, include_values, snapshot, after, failover,
+            max_backoff, read_timeout, versions,
+        )  # fmt: skip
+        async for event in events:
+            yield event
+
+    async def _watch(
+        self,
+        kind: str,
+        space: str,
+        prefix: str,
+        keys: Sequence[str] | None,
+        include_values: bool,
+        snapshot: bool,
+        after: str | None,
+        failover: Sequence[str],
+        max_backoff: float,
+        read_timeout: float,
+        versions: OrderedDict[str, str] | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        cursor = WatchCursor(kind, [self.url, *failover], after, snapshot, max_backoff, versions)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout, sock_read=read_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                path = watch_path(
+                    cursor.kind, space, prefix, keys, include_values, cursor.wants_snapshot()
+                )
+                try:
+                    async with http.get(
+                        cursor.url.rstrip("/") + path, headers=cursor.headers(self._token)
+                    ) as response:
+                        if response.status != 200:
+                            retry_or_raise(response.status, await response.read())
+                        else:
+                            parser = SseParser()
+                            async for chunk in response.content.iter_any():
+                                for event in cursor.take(parser.feed(chunk)):
+                                    if event.bookmark is not None and event.type == "change":
+                                        self._remember(event.bookmark)
+                                    yield event
+                except (aiohttp.ClientError, OSError, TimeoutError, Unavailable):
+                    pass  # this PoP is unreachable, stopping or saturated: the next one
+                await asyncio.sleep(cursor.failed())
 
     async def get_with_metadata(
         self, namespace: str, key: str, *, consistency: str | None = None

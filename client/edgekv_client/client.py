@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,6 +14,7 @@ from edgekv_client._collections import Collection
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client._crdts import Counter, Set
 from edgekv_client._session import SessionBookmarks
+from edgekv_client._watch import SseParser, WatchCursor, WatchEvent, retry_or_raise, watch_path
 from edgekv_client.errors import NotFound, TransportError, Unavailable
 from edgekv_replication.bookmarks import BOOKMARK_HEADER
 
@@ -262,6 +265,85 @@ class Client:
         """Apply puts and deletes atomically (``{"op": "put", "key", "value", ...}``)."""
         result: dict[str, Any] = self._json(_core.bulk_request(namespace, operations, self._token))
         return result
+
+    def watch(
+        self,
+        namespace: str,
+        prefix: str = "",
+        *,
+        keys: Sequence[str] | None = None,
+        include_values: bool = True,
+        snapshot: bool = False,
+        after: str | None = None,
+        failover: Sequence[str] = (),
+        max_backoff: float = 5.0,
+        read_timeout: float = 60.0,
+        versions: OrderedDict[str, str] | None = None,
+    ) -> Iterator[WatchEvent]:
+        """Follow the changes of ``namespace`` (under ``prefix``, or of ``keys``) for ever.
+
+        >>> for event in kv.watch("flags", prefix="beta"):  # doctest: +SKIP
+        ...     print(event.key, event.op, event.value)
+
+        ``snapshot=True`` first yields every live key (then a ``ready``
+        event). Whenever a stream ends, the watch opens another with the token
+        of its last event, at this PoP and then the ``failover`` URLs in turn
+        (with backoff up to ``max_backoff`` seconds): no change is missed, and
+        none is yielded twice or older than one yielded before (see
+        :class:`~edgekv_client.WatchEvent` for ``relist``). ``after`` resumes
+        from a token saved earlier (``event.token``). A session remembers each
+        event's bookmark, so its reads anywhere see what the watch saw.
+        """
+        return self._watch(
+            "kv", namespace, prefix, keys, include_values, snapshot, after, failover,
+            max_backoff, read_timeout, versions,
+        )  # fmt: skip
+
+    def _watch(
+        self,
+        kind: str,
+        space: str,
+        prefix: str,
+        keys: Sequence[str] | None,
+        include_values: bool,
+        snapshot: bool,
+        after: str | None,
+        failover: Sequence[str],
+        max_backoff: float,
+        read_timeout: float,
+        versions: OrderedDict[str, str] | None = None,
+    ) -> Iterator[WatchEvent]:
+        cursor = WatchCursor(kind, [self.url, *failover], after, snapshot, max_backoff, versions)
+        while True:
+            scheme, host, port, base = _core.split_url(cursor.url)
+            conn: http.client.HTTPConnection
+            if scheme == "https":
+                import ssl
+
+                context = ssl.create_default_context()
+                conn = http.client.HTTPSConnection(
+                    host, port, timeout=read_timeout, context=context
+                )
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=read_timeout)
+            path = watch_path(kind, space, prefix, keys, include_values, cursor.wants_snapshot())
+            try:
+                conn.request("GET", base + path, headers=cursor.headers(self._token))
+                answer = conn.getresponse()
+                if answer.status != 200:
+                    retry_or_raise(answer.status, answer.read())
+                else:
+                    parser = SseParser()
+                    while chunk := answer.read1(65536):
+                        for event in cursor.take(parser.feed(chunk)):
+                            if event.bookmark is not None and event.type == "change":
+                                self._remember(event.bookmark)
+                            yield event
+            except (OSError, http.client.HTTPException, Unavailable):
+                pass  # this PoP is unreachable, stopping or saturated: the next one
+            finally:
+                conn.close()
+            time.sleep(cursor.failed())
 
     def cluster_status(self) -> dict[str, Any]:
         """Return the node's cluster status document (admin scope)."""

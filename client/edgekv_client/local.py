@@ -113,6 +113,23 @@ class LocalReader:
             value, json.loads(metadata) if metadata else None, expiration, encode_version(hlc, node)
         )
 
+    def change_marker(self) -> int:
+        """A marker of the database's state now, for :meth:`changed_since` (about 1 us).
+
+        SQLite's ``PRAGMA data_version``: it moves whenever the node commits.
+        """
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed_since(self, marker: int) -> bool:
+        """Whether the node has committed anything since ``marker`` (from :meth:`change_marker`).
+
+        Cheap and conservative, for an in-process cache that invalidates
+        itself: False means nothing changed; True means the node committed
+        something -- a write of any namespace, or its replication bookkeeping
+        -- so read again (or take a new marker and compare values).
+        """
+        return self.change_marker() != marker
+
     def list(
         self, namespace: str, prefix: str = "", page_size: int = 1000
     ) -> Iterator[dict[str, object]]:

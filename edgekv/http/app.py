@@ -37,6 +37,7 @@ from edgekv.http import (
     kv_routes,
     operator_routes,
     set_routes,
+    watch_routes,
 )
 from edgekv.http.bookmarks import HEADER as BOOKMARK_HEADER
 from edgekv.http.bookmarks import head_bookmark, parse_bookmarks, wait_until_reached
@@ -279,6 +280,7 @@ def create_app(node: Node) -> web.Application:
         )
     routes = [
         *SYSTEM_ROUTES,
+        *_route_defs(watch_routes.routes, Access.CLIENT),  # before {key} and {id} take _watch
         *_route_defs(kv_routes.routes, Access.CLIENT),
         *_route_defs(doc_routes.routes, Access.CLIENT),
         *_route_defs(counter_routes.routes, Access.CLIENT),

@@ -14,6 +14,7 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.peers.replicator import Replicator
 from edgekv.peers.wire import STREAM_PATH
+from edgekv.watch import metrics as watch_metrics
 
 routes = web.RouteTableDef()
 """Client routes: a bearer token with the admin scope."""
@@ -83,6 +84,7 @@ def cluster_status(node: Node, replicator: Replicator) -> dict[str, Any]:
             "keys": keys,
             "db_bytes": store.size_bytes(),
             "held_changes": store.held_count(),
+            "watch": watch_metrics.status(node.watch),
             # None until a peer is heard: alone, a node cannot tell its clock is wrong.
             "clock_ahead_ms": store.peer_clocks.clock_ahead_ms(),
             "stamps_ahead_ms": store.peer_clocks.stamps_ahead_ms(),

@@ -14,6 +14,7 @@ from edgekv.http import openapi_admin as admin_spec
 from edgekv.http import openapi_console as console_spec
 from edgekv.http import openapi_crdts as crdts_spec
 from edgekv.http import openapi_documents as documents_spec
+from edgekv.http import openapi_watch as watch_spec
 from edgekv.http.openapi_parts import AUTH_ERRORS as _AUTH_ERRORS
 from edgekv.http.openapi_parts import BAD_INPUT as _BAD
 from edgekv.http.openapi_parts import BOOKMARK as _BOOKMARK
@@ -116,6 +117,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 **documents_spec.SCHEMAS,
                 **crdts_spec.SCHEMAS,
+                **watch_spec.SCHEMAS,
                 "GetManyRequest": {
                     "type": "object",
                     "required": ["keys"],
@@ -227,6 +229,7 @@ def openapi_document() -> dict[str, Any]:
             **crdts_spec.PATHS,
             **console_spec.PATHS,
             **admin_spec.PATHS,
+            **watch_spec.PATHS,
             "/v1/kv/{ns}": {
                 "get": {
                     "summary": "List keys in byte order, a page at a time",

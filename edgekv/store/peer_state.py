@@ -185,6 +185,12 @@ class PeerState:
             newest = txn.conn.execute("SELECT max(seq)" + where, params).fetchone()[0]
             if newest is None:
                 return 0
+            txn.conn.execute(
+                "INSERT INTO collected_origins (node, hlc) SELECT node, max(hlc)"
+                + where
+                + " GROUP BY node ON CONFLICT (node) DO UPDATE SET hlc = max(hlc, excluded.hlc)",
+                params,
+            )
             deleted = txn.conn.execute("DELETE" + where, params).rowcount
             txn.conn.execute(
                 "UPDATE node_state SET purged_seq = max(purged_seq, ?) WHERE id = 1", (newest,)

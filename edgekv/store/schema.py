@@ -198,6 +198,12 @@ def _v8_member_regions(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE members ADD COLUMN region TEXT NOT NULL DEFAULT ''")
 
 
+def _v9_collected_origins(db: sqlite_utils.Database) -> None:
+    # Per origin, the newest stamp of a row tombstone collection deleted: a watch
+    # resumed with a vector below it may have missed a delete (it must re-list).
+    db.table("collected_origins").create({"node": int, "hlc": int}, pk="node")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_replication,
@@ -207,6 +213,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v6_strong_namespaces,
     _v7_resync_required,
     _v8_member_regions,
+    _v9_collected_origins,
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1``."""
 

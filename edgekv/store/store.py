@@ -30,6 +30,7 @@ from edgekv.store.documents import DocumentStore
 from edgekv.store.kv import Entry, KeyValues
 from edgekv.store.merge import LAST_WRITER_WINS, Merger
 from edgekv.store.peer_state import PeerState
+from edgekv.store.watch_reads import WatchReads
 from edgekv_replication.peer_clocks import PeerClocks
 from edgekv_replication.relays import OriginMarks
 
@@ -85,6 +86,8 @@ class Store:
         self.peers = PeerState(database.reader, self.writer)
         self.browse = Browse(database.reader)
         """Bounded read-only views for the operator console."""
+        self.watch_reads = WatchReads(database.reader)
+        """Pages of one namespace's or collection's changes, for watches."""
         self.merger = Merger(self.writer, self.documents, self.peers, node_id, merge_statement)
         self.origin_marks = OriginMarks(self.clock, self.writer.seq, valid=database.clean)
         """Marks of this node's own writes for its pull streams."""

@@ -11,6 +11,7 @@ from jepsen_like.workloads.orset import OrsetWorkload
 from jepsen_like.workloads.register import RegisterWorkload
 from jepsen_like.workloads.session import SessionWorkload
 from jepsen_like.workloads.set import SetWorkload
+from jepsen_like.workloads.watch import WatchWorkload
 
 WORKLOADS: dict[str, type[Workload]] = {
     "set": SetWorkload,
@@ -21,6 +22,7 @@ WORKLOADS: dict[str, type[Workload]] = {
     "cas": CasWorkload,
     "counter": CounterWorkload,
     "orset": OrsetWorkload,
+    "watch": WatchWorkload,
 }
 
 

@@ -41,6 +41,11 @@ _TABLE = (
     ErrorCode("invalid_cursor", 400, "The list cursor was not issued by this API."),
     ErrorCode("invalid_bookmark", 400, "The bookmark was not issued by EdgeKV."),
     ErrorCode(
+        "invalid_watch_token",
+        400,
+        "The watch resume token (after= or Last-Event-ID) was not issued by EdgeKV.",
+    ),
+    ErrorCode(
         "invalid_document_id",
         400,
         "The document id is empty, longer than max_key_bytes, contains '/', starts with '_', "
@@ -140,6 +145,12 @@ _TABLE = (
         429,
         "The token made more requests than its rate limit (rate_limit, or the token's own); "
         "retry after the seconds Retry-After names.",
+    ),
+    ErrorCode(
+        "too_many_watchers",
+        429,
+        "The node already serves max_watchers watch streams, or the token holds "
+        "max_watchers_per_token of them here; retry after Retry-After seconds or at another PoP.",
     ),
     ErrorCode(
         "headers_too_large",

@@ -1,0 +1,346 @@
+"""Watch benchmark: many watchers on one node, event delay, memory per watcher, PUT cost.
+
+One node with its defaults (``synchronous=full``; watcher limits raised to fit,
+heartbeats every second so that closed streams are counted out between rounds).
+A child process opens ``--watchers`` watch streams, each on a prefix of its
+own (``p<i>:``), plus ``--whole`` on the whole namespace, and notes when each
+event arrives; this process writes and notes acknowledgements (one monotonic
+clock for both: ``perf_counter`` is ``CLOCK_MONOTONIC``). Measured, in one run:
+
+* **Event delay**: writes paced at ``--rate`` per second (open loop) spread
+  over the prefixes; for every event a watcher receives, its arrival minus the
+  moment the write was acknowledged (p50, p99; target p99 <= 50 ms).
+* **Memory per watcher**: the node's RSS with the watchers attached and live
+  minus its RSS before they opened, divided by their number (target <= 64 KiB).
+* **PUT throughput**: closed-loop PUTs (``--connections`` at once) for
+  ``--duration`` seconds without watchers, then the same with them attached,
+  ``--rounds`` times alternating; the median of the rounds' ratios (target
+  >= 80 %). Both are driven by this process, so the ratio
+  compares like with like; the absolute rates are those of a Python load
+  generator on a shared machine.
+
+Run: ``python -m bench.watch`` (about 90 s; ``--help``; ``--watchers 50 --whole 2
+--duration 3 --rounds 1`` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.servers import ServerProcess, node_process
+from edgekv_client._watch import SseParser
+
+NS = "wbench"
+TARGET_DELAY_P99_S = 0.050
+TARGET_RSS_PER_WATCHER = 64 * 1024
+TARGET_PUT_RATIO = 0.80
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of ``values`` (nan when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+class Watchers:
+    """Every watch stream of the run, and the delays they observed."""
+
+    def __init__(self, url: str, prefixes: int, whole: int) -> None:
+        self.url = url
+        self.filters = [f"p{i}:" for i in range(prefixes)] + [""] * whole
+        self.arrivals: list[tuple[str, float]] = []
+        self.ready = 0
+        self._live = asyncio.Event()
+        self.ended = 0
+        self.recording = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def open(self, session: aiohttp.ClientSession) -> None:
+        self._tasks = [asyncio.create_task(self._follow(session, f)) for f in self.filters]
+        await self._live.wait()
+        if self.ended:
+            raise RuntimeError(f"{self.ended} watch streams ended before they were live")
+
+    async def _follow(self, session: aiohttp.ClientSession, prefix: str) -> None:
+        query = f"?prefix={prefix}" if prefix else ""
+        parser = SseParser()
+        try:
+            async with session.get(f"{self.url}/v1/kv/{NS}/_watch{query}") as response:
+                if response.status != 200:
+                    raise RuntimeError(f"watch refused: {response.status} {await response.text()}")
+                live = False
+                async for chunk in response.content.iter_any():
+                    if live and not self.recording:
+                        parser = SseParser()  # not measuring: read and drop, at little cost
+                        continue
+                    now = time.perf_counter()
+                    for kind, data, _ in parser.feed(chunk):
+                        if kind == "ready":
+                            live = True
+                            self.ready += 1
+                            self._counted()
+                        elif kind == "change" and self.recording:
+                            self.arrivals.append((json.loads(data)["key"], now))
+        finally:
+            self.ended += 1
+            self._counted()
+
+    def _counted(self) -> None:
+        if self.ready + self.ended >= len(self.filters):
+            self._live.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def put_throughput(
+    session: aiohttp.ClientSession, url: str, connections: int, seconds: float, prefixes: int
+) -> float:
+    """PUTs per second, closed loop, ``connections`` at once, keys over the prefixes."""
+    done = 0
+    stop = time.perf_counter() + seconds
+    rng = random.Random(1)
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        n = 0
+        while time.perf_counter() < stop:
+            key = f"p{rng.randrange(max(prefixes, 1))}:t{w}-{n}"
+            async with session.put(f"{url}/v1/kv/{NS}/{key}", data=b"x" * 100) as answer:
+                if answer.status != 200:
+                    raise RuntimeError(f"PUT answered {answer.status}")
+                await answer.read()
+            done += 1
+            n += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(connections)))
+    return done / (time.perf_counter() - started)
+
+
+async def paced_writes(
+    session: aiohttp.ClientSession,
+    url: str,
+    acked: dict[str, float],
+    rate: float,
+    seconds: float,
+    prefixes: int,
+) -> int:
+    """Writes at ``rate`` per second (open loop), each acknowledged time noted."""
+    rng = random.Random(2)
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    sent = 0
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(key: str) -> None:
+        async with session.put(f"{url}/v1/kv/{NS}/{key}", data=b"v" * 100) as answer:
+            await answer.read()
+            acked[key] = time.perf_counter()
+
+    while time.perf_counter() - start < seconds:
+        key = f"p{rng.randrange(max(prefixes, 1))}:d{sent}"
+        task = asyncio.create_task(one(key))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        sent += 1
+        await asyncio.sleep(max(0.0, start + sent * interval - time.perf_counter()))
+    await asyncio.gather(*pending)
+    await asyncio.sleep(1.0)  # the last events arrive
+    return sent
+
+
+def _watch_process(
+    url: str,
+    prefixes: int,
+    whole: int,
+    live: Any,
+    record: Any,
+    recorded: Any,
+    stop: Any,
+    out: Any,
+) -> None:
+    """The watchers' own process (own event loop, own core share): arrivals back on ``out``."""
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            watchers = Watchers(url, prefixes, whole)
+            await watchers.open(session)
+            live.set()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, record.wait)
+            watchers.recording = True
+            await loop.run_in_executor(None, recorded.wait)
+            watchers.recording = False
+            out.put(watchers.arrivals)
+            await loop.run_in_executor(None, stop.wait)  # attached during the PUT measurement
+            await watchers.close()
+
+    asyncio.run(main())
+
+
+class _WatchChild:
+    """The watchers' process of one round: opened live, recording on demand, then closed."""
+
+    def __init__(self, url: str, prefixes: int, whole: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.live, self.record, self.recorded, self.stop = (context.Event() for _ in range(4))
+        self.out = context.Queue()
+        self.process = context.Process(
+            target=_watch_process,
+            args=(
+                url, prefixes, whole, self.live, self.record, self.recorded, self.stop, self.out,
+            ),
+            daemon=True,
+        )  # fmt: skip
+
+    async def open(self) -> None:
+        self.process.start()
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self.live.wait, 120):
+            raise RuntimeError("the watchers did not become live")
+
+    async def arrivals(self) -> list[tuple[str, float]]:
+        self.recorded.set()
+        loop = asyncio.get_running_loop()
+        found: list[tuple[str, float]] = await loop.run_in_executor(None, self.out.get, True, 120)
+        return found
+
+    async def close(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.record.set()  # a round that measured no delays still passes through
+        self.recorded.set()
+        self.stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.process.join, 30)
+        # The node notices a stream's end when a write to it fails (heartbeats every
+        # second here): the next round starts once every stream is counted out.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            async with session.get(f"{url}/v1/cluster/status") as answer:
+                if (await answer.json())["node"]["watch"]["watchers_open"] == 0:
+                    return
+            await asyncio.sleep(0.5)
+        raise RuntimeError("the node still counts watchers of the last round")
+
+
+async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, Any]:
+    url = node.url
+    total = args.watchers + args.whole
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    without: list[float] = []
+    with_watchers: list[float] = []
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await put_throughput(session, url, args.connections, 1.0, args.watchers)  # warm-up
+        rss_before = rss_with = 0
+        acked: dict[str, float] = {}
+        arrivals: list[tuple[str, float]] = []
+        sent = 0
+        status: dict[str, Any] = {}
+        for round_ in range(args.rounds):
+            without.append(
+                await put_throughput(session, url, args.connections, args.duration, args.watchers)
+            )
+            child = _WatchChild(url, args.watchers, args.whole)
+            if round_ == 0:
+                rss_before = rss_bytes(node.pid)
+            await child.open()
+            if round_ == 0:
+                await asyncio.sleep(1.0)
+                rss_with = rss_bytes(node.pid)
+                child.record.set()
+                sent = await paced_writes(
+                    session, url, acked, args.rate, args.duration, args.watchers
+                )
+                arrivals = await child.arrivals()
+            with_watchers.append(
+                await put_throughput(session, url, args.connections, args.duration, args.watchers)
+            )
+            async with session.get(f"{url}/v1/cluster/status") as answer:
+                status = (await answer.json())["node"]["watch"]
+            await child.close(url, session)
+    # 0 when an event came before the writer saw its acknowledgement.
+    delays = [max(0.0, at - acked[key]) for key, at in arrivals if key in acked]
+    expected = sent * (1 + args.whole)  # each write: its prefix's watcher and every whole one
+    ratios = [w / wo for w, wo in zip(with_watchers, without, strict=True)]
+    return {
+        "watchers": args.watchers,
+        "whole_namespace_watchers": args.whole,
+        "rate_per_s": args.rate,
+        "writes_paced": sent,
+        "events_expected": expected,
+        "events_measured": len(delays),
+        "delay_p50_ms": round(quantile(delays, 0.50) * 1000, 2),
+        "delay_p99_ms": round(quantile(delays, 0.99) * 1000, 2),
+        "rss_before_bytes": rss_before,
+        "rss_with_watchers_bytes": rss_with,
+        "rss_per_watcher_bytes": round((rss_with - rss_before) / total),
+        "put_per_s_without": [round(x, 1) for x in without],
+        "put_per_s_with": [round(x, 1) for x in with_watchers],
+        "put_ratios": [round(r, 3) for r in ratios],
+        "put_ratio": round(statistics.median(ratios), 3),
+        "node_watch_status_last_round": status,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.watch", description=__doc__)
+    parser.add_argument("--watchers", type=int, default=1000, help="one prefix each")
+    parser.add_argument("--whole", type=int, default=10, help="watchers of the whole namespace")
+    parser.add_argument("--rate", type=float, default=200.0, help="paced writes per second")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16, help="closed-loop PUT clients")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="PUT rounds, without and with watchers, alternating"
+    )
+    parser.add_argument("--output", type=Path, default=None, help="write the JSON here too")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="edgekv-bench-watch-") as work:
+        node = node_process(Path(work) / "data", Path(work) / "node.log")
+        limit = str(args.watchers + args.whole + 10)
+        node.command += ["--max-watchers", limit, "--max-watchers-per-token", limit]
+        node.command += ["--watch-heartbeat", "1"]  # closed streams counted out quickly
+        node.start()
+        try:
+            result = asyncio.run(measure(args, node))
+        finally:
+            node.stop()
+    result["targets"] = {
+        "delay_p99_ms <= 50": result["delay_p99_ms"] <= TARGET_DELAY_P99_S * 1000,
+        "rss_per_watcher <= 64 KiB": result["rss_per_watcher_bytes"] <= TARGET_RSS_PER_WATCHER,
+        "put_ratio >= 0.80": result["put_ratio"] >= TARGET_PUT_RATIO,
+    }
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.output is not None:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""One watch stream from its start to its end: catch-up, then the live tail, as SSE.
+
+How a stream starts, by what the client presents:
+
+* *Nothing*: the tail from now on.
+* ``snapshot``: first every matching live key, by key, as it stood at the
+  hub's position ``S0`` when the stream began (rows changed since have moved
+  past ``S0`` and come from the tail instead, so every key comes once, in a
+  state no older than the snapshot's), then the tail.
+* *A token of this node* (same incarnation): the changes after its seq, then
+  the tail. Exact: nothing sent twice.
+* *A token of another node*: every matching key whose state here its vector
+  does not cover -- deletes and expiries included -- by key as at ``S0``,
+  then the changes after ``S0`` it does not cover, then the tail (which
+  skips what it covers too). The key may have changed several times since
+  the watcher last heard of it; it gets the newest state only: intermediate
+  states are *folded*. A state the watcher already had may come again (one
+  relayed to the other node ahead of its origin's mark), or one older than
+  it had (this node is behind the other): events carry each key's version,
+  so a client keeps the newer (the Python client does).
+* *A token this node cannot serve* -- tombstone collection here removed a
+  delete the token does not cover, or collected past its seq -- gets a
+  ``relist`` event and the stream ends: the client must list again
+  (``snapshot=true``), never silently miss a delete.
+
+Event ids are resume tokens (:mod:`edgekv_replication.watch_tokens`). Events
+of a snapshot or of a cross-node scan carry no id (a half-done scan cannot be
+resumed; the token from before it still can); the ``ready`` event that ends
+the catch-up carries the token of everything sent. An idle stream gets a
+heartbeat comment every ``watch_heartbeat`` seconds, with an ``id`` line once
+the tail has moved on, so a watcher of a quiet prefix resumes from close by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from edgekv.store.store import Store
+from edgekv.watch.hub import Watcher, WatchHub
+from edgekv.watch.kinds import PAGE_ROWS, Coverage, Event
+from edgekv_replication.bookmarks import Bookmark
+from edgekv_replication.watch_tokens import (
+    WatchToken,
+    below_any,
+    covers,
+    encode_token,
+    merged,
+    token_head,
+    vector_text,
+)
+
+Write = Callable[[bytes], Awaitable[None]]
+_CUT_WRITE_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class _Position:
+    """Where the watcher has got: a seq here and its vector (with the vector's wire text)."""
+
+    seq: int
+    vector: dict[int, int]
+    text: str = ""
+    tail: bytes = b""
+    """``.<vector>\nevent: change\ndata: ``: what follows the seq in a change frame."""
+    merged_from: dict[int, int] | None = None
+    """The hub vector last merged in: merged again only when the hub's changes."""
+
+    def __post_init__(self) -> None:
+        self._encode()
+
+    def _encode(self) -> None:
+        self.text = vector_text(self.vector)
+        self.tail = f".{self.text}\nevent: change\ndata: ".encode()
+
+    def reach(self, seq: int, hub_vector: dict[int, int]) -> None:
+        """Everything up to ``seq`` sent, which the hub's vector holds for."""
+        self.seq = seq
+        if hub_vector is not self.merged_from:
+            self.vector = merged(self.vector, hub_vector)
+            self._encode()
+            self.merged_from = hub_vector
+
+
+def _frame(event: str, data: bytes, token: str | None) -> bytes:
+    head = f"id: {token}\n" if token is not None else ""
+    return f"{head}event: {event}\ndata: ".encode() + data + b"\n\n"
+
+
+class WatchStream:
+    """Serves one watcher: what to send first, then the tail, heartbeats and a cut."""
+
+    def __init__(
+        self,
+        hub: WatchHub,
+        store: Store,
+        incarnation: int,
+        watcher: Watcher,
+        write: Write,
+        abort: Callable[[], None],
+    ) -> None:
+        """Send with ``write``; ``abort`` drops the connection of a watcher that does not read."""
+        self._hub = hub
+        self._store = store
+        self._incarnation = incarnation
+        self._watcher = watcher
+        self._write = write
+        self._abort = abort
+        self._writing = False
+        self._node_id = store.node_id
+        self._id_head = f"id: {token_head(self._node_id, incarnation)}".encode()
+        watcher.on_cut = self._cut
+
+    def _cut(self) -> None:
+        self._hub.cut_count += 1
+        if self._writing:  # blocked on a client that does not read: nothing more gets through
+            self._abort()
+
+    def _token(self, position: _Position, seq: int | None = None) -> str:
+        """The token at ``position`` (or at ``seq`` with its vector: an event inside a batch)."""
+        at = position.seq if seq is None else seq
+        return encode_token(self._node_id, self._incarnation, at, position.text)
+
+    async def run(self, token: WatchToken | None, snapshot: bool) -> None:
+        """Serve the stream until the client goes, the watcher is cut or must re-list."""
+        hub, watcher = self._hub, self._watcher
+        reads = self._store.watch_reads
+        if self._issued_here(token):
+            assert token is not None
+            if token.seq < self._store.purged_seq():
+                await self._relist("tombstones after this token were collected here")
+                return
+            await self._catch_up(_Position(token.seq, dict(token.covered)), None)
+            return
+        if token is not None:
+            if below_any(token.covered, reads.collected()):
+                await self._relist("deletes this token does not cover were collected here")
+                return
+            coverage = Coverage(token.covered, self._floor(token.covered))
+            watcher.coverage = coverage
+            start = _Position(hub.position, merged(token.covered, hub.covered))
+            await self._scan(start.seq, coverage)
+            await self._catch_up(start, coverage)
+            return
+        start = _Position(hub.position, dict(hub.covered))
+        if snapshot:
+            await self._scan(start.seq, None)
+        await self._catch_up(start, None)
+
+    def _issued_here(self, token: WatchToken | None) -> bool:
+        """Whether ``token`` is a position in this node's log as it is (same incarnation)."""
+        return (
+            token is not None
+            and token.node == self._node_id
+            and token.incarnation == self._incarnation
+            and token.seq <= self._hub.position
+        )
+
+    def _floor(self, vector: Mapping[int, int]) -> int:
+        """The least hlc ``vector`` covers over every origin this node knows (-1: one lacks)."""
+        known = {self._node_id} | {member[0] for member in self._store.members()}
+        if not known <= set(vector):
+            return -1
+        return min(vector[origin] for origin in known)
+
+    async def _scan(self, upto: int, coverage: Coverage | None) -> None:
+        watcher = self._watcher
+        after: bytes | None = None
+        while True:
+            events, after = watcher.kind.scan(
+                watcher.filter, after, upto, PAGE_ROWS, self._node_id, coverage
+            )
+            if events:
+                await self._send([_frame("change", e.data, None) for e in events], len(events))
+            if after is None:
+                return
+
+    async def _catch_up(self, start: _Position, coverage: Coverage | None) -> None:
+        """Changes after ``start`` up to the tail's position, then join the tail and follow it."""
+        hub, watcher = self._hub, self._watcher
+        position = start
+        while True:
+            upto = hub.position
+            if position.seq >= upto:
+                hub.attach(watcher)  # no await since reading up to upto: nothing falls between
+                break
+            events, end, _ = watcher.kind.after(
+                watcher.filter, position.seq, upto, PAGE_ROWS, self._node_id
+            )
+            events = [e for e in events if not _covered(e, coverage)]
+            frames = [_frame("change", e.data, self._token(position, e.seq)) for e in events]
+            position.seq = end
+            if frames:
+                await self._send(frames, len(frames))
+        position.reach(hub.position, hub.covered)
+        ready = {"bookmark": Bookmark(self._node_id, position.seq, 0).encode()}
+        await self._send([_frame("ready", json.dumps(ready).encode(), self._token(position))], 0)
+        await self._follow(position)
+
+    async def _follow(self, position: _Position) -> None:
+        hub, watcher = self._hub, self._watcher
+        while True:
+            await watcher.wait()
+            if hub.closing:
+                await self._send_cut("the node is stopping: resume at another PoP")
+                return
+            if watcher.cut:
+                await self._send_cut("the watcher fell behind: resume from the last event id")
+                return
+            watcher.heartbeat_due = False
+            items = watcher.take()
+            if not items:
+                frame = b": heartbeat\n\n"
+                if hub.position > position.seq:
+                    position.reach(hub.position, hub.covered)
+                    frame = f"id: {self._token(position)}\n: heartbeat\n\n".encode()
+                await self._send([frame], 0)
+                continue
+            # The hot path of a busy watch: the frames built from bytes pieces, no
+            # string formatting per event beyond the seq.
+            head, parts = self._id_head, list[bytes]()
+            for seq, data in items[:-1]:
+                parts += (head, b"%x" % seq, position.tail, data, b"\n\n")
+            # Everything up to the tail's position is in this batch: the last id says so.
+            position.reach(hub.position, hub.covered)
+            parts += (head, b"%x" % position.seq, position.tail, items[-1][1], b"\n\n")
+            await self._send(parts, len(items))
+
+    async def _send(self, frames: list[bytes], events: int) -> None:
+        self._writing = True
+        try:
+            await self._write(b"".join(frames))
+        finally:
+            self._writing = False
+        self._hub.events_sent += events
+        self._watcher.last_sent = asyncio.get_running_loop().time()
+
+    async def _send_cut(self, reason: str) -> None:
+        data = json.dumps({"reason": reason})
+        try:
+            await asyncio.wait_for(
+                self._write(_frame("cut", data.encode(), None)), _CUT_WRITE_SECONDS
+            )
+        except TimeoutError:
+            self._abort()
+
+    async def _relist(self, reason: str) -> None:
+        self._hub.relists += 1
+        data = json.dumps({"reason": reason + ": list again (snapshot=true)"})
+        await self._send([_frame("relist", data.encode(), None)], 0)
+
+
+def _covered(event: Event, coverage: Coverage | None) -> bool:
+    return coverage is not None and covers(coverage.vector, event.hlc, event.node)
