@@ -26,6 +26,7 @@ from jepsen_like.convergence import converge_after_heal, kv_join
 from jepsen_like.db import Db, DbOptions
 from jepsen_like.history import History, Op, pairs
 from jepsen_like.nemesis import (
+    BACKBONE_TOMBSTONE_HORIZON_S,
     CLOCK_NEMESIS_MAX_OFFSET_S,
     CLOCK_NEMESIS_TOMBSTONE_HORIZON_S,
     REGION_KINDS,
@@ -94,8 +95,7 @@ def run(options: RunOptions) -> dict[str, Any]:
             upstream_schema=schema,
             strong_namespaces=strong,
             max_clock_offset=CLOCK_NEMESIS_MAX_OFFSET_S if "clock" in nemeses else 0.5,
-            tombstone_horizon=options.tombstone_horizon
-            or (CLOCK_NEMESIS_TOMBSTONE_HORIZON_S if "clock" in nemeses else TOMBSTONE_HORIZON_S),
+            tombstone_horizon=options.tombstone_horizon or _horizon(nemeses, options.topology),
             broken_merge=options.broken_merge,
             extra_args=options.node_args,
             secure=options.secure,
@@ -243,6 +243,15 @@ def _final_reads(
         if settled:
             finals[workload.name]["settled"] = settled
     return finals, converge_s
+
+
+def _horizon(nemeses: list[str], topology: str) -> float:
+    """The nodes' tombstone horizon: longer than any fault can keep a node out of contact."""
+    if "clock" in nemeses:
+        return CLOCK_NEMESIS_TOMBSTONE_HORIZON_S
+    if topology == "regions":
+        return BACKBONE_TOMBSTONE_HORIZON_S
+    return TOMBSTONE_HORIZON_S
 
 
 def summarize(
