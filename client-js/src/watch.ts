@@ -158,9 +158,9 @@ export async function* watch<Value>(
       const decoder = new TextDecoder();
       for (;;) {
         // A connection that went silent (no heartbeat) is broken without saying so.
-        clearTimeout(timer);
         timer = setTimeout(cancel, readTimeout);
         const { done, value } = await reader.read();
+        clearTimeout(timer); // not while the caller holds an event
         if (done || signal?.aborted) break;
         for (const [type, data, id] of parser.feed(decoder.decode(value, { stream: true }))) {
           if (id !== undefined) token = id;

@@ -97,6 +97,18 @@ describe("watch", () => {
     await events.return();
   });
 
+  it("hands a session each change's bookmark, so its reads see what the watch saw", async () => {
+    const session = client(a).session();
+    const events = session.namespace("w-session").watch({ snapshot: true });
+    assert.equal((await next(events)).value.type, "ready");
+    assert.equal(session.bookmark, "");
+    await client(a).namespace("w-session").put("k", "v");
+    const event = (await next(events)).value;
+    assert.match(event.bookmark, /^b1\./);
+    assert.equal(session.bookmark, event.bookmark);
+    await events.return();
+  });
+
   it("resumes a stream cut mid-way: no change lost, none repeated, in order", async () => {
     const proxy = await proxyTo(a);
     const writer = client(a).namespace("w-cut");
