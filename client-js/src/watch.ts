@@ -163,9 +163,11 @@ export async function* watch<Value>(
         clearTimeout(timer); // not while the caller holds an event
         if (done || signal?.aborted) break;
         for (const [type, data, id] of parser.feed(decoder.decode(value, { stream: true }))) {
+          if (signal?.aborted) return; // aborted while the caller held an event of this chunk
+          // Parsed before the token moves past it: an event that does not parse is asked for again.
+          const item = type === "change" ? JSON.parse(data) : undefined;
           if (id !== undefined) token = id;
-          if (type === "change") {
-            const item = JSON.parse(data);
+          if (item) {
             const key = String(item.key);
             const version = String(item.version);
             // Versions are fixed-width hex of (hlc, node): their text order is their order.
@@ -178,7 +180,7 @@ export async function* watch<Value>(
             let payload = item.value;
             if (payload != null && kind === "kv") payload = fromBase64(payload);
             yield {
-              type,
+              type: "change",
               key,
               op: item.op,
               version,

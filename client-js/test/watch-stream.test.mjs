@@ -1,18 +1,18 @@
 // Watch against a scripted feed (a `fetch` that answers what a node could): the SSE parsing
 // of chunks cut anywhere (inside CRLF, inside a UTF-8 character), what each reconnection sends,
-// the per-key version check, relist, and the retry of a saturated PoP.
+// the per-key version check, relist, the retry of a saturated PoP, and an abort between events.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { EdgeKV, SseParser } from "../dist/index.js";
 
 const encoder = new TextEncoder();
 
-/** An SSE body sent three bytes at a time; left open unless `end`. */
-function feed(text, end = true) {
+/** An SSE body sent `size` (3) bytes at a time; left open unless `end`. */
+function feed(text, end = true, size = 3) {
   const bytes = encoder.encode(text);
   return new ReadableStream({
     start(controller) {
-      for (let i = 0; i < bytes.length; i += 3) controller.enqueue(bytes.slice(i, i + 3));
+      for (let i = 0; i < bytes.length; i += size) controller.enqueue(bytes.slice(i, i + size));
       if (end) controller.close();
     },
   });
@@ -53,7 +53,16 @@ describe("watch stream", () => {
               "event: relist\ndata: {}\n\n",
           ),
         ),
-      () => new Response(feed(change("", { key: "clé", op: "put", version: "01", value: "b2xk" }) + "event: ready\nid: t5\ndata: {}\n\n", false)),
+      () =>
+        new Response(
+          feed(
+            change("", { key: "clé", op: "put", version: "01", value: "b2xk" }) +
+              "event: ready\nid: t5\ndata: {}\n\n" +
+              change("t6", { key: "k9", op: "put", version: "09", value: null }),
+            false,
+            1 << 20, // one chunk: the abort comes between two events of it
+          ),
+        ),
     ];
     const fetch = async (url, init) => {
       requests.push({ url, headers: init.headers });
