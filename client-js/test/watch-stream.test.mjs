@@ -1,6 +1,7 @@
 // Watch against a scripted feed (a `fetch` that answers what a node could): the SSE parsing
 // of chunks cut anywhere (inside CRLF, inside a UTF-8 character), what each reconnection sends,
-// the per-key version check, relist, the retry of a saturated PoP, and an abort between events.
+// the per-key version check, relist, the retry of a saturated PoP, an abort between events,
+// and the read timeout of a silent stream.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { EdgeKV, SseParser } from "../dist/index.js";
@@ -98,5 +99,21 @@ describe("watch stream", () => {
       requests.map(({ url, headers }) => [url.endsWith("&snapshot=true"), headers["last-event-id"]]),
       [[true, undefined], [true, undefined], [false, "t3"], [true, undefined]],
     );
+  });
+
+  it("counts a stream silent for readTimeout as broken and resumes", { timeout: 10_000 }, async () => {
+    const seen = [];
+    const fetch = async (url, init) => {
+      seen.push(init.headers["last-event-id"]);
+      // Open, one event, then silence (a half-open connection sends no heartbeat).
+      return new Response(feed(change(`t${seen.length}`, { key: `k${seen.length}`, op: "put", version: "01" }), false));
+    };
+    const got = [];
+    for await (const event of new EdgeKV({ url: "http://pop.test", fetch }).namespace("ns").watch({ readTimeout: 50, maxBackoff: 20 })) {
+      got.push(event.key);
+      if (got.length === 3) break;
+    }
+    assert.deepEqual(got, ["k1", "k2", "k3"]);
+    assert.deepEqual(seen, [undefined, "t1", "t2"]);
   });
 });
