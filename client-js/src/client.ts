@@ -2,8 +2,8 @@
  * The entry point: `new EdgeKV({ url, token })`, its namespaces, collections and sessions.
  *
  * Each feature is a module with a handle class built on the shared `Transport`
- * (`kv.ts`: `namespace()`, `docs.ts`: `docs()`, `crdts.ts`: `counter()`, `set()`);
- * watch adds a module and a method here the same way.
+ * (`kv.ts`: `namespace()`, `docs.ts`: `docs()`, `crdts.ts`: `counter()`, `set()`,
+ * `watch.ts`: `namespace().watch()`, `docs().watch()`).
  */
 import { BOOKMARK_HEADER, BookmarkSet } from "./bookmarks.js";
 import { Counter, EdgeSet } from "./crdts.js";

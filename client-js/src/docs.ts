@@ -7,6 +7,7 @@ import { NotFound } from "./errors.js";
 import { query, segment } from "./encoding.js";
 import type { WriteResult } from "./kv.js";
 import type { Transport } from "./transport.js";
+import { watch, type WatchEvent, type WatchOptions } from "./watch.js";
 
 export type Json = null | boolean | number | string | Json[] | { [field: string]: Json };
 export type JsonObject = { [field: string]: Json };
@@ -138,6 +139,11 @@ export class Collection<T = JsonObject> {
   async indexes(options: { signal?: AbortSignal } = {}): Promise<Index[]> {
     const answer = await this.#transport.json<{ indexes: Index[] }>({ method: "GET", path: `${this.#base}/_indexes`, idempotent: true, signal: options.signal });
     return answer.indexes;
+  }
+
+  /** The collection's changes, for ever: as `Namespace.watch`, each value the document as it is now. */
+  watch(options: WatchOptions = {}): AsyncGenerator<WatchEvent<T>, void, undefined> {
+    return watch(this.#transport, "docs", this.name, options);
   }
 
   #path(id: string): string {

@@ -29,6 +29,7 @@ export { Collection, filters } from "./docs.js";
 export type { Document, DocumentPage, Filter, Index, Json, JsonObject, Operator, QueryOptions, Where } from "./docs.js";
 export { Counter, EdgeSet } from "./crdts.js";
 export type { CounterAddOptions, CounterWrite, SetMembersOptions, SetPage } from "./crdts.js";
+export { SseParser, type WatchEvent, type WatchOptions } from "./watch.js";
 export { BOOKMARK_HEADER, BookmarkSet } from "./bookmarks.js";
 export { RETRY_BASE_MS, retryDelay, shouldRetry, type Call, type ClientOptions } from "./transport.js";
 export {

@@ -8,6 +8,7 @@
 import { NotFound } from "./errors.js";
 import { asciiJson, bytesOf, fromBase64, keyPath, query, segment, toBase64 } from "./encoding.js";
 import type { Call, Transport } from "./transport.js";
+import { watch, type WatchEvent, type WatchOptions } from "./watch.js";
 
 export type ValueType = "text" | "json" | "arrayBuffer" | "stream";
 export type PutValue = string | ArrayBuffer | ArrayBufferView | ReadableStream;
@@ -264,6 +265,15 @@ export class Namespace {
    */
   async transaction(operations: BulkOperation[], conditions: Condition[] = [], options: { signal?: AbortSignal } = {}): Promise<WriteResult> {
     return this.#transport.json(this.#post("_txn", { conditions, operations: operations.map(wireOperation) }, false, options.signal));
+  }
+
+  /**
+   * The namespace's changes, for ever (`for await (const event of ns.watch({ prefix }))`):
+   * resumed after a dropped stream, at the `failover` PoPs in turn, never repeating
+   * a state or going back; `signal` (or leaving the loop) ends it. See `WatchOptions`.
+   */
+  watch(options: WatchOptions = {}): AsyncGenerator<WatchEvent<Uint8Array<ArrayBuffer>>, void, undefined> {
+    return watch(this.#transport, "kv", this.name, options);
   }
 
   #getCall(key: string, options: Partial<GetOptions<unknown>>): Call {

@@ -1,7 +1,7 @@
 /**
  * Sending one request: auth, session bookmarks, timeout, retries with backoff,
  * error mapping. Every feature module (key-value, documents, counters and sets,
- * and later watch) builds a `Call` and hands it to `Transport.run`.
+ * watch) builds a `Call` and hands it to `Transport.run` (a watch's stream: `open`).
  */
 import { BOOKMARK_HEADER, BookmarkSet } from "./bookmarks.js";
 import { EdgeKVError, TransportError, type ApiError } from "./errors.js";
@@ -93,6 +93,20 @@ export class Transport {
       if (this.bookmarks && typeof answer?.bookmark === "string") this.bookmarks.add(answer.bookmark);
       return answer as T;
     });
+  }
+
+  /**
+   * Send `call` once (no retries: a watch has its own) and return its answer as soon
+   * as its headers arrive, for the caller to read its body (the timeout covers only
+   * that wait; the caller cancels the body when `call.signal` aborts).
+   */
+  open(call: Call): Promise<Response> {
+    return this.#once(call, (response) => response);
+  }
+
+  /** The same client (token, options, session) at another PoP. */
+  at(url: string): Transport {
+    return new Transport({ ...this.options, url }, this.bookmarks);
   }
 
   async #once<T>(call: Call, read: (response: Response) => Promise<T> | T): Promise<T> {

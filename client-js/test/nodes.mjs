@@ -44,13 +44,13 @@ export function credentials() {
 
 /**
  * Start a node; it is killed (and its data removed) when the test file ends.
- * Resolves to `{ url, nodeId, token, readToken, stop }`.
+ * Resolves to `{ url, nodeId, token, readToken, stop, dataDir }`; `dataDir` and `port`
+ * (default: a fresh directory, a free port) restart a stopped node where it was.
  */
-export async function startNode(creds, name, args = []) {
-  const dataDir = mkdtempSync(join(creds.dir, `${name}-`));
+export async function startNode(creds, name, args = [], { dataDir = mkdtempSync(join(creds.dir, `${name}-`)), port = 0 } = {}) {
   const child = spawn(
     PYTHON,
-    ["-m", "edgekv", "serve", "--data-dir", dataDir, "--port", "0", "--node-name", name, ...creds.args, ...args],
+    ["-m", "edgekv", "serve", "--data-dir", dataDir, "--port", String(port), "--node-name", name, ...creds.args, ...args],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let output = "";
@@ -75,7 +75,7 @@ export async function startNode(creds, name, args = []) {
     child.unref();
     child.stdout.unref();
     child.stderr.unref();
-    return { url, nodeId, token: creds.token, readToken: creds.readToken, stop, output: () => output };
+    return { url, nodeId, token: creds.token, readToken: creds.readToken, stop, output: () => output, dataDir };
   } finally {
     clearTimeout(timer);
   }

@@ -39,3 +39,19 @@ async function extras(flags: Namespace): Promise<void> {
   await flags.put("k", 42);
 }
 void extras;
+
+// Watch: an async iterator of typed events, in a Worker as elsewhere.
+async function follow(client: EdgeKV, signal: AbortSignal): Promise<void> {
+  for await (const event of client.namespace("flags").watch({ prefix: "beta", snapshot: true, signal })) {
+    const bytes: Uint8Array | undefined = event.value;
+    const token: string | undefined = event.token;
+    void [bytes, token, event.type === "relist"];
+  }
+  for await (const event of client.docs<{ name: string }>("users").watch({ failover: ["https://b.example"] })) {
+    const name: string | undefined = event.value?.name;
+    void name;
+  }
+  // @ts-expect-error: keys is a list
+  void client.namespace("flags").watch({ keys: "beta" });
+}
+void follow;
