@@ -42,8 +42,14 @@ def test_every_route_naming_a_namespace_refuses_the_reserved_one(
     )
     assert created.status == 200
     checked = 0
-    tables = (kv_routes, doc_routes, counter_routes, set_routes, watch_routes)
-    for table in (module.routes for module in tables):
+    tables = (
+        kv_routes.routes,
+        doc_routes.routes,
+        counter_routes.routes,
+        set_routes.routes,
+        watch_routes.routes,
+    )
+    for table in tables:
         for route in table:
             path = route.path  # type: ignore[attr-defined]
             concrete = re.sub(r"\{(ns|collection)\}", RESERVED, path)
