@@ -257,9 +257,9 @@ def test_live_feed_shows_a_write_made_at_another_pop(page: Page, cluster: Cluste
     watches: list[dict[str, str]] = []
     page.on(
         "request",
-        lambda request: watches.append(request.all_headers())
-        if "/v1/kv/feed/_watch" in request.url
-        else None,
+        lambda request: (
+            watches.append(request.all_headers()) if "/v1/kv/feed/_watch" in request.url else None
+        ),
     )
     cluster.put(0, "feed", "orders/41", b"before")  # written before: the fill shows it
     page.goto(page.url.split("#")[0] + "#feed")
