@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from edgekv.auth import new_token, token_toml
+from testkit.cluster import Cluster
 from testkit.processes import NodeProcess
 from testkit.sse import SseBlock, SseStream
+from testkit.waiting import wait_for
 
 StartNode = Callable[..., NodeProcess]
 
@@ -125,3 +127,24 @@ def test_a_counter_or_set_watch_takes_the_namespaces_read_scope(
     with SseStream(node.url, f"/v1/{kind}/other/_watch", token=reader) as allowed:
         assert allowed.status == 200
         allowed.until("ready")
+
+
+@pytest.mark.slow  # two nodes replicating
+def test_a_counter_watch_resumes_at_another_pop(tmp_path: Path) -> None:
+    """At another PoP the token's vector decides: a counter with a row it does not
+    cover comes once, with its value there; one it covers does not come again."""
+    cluster = Cluster(tmp_path / "c", 2)
+    try:
+        n0, n1 = cluster.nodes
+        add(n0, "c1", 5)
+        add(n0, "c2", 1)
+        wait_for(lambda: n1.request("GET", "/v1/counters/app/c2").json()["value"] == 1, 30)
+        with watch(n0, "/v1/counters/app/_watch") as stream:
+            _, ready = stream.until("ready")
+        add(n1, "c1", 4)  # c2 unchanged: covered by the token
+        wait_for(lambda: n1.request("GET", "/v1/counters/app/c1").json()["value"] == 9, 30)
+        with watch(n1, "/v1/counters/app/_watch", {"Last-Event-ID": ready.id or ""}) as again:
+            missed, _ = again.until("ready")
+            assert fields(missed, "key", "value") == [("c1", 9)]
+    finally:
+        cluster.close()
