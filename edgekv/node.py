@@ -28,6 +28,7 @@ from edgekv.store.store import Store
 from edgekv.upstream.connector import Upstream
 from edgekv.upstream.strong import Condition
 from edgekv.watch import metrics as watch_metrics
+from edgekv.watch.crdt_kinds import CounterKind, SetKind
 from edgekv.watch.hub import WatchHub, WatchLimits
 from edgekv.watch.kinds import DocumentKind, KeyValueKind
 
@@ -74,6 +75,8 @@ class Node:
             {
                 "kv": KeyValueKind(reads, config.watch_value_bytes),
                 "docs": DocumentKind(reads, config.watch_value_bytes),
+                "counters": CounterKind(reads, store.crdts.counter),
+                "sets": SetKind(reads, store.crdts.member),
             },
             WatchLimits(
                 config.max_watchers,

@@ -254,14 +254,32 @@ def test_document_query_shows_results_a_document_and_its_indexes(
 
 
 def test_live_feed_shows_a_write_made_at_another_pop(page: Page, cluster: Cluster) -> None:
+    watches: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda request: (
+            watches.append(request.all_headers()) if "/v1/kv/feed/_watch" in request.url else None
+        ),
+    )
+    cluster.put(0, "feed", "orders/41", b"before")  # written before: the fill shows it
     page.goto(page.url.split("#")[0] + "#feed")
     page.fill("#feed-ns", "feed")
     page.click("#feed-filter button[type=submit]")
-    expect(page.locator("#changes")).to_be_visible()
-    cluster.put(1, "feed", "orders/42", b'{"total": 99}')  # at n1; n0 shows it once replicated
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)  # its `ready`
+    assert watches, "the feed of a namespace follows its watch"
+    assert watches[0]["authorization"] == f"Bearer {cluster.token}"
+    before = page.locator("#changes tr.change[data-key='orders/41']")
+    expect(before).to_have_attribute("data-via", "recent", timeout=WAIT_MS)
+    # At n1; n0 shows it once replicated.
+    written = cluster.nodes[1].request("PUT", "/v1/kv/feed/orders/42", body=b'{"total": 99}')
+    assert written.status == 200, written.body
     row = page.locator("#changes tr.change[data-key='orders/42']")
     expect(row).to_have_count(1, timeout=WAIT_MS)
     expect(row).to_contain_text('{"total": 99}')
+    # It came from the watch: n0's event, with the version n1 stamped the write with.
+    expect(row).to_have_attribute("data-via", "watch")
+    version = written.json()["version"]
+    expect(row).to_have_attribute("data-version", version)
     origin = row.locator("td").last
     expect(origin).to_have_text("n1")
     expect(origin).to_have_attribute("title", cluster.nodes[1].node_id)
@@ -269,6 +287,10 @@ def test_live_feed_shows_a_write_made_at_another_pop(page: Page, cluster: Cluste
     newer = page.locator("#changes tr.change[data-key='orders/43']")
     expect(newer).to_have_class(re.compile(r"\bnew\b"), timeout=WAIT_MS)
     expect(page.locator("#changes tr.change").first).to_have_attribute("data-key", "orders/43")
+    cluster.delete(1, "feed", "orders/42")  # a key's newer state replaces its row
+    expect(row).not_to_have_attribute("data-version", version, timeout=WAIT_MS)
+    expect(row.locator("td").nth(2)).to_have_text("delete")
+    expect(page.locator("#changes tr.change").first).to_have_attribute("data-key", "orders/42")
     _screenshot(page, "feed")
 
 

@@ -22,6 +22,7 @@ FILES = {
     "views.js": "text/javascript",
     "charts.js": "text/javascript",
     "api.js": "text/javascript",
+    "sse.js": "text/javascript",
     "console.css": "text/css",
 }
 """Every file the console serves, with its type: nothing else under /ui/ is read."""

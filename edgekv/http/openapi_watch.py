@@ -111,3 +111,55 @@ PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+def _stream_of(schema: str) -> dict[str, Any]:
+    """The responses of a watch whose change events carry ``schema``."""
+    stream = {
+        **_STREAM,
+        "content": {"text/event-stream": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+    return {**_RESPONSES, "200": stream}
+
+
+# Counters and sets: no values to leave out (include_values has no effect).
+_CRDT_PARAMETERS = [p for p in _PARAMETERS if p["name"] != "include_values"]
+
+SCHEMAS["CounterWatchEvent"] = {
+    "type": "object",
+    "description": "The data of a counter's change event: its value at this PoP when sent.",
+    "required": ["key", "op", "value", "version", "bookmark"],
+    "properties": {
+        "key": {"type": "string"},
+        "op": {"type": "string", "enum": ["update"]},
+        "value": {"type": "integer", "format": "int64"},
+        "version": {"type": "string", "description": "The counter's version (32 hex digits)."},
+        "bookmark": {"type": "string"},
+    },
+}
+SCHEMAS["SetWatchEvent"] = {
+    "type": "object",
+    "description": "The data of a set's change event: a member in the set now (add) or not.",
+    "required": ["key", "member", "op", "version", "bookmark"],
+    "properties": {
+        "key": {"type": "string"},
+        "member": {"type": "string"},
+        "op": {"type": "string", "enum": ["add", "remove"]},
+        "version": {"type": "string", "description": "The member's version (32 hex digits)."},
+        "bookmark": {"type": "string"},
+    },
+}
+PATHS["/v1/counters/{ns}/_watch"] = {
+    "get": {
+        "summary": "Watch a namespace's counters: each changed counter's value (SSE)",
+        "parameters": [{"name": "ns", **_SPACE}, *_CRDT_PARAMETERS],
+        "responses": _stream_of("CounterWatchEvent"),
+    }
+}
+PATHS["/v1/sets/{ns}/_watch"] = {
+    "get": {
+        "summary": "Watch a namespace's sets: each member added or removed (SSE)",
+        "parameters": [{"name": "ns", **_SPACE}, *_CRDT_PARAMETERS],
+        "responses": _stream_of("SetWatchEvent"),
+    }
+}

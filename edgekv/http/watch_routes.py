@@ -1,10 +1,11 @@
-"""Watch routes: ``GET /v1/kv/{ns}/_watch`` and ``GET /v1/docs/{collection}/_watch`` (SSE).
+"""Watch routes (SSE): ``GET /v1/kv/{ns}/_watch``, ``/v1/docs/{collection}/_watch``,
+``/v1/counters/{ns}/_watch`` and ``/v1/sets/{ns}/_watch``.
 
 The handler only parses and checks the request (scope, filter, resume token,
 limits: all before the stream starts, so a refusal has the error shape) and
 hands an open :class:`~edgekv.watch.stream.WatchStream` the response to write
-to. Registered before the key and document routes, whose ``{key}`` would
-otherwise take ``_watch``.
+to. Registered before the key, document, counter and set routes, whose
+``{key}`` would otherwise take ``_watch``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,24 @@ async def watch_documents(request: web.Request) -> web.StreamResponse:
     if not request[PRINCIPAL].allows("read", collection):
         raise ApiError("forbidden", f"this token may not read collection {collection!r}")
     return await _serve(request, "docs", collection, "invalid_document_id")
+
+
+@routes.get("/v1/counters/{ns}/_watch")
+async def watch_counters(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events of a namespace's counters: each changed counter's value now."""
+    ns = check.namespace(request.match_info["ns"])
+    if not request[PRINCIPAL].allows("read", ns):
+        raise ApiError("forbidden", f"this token may not read namespace {ns!r}")
+    return await _serve(request, "counters", ns, "invalid_key")
+
+
+@routes.get("/v1/sets/{ns}/_watch")
+async def watch_sets(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events of a namespace's sets: each member added or removed."""
+    ns = check.namespace(request.match_info["ns"])
+    if not request[PRINCIPAL].allows("read", ns):
+        raise ApiError("forbidden", f"this token may not read namespace {ns!r}")
+    return await _serve(request, "sets", ns, "invalid_key")
 
 
 async def _serve(request: web.Request, kind: str, space: str, key_code: str) -> web.StreamResponse:

@@ -156,6 +156,13 @@ class Crdts:
         self.cache.fill(slot, state, generation)
         return state
 
+    def member(self, ns: str, key: bytes, member: str) -> tuple[bool, tuple[int, int] | None]:
+        """Whether ``member`` is in set ``key`` here, and its rows' newest stamp (None: none)."""
+        rows = self._set_rows(self._reader, orsets.set_ns(ns), key, member)
+        if not rows:
+            return False, None
+        return orsets.is_present(rows), orsets.version_of(rows)
+
     def counter_add(
         self, ns: str, key: bytes, amount: int, expiration: int | None = None
     ) -> asyncio.Future[CounterWrite]:

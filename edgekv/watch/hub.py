@@ -358,13 +358,14 @@ class WatchHub:
             space = spaces.get((kind.name, space_name))
             if space is None:
                 continue
-            watchers = space.matching(change.key)
+            watchers = space.matching(kind.name_of(change))
             if not watchers:
                 continue
             offered: set[Watcher] | None = None
             encoded: dict[bool, bytes | None]
             if kind.folds:
-                encoded, offered = folded.setdefault((change.ns, change.key), ({}, set()))
+                fold = (change.ns, kind.fold_key(change))
+                encoded, offered = folded.setdefault(fold, ({}, set()))
             else:
                 encoded = {}
             for watcher in watchers:

@@ -4,7 +4,7 @@ A kind says which log changes belong to it (and to which namespace or
 collection), how a change becomes an event, and how to read its changes for a
 catch-up (after a seq, or by key up to a seq). The feed (:mod:`edgekv.watch.hub`)
 and the catch-up (:mod:`edgekv.watch.catchup`) know nothing else of a kind, so
-another (counters, sets) slots in as one more class in :data:`KINDS`.
+counters and sets (:mod:`edgekv.watch.crdt_kinds`) slot in as one more class each.
 
 Event data is JSON: ``key``, ``op`` (``put``, ``delete``, ``expire``),
 ``version``, ``metadata``, ``expiration``, the value (base64 for key-value
@@ -26,7 +26,9 @@ from typing import ClassVar, Protocol
 from edgekv.store.watch_reads import WatchReads
 from edgekv_replication.bookmarks import Bookmark
 from edgekv_replication.changes import Change
+from edgekv_replication.counters import CTR_NS_PREFIX
 from edgekv_replication.documents import DOC_NS_PREFIX
+from edgekv_replication.orsets import SET_NS_PREFIX
 from edgekv_replication.versions import encode_version
 from edgekv_replication.watch_tokens import covers
 
@@ -87,6 +89,14 @@ class Kind(Protocol):
         """The namespace or collection of a log change of this kind, else None."""
         ...
 
+    def name_of(self, change: Change) -> bytes:
+        """The key a watch filter matches for a change (a counter's or set's, not its row's)."""
+        ...
+
+    def fold_key(self, change: Change) -> bytes:
+        """What an event of a folding kind is about (changes of one fold into one event)."""
+        ...
+
     def live(self, change: Change, watch: WatchFilter, node_id: int) -> bytes | None:
         """The event data of a change from the live tail (None: nothing to send)."""
         ...
@@ -121,6 +131,9 @@ class Kind(Protocol):
         ...
 
 
+_NOT_KEY_VALUE = (DOC_NS_PREFIX, CTR_NS_PREFIX, SET_NS_PREFIX)
+"""Log namespaces that hold other kinds' rows (user namespaces cannot start so)."""
+
 PAGE_ROWS = 500
 PAGE_BYTES = 4 * 1024 * 1024
 
@@ -141,9 +154,15 @@ class KeyValueKind:
         self._inline = inline_bytes
 
     def space_of(self, change: Change) -> str | None:
-        """Key-value changes belong to their namespace."""
+        """Key-value changes belong to their namespace (not a document's, counter's or set's)."""
         ns = change.ns
-        return None if ns.startswith(DOC_NS_PREFIX) else ns
+        return None if ns.startswith(_NOT_KEY_VALUE) else ns
+
+    def name_of(self, change: Change) -> bytes:
+        """An entry's key."""
+        return change.key
+
+    fold_key = name_of
 
     def live(self, change: Change, watch: WatchFilter, node_id: int) -> bytes | None:
         """The event of an entry's new state."""
@@ -242,6 +261,12 @@ class DocumentKind:
         ns = change.ns
         return ns[len(DOC_NS_PREFIX) :] if ns.startswith(DOC_NS_PREFIX) else None
 
+    def name_of(self, change: Change) -> bytes:
+        """A document's id."""
+        return change.key
+
+    fold_key = name_of
+
     def live(self, change: Change, watch: WatchFilter, node_id: int) -> bytes | None:
         """The event of a document's state now (updates of one round fold into it)."""
         doc_id = change.key.decode("utf-8", "surrogateescape")
@@ -336,5 +361,5 @@ class DocumentKind:
         return events, (rows[-1][0].encode() if len(rows) == limit else None)
 
 
-KINDS = ("kv", "docs")
+KINDS = ("kv", "docs", "counters", "sets")
 """The kinds a node serves, by name (each a class above)."""

@@ -67,6 +67,7 @@ export const paths = {
   namespaces: "/v1/admin/namespaces",
   collections: "/v1/admin/collections",
   changes: (params) => `/v1/admin/changes${query(params)}`,
+  watchKeys: (ns, params) => `/v1/kv/${part(ns)}/_watch${query(params)}`,
   keys: (ns, params) => `/v1/kv/${part(ns)}${query(params)}`,
   key: (ns, key) => `/v1/kv/${part(ns)}/${keyPart(key)}`,
   documents: (collection, params) => `/v1/docs/${part(collection)}${query(params)}`,

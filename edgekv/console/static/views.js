@@ -3,6 +3,7 @@
 
 import { api, paths, ApiError } from "./api.js";
 import { lineChart, formatNumber } from "./charts.js";
+import { follow } from "./sse.js";
 
 export function h(tag, props = {}, ...children) {
   const element = document.createElement(tag);
@@ -421,11 +422,52 @@ export async function documentsView(root, signal) {
 
 // ---- live feed -----------------------------------------------------------
 
+const FEED_ROWS = 200; // rows kept in the page: a busy namespace does not grow it
+const PREVIEW_BYTES = 256;
+
+// A value's first 256 bytes as the feed shows them: text, or hex for binary.
+export function preview(bytes) {
+  const cut = bytes.length > PREVIEW_BYTES;
+  const head = bytes.subarray(0, PREVIEW_BYTES);
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  // A cut may split a character: drop at most its 3 leading bytes.
+  for (let drop = 0; drop <= (cut ? 3 : 0); drop++) {
+    try { return { text: decoder.decode(head.subarray(0, head.length - drop)), hex: false, cut }; }
+    catch { /* not text (yet) */ }
+  }
+  return { text: Array.from(head, (b) => b.toString(16).padStart(2, "0")).join(""), hex: true, cut };
+}
+
+function base64Bytes(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+// A watch event's data as a feed row (the fields of a recent-changes row).
+function fromWatch(ns, event) {
+  const row = { ns, key: event.key, op: event.op, version: event.version,
+    origin: event.version.slice(16), seq: parseInt(event.bookmark.split(".")[2], 16), via: "watch" };
+  if (event.value !== undefined) {
+    const bytes = base64Bytes(event.value);
+    const shown = preview(bytes);
+    Object.assign(row, { preview: shown.text, preview_kind: shown.hex ? "hex" : "text",
+      truncated: shown.cut, value_bytes: bytes.length });
+  } else if (event.value_bytes !== undefined) {
+    Object.assign(row, { preview: "(not sent)", preview_kind: "text", truncated: false,
+      value_bytes: event.value_bytes });
+  }
+  return row;
+}
+
+// A namespace chosen: its watch (fetch with the bearer header, resumed after a
+// cut), first filled with its recent changes. All namespaces: no watch spans
+// them, so the recent changes of this node's log are polled.
 export async function feedView(root, signal) {
   const nsInput = h("input", { id: "feed-ns", placeholder: "namespace (all)" });
   const prefixInput = h("input", { id: "feed-prefix", placeholder: "key prefix" });
+  const state = h("span", { id: "feed-state", className: "sub" });
+  const note = h("p", { className: "sub" });
   const list = h("tbody", {});
-  let newest = 0;
+  let following = null; // the AbortController of the current filter's feed
   // Origins by name: the members as this node knows them (ids stay as a tooltip).
   const names = new Map();
   try {
@@ -433,35 +475,98 @@ export async function feedView(root, signal) {
     names.set(status.node.node_id, status.node.name);
     for (const member of status.members) if (member.node_id) names.set(member.node_id, member.name);
   } catch { /* ids alone, then */ }
-  const form = h("form", { id: "feed-filter", onsubmit: (event) => { event.preventDefault(); newest = 0; refresh(); } },
-    nsInput, prefixInput, h("button", { type: "submit" }, "Filter"));
-  root.replaceChildren(h("div", { id: "feed" },
-    h("p", { className: "sub" }, "Recent changes of this node's log, newest first, polled every second (values cut to 256 bytes)."),
+  const form = h("form", { id: "feed-filter", onsubmit: (event) => { event.preventDefault(); start(); } },
+    nsInput, prefixInput, h("button", { type: "submit" }, "Filter"), state);
+  root.replaceChildren(h("div", { id: "feed" }, note,
     form, h("table", { id: "changes" }, h("thead", {}, h("tr", {}, ...["seq", "time", "op", "namespace",
       "key", "value", "origin"].map((t) => h("th", {}, t)))), list)));
 
-  async function refresh() {
-    try {
-      const page = await api(paths.changes({ ns: nsInput.value.trim(), prefix: prefixInput.value, limit: 50 }));
-      const fresh = newest;
-      list.replaceChildren(...page.changes.map((change) => {
-        // The stamp's physical part: milliseconds since the epoch.
-        const wall = Number(BigInt(`0x${change.version.slice(0, 16)}`) >> 16n);
-        const value = change.op === "delete" ? "(deleted)"
-          : `${change.preview}${change.truncated ? "…" : ""} (${formatNumber(change.value_bytes, "B")})`;
-        return h("tr", { className: `change ${fresh && change.seq > fresh ? "new" : ""}`,
-          dataset: { seq: change.seq, key: change.key } },
-        h("td", { className: "num" }, change.seq),
-        h("td", {}, new Date(wall).toLocaleTimeString()),
-        h("td", {}, change.op), h("td", {}, change.ns), h("td", {}, change.key),
-        h("td", { className: change.preview_kind === "hex" ? "hex" : "" }, value),
-        h("td", { title: change.origin }, names.get(change.origin) ?? change.origin));
-      }));
-      newest = Math.max(newest, ...page.changes.map((c) => c.seq));
-    } catch (error) {
-      list.replaceChildren(h("tr", {}, h("td", { colSpan: 7 }, errorLine(error))));
-    }
+  function rowOf(change, fresh) {
+    // The stamp's physical part: milliseconds since the epoch.
+    const wall = Number(BigInt(`0x${change.version.slice(0, 16)}`) >> 16n);
+    const value = change.op !== "put" ? `(${change.op === "delete" ? "deleted" : "expired"})`
+      : `${change.preview}${change.truncated ? "…" : ""} (${formatNumber(change.value_bytes, "B")})`;
+    return h("tr", { className: `change ${fresh ? "new" : ""}`,
+      dataset: { seq: change.seq, key: change.key, version: change.version, via: change.via } },
+    h("td", { className: "num" }, change.seq),
+    h("td", {}, new Date(wall).toLocaleTimeString()),
+    h("td", {}, change.op), h("td", {}, change.ns), h("td", {}, change.key),
+    h("td", { className: change.preview_kind === "hex" ? "hex" : "" }, value),
+    h("td", { title: change.origin }, names.get(change.origin) ?? change.origin));
   }
-  await refresh();
-  poll(refresh, 1000, signal);
+
+  function start() {
+    following?.abort();
+    following = new AbortController();
+    signal.addEventListener("abort", () => following.abort(), { once: true });
+    list.replaceChildren();
+    const ns = nsInput.value.trim();
+    if (ns) watch(ns, prefixInput.value, following.signal);
+    else pollAll(following.signal);
+  }
+
+  // ---- one namespace: its watch
+  function watch(ns, prefix, stop) {
+    note.textContent = `Changes of namespace ${ns} as they happen (its watch), newest first; `
+      + `the first rows are its recent changes (values cut to ${PREVIEW_BYTES} bytes).`;
+    const shown = new Map(); // key -> its row in the page
+    const place = (change, fresh, atTop) => {
+      const old = shown.get(change.key);
+      if (old && old.dataset.version >= change.version) return; // versions order as text
+      old?.remove();
+      const row = rowOf(change, fresh);
+      shown.set(change.key, row);
+      if (atTop) list.prepend(row); else list.append(row);
+      while (list.rows.length > FEED_ROWS) {
+        shown.delete(list.lastElementChild.dataset.key);
+        list.lastElementChild.remove();
+      }
+    };
+    const fill = async () => {
+      try {
+        const page = await api(paths.changes({ ns, prefix, limit: 50 }));
+        if (stop.aborted) return;
+        for (const change of page.changes) place({ ...change, via: "recent" }, false, false);
+      } catch (error) {
+        state.textContent = error.message;
+      }
+    };
+    let filled = false;
+    follow(paths.watchKeys(ns, { prefix }), {
+      signal: stop,
+      onStatus: (text) => { state.textContent = text; },
+      onRelist: () => { list.replaceChildren(); shown.clear(); filled = false; },
+      onEvent: (type, data) => {
+        if (type === "change") place(fromWatch(ns, JSON.parse(data)), true, true);
+        else if (type === "ready") {
+          state.textContent = "live"; // from here on, every change comes as it happens
+          if (!filled) { filled = true; fill(); }
+        } else if (type === "cut" || type === "relist") state.textContent = JSON.parse(data).reason;
+      },
+    });
+  }
+
+  // ---- all namespaces: the recent changes, polled
+  function pollAll(stop) {
+    note.textContent = "Recent changes of this node's log, newest first, polled every second "
+      + `(values cut to ${PREVIEW_BYTES} bytes). Choose a namespace to follow its watch.`;
+    state.textContent = "";
+    let newest = 0;
+    async function refresh() {
+      try {
+        const page = await api(paths.changes({ ns: "", prefix: prefixInput.value, limit: 50 }));
+        if (stop.aborted) return;
+        const fresh = newest;
+        list.replaceChildren(...page.changes.map((change) =>
+          rowOf({ ...change, via: "recent" }, fresh && change.seq > fresh)));
+        newest = Math.max(newest, ...page.changes.map((c) => c.seq));
+      } catch (error) {
+        list.replaceChildren(h("tr", {}, h("td", { colSpan: 7 }, errorLine(error))));
+      }
+    }
+    refresh();
+    poll(refresh, 1000, stop);
+  }
+
+  start();
 }
