@@ -42,7 +42,7 @@ async def _document_body(request: web.Request, what: str) -> bytes:
     return await bodies.read_within(request, DOCUMENT_BODY_BYTES, "document_too_large", what)
 
 
-def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
+def authorized(request: web.Request, action: Action) -> tuple[Node, str]:
     """The node and the request's collection, once the caller may do ``action``."""
     collection = check.namespace(request.match_info["collection"])
     if not request[PRINCIPAL].allows(action, collection):
@@ -52,7 +52,7 @@ def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
 
 def authorize_read(request: web.Request) -> None:
     """Raise ``forbidden`` unless the caller may read the request's collection."""
-    _authorized(request, "read")
+    authorized(request, "read")
 
 
 def document_id(text: str, max_bytes: int) -> str:
@@ -67,7 +67,7 @@ def document_id(text: str, max_bytes: int) -> str:
 
 
 def _target(request: web.Request, action: Action) -> tuple[Node, str, str]:
-    node, collection = _authorized(request, action)
+    node, collection = authorized(request, action)
     text = request.match_info["id"]
     if "%" in text:  # rare: see check.path_key
         check.require_utf8_path(request, "invalid_document_id")
@@ -92,7 +92,7 @@ def _item(doc_id: str, text: str, hlc: int, node: int) -> str:
 @routes.get("/v1/docs/{collection}/_indexes")  # type: ignore[arg-type]  # sync read
 def list_indexes(request: web.Request) -> web.Response:
     """The indexes declared on a collection."""
-    node, collection = _authorized(request, "read")
+    node, collection = authorized(request, "read")
     found = [
         {"field": index.field, "name": index.name, "created_ms": index.created_ms}
         for index in indexes.declared(node.store, collection)
@@ -201,7 +201,7 @@ async def post_yupdate(request: web.Request) -> web.Response:
 @routes.get("/v1/docs/{collection}")  # type: ignore[arg-type]  # sync read
 def query_documents(request: web.Request) -> web.Response:
     """A page of documents matching every ``where``, in ``order_by`` order."""
-    node, collection = _authorized(request, "read")
+    node, collection = authorized(request, "read")
     params = request.query
     where = params.getall("where", [])
     for text in where:

@@ -23,27 +23,24 @@ routes = web.RouteTableDef()
 # Registration order is match order within /v1/kv: the hot key routes go first.
 
 
-def _authorized(request: web.Request, action: Action) -> tuple[Node, str]:
-    """Return the node and the request's namespace, once the caller may do ``action``."""
+def authorized(request: web.Request, action: Action) -> tuple[Node, str]:
+    """Return the node and the request's namespace, once the caller may do ``action``
+    (the key-value, counter, set and watch routes all check through here)."""
     ns = check.namespace(request.match_info["ns"])
     if not request[PRINCIPAL].allows(action, ns):
         raise ApiError("forbidden", f"this token may not {action} namespace {ns!r}")
     return request.app[NODE], ns
 
 
-authorized = _authorized
-"""The node and namespace of a request whose token may do the action (counters, sets too)."""
-
-
 def authorize_read(request: web.Request) -> None:
     """Raise ``forbidden`` unless the caller may read the request's namespace."""
-    _authorized(request, "read")
+    authorized(request, "read")
 
 
 @routes.get("/v1/kv/{ns}/{key:(?s:.+)}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
 def get_value(request: web.Request) -> web.Response | Awaitable[web.Response]:
     """Return a key's raw value; metadata and expiration in headers."""
-    node, ns = _authorized(request, "read")
+    node, ns = authorized(request, "read")
     key = check.path_key(request, node.config)
     if request.query_string and _consistency(request) == "strong":
         return _strong_get(node, ns, key)  # a coroutine: the endpoint awaits it
@@ -81,7 +78,7 @@ def _value_response(entry: Entry | None) -> web.Response:
 @routes.put("/v1/kv/{ns}/{key:(?s:.+)}")
 async def put_value(request: web.Request) -> web.Response:
     """Store the request body as the key's value."""
-    node, ns = _authorized(request, "write")
+    node, ns = authorized(request, "write")
     config = node.config
     key = check.path_key(request, config)
     expiration = (
@@ -108,7 +105,7 @@ async def _write_one(request: web.Request, node: Node, ns: str, write: Write) ->
 @routes.delete("/v1/kv/{ns}/{key:(?s:.+)}")
 async def delete_value(request: web.Request) -> web.Response:
     """Delete a key (a tombstone that replicates); deleting an absent key succeeds."""
-    node, ns = _authorized(request, "write")
+    node, ns = authorized(request, "write")
     key = check.path_key(request, node.config)
     return await _write_one(request, node, ns, Write(key, None))
 
@@ -116,7 +113,7 @@ async def delete_value(request: web.Request) -> web.Response:
 @routes.get("/v1/kv/{ns}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
 def list_keys(request: web.Request) -> web.Response:
     """List live keys in byte order, a page at a time."""
-    node, ns = _authorized(request, "read")
+    node, ns = authorized(request, "read")
     query = request.query
     prefix_text = check.utf8_query_value(request, query.get("prefix"), "invalid_key")
     prefix = check.prefix(prefix_text, node.config)
@@ -140,7 +137,7 @@ def list_keys(request: web.Request) -> web.Response:
 @routes.post("/v1/kv/{ns}/_bulk")
 async def bulk(request: web.Request) -> web.Response:
     """Apply up to ``max_bulk_operations`` puts and deletes atomically."""
-    node, ns = _authorized(request, "write")
+    node, ns = authorized(request, "write")
     body = await bodies.read_within(request, node.config.max_request_bytes)
     writes = await bodies.parse_off_loop(body, lambda document: _bulk_writes(document, node))
     return write_answer(node, await node.write(ns, writes), len(writes))
@@ -149,7 +146,7 @@ async def bulk(request: web.Request) -> web.Response:
 @routes.post("/v1/kv/{ns}/_txn")
 async def transaction(request: web.Request) -> web.Response:
     """Check conditions and apply puts and deletes in one linearizable transaction."""
-    node, ns = _authorized(request, "write")
+    node, ns = authorized(request, "write")
     node.require_strong(ns, "a transaction")
     body = await bodies.read_within(request, node.config.max_request_bytes)
     conditions, writes = await bodies.parse_off_loop(
@@ -221,7 +218,7 @@ def _bulk_write(index: int, op: object, node: Node) -> Write:
 @routes.post("/v1/kv/{ns}/_get")
 async def get_many(request: web.Request) -> web.Response:
     """Read up to ``max_get_many_keys`` keys at once, inlining at most ``max_get_many_bytes``."""
-    node, ns = _authorized(request, "read")
+    node, ns = authorized(request, "read")
     config = node.config
     document = check.json_object(
         await bodies.read_within(request, bodies.get_many_body_limit(config))

@@ -16,8 +16,10 @@ import math
 from aiohttp import web
 
 from edgekv.http import validation as check
+from edgekv.http.doc_routes import authorized as authorized_collection
 from edgekv.http.doc_routes import document_id
 from edgekv.http.errors import ApiError
+from edgekv.http.kv_routes import authorized
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.watch.hub import TooManyWatchers
@@ -85,36 +87,28 @@ def _filter(request: web.Request, node: Node, space: str, key_code: str) -> Watc
 @routes.get("/v1/kv/{ns}/_watch")
 async def watch_keys(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events of a namespace's changes (under a prefix, or of some keys)."""
-    ns = check.namespace(request.match_info["ns"])
-    if not request[PRINCIPAL].allows("read", ns):
-        raise ApiError("forbidden", f"this token may not read namespace {ns!r}")
+    _, ns = authorized(request, "read")
     return await _serve(request, "kv", ns, "invalid_key")
 
 
 @routes.get("/v1/docs/{collection}/_watch")
 async def watch_documents(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events of a collection's documents (each event the whole document)."""
-    collection = check.namespace(request.match_info["collection"])
-    if not request[PRINCIPAL].allows("read", collection):
-        raise ApiError("forbidden", f"this token may not read collection {collection!r}")
+    _, collection = authorized_collection(request, "read")
     return await _serve(request, "docs", collection, "invalid_document_id")
 
 
 @routes.get("/v1/counters/{ns}/_watch")
 async def watch_counters(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events of a namespace's counters: each changed counter's value now."""
-    ns = check.namespace(request.match_info["ns"])
-    if not request[PRINCIPAL].allows("read", ns):
-        raise ApiError("forbidden", f"this token may not read namespace {ns!r}")
+    _, ns = authorized(request, "read")
     return await _serve(request, "counters", ns, "invalid_key")
 
 
 @routes.get("/v1/sets/{ns}/_watch")
 async def watch_sets(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events of a namespace's sets: each member added or removed."""
-    ns = check.namespace(request.match_info["ns"])
-    if not request[PRINCIPAL].allows("read", ns):
-        raise ApiError("forbidden", f"this token may not read namespace {ns!r}")
+    _, ns = authorized(request, "read")
     return await _serve(request, "sets", ns, "invalid_key")
 
 
