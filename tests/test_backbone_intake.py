@@ -95,6 +95,13 @@ async def test_a_bad_batch_is_refused_whole_and_stalls_only_its_origin(
         ],
     )
     wait_for(lambda: _keys(node) == {b"good"}, 20, "the good origin's change applied")
+    # Origins are consumed independently: the good one may land before the bad
+    # batch is even read, so wait for the refusal rather than look once.
+    wait_for(
+        lambda: "refused a backbone batch" in str(_backbone(node)["last_error"]),
+        20,
+        "the bad batch refused",
+    )
     error = str(_backbone(node)["last_error"])
     assert f"refused a backbone batch of {BAD:016x} (seq 1..2)" in error
     assert "invalid_key" in error
