@@ -72,6 +72,7 @@ from edgekv_replication.session import (
     is_too_far_ahead,
     plan_apply,
 )
+from edgekv_replication.topology import relays_through
 
 Slot = tuple[str, bytes]
 Link = tuple[str, str]
@@ -488,6 +489,8 @@ class Network:
         self.blocked: set[Link] = set()
         self.streams: dict[Link, Stream] = {}
         self.stats: Counter[str] = Counter()
+        self.relays_designated = False
+        """:meth:`designate_relays` was called (and is again when node ids change)."""
         self.hellos: list[tuple[Link, Hello]] = []
         """Every Hello a server read, in order (tests look at cursors and incarnations)."""
 
@@ -509,13 +512,26 @@ class Network:
         for link in sorted(self.links - self.blocked - set(self.streams)):
             server, puller = self.replicas[link[0]], self.replicas[link[1]]
             session = PullSession(puller.identity, echo=puller.recovered)
-            serving = ServeSession(server.identity, page_size=self.page_size)
+            serving = ServeSession(server.identity, page_size=self.page_size, relay_marks=True)
             stream = Stream(server, puller, session, serving)
             self.streams[link] = stream
             stream.down.append(encode(serving.welcome(server.seq)))
             self.stats["opened"] += 1
             opened += 1
         return opened
+
+    def designate_relays(self) -> None:
+        """Each replica takes an origin it does not pull directly through one server only.
+
+        The ring is every replica by node id (:func:`~edgekv_replication.
+        topology.relays_through`); the direct servers are the links. Call again
+        when node ids change (a wipe), as a node does when members change.
+        """
+        self.relays_designated = True
+        ring = sorted(r.node for r in self.replicas.values())
+        for replica in self.replicas.values():
+            direct = {self.replicas[s].node for s, p in self.links if p == replica.name}
+            replica.relays.designate(relays_through(replica.node, ring, direct))
 
     def teardown(self, link: Link, reason: str) -> None:
         """Close the stream on ``link``; whatever was in flight on it is lost."""
@@ -602,12 +618,15 @@ class Network:
             session.accept(message)
             if message.mark is not None:
                 puller.relays.pulling(session.peer.node)
+            if message.relayed is not None:
+                puller.relays.relaying(session.peer.node)
             applied, held = puller.apply_batch(message, session)
             self.stats["changes_received"] += len(message.changes)
             self.stats["applied"] += applied
             self.stats["held"] += held
             server = session.peer.node
-            puller.relays.committed(server, message.mark)
+            puller.relays.holding = bool(puller.held)
+            puller.relays.committed(server, message.mark, message.relayed or (), puller.seq)
             if puller.relays.must_restart(server):
                 raise _Restart("defers an origin no longer pulled directly")
             wanted = puller.relays.wanted(server)
@@ -648,8 +667,9 @@ class Network:
             return 0
         server, serving, sent = stream.server, stream.serving, 0
         while serving.may_send():
+            held = server.relays.held.at
             batch = serving.next_batch(
-                server, server.seq, server.wall_ms(), server.marks.at, PAGE_BYTES
+                server, server.seq, server.wall_ms(), server.marks.at, PAGE_BYTES, held
             )
             if batch is None:
                 break
@@ -660,7 +680,8 @@ class Network:
             sent += 1
         if heartbeat and not sent:
             mark = server.marks.at(serving.cursor)
-            stream.down.append(encode(serving.heartbeat(server.wall_ms(), mark)))
+            beat = serving.heartbeat(server.wall_ms(), mark, server.relays.held.at)
+            stream.down.append(encode(beat))
             sent += 1
         return sent
 
@@ -720,6 +741,8 @@ class Network:
         node = replica.node if keep_node_id else self._new_id()
         replica._reset(node, self._new_id())
         self.stats["wiped"] += 1
+        if self.relays_designated:
+            self.designate_relays()  # its new id moves it on the ring
         return replica
 
     def lose_tail(self, name: str, snapshot: Snapshot) -> Replica:
@@ -729,6 +752,8 @@ class Network:
             self.teardown(link, "crash")
         replica.revert(snapshot)
         self.stats["crashed"] += 1
+        if self.relays_designated:
+            self.designate_relays()
         return replica
 
     # -- running ---------------------------------------------------------------
@@ -819,7 +844,15 @@ def _covered(
     if origin is None:
         return True  # wiped since: its writes live on only where they were copied
     newer = origin.state.get((change.ns, change.key))
-    return newer is not None and wins(newer, change)
+    if newer is not None and wins(newer, change):
+        return True
+    # A relayed mark (``Batch.relayed``) promises the same of the relay's state:
+    # the key moved on there, and that newer state reaches the puller as any does.
+    slot = (change.ns, change.key)
+    return any(
+        (held := r.state.get(slot)) is not None and wins(held, change)
+        for r in network.replicas.values()
+    )
 
 
 def check_bounded_by(network: Network, expected: dict[Slot, Change]) -> None:

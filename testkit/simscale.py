@@ -47,7 +47,7 @@ from typing import Any
 from edgekv_replication.changes import Change
 from edgekv_replication.envelope import Batch, EnvelopeError, Hello, decode, encode
 from edgekv_replication.session import ProtocolError, Refusal, plan_apply
-from edgekv_replication.topology import DEFAULT_MAX_REGION_PEERS, direct_peers
+from edgekv_replication.topology import DEFAULT_MAX_REGION_PEERS, chosen_relays, direct_peers
 from testkit.simnet import (
     DOWN,
     START_MS,
@@ -174,6 +174,9 @@ class ScaleNetwork(Network):
             me = self.replicas[name].node
             chosen = direct_peers(me, members, region, max_region_peers, backbone=backbone)
             self.links |= {(by_node[server], name) for server in chosen}
+            # The node's own choice of one relay per origin not pulled directly.
+            relay_of = chosen_relays(me, members, region, max_region_peers, backbone=backbone)
+            self.replicas[name].relays.designate(relay_of)
         self.served: dict[str, list[Link]] = {name: [] for name in self.replicas}
         for link in sorted(self.links):
             self.served[link[0]].append(link)

@@ -34,6 +34,7 @@ from edgekv_replication.session import (
     PullSession,
     ServeSession,
     reads_regions,
+    reads_relay_marks,
 )
 from testkit.previous import PREVIOUS_VERSION, ROOT
 
@@ -174,3 +175,23 @@ def test_a_server_falls_back_when_the_hello_has_no_region() -> None:
     serving = ServeSession(Identity(9, 5, "fra"), regions=True)
     serving.on_hello(HELLO, 120, lambda node, cursor: False, removed=False)
     assert serving.regions
+
+
+def test_relayed_marks_go_only_to_a_puller_that_announced_them(previous: ModuleType) -> None:
+    change = Change("carts", b"u1", b"3 items", None, None, 5 << 16, 7, 42)
+    batch = Batch(40, 45, (change,), 1_700_000_000_000, 41, 44, ((8, 900), (11, 30)))
+    assert decode(encode(batch)) == batch
+    with pytest.raises(previous.EnvelopeError, match="fields"):
+        previous.decode(encode(batch))
+    assert reads_relay_marks(", ".join(FEATURES))
+    assert not reads_relay_marks("regions")
+    for announced, relayed in (("regions", None), ("regions, relay-marks", ((8, 900),))):
+        serving = ServeSession(Identity(9, 5, "fra"), relay_marks=reads_relay_marks(announced))
+        sent = serving.heartbeat(1, 44, lambda upto: {8: 900})
+        assert sent.relayed == relayed
+        if relayed is None:
+            assert previous.decode(encode(sent)) == previous.Batch(0, 0, (), 1, 0, 44)
+        # Sent once: only a newer mark goes again.
+        assert serving.heartbeat(1, 44, lambda upto: {8: 900}).relayed == (
+            None if relayed is None else ()
+        )

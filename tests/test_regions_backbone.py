@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from edgekv_replication.topology import chosen_relays
 from testkit.cluster import stored_state, wait_converged
 from testkit.nats_server import NatsServer
 from testkit.pg import DSN
@@ -71,6 +72,15 @@ def knows_everyone(nodes: list[NodeProcess]) -> bool:
         if not others <= members.keys():
             return False
         if any(members[o]["region"] is None or members[o]["state"] != "up" for o in others):
+            return False
+    return True
+
+
+def lists_everyone(nodes: list[NodeProcess]) -> bool:
+    """Every node lists every other (members not pulled directly may show no contact yet)."""
+    for node in nodes:
+        listed = {m["node_id"] for m in status(node)["members"]}
+        if not {other.node_id for other in nodes if other is not node} <= listed:
             return False
     return True
 
@@ -415,3 +425,40 @@ def test_a_node_stopped_past_the_horizon_must_resync(
     us1.start()
     wait_for(lambda: status(us1)["backbone"]["state"] == "resync_required", 30, "us1 refused")
     assert stored_state(us1) == []  # it took nothing from the backbone either
+
+
+@pytest.mark.slow
+def test_a_bounded_mesh_takes_each_relayed_origin_once_and_survives_its_relay(
+    region_node: Start,
+) -> None:
+    """Six nodes, two direct peers each: the others come through one chosen relay."""
+    args = ("--max-region-peers", "2")
+    first = region_node("eu0", "eu", [], *args)
+    nodes = [first, *(region_node(f"eu{i}", "eu", [first], *args) for i in range(1, 6))]
+    wait_for(lambda: lists_everyone(nodes), 60, "every node lists every member")
+    for node in nodes:  # marks and relayed marks start with the first batches
+        node.request("PUT", f"/v1/kv/warm/{node.node_id}", body=b"v")
+    wait_converged(nodes)
+    before = [_received(node) for node in nodes]
+    writes = 120
+    for i in range(writes):
+        assert nodes[i % 6].request("PUT", f"/v1/kv/ns/k{i}", body=b"v").status == 200
+    wait_converged(nodes)
+    from_others = writes * 5 // 6
+    per_change = [(_received(n) - b) / from_others for n, b in zip(nodes, before, strict=True)]
+    assert all(ratio >= 1 for ratio in per_change), per_change
+    # Measured 1.0. Without one relay per origin, each node's three origins not pulled
+    # directly come from both its peers: up to 1.6.
+    assert sum(per_change) / len(per_change) <= 1.2, per_change
+    # The chosen relay of an origin stops: the deferral is lifted, nothing waits on it.
+    members = {int(n.node_id, 16): "eu" for n in nodes}
+    by_id = {int(n.node_id, 16): n for n in nodes}
+    puller = nodes[1]
+    relay_of = chosen_relays(int(puller.node_id, 16), members, "eu", 2, backbone=False)
+    origin_id, relay_id = next(iter(relay_of.items()))
+    by_id[relay_id].kill()
+    live = [n for n in nodes if n is not by_id[relay_id]]
+    for i in range(10):
+        assert by_id[origin_id].request("PUT", f"/v1/kv/after/k{i}", body=b"v").status == 200
+    wait_converged(live)
+    assert len([row for row in stored_state(puller) if row[0] == "after"]) == 10

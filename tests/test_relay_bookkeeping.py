@@ -42,3 +42,60 @@ def test_a_deliberate_restart_restarts_nothing_else() -> None:
     relays.stream_ended(B, failed=False)  # B's stream reopens at once, to defer less
     assert not relays.must_restart(A)
     assert relays.wanted(C) == {A: 0, B: 0}
+
+
+def test_an_origin_reached_by_relay_is_deferred_at_every_stream_but_its_relays() -> None:
+    relays = RelayDeferrals()
+    relays.designate({C: A})
+    assert relays.wanted(B) == {}  # A has not shown it sends relayed marks yet
+    assert relays.relaying(A)  # its first batch with relayed marks: ask the others now
+    assert not relays.relaying(A)
+    assert relays.wanted(B) == {C: 0}
+    assert relays.wanted(A) == {}
+    relays.asked(B, {C})
+    relays.committed(A, None, [(C, 900)], head=5)
+    assert relays.wanted(B) == {C: 900}
+    assert relays.held.at(5) == {C: 900}  # passed on to this node's own pullers
+    assert relays.held.at(4) == {}
+
+
+def test_relayed_marks_of_a_deferred_origin_say_nothing() -> None:
+    relays = RelayDeferrals()
+    relays.pulling(C)
+    relays.asked(B, {C})
+    relays.committed(B, None, [(C, 900)], head=5)  # B leaves C out: its mark is not ours
+    assert C not in relays.marks
+
+
+def test_a_failed_relay_lifts_the_deferral_of_what_it_relayed() -> None:
+    relays = RelayDeferrals()
+    relays.designate({C: A})
+    relays.relaying(A)
+    relays.asked(B, {C})
+    relays.stream_ended(A, failed=False)  # a deliberate restart: the deferral stays
+    assert not relays.must_restart(B)
+    relays.stream_ended(A)
+    assert relays.must_restart(B)
+    assert relays.wanted(B) == {}
+
+
+def test_a_new_relay_restarts_the_stream_that_defers_what_it_should_carry() -> None:
+    relays = RelayDeferrals()
+    relays.designate({C: A})
+    relays.relaying(A)
+    relays.relaying(B)
+    relays.asked(B, {C})
+    relays.designate({C: B})
+    assert relays.must_restart(B)
+    assert relays.wanted(A) == {C: 0}
+
+
+def test_marks_are_not_recorded_while_changes_are_held_back() -> None:
+    relays = RelayDeferrals()
+    relays.holding = True
+    relays.committed(A, 700, head=3)
+    assert relays.held.at(10) == {}
+    relays.holding = False
+    relays.committed(A, 700, head=8)  # nothing new, but not recorded before
+    assert relays.held.at(10) == {A: 700}
+    assert relays.held.at(7) == {}

@@ -321,6 +321,31 @@ ReplicationMachine.TestCase.settings = SIM_SETTINGS
 TestReplicationMachine = pytest.mark.slow(ReplicationMachine.TestCase)
 
 
+def ring_links(net: Network) -> set[tuple[str, str]]:
+    """Each replica pulls from its two neighbours on the ring of node ids."""
+    ring = sorted(net.replicas, key=lambda name: net[name].node)
+    size = len(ring)
+    return {(ring[(i + step) % size], puller) for i, puller in enumerate(ring) for step in (1, -1)}
+
+
+class RelayedReplicationMachine(ReplicationMachine):
+    """The same faults on a ring: each replica reaches the opposite one by relay only.
+
+    It takes that origin through one neighbour (the node's rule,
+    ``topology.relays_through``) and defers it at the other; relayed marks
+    close the deferral windows; a failed relay lifts the deferral.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net.links = ring_links(self.net)
+        self.net.designate_relays()
+
+
+RelayedReplicationMachine.TestCase.settings = SIM_SETTINGS
+TestRelayedReplicationMachine = pytest.mark.slow(RelayedReplicationMachine.TestCase)
+
+
 # -- deterministic scenarios -------------------------------------------------------
 
 
@@ -374,6 +399,46 @@ def test_an_origin_cut_off_from_one_replica_reaches_it_by_relay_again() -> None:
     assert net["c"].full_state() == net["a"].full_state()
     assert ("a", "c") in net.blocked
     assert net.stats["torn_down:_Restart"] >= 1  # b's stream to c stopped deferring a
+
+
+def test_an_origin_reached_by_relay_arrives_once_through_the_chosen_relay() -> None:
+    net = Network("abcdef", page_size=2)
+    net.links = ring_links(net)
+    net.designate_relays()
+    net.settle()  # streams up, relayed marks sent
+    net.settle()  # a heartbeat on every stream: each puller asks for its deferrals
+    received = net.stats["changes_received"]
+    for i in range(10):
+        net["a"].put("ns", f"k{i}".encode(), b"v")
+    net.settle()
+    assert_converged(net)
+    net.settle()  # heartbeats: relayed marks travel one hop per batch
+    # Each of the five others gets a's 10 writes once (relayed copies stay home).
+    assert net.stats["changes_received"] - received == 50
+    # The saved cursors caught up with the deferred changes as relayed marks covered them.
+    for link in net.links:
+        server, puller = net[link[0]], net[link[1]]
+        assert puller.cursors[server.node].cursor == server.seq, link
+
+
+def test_a_failed_relay_lifts_the_deferral() -> None:
+    net = Network("abcdef", page_size=2)
+    net.links = ring_links(net)
+    net.designate_relays()
+    net.settle()
+    ring = sorted(net.replicas, key=lambda name: net[name].node)
+    origin, puller = ring[0], ring[3]  # opposite: two hops either way
+    relay_node = next(
+        relay for o, relay in net[puller].relays._relay_of.items() if o == net[origin].node
+    )
+    relay = next(name for name in ring if net[name].node == relay_node)
+    net[origin].put("ns", b"before", b"v")
+    net.settle()
+    net.partition(relay, puller)  # the chosen relay's stream goes down
+    net[origin].put("ns", b"after", b"v")
+    net.settle()
+    assert net[puller].current("ns", b"after") is not None  # came the other way round
+    assert net.stats["torn_down:_Restart"] >= 1  # the other stream stopped deferring it
 
 
 def test_ring_converges() -> None:

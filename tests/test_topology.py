@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekv_replication.topology import direct_peers, ring_offsets
+from edgekv_replication.topology import chosen_relays, direct_peers, ring_offsets
 
 REGIONS = ("eu", "us", "ap")
 
@@ -121,3 +121,37 @@ def test_a_joining_member_moves_few_links(size: int, seed: int, newcomer: int) -
     # Only members within ring distance 2^k of the newcomer see their k-th neighbour
     # change: about 2 * (1 + 2 + 4 + 8) of them, one or two links each.
     assert moved <= 8 * limit
+
+
+@settings(max_examples=150, deadline=None)
+@given(members=memberships, limit=st.integers(min_value=1, max_value=20), backbone=st.booleans())
+def test_the_chains_of_chosen_relays_end_at_the_origin(
+    members: dict[int, str], limit: int, backbone: bool
+) -> None:
+    graph = pulls(members, limit, backbone=backbone)
+    chosen = {
+        me: chosen_relays(me, members, region, limit, backbone=backbone)
+        for me, region in members.items()
+    }
+    for me, relay_of in chosen.items():
+        for origin, relay in relay_of.items():
+            assert relay in graph[me]
+            assert origin not in graph[me]
+            # Follow the chosen relays: no cycle, and the chain ends at a member
+            # that pulls the origin directly or takes it from every peer.
+            seen, node = {me}, relay
+            while origin not in graph[node] and origin in chosen[node]:
+                assert node not in seen, "a cycle of relays"
+                seen.add(node)
+                node = chosen[node][origin]
+            assert origin in graph[node] or origin not in chosen[node]
+
+
+def test_one_relay_per_origin_nearest_it_on_the_ring() -> None:
+    members = dict.fromkeys(range(1, 41), "eu")
+    relay_of = chosen_relays(10, members, "eu", 4, backbone=True)  # pulls 8, 9, 11, 12
+    assert relay_of[14] == 12
+    assert relay_of[5] == 8
+    assert relay_of[30] == 8  # 20 away through 12 (18 from 30) vs through 8 (18): lower id
+    assert not set(relay_of) & {8, 9, 11, 12, 10}
+    assert chosen_relays(10, members, "eu", 1, backbone=True) == {}  # one peer: nothing to defer

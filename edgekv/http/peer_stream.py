@@ -23,7 +23,7 @@ from edgekv.peers import stream_server as stream
 from edgekv.peers.replicator import Replicator
 from edgekv.peers.wire import FEATURES_HEADER, SECRET_HEADER
 from edgekv_replication.envelope import Ack, Defer, EnvelopeError, Hello, Progress, decode
-from edgekv_replication.session import Refusal, reads_regions
+from edgekv_replication.session import Refusal, reads_regions, reads_relay_marks
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,10 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=PULLER_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT)
     await ws.prepare(request)
     # A puller of the previous version announces nothing: it reads only its own form.
-    regions = reads_regions(request.headers.get(FEATURES_HEADER, ""))
-    served, welcome = stream.open_stream(replicator, regions)
+    announced = request.headers.get(FEATURES_HEADER, "")
+    served, welcome = stream.open_stream(
+        replicator, reads_regions(announced), relay_marks=reads_relay_marks(announced)
+    )
     await ws.send_bytes(welcome)
     try:
         message = await ws.receive(timeout=HELLO_TIMEOUT)

@@ -128,7 +128,9 @@ class StreamApplier:
 
     def _settled(self, item: _Submitted, result: ApplyResult | None) -> None:
         batch, session, link = item.batch, self._session, self._link
-        self._relays.committed(self._peer, batch.mark)
+        if result is not None and result.held:
+            self._relays.holding = True  # until the release loop finds none held
+        self._relays.committed(self._peer, batch.mark, batch.relayed or (), head=self._store.seq)
         if not batch.changes:
             link.lag_ms = 0 if batch.upto >= session.head else link.lag_ms
         elif result is not None:

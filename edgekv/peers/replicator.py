@@ -55,7 +55,7 @@ from edgekv_replication.session import (
     ProtocolError,
     PullSession,
 )
-from edgekv_replication.topology import direct_peers
+from edgekv_replication.topology import chosen_relays, direct_peers
 
 if TYPE_CHECKING:
     from edgekv.peers.backbone import Backbone
@@ -328,21 +328,44 @@ class Replicator:
         (:func:`edgekv_replication.topology.direct_peers`; a member whose region
         is not known yet counts as in this one.)
         """
-        regions = self.membership.regions()
-        members = {
-            node: regions.get(node) or self.identity.region
-            for node in self.membership.active_urls()
-        }
-        limit = self.config.max_region_peers
         return set(
             direct_peers(
                 self.identity.node,
-                members,
+                self._member_regions(),
                 self.identity.region,
-                limit,
+                self.config.max_region_peers,
                 backbone=self.has_backbone,
             )
         )
+
+    def _member_regions(self) -> dict[int, str]:
+        """Active member -> region (one not known yet counts as in this node's)."""
+        regions = self.membership.regions()
+        return {
+            node: regions.get(node) or self.identity.region
+            for node in self.membership.active_urls()
+        }
+
+    def _designate_relays(self) -> None:
+        """Take each member not pulled directly through one direct peer (topology.chosen_relays)."""
+        members = self._member_regions()
+        if self.config.peer_discovery:
+            chosen = chosen_relays(
+                self.identity.node,
+                members,
+                self.identity.region,
+                self.config.max_region_peers,
+                backbone=self.has_backbone,
+            )
+        else:
+            chosen = {}  # every configured peer is pulled: nothing to choose
+        if self.has_backbone:
+            # Other regions' marks come with the backbone: only the region's are passed on.
+            region = self.identity.region
+            self.relays.relayable = lambda origin: members.get(origin, region) == region
+        self.relays.designate(chosen)
+        for other, open_stream in self._open_streams.items():
+            self._ask_to_defer(other, open_stream, due=False)
 
     def pullers(self) -> set[int]:
         """The members expected to pull from this node (by the same rule, computed for them)."""
@@ -362,6 +385,7 @@ class Replicator:
         """Start a pull loop for every seed and chosen member that has none; stop the others."""
         if self._session is None:
             return
+        self._designate_relays()
         active_nodes = self.membership.active_urls()
         chosen = self.direct_peers() if self.config.peer_discovery else set(active_nodes)
         urls = {
@@ -592,7 +616,9 @@ class Replicator:
             link.clock_offset_ms = decoded.wall_ms - now_ms
             self.store.peer_clocks.observe(peer, decoded.wall_ms)
             applier.submit(decoded)
-            if decoded.mark is not None and self.relays.pulling(peer):
+            pulled = decoded.mark is not None and self.relays.pulling(peer)
+            relaying = decoded.relayed is not None and self.relays.relaying(peer)
+            if pulled or relaying:
                 # Tell the other streams now, not with their next batch: until
                 # then each would send a window of this origin's changes again.
                 for other, open_stream in self._open_streams.items():
@@ -656,10 +682,14 @@ class Replicator:
             await asyncio.sleep(HELD_RELEASE_INTERVAL)
             self._watch_clock()
             self._watch_members()
-            if self.store.held_count():
+            held = self.store.held_count()
+            if held:
                 released = await self.store.release_held(self._max_offset_ms)
                 if released:
                     log.info("applied %d held-back changes", released)
+                held = self.store.held_count()
+            # Relayed marks are recorded again once nothing is held (see RelayDeferrals).
+            self.relays.holding = bool(held)
 
     def _watch_members(self) -> None:
         """Log each member turning unreachable (or reachable again), once per change."""

@@ -61,13 +61,16 @@ class Served:
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def open_stream(replicator: Replicator, regions: bool) -> tuple[Served, bytes]:
+def open_stream(
+    replicator: Replicator, regions: bool, relay_marks: bool = False
+) -> tuple[Served, bytes]:
     """A new stream's session, and its first message (the Welcome), encoded.
 
     ``regions``: the puller announced it reads region fields; a puller of the
     previous version does not, and gets every message in its form.
+    ``relay_marks``: it reads relayed marks (``Batch.relayed``).
     """
-    session = ServeSession(replicator.identity, regions=regions)
+    session = ServeSession(replicator.identity, regions=regions, relay_marks=relay_marks)
     welcome = session.welcome(replicator.store.seq)
     return Served(session), encode(welcome, regions=regions)
 
@@ -146,7 +149,9 @@ async def serve(
             continue
         cursor = session.cursor
         if not await replicator.feed.wait_beyond(cursor, HEARTBEAT_SECONDS):
-            heartbeat = session.heartbeat(replicator.wall_ms(), store.origin_marks.at(cursor))
+            heartbeat = session.heartbeat(
+                replicator.wall_ms(), store.origin_marks.at(cursor), replicator.relays.held.at
+            )
             await outlet.send(encode(heartbeat))
 
 
@@ -159,15 +164,15 @@ def _next_message(replicator: Replicator, session: ServeSession) -> tuple[Batch,
     """
     store = replicator.store
     head = store.seq  # read before the page: every change up to head is visible to it
-    marks = store.origin_marks.at
-    batch = session.next_batch(store.log, head, replicator.wall_ms(), marks, PAGE_BYTES)
+    marks, held = store.origin_marks.at, replicator.relays.held.at
+    batch = session.next_batch(store.log, head, replicator.wall_ms(), marks, PAGE_BYTES, held)
     if batch is None:
         return None
     encoded = encode(batch)
     if len(encoded) > MAX_MESSAGE_BYTES and len(batch.changes) > 1:
         # Only with max_value_bytes raised near the limit: one change a page then.
         del batch, encoded
-        retried = session.next_batch(store.log, head, replicator.wall_ms(), marks, 0)
+        retried = session.next_batch(store.log, head, replicator.wall_ms(), marks, 0, held)
         assert retried is not None  # the same stretch of the log, one change of it
         batch, encoded = retried, encode(retried)
     return batch, encoded

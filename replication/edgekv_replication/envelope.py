@@ -89,6 +89,14 @@ class Batch:
     """The sender's origin mark at ``upto``: every write the sender itself
     stamped at or below it is in its log at or below ``upto`` (or replaced there
     by a newer state). None: the sender makes no such claim."""
+    relayed: tuple[tuple[int, int], ...] | None = None
+    """``(origin, mark)`` pairs of other origins: every write of ``origin``
+    stamped at or below ``mark`` is in the sender's log at or below ``upto``
+    (or replaced there), so a puller that commits the batch holds them unless
+    it asked for ``origin`` to be deferred (``edgekv_replication.relays.
+    HeldMarks``). Only marks that moved since the stream's last batch. None: a
+    sender that sends none (a puller that did not announce ``relay-marks``
+    reads six fields only)."""
 
     def __post_init__(self) -> None:
         if self.durable < 0:
@@ -171,6 +179,8 @@ def encode(message: Message, *, regions: bool = True) -> bytes:
             message.durable,
             message.mark,
         ]
+        if message.relayed is not None:
+            body.append([list(pair) for pair in message.relayed])
     elif isinstance(message, Hello):
         body = [
             message.node,
@@ -262,8 +272,14 @@ def _decode(data: bytes) -> Message:
     if kind == 3:
         if len(body) == 4:  # from a node that defers nothing
             body = (*body, body[1], None)
+        relayed = None
+        if len(body) == 7:  # with relayed marks
+            *body, raw_relayed = body
+            if type(raw_relayed) is not tuple:
+                raise EnvelopeError("relayed marks must be an array")
+            relayed = tuple(_pair(item) for item in raw_relayed)
         after, upto, wall_ms, raw_changes, durable, mark = _fields(
-            body, (_u63, _u63, _u63, _array, _u63, _opt_u63)
+            tuple(body), (_u63, _u63, _u63, _array, _u63, _opt_u63)
         )
         if upto < after:
             raise EnvelopeError("batch ends before it starts")
@@ -272,7 +288,7 @@ def _decode(data: bytes) -> Message:
         changes = tuple(map(_change, raw_changes))
         if changes and not (after < min(map(_seq, changes)) and max(map(_seq, changes)) <= upto):
             raise EnvelopeError("change seq outside the batch's range")
-        return Batch(after, upto, changes, wall_ms, durable, mark)
+        return Batch(after, upto, changes, wall_ms, durable, mark, relayed)
     if kind == 4:
         return Members(tuple(_member(item) for item in body))
     if kind == 5:

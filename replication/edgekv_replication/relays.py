@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -95,16 +95,75 @@ class OriginMarks:
             del self._floors[token]
 
 
+class HeldMarks:
+    """What this node holds of other origins' writes, as of each point of its own log.
+
+    After a batch commits here, every write of origin ``o`` stamped at or below
+    ``marks[o]`` (:attr:`RelayDeferrals.marks`) is in this log at or below
+    the head it committed at (or its key moved on to a newer state). A stream
+    relaying ``o`` to a puller sends that mark with each batch
+    (``Batch.relayed``): the puller that committed the batch holds those writes
+    too, so its other peers may leave ``o`` out up to it -- the origin marks of
+    a relayed origin, one hop further.
+    """
+
+    def __init__(self, kept: int = 64) -> None:
+        """Keep the newest ``kept`` checkpoints of each origin (older: no claim)."""
+        self._kept = kept
+        self._seqs: dict[int, list[int]] = {}
+        self._marks: dict[int, list[int]] = {}
+
+    def record(self, head: int, marks: Iterable[tuple[int, int]]) -> None:
+        """Every write of each origin at or below its mark is in the log at or below ``head``."""
+        for origin, mark in marks:
+            seqs = self._seqs.setdefault(origin, [])
+            values = self._marks.setdefault(origin, [])
+            if values and mark <= values[-1]:
+                continue
+            if seqs and head <= seqs[-1]:
+                values[-1] = mark  # the same point of the log, a newer mark
+                continue
+            seqs.append(head)
+            values.append(mark)
+            if len(seqs) > 2 * self._kept:
+                del seqs[: self._kept], values[: self._kept]
+
+    def at(self, upto: int) -> dict[int, int]:
+        """Origin -> mark for a batch ending at ``upto`` (origins without one left out)."""
+        held = {}
+        for origin, seqs in self._seqs.items():
+            i = bisect.bisect_right(seqs, upto)
+            if i:
+                held[origin] = self._marks[origin][i - 1]
+        return held
+
+
 class RelayDeferrals:
-    """Marks of the origins pulled directly, and what each stream was asked to defer."""
+    """Marks of the origins pulled directly or relayed, and what each stream was asked to defer.
+
+    An origin pulled directly is deferred at every other stream. An origin
+    reached only by relay (``designate``, from :func:`~edgekv_replication.
+    topology.chosen_relays`) is deferred at every stream but its chosen relay's, once
+    that stream is up and sends relayed marks (``Batch.relayed``); when it
+    fails, the streams deferring the origin restart without it.
+    """
 
     def __init__(self) -> None:
         """Nothing pulled yet."""
         self.marks: dict[int, int] = {}
-        """Origin -> the mark of its newest batch committed here."""
+        """Origin -> the newest mark known to hold here (its own stream's, or relayed)."""
+        self.held = HeldMarks()
+        """The same marks per point of this node's log, for the streams it serves."""
+        self.relayable: Callable[[int], bool] = lambda origin: True
+        """Origins whose marks this node passes on (with a backbone: its own region's)."""
         self._direct: set[int] = set()
+        self._relay_of: dict[int, int] = {}
+        self._relaying: set[int] = set()
         self._deferred: dict[int, set[int]] = {}
         self._restart: set[int] = set()
+        self._unrecorded: set[int] = set()
+        self.holding = False
+        """This node holds remote changes back (clock skew): no marks are recorded meanwhile."""
 
     def pulling(self, origin: int) -> bool:
         """A batch of ``origin``'s own stream arrived carrying a mark: defer it elsewhere.
@@ -121,14 +180,65 @@ class RelayDeferrals:
         self._direct.add(origin)
         return True
 
-    def committed(self, origin: int, mark: int | None) -> None:
-        """A batch of ``origin``'s own stream committed here, carrying ``mark``."""
-        if mark is not None and mark > self.marks.get(origin, -1):
-            self.marks[origin] = mark
+    def relaying(self, server: int) -> bool:
+        """A batch of ``server`` arrived carrying relayed marks: it may relay for us now.
+
+        Returns True when it did not before and it is the chosen relay of some
+        origin: the other streams should be asked to defer those now.
+        """
+        if server in self._relaying:
+            return False
+        self._relaying.add(server)
+        return server in self._relay_of.values()
+
+    def designate(self, relay_of: Mapping[int, int]) -> None:
+        """Origin -> the one server to take it through (the others defer it).
+
+        A stream that was asked to defer an origin it should now carry restarts.
+        """
+        self._relay_of = dict(relay_of)
+        self._mark_restarts()
+
+    def committed(
+        self,
+        server: int,
+        mark: int | None,
+        relayed: Iterable[tuple[int, int]] = (),
+        head: int | None = None,
+    ) -> None:
+        """A batch of ``server``'s stream committed here, carrying ``mark`` and ``relayed``.
+
+        ``relayed`` marks count only for origins this stream was not asked to
+        defer (of those, the batch says nothing). ``head``: this node's log
+        head after the commit, where the marks are recorded for the streams
+        it serves (None: not recorded). Not while :attr:`holding` either:
+        changes held back are not in the log; a later commit records them.
+        """
+        moved = self._unrecorded
+        if mark is not None and mark > self.marks.get(server, -1):
+            self.marks[server] = mark
+            moved.add(server)
+        deferred = self._deferred.get(server, set())
+        for origin, relayed_mark in relayed:
+            if origin not in deferred and relayed_mark > self.marks.get(origin, -1):
+                self.marks[origin] = relayed_mark
+                moved.add(origin)
+        if head is not None and moved and not self.holding:
+            self.held.record(head, [(o, self.marks[o]) for o in moved if self.relayable(o)])
+            moved.clear()
 
     def wanted(self, server: int) -> dict[int, int]:
         """The origins (with their marks) the stream from ``server`` should defer now."""
-        return {origin: self.marks.get(origin, 0) for origin in self._direct if origin != server}
+        wanted = {origin: self.marks.get(origin, 0) for origin in self._direct if origin != server}
+        for origin, relay in self._relay_of.items():
+            if (
+                relay != server
+                and relay in self._relaying
+                and origin != server
+                and origin not in self._direct
+            ):
+                wanted[origin] = self.marks.get(origin, 0)
+        return wanted
 
     def asked(self, server: int, origins: set[int]) -> None:
         """The stream from ``server`` was asked to defer ``origins`` (more than before)."""
@@ -142,22 +252,26 @@ class RelayDeferrals:
     def stream_ended(self, server: int, failed: bool = True) -> None:
         """The stream from ``server`` ended (or a connection to it failed).
 
-        If it ``failed``, ``server`` is not pulled directly any more: the
-        streams that defer it restart. Not after a deliberate restart (to
-        change what it defers), which reconnects at once; were every restart
-        to restart the others, two streams deferring each other's origins
-        would restart each other for ever.
+        If it ``failed``, ``server`` is not pulled directly any more, nor a
+        relay: the streams that defer what it brought restart. Not after a
+        deliberate restart (to change what it defers), which reconnects at
+        once; were every restart to restart the others, two streams deferring
+        each other's origins would restart each other for ever.
         """
         self._deferred.pop(server, None)
         if not failed:
             return
         self._direct.discard(server)
+        self._relaying.discard(server)
+        self._mark_restarts()
+
+    def _mark_restarts(self) -> None:
         for other, origins in self._deferred.items():
-            if server in origins:
+            if origins - self.wanted(other).keys():
                 self._restart.add(other)
 
     def must_restart(self, server: int) -> bool:
-        """Whether the stream from ``server`` defers an origin no longer pulled directly."""
+        """Whether the stream from ``server`` defers an origin it should carry now."""
         return server in self._restart
 
 

@@ -22,7 +22,7 @@ and a dictionary log (both through :class:`~edgekv_replication.log.Log`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from edgekv_replication.changes import Change, wins
@@ -49,16 +49,27 @@ RESYNC_REQUIRED = 4410
 """WebSocket close code: the puller is behind tombstones collected at the server."""
 
 
-FEATURES = ("regions",)
+FEATURES = ("regions", "relay-marks")
 """What a puller of this version announces as it opens a stream (a header of
 the request, see :func:`reads_regions`). The server speaks first, so it must
 know the puller's form before the puller says anything: a puller of the
-previous version announces nothing and refuses a Welcome with a region."""
+previous version announces nothing and refuses a Welcome with a region; one
+without ``relay-marks`` refuses a batch with relayed marks (``Batch.relayed``)."""
+
+
+def announced_features(announced: str) -> set[str]:
+    """The features a puller announced (comma-separated)."""
+    return {feature.strip() for feature in announced.split(",")}
 
 
 def reads_regions(announced: str) -> bool:
     """Whether a puller that announced ``announced`` (comma-separated) reads region fields."""
-    return "regions" in (feature.strip() for feature in announced.split(","))
+    return "regions" in announced_features(announced)
+
+
+def reads_relay_marks(announced: str) -> bool:
+    """Whether a puller that announced ``announced`` reads relayed marks in batches."""
+    return "relay-marks" in announced_features(announced)
 
 
 class ProtocolError(ValueError):
@@ -232,6 +243,10 @@ class ServeSession:
     """The puller reads region fields: it announced them (:func:`reads_regions`)
     and its Hello had one. False: a puller of the previous version; everything
     sent to it is encoded in that form (``encode(message, regions=False)``)."""
+    relay_marks: bool = False
+    """The puller reads relayed marks (it announced ``relay-marks``): its batches carry them."""
+    relayed_sent: dict[int, int] = field(default_factory=dict)
+    """The relayed marks sent on this stream so far (only newer ones go again)."""
 
     def welcome(self, head: int) -> Welcome:
         """The first message of every stream: who this node is and how far its log goes."""
@@ -284,12 +299,15 @@ class ServeSession:
         wall_ms: int,
         mark_at: Callable[[int], int | None],
         max_bytes: int,
+        held_at: Callable[[int], Mapping[int, int]] | None = None,
     ) -> Batch | None:
         """The next batch after :attr:`cursor`; None when there is nothing after it.
 
         ``head``: the log's head, read before the page (every change up to it
         is visible to the read); ``mark_at(upto)``: this node's origin mark of
-        a batch ending at ``upto``. A page of nothing but gaps or left-out
+        a batch ending at ``upto``; ``held_at(upto)``: the marks of other
+        origins it holds there (``HeldMarks.at``: sent as ``Batch.relayed``
+        to a puller that reads them). A page of nothing but gaps or left-out
         rows still moves the cursor (to ``head``). With :attr:`echo` the
         puller's own changes are sent too.
         """
@@ -310,17 +328,54 @@ class ServeSession:
         if end <= cursor and head <= cursor:
             return None
         upto = end if end > cursor else head
-        return Batch(cursor, upto, tuple(changes), wall_ms, deferral.durable(upto), mark_at(upto))
+        return Batch(
+            cursor,
+            upto,
+            tuple(changes),
+            wall_ms,
+            deferral.durable(upto),
+            mark_at(upto),
+            self._relayed(held_at, upto),
+        )
+
+    def _relayed(
+        self, held_at: Callable[[int], Mapping[int, int]] | None, upto: int
+    ) -> tuple[tuple[int, int], ...] | None:
+        """The held marks at ``upto`` that moved since last sent (None: the puller reads none)."""
+        if not self.relay_marks:
+            return None
+        if held_at is None:
+            return ()
+        sent = self.relayed_sent
+        return tuple(
+            sorted(
+                (origin, mark)
+                for origin, mark in held_at(upto).items()
+                # The puller's own writes: it holds them (or, after an unclean
+                # stop, asks for them again); a claim would hide them.
+                if origin != self.peer and mark > sent.get(origin, -1)
+            )
+        )
 
     def sent(self, batch: Batch) -> None:
         """Record that ``batch`` (from :meth:`next_batch`) went out."""
         self.cursor = batch.upto
         self.in_flight.append(batch.upto)
+        if batch.relayed:
+            self.relayed_sent.update(batch.relayed)
 
-    def heartbeat(self, wall_ms: int, mark: int | None) -> Batch:
-        """An empty batch at the cursor: tells the puller the stream is alive, and the mark."""
+    def heartbeat(
+        self,
+        wall_ms: int,
+        mark: int | None,
+        held_at: Callable[[int], Mapping[int, int]] | None = None,
+    ) -> Batch:
+        """An empty batch at the cursor: tells the puller the stream is alive, and the marks."""
         cursor = self.cursor
-        return Batch(cursor, cursor, (), wall_ms, self.deferral.durable(cursor), mark)
+        relayed = self._relayed(held_at, cursor)
+        if relayed:
+            self.relayed_sent.update(relayed)
+        return Batch(cursor, cursor, (), wall_ms, self.deferral.durable(cursor), mark, relayed)
 
 
 def stamp_too_far_ahead(hlc: int, local_wall_ms: int, max_offset_ms: int) -> bool:

@@ -28,12 +28,21 @@ a backbone.
 
 Members that are not direct peers still reach this node: their changes are
 relayed by the direct peers (in-region) or come over the backbone.
+
+**One relay per origin** (:func:`chosen_relays`). A member not pulled directly would
+reach this node relayed by every direct peer that has it. So each such origin
+is taken through one direct peer only -- the one nearest the origin on the
+ring (ties: the lower id), and only if it is nearer than this node -- and
+deferred at the others (:mod:`edgekv_replication.relays`). Following the
+chosen relays from any node, the ring distance to the origin shrinks at every
+step, so the chain ends at a node that pulls the origin directly (or takes it
+from all its peers): no cycle, as long as the nodes agree on the member set.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 DEFAULT_REGION = "default"
 """The region of a node whose ``region`` setting is not set."""
@@ -104,3 +113,41 @@ def direct_peers(
         for node in rest[: limit - len(chosen)]:
             chosen[node] = None
     return sorted(chosen)
+
+
+def chosen_relays(
+    me: int, members: Mapping[int, str], my_region: str, limit: int, *, backbone: bool
+) -> dict[int, int]:
+    """For each member ``me`` may reach by relay only: the direct peer to take it through.
+
+    Members missing from the answer are taken from every peer that relays them.
+    """
+    direct = direct_peers(me, members, my_region, limit, backbone=backbone)
+    ring = sorted({*candidates(me, members, my_region, backbone=backbone), me})
+    return relays_through(me, ring, direct)
+
+
+def relays_through(me: int, ring: Sequence[int], direct: Collection[int]) -> dict[int, int]:
+    """Origin -> the peer of ``direct`` nearest it on ``ring`` (sorted, ``me`` in it).
+
+    Only origins of ``ring`` not in ``direct``, and only where that peer is
+    strictly nearer the origin than ``me`` (the chain of relays then ends).
+    """
+    size = len(ring)
+    position = {node: i for i, node in enumerate(ring)}
+    peers = [peer for peer in sorted(direct) if peer in position]
+    if me not in position or len(peers) < 2:
+        return {}  # one peer or none: nothing to defer anywhere
+
+    def distance(a: int, b: int) -> int:
+        d = abs(position[a] - position[b])
+        return min(d, size - d)
+
+    chosen: dict[int, int] = {}
+    for origin in ring:
+        if origin == me or origin in direct:
+            continue
+        relay = min(peers, key=lambda peer: (distance(peer, origin), peer))
+        if distance(relay, origin) < distance(me, origin):
+            chosen[origin] = relay
+    return chosen
