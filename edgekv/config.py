@@ -19,10 +19,7 @@ from typing import Any
 
 from edgekv.auth import TokenSpec, parse_tokens
 from edgekv.store.pg.statements import check_schema_name
-from edgekv_replication.intake import NAMESPACE
-
-REGION = NAMESPACE
-"""A region name: the same alphabet and length as a namespace."""
+from edgekv_replication.intake import NAMESPACE, REGION
 
 MIB = 1024 * 1024
 
@@ -646,7 +643,10 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(str(exc)) from None
     for ns in config.strong_namespaces:
         if not NAMESPACE.fullmatch(ns):
-            raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
+            raise ConfigError(
+                f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}} "
+                "or is '.' or '..'"
+            )
         if ns.startswith("_edgekv."):
             raise ConfigError(f"strong_namespaces: {ns!r} is reserved for the node itself")
     if not REGION.fullmatch(config.region):

@@ -28,7 +28,11 @@ _TABLE = (
         "A JSON string or object key (in a body, the metadata header or a query's where) "
         "holds a lone UTF-16 surrogate such as \\ud800: text must be valid Unicode.",
     ),
-    ErrorCode("invalid_namespace", 400, "The namespace does not match [A-Za-z0-9_.-]{1,64}."),
+    ErrorCode(
+        "invalid_namespace",
+        400,
+        "The namespace (or collection) does not match [A-Za-z0-9_.-]{1,64}, or is '.' or '..'.",
+    ),
     ErrorCode("invalid_key", 400, "The key is empty, not UTF-8, or '.' or '..'."),
     ErrorCode("key_too_long", 400, "The key is longer than max_key_bytes (512 bytes by default)."),
     ErrorCode("invalid_metadata", 400, "The metadata is not a JSON object."),

@@ -25,8 +25,12 @@ from edgekv_replication import counters, orsets
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, MAX_Y_STATE_BYTES
 
-NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-"""A namespace (and a document collection) name."""
+REGION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A region name (and the alphabet of namespace names)."""
+NAMESPACE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,64}")
+"""A namespace (and a document collection) name: not ``.`` or ``..``, which URL
+handling rewrites (``/v1/kv/%2E%2E/k`` and ``/v1/k`` are one path to a proxy or a
+client library that normalizes it), like keys."""
 MAX_EXPIRATION = 2 * 10**12
 """Above any expiration the API makes (``now + ttl`` with ``ttl < 10**12`` seconds)."""
 MEMBER_STAMP_MARGIN_MS = 10_000
@@ -86,7 +90,10 @@ class Refused(ValueError):
 def check_namespace(ns: object) -> str:
     """Return ``ns`` if it is a valid namespace name, else raise ``invalid_namespace``."""
     if type(ns) is not str or not NAMESPACE.fullmatch(ns):
-        raise Refused("invalid_namespace", f"namespace must match [A-Za-z0-9_.-]{{1,64}}: {ns!r}")
+        raise Refused(
+            "invalid_namespace",
+            f"namespace must match [A-Za-z0-9_.-]{{1,64}} and not be '.' or '..': {ns!r}",
+        )
     return ns
 
 
@@ -435,7 +442,7 @@ def member_problem(member: Sequence[object], now_ms: int, max_ahead_ms: int) -> 
         return "name is not printable text of at most 256 characters"
     if type(removed) is not bool:
         return "removed is not a boolean"
-    if type(region) is not str or (region and not NAMESPACE.fullmatch(region)):
+    if type(region) is not str or (region and not REGION.fullmatch(region)):
         return "region does not match [A-Za-z0-9_.-]{1,64}"
     return None
 
