@@ -643,10 +643,8 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(str(exc)) from None
     for ns in config.strong_namespaces:
         if not NAMESPACE.fullmatch(ns):
-            raise ConfigError(
-                f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}} "
-                "or is '.' or '..'"
-            )
+            refused = "does not match [A-Za-z0-9_.-]{1,64} or is '.' or '..'"
+            raise ConfigError(f"strong_namespaces: {ns!r} {refused}")
         if ns.startswith("_edgekv."):
             raise ConfigError(f"strong_namespaces: {ns!r} is reserved for the node itself")
     if not REGION.fullmatch(config.region):

@@ -67,6 +67,10 @@ def test_damaged_bodies_get_the_same_answer(
         b'\xef\xbb\xbf{"a": 1}',
         b'{"a": [1], }',
         '{"a": "é"}'.encode("utf-16"),
+        b'{"a": 1, "a": 2}',
+        b'{"a": [1], "b": 2, "a": [3]}',
+        b'{"a": [{"x": 1, "x": 1}]}',
+        b'{"a": {"x": 1, "x": 1}}',
     ],
 )
 def test_odd_bodies_get_the_same_answer(body: bytes) -> None:

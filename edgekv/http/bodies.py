@@ -27,6 +27,7 @@ from edgekv.config import Config
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
 from edgekv.json_text import DECODER, may_hold_surrogate
+from edgekv_replication.json_objects import duplicate
 
 T = TypeVar("T")
 
@@ -127,6 +128,8 @@ def _object_in_steps(text: str, at: int) -> tuple[dict[str, Any], int]:
         at = _skip(text, at)
         if text[at] != ":":
             raise ValueError("':' expected")
+        if name in document:
+            raise duplicate(name)  # a ValueError: the whole parse gives the exact error
         at = _skip(text, at + 1)
         if text[at] == "[":
             document[name], at = _array_in_steps(text, at)

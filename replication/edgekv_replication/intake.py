@@ -24,6 +24,7 @@ from typing import Protocol
 from edgekv_replication import counters, orsets
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, MAX_Y_STATE_BYTES
+from edgekv_replication.json_objects import DuplicateName, unique_object
 
 REGION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """A region name (and the alphabet of namespace names)."""
@@ -42,8 +43,11 @@ MAX_MEMBER_NAME = 256
 
 _I64 = (1 << 63) - 1
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_DECODER = json.JSONDecoder(parse_constant=lambda name: _no_constant(name))
-"""One decoder for every call: json.loads with options builds a new one each time."""
+_DECODER = json.JSONDecoder(
+    parse_constant=lambda name: _no_constant(name), object_pairs_hook=unique_object
+)
+"""One decoder for every call: json.loads with options builds a new one each time.
+No name twice in an object: the API refuses such metadata, so a peer's is refused too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,8 @@ def check_metadata_text(text: object, max_bytes: int) -> None:
         raise Refused("invalid_metadata", "metadata must be printable ASCII JSON")
     try:
         parsed = _DECODER.decode(text)
+    except DuplicateName as error:
+        raise Refused("invalid_metadata", f"metadata: {error}") from None
     except (ValueError, RecursionError):
         parsed = None
     if type(parsed) is not dict:
