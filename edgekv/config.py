@@ -214,6 +214,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.1,
     ),
     Setting(
+        "body_timeout",
+        float,
+        30.0,
+        "Seconds a request body may go without a byte arriving (a client that stops "
+        "sending it) before the node answers 408 request_timeout, writes nothing and "
+        "closes the connection.",
+        minimum=0.1,
+    ),
+    Setting(
         "read_cache_entries",
         int,
         100_000,
@@ -530,6 +539,7 @@ class Config:
     watch_heartbeat: float = 15.0
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     read_cache_entries: int = 100_000
     bookmark_timeout: float = 2.0
     shutdown_timeout: float = 10.0

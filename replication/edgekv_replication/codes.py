@@ -110,6 +110,12 @@ _TABLE = (
     ),
     ErrorCode("method_not_allowed", 405, "The route does not support this HTTP method."),
     ErrorCode(
+        "request_timeout",
+        408,
+        "The request body stopped arriving for body_timeout seconds (30 by default); nothing "
+        "was written and the connection is closed.",
+    ),
+    ErrorCode(
         "metadata_too_large",
         413,
         "The metadata is larger than max_metadata_bytes (1 KiB by default).",
