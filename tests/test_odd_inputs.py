@@ -243,7 +243,15 @@ ODD_REQUESTS: list[tuple[str, bytes, bytes, bytes, str]] = [
     ("no such route", b"GET /v2/nothing HTTP/1.1", b"", b"", "not_found"),
     ("method the route lacks", b"PATCH /v1/kv/odd/k HTTP/1.1", b"", b"", "method_not_allowed"),
     *DOT_NAMES,
+    ("'.' unencoded as a namespace", b"PUT /v1/kv/./k HTTP/1.1", b"", b"v", "invalid_namespace"),
     *NAMES_TWICE,
+    (
+        "where literal holding a name twice",
+        b"GET /v1/docs/odd?where=a==%7B%22x%22:1,%22x%22:2%7D HTTP/1.1",
+        b"",
+        b"",
+        "invalid_parameter",
+    ),
     (
         "metadata holding a name twice",
         b"PUT /v1/kv/odd/k HTTP/1.1",
