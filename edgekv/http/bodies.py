@@ -89,8 +89,8 @@ async def read_within(
 
 
 def _stalled(request: web.Request, what: str, received: int, timeout: float) -> ApiError:
-    """The answer to a body that stopped arriving, on a connection that then closes:
-    the rest of the body would otherwise be read as the next request."""
+    """The answer to a body that stopped arriving, on a connection that closes once it
+    is sent (aiohttp would first wait up to 10 s more for the rest of the body)."""
     protocol = request.protocol
     if isinstance(protocol, NodeProtocol):
         protocol.close_unread()
