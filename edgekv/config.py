@@ -19,10 +19,7 @@ from typing import Any
 
 from edgekv.auth import TokenSpec, parse_tokens
 from edgekv.store.pg.statements import check_schema_name
-from edgekv_replication.intake import NAMESPACE
-
-REGION = NAMESPACE
-"""A region name: the same alphabet and length as a namespace."""
+from edgekv_replication.intake import NAMESPACE, REGION
 
 MIB = 1024 * 1024
 
@@ -214,6 +211,15 @@ SETTINGS: tuple[Setting, ...] = (
         10.0,
         "Seconds from a request's first byte to the end of its headers before the node "
         "closes the connection (a client that drips its headers).",
+        minimum=0.1,
+    ),
+    Setting(
+        "body_timeout",
+        float,
+        30.0,
+        "Seconds a request body may go without a byte arriving (a client that stops "
+        "sending it) before the node answers 408 request_timeout, writes nothing and "
+        "closes the connection.",
         minimum=0.1,
     ),
     Setting(
@@ -533,6 +539,7 @@ class Config:
     watch_heartbeat: float = 15.0
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     read_cache_entries: int = 100_000
     bookmark_timeout: float = 2.0
     shutdown_timeout: float = 10.0
@@ -646,7 +653,8 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(str(exc)) from None
     for ns in config.strong_namespaces:
         if not NAMESPACE.fullmatch(ns):
-            raise ConfigError(f"strong_namespaces: {ns!r} does not match [A-Za-z0-9_.-]{{1,64}}")
+            refused = "does not match [A-Za-z0-9_.-]{1,64} or is '.' or '..'"
+            raise ConfigError(f"strong_namespaces: {ns!r} {refused}")
         if ns.startswith("_edgekv."):
             raise ConfigError(f"strong_namespaces: {ns!r} is reserved for the node itself")
     if not REGION.fullmatch(config.region):

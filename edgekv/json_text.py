@@ -7,6 +7,8 @@ function decides what JSON the node takes:
 - no ``NaN``, ``Infinity`` (not JSON, and not storable as JSON again);
 - bytes must be UTF-8 (or UTF-16/32, which RFC 8259 parsers may accept),
   strictly decoded: the standard library would let encoded surrogates through;
+- no object may hold a member name twice (:class:`DuplicateName`: RFC 8259
+  leaves the meaning to each parser, so a proxy and the node could disagree);
 - no string or object key may hold a lone UTF-16 surrogate (``"\\ud800"``).
   RFC 8259 lets the escape through its grammar but says the result is
   unpredictable, and I-JSON (RFC 7493) forbids it. Such text cannot be
@@ -23,6 +25,10 @@ import json
 import re
 from typing import Any
 
+from edgekv_replication.json_objects import DuplicateName, unique_object
+
+__all__ = ["DECODER", "DuplicateName", "NestedTooDeeply", "TextNotEncodable", "strict_json"]
+
 
 class TextNotEncodable(ValueError):
     """The JSON holds a lone UTF-16 surrogate, which no UTF-8 text can hold."""
@@ -36,9 +42,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=unique_object)
 """One decoder for every request (json.loads with options builds a new one each time);
-no NaN or Infinity."""
+no NaN or Infinity, no name twice in an object."""
 # The escapes of UTF-16 surrogates (an escaped backslash before one is a false alarm,
 # which the exact check then clears).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -54,6 +60,7 @@ def strict_json(text: str | bytes) -> Any:
     """Parse standard JSON text; raise ValueError if it is not JSON the node can store.
 
     :class:`TextNotEncodable` for a lone surrogate in a string or key,
+    :class:`DuplicateName` for an object holding a name twice,
     :class:`NestedTooDeeply` for nesting beyond the recursion limit, a plain
     ValueError (or UnicodeDecodeError) for anything else.
     """

@@ -9,6 +9,7 @@ and turns its answers and errors into responses.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from edgekv.watch import metrics as watch_metrics
 from edgekv.watch.crdt_kinds import CounterKind, SetKind
 from edgekv.watch.hub import WatchHub, WatchLimits
 from edgekv.watch.kinds import DocumentKind, KeyValueKind
+
+log = logging.getLogger(__name__)
 
 
 class StrongNamespaceRequired(Exception):
@@ -126,6 +129,7 @@ class Node:
         except BaseException:
             store.close()
             raise
+        _warn_of_dot_names(store)
         # The whole file is checked while the node serves: at open it would cost
         # seconds per GB from a cold disk (edgekv.store.faults).
         store.health.start_check()
@@ -231,3 +235,17 @@ class Node:
         if upstream is not None and upstream.is_strong(ns):
             return await upstream.strong_counter_reset(ns, key)
         return await self.store.crdts.counter_reset(ns, key)
+
+
+def _warn_of_dot_names(store: Store) -> None:
+    """Say so when the database holds names '.' or '..', which a release before this
+    one took: no route reaches them now, and a peer refuses a batch holding one."""
+    names = store.browse.dot_names()
+    if names:
+        log.warning(
+            "this database holds data under the name(s) %s, which are no longer accepted "
+            "(400 invalid_namespace): no route reads or deletes it, and a peer of this "
+            "version refuses a batch of this node's log holding it; see 'Names . and ..' "
+            "in docs/operations.md",
+            ", ".join(repr(name) for name in names),
+        )

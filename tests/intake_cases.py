@@ -34,7 +34,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 
 bad_namespaces = st.one_of(
-    st.sampled_from(["", "a b", "x/y", "é", "n" * 65, "ns\r\n", "@doc", "a:b"]),
+    st.sampled_from(["", ".", "..", "a b", "x/y", "é", "n" * 65, "ns\r\n", "@doc", "a:b"]),
     st.text(max_size=70).filter(lambda text: not NAMESPACE.fullmatch(text)),
 )
 bad_keys = st.one_of(
@@ -55,6 +55,7 @@ bad_metadata = st.one_of(
             '{"a":1}\r\nX-Evil: 1',
             '{"a":"\r\n"}',
             '{"a":NaN}',
+            '{"a":1,"a":2}',
             '{"é":1}',
             '{"a":"\x00"}',
             '{"k":"' + "v" * 40 + '"}',

@@ -338,6 +338,10 @@ def test_valid_counter_and_set_rows_pass_intake() -> None:
         _GOOD_MEMBER._replace(key=b"k\xff\xc3\x00" + b"%016x" % 7),  # not UTF-8
         _GOOD_MEMBER._replace(value=b'{"a":1,"r":{"zz":1}}'),
         _GOOD_MEMBER._replace(value=b'{"a":' + b"9" * 30 + b"}"),
+        _GOOD_COUNTER._replace(value=b'{"e":1,"p":1,"n":0,"p":9}'),  # a name twice
+        _GOOD_MEMBER._replace(value=b'{"a":1,"a":2}'),
+        _GOOD_COUNTER._replace(ns="@ctr:.."),
+        _GOOD_MEMBER._replace(ns="@set:."),
     ],
 )
 def test_bad_rows_from_peers_or_the_upstream_are_refused(change: Change) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekv.json_text import NestedTooDeeply, TextNotEncodable, strict_json
+from edgekv.json_text import DuplicateName, NestedTooDeeply, TextNotEncodable, strict_json
 
 _LEAF = st.none() | st.booleans() | st.integers() | st.text()
 _JSON = st.recursive(
@@ -69,3 +69,30 @@ def test_too_deep_a_nesting_is_its_own_error() -> None:
 def test_other_encodings_rfc_8259_allows_are_read() -> None:
     assert strict_json('{"a":"é"}'.encode("utf-16")) == {"a": "é"}
     assert strict_json(b'\xef\xbb\xbf{"a":1}') == {"a": 1}
+
+
+@given(_JSON, st.text(max_size=8), st.integers(0, 3), st.booleans())
+def test_a_name_twice_in_any_object_is_refused_and_named(
+    value: Any, name: str, depth: int, as_str: bool
+) -> None:
+    inner = json.dumps(value)
+    twice = f"{{{json.dumps(name)}: 1, {json.dumps(name)}: {inner}}}"
+    for _ in range(depth):
+        twice = f'{{"outer": [{twice}]}}'
+    with pytest.raises(DuplicateName) as refused:
+        strict_json(twice if as_str else twice.encode())
+    assert json.dumps(name) in str(refused.value)
+
+
+def test_names_that_only_look_alike_are_different_names() -> None:
+    # An escape spells the same name as its character: the parsed names are compared.
+    with pytest.raises(DuplicateName):
+        strict_json('{"a": 1, "\\u0061": 2}')
+    assert strict_json('{"a": 1, "A": 2, "a ": 3}') == {"a": 1, "A": 2, "a ": 3}
+
+
+def test_a_long_duplicate_name_is_shortened_in_the_message() -> None:
+    name = "n" * 10_000
+    with pytest.raises(DuplicateName) as refused:
+        strict_json(json.dumps([{name: 1, "x": 2}]).replace('"x"', json.dumps(name)))
+    assert len(str(refused.value)) < 200

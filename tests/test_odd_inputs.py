@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgekv.store.kv import Write
+from edgekv.store.store import Store
 from edgekv_replication.codes import ERROR_CODES
 from testkit.processes import NodeProcess
 from testkit.rawhttp import exchange, parse, request
 from testkit.responses import Response, assert_error
+from testkit.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,46 @@ def _b64_json(value: object) -> bytes:
 
 
 CLOSE = b"Connection: close\r\n"
+
+# '.' and '..' as a namespace or collection, percent-encoded so that no URL
+# handling rewrites them before the node sees them, on every route that names one.
+_DOT_ROUTES: list[tuple[str, bytes, bytes]] = [
+    ("PUT /v1/kv/{}/k", b"PUT /v1/kv/{}/k HTTP/1.1", b"v"),
+    ("GET /v1/kv/{}", b"GET /v1/kv/{} HTTP/1.1", b""),
+    ("POST /v1/kv/{}/_bulk", b"POST /v1/kv/{}/_bulk HTTP/1.1", b'{"operations": []}'),
+    ("PUT /v1/docs/{}/d", b"PUT /v1/docs/{}/d HTTP/1.1", b'{"a": 1}'),
+    ("POST /v1/docs/{}/_indexes", b"POST /v1/docs/{}/_indexes HTTP/1.1", b'{"field": "a"}'),
+    ("POST /v1/counters/{}/c", b"POST /v1/counters/{}/c HTTP/1.1", b'{"add": 1}'),
+    ("POST /v1/sets/{}/s", b"POST /v1/sets/{}/s HTTP/1.1", b'{"add": ["m"]}'),
+    ("GET /v1/kv/{}/_watch", b"GET /v1/kv/{}/_watch HTTP/1.1", b""),
+]
+# A JSON body holding a member name twice, at the top or nested, on every route
+# that parses one: the name is "twice".
+NAMES_TWICE: list[tuple[str, bytes, bytes, bytes, str]] = [
+    (f"{line.decode().split(' HTTP')[0]} with a name twice", line, b"", body, "invalid_json")
+    for line, body in [
+        (
+            b"POST /v1/kv/odd/_bulk HTTP/1.1",
+            b'{"operations": [{"op": "put", "key": "k", "value": "dg==", "twice": 1, "twice": 2}]}',
+        ),
+        (
+            b"POST /v1/kv/odd/_bulk HTTP/1.1",
+            b'{"twice": 1, "operations": [{"op": "put", "key": "k", "value": "dg=="}], "twice": 1}',
+        ),
+        (b"POST /v1/kv/odd/_get HTTP/1.1", b'{"keys": ["k"], "twice": [], "twice": []}'),
+        (b"PUT /v1/docs/odd/d HTTP/1.1", b'{"a": {"twice": 1, "twice": 2}}'),
+        (b"PATCH /v1/docs/odd/d HTTP/1.1", b'{"twice": null, "twice": 1}'),
+        (b"POST /v1/docs/odd/_indexes HTTP/1.1", b'{"field": "a", "twice": 1, "twice": 2}'),
+        (b"POST /v1/counters/odd/c HTTP/1.1", b'{"add": 1, "twice": 1, "twice": 2}'),
+        (b"POST /v1/sets/odd/s HTTP/1.1", b'{"add": ["m"], "twice": 1, "twice": 2}'),
+        (b"POST /v1/admin/tokens HTTP/1.1", b'{"name": "t", "twice": 1, "twice": 2}'),
+    ]
+]
+DOT_NAMES: list[tuple[str, bytes, bytes, bytes, str]] = [
+    (f"{name.format(dots)}", line.replace(b"{}", escaped), b"", body, "invalid_namespace")
+    for name, line, body in _DOT_ROUTES
+    for dots, escaped in ((".", b"%2E"), ("..", b"%2E%2E"))
+]
 
 # (name, request line, extra header lines, body, the error code it gets)
 ODD_REQUESTS: list[tuple[str, bytes, bytes, bytes, str]] = [
@@ -198,6 +242,23 @@ ODD_REQUESTS: list[tuple[str, bytes, bytes, bytes, str]] = [
     ),
     ("no such route", b"GET /v2/nothing HTTP/1.1", b"", b"", "not_found"),
     ("method the route lacks", b"PATCH /v1/kv/odd/k HTTP/1.1", b"", b"", "method_not_allowed"),
+    *DOT_NAMES,
+    ("'.' unencoded as a namespace", b"PUT /v1/kv/./k HTTP/1.1", b"", b"v", "invalid_namespace"),
+    *NAMES_TWICE,
+    (
+        "where literal holding a name twice",
+        b"GET /v1/docs/odd?where=a==%7B%22x%22:1,%22x%22:2%7D HTTP/1.1",
+        b"",
+        b"",
+        "invalid_parameter",
+    ),
+    (
+        "metadata holding a name twice",
+        b"PUT /v1/kv/odd/k HTTP/1.1",
+        b'EdgeKV-Metadata: {"twice": 1, "twice": 2}\r\n',
+        b"v",
+        "invalid_metadata",
+    ),
 ]
 
 
@@ -232,6 +293,47 @@ def test_odd_inputs_wrote_nothing(node: NodeProcess) -> None:
     listing = node.request("GET", "/v1/kv/odd")
     assert listing.status == 200, listing.body
     assert listing.json()["keys"] == []
+
+
+def test_a_name_twice_is_named_and_wrote_nothing(node: NodeProcess) -> None:
+    for case in NAMES_TWICE:
+        response = request(node, *case[1:4])
+        assert '"twice"' in response.json()["error"]["message"], (case[0], response.body)
+    assert node.request("GET", "/v1/kv/odd").json()["keys"] == []
+    assert node.request("GET", "/v1/docs/odd").json()["documents"] == []
+    assert node.request("GET", "/v1/counters/odd/c").json()["version"] is None
+    assert node.request("GET", "/v1/sets/odd/s").json()["members"] == []
+    tokens = node.request("GET", "/v1/admin/tokens").json()
+    assert "t" not in [token["name"] for token in tokens["tokens"]], tokens
+
+
+def test_dot_names_wrote_nothing(node: NodeProcess) -> None:
+    for case in DOT_NAMES:
+        request(node, *case[1:4])
+    for admin, field in (("namespaces", "namespaces"), ("collections", "collections")):
+        listing = node.request("GET", f"/v1/admin/{admin}")
+        assert listing.status == 200, listing.body
+        assert not {".", ".."} & {entry["name"] for entry in listing.json()[field]}
+    changes = node.request("GET", "/v1/admin/changes?limit=200")
+    assert changes.status == 200, changes.body
+    assert all(
+        change["ns"].rpartition(":")[2] not in (".", "..") for change in changes.json()["changes"]
+    )
+
+
+async def test_dot_names_an_older_release_stored_are_reported_at_start(
+    tmp_path: Path, start_node: Callable[..., NodeProcess]
+) -> None:
+    """An older release took '.' and '..': the node starts, says so, and they stay unreachable."""
+    store = Store(tmp_path / "old", allow_new_node=True)
+    await store.write("..", [Write(b"k", b"v")])
+    await store.write("ok", [Write(b"k", b"v")])
+    store.close()
+    node = start_node("old")
+    wait_for(lambda: "no longer accepted" in "".join(node.output), 10, "the warning")
+    assert "'..'" in "".join(node.output)
+    assert node.request("GET", "/v1/kv/ok/k").body == b"v"
+    assert_error(request(node, b"GET /v1/kv/%2E%2E/k HTTP/1.1"), "invalid_namespace")
 
 
 def test_the_two_spellings_of_a_percent_key_are_one_key_and_the_other_is_refused(

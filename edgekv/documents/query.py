@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from edgekv.json_text import NestedTooDeeply, TextNotEncodable, strict_json
+from edgekv.json_text import DuplicateName, NestedTooDeeply, TextNotEncodable, strict_json
 from edgekv.store.doc_queries import FIELD, Filter, Query, QuerySpec, build_sql
 
 _FILTER = re.compile(r"\s*(" + FIELD.pattern + r")\s*(==|!=|<=|>=|=|<|>)\s*(.*?)\s*", re.DOTALL)
@@ -94,9 +94,10 @@ def _literal(text: str) -> Any:
         value = strict_json(text)
     except TextNotEncodable as error:
         raise QueryError("invalid_unicode", f"where: {error}") from None
-    except NestedTooDeeply:
-        # Arrays or objects past the parser's depth: refused as any array is below, not
-        # compared as the bare text it would be if it were not JSON at all.
+    except (NestedTooDeeply, DuplicateName):
+        # Arrays or objects past the parser's depth, or objects holding a name twice:
+        # refused as any array or object is below, not compared as the bare text it
+        # would be if it were not JSON at all.
         raise QueryError("invalid_parameter", _SCALARS_ONLY) from None
     except ValueError:
         return _bindable(text)

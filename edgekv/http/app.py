@@ -14,6 +14,7 @@ same error shape (404 ``not_found`` or 405 ``method_not_allowed``).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import logging
@@ -180,12 +181,41 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
             response = error_response(unreadable)
         except WriterClosed:
             response = error_response(ApiError("unavailable", "the node is shutting down"))
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            # aiohttp fails the body's reads with these once the connection is lost (a
+            # CancelledError too while the node stops): the client went away mid-body.
+            if _client_gone(request, exc):
+                log.debug("%s %s: the client went away mid-request", request.method, route)
+                observe(request.method, route, CLIENT_CLOSED, time.perf_counter() - started)
+                return web.Response(status=CLIENT_CLOSED)  # to no one: aiohttp drops it
+            if not isinstance(exc, Exception):
+                raise  # the handler itself is cancelled
+            response = error_response(_unhandled(node, request, exc))
         except Exception as exc:
             response = error_response(_unhandled(node, request, exc))
         observe(request.method, route, response.status, time.perf_counter() - started)
         return response
 
     return endpoint
+
+
+CLIENT_CLOSED = 499
+"""The status counted (``edgekv_http_requests``) for a request whose client closed the
+connection before its answer (nginx's convention): neither a client error nor a
+server fault, and no answer is sent."""
+
+
+def _client_gone(request: web.Request, exc: BaseException) -> bool:
+    """Whether ``exc`` comes of the client's connection being lost, not of a fault or
+    a cancellation of the handler: the transport is gone, and for a CancelledError
+    no one cancelled the handler's task (aiohttp failed the body's read with it)."""
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        return False  # e.g. a reset connection to PostgreSQL: a fault of the node's
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return True
 
 
 def _unhandled(node: Node, request: web.Request, exc: Exception) -> ApiError:

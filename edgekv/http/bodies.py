@@ -4,7 +4,10 @@ Every route that takes a body has a limit derived from the settings (the
 table "Bounded resources" in docs/api.md). The limit is compared with
 ``Content-Length`` before a byte is read, and enforced while a chunked body
 is read, so a body over it costs the node at most the limit and is never
-parsed. Bodies are never inflated: a ``Content-Encoding`` other than
+parsed. A body that stops arriving for ``body_timeout`` seconds is answered
+408 ``request_timeout`` and its connection closed (the wait is per read, as
+nginx's ``client_body_timeout``: a large body on a slow link is not cut, a
+stalled one is). Bodies are never inflated: a ``Content-Encoding`` other than
 identity is refused (415), so each limit holds for the bytes the node keeps.
 JSON bodies above :data:`PARSE_INLINE_BYTES` (only bulk and transaction
 bodies can be that large) are parsed on a worker thread, one member or array
@@ -26,7 +29,10 @@ from aiohttp.hdrs import CONTENT_ENCODING
 from edgekv.config import Config
 from edgekv.http import validation as check
 from edgekv.http.errors import ApiError
+from edgekv.http.protocol import NodeProtocol
+from edgekv.http.state import NODE
 from edgekv.json_text import DECODER, may_hold_surrogate
+from edgekv_replication.json_objects import duplicate
 
 T = TypeVar("T")
 
@@ -50,6 +56,7 @@ async def read_within(
 
     A declared ``Content-Length`` over the limit is refused before reading;
     a chunked body is refused as soon as the bytes read pass the limit.
+    ``request_timeout`` once no byte has come for ``body_timeout`` seconds.
     """
     encoding = request.headers.get(CONTENT_ENCODING)
     if encoding is not None and encoding.strip().lower() not in ("", "identity"):
@@ -60,16 +67,39 @@ async def read_within(
             f"Content-Encoding {encoding[:32]!r} is not accepted; send the body uncompressed",
         )
     length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise ApiError(code, f"{what} is {length} bytes; the limit is {limit}")
+    if length is not None and length > limit:
+        raise ApiError(code, f"{what} is {length} bytes; the limit is {limit}")
+    content = request.content
+    if content.is_eof() and length is not None:
+        # The usual small body came with the head: nothing to wait for, no timer.
         return await request.read()
+    timeout = request.app[NODE].config.body_timeout
+    loop = asyncio.get_running_loop()
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(code, f"{what} is over the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            while chunk := await content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise ApiError(code, f"{what} is over the limit of {limit} bytes")
+                deadline.reschedule(loop.time() + timeout)
+    except TimeoutError:
+        raise _stalled(request, what, len(body), timeout) from None
     return bytes(body)
+
+
+def _stalled(request: web.Request, what: str, received: int, timeout: float) -> ApiError:
+    """The answer to a body that stopped arriving, on a connection that closes once it
+    is sent (aiohttp would first wait up to 10 s more for the rest of the body)."""
+    protocol = request.protocol
+    if isinstance(protocol, NodeProtocol):
+        protocol.close_unread()
+    return ApiError(
+        "request_timeout",
+        f"no byte of the {what} came for {timeout:g} s ({received} bytes came); "
+        "nothing was written",
+        headers={"Connection": "close"},
+    )
 
 
 def get_many_body_limit(config: Config) -> int:
@@ -127,6 +157,8 @@ def _object_in_steps(text: str, at: int) -> tuple[dict[str, Any], int]:
         at = _skip(text, at)
         if text[at] != ":":
             raise ValueError("':' expected")
+        if name in document:
+            raise duplicate(name)  # a ValueError: the whole parse gives the exact error
         at = _skip(text, at + 1)
         if text[at] == "[":
             document[name], at = _array_in_steps(text, at)

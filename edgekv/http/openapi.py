@@ -27,7 +27,7 @@ _NS = {
     "name": "ns",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+    "schema": {"type": "string", "pattern": r"^(?!\.\.?$)[A-Za-z0-9_.-]{1,64}$"},
 }
 _KEY = {
     "name": "key",

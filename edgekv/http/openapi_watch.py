@@ -17,7 +17,7 @@ from edgekv.http.openapi_parts import error as _error
 _SPACE = {
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+    "schema": {"type": "string", "pattern": r"^(?!\.\.?$)[A-Za-z0-9_.-]{1,64}$"},
 }
 
 

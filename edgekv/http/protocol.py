@@ -63,6 +63,11 @@ class NodeProtocol(RequestHandler):
             log.info("closing a connection whose request head took over %s s", self._header_timeout)
             self.force_close()
 
+    def close_unread(self) -> None:
+        """Close the connection once the current answer is sent, without reading the
+        rest of its request's body first (aiohttp would wait up to 10 s for it)."""
+        self._lingering_time = 0.0
+
     def connection_lost(self, exc: BaseException | None) -> None:
         """Stop the head timer with the connection."""
         if self._head_timer is not None:

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from edgekv.config import Config
 from edgekv.http.errors import ApiError
-from edgekv.json_text import NestedTooDeeply, TextNotEncodable, strict_json
+from edgekv.json_text import DuplicateName, NestedTooDeeply, TextNotEncodable, strict_json
 from edgekv.store.export import RESERVED_PREFIX
 from edgekv_replication import intake
 
@@ -119,7 +119,8 @@ def json_body(body: bytes, too_deep: tuple[str, str] = _TOO_DEEP) -> Any:
     """Parse a request body with :func:`~edgekv.json_text.strict_json`, or say why not.
 
     Raises ApiError: ``invalid_unicode`` for a lone surrogate, ``too_deep``
-    (code, message) for nesting beyond the parser, ``invalid_json`` otherwise.
+    (code, message) for nesting beyond the parser, ``invalid_json`` otherwise
+    (naming the member name an object holds twice).
     """
     try:
         return strict_json(body)
@@ -127,6 +128,8 @@ def json_body(body: bytes, too_deep: tuple[str, str] = _TOO_DEEP) -> Any:
         raise ApiError("invalid_unicode", f"request body: {error}") from None
     except NestedTooDeeply:
         raise ApiError(*too_deep) from None
+    except DuplicateName as error:
+        raise ApiError("invalid_json", f"request body: {error}") from None
     except ValueError:  # UnicodeDecodeError too
         raise ApiError("invalid_json", "request body is not valid JSON") from None
 
@@ -139,6 +142,8 @@ def metadata_header(text: str | None, config: Config) -> str | None:
         raw = strict_json(text)
     except TextNotEncodable as error:
         raise ApiError("invalid_unicode", f"metadata: {error}") from None
+    except DuplicateName as error:
+        raise ApiError("invalid_metadata", f"metadata: {error}") from None
     except ValueError:
         raw = None
     if not isinstance(raw, dict):

@@ -30,6 +30,11 @@ _COLLECTIONS = (
     "SELECT collection, count(*) FROM docs WHERE json IS NOT NULL"
     " GROUP BY collection ORDER BY collection LIMIT ?"
 )
+# '.' and '..' are refused as names (edgekv_replication.intake.NAMESPACE) but an
+# older release took them; two index seeks each, so the check at start costs nothing.
+_DOT_NAMES = ("..", "."), ("@ctr:.", "@ctr:.."), ("@set:.", "@set:..")
+_DOT_KV = "SELECT DISTINCT ns FROM kv WHERE ns IN (?, ?, ?, ?, ?, ?)"
+_DOT_DOCS = "SELECT DISTINCT collection FROM docs WHERE collection IN ('.', '..')"
 # SQLite stores a row's columns in order, a large value in a chain of overflow
 # pages: reading a column stored after ``value`` (metadata, expiration, hlc,
 # node) walks the whole chain, while length() reads the row's header only. So
@@ -83,6 +88,13 @@ class Browse:
         """Document collections with their live documents' counts, in name order."""
         rows = self._reader.execute(_COLLECTIONS, (limit,)).fetchall()
         return [(str(name), int(count)) for name, count in rows]
+
+    def dot_names(self) -> list[str]:
+        """Namespaces (``@ctr:``/``@set:`` ones too) and collections (``@doc:``) named
+        ``.`` or ``..`` that this database holds: written before they were refused."""
+        kv = self._reader.execute(_DOT_KV, [name for pair in _DOT_NAMES for name in pair])
+        docs = self._reader.execute(_DOT_DOCS)
+        return sorted([str(ns) for (ns,) in kv] + [f"@doc:{name}" for (name,) in docs])
 
     def recent_changes(
         self,

@@ -35,7 +35,7 @@ from typing import Any
 import msgpack
 
 from edgekv_replication.envelope import EnvelopeError
-from edgekv_replication.intake import NAMESPACE, member_problem
+from edgekv_replication.intake import REGION, member_problem
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 4 * 1024 * 1024
@@ -133,7 +133,7 @@ def decode_state(data: bytes) -> State:
     _, node, region, published_ms, caught_up_ms, raw_members = body
     if type(node) is not int or not 0 < node <= _I64:
         raise EnvelopeError("node id out of range")
-    if type(region) is not str or not NAMESPACE.fullmatch(region):
+    if type(region) is not str or not REGION.fullmatch(region):
         raise EnvelopeError("region does not match [A-Za-z0-9_.-]{1,64}")
     for value in (published_ms, caught_up_ms):
         if value is not None and (type(value) is not int or not 0 <= value <= _I64):

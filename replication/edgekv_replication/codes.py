@@ -28,7 +28,11 @@ _TABLE = (
         "A JSON string or object key (in a body, the metadata header or a query's where) "
         "holds a lone UTF-16 surrogate such as \\ud800: text must be valid Unicode.",
     ),
-    ErrorCode("invalid_namespace", 400, "The namespace does not match [A-Za-z0-9_.-]{1,64}."),
+    ErrorCode(
+        "invalid_namespace",
+        400,
+        "The namespace (or collection) does not match [A-Za-z0-9_.-]{1,64}, or is '.' or '..'.",
+    ),
     ErrorCode("invalid_key", 400, "The key is empty, not UTF-8, or '.' or '..'."),
     ErrorCode("key_too_long", 400, "The key is longer than max_key_bytes (512 bytes by default)."),
     ErrorCode("invalid_metadata", 400, "The metadata is not a JSON object."),
@@ -105,6 +109,12 @@ _TABLE = (
         "No such key (absent, deleted or expired), no such document, or no such route.",
     ),
     ErrorCode("method_not_allowed", 405, "The route does not support this HTTP method."),
+    ErrorCode(
+        "request_timeout",
+        408,
+        "The request body stopped arriving for body_timeout seconds (30 by default); nothing "
+        "was written and the connection is closed.",
+    ),
     ErrorCode(
         "metadata_too_large",
         413,

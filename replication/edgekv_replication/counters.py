@@ -50,6 +50,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgekv_replication.json_objects import unique_object
+
 CTR_NS_PREFIX = "@ctr:"
 """Namespace prefix of counter rows (``@`` and ``:`` are never in a key-value namespace)."""
 SEPARATOR = b"\xff"
@@ -60,6 +62,8 @@ INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
 MAX_ROW_BYTES = 64 * 1024
 """A counter row is at most this long: room for resets of about a thousand nodes."""
+_ROWS = json.JSONDecoder(object_pairs_hook=unique_object)
+"""Rows from peers are held to what this node writes (json.dumps): no name twice."""
 
 
 class CounterOverflow(ValueError):
@@ -175,7 +179,7 @@ def _decode_row(value: bytes) -> Row:
     if len(value) > MAX_ROW_BYTES:
         raise BadRow(f"a counter row of {len(value)} bytes; the limit is {MAX_ROW_BYTES}")
     try:
-        body = json.loads(value)
+        body = _ROWS.decode(value.decode("utf-8"))
     except (ValueError, RecursionError):
         raise BadRow("a counter row is JSON") from None
     if type(body) is not dict or not {"e", "p", "n"} <= body.keys() <= {"e", "p", "n", "b"}:

@@ -24,9 +24,14 @@ from typing import Protocol
 from edgekv_replication import counters, orsets
 from edgekv_replication.changes import Change
 from edgekv_replication.documents import DOC_NS_PREFIX, MAX_Y_STATE_BYTES
+from edgekv_replication.json_objects import DuplicateName, unique_object
 
-NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-"""A namespace (and a document collection) name."""
+REGION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A region name (and the alphabet of namespace names)."""
+NAMESPACE = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,64}")
+"""A namespace (and a document collection) name: not ``.`` or ``..``, which URL
+handling rewrites (``/v1/kv/%2E%2E/k`` and ``/v1/k`` are one path to a proxy or a
+client library that normalizes it), like keys."""
 MAX_EXPIRATION = 2 * 10**12
 """Above any expiration the API makes (``now + ttl`` with ``ttl < 10**12`` seconds)."""
 MEMBER_STAMP_MARGIN_MS = 10_000
@@ -38,8 +43,11 @@ MAX_MEMBER_NAME = 256
 
 _I64 = (1 << 63) - 1
 _HEX32 = re.compile(r"[0-9a-f]{32}")
-_DECODER = json.JSONDecoder(parse_constant=lambda name: _no_constant(name))
-"""One decoder for every call: json.loads with options builds a new one each time."""
+_DECODER = json.JSONDecoder(
+    parse_constant=lambda name: _no_constant(name), object_pairs_hook=unique_object
+)
+"""One decoder for every call: json.loads with options builds a new one each time.
+No name twice in an object: the API refuses such metadata, so a peer's is refused too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +94,10 @@ class Refused(ValueError):
 def check_namespace(ns: object) -> str:
     """Return ``ns`` if it is a valid namespace name, else raise ``invalid_namespace``."""
     if type(ns) is not str or not NAMESPACE.fullmatch(ns):
-        raise Refused("invalid_namespace", f"namespace must match [A-Za-z0-9_.-]{{1,64}}: {ns!r}")
+        raise Refused(
+            "invalid_namespace",
+            f"namespace must match [A-Za-z0-9_.-]{{1,64}} and not be '.' or '..': {ns!r}",
+        )
     return ns
 
 
@@ -156,6 +167,8 @@ def check_metadata_text(text: object, max_bytes: int) -> None:
         raise Refused("invalid_metadata", "metadata must be printable ASCII JSON")
     try:
         parsed = _DECODER.decode(text)
+    except DuplicateName as error:
+        raise Refused("invalid_metadata", f"metadata: {error}") from None
     except (ValueError, RecursionError):
         parsed = None
     if type(parsed) is not dict:
@@ -435,7 +448,7 @@ def member_problem(member: Sequence[object], now_ms: int, max_ahead_ms: int) -> 
         return "name is not printable text of at most 256 characters"
     if type(removed) is not bool:
         return "removed is not a boolean"
-    if type(region) is not str or (region and not NAMESPACE.fullmatch(region)):
+    if type(region) is not str or (region and not REGION.fullmatch(region)):
         return "region does not match [A-Za-z0-9_.-]{1,64}"
     return None
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+from edgekv_replication.json_objects import unique_object
+
 SET_NS_PREFIX = "@set:"
 """Namespace prefix of set rows (``@`` and ``:`` are never in a key-value namespace)."""
 KEY_SEPARATOR = b"\xff"
@@ -44,6 +46,8 @@ rows list in member order."""
 MAX_MEMBER_BYTES = 512
 MAX_ROW_BYTES = 64 * 1024
 """A set row is at most this long: removals of about two thousand nodes' adds."""
+_ROWS = json.JSONDecoder(object_pairs_hook=unique_object)
+"""Rows from peers are held to what this node writes (json.dumps): no name twice."""
 _I63 = (1 << 63) - 1
 
 
@@ -166,7 +170,7 @@ def decode_row(value: bytes) -> Row:
     if len(value) > MAX_ROW_BYTES:
         raise BadRow(f"a set row of {len(value)} bytes; the limit is {MAX_ROW_BYTES}")
     try:
-        body = json.loads(value)
+        body = _ROWS.decode(value.decode("utf-8"))
     except (ValueError, RecursionError):
         raise BadRow("a set row is JSON") from None
     if type(body) is not dict or not {"a"} <= body.keys() <= {"a", "r"}:
