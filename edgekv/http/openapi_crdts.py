@@ -38,7 +38,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["add"],
         "additionalProperties": False,
         "properties": {
-            "add": _INT64,
+            "add": {"type": "integer", "minimum": -(2**63 - 1), "maximum": 2**63 - 1},
             "ttl": {"type": "integer", "minimum": 1, "description": "Seconds (this PoP's adds)."},
             "expiration": {"type": "integer", "minimum": 1, "description": "Epoch seconds."},
             "min": {**_INT64, "description": "Strong namespaces only: the lowest value allowed."},

@@ -76,8 +76,9 @@ _TABLE = (
     ErrorCode(
         "counter_overflow",
         400,
-        "A counter add is not a signed 64-bit integer, or would take the counter's value (or "
-        "this PoP's sum of increments or of decrements) beyond 64 bits; nothing was added.",
+        "A counter add is not from -(2**63 - 1) to 2**63 - 1 (a bound: not a signed 64-bit "
+        "integer), or would take the counter's value (or this PoP's sum of increments or of "
+        "decrements since the last reset that removed them) beyond 64 bits; nothing was added.",
     ),
     ErrorCode(
         "invalid_member",
