@@ -83,7 +83,8 @@ _TABLE = (
     ErrorCode(
         "invalid_member",
         400,
-        "A set member is not a non-empty string of at most 512 bytes of UTF-8 without NUL.",
+        "A set member (or a set listing's prefix, which may be empty) is not a non-empty "
+        "string of at most 512 bytes of UTF-8 without NUL.",
     ),
     ErrorCode(
         "too_many_members",
@@ -180,8 +181,8 @@ _TABLE = (
     ErrorCode(
         "strong_namespace_required",
         400,
-        "Conditions, transactions and ?consistency=strong need a strong namespace "
-        "(strong_namespaces, with an upstream).",
+        "Conditions, transactions, a counter add's min/max and ?consistency=strong (of a key "
+        "or a counter) need a strong namespace (strong_namespaces, with an upstream).",
     ),
     ErrorCode("internal_error", 500, "An unexpected server fault; nothing was written."),
     ErrorCode(
