@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from edgekv.auth import new_token, token_toml
+from edgekv_client import Client
 from testkit.pg import DSN
 from testkit.processes import NodeProcess
 from testkit.responses import assert_error
@@ -49,6 +50,10 @@ def test_a_write_only_token_is_not_answered_what_only_a_reader_may_see(
     assert sorted(body) == ["bookmark", "version"]  # no value: that is a read
     # With read scope too, the value is answered.
     assert call("POST", "/v1/counters/quota/c", both, {"add": 1})[1]["value"] == 6
+    with Client(node.url, writer) as only_writes, Client(node.url, both) as reads_too:
+        assert only_writes.counter("quota", "c").add(1) is None
+        assert reads_too.counter("quota", "c").add(1) == 8
+        assert only_writes.counter("quota", "c").add(-2) is None
     # A bound is a read of the value (the refusal carries it): it needs read scope.
     assert_error(
         node.request(
