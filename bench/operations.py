@@ -159,7 +159,8 @@ def import_rate(url: str, source: Path, ns: str, progress: Path) -> float:
     written = [0]
 
     def send(request: Batch) -> None:
-        connection.send(*request.request())
+        for method, path, body in request.requests():
+            connection.send(method, path, body)
 
     def sent(request: Batch) -> None:
         written[0] += len(request.operations)

@@ -2,12 +2,17 @@
 
 Two formats: EdgeKV's own export (NDJSON, one entry per line: ``ns``,
 ``key``, ``value`` in base64, ``metadata``, ``expiration``; or a document:
-``collection``, ``id``, ``document``) and the JSON
-array ``wrangler kv bulk put`` takes (``key``, ``value``, ``base64``,
-``expiration``, ``expiration_ttl``, ``metadata``), for moving from Workers KV.
+``collection``, ``id``, ``document``; or a counter: ``ns``, ``counter``,
+``value``, ``expiration``; or a set member: ``ns``, ``set``, ``member``) and
+the JSON array ``wrangler kv bulk put`` takes (``key``, ``value``,
+``base64``, ``expiration``, ``expiration_ttl``, ``metadata``), for moving
+from Workers KV.
 
 Items are sent as bulk requests (``POST /v1/kv/{ns}/_bulk``) of consecutive
-items of one namespace; a document as a PUT of its own. After each
+items of one namespace; a document as a PUT of its own; a counter as a reset
+then an add of its value (so it ends at the value, however often it is sent:
+an import sent again never counts twice at the PoP it writes to); a set's
+consecutive members as adds (``POST /v1/sets/{ns}/{key}``). After each
 acknowledged request the progress file records the number of the last item
 it held (written to a new file and renamed over the old, so it is never
 half-written); a later run with the same progress file starts after it.
@@ -52,10 +57,15 @@ class Item:
     encoded_bytes: int
     """About the bytes of JSON the operation takes in a request (for batching)."""
     kind: str = "kv"
-    """``kv`` (an operation of a bulk request) or ``document`` (a PUT of its own)."""
+    """``kv`` (an operation of a bulk request), ``document`` (a PUT of its own),
+    ``counter`` (a reset and an add of its own) or ``set`` (a member)."""
+    group: str = ""
+    """What batches of its kind share besides the namespace (a set's key)."""
 
 
 DOCUMENT = "document"
+COUNTER = "counter"
+SET = "set"
 
 
 def ndjson_items(path: Path, namespace: str | None) -> Iterator[Item]:
@@ -75,6 +85,12 @@ def ndjson_items(path: Path, namespace: str | None) -> Iterator[Item]:
                     document = {"id": entry["id"], "document": entry["document"]}
                     yield Item(number, collection, document, done, len(raw), DOCUMENT)
                     continue
+                if "counter" in entry:
+                    yield _counter_item(number, namespace or entry["ns"], entry, done, len(raw))
+                    continue
+                if "set" in entry:
+                    yield _member_item(number, namespace or entry["ns"], entry, done, len(raw))
+                    continue
                 ns = namespace or entry["ns"]
                 operation: dict[str, Any] = {
                     "op": "put",
@@ -88,6 +104,23 @@ def ndjson_items(path: Path, namespace: str | None) -> Iterator[Item]:
             if entry.get("expiration") is not None:
                 operation["expiration"] = entry["expiration"]
             yield Item(number, ns, operation, done, len(raw))
+
+
+def _counter_item(number: int, ns: str, entry: dict[str, Any], done: int, size: int) -> Item:
+    key, value, expiration = entry["counter"], entry["value"], entry.get("expiration")
+    if not isinstance(key, str) or type(value) is not int:
+        raise TypeError("counter is a string and value an integer")
+    operation: dict[str, Any] = {"key": key, "add": value}
+    if expiration is not None:
+        operation["expiration"] = expiration
+    return Item(number, ns, operation, done, size, COUNTER)
+
+
+def _member_item(number: int, ns: str, entry: dict[str, Any], done: int, size: int) -> Item:
+    key, member = entry["set"], entry["member"]
+    if not isinstance(key, str) or not isinstance(member, str):
+        raise TypeError("set and member are strings")
+    return Item(number, ns, {"member": member}, done, size, SET, key)
 
 
 def workers_kv_items(path: Path, namespace: str) -> Iterator[Item]:
@@ -137,20 +170,34 @@ class Batch:
 
     ns: str
     kind: str = "kv"
+    group: str = ""
     operations: list[dict[str, Any]] = field(default_factory=list)
     last: int = 0
     size: int = 0
     body_bytes: int = 0
 
-    def request(self) -> tuple[str, str, bytes]:
-        """The request that writes this batch: method, path and body."""
+    def requests(self) -> list[tuple[str, str, bytes]]:
+        """The requests that write this batch, in order: method, path and body."""
         ns = quote(self.ns, safe="")
         if self.kind == DOCUMENT:
             (document,) = self.operations
             path = f"/v1/docs/{ns}/{quote(document['id'], safe='')}"
-            return "PUT", path, json.dumps(document["document"], separators=(",", ":")).encode()
-        body = json.dumps({"operations": self.operations}, separators=(",", ":")).encode()
-        return "POST", f"/v1/kv/{ns}/_bulk", body
+            return [("PUT", path, _compact(document["document"]))]
+        if self.kind == COUNTER:
+            (counter,) = self.operations
+            path = f"/v1/counters/{ns}/{quote(counter['key'], safe='/')}"
+            add = {name: counter[name] for name in ("add", "expiration") if name in counter}
+            # A reset first: the counter ends at the value even when sent again.
+            return [("DELETE", path, b""), ("POST", path, _compact(add))]
+        if self.kind == SET:
+            path = f"/v1/sets/{ns}/{quote(self.group, safe='/')}"
+            members = [operation["member"] for operation in self.operations]
+            return [("POST", path, _compact({"add": members}))]
+        return [("POST", f"/v1/kv/{ns}/_bulk", _compact({"operations": self.operations}))]
+
+
+def _compact(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def batches(
@@ -171,7 +218,8 @@ def batches(
         if batch is not None and (
             batch.ns != item.ns
             or batch.kind != item.kind
-            or item.kind == DOCUMENT
+            or batch.group != item.group
+            or item.kind in (DOCUMENT, COUNTER)
             or len(batch.operations) >= max_operations
             or batch.body_bytes + encoded > MAX_BATCH_BYTES
         ):
@@ -179,7 +227,7 @@ def batches(
             expired = 0
             batch = None
         if batch is None:
-            batch = Batch(item.ns, item.kind)
+            batch = Batch(item.ns, item.kind, item.group)
         batch.operations.append(item.operation)
         batch.last, batch.size = item.number, item.size
         batch.body_bytes += encoded + 1

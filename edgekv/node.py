@@ -210,6 +210,11 @@ class Node:
         state = self.store.crdts.counter(ns, key)
         return state.value, state.version
 
+    async def counter_value_strong(self, ns: str, key: bytes) -> tuple[int, tuple[int, int] | None]:
+        """The counter's value and version read from PostgreSQL (strong namespaces only)."""
+        upstream = self.require_strong(ns, "consistency=strong")
+        return await upstream.strong_counter_read(ns, key)
+
     async def counter_add(
         self,
         ns: str,

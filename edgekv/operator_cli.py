@@ -274,7 +274,9 @@ def export(
     url: str, token: str | None, namespace: str | None, prefix: str | None, out: Path | None
 ) -> None:
     """Write every live key as NDJSON (ns, key, value in base64, metadata, expiration),
-    then every live document (collection, id, document).
+    then every live document (collection, id, document), every counter not at 0
+    (ns, counter, value, expiration) and every set member (ns, set, member), as
+    the node asked sees them.
 
     Streamed: memory stays constant however many keys there are.
 
@@ -305,7 +307,7 @@ def export(
             target.close()
         else:
             target.flush()
-    click.echo(f"exported {lines} keys", err=True)
+    click.echo(f"exported {lines} lines", err=True)
 
 
 @contextmanager
@@ -365,7 +367,9 @@ def import_(
 
     Interrupted (Ctrl-C, SIGTERM, a failed request), it stops after the request
     in flight and records how far it got; run the same command again to
-    continue from there. Keys whose expiration has passed are skipped.
+    continue from there. Keys whose expiration has passed are skipped. A
+    counter is set to its exported value (a reset, then an add), a set gets its
+    members added (--batch members per request at most).
 
     Example: edgekv import --format workers-kv --namespace flags export.json --url http://127.0.0.1:8787
     """
@@ -402,7 +406,8 @@ def import_(
 
             def send(request: Batch) -> None:
                 try:
-                    connection.send(*request.request())
+                    for method, path, body in request.requests():
+                        connection.send(method, path, body)
                 except OperatorError as exc:
                     first = request.last - len(request.operations) + 1
                     raise OperatorError(f"items {first}-{request.last}: {exc}") from None

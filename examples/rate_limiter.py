@@ -53,6 +53,8 @@ class RateLimiter:
         current = self.kv.counter(NAMESPACE, f"{client_id}:{index}")
         # Kept one more window (the sliding estimate reads it), then collected.
         count = current.add(1, ttl=2 * self.window)
+        if count is None:  # the node answers the value only to a token that may read
+            raise PermissionError(f"the token must read and write namespace {NAMESPACE!r}")
         if self.sliding:
             previous = self.kv.counter(NAMESPACE, f"{client_id}:{index - 1}").value()
             overlap = 1 - (at - index * self.window) / self.window

@@ -370,3 +370,22 @@ def test_a_fully_reset_row_starts_a_new_epoch_and_spent_resets_go() -> None:
     assert (
         counters.retired([Contribution(1, Row(10, 6, 1), 100), w], 1, 300, lambda c: True) is None
     )
+
+
+def test_a_row_a_reset_removed_whole_starts_over_so_the_pop_can_add_again() -> None:
+    top = 2**63 - 1
+    a, _, _ = counters.plan_add([], 1, top, 100, NOW)
+    # Reset at another node that had seen every add of node 1, then delivered to it.
+    reset = counters.plan_reset([Contribution(1, a, 100)], 2, 101)
+    rows = [Contribution(1, a, 100), Contribution(2, reset, 101)]
+    again, _, value = counters.plan_add(rows, 1, 1, 102, NOW)
+    assert (again.epoch, again.p, value) == (102, 1, 1)
+    # Every replica agrees, whichever of node 1's rows it holds with the reset.
+    assert counters.value_of([Contribution(1, again, 102), Contribution(2, reset, 101)], NOW) == 1
+    # A row a reset removed only in part keeps its epoch (its other adds still count).
+    partial = counters.plan_add(rows[:1], 1, -1, 103, NOW)[0]
+    assert counters.plan_add([Contribution(1, partial, 103), rows[1]], 1, -1, 104, NOW)[0] == Row(
+        100, top, 2
+    )
+    with pytest.raises(counters.CounterOverflow):
+        counters.plan_add([Contribution(1, a, 100)], 1, -(2**63), 105, NOW)

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from edgekv.store.crdt_export import CounterCursor, CounterValue, SetCursor, SetMember
 from edgekv.store.crdts import RowTooLarge, SetFull
 from edgekv.store.store import Store
 from edgekv_replication import counters, orsets
@@ -76,3 +77,27 @@ async def test_a_reset_whose_row_would_pass_the_rows_limit_writes_nothing(store:
     with pytest.raises(RowTooLarge):
         await store.crdts.counter_reset("ns", b"c")
     assert store.seq == before
+
+
+async def test_export_cursors_keep_a_group_whole_across_pages(store: Store) -> None:
+    # Counter "c": a row of this node and of two others; "d": this node's only.
+    await store.crdts.counter_add("ns", b"c", 1)
+    await store.crdts.counter_add("ns", b"d", -4)
+    remote = [remote_row(77, 10, 1 << 16), remote_row(78, 100, 2 << 16)]
+    await store.apply_changes(remote, 77, PeerCursor(1, 1), 10**9)
+    await store.crdts.set_update("ns", b"s", ["a", "b", "c"], [], 10)
+    await store.crdts.set_update("ns", b"s", [], ["b"], 10)
+    for page_rows in (1, 2, 3, 1000):
+        found: list[CounterValue] = []
+        cursor = CounterCursor(store.database.reader, page_rows=page_rows)
+        while not cursor.done:
+            found += cursor.next_page()
+        assert found == [CounterValue("ns", b"c", 111, None), CounterValue("ns", b"d", -4, None)]
+        members: list[SetMember] = []
+        set_cursor = SetCursor(store.database.reader, "ns", b"s", page_rows=page_rows)
+        while not set_cursor.done:
+            members += set_cursor.next_page()
+        assert [m.member for m in members] == ["a", "c"]
+    one = CounterCursor(store.database.reader, "ns", b"d")
+    assert one.next_page() == [CounterValue("ns", b"d", -4, None)]
+    assert CounterCursor(store.database.reader, "other").next_page() == []

@@ -24,9 +24,12 @@ export interface CounterAddOptions {
   signal?: AbortSignal;
 }
 
-/** What a counter write answers: the value this PoP then sees, its bookmark and version. */
+/**
+ * What a counter write answers: the value this PoP then sees, its bookmark and version.
+ * `value` is absent when the token may write the namespace but not read it.
+ */
 export interface CounterWrite extends WriteResult {
-  value: number;
+  value?: number;
 }
 
 export interface SetMembersOptions {
@@ -85,8 +88,9 @@ export class Counter {
   /**
    * Add `n` (negative subtracts); resolves to the value this PoP sees right after.
    * Values past 2^53 come back rounded (a JS number); `addWithResult` has the bookmark too.
+   * Resolves to `undefined` when the token may write but not read the namespace.
    */
-  async add(n: number | bigint = 1, options: CounterAddOptions = {}): Promise<number> {
+  async add(n: number | bigint = 1, options: CounterAddOptions = {}): Promise<number | undefined> {
     return (await this.addWithResult(n, options)).value;
   }
 

@@ -96,6 +96,12 @@ def clear_request(namespace: str, key: str, token: str | None) -> Request:
     return build_request("DELETE", _path("sets", namespace, key), token)
 
 
+def _value_of(answer: Mapping[str, Any]) -> int | None:
+    """The value an add answers; None when it has none (a token that may not read)."""
+    value = answer.get("value")
+    return None if value is None else int(value)
+
+
 def page_from_json(answer: Mapping[str, Any]) -> SetPage:
     """A set page from its JSON answer."""
     return SetPage(
@@ -126,15 +132,17 @@ class Counter:
         expiration: int | None = None,
         minimum: int | None = None,
         maximum: int | None = None,
-    ) -> int:
+    ) -> int | None:
         """Add ``amount`` (negative subtracts); return the value this PoP then sees.
 
-        ``minimum``/``maximum`` bound the value (strong namespaces only).
+        ``minimum``/``maximum`` bound the value (strong namespaces only). None
+        when the token may write the namespace but not read it: the node does
+        not tell such a token the value.
         """
         request = add_request(
             self.namespace, self.key, amount, self.client._token, ttl, expiration, minimum, maximum
         )
-        return int(self.client._json(request)["value"])
+        return _value_of(self.client._json(request))
 
     def value(self) -> int:
         """The counter's value at this PoP (0 if never written)."""
@@ -226,12 +234,12 @@ class AsyncCounter:
         expiration: int | None = None,
         minimum: int | None = None,
         maximum: int | None = None,
-    ) -> int:
-        """Add ``amount``; return the value this PoP then sees."""
+    ) -> int | None:
+        """Add ``amount``; return the value this PoP then sees (None: the token may not read)."""
         request = add_request(
             self.namespace, self.key, amount, self.client._token, ttl, expiration, minimum, maximum
         )
-        return int((await self.client._json(request))["value"])
+        return _value_of(await self.client._json(request))
 
     async def value(self) -> int:
         """The counter's value at this PoP (0 if never written)."""

@@ -1,15 +1,17 @@
 """The counter routes: ``/v1/counters/{ns}/{key}`` (PN-counters, see docs/api.md).
 
-``GET`` answers ``{"value", "version"}``; ``POST {"add": n}`` adds and answers
-the value this PoP then sees with the write's bookmark; ``DELETE`` resets
+``GET`` answers ``{"value", "version"}`` (``?consistency=strong``: from
+PostgreSQL, strong namespaces only); ``POST {"add": n}`` adds and answers the
+value this PoP then sees with the write's bookmark; ``DELETE`` resets
 (observed-remove: adds this PoP has not seen survive). Counters use the
-namespace's read and write scopes. In a strong namespace an add runs in
-PostgreSQL and may carry bounds (``min``/``max``).
+namespace's read and write scopes: the value is a read, so a token that may
+only write is answered without it, and a bounded add (``min``/``max``, which
+a strong namespace takes, atomically in PostgreSQL) needs both scopes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +20,9 @@ from edgekv.http import bodies
 from edgekv.http import validation as check
 from edgekv.http.bookmarks import write_answer
 from edgekv.http.errors import ApiError
-from edgekv.http.kv_routes import authorized
+from edgekv.http.kv_routes import authorized, consistency
+from edgekv.http.state import PRINCIPAL
+from edgekv.node import Node
 from edgekv.store.crdts import RowTooLarge
 from edgekv_replication import intake
 from edgekv_replication.bookmarks import Bookmark
@@ -37,11 +41,20 @@ def _refused(refusal: intake.Refused) -> ApiError:
 
 
 @routes.get("/v1/counters/{ns}/{key:(?s:.+)}")  # type: ignore[arg-type]  # sync: see edgekv.http.app
-def get_counter(request: web.Request) -> web.Response:
+def get_counter(request: web.Request) -> web.Response | Awaitable[web.Response]:
     """The counter's value and version as this PoP holds it (0 and null if never written)."""
     node, ns = authorized(request, "read")
     key = check.path_key(request, node.config)
-    value, version = node.counter_value(ns, key)
+    if request.query_string and consistency(request) == "strong":
+        return _strong_get(node, ns, key)  # a coroutine: the endpoint awaits it
+    return _counter_response(*node.counter_value(ns, key))
+
+
+async def _strong_get(node: Node, ns: str, key: bytes) -> web.Response:
+    return _counter_response(*await node.counter_value_strong(ns, key))
+
+
+def _counter_response(value: int, version: tuple[int, int] | None) -> web.Response:
     # Both fields are plain: the JSON is written directly, on a hot read path.
     text = "null" if version is None else f'"{encode_version(*version)}"'
     return web.Response(
@@ -56,10 +69,18 @@ async def add_to_counter(request: web.Request) -> web.Response:
     key = check.path_key(request, node.config)
     document = check.json_object(await bodies.read_within(request, COUNTER_BODY_BYTES))
     amount, expiration, low, high = _add_request(document)
+    may_read = request[PRINCIPAL].allows("read", ns)
+    if not may_read and (low is not None or high is not None):
+        # Whether a bounded add passes, and the value its refusal carries, are reads.
+        raise ApiError(
+            "forbidden", f"a bounded add reads the counter: this token may not read {ns!r}"
+        )
     try:
         written = await node.counter_add(ns, key, amount, expiration, low, high)
     except CounterOverflow as exc:
-        raise ApiError("counter_overflow", str(exc)) from None
+        # Its message may name the value, which a token that may only write must not see.
+        message = str(exc) if may_read else "the add would take the counter beyond 64 bits"
+        raise ApiError("counter_overflow", message) from None
     except CounterOutOfBounds as exc:
         raise ApiError("counter_out_of_bounds", str(exc), details={"value": exc.value}) from None
     except RowTooLarge as exc:
@@ -67,7 +88,10 @@ async def add_to_counter(request: web.Request) -> web.Response:
     node.metrics.writes += 1
     bookmark = Bookmark(node.store.node_id, written.seq, written.hlc).encode()
     # Every field is a number or ASCII hex: the JSON is written directly (hot path).
-    text = f'{{"value": {written.value}, "bookmark": "{bookmark}"'
+    # The value is a read: a token that may only write is not told it.
+    text = f'{{"bookmark": "{bookmark}"'
+    if may_read:
+        text = f'{{"value": {written.value}, "bookmark": "{bookmark}"'
     if written.hlc:
         text += f', "version": "{encode_version(written.hlc, written.node)}"'
     return web.Response(text=text + "}", content_type="application/json")
@@ -79,14 +103,15 @@ def _add_request(document: Mapping[str, Any]) -> tuple[int, int | None, int | No
         raise ApiError("invalid_json", 'body must be {"add": n}')
     try:
         amount = intake.check_counter_amount(document["add"])
+        # Present means an integer: a null bound is refused, never read as no bound.
         low, high = (
-            None
-            if document.get(name) is None
-            else intake.check_counter_amount(document[name], name)
+            intake.check_counter_amount(document[name], name) if name in document else None
             for name in ("min", "max")
         )
     except intake.Refused as refusal:
         raise _refused(refusal) from None
+    if low is not None and high is not None and low > high:
+        raise ApiError("invalid_json", f"min ({low}) is above max ({high}): no value is allowed")
     ttl, at = document.get("ttl"), document.get("expiration")
     if isinstance(ttl, str) or isinstance(at, str):
         raise ApiError("invalid_expiration", "ttl and expiration are integers of seconds")

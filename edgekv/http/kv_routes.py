@@ -42,16 +42,17 @@ def get_value(request: web.Request) -> web.Response | Awaitable[web.Response]:
     """Return a key's raw value; metadata and expiration in headers."""
     node, ns = authorized(request, "read")
     key = check.path_key(request, node.config)
-    if request.query_string and _consistency(request) == "strong":
+    if request.query_string and consistency(request) == "strong":
         return _strong_get(node, ns, key)  # a coroutine: the endpoint awaits it
     return _value_response(node.read(ns, key))
 
 
-def _consistency(request: web.Request) -> str:
-    consistency = request.query.get("consistency", "eventual")
-    if consistency not in ("eventual", "strong"):
+def consistency(request: web.Request) -> str:
+    """The read's ``consistency`` (``eventual`` unless given), or ``invalid_parameter``."""
+    asked = request.query.get("consistency", "eventual")
+    if asked not in ("eventual", "strong"):
         raise ApiError("invalid_parameter", "consistency is 'eventual' or 'strong'")
-    return consistency
+    return asked
 
 
 async def _strong_get(node: Node, ns: str, key: bytes) -> web.Response:

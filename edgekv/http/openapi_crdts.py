@@ -26,6 +26,25 @@ _KEY = {
 }
 _INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 _VERSION = {"type": ["string", "null"], "description": "The newest write merged in; null if none."}
+_CONSISTENCY = {
+    "name": "consistency",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["eventual", "strong"], "default": "eventual"},
+}
+_STRONG_READ = {
+    **_CONSISTENCY,
+    "description": "strong: read from PostgreSQL (strong namespaces only, else 400 "
+    "strong_namespace_required).",
+}
+_NO_STRONG_READ = {
+    **_CONSISTENCY,
+    "description": "Only eventual: sets are replicated in every namespace (strong: 400 "
+    "invalid_parameter).",
+}
+_UPSTREAM = {
+    "502": _error("upstream_invalid (strong namespaces)"),
+    "503": _error("upstream_unavailable (strong namespaces) or bookmark_not_reached"),
+}
 
 SCHEMAS: dict[str, Any] = {
     "Counter": {
@@ -38,18 +57,30 @@ SCHEMAS: dict[str, Any] = {
         "required": ["add"],
         "additionalProperties": False,
         "properties": {
-            "add": _INT64,
+            "add": {"type": "integer", "minimum": -(2**63 - 1), "maximum": 2**63 - 1},
             "ttl": {"type": "integer", "minimum": 1, "description": "Seconds (this PoP's adds)."},
             "expiration": {"type": "integer", "minimum": 1, "description": "Epoch seconds."},
-            "min": {**_INT64, "description": "Strong namespaces only: the lowest value allowed."},
-            "max": {**_INT64, "description": "Strong namespaces only: the highest value allowed."},
+            "min": {
+                **_INT64,
+                "description": "Strong namespaces only: the lowest value allowed (not null; "
+                "needs read scope too).",
+            },
+            "max": {
+                **_INT64,
+                "description": "Strong namespaces only: the highest value allowed (not null, "
+                "not below min; needs read scope too).",
+            },
         },
     },
     "CounterWritten": {
         "type": "object",
-        "required": ["value", "bookmark"],
+        "required": ["bookmark"],
         "properties": {
-            "value": {"type": "integer", "description": "The value this PoP sees after the add."},
+            "value": {
+                "type": "integer",
+                "description": "The value this PoP sees after the add; only to a token that "
+                "may also read the namespace.",
+            },
             "bookmark": {"type": "string", "description": "Opaque; read-your-writes."},
             "version": {"type": "string"},
         },
@@ -86,8 +117,8 @@ PATHS: dict[str, Any] = {
     "/v1/counters/{ns}/{key}": {
         "get": {
             "summary": "A counter's value and version at this PoP (0 and null if never written)",
-            "parameters": [_NS, _KEY, _BOOKMARK],
-            "responses": {"200": _json("Counter"), **_BAD, **_AUTH, **_NOT_REACHED},
+            "parameters": [_NS, _KEY, _STRONG_READ, _BOOKMARK],
+            "responses": {"200": _json("Counter"), **_BAD, **_AUTH, **_UPSTREAM},
         },
         "post": {
             "summary": "Add a signed 64-bit integer; answers the value this PoP then sees",
@@ -98,12 +129,13 @@ PATHS: dict[str, Any] = {
                 **_BAD,
                 **_AUTH,
                 "409": _error("counter_out_of_bounds (strong namespaces, min/max)"),
+                **_UPSTREAM,
             },
         },
         "delete": {
             "summary": "Reset: remove every contribution this PoP has seen (observed-remove)",
             "parameters": [_NS, _KEY],
-            "responses": {"200": _json("WriteResult"), **_BAD, **_AUTH},
+            "responses": {"200": _json("WriteResult"), **_BAD, **_AUTH, **_UPSTREAM},
         },
     },
     "/v1/sets/{ns}/{key}": {
@@ -112,9 +144,16 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 _NS,
                 _KEY,
-                {"name": "prefix", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "prefix",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "Held to the member rules but for being empty (else 400 "
+                    "invalid_member).",
+                },
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                _NO_STRONG_READ,
                 _BOOKMARK,
             ],
             "responses": {"200": _json("SetPage"), **_BAD, **_AUTH, **_NOT_REACHED},

@@ -32,6 +32,7 @@ from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.runtime_tokens import check_request, token_id
 from edgekv.store.backup import snapshot
+from edgekv.store.crdt_export import CounterCursor, CounterValue, SetCursor, SetMember
 from edgekv.store.datadir import snapshot_scratch_path
 from edgekv.store.export import DocumentCursor, DocumentRow, ExportCursor, ExportRow
 
@@ -162,6 +163,16 @@ async def export(request: web.Request) -> web.StreamResponse:
             doc_page = documents.next_page()
             if doc_page:
                 await response.write("".join(map(document_line, doc_page)).encode("utf-8"))
+        counter_cursor = CounterCursor(reader, namespace, prefix)
+        while not counter_cursor.done:
+            counter_page = counter_cursor.next_page()
+            if counter_page:
+                await response.write("".join(map(counter_line, counter_page)).encode("utf-8"))
+        set_cursor = SetCursor(reader, namespace, prefix)
+        while not set_cursor.done:
+            member_page = set_cursor.next_page()
+            if member_page:
+                await response.write("".join(map(member_line, member_page)).encode("utf-8"))
         await response.write_eof()
     return response
 
@@ -171,6 +182,23 @@ def document_line(row: DocumentRow) -> str:
     return (
         f'{{"collection":{json.dumps(row.collection)},"id":{json.dumps(row.id)},'
         f'"document":{row.json}}}\n'
+    )
+
+
+def counter_line(row: CounterValue) -> str:
+    """One NDJSON line of an exported counter: its value here, when it stops counting."""
+    expiration = "null" if row.expiration is None else row.expiration
+    return (
+        f'{{"ns":{json.dumps(row.ns)},"counter":{json.dumps(row.key.decode("utf-8"))},'
+        f'"value":{row.value},"expiration":{expiration}}}\n'
+    )
+
+
+def member_line(row: SetMember) -> str:
+    """One NDJSON line of an exported set member."""
+    return (
+        f'{{"ns":{json.dumps(row.ns)},"set":{json.dumps(row.key.decode("utf-8"))},'
+        f'"member":{json.dumps(row.member)}}}\n'
     )
 
 

@@ -4,7 +4,11 @@
 ``cursor``); ``POST {"add": [...], "remove": [...]}`` applies both at once;
 ``DELETE`` clears (removes every member this PoP has seen). Sets use the
 namespace's read and write scopes, and are replicated sets in every
-namespace (strong ones too).
+namespace (strong ones too), so ``?consistency=strong`` is refused. A write
+answers a token that may not read alike whatever the set holds: a removal
+writes a row for every member it names, present or not (as a key-value
+delete of an absent key writes a tombstone), and a clear answers such a
+token only with a bookmark.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from aiohttp import web
 
 from edgekv.http import bodies
 from edgekv.http import validation as check
-from edgekv.http.bookmarks import write_answer
+from edgekv.http.bookmarks import head_bookmark, write_answer
 from edgekv.http.errors import ApiError
-from edgekv.http.kv_routes import authorized
+from edgekv.http.kv_routes import authorized, consistency
+from edgekv.http.state import PRINCIPAL
 from edgekv.store.crdts import RowTooLarge, SetFull
 from edgekv_replication import intake
-from edgekv_replication.orsets import MAX_MEMBER_BYTES
+from edgekv_replication.orsets import MAX_MEMBER_BYTES, BadMember, check_member
 from edgekv_replication.versions import encode_version
 
 routes = web.RouteTableDef()
@@ -33,9 +38,17 @@ def get_members(request: web.Request) -> web.Response:
     node, ns = authorized(request, "read")
     key = check.path_key(request, node.config)
     query = request.query
+    if request.query_string and consistency(request) == "strong":
+        raise ApiError(
+            "invalid_parameter",
+            "sets are replicated in every namespace, strong ones too: there is no strong read",
+        )
     prefix = check.utf8_query_value(request, query.get("prefix"), "invalid_member") or ""
-    if len(prefix.encode()) > MAX_MEMBER_BYTES:
-        raise ApiError("invalid_member", f"a prefix is at most {MAX_MEMBER_BYTES} bytes")
+    if prefix:
+        try:  # the start of a member, so held to the member rules (but it may be empty)
+            check_member(prefix)
+        except BadMember as exc:
+            raise ApiError("invalid_member", f"prefix: {exc}") from None
     limit = check.limit(query.get("limit"), node.config)
     after_raw = check.decode_cursor(query.get("cursor"))
     try:
@@ -93,6 +106,10 @@ async def clear_set(request: web.Request) -> web.Response:
         )
     except RowTooLarge as exc:
         raise ApiError("invalid_request", str(exc)) from None
+    if not request[PRINCIPAL].allows("read", ns):
+        # Whether the clear stamped a version tells whether the set held members.
+        node.metrics.writes += 1
+        return web.json_response({"bookmark": head_bookmark(node)})
     return write_answer(node, written)
 
 

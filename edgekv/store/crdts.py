@@ -184,13 +184,16 @@ class Crdts:
         return self.writer.submit(op, single_statement=True)
 
     def counter_reset(self, ns: str, key: bytes) -> asyncio.Future[WriteResult]:
-        """Remove every contribution this node holds (observed-remove)."""
+        """Remove every contribution this node holds (observed-remove).
+
+        This node's row is written even when it holds none (a counter never
+        written here), as a delete of an absent key is: the answer does not
+        tell a token that may only write whether the counter existed.
+        """
 
         def op(txn: Txn) -> WriteResult:
             change_ns = counters.counter_ns(ns)
             rows = self._counter_rows(txn.conn, change_ns, key)
-            if not rows:
-                return WriteResult(0, self.node_id, txn.seq)
             stamp = txn.clock.now()
             row = counters.plan_reset(rows, self.node_id, stamp)
             own = next((c for c in rows if c.node == self.node_id), None)
@@ -296,6 +299,8 @@ class Crdts:
                 if new is not None:
                     stamp = txn.clock.now()
                     result = self._put_member(txn, change_ns, key, member, new, stamp)
+                elif not clear:
+                    result = self._rewrite_member(txn, change_ns, key, member, rows)
             added = [(m, self._set_rows(txn.conn, change_ns, key, m)) for m in add]
             newcomers = sum(1 for _, rows in added if not orsets.is_present(rows))
             if newcomers and self._count(txn.conn, change_ns, key) + newcomers > max_members:
@@ -323,6 +328,25 @@ class Crdts:
 
     def _count(self, conn: sqlite3.Connection, change_ns: str, key: bytes) -> int:
         return sum(1 for _ in orsets.members_of(self._set_rows(conn, change_ns, key, None)))
+
+    def _rewrite_member(
+        self, txn: Txn, change_ns: str, key: bytes, member: str, rows: list[orsets.MemberRow]
+    ) -> WriteResult:
+        """Write this node's row of a member it does not hold as present, unchanged.
+
+        The removal of an absent member is written all the same (this node's
+        row as it is, or a tombstone when it has none: nothing changes in the
+        set, and tombstone collection takes it), as a delete of an absent key
+        is, so its answer does not tell a token that may only write whether
+        the member was there.
+        """
+        own = next((r for r in rows if r.node == self.node_id), None)
+        stamp = txn.clock.now()
+        value = None if own is None else orsets.encode_row(own.row)
+        seq = self._put(
+            txn, change_ns, orsets.row_key(key, member, self.node_id), value, None, stamp
+        )
+        return WriteResult(stamp, self.node_id, seq)
 
     def _put_member(
         self, txn: Txn, change_ns: str, key: bytes, member: str, row: orsets.Row, stamp: int

@@ -3,8 +3,9 @@
 Pages are bounded in rows and in bytes of values, and each one resumes after
 the last ``(ns, key)`` of the one before, so an export of any size holds one
 page in memory. Namespaces starting with ``_edgekv.`` (the node's own, such
-as its runtime tokens) are never exported, nor are the rows of counters and
-sets (``@ctr:``/``@set:``, edgekv_replication.counters and .orsets).
+as its runtime tokens) are never exported. The rows of counters and sets
+(``@ctr:``/``@set:``) are not entries: :mod:`edgekv.store.crdt_export`
+exports their values and members.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _COLUMNS = "SELECT ns, key, value, metadata, expiration FROM kv"
 _LIVE = (
     " value IS NOT NULL AND (expiration IS NULL OR expiration > ?)"
     " AND substr(ns, 1, 8) != '_edgekv.'"
-    # Counters' and sets' rows ("@ctr:", "@set:") are not entries: not exported (yet).
+    # Counters' and sets' rows ("@ctr:", "@set:") are not entries (see crdt_export).
     " AND substr(ns, 1, 1) != '@'"
 )
 _ALL = _COLUMNS + " WHERE (ns, key) > (?, ?) AND" + _LIVE + " ORDER BY ns, key LIMIT ?"

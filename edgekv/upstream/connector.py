@@ -256,6 +256,16 @@ class Upstream:
         self.metrics.strong.labels("ok").inc()
         return entry
 
+    async def strong_counter_read(self, ns: str, key: bytes) -> tuple[int, tuple[int, int] | None]:
+        """A counter's value and version as PostgreSQL holds it (every committed add)."""
+
+        async def operation(conn: PgConnection) -> tuple[int, tuple[int, int] | None]:
+            return await strong_counters.read(conn, self.sql, ns, key, self.limits)
+
+        state = await self._on_upstream(operation)
+        self.metrics.strong.labels("ok").inc()
+        return state
+
     async def strong_counter_add(
         self,
         ns: str,

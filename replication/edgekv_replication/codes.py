@@ -80,13 +80,15 @@ _TABLE = (
     ErrorCode(
         "counter_overflow",
         400,
-        "A counter add is not a signed 64-bit integer, or would take the counter's value (or "
-        "this PoP's sum of increments or of decrements) beyond 64 bits; nothing was added.",
+        "A counter add is not from -(2**63 - 1) to 2**63 - 1 (a bound: not a signed 64-bit "
+        "integer), or would take the counter's value (or this PoP's sum of increments or of "
+        "decrements since the last reset that removed them) beyond 64 bits; nothing was added.",
     ),
     ErrorCode(
         "invalid_member",
         400,
-        "A set member is not a non-empty string of at most 512 bytes of UTF-8 without NUL.",
+        "A set member (or a set listing's prefix, which may be empty) is not a non-empty "
+        "string of at most 512 bytes of UTF-8 without NUL.",
     ),
     ErrorCode(
         "too_many_members",
@@ -189,8 +191,8 @@ _TABLE = (
     ErrorCode(
         "strong_namespace_required",
         400,
-        "Conditions, transactions and ?consistency=strong need a strong namespace "
-        "(strong_namespaces, with an upstream).",
+        "Conditions, transactions, a counter add's min/max and ?consistency=strong (of a key "
+        "or a counter) need a strong namespace (strong_namespaces, with an upstream).",
     ),
     ErrorCode("internal_error", 500, "An unexpected server fault; nothing was written."),
     ErrorCode(

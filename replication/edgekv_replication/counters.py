@@ -35,10 +35,13 @@ every row of the counter has expired longer ago than the tombstone horizon, and
 every member has acknowledged them (the tombstones' rule): a rate limiter's
 counter per window goes away by itself.
 
-**Limits.** ``p`` and ``n`` of one row, and the value an add answers, stay
-within a signed 64-bit integer; an add that would leave that range is
-refused (:class:`CounterOverflow`, HTTP 400 ``counter_overflow``), never
-wrapped.
+**Limits.** An add is from ``-(2**63 - 1)`` to ``2**63 - 1`` (a row holds
+magnitudes, and ``2**63`` is not one of 63 bits). ``p`` and ``n`` of one row,
+and the value an add answers, stay within a signed 64-bit integer; an add
+that would leave that range is refused (:class:`CounterOverflow`, HTTP 400
+``counter_overflow``), never wrapped. A row every add of which a reset has
+removed starts a new epoch from zero at its next add (as :func:`retired`
+does), so a reset gives a PoP its whole range back.
 
 Standard library only: the client's :class:`LocalReader` decodes rows too.
 """
@@ -273,14 +276,22 @@ def plan_add(
     expired). Raises :class:`CounterOverflow` when a sum or the value would
     leave 64 bits.
     """
-    if not INT64_MIN <= amount <= INT64_MAX:
-        raise CounterOverflow(f"an add is a signed 64-bit integer, got {amount}")
+    if not -INT64_MAX <= amount <= INT64_MAX:
+        raise CounterOverflow(f"an add is from -(2**63 - 1) to 2**63 - 1, got {amount}")
     own = next((c for c in rows if c.node == node), None)
     if own is None:
         row, own_expiration = Row(epoch=stamp), None
     elif not is_live(own, now):
         # Its adds have expired: counting on from them would bring them back.
         row, own_expiration = Row(stamp, 0, 0, own.row.resets), None
+    elif (own.row.p or own.row.n) and _bases(rows).get((node, own.row.epoch)) == (
+        own.row.p,
+        own.row.n,
+    ):
+        # A reset (here or at any PoP) removed every add of the row: it counts
+        # nothing, and no reset can remove more of it, so it starts over from
+        # zero -- or a PoP that once added 2**63 - 1 could never add again.
+        row, own_expiration = Row(stamp, 0, 0, own.row.resets), own.expiration
     else:
         row, own_expiration = own.row, own.expiration
     p, n = (row.p + amount, row.n) if amount >= 0 else (row.p, row.n - amount)

@@ -219,9 +219,12 @@ def check_document_id(raw: object, max_bytes: int) -> None:
 
 
 def check_counter_amount(value: object, name: str = "add") -> int:
-    """A counter add (or bound): a JSON integer within signed 64 bits."""
+    """A counter add, from ``-(2**63 - 1)`` to ``2**63 - 1``, or a bound (``min``/``max``):
+    a signed 64-bit integer."""
     if type(value) is not int:
         raise Refused("invalid_json", f"{name} must be an integer")
+    if name == "add" and not -counters.INT64_MAX <= value <= counters.INT64_MAX:
+        raise Refused("counter_overflow", "add must be from -(2**63 - 1) to 2**63 - 1")
     if not counters.INT64_MIN <= value <= counters.INT64_MAX:
         raise Refused("counter_overflow", f"{name} must be a signed 64-bit integer")
     return value
