@@ -31,6 +31,7 @@ from edgekv.documents import compaction as doc_compaction
 from edgekv.documents.query import QueryError
 from edgekv.http import (
     admin_routes,
+    bodies,
     cluster_routes,
     console_routes,
     counter_routes,
@@ -193,6 +194,7 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
             response = error_response(_unhandled(node, request, exc))
         except Exception as exc:
             response = error_response(_unhandled(node, request, exc))
+        bodies.close_if_body_unsent(request, response)
         observe(request.method, route, response.status, time.perf_counter() - started)
         return response
 
@@ -270,13 +272,13 @@ async def no_route(request: web.Request) -> web.Response:
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
-    """``Expect: 100-continue`` as aiohttp answers it; any other expectation in the error shape."""
+    """``Expect: 100-continue``: the ``100 Continue`` waits until the route reads the body
+    (:func:`edgekv.http.bodies.defer_continue`); any other expectation in the error shape."""
     if request.version != HttpVersion11:
         return None
     if request.headers.get(EXPECT, "").lower() != "100-continue":
         return error_response(ApiError("expectation_failed", "Expect may only be 100-continue"))
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # as aiohttp does: the response proper is still to come
+    bodies.defer_continue(request)
     return None
 
 

@@ -45,6 +45,31 @@ SMALL_BODY_BYTES = 64 * 1024
 _NAMES_SHOWN = 5
 _NAME_CHARS = 64
 
+_CONTINUE_DUE = "edgekv.continue_due"
+"""Request key: the client sent ``Expect: 100-continue`` and has not been told to go on."""
+
+
+def defer_continue(request: web.Request) -> None:
+    """Hold back ``100 Continue`` until the route reads the body: a request refused
+    before (401, 403, 413...) is answered at once, and its client never sends the body."""
+    request[_CONTINUE_DUE] = True
+
+
+def close_if_body_unsent(request: web.Request, response: web.StreamResponse) -> None:
+    """Close the connection after ``response`` when the client still holds back its body
+    (it was never told to continue): aiohttp would wait up to 10 s for a body that is
+    not coming before taking the next request."""
+    if request.get(_CONTINUE_DUE) and not request.content.is_eof():
+        response.force_close()
+        if isinstance(request.protocol, NodeProtocol):
+            request.protocol.close_unread()
+
+
+async def _send_continue(request: web.Request) -> None:
+    if request.pop(_CONTINUE_DUE, False):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp does: the response proper is still to come
+
 
 async def read_within(
     request: web.Request, limit: int, code: str = "payload_too_large", what: str = "request body"
@@ -69,6 +94,7 @@ async def read_within(
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(code, f"{what} is {length} bytes; the limit is {limit}")
+    await _send_continue(request)  # every check that needs no body has passed
     content = request.content
     if content.is_eof() and length is not None:
         # The usual small body came with the head: nothing to wait for, no timer.
