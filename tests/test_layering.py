@@ -87,6 +87,7 @@ CLIENT_MAY_IMPORT = frozenset(
         "edgekv_replication.bookmarks",
         "edgekv_replication.codes",
         "edgekv_replication.versions",
+        "edgekv_replication.json_objects",
         "edgekv_replication.counters",
         "edgekv_replication.orsets",
         "edgekv_replication.watch_tokens",
