@@ -87,7 +87,7 @@ async def admit(replicator: Replicator, served: Served, hello: Hello) -> int | R
             # Tombstones it never saw are gone here, so resuming could resurrect their keys.
             log.warning("peer %x is behind collected tombstones; it must re-sync", hello.node)
         return cursor
-    await store.record_ack(hello.node, cursor)
+    await replicator.record_ack(hello.node, cursor)
     await replicator.membership.introduce(hello.node, hello.url, hello.name, hello.region)
     replicator.ensure_pullers()
     return cursor
@@ -97,7 +97,7 @@ async def take(replicator: Replicator, served: Served, message: Ack | Defer | Pr
     """Record one of the puller's acknowledgements, deferrals or progress reports."""
     acked = served.session.on_message(message)
     if acked is not None:
-        await replicator.store.record_ack(served.session.peer, acked)
+        await replicator.record_ack(served.session.peer, acked)
     elif isinstance(message, Progress):
         served.progressed.set()
 
