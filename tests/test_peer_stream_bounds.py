@@ -24,8 +24,18 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from edgekv_replication.envelope import MAX_MESSAGE_BYTES, Hello, Welcome, decode, encode
+from edgekv.peers.replicator import RECEIVE_TIMEOUT
+from edgekv_replication.envelope import (
+    MAX_MESSAGE_BYTES,
+    Batch,
+    Hello,
+    Progress,
+    Welcome,
+    decode,
+    encode,
+)
 from edgekv_replication.log import PAGE_BYTES
+from edgekv_replication.session import FIRST_IN_FLIGHT
 from testkit.processes import NodeProcess
 from testkit.waiting import wait_for
 
@@ -279,3 +289,40 @@ def test_a_node_stops_promptly_while_peers_do_not_read(
     finally:
         for puller in pullers:
             puller.close()
+
+
+def test_a_stream_waiting_for_the_pullers_progress_still_sends_heartbeats(
+    start_node: Callable[..., NodeProcess],
+) -> None:
+    """A puller still applying what it got (no Progress yet) keeps hearing from the server.
+
+    The server sends a fresh stream a window of pages (FIRST_IN_FLIGHT) and
+    then waits for the puller's Progress. It used to wait in silence: a
+    puller whose applying took longer than its receive timeout (5 s; a
+    starved machine, a writer behind 47 streams) dropped a live stream, and
+    each drop restarted every stream deferring that peer. Heartbeats go on
+    while it waits.
+    """
+    a = start_node("a", SECRET_ARGS)
+    pages = FIRST_IN_FLIGHT + 1  # a page ends at the change that reaches PAGE_BYTES
+    for i in range(pages):
+        body = os.urandom(PAGE_BYTES)
+        assert a.request("PUT", f"/v1/kv/blobs/v{i}", body=body).status == 200
+    puller = open_silent_puller(a, 0x5300)
+    try:
+        # Applied up to its cursor (0), as a puller reports first: the window applies.
+        puller.sendall(_frame(encode(Progress(0)), masked=True))
+        puller.settimeout(RECEIVE_TIMEOUT)  # the deadline a real puller gives a live stream
+        reader = puller.makefile("rb")
+        batches: list[Batch] = []
+        while len(batches) < FIRST_IN_FLIGHT + 1:
+            message = decode(_read_frame(reader))
+            if isinstance(message, Batch):  # the member list comes first
+                batches.append(message)
+        window, heartbeat = batches[:FIRST_IN_FLIGHT], batches[-1]
+        assert all(batch.changes for batch in window)
+        # Never reported as applied: the rest of the log waits, the stream goes on.
+        assert heartbeat.changes == ()
+        assert heartbeat.after == heartbeat.upto == window[-1].upto
+    finally:
+        puller.close()

@@ -67,6 +67,15 @@ RECEIVE_TIMEOUT = 5.0
 RETRY_MIN, RETRY_MAX = 0.05, 2.0
 HELD_RELEASE_INTERVAL = 0.1
 ACK_INTERVAL = 0.1
+ACK_REFRESH_MS = 10_000
+"""How often an acknowledgement that did not move is written again (for its time).
+
+A puller acknowledges with every heartbeat, once a second per stream: written
+each time, that was a transaction per second per puller, the largest idle
+cost of a node in a full mesh. A moved cursor is written at once; an
+unchanged one only refreshes when it was heard, which tombstone collection
+reads (members out of contact for the horizon, days, are left out): that time
+is kept in memory and written at most this often."""
 
 
 class _LinkCollector(Collector):
@@ -263,6 +272,10 @@ class Replicator:
         self.has_backbone = bool(config.backbone or config.upstream)
         """Whether something other than peer streams joins the regions."""
         self._seed_nodes: dict[str, int] = {}
+        self._acks_written: dict[int, tuple[int, int]] = {}
+        """Per puller: the acknowledged cursor last written, and when (wall ms)."""
+        self._acks_heard: dict[int, int] = {}
+        """Per puller: when its acknowledgement was last heard (wall ms), written or not."""
         """Seeds' node ids, by URL, once they answered."""
         self.backbone: Backbone | None = None
         """The NATS JetStream backbone, when ``backbone`` is configured."""
@@ -765,6 +778,26 @@ class Replicator:
         clear_mark(data_dir)
         log.info("restored from a backup of %s: rejoined every member", mark.old_node_id)
 
+    async def record_ack(self, peer: int, cursor: int) -> None:
+        """``peer`` has applied this node's log up to ``cursor``: written if it moved
+        (or was last written :data:`ACK_REFRESH_MS` ago), else only its time noted."""
+        now_ms = self.wall_ms()
+        self._acks_heard[peer] = now_ms
+        written = self._acks_written.get(peer)
+        if written is not None and written[0] == cursor and now_ms - written[1] < ACK_REFRESH_MS:
+            return
+        await self.store.record_ack(peer, cursor)
+        self._acks_written[peer] = (cursor, now_ms)
+
+    def peer_acks(self) -> dict[int, tuple[int, int]]:
+        """The stored acknowledgements, each with the time it was last heard."""
+        acks = self.store.peer_acks()
+        for peer, heard_ms in self._acks_heard.items():
+            if peer in acks:
+                cursor, updated_ms = acks[peer]
+                acks[peer] = (cursor, max(updated_ms, heard_ms))
+        return acks
+
     async def collect_tombstones(self) -> int:
         """Delete tombstones that every current member has acknowledged, past the horizon.
 
@@ -773,7 +806,7 @@ class Replicator:
         """
         now_ms = self.wall_ms()
         horizon_ms = int(self.config.tombstone_horizon * 1000)
-        acks = self.store.peer_acks()
+        acks = self.peer_acks()
         self._settle_restore(acks)
         acked, left_out = [], []
         # Only the members that pull from this node acknowledge its log; the

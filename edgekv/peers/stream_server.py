@@ -90,7 +90,7 @@ async def admit(replicator: Replicator, served: Served, hello: Hello) -> int | R
             # Tombstones it never saw are gone here, so resuming could resurrect their keys.
             log.warning("peer %x is behind collected tombstones; it must re-sync", hello.node)
         return cursor
-    await store.record_ack(hello.node, cursor)
+    await replicator.record_ack(hello.node, cursor)
     await replicator.membership.introduce(hello.node, hello.url, hello.name, hello.region)
     replicator.ensure_pullers()
     return cursor
@@ -100,7 +100,7 @@ async def take(replicator: Replicator, served: Served, message: Ack | Defer | Pr
     """Record one of the puller's acknowledgements, deferrals or progress reports."""
     acked = served.session.on_message(message)
     if acked is not None:
-        await replicator.store.record_ack(served.session.peer, acked)
+        await replicator.record_ack(served.session.peer, acked)
     elif isinstance(message, Progress):
         served.progressed.set()
 
@@ -113,7 +113,6 @@ async def serve(
     ``closed`` completes when the puller closes its side; what it reports
     meanwhile (through :func:`take`) paces the sending.
     """
-    store = replicator.store
     session = served.session
     peer = session.peer
     sent_members = None
@@ -125,7 +124,11 @@ async def serve(
         await asyncio.sleep(0)
         if not session.may_send():
             served.progressed.clear()
-            await wait_event(served.progressed, HEARTBEAT_SECONDS)
+            if not await wait_event(served.progressed, HEARTBEAT_SECONDS):
+                # The puller is still applying the window: a heartbeat meanwhile, or it
+                # takes the silence for a dead link (its receive timeout) and drops a
+                # live stream -- and with it restarts every stream deferring this node.
+                await _send_heartbeat(outlet, replicator, session)
             continue
         members = replicator.membership.members()
         if members != sent_members:
@@ -147,12 +150,18 @@ async def serve(
             if count:
                 batches.inc()
             continue
-        cursor = session.cursor
-        if not await replicator.feed.wait_beyond(cursor, HEARTBEAT_SECONDS):
-            heartbeat = session.heartbeat(
-                replicator.wall_ms(), store.origin_marks.at(cursor), replicator.relays.held.at
-            )
-            await outlet.send(encode(heartbeat))
+        if not await replicator.feed.wait_beyond(session.cursor, HEARTBEAT_SECONDS):
+            await _send_heartbeat(outlet, replicator, session)
+
+
+async def _send_heartbeat(
+    outlet: StreamOutlet, replicator: Replicator, session: ServeSession
+) -> None:
+    """An empty batch at the cursor: the stream is alive, and the mark of what was sent."""
+    cursor = session.cursor
+    mark = replicator.store.origin_marks.at(cursor)
+    held = replicator.relays.held.at
+    await outlet.send(encode(session.heartbeat(replicator.wall_ms(), mark, held)))
 
 
 def _next_message(replicator: Replicator, session: ServeSession) -> tuple[Batch, bytes] | None:
