@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import local_reads
 from bench.loadgen import (
     WRK_INSTALL_COMMAND,
     LoadgenError,
@@ -518,12 +519,23 @@ def main(argv: list[str] | None = None) -> int:
             for name, server in servers.items():
                 exit_codes[name] = server.stop()
         node_errors = servers["node"].logged_errors()
+        # In-process reads, with the HTTP servers stopped: their own node, same keys.
+        print("in-process reads ...", flush=True)
+        try:
+            local = local_reads.measure(
+                work, args.keys, args.value_size, args.rounds, 0.3 if args.quick else 0.5
+            )
+        except ServerError as error:
+            print(f"benchmark could not run: {error}", file=sys.stderr)
+            return 2
 
     computed = ratios(results)
     no_5xx, all_met, verdict_lines = verdict(results, computed)
     lines = ["", *report(results, args.rounds), *verdict_lines]
     if node_errors:
         lines.insert(-1, f"node logged {node_errors} error line(s) during the run")
+    local_met, local_lines = local_reads.report(local)
+    lines += ["", f"In-process reads, medians of {args.rounds} rounds:", *local_lines]
     print("\n".join(lines))
 
     document = {
@@ -573,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             **{name: [s.as_dict() for s in samples] for name, samples in results.http.items()},
             **{name: [s.as_dict() for s in samples] for name, samples in results.sqlite.items()},
         },
+        "local_reads": local_reads.as_dict(local),
         "server_exit_codes": exit_codes,
         "node_logged_errors": node_errors,
         "verdict": {"no_5xx": no_5xx, "targets_met": all_met, "fail": not no_5xx},
@@ -583,4 +596,4 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nJSON result: {output}  ({document['elapsed_s']} s)")
     if not no_5xx:
         return 1
-    return 1 if args.strict and not all_met else 0
+    return 1 if args.strict and not (all_met and local_met) else 0
