@@ -56,6 +56,7 @@ from bench.servers import (
 )
 from bench.sqlite_baseline import BATCH_SIZE, OpsResult, SqliteBaseline
 from bench.workload import NAMESPACE
+from edgekv import event_loop
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -179,6 +180,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="load generator: wrk (default) or the weaker pure-Python one",
     )
     parser.add_argument("--seed", type=int, default=20240601, help="random seed")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop of both servers (the node's event_loop setting; auto: uvloop if "
+        "installed)",
+    )
     parser.add_argument(
         "--output",
         type=Path,
@@ -481,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        loop_name, _ = event_loop.loop_factory(args.loop)
+    except event_loop.EventLoopUnavailable as error:
+        print(error, file=sys.stderr)
+        return 2
     started = time.monotonic()
     info = machine()
     version = source_version()
@@ -492,13 +505,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{args.rounds} round(s) x {args.duration} s per HTTP measurement, "
-        f"{args.connections} connections, {args.keys} keys of {args.value_size} bytes",
+        f"{args.connections} connections, {args.keys} keys of {args.value_size} bytes, "
+        f"event loop {loop_name}",
         flush=True,
     )
     with work_directory(args.work_dir) as work:
         servers = {
-            "node": node_process(work / "node-data", work / "node.log"),
-            "bare": bare_process(args.keys, args.value_size, work / "bare.log"),
+            "node": node_process(work / "node-data", work / "node.log", args.loop),
+            "bare": bare_process(args.keys, args.value_size, work / "bare.log", args.loop),
         }
         exit_codes: dict[str, int | None] = {}
         baseline = None
@@ -554,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "sqlite_batch_size": BATCH_SIZE,
             "node": "python -m edgekv serve (defaults: synchronous=full)",
+            "event_loop": loop_name,
         },
         "medians": {
             name: {
