@@ -59,7 +59,8 @@ async def serve(host: str, port: int, keys: int, value_size: int) -> None:
         # asyncio's Server or uvloop's: both have the listening sockets.
         sockets = getattr(site._server, "sockets", None)
         bound = sockets[0].getsockname()[1] if sockets else port
-        print(f"bare aiohttp serving http://{host}:{bound}", flush=True)
+        loop_name = type(loop).__module__.split(".")[0]
+        print(f"bare aiohttp serving http://{host}:{bound} loop={loop_name}", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
