@@ -18,6 +18,7 @@ import signal
 from aiohttp import web
 
 from bench.workload import dataset
+from edgekv import event_loop
 
 # The node's settings (edgekv.config max_request_bytes; edgekv.server's AppRunner header
 # limits), so both apps are set up alike.
@@ -55,11 +56,11 @@ async def serve(host: str, port: int, keys: int, value_size: int) -> None:
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        server = site._server
-        bound = port
-        if isinstance(server, asyncio.Server) and server.sockets:
-            bound = server.sockets[0].getsockname()[1]
-        print(f"bare aiohttp serving http://{host}:{bound}", flush=True)
+        # asyncio's Server or uvloop's: both have the listening sockets.
+        sockets = getattr(site._server, "sockets", None)
+        bound = sockets[0].getsockname()[1] if sockets else port
+        loop_name = type(loop).__module__.split(".")[0]
+        print(f"bare aiohttp serving http://{host}:{bound} loop={loop_name}", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -72,8 +73,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--value-size", type=int, default=100)
+    parser.add_argument(
+        "--loop", choices=event_loop.CHOICES, default="auto", help="as the node's event_loop"
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.keys, args.value_size))
+    event_loop.run(serve(args.host, args.port, args.keys, args.value_size), args.loop)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import local_reads
 from bench.loadgen import (
     WRK_INSTALL_COMMAND,
     LoadgenError,
@@ -55,6 +56,7 @@ from bench.servers import (
 )
 from bench.sqlite_baseline import BATCH_SIZE, OpsResult, SqliteBaseline
 from bench.workload import NAMESPACE
+from edgekv import event_loop
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -178,6 +180,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="load generator: wrk (default) or the weaker pure-Python one",
     )
     parser.add_argument("--seed", type=int, default=20240601, help="random seed")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop of both servers (the node's event_loop setting; auto: uvloop if "
+        "installed)",
+    )
     parser.add_argument(
         "--output",
         type=Path,
@@ -480,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        loop_name, _ = event_loop.loop_factory(args.loop)
+    except event_loop.EventLoopUnavailable as error:
+        print(error, file=sys.stderr)
+        return 2
     started = time.monotonic()
     info = machine()
     version = source_version()
@@ -491,13 +505,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{args.rounds} round(s) x {args.duration} s per HTTP measurement, "
-        f"{args.connections} connections, {args.keys} keys of {args.value_size} bytes",
+        f"{args.connections} connections, {args.keys} keys of {args.value_size} bytes, "
+        f"event loop {loop_name}",
         flush=True,
     )
     with work_directory(args.work_dir) as work:
         servers = {
-            "node": node_process(work / "node-data", work / "node.log"),
-            "bare": bare_process(args.keys, args.value_size, work / "bare.log"),
+            "node": node_process(work / "node-data", work / "node.log", args.loop),
+            "bare": bare_process(args.keys, args.value_size, work / "bare.log", args.loop),
         }
         exit_codes: dict[str, int | None] = {}
         baseline = None
@@ -518,12 +533,23 @@ def main(argv: list[str] | None = None) -> int:
             for name, server in servers.items():
                 exit_codes[name] = server.stop()
         node_errors = servers["node"].logged_errors()
+        # In-process reads, with the HTTP servers stopped: their own node, same keys.
+        print("in-process reads ...", flush=True)
+        try:
+            local = local_reads.measure(
+                work, args.keys, args.value_size, args.rounds, 0.3 if args.quick else 0.5
+            )
+        except ServerError as error:
+            print(f"benchmark could not run: {error}", file=sys.stderr)
+            return 2
 
     computed = ratios(results)
     no_5xx, all_met, verdict_lines = verdict(results, computed)
     lines = ["", *report(results, args.rounds), *verdict_lines]
     if node_errors:
         lines.insert(-1, f"node logged {node_errors} error line(s) during the run")
+    local_met, local_lines = local_reads.report(local)
+    lines += ["", f"In-process reads, medians of {args.rounds} rounds:", *local_lines]
     print("\n".join(lines))
 
     document = {
@@ -542,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "sqlite_batch_size": BATCH_SIZE,
             "node": "python -m edgekv serve (defaults: synchronous=full)",
+            "event_loop": loop_name,
         },
         "medians": {
             name: {
@@ -573,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             **{name: [s.as_dict() for s in samples] for name, samples in results.http.items()},
             **{name: [s.as_dict() for s in samples] for name, samples in results.sqlite.items()},
         },
+        "local_reads": local_reads.as_dict(local),
         "server_exit_codes": exit_codes,
         "node_logged_errors": node_errors,
         "verdict": {"no_5xx": no_5xx, "targets_met": all_met, "fail": not no_5xx},
@@ -583,4 +611,4 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nJSON result: {output}  ({document['elapsed_s']} s)")
     if not no_5xx:
         return 1
-    return 1 if args.strict and not all_met else 0
+    return 1 if args.strict and not (all_met and local_met) else 0

@@ -123,19 +123,23 @@ class ServerProcess:
         )
 
 
-def node_process(data_dir: Path, log: Path) -> ServerProcess:
-    """The EdgeKV node, with its defaults, on an ephemeral loopback port."""
+def node_process(data_dir: Path, log: Path, loop: str = "auto") -> ServerProcess:
+    """The EdgeKV node, with its defaults, on an ephemeral loopback port.
+
+    ``loop``: its ``event_loop`` setting (auto: uvloop if installed).
+    """
     command = [
         sys.executable, "-m", "edgekv", "serve", "--data-dir", str(data_dir), "--port", "0",
+        "--event-loop", loop,
     ]  # fmt: skip
     return ServerProcess("node", command, _NODE_READY, log)
 
 
-def bare_process(keys: int, value_size: int, log: Path) -> ServerProcess:
-    """The bare aiohttp baseline serving the same key set."""
+def bare_process(keys: int, value_size: int, log: Path, loop: str = "auto") -> ServerProcess:
+    """The bare aiohttp baseline serving the same key set, on the same choice of loop."""
     command = [
         sys.executable, "-m", "bench.bare_server", "--port", "0",
-        "--keys", str(keys), "--value-size", str(value_size),
+        "--keys", str(keys), "--value-size", str(value_size), "--loop", loop,
     ]  # fmt: skip
     return ServerProcess("bare aiohttp", command, _BARE_READY, log)
 

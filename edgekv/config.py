@@ -490,6 +490,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Logging level.",
         choices=("debug", "info", "warning", "error"),
     ),
+    Setting(
+        "event_loop",
+        str,
+        "auto",
+        "Event loop: 'auto' runs uvloop where it is installed (pip install \"edgekv[fast]\") "
+        "and asyncio's loop otherwise; 'asyncio' never uses uvloop; 'uvloop' refuses to start "
+        "without it.",
+        choices=("auto", "asyncio", "uvloop"),
+    ),
 )
 
 
@@ -577,6 +586,7 @@ class Config:
     test_clock_offset_file: str | None = None
     test_broken_merge: bool = False
     log_level: str = "info"
+    event_loop: str = "auto"
     tokens: tuple[TokenSpec, ...] = field(default=())
 
     @property

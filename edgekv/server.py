@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from edgekv import __version__
+from edgekv import __version__, event_loop
 from edgekv.auth import is_loopback_host
 from edgekv.config import Config, ConfigError
 from edgekv.http.app import create_app
@@ -197,4 +197,10 @@ def serve(config: Config, reload: Callable[[], Config] | None = None) -> None:
         socket.getaddrinfo(config.host, None)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot resolve host {config.host!r}: {exc}") from None
-    asyncio.run(serve_forever(config, reload))
+    try:
+        loop_name, factory = event_loop.loop_factory(config.event_loop)
+    except event_loop.EventLoopUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    log.info("event loop: %s", loop_name)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve_forever(config, reload))

@@ -53,6 +53,7 @@ LAYER_OF = {
     "edgekv": "support",
     "edgekv.auth": "support",
     "edgekv.config": "support",
+    "edgekv.event_loop": "support",
     "edgekv.json_text": "support",
     "edgekv.metrics": "support",
     "edgekv.ratelimit": "support",
