@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -68,17 +70,32 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
 
 
+# Keys and namespaces made only of these need no percent-encoding (quote() would
+# return them unchanged): checking that is a third of quote()'s cost on the GET path.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~/-]+")
+
+
+@lru_cache(maxsize=256)
+def namespace_path(namespace: str) -> str:
+    """Return ``/v1/kv/{namespace}/`` (percent-encoded; a client uses few namespaces)."""
+    return f"/v1/kv/{quote(namespace, safe='')}/"
+
+
 def key_path(namespace: str, key: str) -> str:
     """Return the path of a key (percent-encoded; '/' kept readable).
 
     The keys the API refuses and a URL cannot carry (an empty key would name the
     namespace's listing) raise ``invalid_key`` here, before anything is sent.
     """
-    if key in ("", ".", ".."):
+    if _UNRESERVED.fullmatch(key) is None:
+        if key == "":
+            raise error_for("invalid_key", "a key is a non-empty string other than . and ..", 400)
+        key = quote(key, safe="/")
+    elif key in (".", ".."):
         raise error_for(
             "invalid_key", f"a key is a non-empty string other than . and ..: {key!r}", 400
         )
-    return f"/v1/kv/{quote(namespace, safe='')}/{quote(key, safe='/')}"
+    return namespace_path(namespace) + key
 
 
 def build_request(
@@ -234,8 +251,17 @@ def entry_from_json(item: Mapping[str, Any]) -> Entry:
 def get_request(
     namespace: str, key: str, token: str | None, consistency: str | None = None
 ) -> Request:
-    """GET of one key (``consistency="strong"``: from the upstream, linearizable)."""
-    return build_request("GET", key_path(namespace, key), token, query={"consistency": consistency})
+    """GET of one key (``consistency="strong"``: from the upstream, linearizable).
+
+    :func:`build_request`'s result, built directly: this is the hot path of both clients.
+    """
+    path = key_path(namespace, key)
+    if consistency is not None:
+        path += "?" + urlencode({"consistency": consistency})
+    headers = {"User-Agent": USER_AGENT}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return Request("GET", path, headers, None, True)
 
 
 def delete_request(

@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from edgekv_client import _core
+from edgekv_client import _aio_http, _core
 from edgekv_client._collections import AsyncCollection
 from edgekv_client._core import Entry, ListPage, Request
 from edgekv_client._crdts import AsyncCounter, AsyncSet
@@ -25,7 +25,7 @@ from edgekv_replication.bookmarks import BOOKMARK_HEADER
 
 
 class AsyncClient:
-    """An asyncio client of one EdgeKV node (one kept-alive connection pool).
+    """An asyncio client of one EdgeKV node (one pool of kept-alive connections).
 
     >>> async with AsyncClient("http://127.0.0.1:8787") as kv:  # doctest: +SKIP
     ...     await kv.put("flags", "beta", "on")
@@ -41,12 +41,13 @@ class AsyncClient:
         retries: int = 2,
     ) -> None:
         """Talk to the node at ``url``; retries as :class:`~edgekv_client.Client` does."""
-        _core.split_url(url)  # refuse a bad URL now, not at the first request
+        # A bad URL is refused now, not at the first request.
+        self._scheme, self._host, self._port, self._base = _core.split_url(url)
         self.url = url.rstrip("/")
         self._token = token
         self._timeout = timeout
         self._retries = retries
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: _aio_http.Pool | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -61,9 +62,9 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def session(self) -> AsyncSession:
         """A session at this node (see :class:`edgekv_client.Session`)."""
@@ -86,26 +87,35 @@ class AsyncClient:
                     raise
                 await asyncio.sleep(_core.retry_delay(attempt))
 
+    def _connections(self) -> _aio_http.Pool:
+        if self._pool is None:
+            tls = None
+            if self._scheme == "https":
+                import ssl
+
+                tls = ssl.create_default_context()
+            self._pool = _aio_http.Pool(self._host, self._port, tls)
+        return self._pool
+
     async def _send_once(self, request: Request) -> tuple[int, bytes, Mapping[str, str]]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout)
-            )
-        headers = {**request.headers, **self._session_headers()}
+        headers = request.headers
+        extra = self._session_headers()
+        if extra:
+            headers = {**headers, **extra}
         try:
-            async with self._session.request(
-                request.method, self.url + request.path, data=request.body, headers=headers
-            ) as response:
-                body = await response.read()
-                answer_headers = _core.lower_headers(response.headers.items())
-                status = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise TransportError(f"{request.method} {self.url}{request.path}: {exc}") from exc
-        _core.raise_for_error(status, body)
-        seen = answer_headers.get(BOOKMARK_HEADER.lower())
+            async with asyncio.timeout(self._timeout):
+                answer = await self._connections().request(
+                    request.method, self._base + request.path, headers, request.body
+                )
+        except (OSError, TimeoutError) as exc:  # unreachable, reset, not HTTP, or too slow
+            raise TransportError(
+                f"{request.method} {self.url}{request.path}: {exc or type(exc).__name__}"
+            ) from exc
+        _core.raise_for_error(answer.status, answer.body)
+        seen = answer.headers.get(BOOKMARK_HEADER.lower())
         if seen:
             self._remember(seen)
-        return status, body, answer_headers
+        return answer.status, answer.body, answer.headers
 
     async def _json(self, request: Request) -> Any:
         answer = _core.decode_json((await self._send(request))[1])

@@ -146,11 +146,13 @@ def _endpoint(node: Node, handler: Handler | SyncHandler, route: str, access: Ac
                 request[PRINCIPAL] = principal
             elif open_access:
                 request[PRINCIPAL] = OPEN_ACCESS
-            in_session = honours_bookmarks and BOOKMARK_HEADER in request.headers
+            in_session = False
             if honours_bookmarks:
-                text = request.headers.get(BOOKMARK_HEADER) or (
-                    request.query.get("bookmark") if request.query_string else None
-                )
+                # One header lookup: present (even empty) marks a session read.
+                text = request.headers.get(BOOKMARK_HEADER)
+                in_session = text is not None
+                if not text and request.query_string:
+                    text = request.query.get("bookmark")
                 if text:
                     assert authorize_read is not None
                     authorize_read(request)
