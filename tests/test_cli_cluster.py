@@ -164,8 +164,9 @@ def test_cluster_remove(start_node: Callable[..., NodeProcess]) -> None:
     # a pulls from b once b has introduced itself; killed before that, b would
     # leave a link a never reached, which this test is not about.
     wait_for(
-        lambda: [m["state"] for m in a.request("GET", "/v1/cluster/status").json()["members"]]
-        == ["up"]
+        lambda: (
+            [m["state"] for m in a.request("GET", "/v1/cluster/status").json()["members"]] == ["up"]
+        )
     )
     b.kill()
     removed = edgekv("cluster", "remove", "--url", a.url, b.node_id)

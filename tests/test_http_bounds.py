@@ -27,6 +27,8 @@ from testkit.responses import Response, assert_error
 MIB = 1024 * 1024
 VALUE_BYTES = 25 * MIB
 BIG_NAMES = [f"big{i}" for i in range(4)]
+
+
 def chunked(node: NodeProcess, method: str, path: str, chunks: Iterator[bytes]) -> Response:
     """Send a body without Content-Length (chunked transfer encoding)."""
     conn = http.client.HTTPConnection(*address(node), timeout=120)

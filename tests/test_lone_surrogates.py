@@ -158,6 +158,8 @@ def test_refused_writes_harm_no_concurrent_write_and_replicas_converge(tmp_path:
 
 
 _JSON_LEAF = st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=5)
+
+
 def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     # A named function, not a lambda: hypothesis reads the extend function's
     # source to check it recurses, and a lambda's source cannot always be read.
