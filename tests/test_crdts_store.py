@@ -101,3 +101,46 @@ async def test_export_cursors_keep_a_group_whole_across_pages(store: Store) -> N
     one = CounterCursor(store.database.reader, "ns", b"d")
     assert one.next_page() == [CounterValue("ns", b"d", -4, None)]
     assert CounterCursor(store.database.reader, "other").next_page() == []
+
+
+def remote_member(member: str, node: int, hlc: int) -> Change:
+    row = orsets.encode_row(orsets.Row(hlc, {}))
+    return Change(orsets.set_ns("ns"), orsets.row_key(b"s", member, node), row, None, None, hlc, node)
+
+
+async def test_a_full_set_is_counted_once_for_all_the_adds_it_refuses(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.crdts.set_update("ns", b"s", ["a", "b", "c"], [], 3)
+    counted: list[int] = []
+    members_of = orsets.members_of
+
+    def counting(rows: list[orsets.MemberRow]) -> object:
+        counted.append(len(rows))
+        return members_of(rows)
+
+    monkeypatch.setattr(orsets, "members_of", counting)
+    for i in range(20):
+        with pytest.raises(SetFull):
+            await store.crdts.set_update("ns", b"s", [f"x{i}"], [], 3)
+    # Counting decodes every row of the set: once, not once per refused add.
+    assert counted == [3]
+
+
+async def test_the_set_size_kept_between_adds_follows_rollbacks_removals_and_remote_rows(
+    store: Store,
+) -> None:
+    await store.crdts.set_update("ns", b"s", ["a", "b", "c"], [], 3)
+    with pytest.raises(SetFull):  # counted with "a" removed, then rolled back
+        await store.crdts.set_update("ns", b"s", ["d", "e"], ["a"], 3)
+    with pytest.raises(SetFull):
+        await store.crdts.set_update("ns", b"s", ["d"], [], 3)
+    await store.crdts.set_update("ns", b"s", [], ["a"], 3)
+    await store.crdts.set_update("ns", b"s", ["d"], [], 3)
+    with pytest.raises(SetFull):  # b, c, d: the size is known again
+        await store.crdts.set_update("ns", b"s", ["e", "f"], [], 4)
+    # A member replicated in: a size kept from before would let "e" in.
+    await store.apply_changes([remote_member("x", 77, 1 << 16)], 77, PeerCursor(1, 1), 10**9)
+    with pytest.raises(SetFull):
+        await store.crdts.set_update("ns", b"s", ["e"], [], 4)
+    assert store.crdts.set_page("ns", b"s").members == ["b", "c", "d", "x"]

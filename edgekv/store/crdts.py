@@ -28,6 +28,10 @@ _ROWS = (
     " WHERE ns = ? AND key >= ? AND key < ? AND value IS NOT NULL ORDER BY key"
 )
 _SET_ROWS_PAGE = _ROWS + " LIMIT ?"
+_SET_SIZES = 4096
+"""Sets whose size the writer keeps between adds (the least recently filled go first)."""
+_ROW_NS, _ROW_KEY = 0, 1
+"""Where a batch row (``Txn.touched_rows``) holds its namespace and key."""
 _NEWEST = (
     "SELECT hlc, node FROM kv WHERE ns = ? AND key >= ? AND key < ?"
     " ORDER BY hlc DESC, node DESC LIMIT 1"
@@ -116,6 +120,10 @@ class Crdts:
         self.writer = writer
         self.node_id = node_id
         self.cache: ReadCache[CounterState] = ReadCache(cache_entries)
+        self._set_sizes: ReadCache[int] = ReadCache(_SET_SIZES)
+        """Members per set, as counted by the writer: a set at its limit refuses
+        every add, and counting it again for each refusal (every row decoded)
+        would let one client hold the writer for everyone's writes."""
 
     def invalidate(self, slots: Iterable[tuple[str, bytes]]) -> None:
         """Forget the counters a commit touched (``slots``: the rows' ``(ns, key)``).
@@ -123,6 +131,12 @@ class Crdts:
         Called by the writer after each commit, before it acknowledges the writes
         (through the store, with the key-value cache's slots).
         """
+        slots = slots if isinstance(slots, list) else list(slots)
+        self._set_sizes.invalidate(
+            (ns, key.partition(orsets.KEY_SEPARATOR)[0])
+            for ns, key in slots
+            if ns.startswith(orsets.SET_NS_PREFIX)
+        )
         if not self.cache:
             self.cache.invalidate(())  # moves the generation on: no fill from before
             return
@@ -303,7 +317,7 @@ class Crdts:
                     result = self._rewrite_member(txn, change_ns, key, member, rows)
             added = [(m, self._set_rows(txn.conn, change_ns, key, m)) for m in add]
             newcomers = sum(1 for _, rows in added if not orsets.is_present(rows))
-            if newcomers and self._count(txn.conn, change_ns, key) + newcomers > max_members:
+            if newcomers and self._count(txn, change_ns, key) + newcomers > max_members:
                 raise SetFull(
                     f"the set would hold more than max_set_members ({max_members}) members"
                 )
@@ -326,8 +340,24 @@ class Crdts:
             high = low + orsets.KEY_SEPARATOR
         return _member_rows(conn.execute(_ROWS, (change_ns, low, high)).fetchall())
 
-    def _count(self, conn: sqlite3.Connection, change_ns: str, key: bytes) -> int:
-        return sum(1 for _ in orsets.members_of(self._set_rows(conn, change_ns, key, None)))
+    def _count(self, txn: Txn, change_ns: str, key: bytes) -> int:
+        """The set's members, from the size cache when no commit has touched it since."""
+        slot = (change_ns, key)
+        cached = self._set_sizes.lookup(slot)
+        if isinstance(cached, int):
+            # Valid only for the committed rows: not if this transaction wrote some.
+            if not _touches_set(txn, change_ns, key):
+                return cached
+            generation = None
+        else:
+            generation = self._set_sizes.generation
+        rows = self._set_rows(txn.conn, change_ns, key, None)
+        size = sum(1 for _ in orsets.members_of(rows))
+        # What this transaction wrote may still roll back (a refused add rolls back
+        # its own removals): only a count of committed rows is kept.
+        if generation is not None and not _touches_set(txn, change_ns, key):
+            self._set_sizes.fill(slot, size, generation)
+        return size
 
     def _rewrite_member(
         self, txn: Txn, change_ns: str, key: bytes, member: str, rows: list[orsets.MemberRow]
@@ -419,6 +449,18 @@ class Crdts:
             return changed
 
         return self.writer.submit(op)
+
+
+def _touches_set(txn: Txn, change_ns: str, key: bytes) -> bool:
+    """Whether ``txn`` has written a row of set ``key`` (its own ops or applied batches)."""
+    start = key + orsets.KEY_SEPARATOR
+    if any(ns == change_ns and k.startswith(start) for ns, k in txn.touched):
+        return True
+    return any(
+        row[_ROW_NS] == change_ns and row[_ROW_KEY].startswith(start)
+        for rows in txn.touched_rows
+        for row in rows
+    )
 
 
 def _counter_groups(

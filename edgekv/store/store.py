@@ -127,9 +127,8 @@ class Store:
         self.size_bytes = database.size_bytes
 
     def _invalidate(self, slots: Iterable[tuple[str, bytes]]) -> None:
-        """After a commit: forget what it touched in the read caches (entries, counters)."""
-        if self.crdts.cache:
-            slots = list(slots)  # read twice
+        """After a commit: forget what it touched in the read caches (entries, counters, sets)."""
+        slots = list(slots)  # read twice
         self.crdts.invalidate(slots)
         self.cache.invalidate(slots)
 
