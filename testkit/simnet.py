@@ -619,7 +619,7 @@ class Network:
             if message.mark is not None:
                 puller.relays.pulling(session.peer.node)
             if message.relayed is not None:
-                puller.relays.relaying(session.peer.node)
+                puller.relays.relaying(session.peer.node, (o for o, _ in message.relayed))
             applied, held = puller.apply_batch(message, session)
             self.stats["changes_received"] += len(message.changes)
             self.stats["applied"] += applied
@@ -666,8 +666,13 @@ class Network:
         if not stream.admitted:
             return 0
         server, serving, sent = stream.server, stream.serving, 0
+        if server.relays.withdrawn(serving.relayed_sent):
+            # It passed on marks of an origin it no longer vouches for: the
+            # puller must stop deferring that origin elsewhere (see RelayDeferrals).
+            self.teardown((server.name, stream.puller.name), "withdrawn")
+            return 0
         while serving.may_send():
-            held = server.relays.held.at
+            held = server.relays.relayed_at
             batch = serving.next_batch(
                 server, server.seq, server.wall_ms(), server.marks.at, PAGE_BYTES, held
             )
@@ -680,7 +685,7 @@ class Network:
             sent += 1
         if heartbeat and not sent:
             mark = server.marks.at(serving.cursor)
-            beat = serving.heartbeat(server.wall_ms(), mark, server.relays.held.at)
+            beat = serving.heartbeat(server.wall_ms(), mark, server.relays.relayed_at)
             stream.down.append(encode(beat))
             sent += 1
         return sent

@@ -48,8 +48,10 @@ def test_an_origin_reached_by_relay_is_deferred_at_every_stream_but_its_relays()
     relays = RelayDeferrals()
     relays.designate({C: A})
     assert relays.wanted(B) == {}  # A has not shown it sends relayed marks yet
-    assert relays.relaying(A)  # its first batch with relayed marks: ask the others now
-    assert not relays.relaying(A)
+    assert not relays.relaying(A, [])  # marks of nothing: it vouches for nothing yet
+    assert relays.wanted(B) == {}
+    assert relays.relaying(A, [C])  # its first batch with relayed marks of C: ask the others
+    assert not relays.relaying(A, [C])
     assert relays.wanted(B) == {C: 0}
     assert relays.wanted(A) == {}
     relays.asked(B, {C})
@@ -70,7 +72,7 @@ def test_relayed_marks_of_a_deferred_origin_say_nothing() -> None:
 def test_a_failed_relay_lifts_the_deferral_of_what_it_relayed() -> None:
     relays = RelayDeferrals()
     relays.designate({C: A})
-    relays.relaying(A)
+    relays.relaying(A, [C])
     relays.asked(B, {C})
     relays.stream_ended(A, failed=False)  # a deliberate restart: the deferral stays
     assert not relays.must_restart(B)
@@ -82,8 +84,8 @@ def test_a_failed_relay_lifts_the_deferral_of_what_it_relayed() -> None:
 def test_a_new_relay_restarts_the_stream_that_defers_what_it_should_carry() -> None:
     relays = RelayDeferrals()
     relays.designate({C: A})
-    relays.relaying(A)
-    relays.relaying(B)
+    relays.relaying(A, [C])
+    relays.relaying(B, [C])
     relays.asked(B, {C})
     relays.designate({C: B})
     assert relays.must_restart(B)
@@ -99,3 +101,25 @@ def test_marks_are_not_recorded_while_changes_are_held_back() -> None:
     relays.committed(A, 700, head=8)  # nothing new, but not recorded before
     assert relays.held.at(10) == {A: 700}
     assert relays.held.at(7) == {}
+
+
+def test_marks_of_an_origin_go_on_only_while_its_way_here_is_sound() -> None:
+    """A node whose relay for C failed takes C from every peer: it must not pass C's marks on.
+
+    Else a puller that chose it as relay for C defers C at its other streams
+    while this node takes C from that puller only: a cycle, C's writes reach neither.
+    """
+    relays = RelayDeferrals()
+    relays.designate({C: A})
+    relays.relaying(A, [C])
+    relays.committed(A, None, [(C, 900)], head=5)
+    assert relays.vouches(C)
+    assert relays.relayed_at(5) == {C: 900}
+    assert not relays.withdrawn([C])
+    relays.stream_ended(A)  # the relay is gone
+    assert not relays.vouches(C)
+    assert relays.relayed_at(5) == {}  # held, but not passed on
+    assert relays.withdrawn([C])  # a stream that passed C's marks on closes
+    assert not relays.withdrawn([])
+    relays.pulling(C)  # pulled directly: sound again
+    assert relays.vouches(C)

@@ -407,6 +407,10 @@ def test_an_origin_reached_by_relay_arrives_once_through_the_chosen_relay() -> N
     net.designate_relays()
     net.settle()  # streams up, relayed marks sent
     net.settle()  # a heartbeat on every stream: each puller asks for its deferrals
+    # Two more: a relay vouches for an origin two hops away once its own relay's
+    # marks of it came (one hop per heartbeat); only then is it deferred behind it.
+    net.settle()
+    net.settle()
     received = net.stats["changes_received"]
     for i in range(10):
         net["a"].put("ns", f"k{i}".encode(), b"v")
@@ -676,3 +680,31 @@ def test_a_peer_that_missed_collected_tombstones_is_refused_before_hello() -> No
     # Acknowledged up to the newest collected tombstone (or none collected): resumed.
     assert PullSession(me).on_welcome(welcome, remembered, acked=5, purged=5).cursor == 4
     assert PullSession(me).on_welcome(welcome, remembered, acked=0, purged=0).cursor == 4
+
+
+def test_a_dead_relay_leaves_no_cycle_of_relays() -> None:
+    """A puller's relay for an origin dies, and the puller's other peer took that origin
+    through the puller: the two must not each wait on the other for it."""
+    net = Network("abcdef", page_size=2)
+    net.links = ring_links(net)
+    net.designate_relays()
+    for _ in range(4):
+        net.settle()  # relayed marks two hops out: every deferral in place
+    by_node = {net[name].node: name for name in net.replicas}
+    chosen = {name: net[name].relays._relay_of for name in net.replicas}
+    puller, origin, relay = next(
+        (p, by_node[o], by_node[r])
+        for p in sorted(net.replicas)
+        for o, r in sorted(chosen[p].items())
+        if any(chosen[q].get(o) == net[p].node for q in net.replicas if q != p)
+    )
+    for other in net.replicas:
+        if other != relay:
+            net.partition(relay, other)
+    for i in range(5):
+        net[origin].put("ns", f"after{i}".encode(), b"v")
+    for _ in range(4):
+        net.settle()
+    for name in net.replicas:
+        if name != relay:
+            assert net[name].current("ns", b"after4") is not None, (name, puller)

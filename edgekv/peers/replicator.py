@@ -50,6 +50,7 @@ from edgekv_replication.relays import RelayDeferrals
 from edgekv_replication.session import (
     FEATURES,
     RESYNC_REQUIRED,
+    WITHDRAWN,
     Identity,
     PeerCursor,
     ProtocolError,
@@ -210,6 +211,8 @@ def stream_end_reason(close_code: int | None, error: BaseException | None) -> st
         )
     if close_code == aiohttp.WSCloseCode.GOING_AWAY:
         return "the peer closed the stream (going away: it is stopping)"
+    if close_code == WITHDRAWN:
+        return "the peer restarts the stream: it no longer relays an origin it relayed"
     if close_code in (None, aiohttp.WSCloseCode.ABNORMAL_CLOSURE):
         return "the connection was lost"
     return f"the peer closed the stream (close code {close_code})"
@@ -630,7 +633,9 @@ class Replicator:
             self.store.peer_clocks.observe(peer, decoded.wall_ms)
             applier.submit(decoded)
             pulled = decoded.mark is not None and self.relays.pulling(peer)
-            relaying = decoded.relayed is not None and self.relays.relaying(peer)
+            relaying = decoded.relayed is not None and self.relays.relaying(
+                peer, (origin for origin, _ in decoded.relayed)
+            )
             if pulled or relaying:
                 # Tell the other streams now, not with their next batch: until
                 # then each would send a window of this origin's changes again.

@@ -32,7 +32,7 @@ from edgekv_replication.envelope import (
     encode,
 )
 from edgekv_replication.log import PAGE_BYTES
-from edgekv_replication.session import RESYNC_REQUIRED, Refusal, ServeSession
+from edgekv_replication.session import RESYNC_REQUIRED, WITHDRAWN, Refusal, ServeSession
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,12 @@ async def serve(
         # A send below the socket's high-water mark returns without suspending:
         # let the puller's Progress and Defer in before each page.
         await asyncio.sleep(0)
+        if replicator.relays.withdrawn(session.relayed_sent):
+            # Relayed marks went out of an origin this node no longer vouches for
+            # (its own way to it failed): the puller must stop deferring it elsewhere,
+            # or the two may each wait on the other for that origin's writes.
+            await outlet.close(WITHDRAWN, b"no longer relays an origin")
+            return
         if not session.may_send():
             served.progressed.clear()
             if not await wait_event(served.progressed, HEARTBEAT_SECONDS):
@@ -160,7 +166,7 @@ async def _send_heartbeat(
     """An empty batch at the cursor: the stream is alive, and the mark of what was sent."""
     cursor = session.cursor
     mark = replicator.store.origin_marks.at(cursor)
-    held = replicator.relays.held.at
+    held = replicator.relays.relayed_at
     await outlet.send(encode(session.heartbeat(replicator.wall_ms(), mark, held)))
 
 
@@ -173,7 +179,7 @@ def _next_message(replicator: Replicator, session: ServeSession) -> tuple[Batch,
     """
     store = replicator.store
     head = store.seq  # read before the page: every change up to head is visible to it
-    marks, held = store.origin_marks.at, replicator.relays.held.at
+    marks, held = store.origin_marks.at, replicator.relays.relayed_at
     batch = session.next_batch(store.log, head, replicator.wall_ms(), marks, PAGE_BYTES, held)
     if batch is None:
         return None

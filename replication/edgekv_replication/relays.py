@@ -144,8 +144,18 @@ class RelayDeferrals:
     An origin pulled directly is deferred at every other stream. An origin
     reached only by relay (``designate``, from :func:`~edgekv_replication.
     topology.chosen_relays`) is deferred at every stream but its chosen relay's, once
-    that stream is up and sends relayed marks (``Batch.relayed``); when it
-    fails, the streams deferring the origin restart without it.
+    that stream is up and has sent a relayed mark of that origin
+    (``Batch.relayed``); when it fails, the streams deferring the origin
+    restart without it.
+
+    A node sends relayed marks of an origin only while it *vouches* for it
+    (:meth:`vouches`): it pulls it directly, or its own chosen relay for it
+    vouches for it. Were it to pass on marks of an origin it takes from every
+    peer (its chosen relay gone), a puller that chose it could defer that
+    origin at its other streams while this node takes it from that very
+    puller only: a cycle of relays, and neither gets the origin's writes. A
+    served stream that sent marks of an origin no longer vouched for is
+    closed (:meth:`withdrawn`): the puller restarts the streams deferring it.
     """
 
     def __init__(self) -> None:
@@ -158,7 +168,7 @@ class RelayDeferrals:
         """Origins whose marks this node passes on (with a backbone: its own region's)."""
         self._direct: set[int] = set()
         self._relay_of: dict[int, int] = {}
-        self._relaying: set[int] = set()
+        self._relays_for: dict[int, set[int]] = {}
         self._deferred: dict[int, set[int]] = {}
         self._restart: set[int] = set()
         self._unrecorded: set[int] = set()
@@ -180,16 +190,36 @@ class RelayDeferrals:
         self._direct.add(origin)
         return True
 
-    def relaying(self, server: int) -> bool:
-        """A batch of ``server`` arrived carrying relayed marks: it may relay for us now.
+    def relaying(self, server: int, origins: Iterable[int] = ()) -> bool:
+        """A batch of ``server`` arrived carrying relayed marks of ``origins``.
 
-        Returns True when it did not before and it is the chosen relay of some
-        origin: the other streams should be asked to defer those now.
+        ``server`` vouches for those origins while its stream lasts: it may relay
+        them for us. Returns True when it is the chosen relay of one of them it
+        did not vouch for before: the other streams should be asked to defer it now.
         """
-        if server in self._relaying:
-            return False
-        self._relaying.add(server)
-        return server in self._relay_of.values()
+        vouched = self._relays_for.setdefault(server, set())
+        new = set(origins) - vouched
+        vouched |= new
+        return any(self._relay_of.get(origin) == server for origin in new)
+
+    def vouches(self, origin: int) -> bool:
+        """Whether this node gets ``origin``'s writes by a chain that ends at a direct stream.
+
+        Only then may it pass on relayed marks of ``origin``: a puller that
+        chose it as relay defers ``origin`` everywhere else.
+        """
+        if origin in self._direct:
+            return True
+        relay = self._relay_of.get(origin)
+        return relay is not None and origin in self._relays_for.get(relay, ())
+
+    def relayed_at(self, upto: int) -> dict[int, int]:
+        """The held marks of a batch ending at ``upto`` this node vouches for (sent on)."""
+        return {o: mark for o, mark in self.held.at(upto).items() if self.vouches(o)}
+
+    def withdrawn(self, sent: Iterable[int]) -> bool:
+        """Whether a stream that sent relayed marks of ``sent`` must close: one is not vouched."""
+        return not all(self.vouches(origin) for origin in sent)
 
     def designate(self, relay_of: Mapping[int, int]) -> None:
         """Origin -> the one server to take it through (the others defer it).
@@ -233,7 +263,7 @@ class RelayDeferrals:
         for origin, relay in self._relay_of.items():
             if (
                 relay != server
-                and relay in self._relaying
+                and origin in self._relays_for.get(relay, ())
                 and origin != server
                 and origin not in self._direct
             ):
@@ -262,7 +292,7 @@ class RelayDeferrals:
         if not failed:
             return
         self._direct.discard(server)
-        self._relaying.discard(server)
+        self._relays_for.pop(server, None)
         self._mark_restarts()
 
     def _mark_restarts(self) -> None:

@@ -47,6 +47,10 @@ REMOVED = 4403
 """WebSocket close code: the puller was removed from the cluster."""
 RESYNC_REQUIRED = 4410
 """WebSocket close code: the puller is behind tombstones collected at the server."""
+WITHDRAWN = 1012
+"""WebSocket close code (service restart): the server sent relayed marks of an origin it
+no longer vouches for (``RelayDeferrals.withdrawn``); the puller reconnects at once and
+stops deferring that origin elsewhere."""
 
 
 FEATURES = ("regions", "relay-marks")
