@@ -283,6 +283,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "relay_choice",
+        bool,
+        False,
+        "Take each region-mate not pulled directly through one chosen peer, deferring it at "
+        "the others, so each change arrives once (regions larger than max_region_peers + 1; "
+        "experimental: docs/scale.md).",
+    ),
+    Setting(
         "backbone",
         str,
         None,
@@ -557,6 +565,7 @@ class Config:
     peer_discovery: bool = True
     region: str = "default"
     max_region_peers: int = 16
+    relay_choice: bool = False
     backbone: str | None = None
     backbone_stream: str = "EDGEKV"
     member_down_timeout: float = 30.0

@@ -365,7 +365,7 @@ class Replicator:
     def _designate_relays(self) -> None:
         """Take each member not pulled directly through one direct peer (topology.chosen_relays)."""
         members = self._member_regions()
-        if self.config.peer_discovery:
+        if self.config.peer_discovery and self.config.relay_choice:
             chosen = chosen_relays(
                 self.identity.node,
                 members,
@@ -374,7 +374,9 @@ class Replicator:
                 backbone=self.has_backbone,
             )
         else:
-            chosen = {}  # every configured peer is pulled: nothing to choose
+            # Every configured peer is pulled (nothing to choose), or the choice is off:
+            # each peer relays what it has and deferral keeps direct origins from coming twice.
+            chosen = {}
         if self.has_backbone:
             # Other regions' marks come with the backbone: only the region's are passed on.
             region = self.identity.region
