@@ -105,7 +105,9 @@ async def test_export_cursors_keep_a_group_whole_across_pages(store: Store) -> N
 
 def remote_member(member: str, node: int, hlc: int) -> Change:
     row = orsets.encode_row(orsets.Row(hlc, {}))
-    return Change(orsets.set_ns("ns"), orsets.row_key(b"s", member, node), row, None, None, hlc, node)
+    return Change(
+        orsets.set_ns("ns"), orsets.row_key(b"s", member, node), row, None, None, hlc, node
+    )
 
 
 async def test_a_full_set_is_counted_once_for_all_the_adds_it_refuses(
