@@ -20,6 +20,7 @@ from edgekv.http.doc_routes import authorized as authorized_collection
 from edgekv.http.doc_routes import document_id
 from edgekv.http.errors import ApiError
 from edgekv.http.kv_routes import authorized
+from edgekv.http.sse_sink import ResponseSink
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.watch.hub import TooManyWatchers
@@ -126,15 +127,8 @@ async def _serve(request: web.Request, kind: str, space: str, key_code: str) -> 
     try:
         response = web.StreamResponse(headers=_SSE_HEADERS)
         await response.prepare(request)
-
-        def abort() -> None:
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-
-        stream = WatchStream(
-            hub, node.store, node.store.identity.incarnation, watcher, response.write, abort
-        )
+        sink = ResponseSink(request, response)
+        stream = WatchStream(hub, node.store, node.store.identity.incarnation, watcher, sink)
         try:
             await stream.run(token, snapshot)
         except (ConnectionError, RuntimeError) as exc:
@@ -144,7 +138,7 @@ async def _serve(request: web.Request, kind: str, space: str, key_code: str) -> 
         except Exception:
             # The stream has begun: no error shape can follow. The client resumes.
             log.exception("watch stream failed")
-            abort()
+            sink.abort()
         return response
     finally:
         hub.close(watcher)

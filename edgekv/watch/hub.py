@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from edgekv.store.store import Store
+from edgekv.watch.frames import Position, Sink, VectorText
 from edgekv.watch.kinds import Coverage, Kind, WatchFilter
 from edgekv_replication.changes import Change
 
@@ -49,71 +50,49 @@ class WatchLimits:
 
 @dataclass(eq=False, slots=True)
 class Watcher:
-    """One open watch: its filter, its buffer of events, and whether it was cut."""
+    """One open watch: its filter, where it has got, its connection, and how it ended."""
 
     kind: Kind
     filter: WatchFilter
     principal: str
     limit: int
+    """Most bytes its connection may hold unsent; past them the watcher is cut."""
     coverage: Coverage | None = None
     """After a resume at another node: what the token holds (those changes are skipped)."""
-    queue: collections.deque[tuple[int, bytes]] = field(default_factory=collections.deque)
-    queued_bytes: int = 0
+    position: Position | None = None
+    """Set when it joins the tail: the seq and vector its next id names."""
+    sink: Sink | None = None
+    id_head: bytes = b""
+    """``id: <token head>``: what every id of this node's incarnation starts with."""
     cut: bool = False
-    attached: bool = False
-    heartbeat_due: bool = False
-    """Nothing was sent for a heartbeat interval (set by the hub's heartbeat round)."""
+    gone: bool = False
+    """Its connection went (a write found it closed)."""
     stopping: bool = False
     """The node is stopping: the stream ends."""
+    attached: bool = False
     last_sent: float = 0.0
     """Loop time of the stream's last write."""
-    on_cut: Callable[[], None] | None = None
     _waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
-        """Let the stream's writer run (events queued, a cut, a heartbeat, a stop)."""
+        """Let the stream's task run: the watcher was cut, its client went, or the node stops."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Until there is something to do: events, a cut or a heartbeat due.
+    @property
+    def ended(self) -> bool:
+        """Whether the stream is to end (cut, gone or stopping)."""
+        return self.cut or self.gone or self.stopping
 
-        A future per wait, woken directly: no timer per watcher (the hub's
-        heartbeat round covers them all) and no task per wait.
-        """
-        if self.queue or self.cut or self.heartbeat_due or self.stopping:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def offer(self, seq: int, data: bytes) -> bool:
-        """Queue an event; False (and the watcher is cut) when the buffer would overflow."""
-        if self.cut:
-            return False
-        size = len(data) + 64
-        if self.queued_bytes + size > self.limit:
-            self.cut = True
-            self.queue.clear()
-            self.queued_bytes = 0
-            self.wake()
-            if self.on_cut is not None:
-                self.on_cut()
-            return False
-        self.queue.append((seq, data))
-        self.queued_bytes += size
-        self.wake()
-        return True
-
-    def take(self) -> list[tuple[int, bytes]]:
-        """Everything queued, in order (the buffer is empty after)."""
-        items = list(self.queue)
-        self.queue.clear()
-        self.queued_bytes = 0
-        return items
+    async def wait_end(self) -> None:
+        """Until the stream is to end; meanwhile the hub writes its events, not its task."""
+        while not self.ended:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
 
 @dataclass(slots=True)
@@ -192,7 +171,7 @@ class WatchHub:
         self.limits = limits
         self._covered_now = covered_now
         self._position = store.seq
-        self._covered: dict[int, int] = {}
+        self._covered = VectorText({})
         self._idle = False
         """Commits came while no watcher was attached: position and vector are stale."""
         self._spaces: dict[tuple[str, str], _Space] = {}
@@ -202,6 +181,7 @@ class WatchHub:
         self.cut_count = 0
         self.relists = 0
         self._scheduled = False
+        self._last_round = 0.0
         self._open: set[Watcher] = set()
         self.closing = False
         """The node is stopping: every stream ends (its watcher resumes elsewhere)."""
@@ -217,24 +197,51 @@ class WatchHub:
         self._heartbeats = loop.create_task(self._heartbeat_rounds())
 
     async def _heartbeat_rounds(self) -> None:
-        """Four times per heartbeat interval, wake the streams that sent nothing for one."""
+        """Four times per heartbeat interval, a heartbeat to the streams that sent nothing for one.
+
+        Written here, like events: a quiet stream costs no task wake-up. One
+        whose connection has gone is found so (the write fails) and ends.
+        """
         interval = self.limits.heartbeat
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval / 4)
-            quiet_since = loop.time() - interval
-            for watcher in self._open:
+            now = loop.time()
+            quiet_since = now - interval
+            for watcher in list(self._open):
                 if watcher.attached and watcher.last_sent <= quiet_since:
-                    watcher.heartbeat_due = True
-                    watcher.wake()
+                    self._heartbeat(watcher, now)
+
+    def _heartbeat(self, watcher: Watcher, now: float) -> None:
+        position, sink = watcher.position, watcher.sink
+        if position is None or sink is None:
+            return
+        data = b": heartbeat\n\n"
+        if self.position > position.seq:  # the tail moved on: an id to resume from close by
+            position.reach(self.position, self.covered_text)
+            data = b"%b%x.%b\n: heartbeat\n\n" % (
+                watcher.id_head,
+                position.seq,
+                position.text.encode(),
+            )
+        if sink.pending() + len(data) > watcher.limit:
+            self._cut(watcher)
+        elif sink.send(data):
+            watcher.last_sent = now
+        else:
+            self._gone(watcher)
 
     def _catch_up_idle(self) -> None:
         # With no watcher attached nothing is read per commit (not even the vector):
         # both are taken now, together, which is what a joining watcher needs.
         if self._idle and not self._spaces:
             self._position = max(self._position, self._store.seq)
-            self._covered = self._covered_now()
+            self._set_covered(self._covered_now())
             self._idle = False
+
+    def _set_covered(self, covered: dict[int, int]) -> None:
+        if covered != self._covered.vector:  # a new encoding only when it changed
+            self._covered = VectorText(covered)
 
     @property
     def position(self) -> int:
@@ -245,6 +252,12 @@ class WatchHub:
     @property
     def covered(self) -> dict[int, int]:
         """This node's vector as of :attr:`position`."""
+        self._catch_up_idle()
+        return self._covered.vector
+
+    @property
+    def covered_text(self) -> VectorText:
+        """:attr:`covered` with its wire text (one object while the vector stays the same)."""
         self._catch_up_idle()
         return self._covered
 
@@ -273,17 +286,24 @@ class WatchHub:
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         for watcher in self._open:
+            self._detach(watcher)  # nothing after the stream's last frame
             watcher.stopping = True
             watcher.wake()
 
-    def attach(self, watcher: Watcher) -> None:
-        """Join the tail: from :attr:`position` on, matching changes are queued to it."""
+    def attach(self, watcher: Watcher, position: Position, sink: Sink, id_head: bytes) -> None:
+        """Join the tail at ``position`` (the hub's): from now on the hub writes its events.
+
+        ``position`` must be at :attr:`position` (the caller read up to it
+        without awaiting since), so no change falls between.
+        """
+        assert position.seq >= self._position
+        watcher.position, watcher.sink, watcher.id_head = position, sink, id_head
         key = (watcher.kind.name, watcher.filter.space)
         self._spaces.setdefault(key, _Space()).add(watcher)
         watcher.attached = True
+        watcher.last_sent = self._loop_time()
 
-    def close(self, watcher: Watcher) -> None:
-        """The watcher's stream ended: forget it."""
+    def _detach(self, watcher: Watcher) -> None:
         if watcher.attached:
             key = (watcher.kind.name, watcher.filter.space)
             space = self._spaces.get(key)
@@ -292,11 +312,33 @@ class WatchHub:
                 if space.empty():
                     del self._spaces[key]
             watcher.attached = False
-        self._open.discard(watcher)
-        self.open_count -= 1
-        self._per_principal[watcher.principal] -= 1
-        if self._per_principal[watcher.principal] <= 0:
-            del self._per_principal[watcher.principal]
+
+    def close(self, watcher: Watcher) -> None:
+        """The watcher's stream ended: forget it."""
+        self._detach(watcher)
+        if watcher in self._open:
+            self._open.discard(watcher)
+            self.open_count -= 1
+            self._per_principal[watcher.principal] -= 1
+            if self._per_principal[watcher.principal] <= 0:
+                del self._per_principal[watcher.principal]
+
+    def _cut(self, watcher: Watcher) -> None:
+        """Its client does not read: no more events; its task sends ``cut`` and ends."""
+        self._detach(watcher)
+        if not watcher.cut:
+            watcher.cut = True
+            self.cut_count += 1
+        watcher.wake()
+
+    def _gone(self, watcher: Watcher) -> None:
+        self._detach(watcher)
+        watcher.gone = True
+        watcher.wake()
+
+    def _loop_time(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0
 
     # -- the tail ------------------------------------------------------------------
 
@@ -330,21 +372,28 @@ class WatchHub:
             changes = store.changes_after(self._position, _TAIL_ROWS)
             if not changes:
                 break
-            self._fan_out(changes)
+            batches = self._fan_out(changes)
             self._position = changes[-1].seq
-            if self._position >= head:
+            last = self._position >= head
+            if last:
+                # Read before the log up to head: it holds from here on (ids say so).
+                self._position = max(self._position, head)
+                self._set_covered(covered)
+            self._deliver(batches)
+            if last:
                 break
         else:
             self._committed(head)  # more to read: let other work run first
             return
         self._position = max(self._position, head)
-        if covered != self._covered:  # a new object only when it changed: streams cache its text
-            self._covered = covered
+        self._set_covered(covered)
 
-    def _fan_out(self, changes: list[Change]) -> None:
+    def _fan_out(self, changes: list[Change]) -> dict[Watcher, list[tuple[int, bytes]]]:
+        """Each matching watcher's events of ``changes``, in order (seq, event data)."""
         spaces = self._spaces
         kinds = list(self.kinds.values())
         node_id = self._node_id
+        batches: dict[Watcher, list[tuple[int, bytes]]] = {}
         # A folding kind (documents): a key's changes in one round make one event,
         # its state now, read once (per variant) and offered once to each watcher.
         folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[Watcher]]] = {}
@@ -379,6 +428,42 @@ class WatchHub:
                     encoded[variant] = kind.live(change, watcher.filter, node_id)
                 data = encoded[variant]
                 if data is not None:
-                    watcher.offer(change.seq, data)
+                    batch = batches.get(watcher)
+                    if batch is None:
+                        batches[watcher] = batch = []
+                    batch.append((change.seq, data))
                     if offered is not None:
                         offered.add(watcher)
+        return batches
+
+    def _deliver(self, batches: dict[Watcher, list[tuple[int, bytes]]]) -> None:
+        """Write each watcher's events as one piece; cut one whose connection is full.
+
+        Written to the connection here, not through a task per watcher: a
+        round costs one write per watcher it concerns and no task switch.
+        Every id but the last names the event's seq with the vector the
+        watcher had; the last names the hub's position with its vector now,
+        as everything up to it has been handed over.
+        """
+        now = self._loop_time()
+        position_now, covered = self._position, self._covered
+        sent = 0
+        for watcher, items in batches.items():
+            position, sink = watcher.position, watcher.sink
+            if position is None or sink is None or not watcher.attached:
+                continue
+            head = watcher.id_head
+            parts: list[bytes] = []
+            for seq, data in items[:-1]:
+                parts += (head, b"%x" % seq, position.tail, data, b"\n\n")
+            position.reach(position_now, covered)
+            parts += (head, b"%x" % position_now, position.tail, items[-1][1], b"\n\n")
+            payload = b"".join(parts)
+            if sink.pending() + len(payload) > watcher.limit:
+                self._cut(watcher)
+            elif sink.send(payload):
+                watcher.last_sent = now
+                sent += len(items)
+            else:
+                self._gone(watcher)
+        self.events_sent += sent
