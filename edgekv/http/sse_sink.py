@@ -35,6 +35,11 @@ class ResponseSink:
             transport.write(data)
         return True
 
+    def closed(self) -> bool:
+        """Whether the connection has gone (aiohttp drops the transport when it does)."""
+        transport = self._request.transport
+        return transport is None or transport.is_closing()
+
     def pending(self) -> int:
         """Bytes the transport holds that the kernel has not taken."""
         transport = self._request.transport

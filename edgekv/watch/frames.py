@@ -22,6 +22,10 @@ class Sink(Protocol):
         """Hand ``data`` to the network now; False (nothing sent) when the connection is gone."""
         ...
 
+    def closed(self) -> bool:
+        """Whether the connection has gone (the client closed it, or it broke)."""
+        ...
+
     def pending(self) -> int:
         """Bytes handed over that the network has not taken yet."""
         ...

@@ -197,10 +197,12 @@ class WatchHub:
         self._heartbeats = loop.create_task(self._heartbeat_rounds())
 
     async def _heartbeat_rounds(self) -> None:
-        """Four times per heartbeat interval, a heartbeat to the streams that sent nothing for one.
+        """Four times per heartbeat interval: end the streams whose client went, and
+        send a heartbeat to those that sent nothing for an interval.
 
-        Written here, like events: a quiet stream costs no task wake-up. One
-        whose connection has gone is found so (the write fails) and ends.
+        Written here, like events: a quiet stream costs no task wake-up. A
+        stream whose client went is counted out within a quarter interval,
+        not at its next write (which, for a quiet filter, may be far off).
         """
         interval = self.limits.heartbeat
         loop = asyncio.get_running_loop()
@@ -209,7 +211,12 @@ class WatchHub:
             now = loop.time()
             quiet_since = now - interval
             for watcher in list(self._open):
-                if watcher.attached and watcher.last_sent <= quiet_since:
+                sink = watcher.sink
+                if not watcher.attached or sink is None:
+                    continue
+                if sink.closed():
+                    self._gone(watcher)
+                elif watcher.last_sent <= quiet_since:
                     self._heartbeat(watcher, now)
 
     def _heartbeat(self, watcher: Watcher, now: float) -> None:
