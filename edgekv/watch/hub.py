@@ -32,6 +32,15 @@ from edgekv_replication.changes import Change
 _ROUND_PAGES = 8
 """Pages of the log one dispatch reads before letting other work run."""
 _TAIL_ROWS = 500
+_ROUND_GAP = 0.005
+"""Least seconds from one round of the tail to the next.
+
+A round costs each watcher it concerns one write to its connection (a
+system call, and a wake-up of its reader), whatever the number of its
+events: a watcher of a whole namespace under a write load gets one per round.
+Commits closer together than this share a round; a commit after a quiet spell
+is dispatched at once, so the gap delays events only under load.
+"""
 
 
 class TooManyWatchers(Exception):
@@ -362,13 +371,23 @@ class WatchHub:
         except RuntimeError:
             on_loop = False
         if on_loop:
-            loop.call_soon(self._dispatch)
+            self._schedule(loop)
         else:
-            loop.call_soon_threadsafe(self._dispatch)
+            loop.call_soon_threadsafe(self._schedule, loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        wait = self._last_round + _ROUND_GAP - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._dispatch)
+        else:
+            # Two turns of the loop: the commit's writers are answered and the next
+            # commit begins (both queued after this listener) before the round runs.
+            loop.call_soon(loop.call_soon, self._dispatch)
 
     def _dispatch(self) -> None:
         """Hand the log's new changes to the watchers (some pages; again soon if more)."""
         self._scheduled = False
+        self._last_round = self._loop_time()
         store = self._store
         if not self._spaces:  # nobody to tell: a watcher that joins catches up itself
             self._idle = True  # position and vector are brought up to date when read
