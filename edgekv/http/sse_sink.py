@@ -19,13 +19,18 @@ class ResponseSink:
     def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
         """``response`` must be prepared (its headers sent, its framing chosen)."""
         self._request = request
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("the watch client went")
+        # The same transport for the connection's life; closing once the client goes.
+        self._transport = transport
         self._chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"
         self._empty = request.method == hdrs.METH_HEAD  # a HEAD answer has no body
 
     def send(self, data: bytes) -> bool:
         """Write ``data`` now (the kernel takes what it can, the transport buffers the rest)."""
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
+        transport = self._transport
+        if transport.is_closing():
             return False
         if self._empty:
             return True
@@ -36,14 +41,12 @@ class ResponseSink:
         return True
 
     def closed(self) -> bool:
-        """Whether the connection has gone (aiohttp drops the transport when it does)."""
-        transport = self._request.transport
-        return transport is None or transport.is_closing()
+        """Whether the connection has gone."""
+        return self._transport.is_closing()
 
     def pending(self) -> int:
         """Bytes the transport holds that the kernel has not taken."""
-        transport = self._request.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size()
 
     async def drained(self) -> None:
         """Until the transport is below its high-water mark (aiohttp's own flow control)."""
@@ -51,6 +54,4 @@ class ResponseSink:
 
     def abort(self) -> None:
         """Drop the connection."""
-        transport = self._request.transport
-        if transport is not None:
-            transport.abort()
+        self._transport.abort()

@@ -7,14 +7,21 @@ by prefix (or key), so a change costs a few dictionary lookups whatever the
 number of watchers. Event data is encoded once per change and per variant
 (with or without values) and shared.
 
-Each watcher has a bounded buffer (:class:`Watcher`): one that does not read
-is *cut* once its buffer is full -- the events queued are dropped and its
-stream is closed, and it resumes from the last event it received. Nothing is
-lost by a cut: the token of the last event received names where to resume.
+The hub also writes the events, to each watcher's connection itself (a
+:class:`~edgekv.watch.frames.Sink`): no queue, task or wake-up per watcher.
+A write is a system call and a wake-up of the client, whatever it holds, so
+the events of commits in quick succession are held (:data:`WRITE_GAP`) and a
+watcher gets them in one write.
+
+Each watcher's unsent bytes are bounded (:class:`Watcher`): one that does not
+read is *cut* once its events held and its connection's buffer reach the
+bound -- the events held are dropped, its stream is closed, and it resumes
+from the last event it received. Nothing is lost by a cut: the token of the
+last event received names where to resume.
 
 A watcher joins the tail at :attr:`WatchHub.position` after catching up to it
-itself (:mod:`edgekv.watch.catchup`); both run on the event loop, so no
-change falls between them.
+itself (:mod:`edgekv.watch.stream`); both run on the event loop, so no change
+falls between them.
 """
 
 from __future__ import annotations
@@ -32,14 +39,13 @@ from edgekv_replication.changes import Change
 _ROUND_PAGES = 8
 """Pages of the log one dispatch reads before letting other work run."""
 _TAIL_ROWS = 500
-_ROUND_GAP = 0.005
-"""Least seconds from one round of the tail to the next.
+WRITE_GAP = 0.005
+"""Least seconds between two writes of the tail to the watchers.
 
-A round costs each watcher it concerns one write to its connection (a
-system call, and a wake-up of its reader), whatever the number of its
-events: a watcher of a whole namespace under a write load gets one per round.
-Commits closer together than this share a round; a commit after a quiet spell
-is dispatched at once, so the gap delays events only under load.
+Events are read and matched at each commit, as it settles, but written to the
+connections at most this often: under a write load a watcher of a whole
+namespace gets one write per interval rather than one per commit. After a
+quiet spell events are written at once, so the gap delays them only under load.
 """
 
 
@@ -73,6 +79,9 @@ class Watcher:
     sink: Sink | None = None
     id_head: bytes = b""
     """``id: <token head>``: what every id of this node's incarnation starts with."""
+    held: list[tuple[int, bytes]] = field(default_factory=list)
+    """Events matched but not yet written (seq, event data), until the next write."""
+    held_bytes: int = 0
     cut: bool = False
     gone: bool = False
     """Its connection went (a write found it closed)."""
@@ -190,7 +199,10 @@ class WatchHub:
         self.cut_count = 0
         self.relists = 0
         self._scheduled = False
-        self._last_round = 0.0
+        self._holding: dict[Watcher, None] = {}
+        """Watchers with events held, in the order they got their first."""
+        self._last_write = 0.0
+        self._write_due: asyncio.TimerHandle | None = None
         self._open: set[Watcher] = set()
         self.closing = False
         """The node is stopping: every stream ends (its watcher resumes elsewhere)."""
@@ -230,11 +242,11 @@ class WatchHub:
 
     def _heartbeat(self, watcher: Watcher, now: float) -> None:
         position, sink = watcher.position, watcher.sink
-        if position is None or sink is None:
-            return
+        if position is None or sink is None or watcher.held:
+            return  # events held: the next write is due within the gap
         data = b": heartbeat\n\n"
-        if self.position > position.seq:  # the tail moved on: an id to resume from close by
-            position.reach(self.position, self.covered_text)
+        if self._position > position.seq:  # the tail moved on: an id to resume from close by
+            position.reach(self._position, self._covered)
             data = b"%b%x.%b\n: heartbeat\n\n" % (
                 watcher.id_head,
                 position.seq,
@@ -320,6 +332,9 @@ class WatchHub:
         watcher.last_sent = self._loop_time()
 
     def _detach(self, watcher: Watcher) -> None:
+        watcher.held.clear()
+        watcher.held_bytes = 0
+        self._holding.pop(watcher, None)
         if watcher.attached:
             key = (watcher.kind.name, watcher.filter.space)
             space = self._spaces.get(key)
@@ -370,24 +385,16 @@ class WatchHub:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
+        # On the loop (the writer settles a commit there): the round runs before the
+        # next commit begins, so what it reads of the store is that commit's state.
         if on_loop:
-            self._schedule(loop)
+            loop.call_soon(self._dispatch)
         else:
-            loop.call_soon_threadsafe(self._schedule, loop)
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        wait = self._last_round + _ROUND_GAP - loop.time()
-        if wait > 0:
-            loop.call_later(wait, self._dispatch)
-        else:
-            # Two turns of the loop: the commit's writers are answered and the next
-            # commit begins (both queued after this listener) before the round runs.
-            loop.call_soon(loop.call_soon, self._dispatch)
+            loop.call_soon_threadsafe(self._dispatch)
 
     def _dispatch(self) -> None:
         """Hand the log's new changes to the watchers (some pages; again soon if more)."""
         self._scheduled = False
-        self._last_round = self._loop_time()
         store = self._store
         if not self._spaces:  # nobody to tell: a watcher that joins catches up itself
             self._idle = True  # position and vector are brought up to date when read
@@ -395,31 +402,31 @@ class WatchHub:
         covered = self._covered_now()
         head = store.seq
         for _ in range(_ROUND_PAGES):
-            changes = store.changes_after(self._position, _TAIL_ROWS)
+            page = store.changes_after(self._position, _TAIL_ROWS)
+            # Rows past head are of a commit not settled yet (the store's caches may
+            # not show it): they come with the round of its own settling.
+            changes = [c for c in page if c.seq <= head] if page and page[-1].seq > head else page
             if not changes:
                 break
-            batches = self._fan_out(changes)
+            self._fan_out(changes)
             self._position = changes[-1].seq
-            last = self._position >= head
-            if last:
-                # Read before the log up to head: it holds from here on (ids say so).
-                self._position = max(self._position, head)
-                self._set_covered(covered)
-            self._deliver(batches)
-            if last:
+            if self._position >= head or len(changes) < len(page):
                 break
         else:
             self._committed(head)  # more to read: let other work run first
+            self._write_held()
             return
+        # Read before the log up to head: the vector holds from here on (ids say so).
         self._position = max(self._position, head)
         self._set_covered(covered)
+        self._write_held()
 
-    def _fan_out(self, changes: list[Change]) -> dict[Watcher, list[tuple[int, bytes]]]:
-        """Each matching watcher's events of ``changes``, in order (seq, event data)."""
+    def _fan_out(self, changes: list[Change]) -> None:
+        """Hold each matching watcher's events of ``changes``, in order (seq, event data)."""
         spaces = self._spaces
         kinds = list(self.kinds.values())
         node_id = self._node_id
-        batches: dict[Watcher, list[tuple[int, bytes]]] = {}
+        holding = self._holding
         # A folding kind (documents): a key's changes in one round make one event,
         # its state now, read once (per variant) and offered once to each watcher.
         folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[Watcher]]] = {}
@@ -453,30 +460,45 @@ class WatchHub:
                 if variant not in encoded:
                     encoded[variant] = kind.live(change, watcher.filter, node_id)
                 data = encoded[variant]
-                if data is not None:
-                    batch = batches.get(watcher)
-                    if batch is None:
-                        batches[watcher] = batch = []
-                    batch.append((change.seq, data))
-                    if offered is not None:
-                        offered.add(watcher)
-        return batches
+                if data is None:
+                    continue
+                if offered is not None:
+                    offered.add(watcher)
+                size = len(data) + 64  # and its id
+                if watcher.held_bytes + size > watcher.limit:
+                    self._cut(watcher)  # detached: matched no more
+                    continue
+                watcher.held.append((change.seq, data))
+                watcher.held_bytes += size
+                holding[watcher] = None
 
-    def _deliver(self, batches: dict[Watcher, list[tuple[int, bytes]]]) -> None:
-        """Write each watcher's events as one piece; cut one whose connection is full.
+    def _write_held(self) -> None:
+        """Write the events held now if the last write is a gap ago, else when it is."""
+        if not self._holding or self._write_due is not None:
+            return
+        loop = self._loop
+        wait = 0.0 if loop is None else self._last_write + WRITE_GAP - loop.time()
+        if wait > 0 and loop is not None:
+            self._write_due = loop.call_later(wait, self._write)
+        else:
+            self._write()
 
-        Written to the connection here, not through a task per watcher: a
-        round costs one write per watcher it concerns and no task switch.
+    def _write(self) -> None:
+        """Write every watcher's held events as one piece; cut one whose connection is full.
+
         Every id but the last names the event's seq with the vector the
         watcher had; the last names the hub's position with its vector now,
         as everything up to it has been handed over.
         """
-        now = self._loop_time()
+        self._write_due = None
+        now = self._last_write = self._loop_time()
         position_now, covered = self._position, self._covered
+        holding, self._holding = self._holding, {}
         sent = 0
-        for watcher, items in batches.items():
-            position, sink = watcher.position, watcher.sink
-            if position is None or sink is None or not watcher.attached:
+        for watcher in holding:
+            items, position, sink = watcher.held, watcher.position, watcher.sink
+            watcher.held, watcher.held_bytes = [], 0
+            if not items or position is None or sink is None or not watcher.attached:
                 continue
             head = watcher.id_head
             parts: list[bytes] = []

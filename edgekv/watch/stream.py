@@ -95,8 +95,8 @@ class WatchStream:
             await self._scan(start.seq, coverage)
             await self._catch_up(start, coverage)
             return
-        now = hub.covered_text
-        start = Position(hub.position, now.vector, now, now)
+        seq, now = hub.position, hub.covered_text
+        start = Position(seq, now.vector, now, now)
         if snapshot:
             await self._scan(start.seq, None)
         await self._catch_up(start, None)
