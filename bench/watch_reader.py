@@ -8,8 +8,9 @@ as large as the node's own cost of sending the events. Two modes:
 
 * *measuring*: the body is decoded (chunks, then SSE blocks) and the arrival
   time of every change event is noted with its key;
-* *draining*: every byte is read and dropped unparsed (a stream's client
-  still reads everything, so the node never holds it back or cuts it).
+* *draining*: every byte is read and dropped unparsed, by a thread polling
+  the sockets every 5 ms (:meth:`Readers.drain`); a stream's client still
+  reads everything, so the node never holds it back or cuts it.
 
 A stream is decoded until it is live (its ``ready`` event) and while delays
 are measured; once switched to draining it stays so (its framing is lost).
@@ -20,10 +21,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
+import select
+import threading
 import time
 from urllib.parse import urlsplit
 
 from edgekv_client._watch import SseParser
+
+POLL_SECONDS = 0.005
+"""How often the draining thread reads the sockets (well within their buffers)."""
 
 
 class ChunkedBody:
@@ -126,6 +133,8 @@ class Readers:
         self.cut = 0
         self.refusals: list[str] = []
         self._all_live = asyncio.Event()
+        self._stop_polling = threading.Event()
+        self._drainer: threading.Thread | None = None
 
     async def open(self) -> None:
         """Open every stream; return once each is live (or raise if one ended before)."""
@@ -146,11 +155,46 @@ class Readers:
             )
 
     def drain(self) -> None:
-        """From now on every stream reads and drops what comes."""
+        """From now on every stream's bytes are read and dropped, by a thread that polls.
+
+        The event loop stops reading the sockets; a thread reads every socket
+        with data every :data:`POLL_SECONDS` (``epoll`` without waiting, then
+        one ``recv`` per ready socket). Blocking in ``epoll`` instead, as the
+        loop does, wakes the process for every event the node writes: a cost of
+        co-locating 1,010 clients with the node that remote clients would not
+        put on its cores. Polling reads the same bytes, in fewer wake-ups.
+        """
+        sockets = []
         for stream in self.streams:
             stream.draining = True
+            if stream.transport is not None and not stream.transport.is_closing():
+                stream.transport.pause_reading()
+                sockets.append(stream.transport.get_extra_info("socket").fileno())
+        self._drainer = threading.Thread(target=self._poll, args=(sockets,), daemon=True)
+        self._drainer.start()
+
+    def _poll(self, fds: list[int]) -> None:
+        poller = select.epoll()
+        for fd in fds:
+            poller.register(fd, select.EPOLLIN)
+        try:
+            while not self._stop_polling.is_set():
+                time.sleep(POLL_SECONDS)
+                for fd, _ in poller.poll(0):
+                    try:
+                        if not os.read(fd, 1 << 18):
+                            poller.unregister(fd)  # the node ended the stream
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        poller.unregister(fd)
+        finally:
+            poller.close()
 
     def close(self) -> None:
+        self._stop_polling.set()
+        if self._drainer is not None:
+            self._drainer.join()
         for stream in self.streams:
             if stream.transport is not None:
                 stream.transport.close()

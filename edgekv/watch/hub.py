@@ -9,9 +9,9 @@ number of watchers. Event data is encoded once per change and per variant
 
 The hub also writes the events, to each watcher's connection itself (a
 :class:`~edgekv.watch.frames.Sink`): no queue, task or wake-up per watcher.
-A write is a system call and a wake-up of the client, whatever it holds, so
-the events of commits in quick succession are held (:data:`WRITE_GAP`) and a
-watcher gets them in one write.
+A round costs a read of the log and, per watcher it concerns, a write (a
+system call and a wake-up of the client) whatever it holds, so under a write
+load rounds are at least :data:`ROUND_GAP` apart and take several commits.
 
 Each watcher's unsent bytes are bounded (:class:`Watcher`): one that does not
 read is *cut* once its events held and its connection's buffer reach the
@@ -39,13 +39,13 @@ from edgekv_replication.changes import Change
 _ROUND_PAGES = 8
 """Pages of the log one dispatch reads before letting other work run."""
 _TAIL_ROWS = 500
-WRITE_GAP = 0.005
-"""Least seconds between two writes of the tail to the watchers.
+ROUND_GAP = 0.005
+"""Least seconds between two rounds of the tail.
 
-Events are read and matched at each commit, as it settles, but written to the
-connections at most this often: under a write load a watcher of a whole
-namespace gets one write per interval rather than one per commit. After a
-quiet spell events are written at once, so the gap delays them only under load.
+A round runs as a commit settles, before the next begins (so what it reads of
+the store is no newer than the log it reads), and at once after a quiet
+spell: the gap delays events only under a write load, where it makes a
+round carry the commits of a few milliseconds.
 """
 
 
@@ -199,10 +199,13 @@ class WatchHub:
         self.cut_count = 0
         self.relists = 0
         self._scheduled = False
+        self._behind = False
+        """Commits settled that no round has read yet."""
+        self._last_round = 0.0
+        self._round_due: asyncio.TimerHandle | None = None
+        self._rounds_waited: list[asyncio.Future[None]] = []
         self._holding: dict[Watcher, None] = {}
-        """Watchers with events held, in the order they got their first."""
-        self._last_write = 0.0
-        self._write_due: asyncio.TimerHandle | None = None
+        """Watchers with events held (matched, not yet written), in order of their first."""
         self._open: set[Watcher] = set()
         self.closing = False
         """The node is stopping: every stream ends (its watcher resumes elsewhere)."""
@@ -313,6 +316,7 @@ class WatchHub:
         self.closing = True
         if self._heartbeats is not None:
             self._heartbeats.cancel()
+        self._wake_waiting()
         for watcher in self._open:
             self._detach(watcher)  # nothing after the stream's last frame
             watcher.stopping = True
@@ -373,38 +377,74 @@ class WatchHub:
 
     # -- the tail ------------------------------------------------------------------
 
+    async def settled(self) -> None:
+        """Until a round has read every commit settled by now (at most a gap and a commit).
+
+        A stream starts after it: a client that wrote, was answered and
+        opened a stream finds its write in the catch-up, not after ``ready``.
+        """
+        if not self._behind or self._loop is None:
+            return
+        waited = self._loop.create_future()
+        self._rounds_waited.append(waited)
+        await waited
+
     def _committed(self, seq: int) -> None:
         loop = self._loop
         if not self._spaces:  # nobody to tell (the writer's thread may call: a plain flag)
             self._idle = True
             return
-        if loop is None or self._scheduled:
+        if loop is None:
             return
-        self._scheduled = True
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
-        # On the loop (the writer settles a commit there): the round runs before the
-        # next commit begins, so what it reads of the store is that commit's state.
-        if on_loop:
+        if not on_loop:
+            loop.call_soon_threadsafe(self._committed, seq)
+            return
+        self._behind = True
+        if self._scheduled:
+            return
+        wait = self._last_round + ROUND_GAP - loop.time()
+        if wait <= 0:
+            # The writer settles a commit here: the round runs before the next begins.
+            self._scheduled = True
             loop.call_soon(self._dispatch)
-        else:
-            loop.call_soon_threadsafe(self._dispatch)
+        elif self._round_due is None:
+            self._round_due = loop.call_later(wait, self._gap_over)
+
+    def _gap_over(self) -> None:
+        """The gap is over with commits unread: a round as soon as no commit is under way.
+
+        A commit under way makes its rows visible before the store's caches
+        drop what they replace; a round reading state then could send a state
+        newer than the log it read. It settles soon; the round runs then.
+        """
+        self._round_due = None
+        if self._behind and not self._scheduled:
+            self._store.writer.when_settled(self._round_now)
+
+    def _round_now(self) -> None:
+        if self._behind and not self._scheduled:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         """Hand the log's new changes to the watchers (some pages; again soon if more)."""
         self._scheduled = False
+        self._behind = False
+        self._last_round = self._loop_time()
         store = self._store
         if not self._spaces:  # nobody to tell: a watcher that joins catches up itself
             self._idle = True  # position and vector are brought up to date when read
+            self._wake_waiting()
             return
         covered = self._covered_now()
         head = store.seq
         for _ in range(_ROUND_PAGES):
             page = store.changes_after(self._position, _TAIL_ROWS)
             # Rows past head are of a commit not settled yet (the store's caches may
-            # not show it): they come with the round of its own settling.
+            # not show it): they come with a round after it settles.
             changes = [c for c in page if c.seq <= head] if page and page[-1].seq > head else page
             if not changes:
                 break
@@ -413,13 +453,21 @@ class WatchHub:
             if self._position >= head or len(changes) < len(page):
                 break
         else:
+            self._write()
+            self._behind = True
             self._committed(head)  # more to read: let other work run first
-            self._write_held()
             return
         # Read before the log up to head: the vector holds from here on (ids say so).
         self._position = max(self._position, head)
         self._set_covered(covered)
-        self._write_held()
+        self._write()
+        self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        waiting, self._rounds_waited = self._rounds_waited, []
+        for waited in waiting:
+            if not waited.done():
+                waited.set_result(None)
 
     def _fan_out(self, changes: list[Change]) -> None:
         """Hold each matching watcher's events of ``changes``, in order (seq, event data)."""
@@ -472,17 +520,6 @@ class WatchHub:
                 watcher.held_bytes += size
                 holding[watcher] = None
 
-    def _write_held(self) -> None:
-        """Write the events held now if the last write is a gap ago, else when it is."""
-        if not self._holding or self._write_due is not None:
-            return
-        loop = self._loop
-        wait = 0.0 if loop is None else self._last_write + WRITE_GAP - loop.time()
-        if wait > 0 and loop is not None:
-            self._write_due = loop.call_later(wait, self._write)
-        else:
-            self._write()
-
     def _write(self) -> None:
         """Write every watcher's held events as one piece; cut one whose connection is full.
 
@@ -490,8 +527,7 @@ class WatchHub:
         watcher had; the last names the hub's position with its vector now,
         as everything up to it has been handed over.
         """
-        self._write_due = None
-        now = self._last_write = self._loop_time()
+        now = self._loop_time()
         position_now, covered = self._position, self._covered
         holding, self._holding = self._holding, {}
         sent = 0

@@ -78,6 +78,7 @@ class WatchStream:
         """Serve the stream until the client goes, the watcher is cut or must re-list."""
         hub, watcher = self._hub, self._watcher
         reads = self._store.watch_reads
+        await hub.settled()  # every write answered before the stream began is in its catch-up
         if self._issued_here(token):
             assert token is not None
             if token.seq < self._store.purged_seq():
