@@ -69,24 +69,23 @@ class Position:
 
     seq: int
     vector: dict[int, int]
-    encoded: VectorText | None = None
+    encoded: VectorText
     merged_from: VectorText | None = None
     """The hub vector last merged in: merged again only when the hub's changes."""
 
-    def __post_init__(self) -> None:
-        if self.encoded is None:
-            self.encoded = VectorText(self.vector)
+    @classmethod
+    def of(cls, seq: int, vector: dict[int, int]) -> Position:
+        """A position with a vector of its own."""
+        return cls(seq, vector, VectorText(vector))
 
     @property
     def text(self) -> str:
         """The vector's wire text."""
-        assert self.encoded is not None
         return self.encoded.text
 
     @property
     def tail(self) -> bytes:
         """What follows the seq in a change frame's id (the vector and the event line)."""
-        assert self.encoded is not None
         return self.encoded.tail
 
     def reach(self, seq: int, hub: VectorText) -> None:

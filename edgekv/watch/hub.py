@@ -79,9 +79,8 @@ class Watcher:
     sink: Sink | None = None
     id_head: bytes = b""
     """``id: <token head>``: what every id of this node's incarnation starts with."""
-    held: list[tuple[int, bytes]] = field(default_factory=list)
-    """Events matched but not yet written (seq, event data), until the next write."""
-    held_bytes: int = 0
+    group: _Group | None = None
+    """While attached: the watchers it shares its events with."""
     cut: bool = False
     gone: bool = False
     """Its connection went (a write found it closed)."""
@@ -113,38 +112,79 @@ class Watcher:
                 self._waiter = None
 
 
+@dataclass(eq=False, slots=True)
+class _Group:
+    """Watchers that get the same events: one filter and no token's coverage to skip.
+
+    A round matches a change to the group once, holds its events once, and
+    builds each write once per vector its members' ids name (usually one).
+    A watcher resumed from another node's token has a group of its own.
+    """
+
+    filter: WatchFilter
+    coverage: Coverage | None
+    members: dict[Watcher, None] = field(default_factory=dict)
+    held: list[tuple[int, bytes]] = field(default_factory=list)
+    """The round's events (seq, event data), written at its end."""
+    held_bytes: int = 0
+
+
 @dataclass(slots=True)
 class _Space:
-    """The watchers of one namespace or collection, indexed by prefix and by key."""
+    """The watchers of one namespace or collection, in groups indexed by prefix and by key."""
 
-    by_prefix: dict[bytes, set[Watcher]] = field(default_factory=dict)
+    by_prefix: dict[bytes, set[_Group]] = field(default_factory=dict)
     lengths: list[int] = field(default_factory=list)
-    by_key: dict[bytes, set[Watcher]] = field(default_factory=dict)
+    by_key: dict[bytes, set[_Group]] = field(default_factory=dict)
+    shared: dict[WatchFilter, _Group] = field(default_factory=dict)
+    """The groups open to more members, by filter."""
 
     def add(self, watcher: Watcher) -> None:
-        keys = watcher.filter.keys
-        if keys is not None:
-            for key in keys:
-                self.by_key.setdefault(key, set()).add(watcher)
-            return
-        prefix = watcher.filter.prefix
-        self.by_prefix.setdefault(prefix, set()).add(watcher)
-        self.lengths = sorted({len(p) for p in self.by_prefix})
+        group = self.shared.get(watcher.filter) if watcher.coverage is None else None
+        if group is None:
+            group = _Group(watcher.filter, watcher.coverage)
+            if watcher.coverage is None:
+                self.shared[watcher.filter] = group
+            self._index(group)
+        group.members[watcher] = None
+        watcher.group = group
 
     def remove(self, watcher: Watcher) -> None:
-        keys = watcher.filter.keys
+        group = watcher.group
+        watcher.group = None
+        if group is None:
+            return
+        group.members.pop(watcher, None)
+        if group.members:
+            return
+        if self.shared.get(group.filter) is group:
+            del self.shared[group.filter]
+        self._unindex(group)
+
+    def _index(self, group: _Group) -> None:
+        keys = group.filter.keys
+        if keys is not None:
+            for key in keys:
+                self.by_key.setdefault(key, set()).add(group)
+            return
+        prefix = group.filter.prefix
+        self.by_prefix.setdefault(prefix, set()).add(group)
+        self.lengths = sorted({len(p) for p in self.by_prefix})
+
+    def _unindex(self, group: _Group) -> None:
+        keys = group.filter.keys
         if keys is not None:
             for key in keys:
                 found = self.by_key.get(key)
                 if found is not None:
-                    found.discard(watcher)
+                    found.discard(group)
                     if not found:
                         del self.by_key[key]
             return
-        prefix = watcher.filter.prefix
+        prefix = group.filter.prefix
         found = self.by_prefix.get(prefix)
         if found is not None:
-            found.discard(watcher)
+            found.discard(group)
             if not found:
                 del self.by_prefix[prefix]
                 self.lengths = sorted({len(p) for p in self.by_prefix})
@@ -152,8 +192,8 @@ class _Space:
     def empty(self) -> bool:
         return not self.by_prefix and not self.by_key
 
-    def matching(self, key: bytes) -> list[Watcher]:
-        found: list[Watcher] = []
+    def matching(self, key: bytes) -> list[_Group]:
+        found: list[_Group] = []
         exact = self.by_key.get(key)
         if exact:
             found.extend(exact)
@@ -204,8 +244,8 @@ class WatchHub:
         self._last_round = 0.0
         self._round_due: asyncio.TimerHandle | None = None
         self._rounds_waited: list[asyncio.Future[None]] = []
-        self._holding: dict[Watcher, None] = {}
-        """Watchers with events held (matched, not yet written), in order of their first."""
+        self._holding: dict[_Group, None] = {}
+        """Groups with events held in this round, in order of their first."""
         self._open: set[Watcher] = set()
         self.closing = False
         """The node is stopping: every stream ends (its watcher resumes elsewhere)."""
@@ -244,9 +284,10 @@ class WatchHub:
                     self._heartbeat(watcher, now)
 
     def _heartbeat(self, watcher: Watcher, now: float) -> None:
+        # Between rounds (as here) no group holds events: an id may name the hub's position.
         position, sink = watcher.position, watcher.sink
-        if position is None or sink is None or watcher.held:
-            return  # events held: the next write is due within the gap
+        if position is None or sink is None:
+            return
         data = b": heartbeat\n\n"
         if self._position > position.seq:  # the tail moved on: an id to resume from close by
             position.reach(self._position, self._covered)
@@ -336,9 +377,6 @@ class WatchHub:
         watcher.last_sent = self._loop_time()
 
     def _detach(self, watcher: Watcher) -> None:
-        watcher.held.clear()
-        watcher.held_bytes = 0
-        self._holding.pop(watcher, None)
         if watcher.attached:
             key = (watcher.kind.name, watcher.filter.space)
             space = self._spaces.get(key)
@@ -470,14 +508,15 @@ class WatchHub:
                 waited.set_result(None)
 
     def _fan_out(self, changes: list[Change]) -> None:
-        """Hold each matching watcher's events of ``changes``, in order (seq, event data)."""
+        """Hold each matching group's events of ``changes``, in order (seq, event data)."""
         spaces = self._spaces
         kinds = list(self.kinds.values())
         node_id = self._node_id
         holding = self._holding
+        limit = self.limits.buffer_bytes
         # A folding kind (documents): a key's changes in one round make one event,
-        # its state now, read once (per variant) and offered once to each watcher.
-        folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[Watcher]]] = {}
+        # its state now, read once (per variant) and offered once to each group.
+        folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[_Group]]] = {}
         for change in changes:
             for kind in kinds:
                 space_name = kind.space_of(change)
@@ -488,66 +527,92 @@ class WatchHub:
             space = spaces.get((kind.name, space_name))
             if space is None:
                 continue
-            watchers = space.matching(kind.name_of(change))
-            if not watchers:
+            groups = space.matching(kind.name_of(change))
+            if not groups:
                 continue
-            offered: set[Watcher] | None = None
+            offered: set[_Group] | None = None
             encoded: dict[bool, bytes | None]
             if kind.folds:
                 fold = (change.ns, kind.fold_key(change))
                 encoded, offered = folded.setdefault(fold, ({}, set()))
             else:
                 encoded = {}
-            for watcher in watchers:
-                if offered is not None and watcher in offered:
+            for group in groups:
+                if offered is not None and group in offered:
                     continue
-                coverage = watcher.coverage
+                coverage = group.coverage
                 if coverage is not None and kind.resumed_skip(change, coverage):
                     continue
-                variant = watcher.filter.include_values
+                watch = group.filter
+                variant = watch.include_values
                 if variant not in encoded:
-                    encoded[variant] = kind.live(change, watcher.filter, node_id)
+                    encoded[variant] = kind.live(change, watch, node_id)
                 data = encoded[variant]
                 if data is None:
                     continue
                 if offered is not None:
-                    offered.add(watcher)
+                    offered.add(group)
                 size = len(data) + 64  # and its id
-                if watcher.held_bytes + size > watcher.limit:
-                    self._cut(watcher)  # detached: matched no more
+                if group.held_bytes + size > limit:
+                    for watcher in list(group.members):
+                        self._cut(watcher)  # the group goes with its last member
+                    group.held.clear()
+                    group.held_bytes = 0
+                    holding.pop(group, None)
                     continue
-                watcher.held.append((change.seq, data))
-                watcher.held_bytes += size
-                holding[watcher] = None
+                group.held.append((change.seq, data))
+                group.held_bytes += size
+                holding[group] = None
 
     def _write(self) -> None:
-        """Write every watcher's held events as one piece; cut one whose connection is full.
+        """Write each watcher its events of the round as one piece; cut one that is full.
 
         Every id but the last names the event's seq with the vector the
         watcher had; the last names the hub's position with its vector now,
-        as everything up to it has been handed over.
+        as everything up to it has been handed over. Members of a group with
+        the same vectors get the same bytes, built once.
         """
         now = self._loop_time()
         position_now, covered = self._position, self._covered
         holding, self._holding = self._holding, {}
         sent = 0
-        for watcher in holding:
-            items, position, sink = watcher.held, watcher.position, watcher.sink
-            watcher.held, watcher.held_bytes = [], 0
-            if not items or position is None or sink is None or not watcher.attached:
+        for group in holding:
+            items = group.held
+            group.held, group.held_bytes = [], 0
+            if not items:
                 continue
-            head = watcher.id_head
-            parts: list[bytes] = []
-            for seq, data in items[:-1]:
-                parts += (head, b"%x" % seq, position.tail, data, b"\n\n")
-            position.reach(position_now, covered)
-            parts += (head, b"%x" % position_now, position.tail, items[-1][1], b"\n\n")
-            payload = b"".join(parts)
-            if sink.pending() + len(payload) > watcher.limit:
-                self._cut(watcher)
-            elif sink.send(payload):
-                watcher.last_sent = now
-                sent += len(items)
-            else:
-                self._gone(watcher)
+            built: dict[tuple[int, int], tuple[bytes, VectorText, VectorText]] = {}
+            for watcher in list(group.members):
+                position, sink = watcher.position, watcher.sink
+                if position is None or sink is None or not watcher.attached:
+                    continue
+                before = position.encoded
+                position.reach(position_now, covered)
+                after = position.encoded
+                key = (id(before), id(after))
+                found = built.get(key)
+                if found is None:
+                    head = watcher.id_head
+                    payload = _payload(head, items, before.tail, position_now, after.tail)
+                    built[key] = (payload, before, after)  # kept: their ids stay theirs
+                else:
+                    payload = found[0]
+                if sink.pending() + len(payload) > watcher.limit:
+                    self._cut(watcher)
+                elif sink.send(payload):
+                    watcher.last_sent = now
+                    sent += len(items)
+                else:
+                    self._gone(watcher)
         self.events_sent += sent
+
+
+def _payload(
+    head: bytes, items: list[tuple[int, bytes]], tail: bytes, last_seq: int, last_tail: bytes
+) -> bytes:
+    """Change frames (``<head><seq><tail><data>``, a blank line); the last at ``last_seq``."""
+    parts: list[bytes] = []
+    for seq, data in items[:-1]:
+        parts += (head, b"%x" % seq, tail, data, b"\n\n")
+    parts += (head, b"%x" % last_seq, last_tail, items[-1][1], b"\n\n")
+    return b"".join(parts)

@@ -84,7 +84,7 @@ class WatchStream:
             if token.seq < self._store.purged_seq():
                 await self._relist("tombstones after this token were collected here")
                 return
-            await self._catch_up(Position(token.seq, dict(token.covered)), None)
+            await self._catch_up(Position.of(token.seq, dict(token.covered)), None)
             return
         if token is not None:
             if below_any(token.covered, reads.collected()):
@@ -92,7 +92,7 @@ class WatchStream:
                 return
             coverage = Coverage(token.covered, self._floor(token.covered))
             watcher.coverage = coverage
-            start = Position(hub.position, merged(token.covered, hub.covered))
+            start = Position.of(hub.position, merged(token.covered, hub.covered))
             await self._scan(start.seq, coverage)
             await self._catch_up(start, coverage)
             return
