@@ -1,11 +1,12 @@
 """Watch benchmark: many watchers on one node, event delay, memory per watcher, PUT cost.
 
-One node with its defaults (``synchronous=full``; watcher limits raised to fit,
-heartbeats every second so that closed streams are counted out between rounds).
-A child process opens ``--watchers`` watch streams, each on a prefix of its
-own (``p<i>:``), plus ``--whole`` on the whole namespace, and notes when each
-event arrives; this process writes and notes acknowledgements (one monotonic
-clock for both: ``perf_counter`` is ``CLOCK_MONOTONIC``). Measured, in one run:
+One node with its defaults (``synchronous=full``, ``watch_heartbeat`` 15 s;
+watcher limits raised to fit). A child process (:mod:`bench.watch_reader`:
+raw asyncio streams, one event loop) opens ``--watchers`` watch streams, each
+on a prefix of its own (``p<i>:``), plus ``--whole`` on the whole namespace,
+and notes when each event arrives; this process writes and notes
+acknowledgements (one monotonic clock for both: ``perf_counter`` is
+``CLOCK_MONOTONIC``). Measured, in one run:
 
 * **Event delay**: writes paced at ``--rate`` per second (open loop) spread
   over the prefixes; for every event a watcher receives, its arrival minus the
@@ -13,11 +14,14 @@ clock for both: ``perf_counter`` is ``CLOCK_MONOTONIC``). Measured, in one run:
 * **Memory per watcher**: the node's RSS with the watchers attached and live
   minus its RSS before they opened, divided by their number (target <= 64 KiB).
 * **PUT throughput**: closed-loop PUTs (``--connections`` at once) for
-  ``--duration`` seconds without watchers, then the same with them attached,
+  ``--duration`` seconds without watchers, then the same with them attached
+  (every stream read to the end, by a thread polling the sockets every 5 ms),
   ``--rounds`` times alternating; the median of the rounds' ratios (target
-  >= 80 %). Both are driven by this process, so the ratio
-  compares like with like; the absolute rates are those of a Python load
-  generator on a shared machine.
+  >= 80 %). Both are driven by this process, so the ratio compares like with
+  like; the absolute rates are those of a Python load generator on a shared
+  machine. Each run also records the node's and the reader's CPU per PUT and
+  the load average: on a shared 2-core machine the CPU ratio is the steadier
+  reading.
 
 Run: ``python -m bench.watch`` (about 90 s; ``--help``; ``--watchers 50 --whole 2
 --duration 3 --rounds 1`` for a quick look).

@@ -1,11 +1,13 @@
-"""The live tail of the change log, read once per commit and fanned out to every watcher.
+"""The live tail of the change log, read in rounds and fanned out to every watcher.
 
-One reader for all watchers: after each commit the hub reads the new rows of
+One reader for all watchers: in each round (as a commit settles, at least
+:data:`ROUND_GAP` after the last under load) the hub reads the new rows of
 the log (:meth:`~edgekv.store.changelog.ChangeLog.changes_after`) and hands
 each to the watchers whose filter matches, through an index by namespace and
 by prefix (or key), so a change costs a few dictionary lookups whatever the
-number of watchers. Event data is encoded once per change and per variant
-(with or without values) and shared.
+number of watchers. Watchers with one filter form a group, matched once.
+Event data is encoded once per change and per variant (with or without
+values) and shared.
 
 The hub also writes the events, to each watcher's connection itself (a
 :class:`~edgekv.watch.frames.Sink`): no queue, task or wake-up per watcher.

@@ -3,7 +3,7 @@
 A kind says which log changes belong to it (and to which namespace or
 collection), how a change becomes an event, and how to read its changes for a
 catch-up (after a seq, or by key up to a seq). The feed (:mod:`edgekv.watch.hub`)
-and the catch-up (:mod:`edgekv.watch.catchup`) know nothing else of a kind, so
+and the catch-up (:mod:`edgekv.watch.stream`) know nothing else of a kind, so
 counters and sets (:mod:`edgekv.watch.crdt_kinds`) slot in as one more class each.
 
 Event data is JSON: ``key``, ``op`` (``put``, ``delete``, ``expire``),
