@@ -1,11 +1,12 @@
 """Watch benchmark: many watchers on one node, event delay, memory per watcher, PUT cost.
 
-One node with its defaults (``synchronous=full``; watcher limits raised to fit,
-heartbeats every second so that closed streams are counted out between rounds).
-A child process opens ``--watchers`` watch streams, each on a prefix of its
-own (``p<i>:``), plus ``--whole`` on the whole namespace, and notes when each
-event arrives; this process writes and notes acknowledgements (one monotonic
-clock for both: ``perf_counter`` is ``CLOCK_MONOTONIC``). Measured, in one run:
+One node with its defaults (``synchronous=full``, ``watch_heartbeat`` 15 s;
+watcher limits raised to fit). A child process (:mod:`bench.watch_reader`:
+raw asyncio streams, one event loop) opens ``--watchers`` watch streams, each
+on a prefix of its own (``p<i>:``), plus ``--whole`` on the whole namespace,
+and notes when each event arrives; this process writes and notes
+acknowledgements (one monotonic clock for both: ``perf_counter`` is
+``CLOCK_MONOTONIC``). Measured, in one run:
 
 * **Event delay**: writes paced at ``--rate`` per second (open loop) spread
   over the prefixes; for every event a watcher receives, its arrival minus the
@@ -13,11 +14,14 @@ clock for both: ``perf_counter`` is ``CLOCK_MONOTONIC``). Measured, in one run:
 * **Memory per watcher**: the node's RSS with the watchers attached and live
   minus its RSS before they opened, divided by their number (target <= 64 KiB).
 * **PUT throughput**: closed-loop PUTs (``--connections`` at once) for
-  ``--duration`` seconds without watchers, then the same with them attached,
+  ``--duration`` seconds without watchers, then the same with them attached
+  (every stream read to the end, by a thread polling the sockets every 5 ms),
   ``--rounds`` times alternating; the median of the rounds' ratios (target
-  >= 80 %). Both are driven by this process, so the ratio
-  compares like with like; the absolute rates are those of a Python load
-  generator on a shared machine.
+  >= 80 %). Both are driven by this process, so the ratio compares like with
+  like; the absolute rates are those of a Python load generator on a shared
+  machine. Each run also records the node's and the reader's CPU per PUT and
+  the load average: on a shared 2-core machine the CPU ratio is the steadier
+  reading.
 
 Run: ``python -m bench.watch`` (about 90 s; ``--help``; ``--watchers 50 --whole 2
 --duration 3 --rounds 1`` for a quick look).
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -40,7 +45,7 @@ from typing import Any
 import aiohttp
 
 from bench.servers import ServerProcess, node_process
-from edgekv_client._watch import SseParser
+from bench.watch_reader import Readers
 
 NS = "wbench"
 TARGET_DELAY_P99_S = 0.050
@@ -62,59 +67,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-class Watchers:
-    """Every watch stream of the run, and the delays they observed."""
-
-    def __init__(self, url: str, prefixes: int, whole: int) -> None:
-        self.url = url
-        self.filters = [f"p{i}:" for i in range(prefixes)] + [""] * whole
-        self.arrivals: list[tuple[str, float]] = []
-        self.ready = 0
-        self._live = asyncio.Event()
-        self.ended = 0
-        self.recording = False
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def open(self, session: aiohttp.ClientSession) -> None:
-        self._tasks = [asyncio.create_task(self._follow(session, f)) for f in self.filters]
-        await self._live.wait()
-        if self.ended:
-            raise RuntimeError(f"{self.ended} watch streams ended before they were live")
-
-    async def _follow(self, session: aiohttp.ClientSession, prefix: str) -> None:
-        query = f"?prefix={prefix}" if prefix else ""
-        parser = SseParser()
-        try:
-            async with session.get(f"{self.url}/v1/kv/{NS}/_watch{query}") as response:
-                if response.status != 200:
-                    raise RuntimeError(f"watch refused: {response.status} {await response.text()}")
-                live = False
-                async for chunk in response.content.iter_any():
-                    if live and not self.recording:
-                        parser = SseParser()  # not measuring: read and drop, at little cost
-                        continue
-                    now = time.perf_counter()
-                    for kind, data, _ in parser.feed(chunk):
-                        if kind == "ready":
-                            live = True
-                            self.ready += 1
-                            self._counted()
-                        elif kind == "change" and self.recording:
-                            self.arrivals.append((json.loads(data)["key"], now))
-        finally:
-            self.ended += 1
-            self._counted()
-
-    def _counted(self) -> None:
-        if self.ready + self.ended >= len(self.filters):
-            self._live.set()
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def put_throughput(
@@ -176,8 +128,8 @@ async def paced_writes(
 
 def _watch_process(
     url: str,
-    prefixes: int,
-    whole: int,
+    filters: list[str],
+    measure: bool,
     live: Any,
     record: Any,
     recorded: Any,
@@ -187,20 +139,21 @@ def _watch_process(
     """The watchers' own process (own event loop, own core share): arrivals back on ``out``."""
 
     async def main() -> None:
-        connector = aiohttp.TCPConnector(limit=0)
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            watchers = Watchers(url, prefixes, whole)
-            await watchers.open(session)
-            live.set()
-            loop = asyncio.get_running_loop()
+        readers = Readers(url, f"/v1/kv/{NS}/_watch", filters)
+        await readers.open()
+        if not measure:
+            readers.drain()
+        live.set()
+        loop = asyncio.get_running_loop()
+        if measure:
             await loop.run_in_executor(None, record.wait)
-            watchers.recording = True
+            readers.recording = True
             await loop.run_in_executor(None, recorded.wait)
-            watchers.recording = False
-            out.put(watchers.arrivals)
-            await loop.run_in_executor(None, stop.wait)  # attached during the PUT measurement
-            await watchers.close()
+            readers.recording = False
+            readers.drain()  # attached during the PUT measurement, reading and dropping
+            out.put(readers.arrivals)
+        await loop.run_in_executor(None, stop.wait)
+        readers.close()
 
     asyncio.run(main())
 
@@ -208,17 +161,24 @@ def _watch_process(
 class _WatchChild:
     """The watchers' process of one round: opened live, recording on demand, then closed."""
 
-    def __init__(self, url: str, prefixes: int, whole: int) -> None:
+    def __init__(self, url: str, prefixes: int, whole: int, measure: bool) -> None:
         context = multiprocessing.get_context("spawn")
         self.live, self.record, self.recorded, self.stop = (context.Event() for _ in range(4))
         self.out = context.Queue()
+        filters = [f"p{i}:" for i in range(prefixes)] + [""] * whole
         self.process = context.Process(
             target=_watch_process,
             args=(
-                url, prefixes, whole, self.live, self.record, self.recorded, self.stop, self.out,
+                url, filters, measure, self.live, self.record, self.recorded, self.stop,
+                self.out,
             ),
             daemon=True,
         )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
 
     async def open(self) -> None:
         self.process.start()
@@ -233,12 +193,10 @@ class _WatchChild:
         return found
 
     async def close(self, url: str, session: aiohttp.ClientSession) -> None:
-        self.record.set()  # a round that measured no delays still passes through
-        self.recorded.set()
         self.stop.set()
         await asyncio.get_running_loop().run_in_executor(None, self.process.join, 30)
-        # The node notices a stream's end when a write to it fails (heartbeats every
-        # second here): the next round starts once every stream is counted out.
+        # The node counts a closed stream out at its heartbeat round (a quarter of the
+        # interval): the next round starts once every stream is.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             async with session.get(f"{url}/v1/cluster/status") as answer:
@@ -248,13 +206,34 @@ class _WatchChild:
         raise RuntimeError("the node still counts watchers of the last round")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed_puts(
+    session: aiohttp.ClientSession, args: argparse.Namespace, pids: dict[str, int]
+) -> dict[str, float]:
+    """A closed-loop PUT run: its rate, and each process's CPU per PUT (µs) while it ran."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    rate = await put_throughput(session, args.url, args.connections, args.duration, args.watchers)
+    puts = rate * args.duration
+    run = {"put_per_s": rate}
+    for name, pid in pids.items():
+        run[f"{name}_cpu_us_per_put"] = (cpu_seconds(pid) - before[name]) / puts * 1e6
+    return run
+
+
 async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, Any]:
-    url = node.url
+    url = args.url = node.url
     total = args.watchers + args.whole
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    without: list[float] = []
-    with_watchers: list[float] = []
+    without: list[dict[str, float]] = []
+    with_watchers: list[dict[str, float]] = []
+    loads = [os.getloadavg()[0]]
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await put_throughput(session, url, args.connections, 1.0, args.watchers)  # warm-up
         rss_before = rss_with = 0
@@ -263,10 +242,8 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
         sent = 0
         status: dict[str, Any] = {}
         for round_ in range(args.rounds):
-            without.append(
-                await put_throughput(session, url, args.connections, args.duration, args.watchers)
-            )
-            child = _WatchChild(url, args.watchers, args.whole)
+            without.append(await timed_puts(session, args, {"node": node.pid}))
+            child = _WatchChild(url, args.watchers, args.whole, measure=round_ == 0)
             if round_ == 0:
                 rss_before = rss_bytes(node.pid)
             await child.open()
@@ -279,15 +256,26 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
                 )
                 arrivals = await child.arrivals()
             with_watchers.append(
-                await put_throughput(session, url, args.connections, args.duration, args.watchers)
+                await timed_puts(session, args, {"node": node.pid, "reader": child.pid})
             )
             async with session.get(f"{url}/v1/cluster/status") as answer:
                 status = (await answer.json())["node"]["watch"]
             await child.close(url, session)
+            loads.append(os.getloadavg()[0])
     # 0 when an event came before the writer saw its acknowledgement.
     delays = [max(0.0, at - acked[key]) for key, at in arrivals if key in acked]
     expected = sent * (1 + args.whole)  # each write: its prefix's watcher and every whole one
-    ratios = [w / wo for w, wo in zip(with_watchers, without, strict=True)]
+    ratios = [
+        w["put_per_s"] / wo["put_per_s"] for w, wo in zip(with_watchers, without, strict=True)
+    ]
+    cpu_ratios = [
+        wo["node_cpu_us_per_put"] / w["node_cpu_us_per_put"]
+        for w, wo in zip(with_watchers, without, strict=True)
+    ]
+
+    def column(runs: list[dict[str, float]], name: str) -> list[float]:
+        return [round(run[name], 1) for run in runs]
+
     return {
         "watchers": args.watchers,
         "whole_namespace_watchers": args.whole,
@@ -300,10 +288,15 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
         "rss_before_bytes": rss_before,
         "rss_with_watchers_bytes": rss_with,
         "rss_per_watcher_bytes": round((rss_with - rss_before) / total),
-        "put_per_s_without": [round(x, 1) for x in without],
-        "put_per_s_with": [round(x, 1) for x in with_watchers],
+        "put_per_s_without": column(without, "put_per_s"),
+        "put_per_s_with": column(with_watchers, "put_per_s"),
         "put_ratios": [round(r, 3) for r in ratios],
         "put_ratio": round(statistics.median(ratios), 3),
+        "node_cpu_us_per_put_without": column(without, "node_cpu_us_per_put"),
+        "node_cpu_us_per_put_with": column(with_watchers, "node_cpu_us_per_put"),
+        "reader_cpu_us_per_put": column(with_watchers, "reader_cpu_us_per_put"),
+        "put_ratio_by_node_cpu": round(statistics.median(cpu_ratios), 3),
+        "load_average_1min": [round(x, 2) for x in loads],
         "node_watch_status_last_round": status,
     }
 
@@ -318,18 +311,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="PUT rounds, without and with watchers, alternating"
     )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=15.0,
+        help="the node's watch_heartbeat (its default; 1 makes every quiet stream cost a write "
+        "per second)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgekv-bench-watch-") as work:
         node = node_process(Path(work) / "data", Path(work) / "node.log")
         limit = str(args.watchers + args.whole + 10)
         node.command += ["--max-watchers", limit, "--max-watchers-per-token", limit]
-        node.command += ["--watch-heartbeat", "1"]  # closed streams counted out quickly
+        node.command += ["--watch-heartbeat", str(args.heartbeat)]
         node.start()
         try:
             result = asyncio.run(measure(args, node))
         finally:
             node.stop()
+    result["heartbeat_s"] = args.heartbeat
     result["targets"] = {
         "delay_p99_ms <= 50": result["delay_p99_ms"] <= TARGET_DELAY_P99_S * 1000,
         "rss_per_watcher <= 64 KiB": result["rss_per_watcher_bytes"] <= TARGET_RSS_PER_WATCHER,

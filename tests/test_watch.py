@@ -217,6 +217,43 @@ def test_a_watcher_that_does_not_read_is_cut_and_resumes_without_a_gap(
     resumed.close()
 
 
+def test_watchers_of_one_filter_are_cut_one_by_one(secured: Callable[..., NodeProcess]) -> None:
+    # Watchers with the same filter share their events (one group); the bound is each's.
+    node = secured("--watch-buffer-bytes", "65536", "--watch-value-bytes", "0")
+    stalled = watch(node, "/v1/kv/ns/_watch?prefix=k", receive_buffer=4096)
+    stalled.until("ready")
+    reading = watch(node, "/v1/kv/ns/_watch?prefix=k")
+    reading.until("ready")
+    keys: list[str] = []
+    received: list[str] = []
+
+    def read_all() -> None:
+        for block in reading.blocks():
+            if block.type == "change":
+                received.append(block.json()["key"])
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    while _status(node)["watchers_cut"] == 0:
+        # A round's events under the bound (200 of about 260 bytes): only the stalled one fills.
+        batch = [f"k{len(keys) + i:06d}" for i in range(200)]
+        operations = [
+            {"op": "put", "key": key, "value": base64.b64encode(b"v" * 200).decode()}
+            for key in batch
+        ]
+        answer = node.request("POST", "/v1/kv/ns/_bulk", json_body={"operations": operations})
+        assert answer.status == 200, answer.body
+        keys += batch
+        assert len(keys) < 200_000, "never cut"
+    wait_for(lambda: len(received) >= len(keys), what="every event at the reading watcher")
+    assert received == keys
+    assert _status(node)["watchers_cut"] == 1
+    assert node.stop() == 0  # the reading stream ends (a cut: the node stops), and its thread
+    reader.join(10)
+    stalled.close()
+    reading.close()
+
+
 def test_a_token_behind_collected_tombstones_gets_a_relist_event(
     secured: Callable[..., NodeProcess],
 ) -> None:

@@ -20,6 +20,7 @@ from edgekv.http.doc_routes import authorized as authorized_collection
 from edgekv.http.doc_routes import document_id
 from edgekv.http.errors import ApiError
 from edgekv.http.kv_routes import authorized
+from edgekv.http.sse_sink import ResponseSink
 from edgekv.http.state import NODE, PRINCIPAL
 from edgekv.node import Node
 from edgekv.watch.hub import TooManyWatchers
@@ -126,25 +127,19 @@ async def _serve(request: web.Request, kind: str, space: str, key_code: str) -> 
     try:
         response = web.StreamResponse(headers=_SSE_HEADERS)
         await response.prepare(request)
-
-        def abort() -> None:
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-
-        stream = WatchStream(
-            hub, node.store, node.store.identity.incarnation, watcher, response.write, abort
-        )
         try:
+            sink = ResponseSink(request, response)
+            stream = WatchStream(hub, node.store, node.store.identity.incarnation, watcher, sink)
             await stream.run(token, snapshot)
         except (ConnectionError, RuntimeError) as exc:
-            # The client went (aiohttp raises ClientConnectionResetError, or RuntimeError
-            # from a write to a closed transport): its last event id resumes it.
+            # The client went (a write found its connection closed, or aiohttp's drain
+            # raised ClientConnectionResetError): its last event id resumes it.
             log.debug("watch stream ended: %s", exc)
         except Exception:
             # The stream has begun: no error shape can follow. The client resumes.
             log.exception("watch stream failed")
-            abort()
+            if request.transport is not None:
+                request.transport.abort()
         return response
     finally:
         hub.close(watcher)

@@ -147,6 +147,7 @@ class Writer:
         self._in_flight: _Commit | None = None
         self._closed = False
         self._listeners: list[Callable[[int], None]] = []
+        self._settled_callbacks: list[Callable[[], None]] = []
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="edgekv-commit")
         self.commits = 0
 
@@ -154,6 +155,17 @@ class Writer:
     def seq(self) -> int:
         """The seq of the newest committed change."""
         return self._seq
+
+    def when_settled(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the commit under way has settled (at once if none is).
+
+        It runs before the next commit begins, whether or not the commit
+        changed anything (commit listeners hear only of those that did).
+        """
+        if self._in_flight is None:
+            callback()
+        else:
+            self._settled_callbacks.append(callback)
 
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(seq)`` after each commit that changed data."""
@@ -305,7 +317,10 @@ class Writer:
                     listener(self._seq)
             for request in commit.batch:
                 _resolve(request.future, *request.outcome)
-        self._schedule_next()
+        self._schedule_next()  # on the next turn of the loop: the callbacks run first
+        callbacks, self._settled_callbacks = self._settled_callbacks, []
+        for callback in callbacks:
+            callback()
 
     def _invalidate_touched(self, txn: Txn) -> None:
         if self._invalidate is not None and (txn.touched or txn.touched_rows):

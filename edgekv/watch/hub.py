@@ -1,20 +1,29 @@
-"""The live tail of the change log, read once per commit and fanned out to every watcher.
+"""The live tail of the change log, read in rounds and fanned out to every watcher.
 
-One reader for all watchers: after each commit the hub reads the new rows of
+One reader for all watchers: in each round (as a commit settles, at least
+:data:`ROUND_GAP` after the last under load) the hub reads the new rows of
 the log (:meth:`~edgekv.store.changelog.ChangeLog.changes_after`) and hands
 each to the watchers whose filter matches, through an index by namespace and
 by prefix (or key), so a change costs a few dictionary lookups whatever the
-number of watchers. Event data is encoded once per change and per variant
-(with or without values) and shared.
+number of watchers. Watchers with one filter form a group, matched once.
+Event data is encoded once per change and per variant (with or without
+values) and shared.
 
-Each watcher has a bounded buffer (:class:`Watcher`): one that does not read
-is *cut* once its buffer is full -- the events queued are dropped and its
-stream is closed, and it resumes from the last event it received. Nothing is
-lost by a cut: the token of the last event received names where to resume.
+The hub also writes the events, to each watcher's connection itself (a
+:class:`~edgekv.watch.frames.Sink`): no queue, task or wake-up per watcher.
+A round costs a read of the log and, per watcher it concerns, a write (a
+system call and a wake-up of the client) whatever it holds, so under a write
+load rounds are at least :data:`ROUND_GAP` apart and take several commits.
+
+Each watcher's unsent bytes are bounded (:class:`Watcher`): one that does not
+read is *cut* once its events held and its connection's buffer reach the
+bound -- the events held are dropped, its stream is closed, and it resumes
+from the last event it received. Nothing is lost by a cut: the token of the
+last event received names where to resume.
 
 A watcher joins the tail at :attr:`WatchHub.position` after catching up to it
-itself (:mod:`edgekv.watch.catchup`); both run on the event loop, so no
-change falls between them.
+itself (:mod:`edgekv.watch.stream`); both run on the event loop, so no change
+falls between them.
 """
 
 from __future__ import annotations
@@ -25,12 +34,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from edgekv.store.store import Store
+from edgekv.watch.frames import Position, Sink, VectorText
 from edgekv.watch.kinds import Coverage, Kind, WatchFilter
 from edgekv_replication.changes import Change
 
 _ROUND_PAGES = 8
 """Pages of the log one dispatch reads before letting other work run."""
 _TAIL_ROWS = 500
+ROUND_GAP = 0.005
+"""Least seconds between two rounds of the tail.
+
+A round runs as a commit settles, before the next begins (so what it reads of
+the store is no newer than the log it reads), and at once after a quiet
+spell: the gap delays events only under a write load, where it makes a
+round carry the commits of a few milliseconds.
+"""
 
 
 class TooManyWatchers(Exception):
@@ -49,105 +67,126 @@ class WatchLimits:
 
 @dataclass(eq=False, slots=True)
 class Watcher:
-    """One open watch: its filter, its buffer of events, and whether it was cut."""
+    """One open watch: its filter, where it has got, its connection, and how it ended."""
 
     kind: Kind
     filter: WatchFilter
     principal: str
     limit: int
+    """Most bytes its connection may hold unsent; past them the watcher is cut."""
     coverage: Coverage | None = None
     """After a resume at another node: what the token holds (those changes are skipped)."""
-    queue: collections.deque[tuple[int, bytes]] = field(default_factory=collections.deque)
-    queued_bytes: int = 0
+    position: Position | None = None
+    """Set when it joins the tail: the seq and vector its next id names."""
+    sink: Sink | None = None
+    id_head: bytes = b""
+    """``id: <token head>``: what every id of this node's incarnation starts with."""
+    group: _Group | None = None
+    """While attached: the watchers it shares its events with."""
     cut: bool = False
-    attached: bool = False
-    heartbeat_due: bool = False
-    """Nothing was sent for a heartbeat interval (set by the hub's heartbeat round)."""
+    gone: bool = False
+    """Its connection went (a write found it closed)."""
     stopping: bool = False
     """The node is stopping: the stream ends."""
+    attached: bool = False
     last_sent: float = 0.0
     """Loop time of the stream's last write."""
-    on_cut: Callable[[], None] | None = None
     _waiter: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
-        """Let the stream's writer run (events queued, a cut, a heartbeat, a stop)."""
+        """Let the stream's task run: the watcher was cut, its client went, or the node stops."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Until there is something to do: events, a cut or a heartbeat due.
+    @property
+    def ended(self) -> bool:
+        """Whether the stream is to end (cut, gone or stopping)."""
+        return self.cut or self.gone or self.stopping
 
-        A future per wait, woken directly: no timer per watcher (the hub's
-        heartbeat round covers them all) and no task per wait.
-        """
-        if self.queue or self.cut or self.heartbeat_due or self.stopping:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+    async def wait_end(self) -> None:
+        """Until the stream is to end; meanwhile the hub writes its events, not its task."""
+        while not self.ended:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
-    def offer(self, seq: int, data: bytes) -> bool:
-        """Queue an event; False (and the watcher is cut) when the buffer would overflow."""
-        if self.cut:
-            return False
-        size = len(data) + 64
-        if self.queued_bytes + size > self.limit:
-            self.cut = True
-            self.queue.clear()
-            self.queued_bytes = 0
-            self.wake()
-            if self.on_cut is not None:
-                self.on_cut()
-            return False
-        self.queue.append((seq, data))
-        self.queued_bytes += size
-        self.wake()
-        return True
 
-    def take(self) -> list[tuple[int, bytes]]:
-        """Everything queued, in order (the buffer is empty after)."""
-        items = list(self.queue)
-        self.queue.clear()
-        self.queued_bytes = 0
-        return items
+@dataclass(eq=False, slots=True)
+class _Group:
+    """Watchers that get the same events: one filter and no token's coverage to skip.
+
+    A round matches a change to the group once, holds its events once, and
+    builds each write once per vector its members' ids name (usually one).
+    A watcher resumed from another node's token has a group of its own.
+    """
+
+    filter: WatchFilter
+    coverage: Coverage | None
+    members: dict[Watcher, None] = field(default_factory=dict)
+    held: list[tuple[int, bytes]] = field(default_factory=list)
+    """The round's events (seq, event data), written at its end."""
+    held_bytes: int = 0
 
 
 @dataclass(slots=True)
 class _Space:
-    """The watchers of one namespace or collection, indexed by prefix and by key."""
+    """The watchers of one namespace or collection, in groups indexed by prefix and by key."""
 
-    by_prefix: dict[bytes, set[Watcher]] = field(default_factory=dict)
+    by_prefix: dict[bytes, set[_Group]] = field(default_factory=dict)
     lengths: list[int] = field(default_factory=list)
-    by_key: dict[bytes, set[Watcher]] = field(default_factory=dict)
+    by_key: dict[bytes, set[_Group]] = field(default_factory=dict)
+    shared: dict[WatchFilter, _Group] = field(default_factory=dict)
+    """The groups open to more members, by filter."""
 
     def add(self, watcher: Watcher) -> None:
-        keys = watcher.filter.keys
-        if keys is not None:
-            for key in keys:
-                self.by_key.setdefault(key, set()).add(watcher)
-            return
-        prefix = watcher.filter.prefix
-        self.by_prefix.setdefault(prefix, set()).add(watcher)
-        self.lengths = sorted({len(p) for p in self.by_prefix})
+        group = self.shared.get(watcher.filter) if watcher.coverage is None else None
+        if group is None:
+            group = _Group(watcher.filter, watcher.coverage)
+            if watcher.coverage is None:
+                self.shared[watcher.filter] = group
+            self._index(group)
+        group.members[watcher] = None
+        watcher.group = group
 
     def remove(self, watcher: Watcher) -> None:
-        keys = watcher.filter.keys
+        group = watcher.group
+        watcher.group = None
+        if group is None:
+            return
+        group.members.pop(watcher, None)
+        if group.members:
+            return
+        if self.shared.get(group.filter) is group:
+            del self.shared[group.filter]
+        self._unindex(group)
+
+    def _index(self, group: _Group) -> None:
+        keys = group.filter.keys
+        if keys is not None:
+            for key in keys:
+                self.by_key.setdefault(key, set()).add(group)
+            return
+        prefix = group.filter.prefix
+        self.by_prefix.setdefault(prefix, set()).add(group)
+        self.lengths = sorted({len(p) for p in self.by_prefix})
+
+    def _unindex(self, group: _Group) -> None:
+        keys = group.filter.keys
         if keys is not None:
             for key in keys:
                 found = self.by_key.get(key)
                 if found is not None:
-                    found.discard(watcher)
+                    found.discard(group)
                     if not found:
                         del self.by_key[key]
             return
-        prefix = watcher.filter.prefix
+        prefix = group.filter.prefix
         found = self.by_prefix.get(prefix)
         if found is not None:
-            found.discard(watcher)
+            found.discard(group)
             if not found:
                 del self.by_prefix[prefix]
                 self.lengths = sorted({len(p) for p in self.by_prefix})
@@ -155,8 +194,8 @@ class _Space:
     def empty(self) -> bool:
         return not self.by_prefix and not self.by_key
 
-    def matching(self, key: bytes) -> list[Watcher]:
-        found: list[Watcher] = []
+    def matching(self, key: bytes) -> list[_Group]:
+        found: list[_Group] = []
         exact = self.by_key.get(key)
         if exact:
             found.extend(exact)
@@ -192,7 +231,7 @@ class WatchHub:
         self.limits = limits
         self._covered_now = covered_now
         self._position = store.seq
-        self._covered: dict[int, int] = {}
+        self._covered = VectorText({})
         self._idle = False
         """Commits came while no watcher was attached: position and vector are stale."""
         self._spaces: dict[tuple[str, str], _Space] = {}
@@ -202,6 +241,13 @@ class WatchHub:
         self.cut_count = 0
         self.relists = 0
         self._scheduled = False
+        self._behind = False
+        """Commits settled that no round has read yet."""
+        self._last_round = 0.0
+        self._round_due: asyncio.TimerHandle | None = None
+        self._rounds_waited: list[asyncio.Future[None]] = []
+        self._holding: dict[_Group, None] = {}
+        """Groups with events held in this round, in order of their first."""
         self._open: set[Watcher] = set()
         self.closing = False
         """The node is stopping: every stream ends (its watcher resumes elsewhere)."""
@@ -217,24 +263,59 @@ class WatchHub:
         self._heartbeats = loop.create_task(self._heartbeat_rounds())
 
     async def _heartbeat_rounds(self) -> None:
-        """Four times per heartbeat interval, wake the streams that sent nothing for one."""
+        """Four times per heartbeat interval: end the streams whose client went, and
+        send a heartbeat to those that sent nothing for an interval.
+
+        Written here, like events: a quiet stream costs no task wake-up. A
+        stream whose client went is counted out within a quarter interval,
+        not at its next write (which, for a quiet filter, may be far off).
+        """
         interval = self.limits.heartbeat
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval / 4)
-            quiet_since = loop.time() - interval
-            for watcher in self._open:
-                if watcher.attached and watcher.last_sent <= quiet_since:
-                    watcher.heartbeat_due = True
-                    watcher.wake()
+            now = loop.time()
+            quiet_since = now - interval
+            for watcher in list(self._open):
+                sink = watcher.sink
+                if not watcher.attached or sink is None:
+                    continue
+                if sink.closed():
+                    self._gone(watcher)
+                elif watcher.last_sent <= quiet_since:
+                    self._heartbeat(watcher, now)
+
+    def _heartbeat(self, watcher: Watcher, now: float) -> None:
+        # Between rounds (as here) no group holds events: an id may name the hub's position.
+        position, sink = watcher.position, watcher.sink
+        if position is None or sink is None:
+            return
+        data = b": heartbeat\n\n"
+        if self._position > position.seq:  # the tail moved on: an id to resume from close by
+            position.reach(self._position, self._covered)
+            data = b"%b%x.%b\n: heartbeat\n\n" % (
+                watcher.id_head,
+                position.seq,
+                position.text.encode(),
+            )
+        if sink.pending() + len(data) > watcher.limit:
+            self._cut(watcher)
+        elif sink.send(data):
+            watcher.last_sent = now
+        else:
+            self._gone(watcher)
 
     def _catch_up_idle(self) -> None:
         # With no watcher attached nothing is read per commit (not even the vector):
         # both are taken now, together, which is what a joining watcher needs.
         if self._idle and not self._spaces:
             self._position = max(self._position, self._store.seq)
-            self._covered = self._covered_now()
+            self._set_covered(self._covered_now())
             self._idle = False
+
+    def _set_covered(self, covered: dict[int, int]) -> None:
+        if covered != self._covered.vector:  # a new encoding only when it changed
+            self._covered = VectorText(covered)
 
     @property
     def position(self) -> int:
@@ -245,6 +326,12 @@ class WatchHub:
     @property
     def covered(self) -> dict[int, int]:
         """This node's vector as of :attr:`position`."""
+        self._catch_up_idle()
+        return self._covered.vector
+
+    @property
+    def covered_text(self) -> VectorText:
+        """:attr:`covered` with its wire text (one object while the vector stays the same)."""
         self._catch_up_idle()
         return self._covered
 
@@ -272,18 +359,26 @@ class WatchHub:
         self.closing = True
         if self._heartbeats is not None:
             self._heartbeats.cancel()
+        self._wake_waiting()
         for watcher in self._open:
+            self._detach(watcher)  # nothing after the stream's last frame
             watcher.stopping = True
             watcher.wake()
 
-    def attach(self, watcher: Watcher) -> None:
-        """Join the tail: from :attr:`position` on, matching changes are queued to it."""
+    def attach(self, watcher: Watcher, position: Position, sink: Sink, id_head: bytes) -> None:
+        """Join the tail at ``position`` (the hub's): from now on the hub writes its events.
+
+        ``position`` must be at :attr:`position` (the caller read up to it
+        without awaiting since), so no change falls between.
+        """
+        assert position.seq >= self._position
+        watcher.position, watcher.sink, watcher.id_head = position, sink, id_head
         key = (watcher.kind.name, watcher.filter.space)
         self._spaces.setdefault(key, _Space()).add(watcher)
         watcher.attached = True
+        watcher.last_sent = self._loop_time()
 
-    def close(self, watcher: Watcher) -> None:
-        """The watcher's stream ended: forget it."""
+    def _detach(self, watcher: Watcher) -> None:
         if watcher.attached:
             key = (watcher.kind.name, watcher.filter.space)
             space = self._spaces.get(key)
@@ -292,62 +387,138 @@ class WatchHub:
                 if space.empty():
                     del self._spaces[key]
             watcher.attached = False
-        self._open.discard(watcher)
-        self.open_count -= 1
-        self._per_principal[watcher.principal] -= 1
-        if self._per_principal[watcher.principal] <= 0:
-            del self._per_principal[watcher.principal]
+
+    def close(self, watcher: Watcher) -> None:
+        """The watcher's stream ended: forget it."""
+        self._detach(watcher)
+        if watcher in self._open:
+            self._open.discard(watcher)
+            self.open_count -= 1
+            self._per_principal[watcher.principal] -= 1
+            if self._per_principal[watcher.principal] <= 0:
+                del self._per_principal[watcher.principal]
+
+    def _cut(self, watcher: Watcher) -> None:
+        """Its client does not read: no more events; its task sends ``cut`` and ends."""
+        self._detach(watcher)
+        if not watcher.cut:
+            watcher.cut = True
+            self.cut_count += 1
+        watcher.wake()
+
+    def _gone(self, watcher: Watcher) -> None:
+        self._detach(watcher)
+        watcher.gone = True
+        watcher.wake()
+
+    def _loop_time(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0
 
     # -- the tail ------------------------------------------------------------------
+
+    async def settled(self) -> None:
+        """Until a round has read every commit settled by now (at most a gap and a commit).
+
+        A stream starts after it: a client that wrote, was answered and
+        opened a stream finds its write in the catch-up, not after ``ready``.
+        """
+        if not self._behind or self._loop is None:
+            return
+        waited = self._loop.create_future()
+        self._rounds_waited.append(waited)
+        await waited
 
     def _committed(self, seq: int) -> None:
         loop = self._loop
         if not self._spaces:  # nobody to tell (the writer's thread may call: a plain flag)
             self._idle = True
             return
-        if loop is None or self._scheduled:
+        if loop is None:
             return
-        self._scheduled = True
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
-        if on_loop:
+        if not on_loop:
+            loop.call_soon_threadsafe(self._committed, seq)
+            return
+        self._behind = True
+        if self._scheduled:
+            return
+        wait = self._last_round + ROUND_GAP - loop.time()
+        if wait <= 0:
+            # The writer settles a commit here: the round runs before the next begins.
+            self._scheduled = True
             loop.call_soon(self._dispatch)
-        else:
-            loop.call_soon_threadsafe(self._dispatch)
+        elif self._round_due is None:
+            self._round_due = loop.call_later(wait, self._gap_over)
+
+    def _gap_over(self) -> None:
+        """The gap is over with commits unread: a round as soon as no commit is under way.
+
+        A commit under way makes its rows visible before the store's caches
+        drop what they replace; a round reading state then could send a state
+        newer than the log it read. It settles soon; the round runs then.
+        """
+        self._round_due = None
+        if self._behind and not self._scheduled:
+            self._store.writer.when_settled(self._round_now)
+
+    def _round_now(self) -> None:
+        if self._behind and not self._scheduled:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         """Hand the log's new changes to the watchers (some pages; again soon if more)."""
         self._scheduled = False
+        self._behind = False
+        self._last_round = self._loop_time()
         store = self._store
         if not self._spaces:  # nobody to tell: a watcher that joins catches up itself
             self._idle = True  # position and vector are brought up to date when read
+            self._wake_waiting()
             return
         covered = self._covered_now()
         head = store.seq
         for _ in range(_ROUND_PAGES):
-            changes = store.changes_after(self._position, _TAIL_ROWS)
+            page = store.changes_after(self._position, _TAIL_ROWS)
+            # Rows past head are of a commit not settled yet (the store's caches may
+            # not show it): they come with a round after it settles.
+            changes = [c for c in page if c.seq <= head] if page and page[-1].seq > head else page
             if not changes:
                 break
             self._fan_out(changes)
             self._position = changes[-1].seq
-            if self._position >= head:
+            if self._position >= head or len(changes) < len(page):
                 break
         else:
+            self._write()
+            self._behind = True
             self._committed(head)  # more to read: let other work run first
             return
+        # Read before the log up to head: the vector holds from here on (ids say so).
         self._position = max(self._position, head)
-        if covered != self._covered:  # a new object only when it changed: streams cache its text
-            self._covered = covered
+        self._set_covered(covered)
+        self._write()
+        self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        waiting, self._rounds_waited = self._rounds_waited, []
+        for waited in waiting:
+            if not waited.done():
+                waited.set_result(None)
 
     def _fan_out(self, changes: list[Change]) -> None:
+        """Hold each matching group's events of ``changes``, in order (seq, event data)."""
         spaces = self._spaces
         kinds = list(self.kinds.values())
         node_id = self._node_id
+        holding = self._holding
+        limit = self.limits.buffer_bytes
         # A folding kind (documents): a key's changes in one round make one event,
-        # its state now, read once (per variant) and offered once to each watcher.
-        folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[Watcher]]] = {}
+        # its state now, read once (per variant) and offered once to each group.
+        folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[_Group]]] = {}
         for change in changes:
             for kind in kinds:
                 space_name = kind.space_of(change)
@@ -358,27 +529,92 @@ class WatchHub:
             space = spaces.get((kind.name, space_name))
             if space is None:
                 continue
-            watchers = space.matching(kind.name_of(change))
-            if not watchers:
+            groups = space.matching(kind.name_of(change))
+            if not groups:
                 continue
-            offered: set[Watcher] | None = None
+            offered: set[_Group] | None = None
             encoded: dict[bool, bytes | None]
             if kind.folds:
                 fold = (change.ns, kind.fold_key(change))
                 encoded, offered = folded.setdefault(fold, ({}, set()))
             else:
                 encoded = {}
-            for watcher in watchers:
-                if offered is not None and watcher in offered:
+            for group in groups:
+                if offered is not None and group in offered:
                     continue
-                coverage = watcher.coverage
+                coverage = group.coverage
                 if coverage is not None and kind.resumed_skip(change, coverage):
                     continue
-                variant = watcher.filter.include_values
+                watch = group.filter
+                variant = watch.include_values
                 if variant not in encoded:
-                    encoded[variant] = kind.live(change, watcher.filter, node_id)
+                    encoded[variant] = kind.live(change, watch, node_id)
                 data = encoded[variant]
-                if data is not None:
-                    watcher.offer(change.seq, data)
-                    if offered is not None:
-                        offered.add(watcher)
+                if data is None:
+                    continue
+                if offered is not None:
+                    offered.add(group)
+                size = len(data) + 64  # and its id
+                if group.held_bytes + size > limit:
+                    for watcher in list(group.members):
+                        self._cut(watcher)  # the group goes with its last member
+                    group.held.clear()
+                    group.held_bytes = 0
+                    holding.pop(group, None)
+                    continue
+                group.held.append((change.seq, data))
+                group.held_bytes += size
+                holding[group] = None
+
+    def _write(self) -> None:
+        """Write each watcher its events of the round as one piece; cut one that is full.
+
+        Every id but the last names the event's seq with the vector the
+        watcher had; the last names the hub's position with its vector now,
+        as everything up to it has been handed over. Members of a group with
+        the same vectors get the same bytes, built once.
+        """
+        now = self._loop_time()
+        position_now, covered = self._position, self._covered
+        holding, self._holding = self._holding, {}
+        sent = 0
+        for group in holding:
+            items = group.held
+            group.held, group.held_bytes = [], 0
+            if not items:
+                continue
+            built: dict[tuple[int, int], tuple[bytes, VectorText, VectorText]] = {}
+            for watcher in list(group.members):
+                position, sink = watcher.position, watcher.sink
+                if position is None or sink is None or not watcher.attached:
+                    continue
+                before = position.encoded
+                position.reach(position_now, covered)
+                after = position.encoded
+                key = (id(before), id(after))
+                found = built.get(key)
+                if found is None:
+                    head = watcher.id_head
+                    payload = _payload(head, items, before.tail, position_now, after.tail)
+                    built[key] = (payload, before, after)  # kept: their ids stay theirs
+                else:
+                    payload = found[0]
+                if sink.pending() + len(payload) > watcher.limit:
+                    self._cut(watcher)
+                elif sink.send(payload):
+                    watcher.last_sent = now
+                    sent += len(items)
+                else:
+                    self._gone(watcher)
+        self.events_sent += sent
+
+
+def _payload(
+    head: bytes, items: list[tuple[int, bytes]], tail: bytes, last_seq: int, last_tail: bytes
+) -> bytes:
+    """Change frames (``<head><seq><tail><data>``, a blank line); the last at ``last_seq``."""
+    parts: list[bytes] = []
+    for seq, data in items[:-1]:
+        parts += (head, b"%x" % seq, tail, data, b"\n\n")
+    parts += (head, b"%x" % last_seq, last_tail, items[-1][1], b"\n\n")
+    return b"".join(parts)

@@ -3,7 +3,7 @@
 A kind says which log changes belong to it (and to which namespace or
 collection), how a change becomes an event, and how to read its changes for a
 catch-up (after a seq, or by key up to a seq). The feed (:mod:`edgekv.watch.hub`)
-and the catch-up (:mod:`edgekv.watch.catchup`) know nothing else of a kind, so
+and the catch-up (:mod:`edgekv.watch.stream`) know nothing else of a kind, so
 counters and sets (:mod:`edgekv.watch.crdt_kinds`) slot in as one more class each.
 
 Event data is JSON: ``key``, ``op`` (``put``, ``delete``, ``expire``),
@@ -173,30 +173,32 @@ class KeyValueKind:
         return covers(coverage.vector, change.hlc, change.node)
 
     def encode(self, change: Change, include_values: bool, node_id: int, now: float) -> bytes:
-        """The JSON of an entry's state as an event."""
+        """The JSON of an entry's state as an event.
+
+        Written field by field rather than through ``json.dumps`` of a dict: the
+        tail encodes every change, and only the key needs JSON's escaping.
+        """
         value = change.value
+        expiration = change.expiration
         if value is None:
             op = "delete"
-        elif change.expiration is not None and change.expiration <= now:
+        elif expiration is not None and expiration <= now:
             op = "expire"
         else:
             op = "put"
-        fields: dict[str, object] = {
-            "key": change.key.decode("utf-8", "surrogateescape"),
-            "op": op,
-            "version": encode_version(change.hlc, change.node),
-            "expiration": change.expiration,
-        }
+        key = json.dumps(change.key.decode("utf-8", "surrogateescape"))
+        version = encode_version(change.hlc, change.node)
+        expires = "null" if expiration is None else str(int(expiration))
+        text = f'{{"key":{key},"op":"{op}","version":"{version}","expiration":{expires}'
         if op == "put" and value is not None:
             if include_values and len(value) <= self._inline:
-                fields["value"] = base64.b64encode(value).decode("ascii")
+                text += f',"value":"{base64.b64encode(value).decode("ascii")}"'
             else:
-                fields["value_bytes"] = len(value)
-        fields["bookmark"] = _bookmark(node_id, change.seq, change.hlc)
-        text = json.dumps(fields, separators=(",", ":"))
+                text += f',"value_bytes":{len(value)}'
         # Metadata is stored as checked JSON text: spliced in, not parsed again.
         metadata = change.metadata if op == "put" and change.metadata is not None else "null"
-        return f'{text[:-1]},"metadata":{metadata}}}'.encode()
+        bookmark = _bookmark(node_id, change.seq, change.hlc)
+        return f'{text},"bookmark":"{bookmark}","metadata":{metadata}}}'.encode()
 
     def after(
         self, watch: WatchFilter, cursor: int, upto: int, limit: int, node_id: int

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 from edgekv.store.store import Store
+from edgekv.watch.frames import Position, Sink, frame
 from edgekv.watch.hub import Watcher, WatchHub
 from edgekv.watch.kinds import PAGE_ROWS, Coverage, Event
 from edgekv_replication.bookmarks import Bookmark
@@ -49,76 +49,27 @@ from edgekv_replication.watch_tokens import (
     encode_token,
     merged,
     token_head,
-    vector_text,
 )
 
-Write = Callable[[bytes], Awaitable[None]]
 _CUT_WRITE_SECONDS = 1.0
 
 
-@dataclass(slots=True)
-class _Position:
-    """Where the watcher has got: a seq here and its vector (with the vector's wire text)."""
-
-    seq: int
-    vector: dict[int, int]
-    text: str = ""
-    tail: bytes = b""
-    """``.<vector>\nevent: change\ndata: ``: what follows the seq in a change frame."""
-    merged_from: dict[int, int] | None = None
-    """The hub vector last merged in: merged again only when the hub's changes."""
-
-    def __post_init__(self) -> None:
-        self._encode()
-
-    def _encode(self) -> None:
-        self.text = vector_text(self.vector)
-        self.tail = f".{self.text}\nevent: change\ndata: ".encode()
-
-    def reach(self, seq: int, hub_vector: dict[int, int]) -> None:
-        """Everything up to ``seq`` sent, which the hub's vector holds for."""
-        self.seq = seq
-        if hub_vector is not self.merged_from:
-            self.vector = merged(self.vector, hub_vector)
-            self._encode()
-            self.merged_from = hub_vector
-
-
-def _frame(event: str, data: bytes, token: str | None) -> bytes:
-    head = f"id: {token}\n" if token is not None else ""
-    return f"{head}event: {event}\ndata: ".encode() + data + b"\n\n"
-
-
 class WatchStream:
-    """Serves one watcher: what to send first, then the tail, heartbeats and a cut."""
+    """Serves one watcher: what to send first, then the tail (written by the hub), its end."""
 
     def __init__(
-        self,
-        hub: WatchHub,
-        store: Store,
-        incarnation: int,
-        watcher: Watcher,
-        write: Write,
-        abort: Callable[[], None],
+        self, hub: WatchHub, store: Store, incarnation: int, watcher: Watcher, sink: Sink
     ) -> None:
-        """Send with ``write``; ``abort`` drops the connection of a watcher that does not read."""
+        """Send through ``sink`` (the stream's connection)."""
         self._hub = hub
         self._store = store
         self._incarnation = incarnation
         self._watcher = watcher
-        self._write = write
-        self._abort = abort
-        self._writing = False
+        self._sink = sink
         self._node_id = store.node_id
         self._id_head = f"id: {token_head(self._node_id, incarnation)}".encode()
-        watcher.on_cut = self._cut
 
-    def _cut(self) -> None:
-        self._hub.cut_count += 1
-        if self._writing:  # blocked on a client that does not read: nothing more gets through
-            self._abort()
-
-    def _token(self, position: _Position, seq: int | None = None) -> str:
+    def _token(self, position: Position, seq: int | None = None) -> str:
         """The token at ``position`` (or at ``seq`` with its vector: an event inside a batch)."""
         at = position.seq if seq is None else seq
         return encode_token(self._node_id, self._incarnation, at, position.text)
@@ -127,12 +78,13 @@ class WatchStream:
         """Serve the stream until the client goes, the watcher is cut or must re-list."""
         hub, watcher = self._hub, self._watcher
         reads = self._store.watch_reads
+        await hub.settled()  # every write answered before the stream began is in its catch-up
         if self._issued_here(token):
             assert token is not None
             if token.seq < self._store.purged_seq():
                 await self._relist("tombstones after this token were collected here")
                 return
-            await self._catch_up(_Position(token.seq, dict(token.covered)), None)
+            await self._catch_up(Position.of(token.seq, dict(token.covered)), None)
             return
         if token is not None:
             if below_any(token.covered, reads.collected()):
@@ -140,11 +92,12 @@ class WatchStream:
                 return
             coverage = Coverage(token.covered, self._floor(token.covered))
             watcher.coverage = coverage
-            start = _Position(hub.position, merged(token.covered, hub.covered))
+            start = Position.of(hub.position, merged(token.covered, hub.covered))
             await self._scan(start.seq, coverage)
             await self._catch_up(start, coverage)
             return
-        start = _Position(hub.position, dict(hub.covered))
+        seq, now = hub.position, hub.covered_text
+        start = Position(seq, now.vector, now, now)
         if snapshot:
             await self._scan(start.seq, None)
         await self._catch_up(start, None)
@@ -173,83 +126,65 @@ class WatchStream:
                 watcher.filter, after, upto, PAGE_ROWS, self._node_id, coverage
             )
             if events:
-                await self._send([_frame("change", e.data, None) for e in events], len(events))
+                await self._send([frame("change", e.data, None) for e in events], len(events))
             if after is None:
                 return
 
-    async def _catch_up(self, start: _Position, coverage: Coverage | None) -> None:
+    async def _catch_up(self, start: Position, coverage: Coverage | None) -> None:
         """Changes after ``start`` up to the tail's position, then join the tail and follow it."""
         hub, watcher = self._hub, self._watcher
         position = start
         while True:
             upto = hub.position
             if position.seq >= upto:
-                hub.attach(watcher)  # no await since reading up to upto: nothing falls between
                 break
             events, end, _ = watcher.kind.after(
                 watcher.filter, position.seq, upto, PAGE_ROWS, self._node_id
             )
             events = [e for e in events if not _covered(e, coverage)]
-            frames = [_frame("change", e.data, self._token(position, e.seq)) for e in events]
+            frames = [frame("change", e.data, self._token(position, e.seq)) for e in events]
             position.seq = end
             if frames:
                 await self._send(frames, len(frames))
-        position.reach(hub.position, hub.covered)
+        # No await from reading up to the hub's position to joining it: nothing falls between.
+        position.reach(hub.position, hub.covered_text)
         ready = {"bookmark": Bookmark(self._node_id, position.seq, 0).encode()}
-        await self._send([_frame("ready", json.dumps(ready).encode(), self._token(position))], 0)
-        await self._follow(position)
+        if not self._sink.send(frame("ready", json.dumps(ready).encode(), self._token(position))):
+            return  # the client went
+        hub.attach(watcher, position, self._sink, self._id_head)
+        await self._follow()
 
-    async def _follow(self, position: _Position) -> None:
-        hub, watcher = self._hub, self._watcher
-        while True:
-            await watcher.wait()
-            if hub.closing:
-                await self._send_cut("the node is stopping: resume at another PoP")
-                return
-            if watcher.cut:
-                await self._send_cut("the watcher fell behind: resume from the last event id")
-                return
-            watcher.heartbeat_due = False
-            items = watcher.take()
-            if not items:
-                frame = b": heartbeat\n\n"
-                if hub.position > position.seq:
-                    position.reach(hub.position, hub.covered)
-                    frame = f"id: {self._token(position)}\n: heartbeat\n\n".encode()
-                await self._send([frame], 0)
-                continue
-            # The hot path of a busy watch: the frames built from bytes pieces, no
-            # string formatting per event beyond the seq.
-            head, parts = self._id_head, list[bytes]()
-            for seq, data in items[:-1]:
-                parts += (head, b"%x" % seq, position.tail, data, b"\n\n")
-            # Everything up to the tail's position is in this batch: the last id says so.
-            position.reach(hub.position, hub.covered)
-            parts += (head, b"%x" % position.seq, position.tail, items[-1][1], b"\n\n")
-            await self._send(parts, len(items))
+    async def _follow(self) -> None:
+        """While the hub writes the tail: wait for the end, and say why when there is one."""
+        watcher = self._watcher
+        await watcher.wait_end()
+        if watcher.gone:
+            return
+        if watcher.stopping:
+            await self._send_cut("the node is stopping: resume at another PoP")
+        else:
+            await self._send_cut("the watcher fell behind: resume from the last event id")
 
     async def _send(self, frames: list[bytes], events: int) -> None:
-        self._writing = True
-        try:
-            await self._write(b"".join(frames))
-        finally:
-            self._writing = False
+        """Frames of the catch-up, at the pace the client reads them."""
+        if not self._sink.send(b"".join(frames)):
+            raise ConnectionResetError("the watch client went")
         self._hub.events_sent += events
-        self._watcher.last_sent = asyncio.get_running_loop().time()
+        await self._sink.drained()
 
     async def _send_cut(self, reason: str) -> None:
         data = json.dumps({"reason": reason})
+        # Past the buffer's bound, by one small frame: the client learns why if it reads on.
+        self._sink.send(frame("cut", data.encode(), None))
         try:
-            await asyncio.wait_for(
-                self._write(_frame("cut", data.encode(), None)), _CUT_WRITE_SECONDS
-            )
+            await asyncio.wait_for(self._sink.drained(), _CUT_WRITE_SECONDS)
         except TimeoutError:
-            self._abort()
+            self._sink.abort()
 
     async def _relist(self, reason: str) -> None:
         self._hub.relists += 1
         data = json.dumps({"reason": reason + ": list again (snapshot=true)"})
-        await self._send([_frame("relist", data.encode(), None)], 0)
+        await self._send([frame("relist", data.encode(), None)], 0)
 
 
 def _covered(event: Event, coverage: Coverage | None) -> bool:
