@@ -67,6 +67,11 @@ _CARRYING = ("peer batch", "backbone", "backbone skipped", "publish")
 moving cursors, the gateways between brokers)."""
 
 
+
+SETTLE_HEARTBEATS = 6
+"""Heartbeat rounds before the first write: the chains of relays in a 50-PoP region are
+at most a few hops, each needing a heartbeat to carry the relay's marks (idle nodes)."""
+
 class ScaleReplica(Replica):
     """A simnet replica that tells the network about commits and counts what it receives."""
 
@@ -232,8 +237,10 @@ class ScaleNetwork(Network):
         # mark: with it each puller asks its other servers to defer what it
         # pulls directly, before the first write (as nodes do within seconds).
         # A puller answers each server's batch, so the servers it heard before
-        # the origins learn of the deferral with their next heartbeat.
-        for _ in range(2):
+        # the origins learn of the deferral with their next heartbeat. An origin
+        # reached by relay is deferred once its mark has come down the chain of
+        # chosen relays, a hop per heartbeat (nodes: a second each): a few more.
+        for _ in range(SETTLE_HEARTBEATS):
             self.heartbeat()
             for link in sorted(self.streams):
                 self._flush(link)
