@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 from edgekv.store.kv import prefix_upper_bound
+
+RowT = TypeVar("RowT")
 
 RESERVED_PREFIX = "_edgekv."
 """Namespaces the node keeps for itself; no client route reads or writes them."""
@@ -86,16 +89,7 @@ class DocumentCursor:
             cursor = self._reader.execute(
                 _DOCS_ONE, (self._collection, doc_id, p, p, p, p, self._rows)
             )
-        page: list[DocumentRow] = []
-        size = 0
-        for row in cursor:
-            page.append(DocumentRow(*row))
-            size += len(row[2])
-            if size >= self._bytes:
-                break
-        cursor.close()
-        if len(page) < self._rows and size < self._bytes:
-            self.done = True
+        page, self.done = _bounded_page(cursor, DocumentRow, self._rows, self._bytes)
         if page:
             self._after = (page[-1].collection, page[-1].id)
         return page
@@ -144,16 +138,23 @@ class ExportCursor:
             cursor = self._reader.execute(
                 _ONE_NS, (self._namespace, key, self._prefix, self._upper, at, self._rows)
             )
-        page: list[ExportRow] = []
-        size = 0
-        for row in cursor:
-            page.append(ExportRow(*row))
-            size += len(row[2])
-            if size >= self._bytes:
-                break
-        cursor.close()
-        if len(page) < self._rows and size < self._bytes:
-            self.done = True
+        page, self.done = _bounded_page(cursor, ExportRow, self._rows, self._bytes)
         if page:
             self._after = (page[-1].ns, page[-1].key)
         return page
+
+
+def _bounded_page(
+    cursor: sqlite3.Cursor, make: Callable[..., RowT], rows: int, budget: int
+) -> tuple[list[RowT], bool]:
+    """Rows of ``cursor`` (its third column the value) until ``budget`` bytes of values;
+    and whether that was the last page (fewer rows than asked, budget not reached)."""
+    page: list[RowT] = []
+    size = 0
+    for row in cursor:
+        page.append(make(*row))
+        size += len(row[2])
+        if size >= budget:
+            break
+    cursor.close()
+    return page, len(page) < rows and size < budget
