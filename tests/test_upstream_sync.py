@@ -136,7 +136,8 @@ def test_push_and_sequencer_statements_take_the_lock_and_number_after_its_holder
                     if await blocked():
                         break
                     await asyncio.sleep(0.01)
-                assert await blocked() and not waiting.done()
+                assert await blocked()
+                assert not waiting.done()
                 await held.commit()
                 await waiting
                 assert await numbered(watcher, key) > holder_seq
