@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from edgekv.store.pg.schema import migrate
 from edgekv.store.pg.statements import Statements
 from testkit.cluster import stored_state, wait_converged
 from testkit.pg import DSN, query, via
@@ -94,6 +95,57 @@ def test_cursor_never_skips_a_row_committed_out_of_sequence_order(
 
     asyncio.run(reverse_commits())
     wait_for(lambda: _has(node, "early"), what="the earlier-begun row, committed last")
+
+
+def test_push_and_sequencer_statements_take_the_lock_and_number_after_its_holder(
+    pg_schema: str,
+) -> None:
+    # Each is one statement that locks, numbers and commits (no round trip
+    # under the lock): it must still wait for a transaction holding the lock,
+    # and number only after it, or a puller could skip the holder's rows.
+    sql = Statements(pg_schema)
+    constant, arguments = [False] * 7, [["app"], [b"pushed"], [b"v"], [None], [None], [7], [9]]
+
+    async def numbered(conn: asyncpg.Connection, key: bytes) -> int:
+        return int(await conn.fetchval(f"SELECT seq FROM {pg_schema}.kv WHERE key = $1", key))
+
+    async def run() -> None:
+        holder, other, watcher = [await asyncpg.connect(DSN) for _ in range(3)]
+        try:
+            await migrate(holder, pg_schema)
+            await holder.execute(
+                sql.strong_upsert, ["app"], [b"unnumbered"], [b"s"], [None], [None], [5], 9
+            )
+            for statement, args, key in (
+                (sql.push(constant), arguments, b"pushed"),
+                (sql.sequence, [], b"unnumbered"),
+            ):
+                held = holder.transaction()
+                await held.start()
+                await holder.execute(sql.lock_sequencer)
+                holder_seq = await holder.fetchval(f"SELECT nextval('{pg_schema}.change_seq')")
+                waiting = asyncio.ensure_future(other.execute(statement, *args))
+
+                async def blocked(pid: int = other.get_server_pid()) -> bool:
+                    wait = await watcher.fetchval(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+                    )
+                    return bool(wait == "Lock")
+
+                for _ in range(3000):
+                    if await blocked():
+                        break
+                    await asyncio.sleep(0.01)
+                assert await blocked()
+                assert not waiting.done()
+                await held.commit()
+                await waiting
+                assert await numbered(watcher, key) > holder_seq
+        finally:
+            for conn in (holder, other, watcher):
+                await conn.close()
+
+    asyncio.run(run())
 
 
 def test_pushed_rows_equal_the_node_s_whichever_columns_vary(

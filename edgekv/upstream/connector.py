@@ -490,13 +490,18 @@ class Upstream:
         # in (no deadlock). A page of the log holds one row per (ns, key), so
         # plain tuple order is decided by those two fields.
         entries.sort()
+        if not documents:
+            # One statement that locks, numbers and commits: the sequencer
+            # lock is never held across a round trip (see statements.py).
+            constant, arguments = _push_arguments(entries)
+            await conn.execute(self.sql.push(constant), *arguments)
+            return
         async with conn.transaction():
             await conn.execute(self.sql.lock_sequencer)
             if entries:
                 constant, arguments = _push_arguments(entries)
                 await conn.execute(self.sql.push(constant), *arguments)
-            if documents:
-                await self._push_documents(conn, documents)
+            await self._push_documents(conn, documents)
 
     async def _push_documents(
         self, conn: PgConnection, documents: dict[tuple[str, bytes], Change]
@@ -554,14 +559,6 @@ class Upstream:
         while self._from_upstream and self._from_upstream[0][1] <= up_to:
             self._from_upstream.popleft()
 
-    async def _sequence(self, conn: PgConnection) -> None:
-        """Number committed rows that wait for a seq (a no-op read when none wait)."""
-        if not await conn.fetchval(self.sql.has_unsequenced):
-            return
-        async with conn.transaction():
-            await conn.execute(self.sql.lock_sequencer)
-            await conn.execute(self.sql.sequence)
-
     async def _pull_loop(self) -> None:
         assert self._pool is not None
         assert self.upstream_id is not None
@@ -569,8 +566,14 @@ class Upstream:
         max_offset_ms = int(self.config.max_clock_offset * 1000)
         while True:
             async with asyncio.timeout(self.timeout), self._pool.acquire() as conn:
-                await self._sequence(conn)
-                head = int(await conn.fetchval(self.sql.head))
+                # A poll is one round trip when nothing waits for a number
+                # (strong writes leave rows unnumbered), two reads otherwise.
+                polled = await conn.fetchrow(self.sql.poll)
+                assert polled is not None
+                head = int(polled["head"])
+                if polled["unsequenced"]:
+                    await conn.execute(self.sql.sequence)
+                    head = int(await conn.fetchval(self.sql.head))
                 rows = []
                 if head > self.pulled_seq:
                     rows = await conn.fetch(
