@@ -104,7 +104,7 @@ RECEIVED = (
     "edgekv_repl_changes_received",
     "edgekv_backbone_changes_consumed",
     "edgekv_backbone_messages_skipped",
-    "edgekv_upstream_changes_pulled",
+    "edgekv_upstream_changes_received",
 )
 """Counters of changes arriving at a node, by path (absent ones count 0)."""
 NEEDS = {

@@ -95,6 +95,12 @@ class UpstreamMetrics:
             "Changes pulled from the upstream and applied.",
             registry=registry,
         )
+        self.received = Counter(
+            "edgekv_upstream_changes_received",
+            "Rows read from the upstream log (entries and documents), applied or not: "
+            "what edgekv_repl_changes_received counts for a peer stream.",
+            registry=registry,
+        )
         self.pull_pages = Counter(
             "edgekv_upstream_pull_pages",
             "Pages of rows read from the upstream log (each at most upstream_pull_bytes "
@@ -596,6 +602,7 @@ class Upstream:
             cursor = int(rows[-1]["seq"]) if full else head
             if rows:
                 self.metrics.pull_pages.inc()
+                self.metrics.received.inc(len(rows))
             blocked = False
             if cursor > self.pulled_seq:
                 blocked = await self._apply(rows, cursor, max_offset_ms)
