@@ -125,7 +125,8 @@ class BackboneMetrics:
         )
         self.skipped = Counter(
             "edgekv_backbone_messages_skipped",
-            "Backbone messages acknowledged without applying (own region, own, already applied).",
+            "Backbone messages acknowledged without applying (already applied, or of a member "
+            "of this region: one that moved, as the region filters leave the rest out).",
             registry=registry,
         )
         self.up = Gauge(

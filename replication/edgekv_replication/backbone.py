@@ -16,11 +16,12 @@ message, so a write superseded long ago by a delete is still in it; a node
 that collected the delete's tombstone and then consumed that old write would
 bring the key back. A tombstone stamped ``h`` may therefore go only when
 (1) every member has published all of its own writes stamped up to ``h``, and
-(2) every member has since consumed everything the stream held then. Each
-report carries (1) as ``published_ms`` (the wall-clock part of the origin
-mark at the node's published position) and (2) as ``caught_up_ms`` (the node's
-wall clock when a fetch found nothing more pending, everything before it
-applied). The floor keeps, for each moment it saw every member's
+(2) every member has since consumed everything the stream held then for it
+(every other region's subjects). Each report carries (1) as ``published_ms``
+(the wall-clock part of the origin mark at the node's published position) and
+(2) as ``caught_up_ms`` (the node's wall clock when a fetch found nothing more
+pending, everything before it applied: the oldest such time of its consumers,
+one per other region). The floor keeps, for each moment it saw every member's
 ``published_ms``, that minimum, and lets it count once every member's
 ``caught_up_ms`` is past that moment plus a margin for clock skew.
 """
@@ -109,7 +110,7 @@ class State:
     published_ms: int | None
     """Every write this node stamped at or before this wall-clock ms is on the backbone."""
     caught_up_ms: int | None
-    """This node had applied everything the stream held at this wall-clock ms."""
+    """This node had applied everything the stream held for it at this wall-clock ms."""
     members: tuple[tuple[int, str, str, bool, int, str], ...] = ()
     """Its member list (sent now and then, not in every report)."""
 
