@@ -14,11 +14,11 @@ stream: the node's batching delay).
 **The backbone** is modelled as the reference deployment of a NATS JetStream
 backbone: a JetStream cluster per region joined by gateways. A node publishes
 each of its own writes once (to its region's broker, half the intra-region
-RTT away); every node's consumer reads every node's subject from its own
-region's broker (the gateway carries each message across once: half the RTT
-between the regions), ``backbone_ms`` after it arrives (the consumer's fetch
-and apply), and, as ``edgekv.peers.backbone`` does, acknowledges its own
-region's changes without applying them (they come over peer streams). A peer
+RTT away); every node's consumers read the other regions' subjects from its
+own region's broker (the gateway carries each message across once: half the
+RTT between the regions), ``backbone_ms`` after it arrives (the consumer's
+fetch and apply); as in ``edgekv.peers.backbone``, no consumer reads the
+node's own region (its changes come over peer streams). A peer
 stream leaves out other regions' origins (the node reaches that by relay
 deferral: a puller asks its servers to defer the origins it takes from the
 backbone; here it is a filter on the served log): each change reaches a node
@@ -62,7 +62,7 @@ from testkit.simnet import (
 from testkit.wan import WanModel, wan_model
 
 PROBE_NS = "probe"
-_CARRYING = ("peer batch", "backbone", "backbone skipped", "publish")
+_CARRYING = ("peer batch", "backbone", "publish")
 """The kinds of message that carry a change to a PoP (the rest: control, empty batches
 moving cursors, the gateways between brokers)."""
 
@@ -344,8 +344,7 @@ class ScaleNetwork(Network):
         """The origin's broker has the message; it crosses each gateway once, then fans out."""
         self.wire["publish"] += 1
         region = self.region[origin]
-        self._fan_out(region, data)  # to the origin's own region too: skipped there
-        for other in self.wan.regions:
+        for other in self.wan.regions:  # not its own region: no consumer there reads it
             if other != region:
                 self._cross(region, other, data)
 
@@ -369,11 +368,6 @@ class ScaleNetwork(Network):
         replica = self.replicas[name]
         batch = decode(data)
         assert isinstance(batch, Batch)
-        if self.region_of_node[batch.changes[0].node] == self.region[name]:
-            # The node's consumer reads every subject and acknowledges its own
-            # region's (and its own) changes unapplied: they come over peer streams.
-            self.wire["backbone skipped"] += 1
-            return
         self.wire["backbone"] += 1
         self.received(replica, batch.changes, batch=False)
         plan = plan_apply(batch, replica.current, replica.wall_ms(), replica.max_offset_ms)

@@ -63,7 +63,7 @@ async def _publish(url: str, batches: list[tuple[int, Batch]]) -> None:
         js = nc.jetstream()
         for origin, batch in batches:
             await js.publish(
-                changes_subject(STREAM, origin),
+                changes_subject(STREAM, "eu", origin),
                 encode(batch),
                 headers={
                     "Nats-Msg-Id": message_id(origin, 1, batch.upto),

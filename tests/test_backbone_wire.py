@@ -16,24 +16,50 @@ from edgekv_replication.backbone import (
     StampFloor,
     State,
     Take,
+    all_changes,
     changes_subject,
+    consumer_name,
     decode_state,
     encode_state,
     origin_of,
 )
 from edgekv_replication.envelope import EnvelopeError
+from edgekv_replication.intake import REGION
 
 
 def test_a_message_must_come_from_the_node_of_its_subject() -> None:
-    subject = changes_subject("S", 0xABC)
+    subject = changes_subject("S", "eu", 0xABC)
     headers = {NODE_HEADER: f"{0xABC:016x}", INCARNATION_HEADER: f"{7:016x}"}
     assert origin_of(subject, headers) == (0xABC, 7)
     with pytest.raises(EnvelopeError, match="another node's subject"):
-        origin_of(changes_subject("S", 0xDEF), headers)
+        origin_of(changes_subject("S", "eu", 0xDEF), headers)
     with pytest.raises(EnvelopeError, match="headers"):
         origin_of(subject, {NODE_HEADER: "abc"})
     with pytest.raises(EnvelopeError, match="headers"):
         origin_of(subject, None)
+
+
+@given(st.from_regex(REGION, fullmatch=True))
+def test_a_region_is_one_subject_token_and_its_filter_takes_only_its_nodes(region: str) -> None:
+    """The consumer of one region never gets another's changes, whatever dots the names hold."""
+    subject = changes_subject("S", region, 0xABC)
+    assert subject.split(".")[2:] == [region.replace(".", "~"), f"{0xABC:016x}"]
+    assert _matches(all_changes("S"), subject)
+    assert _matches(changes_subject("S", region), subject)
+    for other in (region + ".x", "x." + region, region + "x", region.replace(".", "_")):
+        if other != region:
+            assert not _matches(changes_subject("S", other), subject)
+    name = consumer_name(0xABC, region)
+    assert not set(name) & set(". *>"), name  # a valid durable name
+    assert name != consumer_name(0xABC, region + "x") != consumer_name(0xABD, region)
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching for patterns with ``*`` tokens only."""
+    tokens, wanted = subject.split("."), pattern.split(".")
+    return len(tokens) == len(wanted) and all(
+        w in ("*", t) for w, t in zip(wanted, tokens, strict=True)
+    )
 
 
 def test_state_reports_round_trip_and_refuse_odd_shapes() -> None:

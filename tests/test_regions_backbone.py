@@ -7,13 +7,17 @@ discovery on: which streams run is the nodes' own choice
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from nats.js.api import ConsumerInfo
 
 from edgekv_replication.topology import chosen_relays
 from testkit.cluster import stored_state, wait_converged
@@ -352,15 +356,23 @@ def test_a_node_off_the_backbone_past_the_horizon_must_resync(
         proxy.close()
 
 
-def _received(node: NodeProcess) -> float:
-    """Changes this node received: over peer streams and from the backbone."""
+def _metric(node: NodeProcess, pattern: str) -> float:
+    """The sum of the node's counters whose name and labels match ``pattern``."""
     text = node.request("GET", "/metrics").body.decode()
-    counted = re.findall(
-        r"^edgekv_(?:repl_changes_received|backbone_changes_consumed)_total\{[^}]*\} (\S+)",
-        text,
-        re.MULTILINE,
-    )
+    counted = re.findall(rf"^edgekv_(?:{pattern}) (\S+)", text, re.MULTILINE)
     return sum(float(value) for value in counted)
+
+
+def _received(node: NodeProcess) -> float:
+    """Changes this node received: over peer streams and from the backbone, skipped or not.
+
+    A skipped backbone message counts as one change (it holds one or more).
+    """
+    return _metric(
+        node,
+        r"(?:repl_changes_received|backbone_changes_consumed)_total\{[^}]*\}"
+        r"|backbone_messages_skipped_total",
+    )
 
 
 @pytest.mark.slow
@@ -387,6 +399,66 @@ def test_each_change_reaches_each_node_about_once(
     per_change = [(_received(n) - b) / from_others for n, b in zip(nodes, before, strict=True)]
     assert all(ratio >= 1 for ratio in per_change), per_change  # every change arrived
     assert sum(per_change) / len(per_change) <= 1.2, per_change  # the issue's goal
+
+
+def _consumed_all(node: NodeProcess, region: str, changes: int) -> bool:
+    pattern = rf'backbone_changes_consumed_total\{{region="{region}"\}}'
+    return _metric(node, pattern) == changes
+
+
+def _consumers(nats_server: NatsServer, stream: str) -> dict[str, ConsumerInfo]:
+    """The stream's consumers on the server, by name."""
+
+    async def listing() -> dict[str, ConsumerInfo]:
+        client = await nats.connect(nats_server.url)
+        try:
+            return {info.name: info for info in await client.jsm().consumers_info(stream)}
+        finally:
+            await client.close()
+
+    return asyncio.run(listing())
+
+
+@pytest.mark.slow
+def test_a_region_learned_late_is_read_from_its_start_and_the_own_region_never(
+    region_node: Start, nats_server: NatsServer
+) -> None:
+    """A consumer per other region, made when the region becomes known; none for the own."""
+    backbone = _backbone(nats_server, "RegionsLearned")
+    us1 = region_node("us1", "us", [], *backbone)
+    for k in range(20):
+        assert us1.request("PUT", f"/v1/kv/ns/u{k}", body=b"v").status == 200
+    wait_for(lambda: status(us1)["backbone"]["lag_changes"] == 0, 30, "us1's writes published")
+    # No seed in the other region: the eu nodes learn us1 from its state reports
+    # only, after its writes are in the stream; no peer stream crosses regions.
+    eu1 = region_node("eu1", "eu", [], *backbone)
+    eu2 = region_node("eu2", "eu", [eu1], *backbone)
+    nodes = [eu1, eu2, us1]
+    wait_for(lambda: knows_everyone(nodes), 30, "every node knows every member")
+    for k in range(10):
+        assert eu1.request("PUT", f"/v1/kv/ns/e{k}", body=b"v").status == 200
+    assert len(wait_converged(nodes)) == 30
+    for node in (eu1, eu2):
+        # Each eu node's consumer reads us1's batches from the start (one may have
+        # had them relayed by the other first: a relayed copy moves no origin cursor).
+        wait_for(
+            partial(_consumed_all, node, "us", 20),
+            30,
+            f"{node.data_dir.name} consumed us1's writes from the backbone",
+        )
+        assert _metric(node, r'backbone_changes_consumed_total\{region="eu"\}') == 0
+        assert _metric(node, "backbone_messages_skipped_total") == 0
+    consumers = _consumers(nats_server, "RegionsLearned")
+    assert consumers.keys() == {
+        f"edgekv-{eu1.node_id}-us",
+        f"edgekv-{eu2.node_id}-us",
+        f"edgekv-{us1.node_id}-eu",
+    }
+    for info in consumers.values():
+        assert info.config.filter_subject is not None
+        assert info.config.filter_subject.split(".")[2] == info.name.rsplit("-", 1)[1]
+        # Removed by the server once unused for the tombstone horizon (7 days here).
+        assert info.config.inactive_threshold == 7 * 86400
 
 
 @pytest.mark.slow

@@ -3,15 +3,17 @@
 Three loops over one connection:
 
 * **publish**: this node's own changes (origin == itself), paged from its log
-  in seq order, as envelope batches on ``<stream>.changes.<node>`` with a
+  in seq order, as envelope batches on ``<stream>.changes.<region>.<node>`` with a
   ``Nats-Msg-Id`` per batch (a batch published again after a restart is
   dropped by JetStream). The position is saved in SQLite (a cursor under the
   reserved peer id :data:`PUBLISHED`) after JetStream acknowledged the
   batch, so a restart resumes from it and nothing acknowledged locally is
   skipped; local writes never wait for the backbone.
-* **consume**: a durable pull consumer over every node's changes. Changes of
-  this node's own region are acknowledged and skipped (they come over peer
-  streams); the others are checked by the one intake rule and applied as a
+* **consume**: a durable pull consumer per other region, filtered to that
+  region's subjects (nats-server 2.9 has one filter per consumer), added as
+  members make regions known and reading each from the start of the stream.
+  This node's own region is never read (its changes come over peer streams).
+  Each batch is checked by the one intake rule and applied as a
   peer batch, moving that origin's cursor (``peer_cursors``, keyed by the
   origin, holding the origin's seq) in the same transaction. The message is
   acknowledged to JetStream only after that commit: a crash before it gets
@@ -35,7 +37,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.client import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgekv.config import Config
@@ -58,7 +61,9 @@ from edgekv_replication.backbone import (
     StampFloor,
     State,
     Take,
+    all_changes,
     changes_subject,
+    consumer_name,
     decode_state,
     encode_state,
     message_id,
@@ -83,6 +88,9 @@ RETRY_MIN, RETRY_MAX = 0.2, 5.0
 REFUSED_RETRY_SECONDS = 5.0
 HOLD_SECONDS = 1.0
 """Redelivery delay of a batch held back behind another of its origin."""
+MIN_CONSUMER_IDLE = 3600.0
+"""A consumer nobody pulled from for the tombstone horizon (at least this) is removed by
+the server: its node is off the backbone past the horizon and must re-sync anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +125,8 @@ class BackboneMetrics:
         )
         self.skipped = Counter(
             "edgekv_backbone_messages_skipped",
-            "Backbone messages acknowledged without applying (own region, own, already applied).",
+            "Backbone messages acknowledged without applying (already applied, or of a member "
+            "of this region: one that moved, as the region filters leave the rest out).",
             registry=registry,
         )
         self.up = Gauge(
@@ -175,6 +184,11 @@ class Backbone:
         self.pending = 0
         self.lag_ms = 0
         self.caught_up_ms: int | None = None
+        """Every region's consumer was caught up at this wall-clock ms (the oldest of them)."""
+        self._caught_up: dict[str, int | None] = {}
+        """Per other region: when its consumer last found nothing pending (None: not yet)."""
+        self._pending: dict[str, int] = {}
+        """Per other region: messages its consumer has not read yet."""
         self.reports: dict[int, tuple[int | None, int | None, int]] = {}
         """Each node's last report: (published_ms, caught_up_ms, when heard)."""
         self.floor = StampFloor(margin_ms=2 * self._max_offset_ms + 2000)
@@ -344,16 +358,14 @@ class Backbone:
         try:
             await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            await js.add_stream(
-                StreamConfig(name=self.stream, subjects=[f"{self.stream}.changes.*"])
-            )
+            await js.add_stream(StreamConfig(name=self.stream, subjects=[all_changes(self.stream)]))
 
     # -- publishing -------------------------------------------------------------
 
     async def _publish_loop(self) -> None:
         assert self._nc is not None
         js = self._nc.jetstream(timeout=5)
-        subject = changes_subject(self.stream, self.node)
+        subject = changes_subject(self.stream, self.config.region, self.node)
         max_bytes = max(1024, self._nc.max_payload // 2)
         while True:
             self._wake_publisher.clear()
@@ -405,17 +417,55 @@ class Backbone:
     # -- consuming ----------------------------------------------------------------
 
     async def _consume_loop(self) -> None:
+        """Run a consumer per other region, adding one as a region becomes known.
+
+        A region learned late (from a member list) is read from the start of
+        what the stream holds for it; the origins' cursors pass over what was
+        applied already (relayed copies move no origin cursor).
+        """
         assert self._nc is not None
         js = self._nc.jetstream(timeout=5)
+        consumers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                now_ms = self.store.clock.wall_ms()
+                regions = set(self.membership.regions().values()) - {self.config.region}
+                for region in regions - consumers.keys():
+                    self._caught_up.setdefault(region, None)
+                    consumers[region] = asyncio.create_task(self._consume_region(js, region))
+                self._caught_up_at(now_ms, consumers)
+                if not consumers:
+                    await asyncio.sleep(STATE_INTERVAL)
+                    continue
+                done, _ = await asyncio.wait(
+                    consumers.values(), timeout=STATE_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()  # a consumer ends only by failing: raise it
+        finally:
+            for task in consumers.values():
+                task.cancel()
+            await asyncio.gather(*consumers.values(), return_exceptions=True)
+
+    def _caught_up_at(self, now_ms: int, regions: Collection[str]) -> None:
+        """Set ``caught_up_ms``, ``pending``: a region's consumer not caught up yet holds them."""
+        times = [self._caught_up.get(region) for region in regions]
+        if None not in times:  # with no other region, nothing is there to consume
+            self.caught_up_ms = min((t for t in times if t is not None), default=now_ms)
+        self.pending = sum(self._pending.get(region, 0) for region in regions)
+        self.metrics.pending.set(self.pending)
+
+    async def _consume_region(self, js: JetStreamContext, region: str) -> None:
         subscription = await js.pull_subscribe(
-            f"{self.stream}.changes.*",
-            durable=f"edgekv-{self.node:016x}",
+            changes_subject(self.stream, region),
+            durable=consumer_name(self.node, region),
             stream=self.stream,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=10,
                 max_ack_pending=10_000,
+                inactive_threshold=max(MIN_CONSUMER_IDLE, self.config.tombstone_horizon),
             ),
         )
         while True:
@@ -424,16 +474,13 @@ class Backbone:
                 messages = await subscription.fetch(FETCH_MESSAGES, timeout=1)
             except (nats.errors.TimeoutError, TimeoutError):
                 messages = []
-            if not messages:  # nothing pending when the fetch began: all of it applied
-                self.pending = 0
-                self.metrics.pending.set(0)
-                self.caught_up_ms = fetched_ms
-                continue
-            await self._take(messages)
-            self.pending = messages[-1].metadata.num_pending
-            self.metrics.pending.set(self.pending)
-            if self.pending == 0:
-                self.caught_up_ms = fetched_ms
+            if messages:
+                await self._take(messages)
+                self._pending[region] = messages[-1].metadata.num_pending
+            else:
+                self._pending[region] = 0
+            if self._pending[region] == 0:  # nothing pending when the fetch began: all applied
+                self._caught_up[region] = fetched_ms
 
     async def _take(self, messages: list[Msg]) -> None:
         """Apply ``messages`` (group-committed), then acknowledge them, in order.

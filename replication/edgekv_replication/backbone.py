@@ -2,8 +2,10 @@
 
 A node publishes its *own* changes (origin == itself) as envelope
 :class:`~edgekv_replication.envelope.Batch` messages on its own subject of one
-JetStream stream, ``<stream>.changes.<node id>``, and consumes the other
-regions' with a durable consumer. Once a second it also publishes a
+JetStream stream, ``<stream>.changes.<region>.<node id>``, and consumes each
+other region's with a durable consumer filtered to that region's subjects, so
+its own region's changes (peer streams bring them) never reach it from the
+backbone. Once a second it also publishes a
 :class:`State` report on plain NATS (``<stream>.state.<node id>``, not kept
 by the stream): who it is, how far its own writes are on the backbone and
 how far it has consumed, and now and then its member list, so members spread
@@ -14,11 +16,12 @@ message, so a write superseded long ago by a delete is still in it; a node
 that collected the delete's tombstone and then consumed that old write would
 bring the key back. A tombstone stamped ``h`` may therefore go only when
 (1) every member has published all of its own writes stamped up to ``h``, and
-(2) every member has since consumed everything the stream held then. Each
-report carries (1) as ``published_ms`` (the wall-clock part of the origin
-mark at the node's published position) and (2) as ``caught_up_ms`` (the node's
-wall clock when a fetch found nothing more pending, everything before it
-applied). The floor keeps, for each moment it saw every member's
+(2) every member has since consumed everything the stream held then for it
+(every other region's subjects). Each report carries (1) as ``published_ms``
+(the wall-clock part of the origin mark at the node's published position) and
+(2) as ``caught_up_ms`` (the node's wall clock when a fetch found nothing more
+pending, everything before it applied: the oldest such time of its consumers,
+one per other region). The floor keeps, for each moment it saw every member's
 ``published_ms``, that minimum, and lets it count once every member's
 ``caught_up_ms`` is past that moment plus a margin for clock skew.
 """
@@ -47,9 +50,27 @@ _HEX16 = re.compile(r"[0-9a-f]{16}")
 _I64 = (1 << 63) - 1
 
 
-def changes_subject(stream: str, node: int) -> str:
-    """The subject ``node`` publishes its own changes on."""
-    return f"{stream}.changes.{node:016x}"
+def region_token(region: str) -> str:
+    """``region`` as one subject token: ``.`` (a token separator) becomes ``~``.
+
+    One-to-one, since no region holds a ``~`` (:data:`~edgekv_replication.intake.REGION`).
+    """
+    return region.replace(".", "~")
+
+
+def changes_subject(stream: str, region: str, node: int | None = None) -> str:
+    """The subject ``node`` of ``region`` publishes its own changes on (every node's: ``None``)."""
+    return f"{stream}.changes.{region_token(region)}." + ("*" if node is None else f"{node:016x}")
+
+
+def all_changes(stream: str) -> str:
+    """The subjects of every node's changes: what the stream holds."""
+    return f"{stream}.changes.*.*"
+
+
+def consumer_name(node: int, region: str) -> str:
+    """The durable consumer through which ``node`` reads ``region``'s changes."""
+    return f"edgekv-{node:016x}-{region_token(region)}"
 
 
 def state_subject(stream: str, node: int | None = None) -> str:
@@ -89,7 +110,7 @@ class State:
     published_ms: int | None
     """Every write this node stamped at or before this wall-clock ms is on the backbone."""
     caught_up_ms: int | None
-    """This node had applied everything the stream held at this wall-clock ms."""
+    """This node had applied everything the stream held for it at this wall-clock ms."""
     members: tuple[tuple[int, str, str, bool, int, str], ...] = ()
     """Its member list (sent now and then, not in every report)."""
 
@@ -158,7 +179,8 @@ class Take(enum.Enum):
     """What a consumer does with one batch of the backbone."""
 
     SKIP = "skip"
-    """Acknowledge it unapplied: own, of this region (peer streams bring it), or applied."""
+    """Acknowledge it unapplied: applied already, or own or of this region (peer streams
+    bring it; the region filters deliver such a batch only from a member that moved)."""
     APPLY = "apply"
     """Check it (intake) and apply it, moving the origin's cursor to its end."""
     HOLD = "hold"
