@@ -80,6 +80,14 @@ PUBLISHED = 0
 """The reserved peer id under which the publish position is saved (node ids are never 0)."""
 PAGE_CHANGES = 500
 FETCH_MESSAGES = 64
+FETCH_WAIT = 5.0
+"""Seconds a fetch waits for a message: it returns as soon as one is there, so this only
+sets how often an idle consumer asks (and how stale its caught-up time may be)."""
+REPORT_INTERVAL_MAX = 5.0
+"""State reports are N-squared traffic (each node hears every other's): at most one per
+this many seconds, and at least six per ``member_down_timeout``."""
+PUBLISHED_REFRESH = 10.0
+"""Seconds between saves of the published position when it has not moved."""
 STATE_INTERVAL = 1.0
 MEMBERS_EVERY = 60
 """State reports per one that carries the member list (and whenever it changed): a
@@ -471,7 +479,7 @@ class Backbone:
         while True:
             fetched_ms = self.store.clock.wall_ms()
             try:
-                messages = await subscription.fetch(FETCH_MESSAGES, timeout=1)
+                messages = await subscription.fetch(FETCH_MESSAGES, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, TimeoutError):
                 messages = []
             if messages:
@@ -587,9 +595,14 @@ class Backbone:
         await nc.subscribe(f"{self.stream}.state.*", cb=self._on_state)
         sent_members: object = None
         count = 0
+        interval = min(
+            REPORT_INTERVAL_MAX, max(STATE_INTERVAL, self.config.member_down_timeout / 6)
+        )
+        members_every = max(1, round(MEMBERS_EVERY * STATE_INTERVAL / interval))
+        saved: tuple[int, float] | None = None
         while True:
             members = self.membership.members()
-            with_members = members != sent_members or count % MEMBERS_EVERY == 0
+            with_members = members != sent_members or count % members_every == 0
             state = State(
                 self.node,
                 self.config.region,
@@ -601,10 +614,14 @@ class Backbone:
             if with_members:
                 sent_members = members
             count += 1
-            # When the backbone was last reached, kept over a restart (see _down_since).
-            await self.store.record_ack(PUBLISHED, self._last_upto)
+            # When the backbone was last reached, kept over a restart (see _down_since):
+            # a commit, so only when the position moved or the time is worth saving.
+            now = time.monotonic()
+            if saved is None or saved[0] != self._last_upto or now - saved[1] >= PUBLISHED_REFRESH:
+                await self.store.record_ack(PUBLISHED, self._last_upto)
+                saved = (self._last_upto, now)
             self._observe_floor()
-            await asyncio.sleep(STATE_INTERVAL)
+            await asyncio.sleep(interval)
 
     async def _on_state(self, message: Msg) -> None:
         try:

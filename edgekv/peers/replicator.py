@@ -9,6 +9,7 @@ of their own, so a node that joins through one seed reaches everyone.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import ssl
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 RECEIVE_TIMEOUT = 5.0
 RETRY_MIN, RETRY_MAX = 0.05, 2.0
 HELD_RELEASE_INTERVAL = 0.1
+WATCHES_EVERY = 10
+"""The clock and member watches run every this many release ticks (once a second)."""
 ACK_INTERVAL = 0.1
 ACK_REFRESH_MS = 10_000
 """How often an acknowledgement that did not move is written again (for its time).
@@ -698,16 +701,24 @@ class Replicator:
             stream.deferred = wanted
 
     async def _release_held_loop(self) -> None:
-        while True:
+        merger = self.store.merger
+        for tick in itertools.count(1):
             await asyncio.sleep(HELD_RELEASE_INTERVAL)
-            self._watch_clock()
-            self._watch_members()
+            if tick % WATCHES_EVERY == 0:
+                # Both only log changes of state, over every member or peer: on an
+                # idle node of a large region they cost more than all else here.
+                self._watch_clock()
+                self._watch_members()
+            if not merger.may_hold:
+                continue  # nothing held since the last count found none
             held = self.store.held_count()
             if held:
                 released = await self.store.release_held(self._max_offset_ms)
                 if released:
                     log.info("applied %d held-back changes", released)
                 held = self.store.held_count()
+            if not held:
+                merger.may_hold = False
             # Relayed marks are recorded again once nothing is held (see RelayDeferrals).
             self.relays.holding = bool(held)
 

@@ -113,6 +113,9 @@ class Merger:
         self._peers = peers
         self.node_id = node_id
         self._upsert_change = merge_statement
+        self.may_hold = True
+        """False only once a count found nothing held and no commit held a change since
+        (set again after such a commit): the release loop skips its count meanwhile."""
 
     def apply_changes(
         self,
@@ -182,7 +185,13 @@ class Merger:
             return ApplyResult(applied, held, txn.seq, first_seq)
 
         applied = self.writer.submit(op)
+        applied.add_done_callback(self._note_held)
         return self._peers.settling(applied, peer, cursor)
+
+    def _note_held(self, applied: asyncio.Future[ApplyResult]) -> None:
+        # After the commit: a count that runs later sees the held rows.
+        if not applied.cancelled() and applied.exception() is None and applied.result().held:
+            self.may_hold = True
 
     def merge_changes(
         self, changes: Sequence[Change]

@@ -316,6 +316,10 @@ class ServeSession:
         puller's own changes are sent too.
         """
         cursor, deferral = self.cursor, self.deferral
+        if head <= cursor and deferral.marks == self.marks_seen:
+            # Nothing committed past the cursor and no new marks to save further
+            # by: the page would be empty (an idle stream asks every heartbeat).
+            return None
         if deferral.marks != self.marks_seen:
             # Newer marks may cover deferred changes: the puller may save further.
             log.advance_window(deferral, cursor)
