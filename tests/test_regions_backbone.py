@@ -247,10 +247,15 @@ def test_members_join_go_down_and_are_removed_across_regions(
     # A member of the other region stops: shown down after the timeout, logged once.
     us1.kill()
     wait_for(lambda: member(eu1, us1)["state"] == "down", 20, "us1 shown down at eu1")
+
+    def logged() -> list[str]:
+        return [line for line in eu1.output if "unreachable for more than" in line]
+
+    wait_for(lambda: bool(logged()), 10, "us1's going down logged at eu1 (watched once a second)")
     for k in range(5):  # time passes, with traffic over the backbone
         us2.request("PUT", f"/v1/kv/later/k{k}", body=b"v")
         wait_converged([eu1, us2])
-    said = [line for line in eu1.output if "unreachable for more than" in line]
+    said = logged()
     assert len(said) == 1, said
 
     # Its removal at one region spreads to the other.

@@ -478,10 +478,7 @@ class Backbone:
         )
         while True:
             fetched_ms = self.store.clock.wall_ms()
-            try:
-                messages = await subscription.fetch(FETCH_MESSAGES, timeout=FETCH_WAIT)
-            except (nats.errors.TimeoutError, TimeoutError):
-                messages = []
+            messages = await _fetch(subscription)
             if messages:
                 await self._take(messages)
                 self._pending[region] = messages[-1].metadata.num_pending
@@ -662,3 +659,27 @@ class Backbone:
 def now_ms() -> int:
     """The wall clock in ms (for tests)."""
     return time.time_ns() // 1_000_000
+
+
+async def _fetch(subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+    """The messages there now, or the first one to come within :data:`FETCH_WAIT`.
+
+    nats-py's ``fetch(n)``, once it has waited for a first message, goes on
+    waiting for ``n`` of them until its timeout: under a trickle of writes a
+    caught-up consumer held every batch for the whole timeout (up to a second
+    on the way between regions). So one message is waited for; then only as
+    many as the consumer says are pending, which are there: the request for
+    them returns at once.
+    """
+    try:
+        first = await subscription.fetch(1, timeout=FETCH_WAIT)
+    except (nats.errors.TimeoutError, TimeoutError):
+        return []
+    pending = first[-1].metadata.num_pending
+    if not pending:
+        return first
+    try:
+        more = await subscription.fetch(min(pending, FETCH_MESSAGES - 1), timeout=FETCH_WAIT)
+    except (nats.errors.TimeoutError, TimeoutError):
+        more = []
+    return first + more
