@@ -148,6 +148,28 @@ def test_push_and_sequencer_statements_take_the_lock_and_number_after_its_holder
     asyncio.run(run())
 
 
+def test_connecting_to_a_current_schema_takes_no_lock(pg_schema: str) -> None:
+    # Every connector migrates when it (re)connects; on a schema already at
+    # this version that is one read, so PoPs reconnecting together do not
+    # take turns at the meta row's lock (48 PoPs queued there under load).
+    async def run() -> None:
+        holder, other = await asyncpg.connect(DSN), await asyncpg.connect(DSN)
+        try:
+            upstream_id = await migrate(holder, pg_schema)
+            held = holder.transaction()
+            await held.start()
+            await holder.execute(f"SELECT 1 FROM {pg_schema}.meta WHERE id = 1 FOR UPDATE")
+            # A guard against hanging, not a speed limit: the lock is held until after.
+            async with asyncio.timeout(30):
+                assert await migrate(other, pg_schema) == upstream_id
+            await held.rollback()
+        finally:
+            await holder.close()
+            await other.close()
+
+    asyncio.run(run())
+
+
 def test_pushed_rows_equal_the_node_s_whichever_columns_vary(
     start_node: StartNode, pg_schema: str
 ) -> None:

@@ -80,7 +80,27 @@ async def migrate(conn: PgConnection, schema: str) -> int:
     raise AssertionError("unreachable")
 
 
+async def _current_id(conn: PgConnection, schema: str) -> int | None:
+    """The upstream's id if its schema is at this version already (one read, no lock).
+
+    Every connector runs :func:`migrate` whenever it (re)connects. The full
+    path locks the ``meta`` row for several round trips, so PoPs reconnecting
+    together (an upstream back after an outage, or timeouts under load) took
+    turns at it, each as long as its round trips to the server.
+    """
+    try:
+        row = await conn.fetchrow(f"SELECT version, upstream_id FROM {schema}.meta WHERE id = 1")
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return None
+    if row is None or row["version"] != SCHEMA_VERSION:
+        return None  # new, older (migrate it) or newer (the full path says so)
+    return int(row["upstream_id"])
+
+
 async def _migrate_once(conn: PgConnection, schema: str) -> int:
+    current = await _current_id(conn, schema)
+    if current is not None:
+        return current
     async with conn.transaction():
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         await conn.execute(
