@@ -5,7 +5,8 @@ A node publishes its *own* changes (origin == itself) as envelope
 JetStream stream, ``<stream>.changes.<region>.<node id>``, and consumes each
 other region's with a durable consumer filtered to that region's subjects, so
 its own region's changes (peer streams bring them) never reach it from the
-backbone. Once a second it also publishes a
+backbone. Every few seconds (at most 5, six times per ``member_down_timeout``) it
+also publishes a
 :class:`State` report on plain NATS (``<stream>.state.<node id>``, not kept
 by the stream): who it is, how far its own writes are on the backbone and
 how far it has consumed, and now and then its member list, so members spread
