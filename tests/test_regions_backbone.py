@@ -219,6 +219,37 @@ def test_regions_joined_only_through_postgresql_converge(
         assert member["direct"] is False, member
 
 
+@pytest.mark.slow
+@pytest.mark.pg
+def test_tombstones_are_collected_with_regions_joined_through_postgresql(
+    region_node: Start, pg_schema: str
+) -> None:
+    args = [
+        *("--upstream", DSN, "--upstream-schema", pg_schema),
+        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+    ]
+    eu1 = region_node("eu1", "eu", [], *args)
+    eu2 = region_node("eu2", "eu", [eu1], *args)
+    us1 = region_node("us1", "us", [eu1], *args)
+    nodes = [eu1, eu2, us1]
+    for k in range(10):
+        eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v")
+        us1.request("PUT", f"/v1/kv/ns/u{k}", body=b"v")
+    wait_converged(nodes)
+    for k in range(10):
+        eu2.request("DELETE", f"/v1/kv/ns/k{k}")
+        us1.request("DELETE", f"/v1/kv/ns/u{k}")
+    state = wait_converged(nodes)
+    assert sum(1 for row in state if row[2] is None) == 20
+    # Every node holds every delete, the upstream too: they go everywhere.
+    wait_for(lambda: all(tombstones(node) == 0 for node in nodes), 120, "tombstones collected")
+    assert all(stored_state(node) == [] for node in nodes)
+    # Nothing deleted comes back from the upstream's rows.
+    eu1.request("PUT", "/v1/kv/ns/after", body=b"v")
+    state = wait_converged(nodes)
+    assert [row[1] for row in state] == [b"after"]
+
+
 def member(node: NodeProcess, other: NodeProcess) -> dict[str, Any]:
     """``other``'s row in ``node``'s status."""
     rows: list[dict[str, Any]] = [
