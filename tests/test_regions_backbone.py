@@ -173,8 +173,15 @@ def test_tombstones_are_collected_with_regions_and_a_backbone(
     eu1 = region_node("eu1", "eu", [], *args)
     eu2 = region_node("eu2", "eu", [eu1], *args)
     us1 = region_node("us1", "us", [eu1], *args)
+    wait_for(lambda: knows_everyone([eu1, eu2, us1]), 30, "every node knows every member")
+    deletes_are_collected_on_both_sides(eu1, eu2, us1)
+
+
+def deletes_are_collected_on_both_sides(
+    eu1: NodeProcess, eu2: NodeProcess, us1: NodeProcess
+) -> None:
+    """Deletes made in both regions leave tombstones, which go once every node holds them."""
     nodes = [eu1, eu2, us1]
-    wait_for(lambda: knows_everyone(nodes), 30, "every node knows every member")
     for k in range(10):
         eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v")
         us1.request("PUT", f"/v1/kv/ns/u{k}", body=b"v")
@@ -184,10 +191,10 @@ def test_tombstones_are_collected_with_regions_and_a_backbone(
         us1.request("DELETE", f"/v1/kv/ns/u{k}")
     state = wait_converged(nodes)
     assert sum(1 for row in state if row[2] is None) == 20
-    # Every member holds every delete, on both sides of the backbone: they go.
+    # Every node holds every delete, on both sides of the backbone: they go.
     wait_for(lambda: all(tombstones(node) == 0 for node in nodes), 120, "tombstones collected")
     assert all(stored_state(node) == [] for node in nodes)
-    # And nothing deleted comes back from the backbone's history.
+    # And nothing deleted comes back from the backbone's history (or upstream rows).
     eu1.request("PUT", "/v1/kv/ns/after", body=b"v")
     state = wait_converged(nodes)
     assert [row[1] for row in state] == [b"after"]
@@ -231,23 +238,7 @@ def test_tombstones_are_collected_with_regions_joined_through_postgresql(
     eu1 = region_node("eu1", "eu", [], *args)
     eu2 = region_node("eu2", "eu", [eu1], *args)
     us1 = region_node("us1", "us", [eu1], *args)
-    nodes = [eu1, eu2, us1]
-    for k in range(10):
-        eu1.request("PUT", f"/v1/kv/ns/k{k}", body=b"v")
-        us1.request("PUT", f"/v1/kv/ns/u{k}", body=b"v")
-    wait_converged(nodes)
-    for k in range(10):
-        eu2.request("DELETE", f"/v1/kv/ns/k{k}")
-        us1.request("DELETE", f"/v1/kv/ns/u{k}")
-    state = wait_converged(nodes)
-    assert sum(1 for row in state if row[2] is None) == 20
-    # Every node holds every delete, the upstream too: they go everywhere.
-    wait_for(lambda: all(tombstones(node) == 0 for node in nodes), 120, "tombstones collected")
-    assert all(stored_state(node) == [] for node in nodes)
-    # Nothing deleted comes back from the upstream's rows.
-    eu1.request("PUT", "/v1/kv/ns/after", body=b"v")
-    state = wait_converged(nodes)
-    assert [row[1] for row in state] == [b"after"]
+    deletes_are_collected_on_both_sides(eu1, eu2, us1)
 
 
 def member(node: NodeProcess, other: NodeProcess) -> dict[str, Any]:
