@@ -44,8 +44,8 @@ JetStream cluster per region joined by gateways through the proxies would be
 exact (the next step). A topology whose settings the node lacks is skipped
 with a message; one that does not form within ``--form-timeout`` (every
 node seeing every member it must up at once) is measured as it is, with
-``formed_s`` null and what was missing. A 3-PoP mesh's idle CPU is measured too: the issue's goal
-compares idle CPU per PoP at 48 PoPs with it.
+``formed_s`` null and what was missing. A 3-PoP mesh's idle CPU is measured
+too: the issue's goal compares idle CPU per PoP at 48 PoPs with it.
 
 Then the simulator (:mod:`testkit.simscale`) at ``--sim-pops`` (300 and
 1,000 PoPs in 20 regions): convergence after a write and after a region
@@ -318,11 +318,18 @@ class ScaleCluster:
 
     def shortfall(self) -> dict[str, Any]:
         """What keeps the cluster from having formed, over every node, now."""
-        short = []
+        short, unanswered = [], 0
         for i, node in enumerate(self.nodes):
-            expected, states = self._members(i, node.request("GET", "/v1/cluster/status").json())
+            try:
+                status = node.request("GET", "/v1/cluster/status").json()
+            except (OSError, ValueError):  # a node too busy to answer in 30 s counts as seeing none
+                unanswered += 1
+                short.append(self._members(i, {"members": []})[0])
+                continue
+            expected, states = self._members(i, status)
             short.append(expected - states.count("up"))
         return {
+            "nodes_not_answering": unanswered,
             "nodes_missing_members": sum(1 for n in short if n),
             "members_not_up_per_node_max": max(short),
             "members_not_up_total": sum(short),
