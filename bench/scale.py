@@ -324,8 +324,7 @@ class ScaleCluster:
                 status = node.request("GET", "/v1/cluster/status").json()
             except (OSError, ValueError):  # a node too busy to answer in 30 s counts as seeing none
                 unanswered += 1
-                short.append(self._members(i, {"members": []})[0])
-                continue
+                status = {"members": []}
             expected, states = self._members(i, status)
             short.append(expected - states.count("up"))
         return {

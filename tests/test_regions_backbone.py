@@ -61,6 +61,12 @@ def region_node(tmp_path: Path) -> Iterator[Start]:
         node.kill()
 
 
+def eu_eu_us(start: Start, *args: str) -> tuple[NodeProcess, NodeProcess, NodeProcess]:
+    """Two nodes of region eu and one of us, each joining through eu1."""
+    eu1 = start("eu1", "eu", [], *args)
+    return eu1, start("eu2", "eu", [eu1], *args), start("us1", "us", [eu1], *args)
+
+
 def status(node: NodeProcess) -> dict[str, Any]:
     answer = node.request("GET", "/v1/cluster/status")
     assert answer.status == 200, answer.body
@@ -170,9 +176,7 @@ def test_tombstones_are_collected_with_regions_and_a_backbone(
         # as a short horizon wants: the default timeout spaces them 5 s apart.
         *("--member-down-timeout", "6"),
     ]
-    eu1 = region_node("eu1", "eu", [], *args)
-    eu2 = region_node("eu2", "eu", [eu1], *args)
-    us1 = region_node("us1", "us", [eu1], *args)
+    eu1, eu2, us1 = eu_eu_us(region_node, *args)
     wait_for(lambda: knows_everyone([eu1, eu2, us1]), 30, "every node knows every member")
     deletes_are_collected_on_both_sides(eu1, eu2, us1)
 
@@ -206,9 +210,7 @@ def test_regions_joined_only_through_postgresql_converge(
     region_node: Start, pg_schema: str
 ) -> None:
     upstream = ["--upstream", DSN, "--upstream-schema", pg_schema]
-    eu1 = region_node("eu1", "eu", [], *upstream)
-    eu2 = region_node("eu2", "eu", [eu1], *upstream)
-    us1 = region_node("us1", "us", [eu1], *upstream)
+    eu1, eu2, us1 = eu_eu_us(region_node, *upstream)
     nodes = [eu1, eu2, us1]
     wait_for(
         lambda: {m["region"] for m in status(us1)["members"] if m["node_id"]} == {"eu"},
@@ -235,9 +237,7 @@ def test_tombstones_are_collected_with_regions_joined_through_postgresql(
         *("--upstream", DSN, "--upstream-schema", pg_schema),
         *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
     ]
-    eu1 = region_node("eu1", "eu", [], *args)
-    eu2 = region_node("eu2", "eu", [eu1], *args)
-    us1 = region_node("us1", "us", [eu1], *args)
+    eu1, eu2, us1 = eu_eu_us(region_node, *args)
     deletes_are_collected_on_both_sides(eu1, eu2, us1)
 
 
@@ -411,9 +411,7 @@ def test_each_change_reaches_each_node_about_once(
 ) -> None:
     """Out-of-region origins come from the backbone, and the regional relays defer them."""
     backbone = _backbone(nats_server, "RegionsOnce")
-    eu1 = region_node("eu1", "eu", [], *backbone)
-    eu2 = region_node("eu2", "eu", [eu1], *backbone)
-    us1 = region_node("us1", "us", [eu1], *backbone)
+    eu1, eu2, us1 = eu_eu_us(region_node, *backbone)
     us2 = region_node("us2", "us", [us1], *backbone)
     nodes = [eu1, eu2, us1, us2]
     wait_for(lambda: knows_everyone(nodes), 30, "every node knows every member")
