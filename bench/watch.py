@@ -206,6 +206,13 @@ class _WatchChild:
         raise RuntimeError("the node still counts watchers of the last round")
 
 
+async def events_sent(session: aiohttp.ClientSession, url: str) -> int:
+    """The node's count of watch events written so far."""
+    async with session.get(f"{url}/v1/cluster/status") as answer:
+        count: int = (await answer.json())["node"]["watch"]["events_sent"]
+        return count
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` so far."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -218,9 +225,14 @@ async def timed_puts(
 ) -> dict[str, float]:
     """A closed-loop PUT run: its rate, and each process's CPU per PUT (µs) while it ran."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    sent_before = await events_sent(session, args.url)
     rate = await put_throughput(session, args.url, args.connections, args.duration, args.watchers)
     puts = rate * args.duration
     run = {"put_per_s": rate}
+    # Events written meanwhile, per event the PUTs made (each: its prefix's watcher and
+    # every whole-namespace one): the watchers were served during the run, not after it.
+    sent = await events_sent(session, args.url) - sent_before
+    run["events_in_run"] = sent / (puts * (1 + args.whole))
     for name, pid in pids.items():
         run[f"{name}_cpu_us_per_put"] = (cpu_seconds(pid) - before[name]) / puts * 1e6
     return run
@@ -295,6 +307,7 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
         "node_cpu_us_per_put_without": column(without, "node_cpu_us_per_put"),
         "node_cpu_us_per_put_with": column(with_watchers, "node_cpu_us_per_put"),
         "reader_cpu_us_per_put": column(with_watchers, "reader_cpu_us_per_put"),
+        "events_in_run_per_expected": [round(w["events_in_run"], 3) for w in with_watchers],
         "put_ratio_by_node_cpu": round(statistics.median(cpu_ratios), 3),
         "load_average_1min": [round(x, 2) for x in loads],
         "node_watch_status_last_round": status,
