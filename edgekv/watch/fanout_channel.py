@@ -22,6 +22,10 @@ import msgpack
 _LENGTH = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """A message's bound: the largest is a cut watcher's unsent bytes (``watch_buffer_bytes``)."""
+COALESCE_AFTER = 1024
+"""Messages waiting before rounds merge (about 5 s of rounds under load). Until then
+the process reads each round apart, as the node would: merged rounds hold more
+events at once, which a group of watchers with a small buffer might not take."""
 _READ_BYTES = 256 * 1024
 _MAX_FDS = 64
 
@@ -57,9 +61,9 @@ class Outbox:
     def send(self, message: Message, fd: int | None = None, replaceable: bool = False) -> None:
         """Send ``message`` (with descriptor ``fd``, closed here once passed on).
 
-        ``replaceable``: a newer replaceable message may take its place while
-        it waits (a round's reach: only the newest matters), so a process that
-        falls behind costs a bounded queue here.
+        ``replaceable``: once :data:`COALESCE_AFTER` messages wait, a newer
+        replaceable message takes the place of the last (a round's reach), so a
+        process that stopped reading costs a bounded queue here.
         """
         if self.closed:
             if fd is not None:
@@ -67,7 +71,7 @@ class Outbox:
             raise ChannelClosed("the watch fan-out process has gone")
         data = encode(message)
         queue = self._queue
-        if queue and replaceable and self._tail_replaceable and len(queue) > 1:
+        if replaceable and self._tail_replaceable and len(queue) > COALESCE_AFTER:
             queue[-1] = (data, None)  # not the head: none of it is sent yet
             return
         self._tail_replaceable = replaceable

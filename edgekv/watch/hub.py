@@ -16,10 +16,12 @@ system call and a wake-up of the client) whatever it holds, so under a write
 load rounds are at least :data:`ROUND_GAP` apart and take several commits.
 
 Each watcher's unsent bytes are bounded (:class:`Watcher`): one that does not
-read is *cut* once its events held and its connection's buffer reach the
-bound -- the events held are dropped, its stream is closed, and it resumes
+read is *cut* once what its connection still holds and the next write would
+pass the bound -- the write is dropped, its stream is closed, and it resumes
 from the last event it received. Nothing is lost by a cut: the token of the
-last event received names where to resume.
+last event received names where to resume. A round holds a group's events up
+to half the bound, then writes them and holds on: a large commit reaches a
+watcher that reads in pieces it can take.
 
 A watcher joins the tail at :attr:`WatchHub.position` after catching up to it
 itself (:mod:`edgekv.watch.stream`); both run on the event loop, so no change
@@ -647,7 +649,9 @@ class WatchHub:
         kinds = list(self.kinds.values())
         node_id = self._node_id
         holding = self._holding
-        limit = self.limits.buffer_bytes
+        # A group's held events are written once they reach half a buffer: a round that
+        # carries a large commit is written in pieces a reading watcher takes.
+        flush_at = self.limits.buffer_bytes // 2
         # A folding kind (documents): a key's changes in one round make one event,
         # its state now, read once (per variant) and offered once to each group.
         folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[_Group]]] = {}
@@ -687,13 +691,12 @@ class WatchHub:
                 if offered is not None:
                     offered.add(group)
                 size = len(data) + 64  # and its id
-                if group.held_bytes + size > limit:
-                    for watcher in list(group.members):
-                        self._cut(watcher)  # the group goes with its last member
-                    group.held.clear()
-                    group.held_bytes = 0
-                    holding.pop(group, None)
-                    continue
+                if group.held and group.held_bytes + size > flush_at:
+                    held, group.held, group.held_bytes = group.held, [], 0
+                    self._write_group(group, held, held[-1][0], None)
+                    if not group.members:  # each was cut (or went): the group is gone
+                        holding.pop(group, None)
+                        continue
                 group.held.append((change.seq, data))
                 group.held_bytes += size
                 holding[group] = None
@@ -706,38 +709,55 @@ class WatchHub:
         as everything up to it has been handed over. Members of a group with
         the same vectors get the same bytes, built once.
         """
-        now = self._loop_time()
         position_now, covered = self._position, self._covered
         holding, self._holding = self._holding, {}
-        sent = 0
         for group in holding:
             items = group.held
             group.held, group.held_bytes = [], 0
-            if not items:
+            if items:
+                self._write_group(group, items, position_now, covered)
+
+    def _write_group(
+        self,
+        group: _Group,
+        items: list[tuple[int, bytes]],
+        last_seq: int,
+        covered: VectorText | None,
+    ) -> None:
+        """Write ``items`` to each member of ``group``; the last event's id names ``last_seq``.
+
+        ``covered``: the hub's vector at ``last_seq`` (the round's end), merged
+        into each watcher's; None in mid-round, where the ids keep the vector
+        each watcher had (it holds at any later seq too).
+        """
+        now = self._loop_time()
+        sent = 0
+        built: dict[tuple[int, int], tuple[bytes, VectorText, VectorText]] = {}
+        for watcher in list(group.members):
+            position, sink = watcher.position, watcher.sink
+            if position is None or sink is None or not watcher.attached:
                 continue
-            built: dict[tuple[int, int], tuple[bytes, VectorText, VectorText]] = {}
-            for watcher in list(group.members):
-                position, sink = watcher.position, watcher.sink
-                if position is None or sink is None or not watcher.attached:
-                    continue
-                before = position.encoded
-                position.reach(position_now, covered)
-                after = position.encoded
-                key = (id(before), id(after))
-                found = built.get(key)
-                if found is None:
-                    head = watcher.id_head
-                    payload = _payload(head, items, before.tail, position_now, after.tail)
-                    built[key] = (payload, before, after)  # kept: their ids stay theirs
-                else:
-                    payload = found[0]
-                if sink.pending() + len(payload) > watcher.limit:
-                    self._cut(watcher)
-                elif sink.send(payload):
-                    watcher.last_sent = now
-                    sent += len(items)
-                else:
-                    self._gone(watcher)
+            before = position.encoded
+            if covered is None:
+                position.seq = last_seq
+            else:
+                position.reach(last_seq, covered)
+            after = position.encoded
+            key = (id(before), id(after))
+            found = built.get(key)
+            if found is None:
+                head = watcher.id_head
+                payload = _payload(head, items, before.tail, last_seq, after.tail)
+                built[key] = (payload, before, after)  # kept: their ids stay theirs
+            else:
+                payload = found[0]
+            if sink.pending() + len(payload) > watcher.limit:
+                self._cut(watcher)
+            elif sink.send(payload):
+                watcher.last_sent = now
+                sent += len(items)
+            else:
+                self._gone(watcher)
         self.events_sent += sent
 
 
