@@ -11,8 +11,9 @@ acknowledgements (one monotonic clock for both: ``perf_counter`` is
 * **Event delay**: writes paced at ``--rate`` per second (open loop) spread
   over the prefixes; for every event a watcher receives, its arrival minus the
   moment the write was acknowledged (p50, p99; target p99 <= 50 ms).
-* **Memory per watcher**: the node's RSS with the watchers attached and live
-  minus its RSS before they opened, divided by their number (target <= 64 KiB).
+* **Memory per watcher**: the node's RSS (with its fan-out process's) with the
+  watchers attached and live minus before they opened, divided by their number
+  (target <= 64 KiB).
 * **PUT throughput**: closed-loop PUTs (``--connections`` at once) for
   ``--duration`` seconds without watchers, then the same with them attached
   (every stream read to the end, by a thread polling the sockets every 5 ms),
@@ -21,7 +22,10 @@ acknowledgements (one monotonic clock for both: ``perf_counter`` is
   like; the absolute rates are those of a Python load generator on a shared
   machine. Each run also records the node's and the reader's CPU per PUT and
   the load average: on a shared 2-core machine the CPU ratio is the steadier
-  reading.
+  reading. And the events the node wrote while each PUT round ran, per event
+  its PUTs made (``events_in_run_per_expected``): the watchers were served
+  during the run (the node's fan-out process runs on spare CPU only), not
+  after it.
 
 Run: ``python -m bench.watch`` (about 90 s; ``--help``; ``--watchers 50 --whole 2
 --duration 3 --rounds 1`` for a quick look).
@@ -67,6 +71,20 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the node's: its watch fan-out process)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def node_rss_bytes(pid: int) -> int:
+    """The node's resident set size with its children's (the fan-out process holds
+    the watchers it serves)."""
+    return rss_bytes(pid) + sum(rss_bytes(child) for child in children(pid))
 
 
 async def put_throughput(
@@ -257,11 +275,11 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
             without.append(await timed_puts(session, args, {"node": node.pid}))
             child = _WatchChild(url, args.watchers, args.whole, measure=round_ == 0)
             if round_ == 0:
-                rss_before = rss_bytes(node.pid)
+                rss_before = node_rss_bytes(node.pid)
             await child.open()
             if round_ == 0:
                 await asyncio.sleep(1.0)
-                rss_with = rss_bytes(node.pid)
+                rss_with = node_rss_bytes(node.pid)
                 child.record.set()
                 sent = await paced_writes(
                     session, url, acked, args.rate, args.duration, args.watchers

@@ -110,15 +110,11 @@ class FanOutLink:
             "chunked": chunked,
             "limit": watcher.limit,
         }
-        try:
-            outbox.send(message, fd)
-        except ChannelClosed:
-            sink.take_back(None)  # reading is paused there: the client resumes elsewhere
-            watcher.gone = True
-            watcher.wake()
-            return True
+        outbox.send(message, fd)  # open (checked above): it queues what it cannot send
         self._serving[watcher_id] = watcher
         watcher.fanout_id = watcher_id
+        if outbox.closed:  # the write found the channel broken
+            self._lost()
         return True
 
     def reached(self, head: int, covered: dict[int, int]) -> None:
@@ -156,9 +152,8 @@ class FanOutLink:
         outbox = self._outbox
         if outbox is None or outbox.closed:
             return
-        try:
-            outbox.send(message, replaceable=replaceable)
-        except ChannelClosed:
+        outbox.send(message, replaceable=replaceable)
+        if outbox.closed:
             self._lost()
 
     def _readable(self) -> None:
@@ -193,6 +188,8 @@ class FanOutLink:
                 self._inbox.close()
             channel.close()
             self._channel = None
+        if self._process is not None:
+            self._process.poll()  # reaped if it ended
         serving, self._serving = self._serving, {}
         for watcher in serving.values():
             self._hub.handed_back(watcher, "gone", None)
