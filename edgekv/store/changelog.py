@@ -28,7 +28,8 @@ from edgekv_replication.documents import DOC_NS_PREFIX
 from edgekv_replication.log import PAGE_BYTES, read_page
 from edgekv_replication.relays import Deferral
 
-_CHANGES_AFTER = (
+# Key-value rows only (the watch fan-out process reads these: its events are theirs).
+KV_CHANGES_AFTER = (
     "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
     " WHERE seq > ? ORDER BY seq LIMIT ?"
 )
@@ -82,7 +83,7 @@ class ChangeLog:
                 CHANGES_AFTER_WITH_DOCUMENTS, (cursor, limit, self._documents.node_id)
             )
         else:
-            rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit))
+            rows = self._reader.execute(KV_CHANGES_AFTER, (cursor, limit))
         try:
             return read_page(rows, max_bytes)[0]
         finally:

@@ -40,6 +40,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
+from edgekv.store.changelog import KV_CHANGES_AFTER
 from edgekv.store.watch_reads import WatchReads
 from edgekv.watch.fanout_channel import ChannelClosed, Inbox, Message, Outbox
 from edgekv.watch.frames import Position
@@ -48,11 +49,6 @@ from edgekv.watch.kinds import Coverage, KeyValueKind, WatchFilter
 from edgekv.watch.socket_sink import SocketSink
 from edgekv_replication.changes import Change
 from edgekv_replication.log import PAGE_BYTES, read_page
-
-_KV_AFTER = (
-    "SELECT ns, key, value, metadata, expiration, hlc, node, seq FROM kv"
-    " WHERE seq > ? ORDER BY seq LIMIT ?"
-)
 
 
 class LogTail:
@@ -73,7 +69,7 @@ class LogTail:
         callback()  # the node tells of settled commits only
 
     def changes_after(self, cursor: int, limit: int) -> list[Change]:
-        rows = self._reader.execute(_KV_AFTER, (cursor, limit))
+        rows = self._reader.execute(KV_CHANGES_AFTER, (cursor, limit))
         try:
             return read_page(rows, PAGE_BYTES)[0]
         finally:
