@@ -39,8 +39,10 @@ import socket
 import sqlite3
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from edgekv.store.changelog import KV_CHANGES_AFTER
+from edgekv.store.changelog import key_value_changes_after
+from edgekv.store.database import connect_read_only
 from edgekv.store.watch_reads import WatchReads
 from edgekv.watch.fanout_channel import ChannelClosed, Inbox, Message, Outbox
 from edgekv.watch.frames import Position
@@ -48,7 +50,6 @@ from edgekv.watch.hub import Watcher, WatchHub, WatchLimits
 from edgekv.watch.kinds import Coverage, KeyValueKind, WatchFilter
 from edgekv.watch.socket_sink import SocketSink
 from edgekv_replication.changes import Change
-from edgekv_replication.log import PAGE_BYTES, read_page
 
 
 class LogTail:
@@ -69,11 +70,7 @@ class LogTail:
         callback()  # the node tells of settled commits only
 
     def changes_after(self, cursor: int, limit: int) -> list[Change]:
-        rows = self._reader.execute(KV_CHANGES_AFTER, (cursor, limit))
-        try:
-            return read_page(rows, PAGE_BYTES)[0]
-        finally:
-            rows.close()
+        return key_value_changes_after(self._reader, cursor, limit)
 
     def reached(self, head: int, covered: dict[int, int]) -> None:
         """The node's round reached ``head``, where ``covered`` holds."""
@@ -185,8 +182,7 @@ class FanOut:
 async def serve(args: argparse.Namespace) -> None:
     channel = socket.socket(fileno=args.channel_fd)
     channel.setblocking(False)
-    reader = sqlite3.connect(args.database, isolation_level=None, timeout=30)
-    reader.execute("PRAGMA query_only = 1")  # it reads the node's database, never writes
+    reader = connect_read_only(Path(args.database))
     tail = LogTail(reader, args.node_id)
     kind = KeyValueKind(WatchReads(reader), args.value_bytes)
     limits = WatchLimits(buffer_bytes=args.buffer_bytes, heartbeat=args.heartbeat)
