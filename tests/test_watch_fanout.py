@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,13 @@ def _put(node: NodeProcess, key: str) -> None:
     assert answer.status == 200, answer.body
 
 
+def hang_up(stream: SseStream) -> None:
+    """Close ``stream`` as its client going: at once, even while a thread reads it."""
+    if stream.conn.sock is not None:
+        stream.conn.sock.shutdown(socket.SHUT_RDWR)
+    stream.close()
+
+
 class Reader:
     """A watch stream read to its end in a thread: its change keys, and whether it ended."""
 
@@ -79,7 +87,7 @@ def test_the_fanout_process_serves_plain_key_value_streams(start_node: StartNode
     _put(node, "other")  # outside the prefix
     wait_for(lambda: reader.keys == keys, what="every event from the fan-out process")
     wait_for(lambda: _watch_status(node)["events_sent"] >= 50, what="its events counted")
-    stream.close()
+    hang_up(stream)
     wait_for(lambda: _watch_status(node)["watchers_open"] == 0, what="the closed stream gone")
     assert _watch_status(node)["watchers_in_fanout"] == 0
 
@@ -109,7 +117,7 @@ def test_streams_outlive_the_fanout_process(start_node: StartNode) -> None:
     live = Reader(resumed)
     _put(node, "after")
     wait_for(lambda: live.keys == ["after"], what="live events from the node itself")
-    resumed.close()
+    hang_up(resumed)
 
 
 @pytest.mark.parametrize("fanout", ["true", "false"])
@@ -119,7 +127,9 @@ def test_a_stalled_watcher_is_cut_by_whoever_writes_it(start_node: StartNode, fa
         ["--watch-fanout", fanout, "--watch-buffer-bytes", "65536", "--watch-value-bytes", "0"],
     )
     assert len(_fanout_pids(node)) == (1 if fanout == "true" else 0)
-    stalled = SseStream(node.url, "/v1/kv/ns/_watch", receive_buffer=4096)
+    # The loopback's own buffers (no small receive window: reading on through one
+    # would crawl at TCP's persist timer) hold a few MB before the node's bound is hit.
+    stalled = SseStream(node.url, "/v1/kv/ns/_watch")
     _, ready = stalled.until("ready")
     handed = 1 if fanout == "true" else 0
     wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == handed, what="where it is")

@@ -138,8 +138,6 @@ class FanOut:
             self._hub.stop()
 
     def _attach(self, message: Message, fd: int) -> None:
-        sock = socket.socket(fileno=fd)
-        sink = SocketSink(sock, message["chunked"], self._loop)
         space, prefix, keys, include_values = message["filter"]
         watch = WatchFilter(
             space, prefix, None if keys is None else frozenset(keys), include_values
@@ -151,6 +149,12 @@ class FanOut:
             "",
             message["limit"],
             None if coverage is None else Coverage(dict(coverage[0]), coverage[1]),
+        )
+        sink = SocketSink(
+            socket.socket(fileno=fd),
+            message["chunked"],
+            self._loop,
+            lambda: self._hub.gone(watcher),
         )
         seq = message["seq"]
         self._hub.join_at(seq, dict(message["hub"]))

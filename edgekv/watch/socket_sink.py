@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 _READ_BYTES = 4096
 
@@ -22,8 +23,16 @@ _READ_BYTES = 4096
 class SocketSink:
     """One handed-over watch connection."""
 
-    def __init__(self, sock: socket.socket, chunked: bool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        chunked: bool,
+        loop: asyncio.AbstractEventLoop,
+        on_gone: Callable[[], None],
+    ) -> None:
+        """Write to ``sock``; ``on_gone()`` once the client is seen going (not on a write)."""
         self._sock = sock
+        self._on_gone = on_gone
         self._fd = sock.fileno()
         self._chunked = chunked
         self._loop = loop
@@ -77,6 +86,7 @@ class SocketSink:
             data = b""
         if not data:
             self._gone()
+            self._on_gone()  # counted out now, not at the next write or heartbeat round
 
     def _gone(self) -> None:
         self._closed = True
