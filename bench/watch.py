@@ -11,8 +11,9 @@ acknowledgements (one monotonic clock for both: ``perf_counter`` is
 * **Event delay**: writes paced at ``--rate`` per second (open loop) spread
   over the prefixes; for every event a watcher receives, its arrival minus the
   moment the write was acknowledged (p50, p99; target p99 <= 50 ms).
-* **Memory per watcher**: the node's RSS with the watchers attached and live
-  minus its RSS before they opened, divided by their number (target <= 64 KiB).
+* **Memory per watcher**: the node's RSS (with its fan-out process's) with the
+  watchers attached and live minus before they opened, divided by their number
+  (target <= 64 KiB).
 * **PUT throughput**: closed-loop PUTs (``--connections`` at once) for
   ``--duration`` seconds without watchers, then the same with them attached
   (every stream read to the end, by a thread polling the sockets every 5 ms),
@@ -21,7 +22,10 @@ acknowledgements (one monotonic clock for both: ``perf_counter`` is
   like; the absolute rates are those of a Python load generator on a shared
   machine. Each run also records the node's and the reader's CPU per PUT and
   the load average: on a shared 2-core machine the CPU ratio is the steadier
-  reading.
+  reading. And the events the node wrote while each PUT round ran, per event
+  its PUTs made (``events_in_run_per_expected``): the watchers were served
+  during the run (the node's fan-out process runs on spare CPU only), not
+  after it.
 
 Run: ``python -m bench.watch`` (about 90 s; ``--help``; ``--watchers 50 --whole 2
 --duration 3 --rounds 1`` for a quick look).
@@ -67,6 +71,20 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the node's: its watch fan-out process)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def node_rss_bytes(pid: int) -> int:
+    """The node's resident set size with its children's (the fan-out process holds
+    the watchers it serves)."""
+    return rss_bytes(pid) + sum(rss_bytes(child) for child in children(pid))
 
 
 async def put_throughput(
@@ -206,6 +224,13 @@ class _WatchChild:
         raise RuntimeError("the node still counts watchers of the last round")
 
 
+async def events_sent(session: aiohttp.ClientSession, url: str) -> int:
+    """The node's count of watch events written so far."""
+    async with session.get(f"{url}/v1/cluster/status") as answer:
+        count: int = (await answer.json())["node"]["watch"]["events_sent"]
+        return count
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` so far."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -218,9 +243,14 @@ async def timed_puts(
 ) -> dict[str, float]:
     """A closed-loop PUT run: its rate, and each process's CPU per PUT (µs) while it ran."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    sent_before = await events_sent(session, args.url)
     rate = await put_throughput(session, args.url, args.connections, args.duration, args.watchers)
     puts = rate * args.duration
     run = {"put_per_s": rate}
+    # Events written meanwhile, per event the PUTs made (each: its prefix's watcher and
+    # every whole-namespace one): the watchers were served during the run, not after it.
+    sent = await events_sent(session, args.url) - sent_before
+    run["events_in_run"] = sent / (puts * (1 + args.whole))
     for name, pid in pids.items():
         run[f"{name}_cpu_us_per_put"] = (cpu_seconds(pid) - before[name]) / puts * 1e6
     return run
@@ -245,11 +275,11 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
             without.append(await timed_puts(session, args, {"node": node.pid}))
             child = _WatchChild(url, args.watchers, args.whole, measure=round_ == 0)
             if round_ == 0:
-                rss_before = rss_bytes(node.pid)
+                rss_before = node_rss_bytes(node.pid)
             await child.open()
             if round_ == 0:
                 await asyncio.sleep(1.0)
-                rss_with = rss_bytes(node.pid)
+                rss_with = node_rss_bytes(node.pid)
                 child.record.set()
                 sent = await paced_writes(
                     session, url, acked, args.rate, args.duration, args.watchers
@@ -295,6 +325,7 @@ async def measure(args: argparse.Namespace, node: ServerProcess) -> dict[str, An
         "node_cpu_us_per_put_without": column(without, "node_cpu_us_per_put"),
         "node_cpu_us_per_put_with": column(with_watchers, "node_cpu_us_per_put"),
         "reader_cpu_us_per_put": column(with_watchers, "reader_cpu_us_per_put"),
+        "events_in_run_per_expected": [round(w["events_in_run"], 3) for w in with_watchers],
         "put_ratio_by_node_cpu": round(statistics.median(cpu_ratios), 3),
         "load_average_1min": [round(x, 2) for x in loads],
         "node_watch_status_last_round": status,

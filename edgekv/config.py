@@ -198,6 +198,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.05,
     ),
     Setting(
+        "watch_fanout",
+        bool,
+        True,
+        "Write the live events of key-value watch streams on plain HTTP from a helper "
+        "process started with the node, on the CPU the node's own work leaves (lowest "
+        "priority): watchers then barely slow writes. false: the node writes them itself, "
+        "as it always does for TLS streams, documents, counters and sets.",
+    ),
+    Setting(
         "idle_timeout",
         float,
         60.0,
@@ -554,6 +563,7 @@ class Config:
     watch_buffer_bytes: int = 1 * MIB
     watch_value_bytes: int = 64 * 1024
     watch_heartbeat: float = 15.0
+    watch_fanout: bool = True
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
     body_timeout: float = 30.0

@@ -30,6 +30,7 @@ from edgekv.upstream.connector import Upstream
 from edgekv.upstream.strong import Condition
 from edgekv.watch import metrics as watch_metrics
 from edgekv.watch.crdt_kinds import CounterKind, SetKind
+from edgekv.watch.fanout_link import FanOutLink
 from edgekv.watch.hub import WatchHub, WatchLimits
 from edgekv.watch.kinds import DocumentKind, KeyValueKind
 
@@ -90,6 +91,8 @@ class Node:
             self.covered_now,
         )
         """Watch streams: the live tail of the log fanned out to every watcher."""
+        self.watch_fanout: FanOutLink | None = None
+        """The watch fan-out process (setting ``watch_fanout``), once started."""
         watch_metrics.register(self.watch, metrics.registry)
         self.read = store.get
         """``read(ns, key)``: the local (eventual) value of a key, or None. The store's
@@ -155,7 +158,13 @@ class Node:
 
     async def start(self) -> None:
         """Start the background work: the upstream connector, then replication."""
-        self.watch.start(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self.watch.start(loop)
+        if self.config.watch_fanout:
+            self.watch_fanout = FanOutLink(
+                self.watch, self.store.path, self.store.node_id, self.config.watch_value_bytes
+            )
+            self.watch_fanout.start(loop)
         if self.upstream is not None:
             await self.upstream.start()
         await self.replicator.start()
@@ -164,6 +173,8 @@ class Node:
         """Close the peer streams and stop pulling (before the HTTP server stops:
         an open stream would hold its shutdown)."""
         self.watch.stop()
+        if self.watch_fanout is not None:
+            await self.watch_fanout.close()  # its streams handed back and ended first
         await self.replicator.stop()
 
     async def close(self) -> None:

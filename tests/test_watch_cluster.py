@@ -3,6 +3,7 @@ moves to another PoP with its token when its own goes away."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -78,6 +79,13 @@ def write_concurrently(cluster: Cluster, nodes: list[int], rounds: int, seed: in
         thread.join()
 
 
+def watch_fields(cluster: Cluster, i: int) -> tuple[int, int]:
+    """Node ``i``'s watchers open, and of them those the fan-out process serves."""
+    answer = cluster.nodes[i].request("GET", "/v1/cluster/status")
+    watch = json.loads(answer.body)["node"]["watch"]
+    return watch["watchers_open"], watch["watchers_in_fanout"]
+
+
 def final_versions(nodes: list[int], cluster: Cluster) -> dict[str, str]:
     state = wait_converged([cluster.nodes[i] for i in nodes])
     return {
@@ -90,10 +98,31 @@ def final_versions(nodes: list[int], cluster: Cluster) -> dict[str, str]:
 @pytest.mark.slow
 def test_a_watcher_sees_every_write_made_at_the_other_pops(cluster: Cluster) -> None:
     watcher = Watcher(Client(cluster.nodes[0].url, token=cluster.token))
+    # Tokens and the cluster secret, no TLS: the fan-out process writes its events.
+    wait_for(lambda: watch_fields(cluster, 0) == (1, 1), what="the stream handed over")
     write_concurrently(cluster, [0, 1, 2], rounds=60, seed=1)
     final = final_versions([0, 1, 2], cluster)
     cluster.put(0, NS, SENTINEL, b"")  # after convergence: the last event of A's log
     watcher.check(final)
+
+
+@pytest.mark.slow
+def test_a_watcher_over_tls_sees_every_write_made_at_the_other_pops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A TLS stream stays with the node (the fan-out process cannot write into its
+    # session): the node's own rounds, with tokens, the cluster secret and TLS.
+    cluster = Cluster(tmp_path / "tls", 3, args=("--watch-heartbeat", "0.5"), tls=True)
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "tls" / "security" / "ca.pem"))
+        watcher = Watcher(Client(cluster.nodes[0].url, token=cluster.token))
+        assert watch_fields(cluster, 0) == (1, 0)
+        write_concurrently(cluster, [0, 1, 2], rounds=40, seed=4)
+        final = final_versions([0, 1, 2], cluster)
+        cluster.put(0, NS, SENTINEL, b"")
+        watcher.check(final)
+    finally:
+        cluster.close()
 
 
 @pytest.mark.slow

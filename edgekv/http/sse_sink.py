@@ -10,6 +10,8 @@ as they are for HTTP/1.0, whose body ends with the connection); aiohttp's
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import hdrs, web
 
 
@@ -26,6 +28,7 @@ class ResponseSink:
         self._transport = transport
         self._chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"
         self._empty = request.method == hdrs.METH_HEAD  # a HEAD answer has no body
+        self._response = response
 
     def send(self, data: bytes) -> bool:
         """Write ``data`` now (the kernel takes what it can, the transport buffers the rest)."""
@@ -55,3 +58,28 @@ class ResponseSink:
     def abort(self) -> None:
         """Drop the connection."""
         self._transport.abort()
+
+    def hand_over(self) -> tuple[int, bool] | None:
+        """A copy of the socket for the watch fan-out process; reading here paused.
+
+        Not for TLS (the session's state is in this process), a HEAD answer, or a
+        connection closing. The connection is closed once the stream ends: the
+        other process had it meanwhile.
+        """
+        transport = self._transport
+        if self._empty or transport.is_closing() or transport.get_extra_info("sslcontext"):
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None or transport.get_write_buffer_size():
+            return None  # bytes queued here would come after the other process's
+        fd = os.dup(sock.fileno())
+        transport.pause_reading()  # the other process notices the client going
+        self._response.force_close()  # not kept alive: the other process had it
+        return fd, self._chunked
+
+    def take_back(self, unsent: bytes | None) -> None:
+        """Write here again: first the bytes the other process had not sent (framed)."""
+        if unsent is None:
+            self._transport.abort()
+        elif unsent:
+            self._transport.write(unsent)

@@ -61,6 +61,21 @@ def _mark_params(deferral: Deferral) -> list[int]:
     return list(chain.from_iterable(deferral.marks.items()))
 
 
+def key_value_changes_after(
+    reader: sqlite3.Connection, cursor: int, limit: int, max_bytes: int = PAGE_BYTES
+) -> list[Change]:
+    """Up to ``limit`` key-value changes with seq > ``cursor`` (no document rows), in seq order.
+
+    What the watch fan-out process reads (:mod:`edgekv.watch.fanout_worker`):
+    a key-value event comes whole from its row.
+    """
+    rows = reader.execute(_CHANGES_AFTER, (cursor, limit))
+    try:
+        return read_page(rows, max_bytes)[0]
+    finally:
+        rows.close()
+
+
 class ChangeLog:
     """Pages of the change log, for peer streams and the upstream: the node's ``Log``."""
 

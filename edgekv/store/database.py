@@ -55,6 +55,14 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open ``path`` to read only, beside the node that writes it (another process)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
 def _after_unclean_shutdown(
     conn: sqlite3.Connection, hlc: int, max_clock_offset_ms: int
 ) -> tuple[int, int]:

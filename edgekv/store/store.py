@@ -142,6 +142,10 @@ class Store:
         """The seq of the newest committed change."""
         return self.writer.seq
 
+    def when_settled(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the commit under way has settled (at once if none is)."""
+        self.writer.when_settled(callback)
+
     def on_commit(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(seq)`` after each commit that changed data (new changes to send)."""
         self.writer.add_commit_listener(listener)

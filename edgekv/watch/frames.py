@@ -10,7 +10,7 @@ watchers whose vector is the hub's share one encoding (:class:`VectorText`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from edgekv_replication.watch_tokens import merged, vector_text
 
@@ -36,6 +36,20 @@ class Sink(Protocol):
 
     def abort(self) -> None:
         """Drop the connection (a client that does not read)."""
+        ...
+
+
+@runtime_checkable
+class Transferable(Sink, Protocol):
+    """A connection another process may write to (the watch fan-out), and take back from it."""
+
+    def hand_over(self) -> tuple[int, bool] | None:
+        """A copy of the socket and whether the body is chunked, reading here paused;
+        None when the connection cannot leave this process (TLS: its session is here)."""
+        ...
+
+    def take_back(self, unsent: bytes | None) -> None:
+        """Write here again, first ``unsent`` (framed already); None: drop the connection."""
         ...
 
 

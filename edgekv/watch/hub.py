@@ -16,14 +16,21 @@ system call and a wake-up of the client) whatever it holds, so under a write
 load rounds are at least :data:`ROUND_GAP` apart and take several commits.
 
 Each watcher's unsent bytes are bounded (:class:`Watcher`): one that does not
-read is *cut* once its events held and its connection's buffer reach the
-bound -- the events held are dropped, its stream is closed, and it resumes
+read is *cut* once what its connection still holds and the next write would
+pass the bound -- the write is dropped, its stream is closed, and it resumes
 from the last event it received. Nothing is lost by a cut: the token of the
-last event received names where to resume.
+last event received names where to resume. A round holds a group's events up
+to half the bound, then writes them and holds on: a large commit reaches a
+watcher that reads in pieces it can take.
 
 A watcher joins the tail at :attr:`WatchHub.position` after catching up to it
 itself (:mod:`edgekv.watch.stream`); both run on the event loop, so no change
 falls between them.
+
+With a :class:`Handover` (the watch fan-out process,
+:mod:`edgekv.watch.fanout_link`), a watcher that joins is handed to it
+instead when it can be (a key-value stream on a plain connection): this
+hub's rounds then tell it how far they reached, and it writes the events.
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ import asyncio
 import collections
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from edgekv.store.store import Store
-from edgekv.watch.frames import Position, Sink, VectorText
+from edgekv.watch.frames import Position, Sink, Transferable, VectorText
 from edgekv.watch.kinds import Coverage, Kind, WatchFilter
 from edgekv_replication.changes import Change
 
@@ -49,6 +56,49 @@ the store is no newer than the log it reads), and at once after a quiet
 spell: the gap delays events only under a write load, where it makes a
 round carry the commits of a few milliseconds.
 """
+
+
+class LogSource(Protocol):
+    """What the hub reads: the node's store, or the fan-out process's view of its log."""
+
+    @property
+    def node_id(self) -> int: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    def on_commit(self, listener: Callable[[int], None]) -> None: ...
+
+    def when_settled(self, callback: Callable[[], None]) -> None: ...
+
+    def changes_after(self, cursor: int, limit: int) -> list[Change]: ...
+
+
+class Handover(Protocol):
+    """Where watchers go to be served from another process (the watch fan-out)."""
+
+    @property
+    def serving(self) -> int:
+        """Watchers handed over and not ended yet."""
+        ...
+
+    def take(
+        self, watcher: Watcher, position: Position, sink: Transferable, hub: VectorText
+    ) -> bool:
+        """Serve ``watcher`` from ``position`` on (where ``hub`` holds); False: it cannot."""
+        ...
+
+    def reached(self, head: int, covered: dict[int, int]) -> None:
+        """A round read up to ``head``, where ``covered`` holds."""
+        ...
+
+    def drop(self, watcher: Watcher) -> None:
+        """The stream of a watcher handed over ended here: stop serving it."""
+        ...
+
+    def stop(self) -> None:
+        """The node is stopping: every stream handed over ends."""
+        ...
 
 
 class TooManyWatchers(Exception):
@@ -89,6 +139,13 @@ class Watcher:
     stopping: bool = False
     """The node is stopping: the stream ends."""
     attached: bool = False
+    handed_over: bool = False
+    """Served by the fan-out process (:class:`Handover`) since it joined the tail."""
+    fanout_id: int = 0
+    """Its id at the fan-out process."""
+    unsent: bytes | None = b""
+    """Handed over and ended: the bytes it had not written, to write before the last
+    frame (None: unknown, the connection is dropped)."""
     last_sent: float = 0.0
     """Loop time of the stream's last write."""
     _waiter: asyncio.Future[None] | None = None
@@ -215,7 +272,7 @@ class WatchHub:
 
     def __init__(
         self,
-        store: Store,
+        store: LogSource,
         kinds: Mapping[str, Kind],
         limits: WatchLimits,
         covered_now: Callable[[], dict[int, int]],
@@ -254,6 +311,9 @@ class WatchHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeats: asyncio.Task[None] | None = None
         self._node_id = store.node_id
+        self.round_gap = ROUND_GAP
+        self.handover: Handover | None = None
+        """The watch fan-out process, when the node has one."""
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Follow commits from now on (the store's commit listener)."""
@@ -305,10 +365,19 @@ class WatchHub:
         else:
             self._gone(watcher)
 
+    @property
+    def handed_over_count(self) -> int:
+        """Watchers the fan-out process serves now."""
+        return 0 if self.handover is None else self.handover.serving
+
+    def _following(self) -> bool:
+        """Whether a round has anyone to tell: a watcher here, or the fan-out process."""
+        return bool(self._spaces) or (self.handover is not None and self.handover.serving > 0)
+
     def _catch_up_idle(self) -> None:
         # With no watcher attached nothing is read per commit (not even the vector):
         # both are taken now, together, which is what a joining watcher needs.
-        if self._idle and not self._spaces:
+        if self._idle and not self._following():
             self._position = max(self._position, self._store.seq)
             self._set_covered(self._covered_now())
             self._idle = False
@@ -354,13 +423,30 @@ class WatchHub:
         self._open.add(watcher)
         return watcher
 
+    def adopt(self, watcher: Watcher) -> None:
+        """Count in a watcher opened elsewhere (the node's, in the fan-out process)."""
+        self.open_count += 1
+        self._per_principal[watcher.principal] += 1
+        self._open.add(watcher)
+
+    def join_at(self, seq: int, covered: dict[int, int]) -> None:
+        """Where the node's tail is (in the fan-out process): an idle tail moves there."""
+        if not self._spaces and seq >= self._position:
+            self._position = seq
+            self._set_covered(covered)
+            self._idle = False
+
     def stop(self) -> None:
         """End every stream (the node is stopping); new ones are refused."""
         self.closing = True
         if self._heartbeats is not None:
             self._heartbeats.cancel()
         self._wake_waiting()
+        if self.handover is not None:
+            self.handover.stop()
         for watcher in self._open:
+            if watcher.handed_over:
+                continue  # it ends when the fan-out process says so
             self._detach(watcher)  # nothing after the stream's last frame
             watcher.stopping = True
             watcher.wake()
@@ -373,6 +459,14 @@ class WatchHub:
         """
         assert position.seq >= self._position
         watcher.position, watcher.sink, watcher.id_head = position, sink, id_head
+        handover = self.handover
+        if (
+            handover is not None
+            and isinstance(sink, Transferable)
+            and handover.take(watcher, position, sink, self._covered)
+        ):
+            watcher.handed_over = True
+            return
         key = (watcher.kind.name, watcher.filter.space)
         self._spaces.setdefault(key, _Space()).add(watcher)
         watcher.attached = True
@@ -390,6 +484,8 @@ class WatchHub:
 
     def close(self, watcher: Watcher) -> None:
         """The watcher's stream ended: forget it."""
+        if watcher.handed_over and not watcher.ended and self.handover is not None:
+            self.handover.drop(watcher)  # its handler ended first (cancelled)
         self._detach(watcher)
         if watcher in self._open:
             self._open.discard(watcher)
@@ -409,6 +505,22 @@ class WatchHub:
     def _gone(self, watcher: Watcher) -> None:
         self._detach(watcher)
         watcher.gone = True
+        watcher.wake()
+
+    def gone(self, watcher: Watcher) -> None:
+        """Its client went: the stream ends."""
+        self._gone(watcher)
+
+    def handed_back(self, watcher: Watcher, why: str, unsent: bytes | None) -> None:
+        """The fan-out process ended a watcher's stream (``why``: gone, cut, stopping)."""
+        watcher.unsent = unsent
+        if why == "cut":
+            self.cut_count += 1
+            watcher.cut = True
+        elif why == "stopping":
+            watcher.stopping = True
+        else:
+            watcher.gone = True
         watcher.wake()
 
     def _loop_time(self) -> float:
@@ -431,7 +543,7 @@ class WatchHub:
 
     def _committed(self, seq: int) -> None:
         loop = self._loop
-        if not self._spaces:  # nobody to tell (the writer's thread may call: a plain flag)
+        if not self._following():  # nobody to tell (the writer's thread may call: a plain flag)
             self._idle = True
             return
         if loop is None:
@@ -446,7 +558,7 @@ class WatchHub:
         self._behind = True
         if self._scheduled:
             return
-        wait = self._last_round + ROUND_GAP - loop.time()
+        wait = self._last_round + self.round_gap - loop.time()
         if wait <= 0:
             # The writer settles a commit here: the round runs before the next begins.
             self._scheduled = True
@@ -463,7 +575,7 @@ class WatchHub:
         """
         self._round_due = None
         if self._behind and not self._scheduled:
-            self._store.writer.when_settled(self._round_now)
+            self._store.when_settled(self._round_now)
 
     def _round_now(self) -> None:
         if self._behind and not self._scheduled:
@@ -475,12 +587,18 @@ class WatchHub:
         self._behind = False
         self._last_round = self._loop_time()
         store = self._store
-        if not self._spaces:  # nobody to tell: a watcher that joins catches up itself
+        if not self._following():  # nobody to tell: a watcher that joins catches up itself
             self._idle = True  # position and vector are brought up to date when read
             self._wake_waiting()
             return
         covered = self._covered_now()
         head = store.seq
+        if not self._spaces:  # only the fan-out process to tell: it reads the log itself
+            self._position = max(self._position, head)
+            self._set_covered(covered)
+            self._tell_handover(head, covered)
+            self._wake_waiting()
+            return
         for _ in range(_ROUND_PAGES):
             page = store.changes_after(self._position, _TAIL_ROWS)
             # Rows past head are of a commit not settled yet (the store's caches may
@@ -494,6 +612,7 @@ class WatchHub:
                 break
         else:
             self._write()
+            self._tell_handover(self._position, self._covered.vector)
             self._behind = True
             self._committed(head)  # more to read: let other work run first
             return
@@ -501,7 +620,22 @@ class WatchHub:
         self._position = max(self._position, head)
         self._set_covered(covered)
         self._write()
+        self._tell_handover(head, covered)
         self._wake_waiting()
+
+    def _tell_handover(self, head: int, covered: dict[int, int]) -> None:
+        handover = self.handover
+        if handover is not None and handover.serving > 0:
+            handover.reached(head, covered)
+
+    def read_to_head(self) -> None:
+        """Read the log up to the source's head now, however many pages that takes.
+
+        The fan-out process's round: the node's next message may attach a
+        watcher at that head, so nothing below it may be left for later.
+        """
+        while self._behind:
+            self._dispatch()
 
     def _wake_waiting(self) -> None:
         waiting, self._rounds_waited = self._rounds_waited, []
@@ -515,7 +649,9 @@ class WatchHub:
         kinds = list(self.kinds.values())
         node_id = self._node_id
         holding = self._holding
-        limit = self.limits.buffer_bytes
+        # A group's held events are written once they reach half a buffer: a round that
+        # carries a large commit is written in pieces a reading watcher takes.
+        flush_at = self.limits.buffer_bytes // 2
         # A folding kind (documents): a key's changes in one round make one event,
         # its state now, read once (per variant) and offered once to each group.
         folded: dict[tuple[str, bytes], tuple[dict[bool, bytes | None], set[_Group]]] = {}
@@ -555,13 +691,12 @@ class WatchHub:
                 if offered is not None:
                     offered.add(group)
                 size = len(data) + 64  # and its id
-                if group.held_bytes + size > limit:
-                    for watcher in list(group.members):
-                        self._cut(watcher)  # the group goes with its last member
-                    group.held.clear()
-                    group.held_bytes = 0
-                    holding.pop(group, None)
-                    continue
+                if group.held and group.held_bytes + size > flush_at:
+                    held, group.held, group.held_bytes = group.held, [], 0
+                    self._write_group(group, held, held[-1][0], None)
+                    if not group.members:  # each was cut (or went): the group is gone
+                        holding.pop(group, None)
+                        continue
                 group.held.append((change.seq, data))
                 group.held_bytes += size
                 holding[group] = None
@@ -574,38 +709,55 @@ class WatchHub:
         as everything up to it has been handed over. Members of a group with
         the same vectors get the same bytes, built once.
         """
-        now = self._loop_time()
         position_now, covered = self._position, self._covered
         holding, self._holding = self._holding, {}
-        sent = 0
         for group in holding:
             items = group.held
             group.held, group.held_bytes = [], 0
-            if not items:
+            if items:
+                self._write_group(group, items, position_now, covered)
+
+    def _write_group(
+        self,
+        group: _Group,
+        items: list[tuple[int, bytes]],
+        last_seq: int,
+        covered: VectorText | None,
+    ) -> None:
+        """Write ``items`` to each member of ``group``; the last event's id names ``last_seq``.
+
+        ``covered``: the hub's vector at ``last_seq`` (the round's end), merged
+        into each watcher's; None in mid-round, where the ids keep the vector
+        each watcher had (it holds at any later seq too).
+        """
+        now = self._loop_time()
+        sent = 0
+        built: dict[tuple[int, int], tuple[bytes, VectorText, VectorText]] = {}
+        for watcher in list(group.members):
+            position, sink = watcher.position, watcher.sink
+            if position is None or sink is None or not watcher.attached:
                 continue
-            built: dict[tuple[int, int], tuple[bytes, VectorText, VectorText]] = {}
-            for watcher in list(group.members):
-                position, sink = watcher.position, watcher.sink
-                if position is None or sink is None or not watcher.attached:
-                    continue
-                before = position.encoded
-                position.reach(position_now, covered)
-                after = position.encoded
-                key = (id(before), id(after))
-                found = built.get(key)
-                if found is None:
-                    head = watcher.id_head
-                    payload = _payload(head, items, before.tail, position_now, after.tail)
-                    built[key] = (payload, before, after)  # kept: their ids stay theirs
-                else:
-                    payload = found[0]
-                if sink.pending() + len(payload) > watcher.limit:
-                    self._cut(watcher)
-                elif sink.send(payload):
-                    watcher.last_sent = now
-                    sent += len(items)
-                else:
-                    self._gone(watcher)
+            before = position.encoded
+            if covered is None:
+                position.seq = last_seq
+            else:
+                position.reach(last_seq, covered)
+            after = position.encoded
+            key = (id(before), id(after))
+            found = built.get(key)
+            if found is None:
+                head = watcher.id_head
+                payload = _payload(head, items, before.tail, last_seq, after.tail)
+                built[key] = (payload, before, after)  # kept: their ids stay theirs
+            else:
+                payload = found[0]
+            if sink.pending() + len(payload) > watcher.limit:
+                self._cut(watcher)
+            elif sink.send(payload):
+                watcher.last_sent = now
+                sent += len(items)
+            else:
+                self._gone(watcher)
         self.events_sent += sent
 
 

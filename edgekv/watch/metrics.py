@@ -18,6 +18,11 @@ class _WatchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
         yield GaugeMetricFamily("edgekv_watchers_open", "Watch streams open.", hub.open_count)
+        yield GaugeMetricFamily(
+            "edgekv_watchers_in_fanout",
+            "Watch streams whose live events the fan-out process writes (of those open).",
+            hub.handed_over_count,
+        )
         yield CounterMetricFamily(
             "edgekv_watch_events_sent", "Watch events sent (changes, not heartbeats).",
             hub.events_sent,
@@ -43,6 +48,7 @@ def status(hub: WatchHub) -> dict[str, int]:
     """The watch fields of ``/v1/cluster/status``."""
     return {
         "watchers_open": hub.open_count,
+        "watchers_in_fanout": hub.handed_over_count,
         "events_sent": hub.events_sent,
         "watchers_cut": hub.cut_count,
         "relists": hub.relists,

@@ -38,7 +38,7 @@ import json
 from collections.abc import Mapping
 
 from edgekv.store.store import Store
-from edgekv.watch.frames import Position, Sink, frame
+from edgekv.watch.frames import Position, Sink, Transferable, frame
 from edgekv.watch.hub import Watcher, WatchHub
 from edgekv.watch.kinds import PAGE_ROWS, Coverage, Event
 from edgekv_replication.bookmarks import Bookmark
@@ -158,6 +158,11 @@ class WatchStream:
         """While the hub writes the tail: wait for the end, and say why when there is one."""
         watcher = self._watcher
         await watcher.wait_end()
+        if watcher.handed_over and isinstance(self._sink, Transferable):
+            # Served by the fan-out process until now: what it had not sent goes first.
+            self._sink.take_back(None if watcher.gone else watcher.unsent)
+            if watcher.unsent is None:
+                return
         if watcher.gone:
             return
         if watcher.stopping:

@@ -1,0 +1,160 @@
+"""The watch fan-out process: it serves the live tail of plain key-value streams, the node
+takes them back when it ends them, and watchers outlive the process dying."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from testkit.processes import NodeProcess
+from testkit.sse import SseBlock, SseStream
+from testkit.waiting import wait_for
+
+StartNode = Callable[..., NodeProcess]
+
+
+def _fanout_pids(node: NodeProcess) -> list[int]:
+    """The node's children that are its watch fan-out process."""
+    assert node.proc is not None
+    found = []
+    for task in os.listdir(f"/proc/{node.proc.pid}/task"):
+        children = Path(f"/proc/{node.proc.pid}/task/{task}/children").read_text().split()
+        for child in map(int, children):
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"edgekv.watch.fanout_worker" in command:
+                found.append(child)
+    return found
+
+
+def _watch_status(node: NodeProcess) -> dict[str, int]:
+    answer = node.request("GET", "/v1/cluster/status")
+    fields: dict[str, int] = json.loads(answer.body)["node"]["watch"]
+    return fields
+
+
+def _put(node: NodeProcess, key: str) -> None:
+    answer = node.request("PUT", f"/v1/kv/ns/{key}", body=key.encode())
+    assert answer.status == 200, answer.body
+
+
+def hang_up(stream: SseStream) -> None:
+    """Close ``stream`` as its client going: at once, even while a thread reads it."""
+    if stream.conn.sock is not None:
+        stream.conn.sock.shutdown(socket.SHUT_RDWR)
+    stream.close()
+
+
+class Reader:
+    """A watch stream read to its end in a thread: its change keys, and whether it ended."""
+
+    def __init__(self, stream: SseStream) -> None:
+        self.stream = stream
+        self.keys: list[str] = []
+        self.last: SseBlock | None = None
+        self.ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for block in self.stream.blocks():
+                if block.type == "change":
+                    self.keys.append(block.json()["key"])
+                    self.last = block
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # the connection dropped, or the test closed it: the end for this reader
+        self.ended.set()
+
+
+def test_the_fanout_process_serves_plain_key_value_streams(start_node: StartNode) -> None:
+    node = start_node("n")
+    assert len(_fanout_pids(node)) == 1
+    stream = SseStream(node.url, "/v1/kv/ns/_watch?prefix=k")
+    stream.until("ready")
+    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 1, what="the stream handed over")
+    reader = Reader(stream)
+    keys = [f"k{i:03d}" for i in range(50)]
+    for key in keys:
+        _put(node, key)
+    _put(node, "other")  # outside the prefix
+    wait_for(lambda: reader.keys == keys, what="every event from the fan-out process")
+    wait_for(lambda: _watch_status(node)["events_sent"] >= 50, what="its events counted")
+    hang_up(stream)
+    wait_for(lambda: _watch_status(node)["watchers_open"] == 0, what="the closed stream gone")
+    assert _watch_status(node)["watchers_in_fanout"] == 0
+
+
+def test_streams_outlive_the_fanout_process(start_node: StartNode) -> None:
+    node = start_node("n")
+    stream = SseStream(node.url, "/v1/kv/ns/_watch")
+    stream.until("ready")
+    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 1, what="the stream handed over")
+    reader = Reader(stream)
+    _put(node, "before")
+    wait_for(lambda: reader.keys == ["before"], what="the first event")
+    (worker,) = _fanout_pids(node)
+    os.kill(worker, signal.SIGKILL)
+    # The node drops what the process served (its client resumes from its last id) ...
+    assert reader.ended.wait(10), "the stream outlived its writer"
+    stream.close()
+    assert _watch_status(node)["watchers_open"] == 0
+    assert reader.last is not None
+    _put(node, "during")
+    # ... and serves watchers itself from then on: nothing missed, nothing twice.
+    assert reader.last.id is not None
+    resumed = SseStream(node.url, "/v1/kv/ns/_watch", headers={"Last-Event-ID": reader.last.id})
+    caught_up, _ = resumed.until("ready")
+    assert [block.json()["key"] for block in caught_up] == ["during"]
+    assert _watch_status(node)["watchers_in_fanout"] == 0
+    live = Reader(resumed)
+    _put(node, "after")
+    wait_for(lambda: live.keys == ["after"], what="live events from the node itself")
+    hang_up(resumed)
+
+
+@pytest.mark.parametrize("fanout", ["true", "false"])
+def test_a_stalled_watcher_is_cut_by_whoever_writes_it(start_node: StartNode, fanout: str) -> None:
+    node = start_node(
+        "n",
+        ["--watch-fanout", fanout, "--watch-buffer-bytes", "65536", "--watch-value-bytes", "0"],
+    )
+    assert len(_fanout_pids(node)) == (1 if fanout == "true" else 0)
+    # The loopback's own buffers (no small receive window: reading on through one
+    # would crawl at TCP's persist timer) hold a few MB before the node's bound is hit.
+    stalled = SseStream(node.url, "/v1/kv/ns/_watch")
+    _, ready = stalled.until("ready")
+    handed = 1 if fanout == "true" else 0
+    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == handed, what="where it is")
+    written = 0
+    while _watch_status(node)["watchers_cut"] == 0:
+        operations = [
+            {"op": "put", "key": f"k{written + i:06d}", "value": "dg=="} for i in range(2000)
+        ]
+        answer = node.request("POST", "/v1/kv/ns/_bulk", json_body={"operations": operations})
+        assert answer.status == 200, answer.body
+        written += len(operations)
+        assert written < 200_000, "never cut"
+    # Reading on, it gets whole events up to the cut, then the cut event saying why.
+    keys: list[str] = []
+    for block in stalled.blocks():
+        if block.type == "change":
+            keys.append(block.json()["key"])
+        elif block.type == "cut":
+            assert "resume" in block.json()["reason"]
+            break
+    else:
+        raise AssertionError("no cut event")
+    assert keys == [f"k{i:06d}" for i in range(len(keys))]
+    stalled.close()
+    resumed = SseStream(node.url, f"/v1/kv/ns/_watch?after={ready.id}")
+    caught_up, _ = resumed.until("ready")
+    assert len(caught_up) == written
+    resumed.close()
