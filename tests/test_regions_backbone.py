@@ -171,7 +171,7 @@ def test_tombstones_are_collected_with_regions_and_a_backbone(
 ) -> None:
     args = [
         *_backbone(nats_server, "RegionsTombstones"),
-        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+        *COLLECT_SOON,
         # State reports (which carry how far each node has consumed) every second,
         # as a short horizon wants: the default timeout spaces them 5 s apart.
         *("--member-down-timeout", "6"),
@@ -179,6 +179,10 @@ def test_tombstones_are_collected_with_regions_and_a_backbone(
     eu1, eu2, us1 = eu_eu_us(region_node, *args)
     wait_for(lambda: knows_everyone([eu1, eu2, us1]), 30, "every node knows every member")
     deletes_are_collected_on_both_sides(eu1, eu2, us1)
+
+
+COLLECT_SOON = ("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5")
+"""Tombstones collectable 2 s after every node holds them, looked for twice a second."""
 
 
 def deletes_are_collected_on_both_sides(
@@ -235,7 +239,7 @@ def test_tombstones_are_collected_with_regions_joined_through_postgresql(
 ) -> None:
     args = [
         *("--upstream", DSN, "--upstream-schema", pg_schema),
-        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+        *COLLECT_SOON,
     ]
     eu1, eu2, us1 = eu_eu_us(region_node, *args)
     deletes_are_collected_on_both_sides(eu1, eu2, us1)
@@ -365,7 +369,7 @@ def test_a_node_off_the_backbone_past_the_horizon_must_resync(
 ) -> None:
     args = [
         *_backbone(nats_server, "RegionsResync"),
-        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+        *COLLECT_SOON,
     ]
     proxy = TcpProxy(nats_server.port)
     try:
@@ -513,7 +517,7 @@ def test_a_node_stopped_past_the_horizon_must_resync(
 ) -> None:
     args = [
         *_backbone(nats_server, "RegionsStopped"),
-        *("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5"),
+        *COLLECT_SOON,
     ]
     eu1 = region_node("eu1", "eu", [], *args)
     us1 = region_node("us1", "us", [eu1], *args)

@@ -73,7 +73,7 @@ def key_value_changes_after(
     try:
         return read_page(rows, max_bytes)[0]
     finally:
-        rows.close()
+        rows.close()  # a page ended early leaves the statement open: end its read
 
 
 class ChangeLog:
@@ -92,12 +92,11 @@ class ChangeLog:
         ends early at the change that reaches ``max_bytes``
         (:func:`read_page`).
         """
-        if self._documents.present:
-            rows = self._reader.execute(
-                CHANGES_AFTER_WITH_DOCUMENTS, (cursor, limit, self._documents.node_id)
-            )
-        else:
-            rows = self._reader.execute(_CHANGES_AFTER, (cursor, limit))
+        if not self._documents.present:
+            return key_value_changes_after(self._reader, cursor, limit, max_bytes)
+        rows = self._reader.execute(
+            CHANGES_AFTER_WITH_DOCUMENTS, (cursor, limit, self._documents.node_id)
+        )
         try:
             return read_page(rows, max_bytes)[0]
         finally:
