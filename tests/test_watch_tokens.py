@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 import pytest
 from hypothesis import given
@@ -84,14 +85,29 @@ def _change(key: str, version: str) -> tuple[str, str, str | None]:
 def test_the_cursor_drops_states_it_delivered_or_older_ones() -> None:
     cursor = WatchCursor("kv", ["http://a", "http://b"], None, snapshot=True, max_backoff=1)
     assert cursor.wants_snapshot()
-    first = cursor.take([_change("k", "02"), _change("j", "01")])
+    first = list(cursor.take([_change("k", "02"), _change("j", "01")]))
     assert [(e.key, e.version) for e in first] == [("k", "02"), ("j", "01")]
     assert cursor.token == "tok-j-01"
     assert not cursor.wants_snapshot()  # a resumed stream sends what was missed instead
     # After a resume elsewhere: a repeat and an older state are dropped, a newer one kept.
-    again = cursor.take([_change("k", "02"), _change("k", "01"), _change("j", "03")])
+    again = list(cursor.take([_change("k", "02"), _change("k", "01"), _change("j", "03")]))
     assert [(e.key, e.version) for e in again] == [("j", "03")]
     assert cursor.token == "tok-j-03"  # the token moves on with every id, delivered or not
+
+
+def test_a_watch_left_midway_does_not_count_what_it_did_not_yield() -> None:
+    # A caller breaks out of a watch after the first event of a chunk, and goes on with
+    # another watch sharing the versions: the rest of that chunk was never delivered, so
+    # when a stream sends it again it is new, not "already seen".
+    versions: OrderedDict[str, str] = OrderedDict()
+    cursor = WatchCursor("kv", ["http://a"], None, False, max_backoff=1, versions=versions)
+    for event in cursor.take([_change("k", "02"), _change("j", "05")]):
+        assert (event.key, event.version) == ("k", "02")
+        break
+    assert cursor.token == "tok-k-02"  # not past the event left unread
+    successor = WatchCursor("kv", ["http://b"], "tok-k-02", False, max_backoff=1, versions=versions)
+    again = list(successor.take([_change("k", "02"), _change("j", "05")]))
+    assert [(e.key, e.version) for e in again] == [("j", "05")]
 
 
 def test_the_cursor_moves_to_the_next_pop_and_backs_off() -> None:
@@ -103,6 +119,6 @@ def test_the_cursor_moves_to_the_next_pop_and_backs_off() -> None:
     assert cursor.url == "http://a"
     assert all(0 < d <= 0.4 for d in delays)
     # A relist forgets the token and the versions: the next stream starts afresh.
-    cursor.take([("relist", "{}", None)])
+    list(cursor.take([("relist", "{}", None)]))
     assert cursor.token is None
     assert "Last-Event-ID" not in cursor.headers(None)

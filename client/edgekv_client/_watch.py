@@ -19,7 +19,7 @@ import base64
 import json
 import random
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -181,26 +181,31 @@ class WatchCursor:
         """A stream reached its live part: backoff starts again from short."""
         self._failures = 0
 
-    def take(self, events: Iterable[tuple[str, str, str | None]]) -> list[WatchEvent]:
-        """The events to deliver from parsed SSE, keeping the token and the versions."""
-        out: list[WatchEvent] = []
+    def take(self, events: Iterable[tuple[str, str, str | None]]) -> Iterator[WatchEvent]:
+        """The events to deliver from parsed SSE, keeping the token and the versions.
+
+        Lazily: an event counts as delivered (its version remembered, the token
+        moved past it) only once the caller takes it. A caller that stops
+        midway -- a ``break`` out of the watch, to continue with ``versions``
+        in another -- gets the rest again there rather than losing them as
+        already seen.
+        """
         for kind, data, last_id in events:
+            item = json.loads(data) if kind == "change" else None
             if last_id is not None:
                 self.token = last_id
-            if kind == "change":
-                event = self._change(json.loads(data), last_id)
+            if item is not None:
+                event = self._change(item, last_id)
                 if event is not None:
-                    out.append(event)
+                    yield event
             elif kind == "ready":
                 self.opened()
-                out.append(WatchEvent("ready", token=last_id, bookmark=_bookmark(data)))
-            elif kind == "id":
-                pass  # a heartbeat with a newer token: taken above
+                yield WatchEvent("ready", token=last_id, bookmark=_bookmark(data))
             elif kind == "relist":
                 self.token = None
                 self._versions.clear()
-                out.append(WatchEvent("relist"))
-        return out
+                yield WatchEvent("relist")
+            # "id": a heartbeat with a newer token, taken above
 
     def _change(self, item: dict[str, Any], token: str | None) -> WatchEvent | None:
         key, version = str(item["key"]), str(item["version"])

@@ -13,7 +13,8 @@ Checked, for every watcher, once the cluster has converged:
   final state -- every acknowledged write's key reached it at its final
   version, deletes included;
 - backwards: no key's version ever went back, and no state came twice, in
-  what the watch yielded;
+  what the watch yielded since its last relist (after one, the snapshot sends
+  every key afresh);
 - relists are counted (a relist is legal when tombstones were collected past
   a token; the view is rebuilt from the snapshot that follows).
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 from edgekv_client import Client, WatchEvent
@@ -37,6 +38,9 @@ KEYS = tuple(f"k{i}" for i in range(12))
 WATCHERS = 4
 MOVE_EVERY_S = (2.0, 6.0)
 """Seconds a watcher stays at a PoP before it moves to another with its token."""
+TRACED_EVENTS = 6
+"""Events kept per key and watcher, reported with a key the watcher ends wrong on."""
+TRACED_STREAMS = 200
 READ_TIMEOUT_S = 20.0
 """Longer than a node's heartbeat (15 s): a silent stream means the PoP is gone."""
 
@@ -57,6 +61,11 @@ class _Watcher:
         self.relists = 0
         self.pops: list[int] = []
         self._last: dict[str, str] = {}
+        self.traces: dict[str, deque[dict[str, Any]]] = {}
+        """key -> its last few events, with the stream they came on (to explain a wrong key)."""
+        self.streams: deque[dict[str, Any]] = deque(maxlen=TRACED_STREAMS)
+        """The last streams opened: PoP, token, time."""
+        self._started = time.monotonic()
         self._versions: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self.stop = threading.Event()
@@ -70,6 +79,7 @@ class _Watcher:
             self._rng.shuffle(others)
             self.pops.append(home)
             leave_at = time.monotonic() + self._rng.uniform(*MOVE_EVERY_S)
+            self.streams.append({"t": self._elapsed(), "pop": home, "after": token})
             client = Client(self._urls[home], token=self._token, timeout=3.0)
             try:
                 for event in client.watch(
@@ -91,15 +101,31 @@ class _Watcher:
                 client.close()
             self.moves += 1
 
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self._started, 3)
+
     def _take(self, event: WatchEvent) -> None:
         with self._lock:
             if event.type == "relist":
+                # A fresh start, as for the client: the snapshot that follows sends
+                # every key again, and its versions are checked from there on.
                 self.relists += 1
                 self.view.clear()
+                self._last.clear()
                 return
             if event.type != "change":
                 return
             self.events += 1
+            trace = self.traces.setdefault(event.key, deque(maxlen=TRACED_EVENTS))
+            trace.append(
+                {
+                    "t": self._elapsed(),
+                    "version": event.version,
+                    "op": event.op,
+                    "token": event.token,
+                    "stream": len(self.streams) - 1,
+                }
+            )
             last = self._last.get(event.key)
             if last is not None and event.version <= last:
                 self.backwards.append({"key": event.key, "after": last, "got": event.version})
@@ -176,6 +202,8 @@ class WatchWorkload(Workload):
                     "moves": watcher.moves,
                     "relists": watcher.relists,
                     "pops": watcher.pops[:50],
+                    "traces": {k: list(v) for k, v in watcher.traces.items()},
+                    "streams": list(watcher.streams),
                 }
                 for watcher in self._watchers
             ],
@@ -218,8 +246,16 @@ def check_watch(ops: list[Op], final: dict[str, Any]) -> dict[str, Any]:
             if not _agrees(
                 {key: view[key]} if key in view else {}, {key: wanted[key]} if key in wanted else {}
             ):
+                streams = watcher.get("streams", [])
                 wrong.append(
-                    {"watcher": i, "key": key, "view": view.get(key), "final": wanted.get(key)}
+                    {
+                        "watcher": i,
+                        "key": key,
+                        "view": view.get(key),
+                        "final": wanted.get(key),
+                        "seen": watcher.get("traces", {}).get(key, []),
+                        "last_streams": streams[-5:],
+                    }
                 )
     missing_keys = sorted(k for k in acknowledged_keys if k not in wanted)
     backwards = sum(w["backwards_count"] for w in watchers)
