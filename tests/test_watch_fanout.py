@@ -158,3 +158,86 @@ def test_a_stalled_watcher_is_cut_by_whoever_writes_it(start_node: StartNode, fa
     caught_up, _ = resumed.until("ready")
     assert len(caught_up) == written
     resumed.close()
+
+
+def _raw_watch(node: NodeProcess, path: str) -> socket.socket:
+    """A watch stream over HTTP/1.0 (the body is the bytes as they are): its socket."""
+    host, port = node.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    return sock
+
+
+def _read_until(sock: socket.socket, needle: bytes, seconds: float) -> bytes:
+    """Bytes from ``sock`` until ``needle`` has come (or ``seconds`` pass: an error)."""
+    got = b""
+    sock.settimeout(seconds)
+    while needle not in got:
+        chunk = sock.recv(65536)
+        assert chunk, "the stream ended"
+        got += chunk
+    return got
+
+
+def _silent_for(sock: socket.socket, seconds: float) -> bool:
+    """Whether nothing at all comes from ``sock`` for ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        return not sock.recv(65536)
+    except TimeoutError:
+        return True
+
+
+@pytest.mark.slow  # seconds of silence are what it checks
+def test_a_hung_node_s_streams_fall_silent(start_node: StartNode) -> None:
+    # A stream that beats says its node is alive: should the node hang, the fan-out
+    # process (which would go on beating by itself) lets its streams fall silent, so
+    # their clients time out and resume at another PoP, as with the node's own streams.
+    heartbeat = 0.4
+    node = start_node("n", ["--watch-heartbeat", str(heartbeat)])
+    sock = _raw_watch(node, "/v1/kv/ns/_watch")
+    _read_until(sock, b"event: ready", 10)
+    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 1, what="the stream handed over")
+    _read_until(sock, b": heartbeat", 10)  # beating from the fan-out process
+    assert node.proc is not None
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        # The last tick may let it beat for one more interval; then nothing comes.
+        _silent_for(sock, 3 * heartbeat)
+        assert _silent_for(sock, 4 * heartbeat), "heartbeats went on with the node hung"
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    _read_until(sock, b": heartbeat", 10)  # the node is back: so are the heartbeats
+    sock.close()
+
+
+def test_a_fanout_process_that_lagged_catches_up_exactly(start_node: StartNode) -> None:
+    # Rounds queue while the process gets no CPU; it reads them as one when it runs again,
+    # but a watcher handed over among them still joins at its own head: each stream gets
+    # every event after its ready, once, in order.
+    node = start_node("n")
+    first = SseStream(node.url, "/v1/kv/ns/_watch")
+    first.until("ready")
+    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 1, what="the stream handed over")
+    first_reader = Reader(first)
+    (worker,) = _fanout_pids(node)
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        before = [f"a{i:03d}" for i in range(100)]
+        for key in before:
+            _put(node, key)
+        second = SseStream(node.url, "/v1/kv/ns/_watch")
+        second.until("ready")
+        wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 2, what="handed over too")
+        second_reader = Reader(second)
+        after = [f"b{i:03d}" for i in range(100)]
+        for key in after:
+            _put(node, key)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    wait_for(lambda: len(first_reader.keys) >= 200, what="the first stream's events")
+    wait_for(lambda: len(second_reader.keys) >= 100, what="the second stream's events")
+    assert first_reader.keys == before + after
+    assert second_reader.keys == after
+    hang_up(first)
+    hang_up(second)

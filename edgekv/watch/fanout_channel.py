@@ -23,9 +23,9 @@ _LENGTH = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """A message's bound: the largest is a cut watcher's unsent bytes (``watch_buffer_bytes``)."""
 COALESCE_AFTER = 1024
-"""Messages waiting before rounds merge (about 5 s of rounds under load). Until then
-the process reads each round apart, as the node would: merged rounds hold more
-events at once, which a group of watchers with a small buffer might not take."""
+"""Messages waiting here before a round replaces the last (about 5 s of rounds under
+load): the bound of this queue when the process stops reading. Short of it every round
+is sent; the process reads those that arrived together as one."""
 _READ_BYTES = 256 * 1024
 _MAX_FDS = 64
 

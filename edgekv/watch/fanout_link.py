@@ -121,6 +121,10 @@ class FanOutLink:
         """Tell the process how far the node's round read."""
         self._send({"t": "round", "head": head, "covered": list(covered.items())}, True)
 
+    def tick(self) -> None:
+        """The node's heartbeat round ran: the process may keep its streams beating."""
+        self._send({"t": "tick"})
+
     def drop(self, watcher: Watcher) -> None:
         """The node ended that stream: the process stops writing to it."""
         if self._serving.pop(watcher.fanout_id, None) is not None:

@@ -21,7 +21,15 @@ Messages from the node (:mod:`edgekv.watch.fanout_channel`):
   its next id starts), ``hub`` (the node's vector there), ``head`` (its ids'
   head), ``chunked``.
 * ``drop``: the node ended that stream (its handler was cancelled).
+* ``tick``: the node's heartbeat round ran (four per ``watch_heartbeat``).
+  Streams here get heartbeats only while the node is heard from within an
+  interval: a node that hangs leaves its watchers silent, so they time out
+  and resume elsewhere, as they would if the node served them itself.
 * ``stop``: the node is stopping: every stream ends.
+
+The rounds that arrived together are read as one (up to the last before an
+``attach``, which joins at that head): a process that got no CPU for a while
+catches up with one read of the log, not one per round it missed.
 
 Messages to the node: ``sent`` (events written since the last), and
 ``ended`` -- ``id``, ``why`` (``gone``, ``cut`` or ``stopping``) and
@@ -100,6 +108,13 @@ class FanOut:
         self._ends: set[asyncio.Task[None]] = set()
         self._reported_sent = 0
         self._closed = self._loop.create_future()
+        self._heard = self._loop.time()
+        """Loop time of the node's last message."""
+        hub.beating = self.node_heard
+
+    def node_heard(self) -> bool:
+        """Whether the node sent anything within a heartbeat interval (it ticks four times)."""
+        return self._loop.time() - self._heard <= self._hub.limits.heartbeat
 
     async def run(self) -> None:
         """Serve the node's messages until the channel closes."""
@@ -118,16 +133,25 @@ class FanOut:
             if not self._closed.done():
                 self._closed.set_result(None)
             return
+        if messages:
+            self._heard = self._loop.time()
+        behind = False
         for message in messages:
-            self._handle(message)
+            kind = message.get("t")
+            if kind == "round":
+                self._tail.reached(message["head"], dict(message["covered"]))
+                behind = True
+                continue
+            if behind:  # an attach joins at the head of the rounds before it
+                self._hub.read_to_head()
+                behind = False
+            self._handle(kind, message)
+        if behind:
+            self._hub.read_to_head()
         self._report_sent()
 
-    def _handle(self, message: Message) -> None:
-        kind = message.get("t")
-        if kind == "round":
-            self._tail.reached(message["head"], dict(message["covered"]))
-            self._hub.read_to_head()
-        elif kind == "attach":
+    def _handle(self, kind: object, message: Message) -> None:
+        if kind == "attach":
             self._attach(message, self._inbox.fds.popleft())
         elif kind == "drop":
             watcher = self._watchers.get(message["id"])

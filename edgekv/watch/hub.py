@@ -100,6 +100,10 @@ class Handover(Protocol):
         """The node is stopping: every stream handed over ends."""
         ...
 
+    def tick(self) -> None:
+        """A heartbeat round ran here: this node is alive (its streams may keep beating)."""
+        ...
+
 
 class TooManyWatchers(Exception):
     """The node or the token already has as many watchers as it may."""
@@ -314,6 +318,10 @@ class WatchHub:
         self.round_gap = ROUND_GAP
         self.handover: Handover | None = None
         """The watch fan-out process, when the node has one."""
+        self.beating: Callable[[], bool] | None = None
+        """Whether heartbeats are due (None: always). The fan-out process's hub beats
+        only while the node is heard from: a stream that beats says its node is alive,
+        and a client whose node hangs must time out and go elsewhere."""
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Follow commits from now on (the store's commit listener)."""
@@ -336,13 +344,17 @@ class WatchHub:
             await asyncio.sleep(interval / 4)
             now = loop.time()
             quiet_since = now - interval
+            handover = self.handover
+            if handover is not None and handover.serving > 0:
+                handover.tick()
+            beat = self.beating is None or self.beating()
             for watcher in list(self._open):
                 sink = watcher.sink
                 if not watcher.attached or sink is None:
                     continue
                 if sink.closed():
                     self._gone(watcher)
-                elif watcher.last_sent <= quiet_since:
+                elif beat and watcher.last_sent <= quiet_since:
                     self._heartbeat(watcher, now)
 
     def _heartbeat(self, watcher: Watcher, now: float) -> None:
