@@ -233,10 +233,13 @@ def test_a_fanout_process_that_lagged_catches_up_exactly(start_node: StartNode) 
         after = [f"b{i:03d}" for i in range(100)]
         for key in after:
             _put(node, key)
+        # The node tells how far behind its rounds the process is.
+        wait_for(lambda: _watch_status(node)["fanout_behind_ms"] > 0, what="a lag shown")
     finally:
         os.kill(worker, signal.SIGCONT)
     wait_for(lambda: len(first_reader.keys) >= 200, what="the first stream's events")
     wait_for(lambda: len(second_reader.keys) >= 100, what="the second stream's events")
+    wait_for(lambda: _watch_status(node)["fanout_behind_ms"] == 0, what="the lag gone")
     assert first_reader.keys == before + after
     assert second_reader.keys == after
     hang_up(first)

@@ -16,6 +16,7 @@ new watchers itself from then on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import socket
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 _STOP_SECONDS = 2.0
 """How long the node's stop waits for the process to hand the streams back."""
+_TOLD_ROUNDS = 1024
+"""Rounds remembered until the process says it read them (past it, the newest merge)."""
 
 
 class FanOutLink:
@@ -49,6 +52,8 @@ class FanOutLink:
         self._inbox: Inbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._all_ended: asyncio.Event | None = None
+        self._told: collections.deque[tuple[int, float]] = collections.deque()
+        """Rounds told and not read by the process yet: head, loop time told."""
 
     @property
     def serving(self) -> int:
@@ -120,6 +125,19 @@ class FanOutLink:
     def reached(self, head: int, covered: dict[int, int]) -> None:
         """Tell the process how far the node's round read."""
         self._send({"t": "round", "head": head, "covered": list(covered.items())}, True)
+        if self._loop is None:
+            return
+        told = self._told
+        if len(told) < _TOLD_ROUNDS:
+            told.append((head, self._loop.time()))
+        else:  # the process does not read: the newest entry takes the head, keeps its time
+            told[-1] = (head, told[-1][1])
+
+    def behind(self) -> float:
+        """Seconds since the oldest round the process has not read yet was told (0: none)."""
+        if not self._told or self._loop is None:
+            return 0.0
+        return max(0.0, self._loop.time() - self._told[0][1])
 
     def tick(self) -> None:
         """The node's heartbeat round ran: the process may keep its streams beating."""
@@ -175,6 +193,10 @@ class FanOutLink:
             kind = message.get("t")
             if kind == "sent":
                 self._hub.events_sent += int(message["n"])
+                at = int(message["at"])
+                told = self._told
+                while told and told[0][0] <= at:
+                    told.popleft()
             elif kind == "ended":
                 watcher = self._serving.pop(message["id"], None)
                 if watcher is not None:
@@ -194,6 +216,7 @@ class FanOutLink:
             self._channel = None
         if self._process is not None:
             self._process.poll()  # reaped if it ended
+        self._told.clear()
         serving, self._serving = self._serving, {}
         for watcher in serving.values():
             self._hub.handed_back(watcher, "gone", None)

@@ -31,7 +31,8 @@ The rounds that arrived together are read as one (up to the last before an
 ``attach``, which joins at that head): a process that got no CPU for a while
 catches up with one read of the log, not one per round it missed.
 
-Messages to the node: ``sent`` (events written since the last), and
+Messages to the node: ``sent`` (``n``: events written since the last; ``at``:
+the head this process has read to, for the node's ``fanout_behind_ms``), and
 ``ended`` -- ``id``, ``why`` (``gone``, ``cut`` or ``stopping``) and
 ``unsent`` (bytes the kernel had not taken, for the node to write before its
 closing frame). The process ends when the channel closes: the node went.
@@ -107,6 +108,7 @@ class FanOut:
         self._watchers: dict[int, Watcher] = {}
         self._ends: set[asyncio.Task[None]] = set()
         self._reported_sent = 0
+        self._reported_at = 0
         self._closed = self._loop.create_future()
         self._heard = self._loop.time()
         """Loop time of the node's last message."""
@@ -201,10 +203,11 @@ class FanOut:
             self._outbox.send({"t": "ended", "id": watcher_id, "why": why, "unsent": unsent})
 
     def _report_sent(self) -> None:
-        sent = self._hub.events_sent
-        if sent != self._reported_sent and not self._outbox.closed:
-            self._outbox.send({"t": "sent", "n": sent - self._reported_sent})
-            self._reported_sent = sent
+        # One message per batch of rounds read, whatever the number of watchers.
+        sent, at = self._hub.events_sent, self._tail.seq
+        if (sent, at) != (self._reported_sent, self._reported_at) and not self._outbox.closed:
+            self._outbox.send({"t": "sent", "n": sent - self._reported_sent, "at": at})
+            self._reported_sent, self._reported_at = sent, at
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -104,6 +104,10 @@ class Handover(Protocol):
         """A heartbeat round ran here: this node is alive (its streams may keep beating)."""
         ...
 
+    def behind(self) -> float:
+        """Seconds since the oldest round it has not read yet was told (0: none)."""
+        ...
+
 
 class TooManyWatchers(Exception):
     """The node or the token already has as many watchers as it may."""
@@ -381,6 +385,11 @@ class WatchHub:
     def handed_over_count(self) -> int:
         """Watchers the fan-out process serves now."""
         return 0 if self.handover is None else self.handover.serving
+
+    @property
+    def fanout_behind(self) -> float:
+        """How far the fan-out process is behind this hub's rounds, in seconds."""
+        return 0.0 if self.handover is None else self.handover.behind()
 
     def _following(self) -> bool:
         """Whether a round has anyone to tell: a watcher here, or the fan-out process."""

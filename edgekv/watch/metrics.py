@@ -23,6 +23,11 @@ class _WatchCollector(Collector):
             "Watch streams whose live events the fan-out process writes (of those open).",
             hub.handed_over_count,
         )
+        yield GaugeMetricFamily(
+            "edgekv_watch_fanout_behind_seconds",
+            "Age of the oldest round of the log the fan-out process has not read yet (0: none).",
+            hub.fanout_behind,
+        )
         yield CounterMetricFamily(
             "edgekv_watch_events_sent", "Watch events sent (changes, not heartbeats).",
             hub.events_sent,
@@ -49,6 +54,7 @@ def status(hub: WatchHub) -> dict[str, int]:
     return {
         "watchers_open": hub.open_count,
         "watchers_in_fanout": hub.handed_over_count,
+        "fanout_behind_ms": round(hub.fanout_behind * 1000),
         "events_sent": hub.events_sent,
         "watchers_cut": hub.cut_count,
         "relists": hub.relists,
