@@ -169,6 +169,7 @@ def status_renderable(status: dict[str, Any], region: str | None = None) -> Grou
         f"{me['url']}{in_region}  node {me['node_id']}  seq {me['seq']}  keys {me['keys']}  "
         f"db {_bytes(me['db_bytes'])}  held {me['held_changes']}",
         f"  watchers {me['watch']['watchers_open']}" if "watch" in me else "",
+        _fanout_behind(me.get("watch", {})),
     )
     members: list[Member] = status["members"]
     if region is not None:
@@ -202,3 +203,9 @@ def status_renderable(status: dict[str, Any], region: str | None = None) -> Grou
     if services.row_count:
         lines.append(services)
     return Group(*lines)
+
+
+def _fanout_behind(watch: dict[str, Any]) -> str:
+    """The fan-out process's lag when it has one (a host short of CPU): the events wait."""
+    behind = watch.get("fanout_behind_ms", 0)
+    return f" (events {behind / 1000:.1f} s behind)" if behind >= 1000 else ""

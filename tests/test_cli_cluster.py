@@ -205,3 +205,12 @@ def test_demo_replicates_and_stops_on_ctrl_c() -> None:
         assert proc.stdout is not None
         proc.stdout.close()
     assert "demo stopped" in "".join(lines)
+
+
+def test_status_header_shows_watch_events_waiting_on_a_busy_host() -> None:
+    status = _status_of_48()
+    status["node"]["watch"] = {"watchers_open": 1010, "fanout_behind_ms": 40}
+    assert "watchers 1010" in _render(status)[0]
+    assert "behind" not in _render(status)[0]  # milliseconds: the usual pace
+    status["node"]["watch"]["fanout_behind_ms"] = 2500
+    assert "watchers 1010 (events 2.5 s behind)" in _render(status)[0]
