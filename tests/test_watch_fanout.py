@@ -74,13 +74,21 @@ class Reader:
         self.ended.set()
 
 
+def _handed_over(node: NodeProcess, path: str, in_fanout: int = 1) -> tuple[SseStream, Reader]:
+    """A stream opened on ``node``, live and handed over (the ``in_fanout``-th), being read."""
+    stream = SseStream(node.url, path)
+    stream.until("ready")
+    wait_for(
+        lambda: _watch_status(node)["watchers_in_fanout"] == in_fanout,
+        what="the stream handed over",
+    )
+    return stream, Reader(stream)
+
+
 def test_the_fanout_process_serves_plain_key_value_streams(start_node: StartNode) -> None:
     node = start_node("n")
     assert len(_fanout_pids(node)) == 1
-    stream = SseStream(node.url, "/v1/kv/ns/_watch?prefix=k")
-    stream.until("ready")
-    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 1, what="the stream handed over")
-    reader = Reader(stream)
+    stream, reader = _handed_over(node, "/v1/kv/ns/_watch?prefix=k")
     keys = [f"k{i:03d}" for i in range(50)]
     for key in keys:
         _put(node, key)
@@ -94,10 +102,7 @@ def test_the_fanout_process_serves_plain_key_value_streams(start_node: StartNode
 
 def test_streams_outlive_the_fanout_process(start_node: StartNode) -> None:
     node = start_node("n")
-    stream = SseStream(node.url, "/v1/kv/ns/_watch")
-    stream.until("ready")
-    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 1, what="the stream handed over")
-    reader = Reader(stream)
+    stream, reader = _handed_over(node, "/v1/kv/ns/_watch")
     _put(node, "before")
     wait_for(lambda: reader.keys == ["before"], what="the first event")
     (worker,) = _fanout_pids(node)
@@ -216,20 +221,14 @@ def test_a_fanout_process_that_lagged_catches_up_exactly(start_node: StartNode) 
     # but a watcher handed over among them still joins at its own head: each stream gets
     # every event after its ready, once, in order.
     node = start_node("n")
-    first = SseStream(node.url, "/v1/kv/ns/_watch")
-    first.until("ready")
-    wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 1, what="the stream handed over")
-    first_reader = Reader(first)
+    first, first_reader = _handed_over(node, "/v1/kv/ns/_watch")
     (worker,) = _fanout_pids(node)
     os.kill(worker, signal.SIGSTOP)
     try:
         before = [f"a{i:03d}" for i in range(100)]
         for key in before:
             _put(node, key)
-        second = SseStream(node.url, "/v1/kv/ns/_watch")
-        second.until("ready")
-        wait_for(lambda: _watch_status(node)["watchers_in_fanout"] == 2, what="handed over too")
-        second_reader = Reader(second)
+        second, second_reader = _handed_over(node, "/v1/kv/ns/_watch", in_fanout=2)
         after = [f"b{i:03d}" for i in range(100)]
         for key in after:
             _put(node, key)
