@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import threading
 import time
@@ -396,3 +397,24 @@ def test_the_node_stops_with_watchers_attached(secured: Callable[..., NodeProces
     reader.join(5)
     stream.close()
     assert ended.is_set()
+
+
+@pytest.mark.parametrize("kind", ["kv", "docs", "counters", "sets"])
+def test_head_on_a_watch_answers_the_headers_and_opens_no_stream(
+    secured: Callable[..., NodeProcess], kind: str
+) -> None:
+    node = secured()
+    host, port = node.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    auth = {"Authorization": f"Bearer {node.token}"}
+    conn.request("HEAD", f"/v1/{kind}/space/_watch", headers=auth)
+    answer = conn.getresponse()
+    assert answer.status == 200
+    assert answer.getheader("Content-Type", "").startswith("text/event-stream")
+    assert answer.read() == b""
+    # The connection is free for the next request at once, and no watcher was opened.
+    conn.request("GET", "/v1/cluster/status", headers=auth)
+    status = conn.getresponse()
+    assert status.status == 200
+    assert json.loads(status.read())["node"]["watch"]["watchers_open"] == 0
+    conn.close()

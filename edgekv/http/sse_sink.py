@@ -27,7 +27,6 @@ class ResponseSink:
         # The same transport for the connection's life; closing once the client goes.
         self._transport = transport
         self._chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"
-        self._empty = request.method == hdrs.METH_HEAD  # a HEAD answer has no body
         self._response = response
 
     def send(self, data: bytes) -> bool:
@@ -35,8 +34,6 @@ class ResponseSink:
         transport = self._transport
         if transport.is_closing():
             return False
-        if self._empty:
-            return True
         if self._chunked:
             transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
@@ -62,12 +59,12 @@ class ResponseSink:
     def hand_over(self) -> tuple[int, bool] | None:
         """A copy of the socket for the watch fan-out process; reading here paused.
 
-        Not for TLS (the session's state is in this process), a HEAD answer, or a
-        connection closing. The connection is closed once the stream ends: the
-        other process had it meanwhile.
+        Not for TLS (the session's state is in this process) or a connection
+        closing. The connection is closed once the stream ends: the other
+        process had it meanwhile.
         """
         transport = self._transport
-        if self._empty or transport.is_closing() or transport.get_extra_info("sslcontext"):
+        if transport.is_closing() or transport.get_extra_info("sslcontext"):
             return None
         sock = transport.get_extra_info("socket")
         if sock is None or transport.get_write_buffer_size():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from edgekv.http import validation as check
 from edgekv.http.doc_routes import authorized as authorized_collection
@@ -118,6 +118,10 @@ async def _serve(request: web.Request, kind: str, space: str, key_code: str) -> 
     watch = _filter(request, node, space, key_code)
     token = _token(request)
     snapshot = _flag(request, "snapshot", False)
+    if request.method == hdrs.METH_HEAD:  # what a GET would answer, and no stream
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        await response.prepare(request)
+        return response
     hub = node.watch
     try:
         watcher = hub.open(kind, watch, request[PRINCIPAL].name)
