@@ -418,3 +418,43 @@ def test_head_on_a_watch_answers_the_headers_and_opens_no_stream(
     assert status.status == 200
     assert json.loads(status.read())["node"]["watch"]["watchers_open"] == 0
     conn.close()
+
+
+def _rss_kib(node: NodeProcess) -> int:
+    assert node.proc is not None
+    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_a_client_that_stops_reading_during_its_snapshot_holds_a_page_and_is_cut(
+    secured: Callable[..., NodeProcess],
+) -> None:
+    # Large values (inline up to watch_value_bytes): a snapshot of them is megabytes.
+    node = secured("--watch-heartbeat", "3", "--shutdown-timeout", "5")
+    value = base64.b64encode(b"v" * 60_000).decode()
+    for first in range(0, 300, 50):
+        operations = [
+            {"op": "put", "key": f"k{i:03d}", "value": value} for i in range(first, first + 50)
+        ]
+        answer = node.request("POST", "/v1/kv/ns/_bulk", json_body={"operations": operations})
+        assert answer.status == 200, answer.body
+    before = _rss_kib(node)
+    stuck = [watch(node, "/v1/kv/ns/_watch?snapshot=true", receive_buffer=1024) for _ in range(10)]
+    wait_for(lambda: _status(node)["watchers_open"] == 10, what="ten stuck snapshots")
+    # Each holds what one page of the catch-up is (not the whole 18 MB snapshot, nor copies).
+    grown_mib = (_rss_kib(node) - before) / 1024
+    assert grown_mib < 60, f"{grown_mib:.0f} MiB for ten stalled snapshots"
+    # Taking nothing for a heartbeat interval, they are cut, and their connections closed.
+    wait_for(lambda: _status(node)["watchers_cut"] == 10, what="the stalled snapshots cut")
+    assert _status(node)["watchers_open"] == 0
+    for stream in stuck:
+        stream.close()
+    # One more, stuck when the node is asked to stop: it does not hold the stop up.
+    last = watch(node, "/v1/kv/ns/_watch?snapshot=true", receive_buffer=1024)
+    assert last.status == 200
+    wait_for(lambda: _status(node)["watchers_open"] == 1, what="a stuck snapshot")
+    assert node.stop(timeout=5 + 3) == 0
+    last.close()

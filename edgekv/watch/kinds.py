@@ -135,7 +135,9 @@ _NOT_KEY_VALUE = (DOC_NS_PREFIX, CTR_NS_PREFIX, SET_NS_PREFIX)
 """Log namespaces that hold other kinds' rows (user namespaces cannot start so)."""
 
 PAGE_ROWS = 500
-PAGE_BYTES = 4 * 1024 * 1024
+PAGE_BYTES = 512 * 1024
+"""Values read per page of a catch-up: what a stream holds at a time while its client
+reads (half the default ``watch_buffer_bytes``), besides one row that may pass it."""
 
 
 def _bookmark(node_id: int, seq: int, hlc: int) -> str:

@@ -52,6 +52,12 @@ from edgekv_replication.watch_tokens import (
 )
 
 _CUT_WRITE_SECONDS = 1.0
+_TAKE_CHECK_SECONDS = 1.0
+"""How often a catch-up waiting for its client looks whether it took anything."""
+
+
+class _Stalled(Exception):
+    """The client took nothing of the catch-up for a heartbeat interval (or the node stops)."""
 
 
 class WatchStream:
@@ -76,6 +82,16 @@ class WatchStream:
 
     async def run(self, token: WatchToken | None, snapshot: bool) -> None:
         """Serve the stream until the client goes, the watcher is cut or must re-list."""
+        try:
+            await self._run(token, snapshot)
+        except _Stalled:
+            # What was written is not being taken: a closing frame would wait behind it.
+            # The connection goes; the client resumes from its last id.
+            if not self._hub.closing:
+                self._hub.cut_count += 1
+            self._sink.abort()
+
+    async def _run(self, token: WatchToken | None, snapshot: bool) -> None:
         hub, watcher = self._hub, self._watcher
         reads = self._store.watch_reads
         await hub.settled()  # every write answered before the stream began is in its catch-up
@@ -172,10 +188,38 @@ class WatchStream:
 
     async def _send(self, frames: list[bytes], events: int) -> None:
         """Frames of the catch-up, at the pace the client reads them."""
+        if self._hub.closing:
+            await self._send_cut("the node is stopping: resume at another PoP")
+            raise ConnectionResetError("the node is stopping")
         if not self._sink.send(b"".join(frames)):
             raise ConnectionResetError("the watch client went")
         self._hub.events_sent += events
-        await self._sink.drained()
+        await self._taken()
+
+    async def _taken(self) -> None:
+        """Until the client has taken most of what was written (aiohttp's drain).
+
+        A page at a time, so a catch-up holds one page per watcher. A client
+        that takes nothing of it for a heartbeat interval has stalled, as has
+        any client once the node is stopping: :class:`_Stalled`.
+        """
+        sink, hub = self._sink, self._hub
+        loop = asyncio.get_running_loop()
+        # Waited on, never cancelled: aiohttp's drain waiter is shared and would stay
+        # cancelled. The connection's end (abort) settles it.
+        drained = asyncio.ensure_future(sink.drained())
+        drained.add_done_callback(_retrieve)
+        pending, progress_at = sink.pending(), loop.time()
+        while True:
+            done, _ = await asyncio.wait({drained}, timeout=_TAKE_CHECK_SECONDS)
+            if done:
+                drained.result()  # raises if the client went meanwhile
+                return
+            now = sink.pending()
+            if now < pending:
+                pending, progress_at = now, loop.time()
+            elif hub.closing or loop.time() - progress_at >= hub.limits.heartbeat:
+                raise _Stalled
 
     async def _send_cut(self, reason: str) -> None:
         data = json.dumps({"reason": reason})
@@ -190,6 +234,12 @@ class WatchStream:
         self._hub.relists += 1
         data = json.dumps({"reason": reason + ": list again (snapshot=true)"})
         await self._send([frame("relist", data.encode(), None)], 0)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Consume the outcome of a drain nobody awaits any more (a stream that ended)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _covered(event: Event, coverage: Coverage | None) -> bool:
