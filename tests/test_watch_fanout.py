@@ -110,6 +110,7 @@ def test_streams_outlive_the_fanout_process(start_node: StartNode) -> None:
     # The node drops what the process served (its client resumes from its last id) ...
     assert reader.ended.wait(10), "the stream outlived its writer"
     stream.close()
+    wait_for(lambda: not _children(node), what="the process reaped (no zombie)")
     assert _watch_status(node)["watchers_open"] == 0
     assert reader.last is not None
     _put(node, "during")
@@ -243,3 +244,34 @@ def test_a_fanout_process_that_lagged_catches_up_exactly(start_node: StartNode) 
     assert second_reader.keys == after
     hang_up(first)
     hang_up(second)
+
+
+def _children(node: NodeProcess) -> list[int]:
+    """Every child process of the node, ended ones not reaped yet (zombies) included."""
+    assert node.proc is not None
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{node.proc.pid}/task"):
+        found += map(int, Path(f"/proc/{node.proc.pid}/task/{task}/children").read_text().split())
+    return found
+
+
+def test_a_hung_fanout_process_is_ended_and_its_streams_dropped(start_node: StartNode) -> None:
+    # A process that answers nothing (stopped here) would keep its streams silent and
+    # never count out a client that went: the node ends it, as if it had died.
+    node = start_node("n", ["--watch-heartbeat", "0.5"])
+    stream, reader = _handed_over(node, "/v1/kv/ns/_watch")
+    (worker,) = _fanout_pids(node)
+    os.kill(worker, signal.SIGSTOP)
+    assert reader.ended.wait(30), "the stream of a hung process was kept"
+    stream.close()
+    wait_for(lambda: not _children(node), what="the hung process ended and reaped")
+    assert "answered nothing" in "".join(node.output)
+    assert _watch_status(node)["watchers_open"] == 0
+    # New streams are the node's own from then on, and get every change.
+    served = SseStream(node.url, "/v1/kv/ns/_watch")
+    served.until("ready")
+    live = Reader(served)
+    _put(node, "after")
+    wait_for(lambda: live.keys == ["after"], what="events from the node itself")
+    assert _watch_status(node)["watchers_in_fanout"] == 0
+    hang_up(served)

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 _STOP_SECONDS = 2.0
 """How long the node's stop waits for the process to hand the streams back."""
+_HUNG_AFTER_BEATS = 4
+"""Heartbeat intervals without an answer to a tick before the process counts as hung."""
 _TOLD_ROUNDS = 1024
 """Rounds remembered until the process says it read them (past it, the newest merge)."""
 
@@ -54,6 +56,9 @@ class FanOutLink:
         self._all_ended: asyncio.Event | None = None
         self._told: collections.deque[tuple[int, float]] = collections.deque()
         """Rounds told and not read by the process yet: head, loop time told."""
+        self._unanswered_since: float | None = None
+        """Loop time of the first tick the process has not answered (nor sent anything since)."""
+        self._reaping: asyncio.Task[None] | None = None
 
     @property
     def serving(self) -> int:
@@ -116,6 +121,8 @@ class FanOutLink:
             "limit": watcher.limit,
         }
         outbox.send(message, fd)  # open (checked above): it queues what it cannot send
+        if not self._serving:  # ticks (and their answers) start again from now
+            self._unanswered_since = None
         self._serving[watcher_id] = watcher
         watcher.fanout_id = watcher_id
         if outbox.closed:  # the write found the channel broken
@@ -140,7 +147,29 @@ class FanOutLink:
         return max(0.0, self._loop.time() - self._told[0][1])
 
     def tick(self) -> None:
-        """The node's heartbeat round ran: the process may keep its streams beating."""
+        """The node's heartbeat round ran: the process may keep its streams beating.
+
+        The process answers each tick. One that answered nothing for
+        :data:`_HUNG_AFTER_BEATS` intervals is hung (stopped, or stuck): its
+        clients that went are never counted out and its streams get nothing,
+        so it is ended and its streams dropped, as if it had died.
+        """
+        loop = self._loop
+        if loop is None or self._outbox is None or self._outbox.closed:
+            return
+        now = loop.time()
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        elif now - self._unanswered_since > _HUNG_AFTER_BEATS * self._hub.limits.heartbeat:
+            log.error(
+                "the watch fan-out process answered nothing for %.0f s: it is ended and its"
+                " streams dropped (their clients resume); the node serves watchers itself",
+                now - self._unanswered_since,
+            )
+            if self._process is not None and self._process.poll() is None:
+                self._process.kill()
+            self._lost()
+            return
         self._send({"t": "tick"})
 
     def drop(self, watcher: Watcher) -> None:
@@ -162,13 +191,8 @@ class FanOutLink:
             except TimeoutError:
                 log.warning("the watch fan-out process did not end its streams in time")
         self._lost()
-        process = self._process
-        if process is not None:
-            try:
-                await asyncio.to_thread(process.wait, _STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
+        if self._reaping is not None:
+            await self._reaping
 
     def _send(self, message: Message, replaceable: bool = False) -> None:
         outbox = self._outbox
@@ -183,12 +207,11 @@ class FanOutLink:
         try:
             messages = self._inbox.receive()
         except ChannelClosed:
-            if self._process is not None and self._process.poll() is None:
-                log.error("the watch fan-out channel broke; its streams are dropped")
-            else:
-                log.error("the watch fan-out process ended; its streams are dropped")
+            log.error("the watch fan-out process went; its streams are dropped")
             self._lost()
             return
+        if messages:
+            self._unanswered_since = None
         for message in messages:
             kind = message.get("t")
             if kind == "sent":
@@ -214,13 +237,23 @@ class FanOutLink:
                 self._inbox.close()
             channel.close()
             self._channel = None
-        if self._process is not None:
-            self._process.poll()  # reaped if it ended
+        if self._process is not None and self._reaping is None and loop is not None:
+            self._reaping = loop.create_task(self._reap(self._process))
         self._told.clear()
         serving, self._serving = self._serving, {}
         for watcher in serving.values():
             self._hub.handed_back(watcher, "gone", None)
         self._check_all_ended()
+
+    async def _reap(self, process: subprocess.Popen[bytes]) -> None:
+        """Wait for the process to end (killed if it lingers), so no zombie stays behind."""
+        try:
+            code = await asyncio.to_thread(process.wait, _STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = await asyncio.to_thread(process.wait)
+        if code != 0:
+            log.warning("the watch fan-out process ended with %s", code)
 
     def _check_all_ended(self) -> None:
         if not self._serving and self._all_ended is not None:

@@ -21,17 +21,18 @@ Messages from the node (:mod:`edgekv.watch.fanout_channel`):
   its next id starts), ``hub`` (the node's vector there), ``head`` (its ids'
   head), ``chunked``.
 * ``drop``: the node ended that stream (its handler was cancelled).
-* ``tick``: the node's heartbeat round ran (four per ``watch_heartbeat``).
-  Streams here get heartbeats only while the node is heard from within an
-  interval: a node that hangs leaves its watchers silent, so they time out
-  and resume elsewhere, as they would if the node served them itself.
+* ``tick``: the node's heartbeat round ran (four per ``watch_heartbeat``);
+  answered with ``tock`` (a process that answers nothing for long is ended
+  by the node). Streams here get heartbeats only while the node is heard
+  from within an interval: a node that hangs leaves its watchers silent, so
+  they time out and resume elsewhere, as they would if the node served them.
 * ``stop``: the node is stopping: every stream ends.
 
 The rounds that arrived together are read as one (up to the last before an
 ``attach``, which joins at that head): a process that got no CPU for a while
 catches up with one read of the log, not one per round it missed.
 
-Messages to the node: ``sent`` (``n``: events written since the last; ``at``:
+Messages to the node: ``tock``, ``sent`` (``n``: events written since the last; ``at``:
 the head this process has read to, for the node's ``fanout_behind_ms``), and
 ``ended`` -- ``id``, ``why`` (``gone``, ``cut`` or ``stopping``) and
 ``unsent`` (bytes the kernel had not taken, for the node to write before its
@@ -153,7 +154,10 @@ class FanOut:
         self._report_sent()
 
     def _handle(self, kind: object, message: Message) -> None:
-        if kind == "attach":
+        if kind == "tick":
+            if not self._outbox.closed:
+                self._outbox.send({"t": "tock"})
+        elif kind == "attach":
             self._attach(message, self._inbox.fds.popleft())
         elif kind == "drop":
             watcher = self._watchers.get(message["id"])
