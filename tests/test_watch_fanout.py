@@ -110,20 +110,31 @@ def test_streams_outlive_the_fanout_process(start_node: StartNode) -> None:
     # The node drops what the process served (its client resumes from its last id) ...
     assert reader.ended.wait(10), "the stream outlived its writer"
     stream.close()
-    wait_for(lambda: not _children(node), what="the process reaped (no zombie)")
+    wait_for(lambda: worker not in _children(node), what="the process reaped (no zombie)")
     assert _watch_status(node)["watchers_open"] == 0
     assert reader.last is not None
     _put(node, "during")
-    # ... and serves watchers itself from then on: nothing missed, nothing twice.
+    # ... and resumes it: nothing missed, nothing twice (written by the node itself
+    # until a new process is up) ...
     assert reader.last.id is not None
     resumed = SseStream(node.url, "/v1/kv/ns/_watch", headers={"Last-Event-ID": reader.last.id})
     caught_up, _ = resumed.until("ready")
     assert [block.json()["key"] for block in caught_up] == ["during"]
-    assert _watch_status(node)["watchers_in_fanout"] == 0
     live = Reader(resumed)
     _put(node, "after")
-    wait_for(lambda: live.keys == ["after"], what="live events from the node itself")
+    wait_for(lambda: live.keys == ["after"], what="live events after the process died")
     hang_up(resumed)
+    _a_new_process_serves(node, worker)
+
+
+def _a_new_process_serves(node: NodeProcess, ended: int) -> None:
+    """A fan-out process other than ``ended`` is started, and takes new streams again."""
+    wait_for(lambda: _fanout_pids(node) not in ([], [ended]), what="a new fan-out process")
+    wait_for(lambda: _watch_status(node)["watchers_open"] == 0, what="the old streams gone")
+    stream, reader = _handed_over(node, "/v1/kv/ns/_watch")
+    _put(node, "new")
+    wait_for(lambda: reader.keys == ["new"], what="events from the new process")
+    hang_up(stream)
 
 
 @pytest.mark.parametrize("fanout", ["true", "false"])
@@ -255,7 +266,7 @@ def _children(node: NodeProcess) -> list[int]:
     return found
 
 
-def test_a_hung_fanout_process_is_ended_and_its_streams_dropped(start_node: StartNode) -> None:
+def test_a_hung_fanout_process_is_ended_and_replaced(start_node: StartNode) -> None:
     # A process that answers nothing (stopped here) would keep its streams silent and
     # never count out a client that went: the node ends it, as if it had died.
     node = start_node("n", ["--watch-heartbeat", "0.5"])
@@ -264,14 +275,6 @@ def test_a_hung_fanout_process_is_ended_and_its_streams_dropped(start_node: Star
     os.kill(worker, signal.SIGSTOP)
     assert reader.ended.wait(30), "the stream of a hung process was kept"
     stream.close()
-    wait_for(lambda: not _children(node), what="the hung process ended and reaped")
+    wait_for(lambda: worker not in _children(node), what="the hung process ended and reaped")
     assert "answered nothing" in "".join(node.output)
-    assert _watch_status(node)["watchers_open"] == 0
-    # New streams are the node's own from then on, and get every change.
-    served = SseStream(node.url, "/v1/kv/ns/_watch")
-    served.until("ready")
-    live = Reader(served)
-    _put(node, "after")
-    wait_for(lambda: live.keys == ["after"], what="events from the node itself")
-    assert _watch_status(node)["watchers_in_fanout"] == 0
-    hang_up(served)
+    _a_new_process_serves(node, worker)

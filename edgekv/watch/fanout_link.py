@@ -8,9 +8,11 @@ closing frame as for any watcher. The hub's rounds tell it how far they
 read (:meth:`FanOutLink.reached`): one small message per round, whatever the
 number of watchers.
 
-Should the process die, every stream it served is dropped (its client
-resumes from its last event id, here or at another PoP) and the node serves
-new watchers itself from then on.
+Should the process die (or hang: it answers the node's ticks), every stream
+it served is dropped (its client resumes from its last event id, here or at
+another PoP), the node serves new watchers itself meanwhile, and a new
+process is started after a backoff (1 s, doubling to a minute; back to 1 s
+once one has run for a minute).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ _STOP_SECONDS = 2.0
 _HUNG_AFTER_BEATS = 4
 """Heartbeat intervals without an answer to a tick before the process counts as hung."""
 _TOLD_ROUNDS = 1024
+_FIRST_RESTART_SECONDS = 1.0
+_LAST_RESTART_SECONDS = 60.0
+"""Backoff between restarts of a process that keeps ending; one that ran this long
+counts as having run well (the next restart waits the first delay again)."""
 """Rounds remembered until the process says it read them (past it, the newest merge)."""
 
 
@@ -58,7 +64,12 @@ class FanOutLink:
         """Rounds told and not read by the process yet: head, loop time told."""
         self._unanswered_since: float | None = None
         """Loop time of the first tick the process has not answered (nor sent anything since)."""
-        self._reaping: asyncio.Task[None] | None = None
+        self._reaping: set[asyncio.Task[None]] = set()
+        """Ended processes being waited for (so none stays a zombie)."""
+        self._started_at = 0.0
+        self._restart_delay = _FIRST_RESTART_SECONDS
+        self._restart: asyncio.TimerHandle | None = None
+        self._stopping = False
 
     @property
     def serving(self) -> int:
@@ -85,8 +96,32 @@ class FanOutLink:
         ours.setblocking(False)
         self._loop, self._channel = loop, ours
         self._outbox, self._inbox = Outbox(ours, loop), Inbox(ours)
+        self._unanswered_since = None
+        self._started_at = loop.time()
         loop.add_reader(ours.fileno(), self._readable)
         self._hub.handover = self
+
+    def _start_again(self) -> None:
+        """The backoff after a process ended is over: start another."""
+        self._restart = None
+        if self._stopping or self._loop is None:
+            return
+        try:
+            self.start(self._loop)
+        except OSError:
+            log.exception("the watch fan-out process cannot be started; the node serves watchers")
+            self._schedule_restart()
+            return
+        log.warning("the watch fan-out process was started again")
+
+    def _schedule_restart(self) -> None:
+        loop = self._loop
+        if self._stopping or loop is None or self._restart is not None:
+            return
+        if loop.time() - self._started_at >= _LAST_RESTART_SECONDS:
+            self._restart_delay = _FIRST_RESTART_SECONDS  # the last one ran well
+        self._restart = loop.call_later(self._restart_delay, self._start_again)
+        self._restart_delay = min(2 * self._restart_delay, _LAST_RESTART_SECONDS)
 
     def take(
         self, watcher: Watcher, position: Position, sink: Transferable, hub: VectorText
@@ -179,6 +214,10 @@ class FanOutLink:
 
     def stop(self) -> None:
         """Every stream ends (the process hands each back); new ones stay with the node."""
+        self._stopping = True
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
         if self._serving:
             self._all_ended = asyncio.Event()
         self._send({"t": "stop"})
@@ -190,9 +229,10 @@ class FanOutLink:
                 await asyncio.wait_for(self._all_ended.wait(), _STOP_SECONDS)
             except TimeoutError:
                 log.warning("the watch fan-out process did not end its streams in time")
+        self._stopping = True
         self._lost()
-        if self._reaping is not None:
-            await self._reaping
+        if self._reaping:
+            await asyncio.gather(*self._reaping)
 
     def _send(self, message: Message, replaceable: bool = False) -> None:
         outbox = self._outbox
@@ -237,8 +277,12 @@ class FanOutLink:
                 self._inbox.close()
             channel.close()
             self._channel = None
-        if self._process is not None and self._reaping is None and loop is not None:
-            self._reaping = loop.create_task(self._reap(self._process))
+        process, self._process = self._process, None
+        if process is not None and loop is not None:
+            reaping = loop.create_task(self._reap(process))
+            self._reaping.add(reaping)
+            reaping.add_done_callback(self._reaping.discard)
+            self._schedule_restart()
         self._told.clear()
         serving, self._serving = self._serving, {}
         for watcher in serving.values():
