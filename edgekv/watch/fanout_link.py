@@ -37,11 +37,11 @@ _STOP_SECONDS = 2.0
 _HUNG_AFTER_BEATS = 4
 """Heartbeat intervals without an answer to a tick before the process counts as hung."""
 _TOLD_ROUNDS = 1024
+"""Rounds remembered until the process says it read them (past it, the newest merge)."""
 _FIRST_RESTART_SECONDS = 1.0
 _LAST_RESTART_SECONDS = 60.0
 """Backoff between restarts of a process that keeps ending; one that ran this long
 counts as having run well (the next restart waits the first delay again)."""
-"""Rounds remembered until the process says it read them (past it, the newest merge)."""
 
 
 class FanOutLink:
@@ -187,7 +187,7 @@ class FanOutLink:
         The process answers each tick. One that answered nothing for
         :data:`_HUNG_AFTER_BEATS` intervals is hung (stopped, or stuck): its
         clients that went are never counted out and its streams get nothing,
-        so it is ended and its streams dropped, as if it had died.
+        so it is ended, its streams dropped and another started, as if it had died.
         """
         loop = self._loop
         if loop is None or self._outbox is None or self._outbox.closed:
@@ -198,7 +198,7 @@ class FanOutLink:
         elif now - self._unanswered_since > _HUNG_AFTER_BEATS * self._hub.limits.heartbeat:
             log.error(
                 "the watch fan-out process answered nothing for %.0f s: it is ended and its"
-                " streams dropped (their clients resume); the node serves watchers itself",
+                " streams dropped (their clients resume); another is started",
                 now - self._unanswered_since,
             )
             if self._process is not None and self._process.poll() is None:
