@@ -185,6 +185,16 @@ COLLECT_SOON = ("--tombstone-horizon", "2", "--tombstone-gc-interval", "0.5")
 """Tombstones collectable 2 s after every node holds them, looked for twice a second."""
 
 
+def _collection_state(nodes: list[NodeProcess]) -> str:
+    """What each node says of its tombstones and its members: why collection waits."""
+    lines = []
+    for node in nodes:
+        answer = node.request("GET", "/v1/cluster/status")
+        status = json.loads(answer.body) if answer.status == 200 else answer.status
+        lines.append(f"{node.url}: {tombstones(node)} tombstones, status {status}")
+    return "\n".join(lines)
+
+
 def deletes_are_collected_on_both_sides(
     eu1: NodeProcess, eu2: NodeProcess, us1: NodeProcess
 ) -> None:
@@ -200,7 +210,10 @@ def deletes_are_collected_on_both_sides(
     state = wait_converged(nodes)
     assert sum(1 for row in state if row[2] is None) == 20
     # Every node holds every delete, on both sides of the backbone: they go.
-    wait_for(lambda: all(tombstones(node) == 0 for node in nodes), 120, "tombstones collected")
+    try:
+        wait_for(lambda: all(tombstones(node) == 0 for node in nodes), 120, "tombstones collected")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; {_collection_state(nodes)}") from None
     assert all(stored_state(node) == [] for node in nodes)
     # And nothing deleted comes back from the backbone's history (or upstream rows).
     eu1.request("PUT", "/v1/kv/ns/after", body=b"v")
